@@ -1,0 +1,49 @@
+# toolkit: the README's two commands are `make train` (the main job) and `make test`.
+SHELL := /bin/bash
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+WHEELHOUSE := wheelhouse
+
+# Only PyPI and the lock decide what gets installed: ignore machine-wide pip config
+# (extra indexes, find-links) so every machine resolves the same files.
+export PIP_CONFIG_FILE := /dev/null
+unexport PIP_FIND_LINKS
+export PIP_DISABLE_PIP_VERSION_CHECK := 1
+# Reproducible timestamps in cards: the last commit's time unless the caller sets one.
+export SOURCE_DATE_EPOCH ?= $(shell git log -1 --format=%ct 2>/dev/null || echo 0)
+
+.PHONY: help venv wheelhouse lock test test-fast bench clean
+
+help:
+	@echo "make train | test | lock | image | base | check-env MODEL=... | bench | clean"
+
+# The locked wheels, downloaded once on the host: the venv and the image install from here.
+wheelhouse: $(WHEELHOUSE)/.stamp
+$(WHEELHOUSE)/.stamp: requirements.lock
+	$(PY) -m pip download --quiet --only-binary=:all: --no-deps --require-hashes -r requirements.lock -d $(WHEELHOUSE)
+	touch $@
+
+venv: $(VENV)/.stamp
+$(VENV)/.stamp: requirements.lock pyproject.toml $(WHEELHOUSE)/.stamp
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install --quiet --no-index --find-links $(WHEELHOUSE) --require-hashes -r requirements.lock
+	$(BIN)/pip install --quiet --no-index --no-deps --no-build-isolation -e .
+	touch $@
+
+lock: $(VENV)/.stamp
+	$(BIN)/pip-compile --quiet --generate-hashes --allow-unsafe --strip-extras \
+	    --no-emit-index-url --no-emit-find-links -o requirements.lock requirements.in
+
+test: $(VENV)/.stamp
+	$(BIN)/python -m pytest
+
+# Everything but the Docker and cross-version end-to-end tests: a quick loop while developing.
+test-fast: $(VENV)/.stamp
+	$(BIN)/python -m pytest -m "not docker and not slow"
+
+bench: $(VENV)/.stamp
+	@for b in benchmarks/bench_*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done
+
+clean:
+	rm -rf $(VENV) $(WHEELHOUSE) .pytest_cache build *.egg-info

@@ -1,0 +1,51 @@
+"""toolkit: train, save, gate and register scikit-learn pipelines reproducibly.
+
+The public API is ``save``, ``load`` and ``check_env``, plus the errors they raise.
+Heavy modules (joblib, scikit-learn) are imported on first use, so that
+``toolkit check-env`` stays fast and never imports scikit-learn.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from toolkit.errors import (
+    CardError,
+    EnvironmentMismatch,
+    IntegrityError,
+    ProbeMismatch,
+    RegistryError,
+    ToolkitError,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "CardError",
+    "EnvironmentMismatch",
+    "IntegrityError",
+    "ProbeMismatch",
+    "RegistryError",
+    "ToolkitError",
+    "__version__",
+    "check_env",
+    "load",
+    "save",
+]
+
+if TYPE_CHECKING:
+    from toolkit.artifact import load, save
+    from toolkit.gate import check_env
+
+
+def __getattr__(name: str) -> Any:
+    # Lazy re-exports: importing the package must not pull in joblib or pandas.
+    if name in ("save", "load"):
+        from toolkit import artifact
+
+        return getattr(artifact, name)
+    if name == "check_env":
+        from toolkit import gate
+
+        return gate.check_env
+    raise AttributeError(f"module 'toolkit' has no attribute {name!r}")

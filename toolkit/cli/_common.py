@@ -1,0 +1,48 @@
+"""What every command shares: the app, error-to-exit-code mapping, consoles."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import click
+import typer
+from rich.console import Console
+from typer.core import TyperGroup
+
+from toolkit.errors import ToolkitError
+
+__all__ = ["INTERNAL_ERROR_EXIT", "ToolkitGroup", "app", "err", "out"]
+
+# Unexpected errors must never exit 0 or 1 (1 means "the gate says no").
+INTERNAL_ERROR_EXIT = 70
+
+out = Console(highlight=False, soft_wrap=True)
+err = Console(stderr=True, highlight=False, soft_wrap=True)
+
+
+class ToolkitGroup(TyperGroup):
+    """Turns a ``ToolkitError`` into one line on stderr and its exit code."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except (click.exceptions.ClickException, click.exceptions.Exit, click.exceptions.Abort):
+            raise
+        except ToolkitError as e:
+            err.print(f"error: {e}", markup=False)
+            raise typer.Exit(e.exit_code) from None
+        except Exception as e:  # noqa: BLE001 - the one place that turns surprises into one line
+            if os.environ.get("TOOLKIT_DEBUG"):
+                raise
+            err.print(f"internal error: {type(e).__name__}: {e} (set TOOLKIT_DEBUG=1 for a traceback)", markup=False)
+            raise typer.Exit(INTERNAL_ERROR_EXIT) from None
+
+
+app = typer.Typer(
+    cls=ToolkitGroup,
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    help="Train, save, gate and register scikit-learn pipelines reproducibly.",
+)

@@ -1,0 +1,104 @@
+"""The error hierarchy. Every error carries the exit code the CLI turns it into."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+__all__ = [
+    "CardError",
+    "ConfigError",
+    "DataError",
+    "Difference",
+    "DockerError",
+    "EnvironmentMismatch",
+    "IntegrityError",
+    "ProbeMismatch",
+    "RegistryError",
+    "ToolkitError",
+    "UsageError",
+]
+
+
+class ToolkitError(Exception):
+    """Root of every error the toolkit raises on purpose."""
+
+    exit_code = 1
+
+
+class UsageError(ToolkitError):
+    """Bad arguments: a flag, a path or a value the command cannot use."""
+
+    exit_code = 2
+
+
+class ConfigError(UsageError):
+    """A config file that is unreadable, has an unknown key or a wrong type."""
+
+
+class DataError(UsageError):
+    """A dataset that cannot be used for training or prediction."""
+
+
+class IntegrityError(ToolkitError):
+    """The artifact or its card is missing, unreadable, tampered with or refused."""
+
+    exit_code = 3
+
+
+class CardError(IntegrityError):
+    """The card is not valid; the message names the offending field."""
+
+
+class RegistryError(ToolkitError):
+    """Unknown name or version, a conflict, or an invalid name."""
+
+    exit_code = 4
+
+
+class DockerError(ToolkitError):
+    """No Docker engine answers, or a Docker step failed."""
+
+    exit_code = 5
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Difference:
+    """One way in which this runtime differs from the one recorded in a card."""
+
+    field: str  # "python_version", "os", "machine", "libc", "package", "base_image", ...
+    name: str  # the distribution name for packages, else the field name again
+    expected: str | None  # what the card recorded (None: absent there)
+    actual: str | None  # what this runtime has (None: absent here)
+
+    def to_dict(self) -> dict[str, str | None]:
+        return {"field": self.field, "name": self.name, "expected": self.expected, "actual": self.actual}
+
+    def __str__(self) -> str:
+        return f"{self.name}: card {self.expected or '(absent)'}, runtime {self.actual or '(absent)'}"
+
+
+class EnvironmentMismatch(ToolkitError):
+    """This runtime does not match the card under the policy; carries the differences."""
+
+    exit_code = 1
+
+    def __init__(self, differences: Iterable[Difference], *, policy: str = "strict", detail: str = "") -> None:
+        self.differences = tuple(differences)
+        self.policy = policy
+        self.detail = detail
+        super().__init__(str(self))
+
+    def __str__(self) -> str:
+        head = f"environment mismatch under policy {self.policy!r}"
+        if self.detail:
+            head += f": {self.detail}"
+        shown = "; ".join(str(d) for d in self.differences[:5])
+        more = len(self.differences) - 5
+        if shown:
+            head += f" ({shown}{f'; and {more} more' if more > 0 else ''})"
+        return head
+
+
+class ProbeMismatch(EnvironmentMismatch):
+    """The pipeline loaded but no longer reproduces its reference predictions."""
