@@ -1,0 +1,133 @@
+"""The environment fingerprint: what a runtime is, as a model card records it.
+
+Capturing it is cheap (metadata only): it never imports scikit-learn, so the
+``check-env`` gate can run on every deploy. BLAS details need numpy loaded and are
+captured only when asked for (at save time, and by ``toolkit fingerprint``).
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import re
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass
+from importlib import metadata
+from typing import Any
+
+from packaging.utils import canonicalize_name
+
+__all__ = [
+    "BASE_IMAGE_RE",
+    "Fingerprint",
+    "capture",
+    "installed_distributions",
+]
+
+# `name@sha256:<64 hex>`; the name may carry a registry host with a port.
+BASE_IMAGE_RE = re.compile(r"^[a-z0-9][a-z0-9._/:-]*@sha256:[0-9a-f]{64}$")
+
+# What `pip freeze` leaves out on Python < 3.12: installer tooling, not runtime.
+_FREEZE_EXCLUDED = frozenset({"pip", "setuptools", "wheel", "distribute"})
+
+# Set by the Dockerfile; a runtime outside the image has none of them.
+ENV_BASE_IMAGE = "TOOLKIT_BASE_IMAGE"
+ENV_LOCK_SHA256 = "TOOLKIT_LOCK_SHA256"
+ENV_IN_CONTAINER = "TOOLKIT_IN_CONTAINER"
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Fingerprint:
+    """A runtime: interpreter, platform, every installed distribution, and its image."""
+
+    python_implementation: str  # "CPython"
+    python_version: str  # "3.11.7"
+    os: str  # "Linux"
+    os_release: str  # kernel release; recorded, never compared (containers share the host's kernel)
+    machine: str  # "x86_64"
+    libc: str  # "glibc 2.36"
+    packages: Mapping[str, str]  # canonical distribution name -> version, sorted by name
+    blas: tuple[Mapping[str, Any], ...] | None = None  # threadpoolctl's view; None when not captured
+    in_container: bool = False
+    base_image: str | None = None  # "name@sha256:<digest>" of the image's base, or None
+    lock_sha256: str | None = None  # sha256 of the requirements.lock the image was built from
+
+    @property
+    def python_minor(self) -> str:
+        return ".".join(self.python_version.split(".")[:2])
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "python_implementation": self.python_implementation,
+            "python_version": self.python_version,
+            "os": self.os,
+            "os_release": self.os_release,
+            "machine": self.machine,
+            "libc": self.libc,
+            "packages": dict(self.packages),
+            "blas": None if self.blas is None else [dict(b) for b in self.blas],
+            "in_container": self.in_container,
+            "base_image": self.base_image,
+            "lock_sha256": self.lock_sha256,
+        }
+
+
+def capture(*, blas: bool = True) -> Fingerprint:
+    """Fingerprint this runtime; ``blas=False`` skips importing numpy (fast path for the gate)."""
+    return Fingerprint(
+        python_implementation=platform.python_implementation(),
+        python_version=platform.python_version(),
+        os=platform.system(),
+        os_release=platform.release(),
+        machine=platform.machine(),
+        libc=_libc(),
+        packages=installed_distributions(),
+        blas=_blas_info() if blas else None,
+        in_container=_in_container(),
+        base_image=os.environ.get(ENV_BASE_IMAGE) or None,
+        lock_sha256=os.environ.get(ENV_LOCK_SHA256) or None,
+    )
+
+
+def installed_distributions(path: list[str] | None = None) -> dict[str, str]:
+    """Every distribution importable from ``path`` (default sys.path) as pip freeze sees it."""
+    found: dict[str, str] = {}
+    for dist in metadata.distributions(path=path if path is not None else sys.path):
+        raw = dist.metadata["Name"]
+        if not raw:
+            continue  # a broken .dist-info: pip freeze skips it too
+        name = canonicalize_name(raw)
+        # The first one on sys.path wins, exactly as it would on import.
+        if name not in _FREEZE_EXCLUDED and name not in found:
+            found[name] = dist.version
+    return dict(sorted(found.items()))
+
+
+def _libc() -> str:
+    try:
+        # Instant, unlike platform.libc_ver() which scans the interpreter binary.
+        value = os.confstr("CS_GNU_LIBC_VERSION")
+    except (AttributeError, ValueError, OSError):
+        value = None
+    if value:
+        return value
+    lib, version = platform.libc_ver()
+    return f"{lib} {version}".strip() or "unknown"
+
+
+def _in_container() -> bool:
+    if os.environ.get(ENV_IN_CONTAINER) == "1":
+        return True
+    return os.path.exists("/.dockerenv") or os.path.exists("/run/.containerenv")
+
+
+def _blas_info() -> tuple[dict[str, Any], ...]:
+    try:
+        import numpy  # noqa: F401  (loads the BLAS that threadpoolctl then reports)
+        import threadpoolctl
+    except ImportError:
+        return ()
+    keep = ("user_api", "internal_api", "prefix", "version", "threading_layer", "architecture", "num_threads")
+    info = [{k: lib.get(k) for k in keep if k in lib} for lib in threadpoolctl.threadpool_info()]
+    return tuple(sorted(info, key=lambda d: (str(d.get("user_api")), str(d.get("internal_api")))))

@@ -1,0 +1,90 @@
+"""The ``check-env`` gate: does this runtime match the card? Never unpickles by default."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Any
+
+from toolkit.artifact import verify
+from toolkit.errors import Difference, EnvironmentMismatch
+from toolkit.fingerprint import capture
+from toolkit.policy import differences, validate_policy
+from toolkit.probe import ProbeResult
+
+__all__ = ["Report", "check_env"]
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Report:
+    """The gate's verdict on one artifact in this runtime."""
+
+    artifact: str
+    name: str
+    version: str
+    sha256: str
+    policy: str
+    differences: tuple[Difference, ...]
+    predictions: ProbeResult | None = None  # only with verify_predictions
+
+    @property
+    def environment_ok(self) -> bool:
+        return not self.differences
+
+    @property
+    def ok(self) -> bool:
+        return self.environment_ok and (self.predictions is None or self.predictions.ok)
+
+    @property
+    def exit_code(self) -> int:
+        return 0 if self.ok else EnvironmentMismatch.exit_code
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "ok": self.ok,
+            "exit_code": self.exit_code,
+            "artifact": self.artifact,
+            "name": self.name,
+            "version": self.version,
+            "sha256": self.sha256,
+            "policy": self.policy,
+            "integrity": "ok",
+            "environment_ok": self.environment_ok,
+            "differences": [d.to_dict() for d in self.differences],
+            "predictions": None if self.predictions is None else self.predictions.to_dict(),
+        }
+
+
+def check_env(path: str | os.PathLike[str], *, policy: str = "strict", verify_predictions: bool = False) -> Report:
+    """Check integrity, then this runtime against the card, under ``policy``.
+
+    Without ``verify_predictions`` nothing is unpickled and scikit-learn is not imported.
+    With it, the artifact is loaded through the guarded loader (explicitly allowing a
+    mismatch, so the report can say whether predictions still agree) and the probe re-run.
+    Raises: IntegrityError, CardError, UsageError (unknown policy).
+    """
+    validate_policy(policy)
+    card = verify(path)
+    diffs = differences(card.environment, capture(blas=False), policy=policy, referenced=card.references.distributions)
+    predictions = _probe(path, policy) if verify_predictions else None
+    return Report(
+        artifact=str(path),
+        name=card.name,
+        version=card.version,
+        sha256=card.artifact.sha256,
+        policy=policy,
+        differences=diffs,
+        predictions=predictions,
+    )
+
+
+def _probe(path: str | os.PathLike[str], policy: str) -> ProbeResult:
+    from toolkit import probe
+    from toolkit.artifact import load_verified
+
+    try:
+        loaded = load_verified(path, policy=policy, allow_mismatch=True)
+    except EnvironmentMismatch as e:  # the pickle does not even load in this runtime
+        return ProbeResult(ok=False, rows=0, label_mismatches=0, max_abs_diff=float("inf"), tolerance=0.0,
+                           error=e.detail or str(e))
+    return probe.check(loaded.card.probe, loaded.pipeline)
