@@ -1,10 +1,263 @@
-"""``toolkit registry ...`` (placeholder until the registry lands)."""
+"""``toolkit registry ...``: add, list, show, promote, rollback, compare, history."""
 
 from __future__ import annotations
 
-import typer
+import json
+from collections.abc import Iterator
+from contextlib import contextmanager
+from enum import Enum
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
 
-from toolkit.cli._common import ToolkitGroup, app
+import typer
+from rich.table import Table
+
+from toolkit.cli._common import ToolkitGroup, app, out
+from toolkit.errors import ToolkitError
+
+if TYPE_CHECKING:
+    from toolkit.registry import Entry, Registry
+
+__all__ = ["registry_app"]
 
 registry_app = typer.Typer(cls=ToolkitGroup, no_args_is_help=True, help="Versions, promotion, rollback, history.")
 app.add_typer(registry_app, name="registry")
+
+
+class Policy(str, Enum):
+    strict = "strict"
+    compatible = "compatible"
+
+
+RegistryOpt = Annotated[
+    Path | None,
+    typer.Option("--registry", help="Registry root (default: $TOOLKIT_REGISTRY, else ./models).", show_default=False),
+]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON value on stdout instead of a table.")]
+ReasonOpt = Annotated[str | None, typer.Option("--reason", help="Why; recorded in the history.")]
+NameArg = Annotated[str, typer.Argument(help="Model name.")]
+PolicyOpt = Annotated[
+    Policy,
+    typer.Option(help="Environment check before the switch: compatible (what the pickle needs) or strict (everything)."),
+]
+
+# Metrics shown in the version table, in this order, when the cards have them.
+_TABLE_METRICS = ("roc_auc", "accuracy", "f1")
+_DEFAULT_LIMIT = 20
+
+
+@registry_app.command("add")
+def add(
+    artifact: Annotated[Path, typer.Argument(help="The artifact's .joblib path (its cards sit beside it).")],
+    name: Annotated[str | None, typer.Option(help="Register under this name instead of the card's.")] = None,
+    reason: ReasonOpt = None,
+    registry: RegistryOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Copy an artifact in as staging, verifying its checksum on the way in."""
+    with _opened(registry, as_json) as reg:
+        entry = reg.add(artifact, name=name, reason=reason)
+        if as_json:
+            _print_json(entry.to_dict())
+        else:
+            out.print(f"registered {entry.name} {entry.version} as {entry.status}: {entry.path}", markup=False)
+
+
+@registry_app.command("list")
+def list_(
+    name: Annotated[str | None, typer.Argument(help="List this name's versions; without it, every name.")] = None,
+    limit: Annotated[
+        int | None,
+        typer.Option(help=f"Newest N versions (table default {_DEFAULT_LIMIT}, JSON default all; 0 = all).",
+                     show_default=False),
+    ] = None,
+    registry: RegistryOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Names with their production and latest version, or one name's versions (newest first)."""
+    with _opened(registry, as_json) as reg:
+        if name is None:
+            names = reg.list_names()
+            if as_json:
+                _print_json([n.to_dict() for n in names])
+                return
+            if not names:
+                out.print(f"no models registered in {reg.root}", markup=False)
+                return
+            table = Table("name", "versions", "production", "latest", title=f"registry {reg.root}")
+            for n in names:
+                table.add_row(n.name, str(n.versions), n.production or "-", n.latest)
+            out.print(table)
+            return
+        wanted = limit if limit is not None else (None if as_json else _DEFAULT_LIMIT)
+        entries = reg.list_versions(name, limit=None if wanted == 0 else wanted)
+        if as_json:
+            _print_json([e.to_dict() for e in entries])
+            return
+        total = reg.count(name)
+        keys = [k for k in _TABLE_METRICS if any(k in e.metrics.get("test", {}) for e in entries)]
+        table = Table("version", "status", *[f"test {k}" for k in keys], "registered", "by",
+                      title=f"{name} ({total} version{'s' if total != 1 else ''})")
+        for e in entries:
+            test = e.metrics.get("test", {})
+            table.add_row(e.version, _status(e), *[_num(test.get(k)) for k in keys], e.registered_at, e.registered_by)
+        out.print(table)
+        if len(entries) < total:
+            out.print(f"{len(entries)} of {total} shown; --limit 0 for all", markup=False)
+
+
+@registry_app.command("show")
+def show(
+    name: NameArg,
+    version: Annotated[str | None, typer.Argument(help="Default: the production version, else the latest.")] = None,
+    registry: RegistryOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """One version: status, files, checksum, metrics and what its card says."""
+    from toolkit.artifact import read_card
+
+    with _opened(registry, as_json) as reg:
+        entry = reg.get(name, version)
+        card, card_error = None, None
+        try:
+            card = read_card(entry.path)
+        except ToolkitError as e:  # show what the index knows even when the files are broken
+            card_error = str(e)
+        if as_json:
+            _print_json({**entry.to_dict(), "card": card.to_dict() if card else None, "card_error": card_error})
+            return
+        table = Table("field", "value", show_header=False, title=f"{entry.name} {entry.version}")
+        table.add_row("status", _status(entry))
+        table.add_row("path", str(entry.path))
+        table.add_row("sha256", f"{entry.sha256} ({entry.size} bytes)")
+        table.add_row("registered", f"{entry.registered_at} by {entry.registered_by}")
+        if card is not None:
+            table.add_row("algorithm", card.algorithm)
+            table.add_row("created", f"{card.created_at} by {card.author}")
+            table.add_row("data", f"{card.data.source or '-'} (sha256 {(card.data.sha256 or '-')[:12]}, "
+                                  f"train {card.data.n_train}, test {card.data.n_test}, split {card.data.split})")
+            env = card.environment
+            table.add_row("trained in", f"Python {env.python_version}, {env.os} {env.machine}, "
+                                        f"image {env.base_image or '(none)'}")
+            if card.intended_use:
+                table.add_row("intended use", card.intended_use)
+        else:
+            table.add_row("card", f"[red]unreadable[/]: {card_error}")
+        for section, values in sorted(entry.metrics.items()):
+            table.add_row(f"metrics {section}", ", ".join(f"{k} {_num(v)}" for k, v in sorted(values.items())))
+        out.print(table)
+
+
+@registry_app.command("promote")
+def promote(
+    name: NameArg,
+    version: Annotated[str | None, typer.Argument(help="The version to make production.")] = None,
+    best_by: Annotated[
+        str | None,
+        typer.Option("--best-by", metavar="METRIC",
+                     help="Pick the version with the highest card metric: roc_auc (= test.roc_auc), cv.accuracy, ..."),
+    ] = None,
+    policy: PolicyOpt = Policy.compatible,
+    reason: ReasonOpt = None,
+    registry: RegistryOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Make a version production (checksum and environment checked first); the old one is archived."""
+    with _opened(registry, as_json) as reg:
+        change = reg.promote(name, version, best_by=best_by, policy=policy.value, reason=reason)
+        if as_json:
+            _print_json(change.to_dict())
+        elif not change.changed:
+            out.print(f"{name} {change.version} already is production; nothing changed", markup=False)
+        else:
+            was = f" (was {change.previous}, now archived)" if change.previous else ""
+            out.print(f"{name}: production -> {change.version}{was}; {change.detail}", markup=False)
+
+
+@registry_app.command("rollback")
+def rollback(
+    name: NameArg,
+    policy: PolicyOpt = Policy.compatible,
+    reason: ReasonOpt = None,
+    registry: RegistryOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Production goes back to the previous production version; the current one is marked rolled back."""
+    with _opened(registry, as_json) as reg:
+        change = reg.rollback(name, policy=policy.value, reason=reason)
+        if as_json:
+            _print_json(change.to_dict())
+        else:
+            out.print(f"{name}: production -> {change.version} (rolled back from {change.previous})", markup=False)
+
+
+@registry_app.command("compare")
+def compare(
+    name: NameArg,
+    v1: Annotated[str, typer.Argument(help="First version.")],
+    v2: Annotated[str, typer.Argument(help="Second version.")],
+    dataset: Annotated[
+        str | None,
+        typer.Option(help="Score on all of this dataset (builtin:NAME or a file) instead of the cards' test split."),
+    ] = None,
+    target: Annotated[str | None, typer.Option(help="Target column of --dataset (default: the card's).")] = None,
+    policy: PolicyOpt = Policy.compatible,
+    registry: RegistryOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Re-score two versions on the same held-out data and show them side by side."""
+    with _opened(registry, as_json) as reg:
+        result = reg.compare(name, v1, v2, dataset=dataset, target=target, policy=policy.value)
+        if as_json:
+            _print_json(result.to_dict())
+            return
+        d = result.data
+        table = Table("metric", v1, v2, f"{v2} - {v1}",
+                      title=f"{name}: {d['how']} of {d['source']} ({d['rows']} rows, sha256 {d['sha256'][:12]})")
+        s1, s2 = result.scores[v1], result.scores[v2]
+        for k in sorted(set(s1) | set(s2)):
+            diff = result.difference.get(k)
+            table.add_row(k, _num(s1.get(k)), _num(s2.get(k)), "-" if diff is None else f"{diff:+.4f}")
+        out.print(table)
+
+
+@registry_app.command("history")
+def history(name: NameArg, registry: RegistryOpt = None, as_json: JsonOpt = False) -> None:
+    """Every register, promote, archive and rollback of NAME, oldest first (append-only)."""
+    with _opened(registry, as_json) as reg:
+        events = reg.history(name)
+        if as_json:
+            _print_json([e.to_dict() for e in events])
+            return
+        table = Table("time (UTC)", "user", "version", "event", "from", "to", "reason", "detail", title=f"{name} history")
+        for e in events:
+            table.add_row(e.at, e.user, e.version, e.event, e.from_status or "-", e.to_status, e.reason or "",
+                          e.detail or "")
+        out.print(table)
+
+
+@contextmanager
+def _opened(root: Path | None, as_json: bool) -> Iterator[Registry]:
+    from toolkit.registry import Registry, resolve_root
+
+    reg = Registry(resolve_root(root))
+    try:
+        yield reg
+    except ToolkitError as e:
+        if as_json:  # scripts reading stdout still get one object; the exit code is the error's
+            _print_json({"ok": False, "exit_code": e.exit_code, "error": str(e)})
+        raise
+    finally:
+        reg.close()
+
+
+def _status(entry: Entry) -> str:
+    return f"{entry.status} (rolled back)" if entry.rolled_back else entry.status
+
+
+def _num(value: Any) -> str:
+    return "-" if value is None else f"{value:.4f}"
+
+
+def _print_json(obj: Any) -> None:
+    typer.echo(json.dumps(obj, indent=2, allow_nan=False))

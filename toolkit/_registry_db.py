@@ -1,0 +1,185 @@
+"""The registry's index: one SQLite file with the versions table and the append-only history.
+
+SQLite gives the registry what it must not hand-roll: atomic multi-row transactions,
+a write lock shared by every process on the host (``BEGIN IMMEDIATE`` + busy timeout),
+crash recovery of half-done writes, and readers that never block writers (WAL).
+Invariants live in the schema itself, so no code path can break them:
+at most one production version per name (a partial unique index), a registered
+version is never deleted or rewritten, and history rows are never updated or deleted
+(triggers that abort the statement).
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from toolkit.errors import RegistryError
+
+__all__ = [
+    "BUSY_TIMEOUT_S",
+    "DB_FILE",
+    "SCHEMA_VERSION",
+    "connect",
+    "read_transaction",
+    "write_transaction",
+]
+
+DB_FILE = "registry.db"
+SCHEMA_VERSION = 1
+# Writers hold the lock for milliseconds (the slow copying happens before it is taken),
+# so a long wait means something is wrong rather than busy.
+BUSY_TIMEOUT_S = 60.0
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS versions (
+    name          TEXT    NOT NULL,
+    version       TEXT    NOT NULL,
+    major         INTEGER NOT NULL,
+    minor         INTEGER NOT NULL,
+    patch         INTEGER NOT NULL,
+    status        TEXT    NOT NULL CHECK (status IN ('staging', 'production', 'archived')),
+    rolled_back   INTEGER NOT NULL DEFAULT 0 CHECK (rolled_back IN (0, 1)),
+    model_file    TEXT    NOT NULL,
+    sha256        TEXT    NOT NULL,
+    size          INTEGER NOT NULL,
+    metrics       TEXT    NOT NULL,
+    data_sha256   TEXT,
+    registered_at TEXT    NOT NULL,
+    registered_by TEXT    NOT NULL,
+    PRIMARY KEY (name, version)
+);
+CREATE UNIQUE INDEX IF NOT EXISTS versions_semver ON versions (name, major, minor, patch);
+CREATE UNIQUE INDEX IF NOT EXISTS versions_one_production ON versions (name) WHERE status = 'production';
+
+CREATE TABLE IF NOT EXISTS history (
+    id          INTEGER PRIMARY KEY AUTOINCREMENT,
+    at          TEXT NOT NULL,
+    user        TEXT NOT NULL,
+    name        TEXT NOT NULL,
+    version     TEXT NOT NULL,
+    event       TEXT NOT NULL CHECK (event IN ('register', 'promote', 'archive', 'rollback', 'rolled_back')),
+    from_status TEXT,
+    to_status   TEXT NOT NULL,
+    reason      TEXT,
+    detail      TEXT
+);
+CREATE INDEX IF NOT EXISTS history_by_name ON history (name, id);
+
+CREATE TRIGGER IF NOT EXISTS history_no_update BEFORE UPDATE ON history
+BEGIN SELECT RAISE(ABORT, 'history is append-only'); END;
+CREATE TRIGGER IF NOT EXISTS history_no_delete BEFORE DELETE ON history
+BEGIN SELECT RAISE(ABORT, 'history is append-only'); END;
+CREATE TRIGGER IF NOT EXISTS versions_no_delete BEFORE DELETE ON versions
+BEGIN SELECT RAISE(ABORT, 'a registered version is never removed'); END;
+CREATE TRIGGER IF NOT EXISTS versions_no_rewrite
+BEFORE UPDATE OF name, version, major, minor, patch, model_file, sha256, size, metrics, data_sha256,
+                 registered_at, registered_by ON versions
+BEGIN SELECT RAISE(ABORT, 'a registered version is never overwritten'); END;
+"""
+
+
+def connect(root: Path, *, create: bool) -> sqlite3.Connection | None:
+    """Open ``<root>/registry.db`` (creating it and its schema if asked); None if absent and not asked."""
+    path = root / DB_FILE
+    if not create and not path.exists():
+        return None
+    try:
+        if create:
+            root.mkdir(parents=True, exist_ok=True)
+        # isolation_level=None: we issue BEGIN/COMMIT ourselves, so the module never opens
+        # a deferred transaction behind our back (deferred writers deadlock-upgrade under load).
+        conn = sqlite3.connect(path, timeout=BUSY_TIMEOUT_S, isolation_level=None)
+    except (sqlite3.Error, OSError) as e:
+        raise RegistryError(f"cannot open the registry index {path}: {e}") from e
+    try:
+        conn.row_factory = sqlite3.Row
+        conn.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_S * 1000)}")
+        _set_wal(conn)
+        # FULL: a command that said "registered" stays registered after a power cut, not just a kill.
+        conn.execute("PRAGMA synchronous = FULL")
+        _ensure_schema(conn, path)
+    except sqlite3.DatabaseError as e:
+        conn.close()
+        raise RegistryError(f"the registry index {path} is unreadable: {e}") from e
+    except BaseException:
+        conn.close()
+        raise
+    return conn
+
+
+@contextmanager
+def write_transaction(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
+    """``BEGIN IMMEDIATE`` ... ``COMMIT``: take the write lock up front, roll back on any error."""
+    try:
+        conn.execute("BEGIN IMMEDIATE")
+    except sqlite3.OperationalError as e:
+        raise RegistryError(f"the registry is busy (another writer held it for {BUSY_TIMEOUT_S:.0f}s): {e}") from e
+    try:
+        yield conn
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    try:
+        conn.execute("COMMIT")
+    except sqlite3.Error as e:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise RegistryError(f"the registry could not commit: {e}") from e
+
+
+@contextmanager
+def read_transaction(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
+    """A consistent snapshot across several SELECTs (WAL: never blocks a writer)."""
+    conn.execute("BEGIN DEFERRED")
+    try:
+        yield conn
+    finally:
+        conn.execute("COMMIT")
+
+
+def _set_wal(conn: sqlite3.Connection) -> None:
+    # Switching to WAL needs a moment of exclusive access; 20 processes opening a fresh
+    # registry at once can collide here even with a busy timeout, so retry briefly.
+    deadline = time.monotonic() + BUSY_TIMEOUT_S
+    while True:
+        try:
+            mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+            break
+        except sqlite3.OperationalError as e:
+            if "locked" not in str(e) and "busy" not in str(e) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.01)
+    if str(mode).lower() != "wal":
+        # e.g. a filesystem without shared memory: rollback journal is still crash safe, just slower.
+        conn.execute("PRAGMA journal_mode = DELETE")
+
+
+def _ensure_schema(conn: sqlite3.Connection, path: Path) -> None:
+    version = conn.execute("PRAGMA user_version").fetchone()[0]
+    if version == SCHEMA_VERSION:
+        return
+    if version > SCHEMA_VERSION:
+        raise RegistryError(
+            f"the registry index {path} has schema version {version}; this toolkit knows {SCHEMA_VERSION}: upgrade"
+        )
+    with write_transaction(conn):
+        # Re-read under the lock: another process may have created it meanwhile.
+        if conn.execute("PRAGMA user_version").fetchone()[0] == 0:
+            for statement in _split_statements(_SCHEMA):
+                conn.execute(statement)
+            conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+
+
+def _split_statements(script: str) -> list[str]:
+    # executescript() would COMMIT our transaction first; split on complete statements instead.
+    statements, buf = [], ""
+    for line in script.splitlines(keepends=True):
+        buf += line
+        if sqlite3.complete_statement(buf):
+            statements.append(buf.strip())
+            buf = ""
+    return [s for s in statements if s]

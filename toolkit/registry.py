@@ -1,0 +1,767 @@
+"""The model registry: versions of named pipelines, promotion, rollback and an audit history.
+
+Layout of a registry root (default ``./models``)::
+
+    registry.db                       SQLite index + append-only history (WAL)
+    <name>/<version>/<stem>.joblib    each version is the three files of an artifact,
+    <name>/<version>/<stem>.card.json   byte-identical to what was registered, read-only
+    <name>/<version>/<stem>.card.md
+    .tmp/                             copies in flight; anything here is ignored
+
+Crash ordering for ``add``: the files are copied and fsynced into ``.tmp``, then under the
+index's write lock the directory is renamed into place and only then is the row committed.
+A kill before the commit leaves a directory no row points at (ignored, and replaced the next
+time that version is added); a row therefore never points at missing or partial files.
+Promote and rollback only change rows, in one transaction each.
+"""
+
+from __future__ import annotations
+
+import getpass
+import hashlib
+import json
+import math
+import os
+import re
+import shutil
+import sqlite3
+import tempfile
+import time
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from toolkit import _files
+from toolkit._registry_db import DB_FILE, connect, write_transaction
+from toolkit.errors import DataError, EnvironmentMismatch, IntegrityError, RegistryError, UsageError
+
+__all__ = [
+    "DEFAULT_ROOT",
+    "ENV_VAR",
+    "POLICIES",
+    "STATUSES",
+    "Change",
+    "Comparison",
+    "Entry",
+    "Event",
+    "NameSummary",
+    "Registry",
+    "parse_metric",
+    "parse_version",
+    "resolve_root",
+    "validate_name",
+]
+
+DEFAULT_ROOT = Path("models")
+ENV_VAR = "TOOLKIT_REGISTRY"
+STATUSES = ("staging", "production", "archived")
+POLICIES = ("strict", "compatible")
+# Promotion usually happens on a workstation or CI host, not in the training image, so the
+# default asks what matters for unpickling (Python minor + the pickle's own libraries).
+DEFAULT_POLICY = "compatible"
+
+_NAME_RE = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}")
+_VERSION_RE = re.compile(r"(0|[1-9][0-9]{0,8})\.(0|[1-9][0-9]{0,8})\.(0|[1-9][0-9]{0,8})")
+_METRIC_RE = re.compile(r"(?:([a-z][a-z0-9_]*)\.)?([a-z][a-z0-9_]*)")
+# Names that would land on the index's own files in the root directory.
+_RESERVED = frozenset({DB_FILE, f"{DB_FILE}-wal", f"{DB_FILE}-shm", f"{DB_FILE}-journal"})
+_TMP_DIR = ".tmp"
+_STALE_TMP_S = 24 * 3600
+_COPY_CHUNK = 1 << 20
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Entry:
+    """One registered version."""
+
+    name: str
+    version: str
+    status: str
+    path: Path  # the registered .joblib; the cards sit beside it
+    sha256: str
+    size: int
+    metrics: dict[str, dict[str, float]]
+    data_sha256: str | None
+    registered_at: str
+    registered_by: str
+    rolled_back: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "version": self.version,
+            "status": self.status,
+            "rolled_back": self.rolled_back,
+            "path": str(self.path),
+            "sha256": self.sha256,
+            "size": self.size,
+            "metrics": self.metrics,
+            "data_sha256": self.data_sha256,
+            "registered_at": self.registered_at,
+            "registered_by": self.registered_by,
+        }
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Event:
+    """One line of a name's history."""
+
+    id: int
+    at: str
+    user: str
+    name: str
+    version: str
+    event: str  # register | promote | archive | rollback | rolled_back
+    from_status: str | None
+    to_status: str
+    reason: str | None
+    detail: str | None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "at": self.at,
+            "user": self.user,
+            "name": self.name,
+            "version": self.version,
+            "event": self.event,
+            "from_status": self.from_status,
+            "to_status": self.to_status,
+            "reason": self.reason,
+            "detail": self.detail,
+        }
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class NameSummary:
+    """One row of ``registry list``: a name and where it stands."""
+
+    name: str
+    versions: int
+    production: str | None
+    latest: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "versions": self.versions, "production": self.production, "latest": self.latest}
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Change:
+    """What a promote or rollback did."""
+
+    name: str
+    version: str  # production now
+    previous: str | None  # production before
+    changed: bool  # False: it already was production, nothing was written
+    detail: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "version": self.version,
+            "previous": self.previous,
+            "changed": self.changed,
+            "detail": self.detail,
+        }
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Comparison:
+    """Two versions re-scored on the same data."""
+
+    name: str
+    versions: tuple[str, str]
+    data: dict[str, Any]  # source, sha256, rows, how ("held-out test split" | "whole dataset")
+    scores: dict[str, dict[str, float]]  # version -> metric -> value
+    difference: dict[str, float] = field(default_factory=dict)  # second minus first
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "versions": list(self.versions),
+            "data": self.data,
+            "scores": self.scores,
+            "difference": self.difference,
+        }
+
+
+def resolve_root(cli_value: Path | str | None) -> Path:
+    """The registry root: the ``--registry`` flag, else ``$TOOLKIT_REGISTRY``, else ``./models``."""
+    if cli_value is not None and str(cli_value) != "":
+        return Path(cli_value).expanduser()
+    env = os.environ.get(ENV_VAR, "")
+    return Path(env).expanduser() if env else DEFAULT_ROOT
+
+
+def validate_name(name: object, *, what: str = "model name") -> str:
+    """Return ``name`` if it is a safe registry name, else raise RegistryError naming it.
+
+    Raises:
+        RegistryError: not a string, empty, over 64 characters, a separator, NUL, ``..``,
+            an absolute path, or anything outside ``^[a-z0-9][a-z0-9._-]{0,63}$``.
+    """
+    if not isinstance(name, str) or not _NAME_RE.fullmatch(name) or name in _RESERVED:
+        shown = repr(name) if not isinstance(name, str) or len(name) <= 80 else repr(name[:80]) + "..."
+        raise RegistryError(f"invalid {what} {shown}: must match ^[a-z0-9][a-z0-9._-]{{0,63}}$")
+    return name
+
+
+def parse_version(version: object) -> tuple[int, int, int]:
+    """``"1.10.0"`` -> ``(1, 10, 0)``; the registry orders versions by this, never by text.
+
+    Raises:
+        RegistryError: not a strict semantic version X.Y.Z (no leading zeros, no suffix).
+    """
+    m = _VERSION_RE.fullmatch(version) if isinstance(version, str) else None
+    if m is None:
+        shown = repr(version) if not isinstance(version, str) or len(version) <= 80 else repr(version[:80]) + "..."
+        raise RegistryError(f"invalid version {shown}: must be a semantic version X.Y.Z such as 1.0.0")
+    return int(m[1]), int(m[2]), int(m[3])
+
+
+def parse_metric(metric: str) -> tuple[str, str]:
+    """``"roc_auc"`` -> ``("test", "roc_auc")``; ``"cv.accuracy"`` -> ``("cv", "accuracy")``.
+
+    Raises:
+        UsageError: not ``[SECTION.]KEY`` or a lower-is-better ``*_std`` key.
+    """
+    m = _METRIC_RE.fullmatch(metric)
+    if m is None:
+        raise UsageError(f"invalid metric {metric!r}: use KEY (held-out test) or SECTION.KEY, e.g. roc_auc, cv.accuracy")
+    if m[2].endswith("_std"):
+        raise UsageError(f"metric {metric!r} is a spread (lower is better); --best-by picks the highest score")
+    return m[1] or "test", m[2]
+
+
+class Registry:
+    """A registry rooted at a directory; cheap to create, opens its index on first use."""
+
+    def __init__(self, root: Path | str) -> None:
+        self.root = Path(root)
+        self._conn: sqlite3.Connection | None = None
+
+    def __enter__(self) -> Registry:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Close the index connection (the object can be used again afterwards)."""
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+    # -- writing ----------------------------------------------------------------------------
+
+    def add(self, artifact_path: Path | str, *, name: str | None = None, reason: str | None = None) -> Entry:
+        """Copy an artifact's three files in as ``staging``, checking the checksum on the way in.
+
+        Raises:
+            IntegrityError: a file is missing or unreadable, the card is invalid, or the bytes
+                do not hash to the card's sha256.
+            RegistryError: invalid name or version, or NAME+VERSION is already registered.
+        """
+        from toolkit.artifact import artifact_paths, read_card
+
+        if name is not None:
+            validate_name(name)
+        src = artifact_paths(Path(artifact_path))
+        for p in (src.model, src.card_json, src.card_md):
+            if not p.is_file():
+                raise IntegrityError(f"artifact file missing: {p}")
+        tmp_root = self.root / _TMP_DIR
+        try:
+            tmp_root.mkdir(parents=True, exist_ok=True)
+            _sweep_stale(tmp_root)
+            tmp = Path(tempfile.mkdtemp(prefix="add-", dir=tmp_root))
+        except OSError as e:
+            raise RegistryError(f"cannot write into the registry {self.root}: {e}") from e
+        try:
+            # The card is read from our own copy, so what we check is what stays registered.
+            card_json = tmp / src.card_json.name
+            _copy_file(src.card_json, card_json)
+            card = read_card(card_json)
+            reg_name = validate_name(name if name is not None else card.name)
+            version = card.version
+            major, minor, patch = parse_version(version)
+            if card.artifact.file != src.model.name:
+                raise IntegrityError(
+                    f"{src.card_json} describes {card.artifact.file!r}, not {src.model.name!r}; refusing to register it"
+                )
+            conn = self._db(create=True)
+            if self._row(conn, reg_name, version) is not None:
+                raise _duplicate(reg_name, version)
+            digest, size = _copy_file(src.model, tmp / src.model.name, hash_it=True)
+            if digest != card.artifact.sha256 or size != card.artifact.size:
+                raise IntegrityError(
+                    f"checksum mismatch for {src.model}: card says sha256 {card.artifact.sha256} "
+                    f"({card.artifact.size} bytes), file has {digest} ({size} bytes)"
+                )
+            _copy_file(src.card_md, tmp / src.card_md.name)
+            for p in tmp.iterdir():
+                p.chmod(0o444)  # registered files are immutable; this keeps honest mistakes out
+            tmp.chmod(0o755)  # mkdtemp makes it private; a registered version is readable like any artifact
+            _fsync_dir(tmp)
+            metrics = {str(k): {str(m): float(v) for m, v in sec.items()} for k, sec in card.metrics.items()}
+            now, user = _now(), _current_user()
+            final_parent = self.root / reg_name
+            final = final_parent / version
+            with write_transaction(conn):
+                if self._row(conn, reg_name, version) is not None:
+                    raise _duplicate(reg_name, version)
+                final_parent.mkdir(exist_ok=True)
+                if final.exists():
+                    # Left by a process killed between rename and commit: no row points at it.
+                    _discard(final, tmp_root)
+                os.rename(tmp, final)
+                try:
+                    _fsync_dir(final_parent)
+                    _fsync_dir(self.root)
+                    conn.execute(
+                        "INSERT INTO versions (name, version, major, minor, patch, status, model_file, sha256, size,"
+                        " metrics, data_sha256, registered_at, registered_by)"
+                        " VALUES (?, ?, ?, ?, ?, 'staging', ?, ?, ?, ?, ?, ?, ?)",
+                        (
+                            reg_name, version, major, minor, patch, src.model.name, digest, size,
+                            json.dumps(metrics, sort_keys=True), card.data.sha256 if card.data else None, now, user,
+                        ),
+                    )
+                    self._log(conn, reg_name, version, "register", None, "staging", reason,
+                              None if reg_name == card.name else f"card name {card.name!r}", now=now, user=user)
+                except BaseException:
+                    # Still under the lock: put the directory back out of sight before rolling back.
+                    _discard(final, tmp_root)
+                    raise
+        except OSError as e:
+            raise RegistryError(f"cannot write into the registry {self.root}: {e}") from e
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+        return self.get(reg_name, version)
+
+    def promote(
+        self,
+        name: str,
+        version: str | None = None,
+        *,
+        best_by: str | None = None,
+        policy: str = DEFAULT_POLICY,
+        reason: str | None = None,
+    ) -> Change:
+        """Make VERSION (or the best by a card metric) production; the old production is archived.
+
+        Raises:
+            UsageError: both or neither of VERSION and ``best_by``; an unknown policy.
+            RegistryError: unknown name or version; no version has the metric.
+            IntegrityError: the version's files fail their checksum (production is left as it was).
+            EnvironmentMismatch: this runtime fails the check under ``policy`` (production unchanged).
+        """
+        validate_name(name)
+        _check_policy(policy)
+        if (version is None) == (best_by is None):
+            raise UsageError("promote takes a VERSION or --best-by METRIC (exactly one)")
+        conn = self._require_db(name)
+        detail = None
+        if best_by is not None:
+            version, detail = self._best_by(conn, name, best_by)
+        else:
+            parse_version(version)
+        assert version is not None
+        entry = self.get(name, version)
+        self._check_artifact(entry, policy)
+        detail = "; ".join(x for x in (detail, f"policy {policy}") if x)
+        with write_transaction(conn):
+            row = self._row(conn, name, version)
+            current = self._production(conn, name)
+            if current == version:
+                return Change(name=name, version=version, previous=current, changed=False, detail=detail)
+            now, user = _now(), _current_user()
+            if current is not None:
+                conn.execute("UPDATE versions SET status = 'archived' WHERE name = ? AND version = ?", (name, current))
+                self._log(conn, name, current, "archive", "production", "archived", reason,
+                          f"replaced by {version}", now=now, user=user)
+            conn.execute(
+                "UPDATE versions SET status = 'production', rolled_back = 0 WHERE name = ? AND version = ?",
+                (name, version),
+            )
+            self._log(conn, name, version, "promote", row["status"], "production", reason, detail, now=now, user=user)
+        return Change(name=name, version=version, previous=current, changed=True, detail=detail)
+
+    def rollback(self, name: str, *, policy: str = DEFAULT_POLICY, reason: str | None = None) -> Change:
+        """Put back the previous production version; the current one is archived and marked rolled back.
+
+        Raises:
+            RegistryError: unknown name, no production, or no earlier production to go back to.
+            IntegrityError: the target's files fail their checksum (production is left as it was).
+            EnvironmentMismatch: the target fails the check under ``policy`` (production unchanged).
+        """
+        validate_name(name)
+        _check_policy(policy)
+        conn = self._require_db(name)
+        current, target = self._rollback_target(conn, name)
+        self._check_artifact(self.get(name, target), policy)
+        with write_transaction(conn):
+            if self._rollback_target(conn, name) != (current, target):
+                raise RegistryError(f"production of {name} changed while rolling back; run the rollback again")
+            now, user = _now(), _current_user()
+            conn.execute(
+                "UPDATE versions SET status = 'archived', rolled_back = 1 WHERE name = ? AND version = ?",
+                (name, current),
+            )
+            self._log(conn, name, current, "rolled_back", "production", "archived", reason,
+                      f"rolled back to {target}", now=now, user=user)
+            prev_status = self._row(conn, name, target)["status"]
+            conn.execute(
+                "UPDATE versions SET status = 'production', rolled_back = 0 WHERE name = ? AND version = ?",
+                (name, target),
+            )
+            self._log(conn, name, target, "rollback", prev_status, "production", reason,
+                      f"back from {current}; policy {policy}", now=now, user=user)
+        return Change(name=name, version=target, previous=current, changed=True, detail=f"policy {policy}")
+
+    # -- reading ----------------------------------------------------------------------------
+
+    def has(self, name: str, version: str) -> bool:
+        """Whether NAME VERSION is registered.
+
+        Raises:
+            RegistryError: invalid name or version.
+        """
+        validate_name(name)
+        parse_version(version)
+        conn = self._db(create=False)
+        return conn is not None and self._row(conn, name, version) is not None
+
+    def get(self, name: str, version: str | None = None) -> Entry:
+        """NAME at VERSION; without VERSION the production version, else the latest.
+
+        Raises:
+            RegistryError: invalid or unknown name or version.
+        """
+        validate_name(name)
+        if version is not None:
+            parse_version(version)
+        conn = self._require_db(name)
+        if version is None:
+            row = conn.execute(
+                "SELECT * FROM versions WHERE name = ? ORDER BY status = 'production' DESC,"
+                " major DESC, minor DESC, patch DESC LIMIT 1",
+                (name,),
+            ).fetchone()
+            if row is None:
+                raise _unknown_name(name, self.root)
+            return self._entry(row)
+        row = self._row(conn, name, version)
+        if row is None:
+            if not self._name_exists(conn, name):
+                raise _unknown_name(name, self.root)
+            raise RegistryError(f"{name} has no version {version} in {self.root}")
+        return self._entry(row)
+
+    def list_names(self) -> list[NameSummary]:
+        """Every name with its version count, production version and latest version."""
+        conn = self._db(create=False)
+        if conn is None:
+            return []
+        rows = conn.execute(
+            "SELECT name, COUNT(*) AS n,"
+            " MAX(CASE WHEN status = 'production' THEN version END) AS production,"
+            " (SELECT v2.version FROM versions v2 WHERE v2.name = v.name"
+            "  ORDER BY v2.major DESC, v2.minor DESC, v2.patch DESC LIMIT 1) AS latest"
+            " FROM versions v GROUP BY name ORDER BY name"
+        ).fetchall()
+        return [NameSummary(name=r["name"], versions=r["n"], production=r["production"], latest=r["latest"])
+                for r in rows]
+
+    def list_versions(self, name: str, *, limit: int | None = None) -> list[Entry]:
+        """NAME's versions, newest (by semantic version) first; ``limit`` keeps the first N.
+
+        Raises:
+            RegistryError: invalid or unknown name.
+        """
+        validate_name(name)
+        conn = self._require_db(name)
+        rows = conn.execute(
+            "SELECT * FROM versions WHERE name = ? ORDER BY major DESC, minor DESC, patch DESC LIMIT ?",
+            (name, -1 if limit is None else max(limit, 0)),
+        ).fetchall()
+        if not rows and not self._name_exists(conn, name):
+            raise _unknown_name(name, self.root)
+        return [self._entry(r) for r in rows]
+
+    def count(self, name: str) -> int:
+        """How many versions NAME has (0 if none)."""
+        validate_name(name)
+        conn = self._db(create=False)
+        if conn is None:
+            return 0
+        return int(conn.execute("SELECT COUNT(*) FROM versions WHERE name = ?", (name,)).fetchone()[0])
+
+    def history(self, name: str) -> list[Event]:
+        """Every event for NAME, oldest first.
+
+        Raises:
+            RegistryError: invalid or unknown name.
+        """
+        validate_name(name)
+        conn = self._require_db(name)
+        rows = conn.execute("SELECT * FROM history WHERE name = ? ORDER BY id", (name,)).fetchall()
+        if not rows:
+            raise _unknown_name(name, self.root)
+        return [Event(**{k: r[k] for k in r.keys()}) for r in rows]
+
+    def compare(
+        self,
+        name: str,
+        v1: str,
+        v2: str,
+        *,
+        dataset: str | None = None,
+        target: str | None = None,
+        policy: str = DEFAULT_POLICY,
+    ) -> Comparison:
+        """Re-score two versions on the same data: the cards' held-out split, or all of ``dataset``.
+
+        Raises:
+            RegistryError: unknown versions; the cards' data or split differ (and no ``dataset``).
+            DataError: the data at the cards' source no longer hashes to what they recorded.
+            IntegrityError, EnvironmentMismatch: from loading either pipeline under ``policy``.
+        """
+        from toolkit.artifact import load, read_card
+        from toolkit.datasets import load_dataset, split
+        from toolkit.train import score
+
+        _check_policy(policy)
+        if v1 == v2:
+            raise UsageError(f"compare needs two different versions, got {v1} twice")
+        e1, e2 = self.get(name, v1), self.get(name, v2)
+        c1, c2 = read_card(e1.path), read_card(e2.path)
+        if dataset is not None:
+            ds = load_dataset(dataset, target if target is not None else (c1.data.target if c1.data else None))
+            X, y = ds.X, ds.y
+            how = "whole dataset"
+        else:
+            d1, d2 = c1.data, c2.data
+            if d1 is None or d2 is None or not d1.sha256 or not d1.source:
+                raise RegistryError(f"{name} {v1 if d1 is None or not d1.source else v2}: the card does not "
+                                    "say where its data came from; name one with --dataset")
+            if d1.sha256 != d2.sha256:
+                raise RegistryError(
+                    f"{name} {v1} was trained on data sha256 {d1.sha256[:12]}, {v2} on "
+                    f"{(d2.sha256 or 'unknown')[:12]}: there is no common held-out set; name one with --dataset"
+                )
+            if not d1.split or d1.split != d2.split:
+                raise RegistryError(
+                    f"{name} {v1} and {v2} were split differently ({d1.split} vs {d2.split}): one's test rows "
+                    "are the other's training rows; name a dataset with --dataset"
+                )
+            ds = load_dataset(d1.source, target if target is not None else d1.target)
+            if ds.sha256 != d1.sha256:
+                raise DataError(
+                    f"{d1.source} now hashes to {ds.sha256[:12]}, the cards recorded {d1.sha256[:12]}: "
+                    "the data changed; name a dataset with --dataset"
+                )
+            _, X, _, y = split(ds, test_size=float(d1.split["test_size"]), seed=int(d1.split["seed"]))
+            how = "held-out test split"
+        scores = {}
+        for entry, card in ((e1, c1), (e2, c2)):
+            if card.artifact.sha256 != entry.sha256:
+                raise IntegrityError(f"{entry.path}: card sha256 differs from the one registered")
+            pipeline = load(entry.path, policy=policy)
+            scores[entry.version] = {k: float(v) for k, v in score(pipeline, X, y).items()}
+        s1, s2 = scores[v1], scores[v2]
+        difference = {k: s2[k] - s1[k] for k in s1 if k in s2}
+        data = {"source": ds.source, "sha256": ds.sha256, "rows": len(y), "how": how}
+        return Comparison(name=name, versions=(v1, v2), data=data, scores=scores, difference=difference)
+
+    # -- internals ----------------------------------------------------------------------------
+
+    def _db(self, *, create: bool) -> sqlite3.Connection | None:
+        if self._conn is None:
+            self._conn = connect(self.root, create=create)
+        return self._conn
+
+    def _require_db(self, name: str) -> sqlite3.Connection:
+        conn = self._db(create=False)
+        if conn is None:
+            raise _unknown_name(name, self.root)
+        return conn
+
+    def _row(self, conn: sqlite3.Connection, name: str, version: str) -> sqlite3.Row | None:
+        return conn.execute("SELECT * FROM versions WHERE name = ? AND version = ?", (name, version)).fetchone()
+
+    def _name_exists(self, conn: sqlite3.Connection, name: str) -> bool:
+        return conn.execute("SELECT 1 FROM versions WHERE name = ? LIMIT 1", (name,)).fetchone() is not None
+
+    def _production(self, conn: sqlite3.Connection, name: str) -> str | None:
+        row = conn.execute(
+            "SELECT version FROM versions WHERE name = ? AND status = 'production'", (name,)
+        ).fetchone()
+        return None if row is None else row[0]
+
+    def _entry(self, row: sqlite3.Row) -> Entry:
+        return Entry(
+            name=row["name"],
+            version=row["version"],
+            status=row["status"],
+            path=self.root / row["name"] / row["version"] / row["model_file"],
+            sha256=row["sha256"],
+            size=row["size"],
+            metrics=json.loads(row["metrics"]),
+            data_sha256=row["data_sha256"],
+            registered_at=row["registered_at"],
+            registered_by=row["registered_by"],
+            rolled_back=bool(row["rolled_back"]),
+        )
+
+    def _log(
+        self,
+        conn: sqlite3.Connection,
+        name: str,
+        version: str,
+        event: str,
+        from_status: str | None,
+        to_status: str,
+        reason: str | None,
+        detail: str | None,
+        *,
+        now: str,
+        user: str,
+    ) -> None:
+        conn.execute(
+            "INSERT INTO history (at, user, name, version, event, from_status, to_status, reason, detail)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (now, user, name, version, event, from_status, to_status, reason or None, detail),
+        )
+
+    def _best_by(self, conn: sqlite3.Connection, name: str, metric: str) -> tuple[str, str]:
+        section, key = parse_metric(metric)
+        best: tuple[float, tuple[int, int, int], str] | None = None
+        # Rolled-back versions are out: re-promoting one "because it scores best" would undo the rollback.
+        rows = conn.execute(
+            "SELECT version, major, minor, patch, metrics FROM versions WHERE name = ? AND rolled_back = 0", (name,)
+        ).fetchall()
+        if not rows and not self._name_exists(conn, name):
+            raise _unknown_name(name, self.root)
+        for r in rows:
+            value = json.loads(r["metrics"]).get(section, {}).get(key)
+            if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value):
+                continue
+            candidate = (float(value), (r["major"], r["minor"], r["patch"]), r["version"])
+            if best is None or candidate[:2] > best[:2]:
+                best = candidate
+        if best is None:
+            raise RegistryError(f"no version of {name} records metric {section}.{key} (rolled-back versions excluded)")
+        return best[2], f"best by {section}.{key} = {best[0]:.6g}"
+
+    def _rollback_target(self, conn: sqlite3.Connection, name: str) -> tuple[str, str]:
+        current = self._production(conn, name)
+        if current is None:
+            if not self._name_exists(conn, name):
+                raise _unknown_name(name, self.root)
+            raise RegistryError(f"{name} has no production version to roll back")
+        # Replay the history: each promote pushes, each rollback pops. The history is the
+        # record of what production was, so it (not a mutable column) decides "previous".
+        stack: list[str] = []
+        for event, version in conn.execute(
+            "SELECT event, version FROM history WHERE name = ? AND event IN ('promote', 'rollback') ORDER BY id",
+            (name,),
+        ):
+            if event == "promote":
+                stack.append(version)
+            elif stack:
+                stack.pop()
+        if len(stack) < 2 or stack[-1] != current:
+            raise RegistryError(f"{name} {current} has no earlier production version to roll back to")
+        return current, stack[-2]
+
+    def _check_artifact(self, entry: Entry, policy: str) -> None:
+        from toolkit.gate import check_env
+
+        # check_env verifies the checksum and the card first (IntegrityError), never unpickles.
+        report = check_env(entry.path, policy=policy)
+        if report.sha256 != entry.sha256:
+            # The joblib and its card were swapped together: consistent, but not what was registered.
+            raise IntegrityError(f"{entry.path}: card sha256 {report.sha256} differs from the registered {entry.sha256}")
+        if not report.ok:
+            raise EnvironmentMismatch(
+                report.differences, policy=policy, detail=f"{entry.name} {entry.version} refused, production unchanged"
+            )
+
+
+def _check_policy(policy: str) -> None:
+    if policy not in POLICIES:
+        raise UsageError(f"unknown policy {policy!r}: use one of {', '.join(POLICIES)}")
+
+
+def _duplicate(name: str, version: str) -> RegistryError:
+    return RegistryError(f"{name} {version} is already registered; a version is registered once (bump the version)")
+
+
+def _unknown_name(name: str, root: Path) -> RegistryError:
+    return RegistryError(f"no model named {name!r} in the registry {root}")
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _current_user() -> str:
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError, ImportError):  # a container user with no passwd entry and no $USER
+        return f"uid:{os.getuid()}" if hasattr(os, "getuid") else "unknown"
+
+
+def _copy_file(src: Path, dst: Path, *, hash_it: bool = False) -> tuple[str, int]:
+    h = hashlib.sha256() if hash_it else None
+    size = 0
+    # Same refusals as the loader: no symlinks, FIFOs or devices are copied in.
+    fd, _ = _files.open_regular(src, "artifact file")
+    with os.fdopen(fd, "rb") as fin, open(dst, "xb") as fout:
+        while True:
+            try:
+                chunk = fin.read(_COPY_CHUNK)
+            except OSError as e:
+                raise IntegrityError(f"artifact file unreadable: {src}: {e.strerror}") from e
+            if not chunk:
+                break
+            if h is not None:
+                h.update(chunk)
+            fout.write(chunk)
+            size += len(chunk)
+        fout.flush()
+        os.fsync(fout.fileno())
+    return (h.hexdigest() if h is not None else ""), size
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _discard(path: Path, tmp_root: Path) -> None:
+    # Rename first (atomic: the version path is gone at once), delete at leisure.
+    trash = tmp_root / f"trash-{uuid.uuid4().hex}"
+    os.rename(path, trash)
+    shutil.rmtree(trash, ignore_errors=True)
+
+
+def _sweep_stale(tmp_root: Path) -> None:
+    # Copies in flight are young; a day-old entry belongs to a process that died.
+    cutoff = time.time() - _STALE_TMP_S
+    for p in tmp_root.iterdir():
+        try:
+            if p.stat().st_mtime >= cutoff:
+                continue
+            if p.is_dir():
+                shutil.rmtree(p, ignore_errors=True)
+            else:
+                p.unlink()
+        except OSError:
+            pass
