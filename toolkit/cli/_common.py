@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 from typing import Any
 
-import click
 import typer
 from rich.console import Console
 from typer.core import TyperGroup
@@ -24,16 +23,15 @@ err = Console(stderr=True, highlight=False, soft_wrap=True)
 class ToolkitGroup(TyperGroup):
     """Turns a ``ToolkitError`` into one line on stderr and its exit code."""
 
-    def invoke(self, ctx: click.Context) -> Any:
+    def invoke(self, ctx: Any) -> Any:
         try:
             return super().invoke(ctx)
-        except (click.exceptions.ClickException, click.exceptions.Exit, click.exceptions.Abort):
-            raise
         except ToolkitError as e:
             err.print(f"error: {e}", markup=False)
             raise typer.Exit(e.exit_code) from None
         except Exception as e:  # noqa: BLE001 - the one place that turns surprises into one line
-            if os.environ.get("TOOLKIT_DEBUG"):
+            # Exit, Abort and usage errors belong to typer/click, which turn them into exit codes.
+            if _is_cli_control_flow(e) or os.environ.get("TOOLKIT_DEBUG"):
                 raise
             err.print(f"internal error: {type(e).__name__}: {e} (set TOOLKIT_DEBUG=1 for a traceback)", markup=False)
             raise typer.Exit(INTERNAL_ERROR_EXIT) from None
@@ -46,3 +44,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     help="Train, save, gate and register scikit-learn pipelines reproducibly.",
 )
+
+
+def _is_cli_control_flow(e: BaseException) -> bool:
+    return type(e).__module__.split(".", 1)[0] in ("typer", "click")

@@ -1,0 +1,55 @@
+"""Shared fixtures: a tiny fitted pipeline, saved artifacts, a CLI runner."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from typer.testing import CliRunner
+
+import toolkit
+
+
+@pytest.fixture(scope="session")
+def iris_frame() -> tuple[Any, Any]:
+    """Iris as (X DataFrame, y Series); fits in milliseconds."""
+    from sklearn.datasets import load_iris
+
+    X, y = load_iris(return_X_y=True, as_frame=True)
+    return X, y
+
+
+@pytest.fixture(scope="session")
+def tiny_pipeline(iris_frame: tuple[Any, Any]) -> Any:
+    """A fitted preprocessing + model pipeline on iris."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    X, y = iris_frame
+    return make_pipeline(StandardScaler(), LogisticRegression(max_iter=500)).fit(X, y)
+
+
+@pytest.fixture
+def make_artifact(tiny_pipeline: Any, iris_frame: tuple[Any, Any], tmp_path: Path) -> Callable[..., Path]:
+    """Save the tiny pipeline as an artifact and return its .joblib path."""
+
+    def make(name: str = "iris", version: str = "1.0.0", directory: Path | None = None, **kwargs: Any) -> Path:
+        path = (directory or tmp_path) / f"{name}-{version}.joblib"
+        X, _ = iris_frame
+        toolkit.save(tiny_pipeline, path, name=name, version=version, probe=X.head(8), **kwargs)
+        return path
+
+    return make
+
+
+@pytest.fixture
+def artifact(make_artifact: Callable[..., Path]) -> Path:
+    return make_artifact()
+
+
+@pytest.fixture
+def runner() -> CliRunner:
+    return CliRunner()
