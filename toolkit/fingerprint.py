@@ -148,4 +148,6 @@ def _blas_info() -> tuple[dict[str, Any], ...]:
         return ()
     keep = ("user_api", "internal_api", "prefix", "version", "threading_layer", "architecture", "num_threads")
     info = [{k: lib.get(k) for k in keep if k in lib} for lib in threadpoolctl.threadpool_info()]
-    return tuple(sorted(info, key=lambda d: (str(d.get("user_api")), str(d.get("internal_api")))))
+    # Sort on every field: two copies of one BLAS (numpy's and scipy's) tie on the API names,
+    # and their load order can change between processes, which would change the card's bytes.
+    return tuple(sorted(info, key=lambda d: tuple(str(d.get(k)) for k in keep)))
