@@ -1,3 +1,189 @@
-"""``toolkit train`` and ``toolkit predict`` (placeholder until training lands)."""
+"""``toolkit train`` and ``toolkit predict``."""
 
 from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+
+from toolkit.cli._common import app, err, out
+from toolkit.errors import RegistryError, UsageError
+
+if TYPE_CHECKING:
+    from rich.status import Status
+
+__all__: list[str] = []
+
+
+@app.command()
+def train(
+    config: Annotated[
+        Path | None, typer.Option("--config", help="TOML file with the same options as these flags; flags win.")
+    ] = None,
+    dataset: Annotated[
+        str | None, typer.Option(help="builtin:credit, builtin:wine, or a PATH.csv / PATH.parquet.")
+    ] = None,
+    target: Annotated[str | None, typer.Option(help="Target column (required for a CSV/Parquet file).")] = None,
+    model: Annotated[
+        str | None, typer.Option(help="gradient_boosting, random_forest or logistic_regression.")
+    ] = None,
+    name: Annotated[str | None, typer.Option(help="Artifact name (default: from the dataset).")] = None,
+    version: Annotated[str | None, typer.Option(help="Semantic version X.Y.Z (default 1.0.0).")] = None,
+    out_dir: Annotated[Path | None, typer.Option("--out", help="Where to write the artifact (default ./out).")] = None,
+    registry: Annotated[
+        Path | None, typer.Option(help="Registry root (default $TOOLKIT_REGISTRY, else ./models).")
+    ] = None,
+    register: Annotated[
+        bool | None, typer.Option("--register/--no-register", help="Register the result (default: yes).")
+    ] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress or summary; print only the path.")] = False,
+) -> None:
+    """Train a pipeline, save it with its model card, and register it."""
+    from toolkit.config import resolve_config
+    from toolkit.train import artifact_path
+    from toolkit.train import train as run_training
+
+    cfg = resolve_config(
+        config,
+        dataset=dataset,
+        target=target,
+        model=model,
+        name=name,
+        version=version,
+        out=out_dir,
+        registry=registry,
+        register=register,
+    )
+    registry_obj = None
+    if cfg.register:
+        from toolkit.registry import Registry, resolve_root
+
+        registry_obj = Registry(resolve_root(cfg.registry))
+        # Refuse before spending minutes on training, not after.
+        if registry_obj.has(cfg.model_name, cfg.version):
+            raise RegistryError(
+                f"{cfg.model_name} {cfg.version} is already registered in {registry_obj.root}; "
+                "versions are never overwritten (choose another --version)"
+            )
+    path = artifact_path(cfg.out, cfg.model_name, cfg.version)
+    display = None if quiet else _StageDisplay(err)
+    try:
+        result = run_training(cfg, progress=display)
+    finally:
+        if display is not None:
+            display.stop()
+    entry = None
+    if registry_obj is not None:
+        with registry_obj:
+            entry = registry_obj.add(result.path)
+    final = Path(entry.path) if entry is not None else path
+    if quiet:
+        out.print(str(final), markup=False)
+        return
+    _print_summary(result, entry)
+
+
+@app.command()
+def predict(
+    artifact: Annotated[Path, typer.Argument(help="The artifact's .joblib path (its card sits beside it).")],
+    input_file: Annotated[Path, typer.Argument(metavar="INPUT", help="CSV (or Parquet) with the feature columns.")],
+    out_file: Annotated[
+        Path | None, typer.Option("--out", help="Write the CSV here instead of stdout.")
+    ] = None,
+) -> None:
+    """Predict with a guarded load: one row per input row, the class and each class's probability.
+
+    Input columns are matched by name; extra columns (e.g. the target) are ignored.
+    """
+    import toolkit
+    from toolkit.artifact import read_card
+    from toolkit.datasets import coerce_features, read_table
+
+    card = read_card(artifact)
+    features = tuple((f.name, f.dtype) for f in card.data.features)
+    if not features:
+        features = tuple(zip(card.probe.columns, card.probe.dtypes))
+    if not features:
+        raise UsageError(f"{artifact}: the card records no feature columns; cannot check the input")
+    text_columns = tuple(n for n, dtype in features if dtype == "object")
+    frame = read_table(input_file, text_columns=text_columns)
+    X = coerce_features(frame, features, str(input_file))
+    extra = [str(c) for c in frame.columns if c not in dict(features)]
+    if extra:
+        shown = ", ".join(extra[:5]) + (", ..." if len(extra) > 5 else "")
+        err.print(f"note: ignoring {len(extra)} column(s) the model does not use: {shown}", markup=False)
+    pipeline = toolkit.load(artifact)
+    table = _predictions(pipeline, X)
+    text = table.to_csv(index=False, lineterminator="\n")
+    if out_file is None:
+        sys.stdout.write(text)
+        sys.stdout.flush()
+        return
+    try:
+        out_file.write_text(text, encoding="utf-8")
+    except OSError as e:
+        raise UsageError(f"{out_file}: cannot write predictions ({e.strerror or e})") from e
+    err.print(f"wrote {len(table)} predictions to {out_file}", markup=False)
+
+
+# --- helpers -------------------------------------------------------------------------------
+
+
+class _StageDisplay:
+    """Progress callback for ``toolkit.train.train``: a spinner per stage, a line when it ends."""
+
+    def __init__(self, console: Console) -> None:
+        self.console = console
+        self.status: Status | None = None
+        self.started = 0.0
+
+    def __call__(self, stage: str, event: str, detail: str) -> None:
+        if event == "start":
+            self.stop()
+            self.started = time.perf_counter()
+            label = f"{stage} {detail}".strip()
+            self.status = self.console.status(escape(f"{label} ..."))
+            self.status.start()
+            return
+        self.stop()
+        elapsed = time.perf_counter() - self.started
+        self.console.print(f"[green]✓[/] {stage:<8} {escape(detail)} [dim]({elapsed:.2f}s)[/]")
+
+    def stop(self) -> None:
+        if self.status is not None:
+            self.status.stop()
+            self.status = None
+
+
+def _print_summary(result: Any, entry: Any) -> None:
+    card = result.card
+    out.print(f"[bold]{escape(card.name)} {card.version}[/] {card.algorithm} on {escape(card.data.source or '?')}")
+    cv = result.metrics.get("cv", {})
+    test = result.metrics.get("test", {})
+    keys = [k for k in test if not k.endswith("_std")]
+    out.print("  cv    " + "  ".join(f"{k} {cv.get(k, float('nan')):.3f} ± {cv.get(k + '_std', 0.0):.3f}" for k in keys))
+    out.print("  test  " + "  ".join(f"{k} {test[k]:.3f}" for k in keys))
+    out.print(f"  artifact  {escape(str(result.path))}")
+    out.print(f"  sha256    {card.artifact.sha256}")
+    out.print(f"  data      sha256 {card.data.sha256}")
+    if entry is not None:
+        out.print(f"  registered {escape(str(entry.path))} ({entry.status})")
+    else:
+        out.print("  not registered (--no-register)")
+
+
+def _predictions(pipeline: Any, X: Any) -> Any:
+    import pandas as pd
+
+    predicted = pipeline.predict(X)
+    columns: dict[str, Any] = {"prediction": predicted}
+    if hasattr(pipeline, "predict_proba"):
+        proba = pipeline.predict_proba(X)
+        for i, cls in enumerate(pipeline.classes_):
+            columns[f"proba_{cls}"] = proba[:, i]
+    return pd.DataFrame(columns)

@@ -1,0 +1,340 @@
+"""Training data: the builtin datasets and the user's CSV/Parquet files, with a content hash.
+
+The dataset version (``Dataset.sha256``) is the sha256 of a canonical byte form:
+- a user file: its raw bytes, exactly as read from disk;
+- a builtin: the canonical CSV of the frame (features then target, see ``canonical_csv``),
+  which depends only on the values, not on the pandas or numpy version that made them.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from toolkit.errors import ConfigError, DataError
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+__all__ = [
+    "BUILTINS",
+    "Dataset",
+    "canonical_csv",
+    "coerce_features",
+    "load_dataset",
+    "read_table",
+    "split",
+]
+
+BUILTINS = ("builtin:credit", "builtin:wine")
+
+# A text column counts as "numeric with stray text" when at least this share of its
+# values parse as numbers: then the text is a data error, not a category.
+_NUMERIC_SHARE = 0.5
+_MAX_BAD_SHOWN = 3
+
+
+@dataclass(frozen=True, kw_only=True, slots=True, eq=False)
+class Dataset:
+    """Features, target and provenance of one training dataset."""
+
+    X: pd.DataFrame
+    y: pd.Series
+    source: str  # "builtin:credit" or the path as the user gave it
+    sha256: str  # of the canonical byte form (module docstring)
+    target: str
+
+
+def load_dataset(spec: str, target: str | None = None) -> Dataset:
+    """Load a builtin (``builtin:credit``, ``builtin:wine``) or a CSV/Parquet file with ``target``.
+
+    Raises:
+        ConfigError: unknown builtin, a missing ``target`` for a file, a target that
+            contradicts a builtin's.
+        DataError: unreadable or empty file, missing target column, unusable values.
+    """
+    if spec.startswith("builtin:"):
+        frame, builtin_target = _load_builtin(spec)
+        if target is not None and target != builtin_target:
+            raise ConfigError(f"target: {spec} has target {builtin_target!r}, not {target!r}")
+        target = builtin_target
+        digest = hashlib.sha256(canonical_csv(frame)).hexdigest()
+    else:
+        if not target:
+            raise ConfigError(f"target: a dataset file needs a target column (--target COL) for {spec}")
+        path = Path(spec)
+        raw = _read_bytes(path)
+        digest = hashlib.sha256(raw).hexdigest()
+        frame = read_table(path, raw=raw)
+    if target not in frame.columns:
+        shown = ", ".join(repr(str(c)) for c in list(frame.columns)[:10])
+        raise DataError(f"{spec}: no target column {target!r} (columns: {shown})")
+    y = _clean_target(frame[target], spec)
+    X = _normalise_features(frame.drop(columns=[target]), spec)
+    return Dataset(X=X, y=y, source=spec, sha256=digest, target=target)
+
+
+def split(dataset: Dataset, *, test_size: float, seed: int) -> tuple[Any, Any, Any, Any]:
+    """Stratified train/test split: ``(X_train, X_test, y_train, y_test)``.
+
+    Raises:
+        DataError: a class too small to appear on both sides of the split.
+    """
+    from sklearn.model_selection import train_test_split
+
+    try:
+        return tuple(
+            train_test_split(dataset.X, dataset.y, test_size=test_size, random_state=seed, stratify=dataset.y)
+        )
+    except ValueError as e:
+        raise DataError(f"{dataset.source}: cannot make a stratified split with test_size={test_size}: {e}") from e
+
+
+def read_table(path: Path, *, raw: bytes | None = None, text_columns: tuple[str, ...] = ()) -> pd.DataFrame:
+    """Read a CSV or Parquet file into a DataFrame; ``text_columns`` are read as text.
+
+    Raises:
+        DataError: the file is missing, unreadable, not a table, or has no rows.
+    """
+    import pandas as pd
+
+    if raw is None:
+        raw = _read_bytes(path)
+    if not raw.strip():
+        raise DataError(f"{path}: the file is empty")
+    try:
+        if path.suffix.lower() in (".parquet", ".pq"):
+            frame = pd.read_parquet(io.BytesIO(raw))
+        else:
+            dtype = {c: str for c in text_columns} or None
+            # low_memory=False: one dtype per column, never a per-chunk guess.
+            frame = pd.read_csv(io.BytesIO(raw), low_memory=False, dtype=dtype)
+    except ImportError as e:
+        raise DataError(f"{path}: reading Parquet needs pyarrow ({e})") from e
+    except UnicodeDecodeError as e:
+        raise DataError(f"{path}: not a UTF-8 text table ({e.reason} at byte {e.start})") from e
+    except pd.errors.EmptyDataError as e:
+        raise DataError(f"{path}: the file is empty") from e
+    except (pd.errors.ParserError, ValueError, OSError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise DataError(f"{path}: cannot parse the table: {first}") from e
+    if len(frame) == 0:
+        raise DataError(f"{path}: the table has a header but no rows")
+    if any(not isinstance(c, str) for c in frame.columns):
+        raise DataError(f"{path}: column names must be text")
+    return frame.reset_index(drop=True)
+
+
+def coerce_features(frame: pd.DataFrame, features: tuple[tuple[str, str], ...], source: str) -> pd.DataFrame:
+    """Select ``features`` (name, dtype) from ``frame`` in order, coerced to the recorded kind.
+
+    Extra columns are dropped. Raises:
+        DataError: missing columns, or text in a column that was numeric at training time.
+    """
+    import pandas as pd
+
+    names = [name for name, _ in features]
+    missing = [n for n in names if n not in frame.columns]
+    if missing:
+        shown = ", ".join(repr(n) for n in missing[:10])
+        raise DataError(f"{source}: missing {len(missing)} feature column(s) the model needs: {shown}")
+    columns = {}
+    for name, dtype in features:
+        column = frame[name]
+        if _is_numeric_dtype_name(dtype):
+            columns[name] = _to_numeric(column, source)
+        else:
+            columns[name] = _to_text(column)
+    return pd.DataFrame(columns, index=frame.index).reset_index(drop=True)
+
+
+def canonical_csv(frame: pd.DataFrame) -> bytes:
+    """The canonical CSV bytes of a frame: UTF-8, LF, header row, floats as Python ``repr``.
+
+    Missing values are empty fields; integers are decimal; bools are ``True``/``False``.
+    """
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n", quoting=csv.QUOTE_MINIMAL)
+    writer.writerow([str(c) for c in frame.columns])
+    columns = [frame[c].tolist() for c in frame.columns]
+    for row in zip(*columns):
+        writer.writerow([_canonical_cell(v) for v in row])
+    return buffer.getvalue().encode("utf-8")
+
+
+# --- helpers -------------------------------------------------------------------------------
+
+
+def _load_builtin(spec: str) -> tuple[pd.DataFrame, str]:
+    if spec == "builtin:credit":
+        return _make_credit(), "default"
+    if spec == "builtin:wine":
+        return _make_wine(), "target"
+    raise ConfigError(f"dataset: unknown builtin {spec!r} (choose {', '.join(BUILTINS)})")
+
+
+def _make_credit() -> pd.DataFrame:
+    import numpy as np
+    import pandas as pd
+
+    # RandomState, not default_rng: its streams are frozen across numpy versions, so the
+    # data (and its sha256, the dataset version) is the same on every supported numpy.
+    rng = np.random.RandomState(42)
+    n = 2000
+    age = np.clip(rng.normal(38, 12, n), 18, 75)
+    income = np.clip(rng.exponential(55000, n), 15000, 300000)
+    credit = np.clip(rng.normal(680, 80, n), 300, 850)
+    loan_amt = np.clip(rng.exponential(18000, n), 1000, 80000)
+    educ = rng.choice(np.array(["hs", "bachelor", "master", "phd"], dtype=object), size=n, p=[0.3, 0.4, 0.2, 0.1])
+    default = rng.choice(np.array([0, 1], dtype=np.int64), size=n, p=[0.83, 0.17])
+    return pd.DataFrame(
+        {
+            "age": age,
+            "income": income,
+            "credit": credit,
+            "loan_amt": loan_amt,
+            "educ": educ,
+            "default": default,
+        }
+    )
+
+
+def _make_wine() -> pd.DataFrame:
+    from sklearn.datasets import load_wine
+
+    frame = load_wine(as_frame=True).frame.copy()
+    frame["target"] = frame["target"].astype("int64")
+    return frame.reset_index(drop=True)
+
+
+def _read_bytes(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except FileNotFoundError as e:
+        raise DataError(f"{path}: no such file") from e
+    except IsADirectoryError as e:
+        raise DataError(f"{path}: is a directory, not a data file") from e
+    except OSError as e:
+        raise DataError(f"{path}: cannot read the file ({e.strerror or e})") from e
+
+
+def _clean_target(y: pd.Series, spec: str) -> pd.Series:
+    import pandas as pd
+
+    name = str(y.name)
+    if y.isna().any():
+        raise DataError(f"{spec}: target column {name!r} has {int(y.isna().sum())} missing value(s)")
+    if pd.api.types.is_float_dtype(y.dtype):
+        if not (y == y.round()).all():
+            raise DataError(f"{spec}: target column {name!r} has non-integer numbers; toolkit trains classifiers")
+        y = y.astype("int64")
+    elif not (pd.api.types.is_integer_dtype(y.dtype) or pd.api.types.is_bool_dtype(y.dtype)):
+        # Text, categories and mixed objects: compare as text so classes sort and serialise.
+        y = y.astype(str)
+    if y.dtype.name not in ("int64", "bool", "object"):
+        y = y.astype("int64") if pd.api.types.is_integer_dtype(y.dtype) else y.astype(object)
+    n_classes = y.nunique()
+    if n_classes < 2:
+        only = y.iloc[0] if len(y) else None
+        raise DataError(f"{spec}: target column {name!r} has a single class ({only!r}); need at least two")
+    return y.reset_index(drop=True).rename(name)
+
+
+def _normalise_features(X: pd.DataFrame, spec: str) -> pd.DataFrame:
+    import pandas as pd
+
+    if X.shape[1] == 0:
+        raise DataError(f"{spec}: no feature columns besides the target")
+    columns = {}
+    for name in X.columns:
+        column = X[name]
+        dtype = column.dtype
+        if pd.api.types.is_bool_dtype(dtype):
+            columns[name] = _to_text(column)
+        elif pd.api.types.is_integer_dtype(dtype) and dtype.name != "int64":
+            # Nullable and narrow ints: float64 keeps NaN, int64 keeps the common case exact.
+            columns[name] = column.astype("float64") if column.isna().any() else column.astype("int64")
+        elif pd.api.types.is_float_dtype(dtype):
+            columns[name] = column.astype("float64")
+        elif dtype.name == "int64":
+            columns[name] = column
+        elif pd.api.types.is_datetime64_any_dtype(dtype) or pd.api.types.is_timedelta64_dtype(dtype):
+            raise DataError(f"{spec}: column {name!r} has unsupported dtype {dtype}; convert it to numbers or text")
+        elif pd.api.types.is_complex_dtype(dtype):
+            raise DataError(f"{spec}: column {name!r} has unsupported dtype {dtype}")
+        else:
+            _refuse_stray_text(column, spec)
+            columns[name] = _to_text(column)
+    return pd.DataFrame(columns).reset_index(drop=True)
+
+
+def _refuse_stray_text(column: pd.Series, spec: str) -> None:
+    import pandas as pd
+
+    present = column.dropna()
+    if present.empty:
+        return
+    numbers = pd.to_numeric(present.astype(str).str.strip(), errors="coerce")
+    bad = present[numbers.isna()]
+    if len(bad) and (len(present) - len(bad)) / len(present) >= _NUMERIC_SHARE:
+        shown = ", ".join(f"{v!r} (row {int(i) + 1})" for i, v in bad.head(_MAX_BAD_SHOWN).items())
+        raise DataError(f"{spec}: column {column.name!r} is numeric but has text: {shown}")
+
+
+def _to_numeric(column: pd.Series, source: str) -> pd.Series:
+    import pandas as pd
+
+    if pd.api.types.is_bool_dtype(column.dtype):
+        raise DataError(f"{source}: column {column.name!r} must be numeric, got true/false values")
+    if pd.api.types.is_numeric_dtype(column.dtype):
+        return column.astype("float64") if column.dtype.name != "int64" else column
+    present = column.dropna()
+    numbers = pd.to_numeric(present.astype(str).str.strip(), errors="coerce")
+    bad = present[numbers.isna()]
+    if len(bad):
+        shown = ", ".join(f"{v!r} (row {int(i) + 1})" for i, v in bad.head(_MAX_BAD_SHOWN).items())
+        raise DataError(f"{source}: column {column.name!r} must be numeric but has text: {shown}")
+    return pd.to_numeric(column, errors="coerce").astype("float64")
+
+
+def _to_text(column: pd.Series) -> pd.Series:
+    import numpy as np
+    import pandas as pd
+
+    # Categories are always text: a CSV read back at predict time then matches training.
+    values = [np.nan if _is_missing(v) else str(v) for v in column.tolist()]
+    return pd.Series(values, index=column.index, name=column.name, dtype=object)
+
+
+def _is_missing(value: Any) -> bool:
+    if value is None:
+        return True
+    try:
+        import pandas as pd
+
+        return bool(pd.isna(value))
+    except (TypeError, ValueError):
+        return False
+
+
+def _is_numeric_dtype_name(dtype: str) -> bool:
+    return dtype.startswith(("int", "uint", "float", "Int", "UInt", "Float"))
+
+
+def _canonical_cell(value: Any) -> str:
+    if _is_missing(value):
+        return ""
+    if isinstance(value, bool):
+        return "True" if value else "False"
+    if isinstance(value, float):
+        if math.isinf(value):
+            return "inf" if value > 0 else "-inf"
+        return repr(value)
+    if isinstance(value, int):
+        return str(value)
+    return str(value)
