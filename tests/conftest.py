@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -45,9 +46,19 @@ def make_artifact(tiny_pipeline: Any, iris_frame: tuple[Any, Any], tmp_path: Pat
     return make
 
 
+@pytest.fixture(scope="session")
+def _pristine_artifact(tiny_pipeline: Any, iris_frame: tuple[Any, Any], tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("pristine") / "iris-1.0.0.joblib"
+    toolkit.save(tiny_pipeline, path, name="iris", version="1.0.0", probe=iris_frame[0].head(8))
+    return path
+
+
 @pytest.fixture
-def artifact(make_artifact: Callable[..., Path]) -> Path:
-    return make_artifact()
+def artifact(_pristine_artifact: Path, tmp_path: Path) -> Path:
+    """A fresh copy of a saved iris artifact (three files), safe to tamper with."""
+    for src in _pristine_artifact.parent.iterdir():
+        shutil.copy2(src, tmp_path / src.name)
+    return tmp_path / _pristine_artifact.name
 
 
 @pytest.fixture

@@ -1,0 +1,119 @@
+"""The gate and read-only commands through the real CLI: exit codes and output."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+from typer.testing import CliRunner
+
+from toolkit.artifact import artifact_paths
+from toolkit.cli import app
+
+
+def _tamper_env(artifact: Path, package: str, version: str) -> None:
+    path = artifact_paths(artifact).card_json
+    d = json.loads(path.read_text())
+    d["environment"]["packages"][package] = version
+    path.write_text(json.dumps(d))
+
+
+def _run(runner: CliRunner, *args: Any) -> Any:
+    return runner.invoke(app, [str(a) for a in args])
+
+
+def test_check_env_match_exits_0(runner: CliRunner, artifact: Path) -> None:
+    result = _run(runner, "check-env", artifact)
+    assert result.exit_code == 0, result.output
+    assert result.output.startswith("MATCH iris 1.0.0")
+
+
+def test_check_env_mismatch_exits_1_and_names_package_and_versions(runner: CliRunner, artifact: Path) -> None:
+    _tamper_env(artifact, "scikit-learn", "1.2.2")
+    result = _run(runner, "check-env", artifact)
+    assert result.exit_code == 1
+    assert result.output.startswith("MISMATCH")
+    row = next(line for line in result.output.splitlines() if "scikit-learn" in line)
+    assert "1.2.2" in row
+
+
+def test_check_env_json_is_one_object(runner: CliRunner, artifact: Path) -> None:
+    _tamper_env(artifact, "numpy", "1.24.4")
+    result = _run(runner, "check-env", artifact, "--json", "--policy", "compatible")
+    assert result.exit_code == 1
+    report = json.loads(result.stdout)
+    assert report["ok"] is False and report["exit_code"] == 1 and report["policy"] == "compatible"
+    assert {"field": "package", "name": "numpy", "expected": "1.24.4"}.items() <= report["differences"][0].items()
+
+
+def test_check_env_integrity_failure_exits_3(runner: CliRunner, artifact: Path) -> None:
+    artifact.write_bytes(b"garbage")
+    result = _run(runner, "check-env", artifact)
+    assert result.exit_code == 3
+    assert "Traceback" not in result.output
+    result = _run(runner, "check-env", artifact, "--json")
+    assert result.exit_code == 3
+    assert json.loads(result.stdout)["exit_code"] == 3
+
+
+def test_check_env_verify_predictions(runner: CliRunner, artifact: Path) -> None:
+    result = _run(runner, "check-env", artifact, "--verify-predictions", "--json")
+    assert result.exit_code == 0
+    assert json.loads(result.stdout)["predictions"]["ok"] is True
+
+
+@pytest.mark.parametrize("args", [["check-env"], ["check-env", "x.joblib", "--policy", "lenient"], ["nonsense"]])
+def test_usage_errors_exit_2(runner: CliRunner, args: list[str]) -> None:
+    assert _run(runner, *args).exit_code == 2
+
+
+def test_verify_and_card(runner: CliRunner, artifact: Path) -> None:
+    result = _run(runner, "verify", artifact)
+    assert result.exit_code == 0 and result.output.startswith("OK iris 1.0.0 sha256 ")
+    result = _run(runner, "card", artifact, "--format", "json")
+    assert result.exit_code == 0
+    assert result.stdout.encode() == artifact_paths(artifact).card_json.read_bytes()
+    assert _run(runner, "card", artifact).stdout.startswith("# Model card: iris 1.0.0")
+    artifact_paths(artifact).card_json.write_text("{")
+    assert _run(runner, "verify", artifact).exit_code == 3
+
+
+def test_fingerprint_json(runner: CliRunner) -> None:
+    result = _run(runner, "fingerprint", "--json")
+    assert result.exit_code == 0
+    fp = json.loads(result.stdout)
+    assert fp["python_version"] == ".".join(map(str, sys.version_info[:3]))
+    assert "scikit-learn" in fp["packages"]
+
+
+def test_diff_shows_environment_and_metrics(runner: CliRunner, make_artifact: Any, tmp_path: Path) -> None:
+    a = make_artifact(version="1.0.0", metrics={"test": {"accuracy": 0.9}})
+    b = make_artifact(version="1.1.0", metrics={"test": {"accuracy": 0.95}})
+    _tamper_env(b, "numpy", "1.24.4")
+    result = _run(runner, "diff", a, b, "--json")
+    assert result.exit_code == 0
+    d = json.loads(result.stdout)
+    assert d["metrics"] == [{"metric": "test.accuracy", "a": 0.9, "b": 0.95}]
+    assert [e["name"] for e in d["environment"]] == ["numpy"]
+    assert "+0.0500" in _run(runner, "diff", a, b).output
+
+
+def test_check_env_never_imports_sklearn_and_a_traceback_never_escapes(artifact: Path) -> None:
+    code = (
+        "import sys; from toolkit.cli import app\n"
+        f"try: app(['check-env', {str(artifact)!r}])\n"
+        "except SystemExit as e: code = e.code\n"
+        "print(code, 'sklearn' in sys.modules, 'joblib' in sys.modules, 'pandas' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip().splitlines()[-1] == "0 False False False"
+
+
+def test_python_dash_m_toolkit_help() -> None:
+    result = subprocess.run([sys.executable, "-m", "toolkit", "--help"], capture_output=True, text=True)
+    assert result.returncode == 0
+    assert "check-env" in result.stdout
