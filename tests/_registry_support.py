@@ -1,0 +1,74 @@
+"""Tiny artifacts for the registry tests: one real iris pipeline, cloned into many versions."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+__all__ = ["base_artifact", "clone_artifact", "registry_rows", "tamper"]
+
+
+@pytest.fixture(scope="session")
+def base_artifact(tmp_path_factory: pytest.TempPathFactory, tiny_pipeline: Any, iris_frame: tuple[Any, Any]) -> Path:
+    """A real artifact (conftest's iris pipeline), saved once per session through the core."""
+    from toolkit.artifact import save
+
+    X, _ = iris_frame
+    pipeline = tiny_pipeline
+    path = tmp_path_factory.mktemp("base") / "iris-1.0.0.joblib"
+    save(pipeline, path, name="iris", version="1.0.0", probe=X.head(8),
+         metrics={"test": {"roc_auc": 0.9, "accuracy": 0.8}, "cv": {"roc_auc": 0.85, "accuracy": 0.8}})
+    return path
+
+
+def clone_artifact(
+    base: Path,
+    out_dir: Path,
+    *,
+    version: str,
+    name: str = "iris",
+    metrics: dict[str, dict[str, float]] | None = None,
+) -> Path:
+    """The base artifact as NAME VERSION (same pickle bytes, its own valid card); returns the .joblib."""
+    from toolkit.artifact import artifact_paths, read_card
+    from toolkit.card import ModelCard
+
+    card = read_card(base).to_dict()
+    stem = f"{name}-{version}"
+    card.update(name=name, version=version)
+    card["artifact"]["file"] = f"{stem}.joblib"
+    if metrics is not None:
+        card["metrics"] = metrics
+    new = ModelCard.from_dict(card)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    target = artifact_paths(out_dir / f"{stem}.joblib")
+    shutil.copyfile(base, target.model)
+    target.card_json.write_bytes(new.to_json())
+    target.card_md.write_text(new.to_markdown())
+    return target.model
+
+
+def tamper(path: Path) -> None:
+    """Flip one byte of a (read-only) registered file."""
+    path.chmod(0o644)
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    path.write_bytes(bytes(data))
+
+
+def registry_rows(root: Path) -> list[dict[str, Any]]:
+    """Every version row, straight from the index (what the safety tests audit)."""
+    import sqlite3
+
+    if not (root / "registry.db").exists():
+        return []
+    conn = sqlite3.connect(root / "registry.db")
+    conn.row_factory = sqlite3.Row
+    try:
+        return [dict(r) | {"metrics": json.loads(r["metrics"])} for r in conn.execute("SELECT * FROM versions")]
+    finally:
+        conn.close()
