@@ -1,10 +1,220 @@
-"""``toolkit image ...`` (placeholder until the Docker work lands)."""
+"""``toolkit image build | train | check | pin``: the pinned image, through the docker SDK."""
 
 from __future__ import annotations
 
+import json
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+from typing import Annotated
+
 import typer
 
-from toolkit.cli._common import ToolkitGroup, app
+from toolkit.cli._common import ToolkitGroup, app, err, out
+
+__all__ = ["image_app"]
 
 image_app = typer.Typer(cls=ToolkitGroup, no_args_is_help=True, help="Build, train in and check the pinned image.")
 app.add_typer(image_app, name="image")
+
+ImageOpt = Annotated[
+    str | None, typer.Option("--image", help="Image to run (default $TOOLKIT_IMAGE, else toolkit:latest).")
+]
+
+
+@image_app.command("build")
+def build(
+    base_image: Annotated[
+        str | None,
+        typer.Option(help="name@sha256:<digest> (default $BASE_IMAGE, else .cache/base-image from `make base`)."),
+    ] = None,
+    tag: Annotated[str, typer.Option(help="Tag for the built image.")] = "toolkit:latest",
+    lock: Annotated[Path | None, typer.Option(help="Lock file (default CONTEXT/requirements.lock).")] = None,
+    wheelhouse: Annotated[
+        Path | None, typer.Option(help="Folder with the locked wheels (default CONTEXT/wheelhouse).")
+    ] = None,
+    context: Annotated[Path, typer.Option(help="The repository root: Dockerfile, pyproject.toml, toolkit/.")] = Path(),
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No build progress.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object about the built image.")] = False,
+) -> None:
+    """Build the image from a digest-pinned base and the hash-locked wheels, network off."""
+    from toolkit.docker import build_image, resolve_base_image
+
+    base = resolve_base_image(base_image, base_file=context / ".cache" / "base-image")
+    if not quiet:
+        err.print(f"building {tag} from {base}", markup=False)
+
+    def progress(text: str) -> None:
+        sys.stderr.write(text)
+        sys.stderr.flush()
+
+    result = build_image(
+        base_image=base,
+        tag=tag,
+        context=context,
+        lock=lock,
+        wheelhouse=wheelhouse,
+        on_progress=None if quiet else progress,
+    )
+    if as_json:
+        print(json.dumps(result.to_dict(), sort_keys=True))
+    else:
+        out.print(f"built {result.tag} ({result.image_id[:19]}) in {result.seconds:.1f}s", markup=False)
+
+
+@image_app.command("pin")
+def pin(
+    ref: Annotated[str, typer.Argument(help="An image reference with a tag, e.g. python:3.11-slim-bookworm.")],
+    out_file: Annotated[
+        Path, typer.Option("--out", help="Where the build reads the pinned base from.")
+    ] = Path(".cache/base-image"),
+    write: Annotated[bool, typer.Option("--write/--no-write", help="Write it to --out (default yes).")] = True,
+) -> None:
+    """Resolve REF to name@sha256:<digest> and write it where `image build` reads the base."""
+    from toolkit.docker import pin_reference, write_pin
+
+    pinned = pin_reference(ref)
+    if write:
+        write_pin(pinned, out_file)
+        err.print(f"wrote {out_file}", markup=False)
+    out.print(pinned, markup=False)
+
+
+@image_app.command(
+    "train", context_settings={"allow_extra_args": True, "ignore_unknown_options": True}
+)
+def train(
+    ctx: typer.Context,
+    image: ImageOpt = None,
+    config: Annotated[Path | None, typer.Option("--config", help="TOML config, as for `toolkit train`.")] = None,
+    dataset: Annotated[str | None, typer.Option(help="builtin:NAME or a PATH.csv / PATH.parquet.")] = None,
+    target: Annotated[str | None, typer.Option(help="Target column.")] = None,
+    model: Annotated[str | None, typer.Option(help="Model kind.")] = None,
+    name: Annotated[str | None, typer.Option(help="Artifact name.")] = None,
+    version: Annotated[str | None, typer.Option(help="Semantic version X.Y.Z.")] = None,
+    registry: Annotated[
+        Path | None, typer.Option(help="Registry root on the host (default $TOOLKIT_REGISTRY, else ./models).")
+    ] = None,
+    register: Annotated[
+        bool, typer.Option("--register/--no-register", help="Register on the host (default yes).")
+    ] = True,
+    out_dir: Annotated[
+        Path | None, typer.Option("--out", help="With --no-register: where the artifact goes (default ./out).")
+    ] = None,
+) -> None:
+    """Train inside the image (network off), then register the artifact on the host.
+
+    Extra arguments after the options are passed to `toolkit train` in the container.
+    """
+    from toolkit.docker import resolve_image, train_in_container
+
+    tag = resolve_image(image)
+    args: list[str] = []
+    inputs: list[Path] = []
+    if config is not None:
+        args += ["--config", str(config)]
+        inputs.append(config)
+    if dataset is not None:
+        args += ["--dataset", dataset]
+        if not dataset.startswith("builtin:"):
+            inputs.append(Path(dataset))
+    for flag, value in (("--target", target), ("--model", model), ("--name", name), ("--version", version)):
+        if value is not None:
+            args += [flag, value]
+    args += list(ctx.args)
+    registry_obj = _registry_for(config, registry, dataset=dataset, name=name, version=version) if register else None
+    staging = Path(tempfile.mkdtemp(prefix="toolkit-image-train-"))
+    try:
+        staged = train_in_container(tag, args, staging=staging, inputs=inputs, on_output=_passthrough)
+        if registry_obj is not None:
+            with registry_obj:
+                entry = registry_obj.add(staged)
+            out.print(str(entry.path), markup=False)
+        else:
+            final = _move_artifact(staged, out_dir or Path("out"))
+            out.print(str(final), markup=False)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+@image_app.command("check")
+def check(
+    artifact: Annotated[Path, typer.Argument(help="The artifact's .joblib path (its card sits beside it).")],
+    image: ImageOpt = None,
+    policy: Annotated[str, typer.Option(help="strict or compatible.")] = "strict",
+    as_json: Annotated[bool, typer.Option("--json", help="The gate's one JSON object.")] = False,
+    verify_predictions: Annotated[
+        bool, typer.Option("--verify-predictions", help="Also load (guarded) and re-check the probe predictions.")
+    ] = False,
+) -> None:
+    """Run the check-env gate inside the image; its exit code (0 match, 1 mismatch, 3 integrity) is ours."""
+    from toolkit.docker import check_in_container, resolve_image
+    from toolkit.errors import UsageError
+
+    if policy not in ("strict", "compatible"):
+        raise UsageError(f"--policy must be strict or compatible, got {policy!r}")
+    code = check_in_container(
+        resolve_image(image),
+        artifact,
+        policy=policy,
+        as_json=as_json,
+        verify_predictions=verify_predictions,
+        on_output=_passthrough,
+    )
+    raise typer.Exit(code)
+
+
+# --- helpers -------------------------------------------------------------------------------
+
+
+def _passthrough(stream: str, chunk: bytes) -> None:
+    # The container's stdout is ours (so `--json` stays one object on stdout); same for stderr.
+    target = sys.stdout if stream == "stdout" else sys.stderr
+    target.flush()
+    buffer = getattr(target, "buffer", None)
+    if buffer is not None:
+        buffer.write(chunk)
+        buffer.flush()
+    else:  # a text-only stream (CliRunner)
+        target.write(chunk.decode("utf-8", errors="replace"))
+        target.flush()
+
+
+def _registry_for(
+    config: Path | None, registry: Path | None, *, dataset: str | None, name: str | None, version: str | None
+):  # -> Registry
+    """The host registry, refusing a duplicate version before minutes of training, not after."""
+    from toolkit.config import resolve_config
+    from toolkit.errors import RegistryError
+    from toolkit.registry import Registry, resolve_root
+
+    cfg = resolve_config(config, dataset=dataset, name=name, version=version)
+    registry_obj = Registry(resolve_root(registry if registry is not None else cfg.registry))
+    with registry_obj:
+        if registry_obj.has(cfg.model_name, cfg.version):
+            raise RegistryError(
+                f"{cfg.model_name} {cfg.version} is already registered in {registry_obj.root}; "
+                "versions are never overwritten (choose another --version)"
+            )
+    return registry_obj
+
+
+def _move_artifact(staged: Path, out_dir: Path) -> Path:
+    from toolkit.artifact import artifact_paths
+    from toolkit.errors import UsageError
+
+    source = artifact_paths(staged)
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        moved = []
+        for path in (source.model, source.card_json, source.card_md):
+            target = out_dir / path.name
+            if target.exists():
+                raise UsageError(f"{target}: already exists; not overwriting it")
+            moved.append((path, target))
+        for path, target in moved:
+            shutil.move(path, target)
+    except OSError as e:
+        raise UsageError(f"{out_dir}: cannot write the artifact there ({e.strerror or e})") from e
+    return out_dir / source.model.name
