@@ -1,0 +1,345 @@
+"""Training: model kinds, pipeline, scores, the card's fields, reproducibility, the CLI and bad input."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+from toolkit.cli import app
+from toolkit.config import MODEL_KINDS, resolve_config
+from toolkit.datasets import load_dataset, split
+from toolkit.errors import ConfigError, DataError, UsageError
+from toolkit.train import (
+    PROBE_ROWS,
+    build_model,
+    build_pipeline,
+    cross_validate,
+    describe_preprocessing,
+    score,
+    select_probe,
+    train,
+)
+
+REPO = Path(__file__).resolve().parents[1]
+SMALL = {"gradient_boosting": {"n_estimators": 15}, "random_forest": {"n_estimators": 15}, "logistic_regression": {}}
+
+
+@pytest.fixture(scope="module")
+def wine_parts() -> tuple[Any, Any, Any, Any]:
+    return split(load_dataset("builtin:wine"), test_size=0.25, seed=0)
+
+
+@pytest.fixture(scope="module")
+def credit_result(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    """The default job (builtin:credit, gradient boosting), trained once for this module."""
+    out = tmp_path_factory.mktemp("credit")
+    cfg = resolve_config(REPO / "configs" / "train.toml", out=out, register=False)
+    events: list[tuple[str, str, str]] = []
+    result = train(cfg, progress=lambda *e: events.append(e))
+    return result, events
+
+
+# --- building blocks -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("kind", "cls"),
+    [
+        ("gradient_boosting", "GradientBoostingClassifier"),
+        ("random_forest", "RandomForestClassifier"),
+        ("logistic_regression", "LogisticRegression"),
+    ],
+)
+def test_build_model_kinds(kind: str, cls: str) -> None:
+    model = build_model(kind, {}, seed=11)
+    assert type(model).__name__ == cls
+    assert model.get_params()["random_state"] == 11
+
+
+def test_build_model_takes_params() -> None:
+    assert build_model("random_forest", {"n_estimators": 7, "max_depth": 4}, seed=0).n_estimators == 7
+
+
+@pytest.mark.parametrize(
+    ("kind", "params", "needle"),
+    [
+        ("svm", {}, "model: unknown kind 'svm'"),
+        ("gradient_boosting", {"n_trees": 5}, "params.n_trees: not a hyperparameter of GradientBoostingClassifier"),
+        ("random_forest", {"n_estimators": "many"}, "n_estimators"),
+        ("logistic_regression", {"C": -1.0}, "'C' parameter"),
+        ("logistic_regression", {"random_state": 3}, "params.random_state"),
+    ],
+)
+def test_build_model_refuses(kind: str, params: dict[str, Any], needle: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        build_model(kind, params, seed=0)
+    assert needle in str(info.value)
+
+
+def test_pipeline_splits_columns_by_dtype() -> None:
+    X = pd.DataFrame({"a": [1.0, 2.0], "b": [1, 2], "c": ["x", "y"]})
+    pipeline = build_pipeline(X, build_model("logistic_regression", {}, seed=0))
+    branches = {name: cols for name, _, cols in pipeline.named_steps["preprocess"].transformers}
+    assert branches == {"numeric": ["a", "b"], "categorical": ["c"]}
+    lines = describe_preprocessing(pipeline)
+    assert lines[0] == "numeric columns (a, b): SimpleImputer(strategy='median') -> StandardScaler()"
+    assert "OneHotEncoder(handle_unknown='ignore')" in lines[1]
+    power = build_pipeline(X, build_model("logistic_regression", {}, seed=0), scaler="power")
+    assert "PowerTransformer(method='yeo-johnson')" in describe_preprocessing(power)[0]
+
+
+def test_pipeline_handles_missing_values_and_unknown_categories() -> None:
+    X = pd.DataFrame({"n": [1.0, None, 3.0, 4.0] * 5, "c": ["a", "b", None, "a"] * 5})
+    y = pd.Series([0, 1, 0, 1] * 5)
+    pipeline = build_pipeline(X, build_model("logistic_regression", {}, seed=0)).fit(X, y)
+    new = pd.DataFrame({"n": [None], "c": ["never seen"]})
+    assert pipeline.predict_proba(new).shape == (1, 2)
+
+
+def test_score_multiclass(wine_parts: tuple[Any, Any, Any, Any]) -> None:
+    X_train, X_test, y_train, y_test = wine_parts
+    pipeline = build_pipeline(X_train, build_model("logistic_regression", {}, seed=0)).fit(X_train, y_train)
+    scores = score(pipeline, X_test, y_test)
+    assert set(scores) == {"roc_auc", "accuracy", "f1"}
+    assert scores["roc_auc"] > 0.95 and scores["accuracy"] > 0.9 and scores["f1"] > 0.9
+
+
+def test_score_binary_with_text_labels() -> None:
+    X = pd.DataFrame({"n": list(range(40))})
+    y = pd.Series(["no"] * 20 + ["yes"] * 20)
+    pipeline = build_pipeline(X, build_model("logistic_regression", {}, seed=0)).fit(X, y)
+    assert score(pipeline, X, y) == {"roc_auc": 1.0, "accuracy": 1.0, "f1": 1.0}
+
+
+def test_score_refuses_unseen_classes(wine_parts: tuple[Any, Any, Any, Any]) -> None:
+    X_train, X_test, y_train, y_test = wine_parts
+    pipeline = build_pipeline(X_train, build_model("logistic_regression", {}, seed=0)).fit(X_train, y_train)
+    with pytest.raises(DataError, match="not among the model's classes"):
+        score(pipeline, X_test, y_test + 10)
+
+
+def test_cross_validate_is_seeded(wine_parts: tuple[Any, Any, Any, Any]) -> None:
+    X_train, _, y_train, _ = wine_parts
+    pipeline = build_pipeline(X_train, build_model("random_forest", {"n_estimators": 10}, seed=1))
+    events: list[tuple[str, str, str]] = []
+    first = cross_validate(pipeline, X_train, y_train, folds=5, seed=1, progress=lambda *e: events.append(e))
+    assert set(first) == {"roc_auc", "roc_auc_std", "accuracy", "accuracy_std", "f1", "f1_std"}
+    assert [e[2] for e in events if e[1] == "start"] == [f"fold {i}/5" for i in range(1, 6)]
+    assert cross_validate(pipeline, X_train, y_train, folds=5, seed=1) == first
+
+
+def test_select_probe_prefers_complete_rows() -> None:
+    X = pd.DataFrame({"n": [None, 1.0, 2.0, 3.0] * 10, "c": ["a", None, "b", "c"] * 10})
+    probe = select_probe(X)
+    assert len(probe) == PROBE_ROWS
+    assert probe.notna().all().all()
+    assert list(probe.index) == list(range(PROBE_ROWS))
+
+
+# --- the whole job and its card ----------------------------------------------------------
+
+
+def test_credit_card_fields(credit_result: tuple[Any, list[Any]]) -> None:
+    result, _ = credit_result
+    card = json.loads(result.path.with_suffix(".card.json").read_bytes())
+    assert card["name"] == "credit" and card["version"] == "1.0.0"
+    assert card["algorithm"] == "GradientBoostingClassifier"
+    assert card["intended_use"] and card["limitations"]
+    blob = result.path.read_bytes()
+    assert card["artifact"] == {
+        "file": "credit-1.0.0.joblib",
+        "sha256": hashlib.sha256(blob).hexdigest(),
+        "size": len(blob),
+    }
+    data = card["data"]
+    assert data["source"] == "builtin:credit"
+    assert data["sha256"] == load_dataset("builtin:credit").sha256
+    assert (data["n_train"], data["n_test"]) == (1600, 400)
+    assert data["features"] == [
+        {"name": "age", "dtype": "float64"},
+        {"name": "income", "dtype": "float64"},
+        {"name": "credit", "dtype": "float64"},
+        {"name": "loan_amt", "dtype": "float64"},
+        {"name": "educ", "dtype": "object"},
+    ]
+    assert data["target"] == "default" and data["classes"] == [0, 1]
+    assert data["split"] == {"test_size": 0.2, "seed": 42}
+    assert set(card["metrics"]["cv"]) == {"roc_auc", "roc_auc_std", "accuracy", "accuracy_std", "f1", "f1_std"}
+    assert set(card["metrics"]["test"]) == {"roc_auc", "accuracy", "f1"}
+    assert all(0.0 <= v <= 1.0 for section in card["metrics"].values() for v in section.values())
+    assert card["params"]["n_estimators"] == 100 and card["params"]["random_state"] == 42
+    assert len(card["preprocessing"]) == 2
+    assert len(card["probe"]["rows"]) == PROBE_ROWS
+    assert card["probe"]["columns"] == ["age", "income", "credit", "loan_amt", "educ"]
+    # The pickle holds scikit-learn's classes only: loading it never needs the toolkit.
+    assert not any(m.startswith("toolkit") for m in card["references"]["modules"])
+    assert "scikit-learn" in card["references"]["distributions"]
+
+
+def test_progress_stages_in_order(credit_result: tuple[Any, list[Any]]) -> None:
+    _, events = credit_result
+    starts = [stage for stage, event, _ in events if event == "start"]
+    assert starts == ["data", "split", "cv", "cv", "cv", "cv", "cv", "fit", "evaluate", "save"]
+    assert all(any(e[:2] == (stage, "done") for e in events) for stage in set(starts))
+
+
+def test_test_metrics_match_a_rescore(credit_result: tuple[Any, list[Any]]) -> None:
+    import toolkit
+
+    result, _ = credit_result
+    dataset = load_dataset("builtin:credit")
+    _, X_test, _, y_test = split(dataset, test_size=0.2, seed=42)
+    assert score(toolkit.load(result.path), X_test, y_test) == result.metrics["test"]
+
+
+@pytest.mark.parametrize("kind", MODEL_KINDS)
+def test_every_kind_trains_on_wine(kind: str, tmp_path: Path) -> None:
+    cfg = resolve_config(dataset="builtin:wine", model=kind, params=SMALL[kind], out=tmp_path, register=False)
+    result = train(cfg)
+    assert result.path == tmp_path / "wine-1.0.0.joblib"
+    assert result.card.data.classes == (0, 1, 2)
+    assert result.metrics["test"]["roc_auc"] > 0.9
+    assert result.card.data.n_train + result.card.data.n_test == 178
+
+
+def test_user_csv_with_text_target(tmp_path: Path) -> None:
+    dataset = load_dataset("builtin:credit")
+    frame = dataset.X.assign(outcome=dataset.y.map({0: "repaid", 1: "defaulted"})).head(300)
+    path = tmp_path / "loans.csv"
+    frame.to_csv(path, index=False)
+    cfg = resolve_config(
+        dataset=str(path), target="outcome", model="logistic_regression", out=tmp_path / "out", register=False
+    )
+    result = train(cfg)
+    assert result.card.name == "loans"
+    assert result.card.data.sha256 == hashlib.sha256(path.read_bytes()).hexdigest()
+    assert result.card.data.classes == ("defaulted", "repaid")
+
+
+def test_existing_artifact_is_refused_before_training(tmp_path: Path) -> None:
+    (tmp_path / "wine-1.0.0.card.json").write_text("{}")
+    cfg = resolve_config(dataset="builtin:wine", model="logistic_regression", out=tmp_path, register=False)
+    events: list[Any] = []
+    with pytest.raises(UsageError, match="already exists"):
+        train(cfg, progress=lambda *e: events.append(e))
+    assert events == []
+
+
+def test_too_few_rows_for_cv(tmp_path: Path) -> None:
+    rows = "x,y\n" + "".join(f"{i},{'b' if i < 4 else 'a'}\n" for i in range(40))
+    path = tmp_path / "d.csv"
+    path.write_text(rows)
+    cfg = resolve_config(dataset=str(path), target="y", model="logistic_regression", out=tmp_path, register=False)
+    with pytest.raises(DataError, match="class 'b' has only 3 training row"):
+        train(cfg)
+
+
+# --- reproducibility: two separate processes ---------------------------------------------
+
+
+def test_two_processes_write_identical_bytes(tmp_path: Path) -> None:
+    config = tmp_path / "train.toml"
+    config.write_text('dataset = "builtin:credit"\nname = "repro"\n[params]\nn_estimators = 20\n')
+    procs = []
+    for run, hashseed in (("a", "1"), ("b", "2")):
+        env = {**os.environ, "SOURCE_DATE_EPOCH": "1700000000", "PYTHONHASHSEED": hashseed}
+        argv = [sys.executable, "-m", "toolkit", "train", "--config", str(config), "--out", str(tmp_path / run)]
+        procs.append(subprocess.Popen([*argv, "--no-register", "--quiet"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE))
+    for proc in procs:
+        stdout, stderr = proc.communicate(timeout=240)
+        assert proc.returncode == 0, stderr.decode()
+        assert stdout.decode().strip().endswith("repro-1.0.0.joblib")
+    names = ("repro-1.0.0.joblib", "repro-1.0.0.card.json", "repro-1.0.0.card.md")
+    for name in names:
+        assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes(), name
+    card = json.loads((tmp_path / "a" / names[1]).read_bytes())
+    assert card["created_at"] == "2023-11-14T22:13:20Z"
+
+
+# --- the CLI -------------------------------------------------------------------------------
+
+
+def test_cli_train_quiet_prints_only_the_path(tmp_path: Path, runner: CliRunner) -> None:
+    args = ["train", "--dataset", "builtin:wine", "--model", "logistic_regression", "--out", str(tmp_path)]
+    result = runner.invoke(app, [*args, "--no-register", "--quiet"])
+    assert result.exit_code == 0, result.output
+    assert result.stdout == f"{tmp_path / 'wine-1.0.0.joblib'}\n"
+    assert result.stderr == ""
+
+
+def test_cli_train_shows_stages_and_summary(tmp_path: Path, runner: CliRunner) -> None:
+    args = ["train", "--dataset", "builtin:wine", "--model", "logistic_regression", "--name", "w", "--version", "0.2.0"]
+    result = runner.invoke(app, [*args, "--out", str(tmp_path), "--no-register"])
+    assert result.exit_code == 0, result.output
+    for stage in ("data", "split", "cv", "fold 5/5", "fit", "evaluate", "save"):
+        assert stage in result.stderr
+    sha = hashlib.sha256((tmp_path / "w-0.2.0.joblib").read_bytes()).hexdigest()
+    assert sha in result.stdout
+    assert "roc_auc" in result.stdout and "w-0.2.0.joblib" in result.stdout
+
+
+def test_cli_train_registers_and_refuses_a_registered_version(tmp_path: Path, runner: CliRunner) -> None:
+    from toolkit.registry import Registry
+
+    registry = tmp_path / "registry"
+    args = ["train", "--dataset", "builtin:wine", "--model", "logistic_regression", "--registry", str(registry)]
+    first = runner.invoke(app, [*args, "--out", str(tmp_path / "one"), "--quiet"])
+    assert first.exit_code == 0, first.output
+    with Registry(registry) as reg:
+        assert reg.has("wine", "1.0.0")
+        entry = reg.get("wine", "1.0.0")
+    assert first.stdout.strip() == str(entry.path)
+    # A fresh --out, so only the registry can refuse it; and it must do so before training.
+    second = runner.invoke(app, [*args, "--out", str(tmp_path / "two"), "--quiet"])
+    assert second.exit_code == 4
+    assert "already registered" in second.stderr
+    assert not (tmp_path / "two").exists()
+
+
+def test_cli_rejects_a_bad_version_and_name(tmp_path: Path, runner: CliRunner) -> None:
+    for flag, value in (("--version", "1.2"), ("--name", "../evil")):
+        result = runner.invoke(app, ["train", flag, value, "--out", str(tmp_path), "--no-register"])
+        assert result.exit_code == 2
+        assert value in result.stderr
+
+
+def _csv(tmp_path: Path, text: str | bytes) -> Path:
+    path = tmp_path / "data.csv"
+    if isinstance(text, bytes):
+        path.write_bytes(text)
+    else:
+        path.write_text(text)
+    return path
+
+
+@pytest.mark.parametrize(
+    ("setup", "extra", "needle"),
+    [
+        (lambda p: _csv(p, "x,y\n1,0\n2,1\n"), ["--target", "label"], "no target column 'label'"),
+        (lambda p: _csv(p, ""), ["--target", "y"], "the file is empty"),
+        (lambda p: _csv(p, b"\x00\xff\xfe\x80"), ["--target", "y"], "not a UTF-8"),
+        (lambda p: p, ["--target", "y"], "is a directory"),
+        (lambda p: _csv(p, "x,y\n1,0\nlots,1\n3,0\n4,1\n"), ["--target", "y"], "numeric but has text: 'lots'"),
+        (lambda p: _csv(p, "x,y\n1,0\n2,0\n3,0\n"), ["--target", "y"], "single class"),
+        (lambda p: _csv(p, "x,y\n1,0\n2,1\n"), ["--target", "y", "--model", "xgboost"], "unknown kind 'xgboost'"),
+    ],
+    ids=["missing-target", "empty", "unreadable", "directory", "text-in-numeric", "single-class", "unknown-model"],
+)
+def test_cli_bad_input_exits_2_with_one_line(
+    tmp_path: Path, runner: CliRunner, setup: Any, extra: list[str], needle: str
+) -> None:
+    data = setup(tmp_path)
+    result = runner.invoke(app, ["train", "--dataset", str(data), *extra, "--out", str(tmp_path / "o"), "--no-register"])
+    assert result.exit_code == 2, result.output
+    assert needle in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "o").exists()
