@@ -197,9 +197,6 @@ def load(path: str | os.PathLike[str], *, policy: str = "strict", allow_mismatch
 
     loaded = load_verified(path, policy=policy, allow_mismatch=allow_mismatch)
     if loaded.differences:
-        warnings.warn(
-            EnvironmentMismatchWarning(str(EnvironmentMismatch(loaded.differences, policy=policy))), stacklevel=2
-        )
         result = probe.check(loaded.card.probe, loaded.pipeline)
         if not result.ok:
             raise ProbeMismatch(loaded.differences, policy=policy, detail=str(result))
@@ -216,7 +213,10 @@ class Loaded:
 
 
 def load_verified(path: str | os.PathLike[str], *, policy: str, allow_mismatch: bool) -> Loaded:
-    """The guarded unpickle shared by ``load`` and the gate; does not re-check the probe."""
+    """The guarded unpickle shared by ``load`` and the gate; does not re-check the probe.
+
+    Raises: as ``load``, except ProbeMismatch. Warns: EnvironmentMismatchWarning.
+    """
     validate_policy(policy)
     paths = artifact_paths(path)
     card = read_card(paths.model)
@@ -224,6 +224,8 @@ def load_verified(path: str | os.PathLike[str], *, policy: str, allow_mismatch: 
     diffs = differences(card.environment, capture(blas=False), policy=policy, referenced=card.references.distributions)
     if diffs and not allow_mismatch:
         raise EnvironmentMismatch(diffs, policy=policy)
+    if diffs:  # before unpickling, so the warning is seen even if unpickling then fails
+        warnings.warn(EnvironmentMismatchWarning(str(EnvironmentMismatch(diffs, policy=policy))), stacklevel=3)
     return Loaded(pipeline=_unpickle(blob, paths.model, diffs, policy), card=card, differences=diffs)
 
 
