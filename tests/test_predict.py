@@ -1,0 +1,135 @@
+"""``toolkit predict``: guarded load, column checks, CSV out, and bad input."""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+import toolkit
+from toolkit.cli import app
+from toolkit.config import resolve_config
+from toolkit.datasets import load_dataset, split
+from toolkit.train import train
+
+
+@pytest.fixture(scope="module")
+def credit_artifact(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A small credit model (text column included), trained once for this module."""
+    out = tmp_path_factory.mktemp("predict")
+    cfg = resolve_config(model="logistic_regression", out=out, register=False)
+    return train(cfg).path
+
+
+@pytest.fixture(scope="module")
+def test_rows() -> pd.DataFrame:
+    """The credit test part with its target column, as a user would have it."""
+    dataset = load_dataset("builtin:credit")
+    _, X_test, _, y_test = split(dataset, test_size=0.2, seed=42)
+    return X_test.assign(default=y_test).head(50).reset_index(drop=True)
+
+
+def write_csv(tmp_path: Path, frame: pd.DataFrame, name: str = "in.csv") -> Path:
+    path = tmp_path / name
+    frame.to_csv(path, index=False)
+    return path
+
+
+def test_predict_to_stdout(credit_artifact: Path, test_rows: pd.DataFrame, tmp_path: Path, runner: CliRunner) -> None:
+    path = write_csv(tmp_path, test_rows)
+    result = runner.invoke(app, ["predict", str(credit_artifact), str(path)])
+    assert result.exit_code == 0, result.output
+    table = pd.read_csv(io.StringIO(result.stdout))
+    assert list(table.columns) == ["prediction", "proba_0", "proba_1"]
+    assert len(table) == len(test_rows)
+    pipeline = toolkit.load(credit_artifact)
+    X = test_rows.drop(columns=["default"])
+    assert table["prediction"].tolist() == pipeline.predict(X).tolist()
+    assert table["proba_1"].tolist() == pytest.approx(pipeline.predict_proba(X)[:, 1].tolist(), abs=1e-12)
+    assert (table[["proba_0", "proba_1"]].sum(axis=1) - 1.0).abs().max() < 1e-9
+    # The target is an extra column: ignored, and said so on stderr.
+    assert "ignoring 1 column(s) the model does not use: default" in result.stderr
+
+
+def test_predict_matches_the_probe(credit_artifact: Path, tmp_path: Path, runner: CliRunner) -> None:
+    card = json.loads(credit_artifact.with_suffix(".card.json").read_bytes())
+    probe = pd.DataFrame(card["probe"]["rows"], columns=card["probe"]["columns"])
+    out = tmp_path / "pred.csv"
+    result = runner.invoke(app, ["predict", str(credit_artifact), str(write_csv(tmp_path, probe)), "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert result.stdout == ""
+    table = pd.read_csv(out)
+    assert table["prediction"].tolist() == card["probe"]["predictions"]
+    expected = [p[1] for p in card["probe"]["probabilities"]]
+    assert table["proba_1"].tolist() == pytest.approx(expected, abs=1e-9)
+
+
+def test_column_order_and_unseen_categories(
+    credit_artifact: Path, test_rows: pd.DataFrame, tmp_path: Path, runner: CliRunner
+) -> None:
+    frame = test_rows.drop(columns=["default"])[["educ", "loan_amt", "credit", "income", "age"]].head(3).copy()
+    frame["educ"] = ["hs", "none of these", None]
+    frame.loc[1, "income"] = None
+    result = runner.invoke(app, ["predict", str(credit_artifact), str(write_csv(tmp_path, frame))])
+    assert result.exit_code == 0, result.output
+    assert len(pd.read_csv(io.StringIO(result.stdout))) == 3
+    assert result.stderr == ""
+
+
+def test_missing_column(credit_artifact: Path, test_rows: pd.DataFrame, tmp_path: Path, runner: CliRunner) -> None:
+    path = write_csv(tmp_path, test_rows.drop(columns=["income", "educ"]))
+    result = runner.invoke(app, ["predict", str(credit_artifact), str(path)])
+    assert result.exit_code == 2
+    assert "missing 2 feature column(s) the model needs: 'income', 'educ'" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize(
+    ("content", "needle"),
+    [
+        ("", "the file is empty"),
+        ("age,income,credit,loan_amt,educ\n", "no rows"),
+        ("age,income,credit,loan_amt,educ\n30,50000,700,lots,hs\n", "column 'loan_amt' must be numeric but has text: 'lots'"),
+        (b"\x89PNG\r\n\x1a\n\x00\x00\xff", "not a UTF-8"),
+    ],
+    ids=["empty", "header-only", "text-in-numeric", "binary"],
+)
+def test_bad_input(credit_artifact: Path, tmp_path: Path, runner: CliRunner, content: Any, needle: str) -> None:
+    path = tmp_path / "in.csv"
+    if isinstance(content, bytes):
+        path.write_bytes(content)
+    else:
+        path.write_text(content)
+    result = runner.invoke(app, ["predict", str(credit_artifact), str(path)])
+    assert result.exit_code == 2
+    assert needle in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_missing_input_file(credit_artifact: Path, tmp_path: Path, runner: CliRunner) -> None:
+    result = runner.invoke(app, ["predict", str(credit_artifact), str(tmp_path / "nope.csv")])
+    assert result.exit_code == 2
+    assert "no such file" in result.stderr
+
+
+def test_tampered_artifact_is_refused(
+    credit_artifact: Path, test_rows: pd.DataFrame, tmp_path: Path, runner: CliRunner
+) -> None:
+    for suffix in (".joblib", ".card.json", ".card.md"):
+        src = credit_artifact.with_name(credit_artifact.name.replace(".joblib", suffix))
+        (tmp_path / src.name).write_bytes(src.read_bytes())
+    copy = tmp_path / credit_artifact.name
+    copy.write_bytes(copy.read_bytes()[:-1] + b"\x00")
+    result = runner.invoke(app, ["predict", str(copy), str(write_csv(tmp_path, test_rows))])
+    assert result.exit_code == 3
+    assert "sha256" in result.stderr or "size" in result.stderr
+
+
+def test_missing_artifact(tmp_path: Path, test_rows: pd.DataFrame, runner: CliRunner) -> None:
+    result = runner.invoke(app, ["predict", str(tmp_path / "m-1.0.0.joblib"), str(write_csv(tmp_path, test_rows))])
+    assert result.exit_code == 3
