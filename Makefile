@@ -31,6 +31,37 @@ $(VENV)/.stamp: requirements.lock pyproject.toml $(WHEELHOUSE)/.stamp
 	$(BIN)/pip install --quiet --no-index --no-deps --no-build-isolation -e .
 	touch $@
 
+# --- Docker (see Dockerfile, scripts/engine.sh, scripts/base.sh) -------------------------------
+# BASE_IMAGE=name@sha256:<digest> pins a base of your own (e.g. a public python:3.11-slim-bookworm
+# digest); without it `make base` builds one offline from Debian packages and pins it.
+BASE_IMAGE ?=
+IMAGE ?= toolkit:latest
+REGISTRY ?= models
+TRAIN_ARGS ?=
+MODEL ?=
+TOOLKIT := $(BIN)/toolkit
+
+.PHONY: engine base image train check-env
+
+# Starts (installing if needed) a Docker engine only when none answers; a no-op otherwise.
+engine:
+	@docker info >/dev/null 2>&1 || scripts/engine.sh start
+
+base: engine
+	@scripts/base.sh >/dev/null
+
+image: $(VENV)/.stamp $(WHEELHOUSE)/.stamp engine $(if $(BASE_IMAGE),,base)
+	$(TOOLKIT) image build --tag $(IMAGE) $(if $(BASE_IMAGE),--base-image '$(BASE_IMAGE)') $(if $(CI),--quiet)
+
+# The main job: wheelhouse -> base -> image -> train inside the container -> register into $(REGISTRY).
+train: image
+	$(TOOLKIT) image train --image $(IMAGE) --registry $(REGISTRY) $(TRAIN_ARGS)
+
+# The gate, inside the image: exit 0 match, 1 mismatch, 3 integrity failure.
+check-env: image
+	@test -n "$(MODEL)" || { echo "usage: make check-env MODEL=models/NAME/VERSION/NAME-VERSION.joblib" >&2; exit 2; }
+	$(TOOLKIT) image check --image $(IMAGE) '$(MODEL)'
+
 lock: $(VENV)/.stamp
 	$(BIN)/pip-compile --quiet --generate-hashes --allow-unsafe --strip-extras \
 	    --no-emit-index-url --no-emit-find-links -o requirements.lock requirements.in

@@ -26,9 +26,30 @@ docker info >/dev/null 2>&1 || die "no Docker engine answers (start one with: sc
 
 have_image() { docker image inspect "$1" >/dev/null 2>&1; }
 
-if [ -s "$BASE_FILE" ] && have_image "$(cat "$BASE_FILE")"; then
+if [ -z "${BASE_REBUILD:-}" ] && [ -s "$BASE_FILE" ] && have_image "$(cat "$BASE_FILE")"; then
     say "up to date: $(cat "$BASE_FILE")"
     cat "$BASE_FILE"
+    exit 0
+fi
+
+repo_digest() {  # the pushed digest of $REPO:$TAG in this engine, if it has one
+    docker image inspect --format '{{range .RepoDigests}}{{println .}}{{end}}' "$REPO:$TAG" 2>/dev/null \
+        | grep "^$REPO@sha256:" | head -n 1 || true
+}
+
+write_ref() {  # write the pinned reference atomically, then print it
+    mkdir -p "$(dirname "$BASE_FILE")"
+    printf '%s\n' "$1" >"$BASE_FILE.tmp"
+    mv "$BASE_FILE.tmp" "$BASE_FILE"
+    say "pinned: $1"
+    printf '%s\n' "$1"
+}
+
+# A fresh clone on a machine that built the base before (CI): the engine still has it, pinned.
+# BASE_REBUILD=1 forces a new base (e.g. for Debian security updates).
+if [ -z "${BASE_REBUILD:-}" ] && [ ! -s "$BASE_FILE" ] && [ -n "$(repo_digest)" ]; then
+    say "reusing the engine's $REPO:$TAG"
+    write_ref "$(repo_digest)"
     exit 0
 fi
 
@@ -79,14 +100,6 @@ stop_registry() {
 }
 trap stop_registry EXIT
 
-write_ref() {  # write the pinned reference atomically, then print it
-    mkdir -p "$(dirname "$BASE_FILE")"
-    printf '%s\n' "$1" >"$BASE_FILE.tmp"
-    mv "$BASE_FILE.tmp" "$BASE_FILE"
-    say "pinned: $1"
-    printf '%s\n' "$1"
-}
-
 start_registry
 
 # The engine lost the image but the registry still has it: pulling back beats rebuilding.
@@ -116,7 +129,6 @@ rootfs=""
 
 say "push to $REGISTRY_ADDR"
 docker push -q "$REPO:$TAG" >/dev/null
-digest=$(docker image inspect --format '{{range .RepoDigests}}{{println .}}{{end}}' "$REPO:$TAG" \
-    | grep "^$REPO@sha256:" | head -n 1)
+digest=$(repo_digest)
 [ -n "$digest" ] || die "the pushed image has no repository digest for $REPO"
 write_ref "$digest"
