@@ -28,14 +28,24 @@ import sqlite3
 import tempfile
 import time
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from toolkit import _files
 from toolkit._registry_db import DB_FILE, connect, write_transaction
 from toolkit.errors import DataError, EnvironmentMismatch, IntegrityError, RegistryError, UsageError
+
+try:
+    import fcntl
+except ImportError:  # not POSIX: leftovers are then only swept by age
+    fcntl = None  # type: ignore[assignment]
+
+if TYPE_CHECKING:
+    from toolkit.artifact import ArtifactPaths
 
 __all__ = [
     "DEFAULT_ROOT",
@@ -68,6 +78,7 @@ _METRIC_RE = re.compile(r"(?:([a-z][a-z0-9_]*)\.)?([a-z][a-z0-9_]*)")
 # Names that would land on the index's own files in the root directory.
 _RESERVED = frozenset({DB_FILE, f"{DB_FILE}-wal", f"{DB_FILE}-shm", f"{DB_FILE}-journal"})
 _TMP_DIR = ".tmp"
+_LOCK_SUFFIX = ".lock"
 _STALE_TMP_S = 24 * 3600
 _COPY_CHUNK = 1 << 20
 
@@ -264,7 +275,7 @@ class Registry:
                 do not hash to the card's sha256.
             RegistryError: invalid name or version, or NAME+VERSION is already registered.
         """
-        from toolkit.artifact import artifact_paths, read_card
+        from toolkit.artifact import artifact_paths
 
         if name is not None:
             validate_name(name)
@@ -276,69 +287,10 @@ class Registry:
         try:
             tmp_root.mkdir(parents=True, exist_ok=True)
             _sweep_stale(tmp_root)
-            tmp = Path(tempfile.mkdtemp(prefix="add-", dir=tmp_root))
+            with _staging_dir(tmp_root) as tmp:
+                reg_name, version = self._add_from(src, tmp, tmp_root, name=name, reason=reason)
         except OSError as e:
             raise RegistryError(f"cannot write into the registry {self.root}: {e}") from e
-        try:
-            # The card is read from our own copy, so what we check is what stays registered.
-            card_json = tmp / src.card_json.name
-            _copy_file(src.card_json, card_json)
-            card = read_card(card_json)
-            reg_name = validate_name(name if name is not None else card.name)
-            version = card.version
-            major, minor, patch = parse_version(version)
-            if card.artifact.file != src.model.name:
-                raise IntegrityError(
-                    f"{src.card_json} describes {card.artifact.file!r}, not {src.model.name!r}; refusing to register it"
-                )
-            conn = self._db(create=True)
-            if self._row(conn, reg_name, version) is not None:
-                raise _duplicate(reg_name, version)
-            digest, size = _copy_file(src.model, tmp / src.model.name, hash_it=True)
-            if digest != card.artifact.sha256 or size != card.artifact.size:
-                raise IntegrityError(
-                    f"checksum mismatch for {src.model}: card says sha256 {card.artifact.sha256} "
-                    f"({card.artifact.size} bytes), file has {digest} ({size} bytes)"
-                )
-            _copy_file(src.card_md, tmp / src.card_md.name)
-            for p in tmp.iterdir():
-                p.chmod(0o444)  # registered files are immutable; this keeps honest mistakes out
-            tmp.chmod(0o755)  # mkdtemp makes it private; a registered version is readable like any artifact
-            _fsync_dir(tmp)
-            metrics = {str(k): {str(m): float(v) for m, v in sec.items()} for k, sec in card.metrics.items()}
-            now, user = _now(), _current_user()
-            final_parent = self.root / reg_name
-            final = final_parent / version
-            with write_transaction(conn):
-                if self._row(conn, reg_name, version) is not None:
-                    raise _duplicate(reg_name, version)
-                final_parent.mkdir(exist_ok=True)
-                if final.exists():
-                    # Left by a process killed between rename and commit: no row points at it.
-                    _discard(final, tmp_root)
-                os.rename(tmp, final)
-                try:
-                    _fsync_dir(final_parent)
-                    _fsync_dir(self.root)
-                    conn.execute(
-                        "INSERT INTO versions (name, version, major, minor, patch, status, model_file, sha256, size,"
-                        " metrics, data_sha256, registered_at, registered_by)"
-                        " VALUES (?, ?, ?, ?, ?, 'staging', ?, ?, ?, ?, ?, ?, ?)",
-                        (
-                            reg_name, version, major, minor, patch, src.model.name, digest, size,
-                            json.dumps(metrics, sort_keys=True), card.data.sha256 if card.data else None, now, user,
-                        ),
-                    )
-                    self._log(conn, reg_name, version, "register", None, "staging", reason,
-                              None if reg_name == card.name else f"card name {card.name!r}", now=now, user=user)
-                except BaseException:
-                    # Still under the lock: put the directory back out of sight before rolling back.
-                    _discard(final, tmp_root)
-                    raise
-        except OSError as e:
-            raise RegistryError(f"cannot write into the registry {self.root}: {e}") from e
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
         return self.get(reg_name, version)
 
     def promote(
@@ -578,6 +530,80 @@ class Registry:
 
     # -- internals ----------------------------------------------------------------------------
 
+    def _add_from(
+        self, src: ArtifactPaths, tmp: Path, tmp_root: Path, *, name: str | None, reason: str | None
+    ) -> tuple[str, str]:
+        from toolkit.artifact import read_card
+
+        # The card is read from our own copy, so what we check is what stays registered.
+        card_json = tmp / src.card_json.name
+        _copy_file(src.card_json, card_json)
+        card = read_card(card_json)
+        reg_name = validate_name(name if name is not None else card.name)
+        version = card.version
+        major, minor, patch = parse_version(version)
+        if card.artifact.file != src.model.name:
+            raise IntegrityError(
+                f"{src.card_json} describes {card.artifact.file!r}, not {src.model.name!r}; refusing to register it"
+            )
+        conn = self._db(create=True)
+        assert conn is not None
+        if self._row(conn, reg_name, version) is not None:  # fail before copying a large pickle
+            raise _duplicate(reg_name, version)
+        digest, size = _copy_file(src.model, tmp / src.model.name, hash_it=True)
+        if digest != card.artifact.sha256 or size != card.artifact.size:
+            raise IntegrityError(
+                f"checksum mismatch for {src.model}: card says sha256 {card.artifact.sha256} "
+                f"({card.artifact.size} bytes), file has {digest} ({size} bytes)"
+            )
+        _copy_file(src.card_md, tmp / src.card_md.name)
+        for p in tmp.iterdir():
+            p.chmod(0o444)  # registered files are immutable; this keeps honest mistakes out
+        _fsync_dir(tmp)
+        metrics = {str(k): {str(m): float(v) for m, v in sec.items()} for k, sec in card.metrics.items()}
+        now, user = _now(), _current_user()
+        parent = self.root / reg_name
+        final = parent / version
+        with write_transaction(conn):
+            if self._row(conn, reg_name, version) is not None:
+                raise _duplicate(reg_name, version)
+            parent.mkdir(exist_ok=True)
+            # Directories left by processes killed between rename and commit: no row points at them.
+            self._discard_orphans(conn, reg_name, parent, tmp_root)
+            if os.path.lexists(final):
+                _discard(final, tmp_root)
+            os.rename(tmp, final)  # files in place first ...
+            try:
+                _fsync_dir(parent)
+                _fsync_dir(self.root)
+                conn.execute(
+                    "INSERT INTO versions (name, version, major, minor, patch, status, model_file, sha256, size,"
+                    " metrics, data_sha256, registered_at, registered_by)"
+                    " VALUES (?, ?, ?, ?, ?, 'staging', ?, ?, ?, ?, ?, ?, ?)",
+                    (
+                        reg_name, version, major, minor, patch, src.model.name, digest, size,
+                        json.dumps(metrics, sort_keys=True), card.data.sha256 if card.data else None, now, user,
+                    ),
+                )
+                self._log(conn, reg_name, version, "register", None, "staging", reason,
+                          None if reg_name == card.name else f"card name {card.name!r}", now=now, user=user)
+            except BaseException:
+                # Still under the lock: take the directory back out of sight before rolling back.
+                _discard(final, tmp_root)
+                raise
+        # ... then the row, committed on leaving the block: a row never points at missing files.
+        return reg_name, version
+
+    def _discard_orphans(self, conn: sqlite3.Connection, name: str, parent: Path, tmp_root: Path) -> None:
+        # Called under the write lock, when nobody else can be renaming a version into place.
+        on_disk = [e.name for e in os.scandir(parent) if _VERSION_RE.fullmatch(e.name)]
+        if len(on_disk) <= int(conn.execute("SELECT COUNT(*) FROM versions WHERE name = ?", (name,)).fetchone()[0]):
+            return  # every row has its directory, so there is nothing extra (the common case: no listing of rows)
+        known = {r[0] for r in conn.execute("SELECT version FROM versions WHERE name = ?", (name,))}
+        for version in on_disk:
+            if version not in known:
+                _discard(parent / version, tmp_root)
+
     def _db(self, *, create: bool) -> sqlite3.Connection | None:
         if self._conn is None:
             self._conn = connect(self.root, create=create)
@@ -752,16 +778,59 @@ def _discard(path: Path, tmp_root: Path) -> None:
     shutil.rmtree(trash, ignore_errors=True)
 
 
+@contextmanager
+def _staging_dir(tmp_root: Path) -> Iterator[Path]:
+    """A private directory for one add, guarded by a held flock on ``<dir>.lock`` beside it.
+
+    The kernel drops the lock when its process dies (even by SIGKILL), so the next add
+    can tell a copy in flight from a dead one's leftovers without guessing from ages or pids.
+    """
+    fd, lock_path = tempfile.mkstemp(prefix="add-", suffix=_LOCK_SUFFIX, dir=tmp_root)
+    try:
+        if fcntl is not None:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # a brand-new file: never contended
+        tmp = Path(lock_path[: -len(_LOCK_SUFFIX)])
+        tmp.mkdir(mode=0o755)
+        try:
+            yield tmp
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)  # gone already when it was renamed into place
+    finally:
+        with suppress(FileNotFoundError):
+            os.unlink(lock_path)  # unlink before close: a sweeper never locks a file still in use
+        os.close(fd)
+
+
 def _sweep_stale(tmp_root: Path) -> None:
-    # Copies in flight are young; a day-old entry belongs to a process that died.
+    """Remove what killed processes left in ``.tmp``: unlocked copies, trash, and old strays."""
     cutoff = time.time() - _STALE_TMP_S
     for p in tmp_root.iterdir():
-        try:
-            if p.stat().st_mtime >= cutoff:
-                continue
-            if p.is_dir():
+        with suppress(OSError):
+            if p.name.endswith(_LOCK_SUFFIX):
+                _remove_if_abandoned(p)
+            elif p.name.startswith("trash-"):
                 shutil.rmtree(p, ignore_errors=True)
-            else:
-                p.unlink()
-        except OSError:
-            pass
+            elif not os.path.lexists(f"{p}{_LOCK_SUFFIX}") and p.lstat().st_mtime < cutoff:
+                # No lock file to ask (its owner died between creating the two): only age tells.
+                if p.is_dir():
+                    shutil.rmtree(p, ignore_errors=True)
+                else:
+                    p.unlink()
+
+
+def _remove_if_abandoned(lock_path: Path) -> None:
+    if fcntl is None:
+        if lock_path.lstat().st_mtime < time.time() - _STALE_TMP_S:
+            shutil.rmtree(str(lock_path)[: -len(_LOCK_SUFFIX)], ignore_errors=True)
+            lock_path.unlink()
+        return
+    fd = os.open(lock_path, os.O_RDWR | getattr(os, "O_NOFOLLOW", 0))
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return  # its owner is alive and copying
+        shutil.rmtree(str(lock_path)[: -len(_LOCK_SUFFIX)], ignore_errors=True)
+        lock_path.unlink()
+    finally:
+        os.close(fd)
