@@ -96,11 +96,13 @@ def list_(
             return
         total = reg.count(name)
         keys = [k for k in _TABLE_METRICS if any(k in e.metrics.get("test", {}) for e in entries)]
-        table = Table("version", "status", *[f"test {k}" for k in keys], "registered", "by",
-                      title=f"{name} ({total} version{'s' if total != 1 else ''})")
+        table = Table(title=f"{name} ({total} version{'s' if total != 1 else ''})")
+        for column in ("version", "status", *[f"test {k}" for k in keys], "registered (UTC)", "by"):
+            table.add_column(column, no_wrap=column != "by")
         for e in entries:
             test = e.metrics.get("test", {})
-            table.add_row(e.version, _status(e), *[_num(test.get(k)) for k in keys], e.registered_at, e.registered_by)
+            table.add_row(e.version, _status(e), *[_num(test.get(k)) for k in keys], _short_time(e.registered_at),
+                          e.registered_by)
         out.print(table)
         if len(entries) < total:
             out.print(f"{len(entries)} of {total} shown; --limit 0 for all", markup=False)
@@ -229,9 +231,11 @@ def history(name: NameArg, registry: RegistryOpt = None, as_json: JsonOpt = Fals
         if as_json:
             _print_json([e.to_dict() for e in events])
             return
-        table = Table("time (UTC)", "user", "version", "event", "from", "to", "reason", "detail", title=f"{name} history")
+        table = Table(title=f"{name} history")
+        for column in ("time (UTC)", "user", "version", "event", "from", "to", "reason", "detail"):
+            table.add_column(column, no_wrap=column in ("time (UTC)", "version", "event", "from", "to"))
         for e in events:
-            table.add_row(e.at, e.user, e.version, e.event, e.from_status or "-", e.to_status, e.reason or "",
+            table.add_row(_short_time(e.at), e.user, e.version, e.event, e.from_status or "-", e.to_status, e.reason or "",
                           e.detail or "")
         out.print(table)
 
@@ -253,6 +257,10 @@ def _opened(root: Path | None, as_json: bool) -> Iterator[Registry]:
 
 def _status(entry: Entry) -> str:
     return f"{entry.status} (rolled back)" if entry.rolled_back else entry.status
+
+
+def _short_time(iso: str) -> str:
+    return iso[:19].replace("T", " ")
 
 
 def _num(value: Any) -> str:
