@@ -229,14 +229,14 @@ def load_verified(path: str | os.PathLike[str], *, policy: str, allow_mismatch: 
     return Loaded(pipeline=_unpickle(blob, paths.model, diffs, policy), card=card, differences=diffs)
 
 
-def _unpickle(blob: bytes, where: Path, diffs: tuple[Difference, ...], policy: str) -> Any:
+def _unpickle(blob: Any, where: Path, diffs: tuple[Difference, ...], policy: str) -> Any:
     import joblib
 
     try:
         with warnings.catch_warnings():
             # The version warnings scikit-learn may print are what the card already told us.
             warnings.simplefilter("ignore")
-            return joblib.load(io.BytesIO(blob))
+            return joblib.load(_files.MemoryReader(blob))
     except Exception as e:  # noqa: BLE001 - a library's raw error becomes a named toolkit error
         reason = f"unpickling failed: {type(e).__name__}: {e}"
         if diffs:
@@ -244,18 +244,12 @@ def _unpickle(blob: bytes, where: Path, diffs: tuple[Difference, ...], policy: s
         raise IntegrityError(f"{where}: {reason}") from e
 
 
-def _read_verified(path: Path, info: ArtifactInfo) -> bytes:
-    """The artifact's bytes, read once; the same bytes are hashed and later unpickled."""
-    fd, st = _files.open_regular(path, "artifact")
-    with os.fdopen(fd, "rb") as f:
-        if st.st_size != info.size:
-            raise IntegrityError(f"{path}: size {st.st_size} does not match the card's {info.size}; refused")
-        try:
-            blob = f.read(info.size + 1)
-        except OSError as e:
-            raise IntegrityError(f"artifact unreadable: {path}: {e.strerror}") from e
-    _check_digest(path, info, hashlib.sha256(blob).hexdigest(), len(blob))
-    return blob
+def _read_verified(path: Path, info: ArtifactInfo) -> Any:
+    """The artifact's bytes, read once into private memory; these exact bytes are hashed
+    here and later unpickled, so a file swapped after the check changes nothing."""
+    buffer, digest = _files.read_and_hash(path, "artifact", info.size)
+    _check_digest(path, info, digest, info.size)
+    return buffer
 
 
 def _check_digest(path: Path, info: ArtifactInfo, digest: str, size: int) -> None:
