@@ -161,9 +161,7 @@ def canonical_csv(frame: pd.DataFrame) -> bytes:
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n", quoting=csv.QUOTE_MINIMAL)
     writer.writerow([str(c) for c in frame.columns])
-    columns = [frame[c].tolist() for c in frame.columns]
-    for row in zip(*columns):
-        writer.writerow([_canonical_cell(v) for v in row])
+    writer.writerows(zip(*(_canonical_column(frame[c].tolist()) for c in frame.columns)))
     return buffer.getvalue().encode("utf-8")
 
 
@@ -307,7 +305,8 @@ def _to_text(column: pd.Series) -> pd.Series:
     import pandas as pd
 
     # Categories are always text: a CSV read back at predict time then matches training.
-    values = [np.nan if _is_missing(v) else str(v) for v in column.tolist()]
+    missing = column.isna().tolist()
+    values = [np.nan if gone else str(v) for v, gone in zip(column.tolist(), missing)]
     return pd.Series(values, index=column.index, name=column.name, dtype=object)
 
 
@@ -324,6 +323,18 @@ def _is_missing(value: Any) -> bool:
 
 def _is_numeric_dtype_name(dtype: str) -> bool:
     return dtype.startswith(("int", "uint", "float", "Int", "UInt", "Float"))
+
+
+def _canonical_column(values: list[Any]) -> list[str]:
+    # Fast paths for uniform columns (the common case) avoid a function call per cell.
+    kinds = {type(v) for v in values}
+    if kinds == {float}:
+        return [repr(v) if v == v and v not in (math.inf, -math.inf) else _canonical_cell(v) for v in values]
+    if kinds == {str}:
+        return values
+    if kinds == {int}:
+        return [str(v) for v in values]
+    return [_canonical_cell(v) for v in values]
 
 
 def _canonical_cell(value: Any) -> str:
