@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 import toolkit
+from toolkit.artifact import read_card
 from toolkit.errors import EnvironmentMismatch
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -57,7 +58,7 @@ def old_artifact(old_stack_python: Path, tmp_path_factory: pytest.TempPathFactor
 
 
 def test_card_records_the_old_stack(old_artifact: Path) -> None:
-    card = toolkit.artifact.read_card(old_artifact)
+    card = read_card(old_artifact)
     assert card.environment.packages["scikit-learn"] == OLD_SKLEARN
     assert card.environment.packages["numpy"] == "1.24.4"
     assert "scikit-learn" in card.references.distributions
@@ -76,6 +77,7 @@ def test_check_env_exits_1_and_names_scikit_learn_with_both_versions(old_artifac
     assert OLD_SKLEARN in row and sklearn.__version__ in row
 
 
+@pytest.mark.filterwarnings("ignore::UserWarning")  # scikit-learn's own InconsistentVersionWarning
 def test_plain_joblib_load_fails_raw_where_toolkit_load_refuses_by_name(old_artifact: Path) -> None:
     import joblib
     import sklearn
