@@ -6,7 +6,6 @@ import os
 from typing import Any
 
 import typer
-from rich.console import Console
 from typer.core import TyperGroup
 
 from toolkit.errors import ToolkitError
@@ -16,8 +15,26 @@ __all__ = ["INTERNAL_ERROR_EXIT", "ToolkitGroup", "app", "err", "out"]
 # Unexpected errors must never exit 0 or 1 (1 means "the gate says no").
 INTERNAL_ERROR_EXIT = 70
 
-out = Console(highlight=False, soft_wrap=True)
-err = Console(stderr=True, highlight=False, soft_wrap=True)
+
+
+class _LazyConsole:
+    """A rich Console made on first use: importing rich costs ~25 ms that the gate's
+    common path (one line of output) should not pay at start-up."""
+
+    def __init__(self, **options: Any) -> None:
+        self._options = options
+        self._console: Any = None
+
+    def __getattr__(self, name: str) -> Any:
+        if self._console is None:
+            from rich.console import Console
+
+            self._console = Console(**self._options)
+        return getattr(self._console, name)
+
+
+out: Any = _LazyConsole(highlight=False, soft_wrap=True)
+err: Any = _LazyConsole(stderr=True, highlight=False, soft_wrap=True)
 
 
 class ToolkitGroup(TyperGroup):

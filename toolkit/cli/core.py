@@ -8,7 +8,6 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.table import Table
 
 from toolkit.cli._common import app, err, out
 from toolkit.errors import ToolkitError
@@ -49,10 +48,13 @@ def check_env(
     if as_json:
         _print_json(report.to_dict())
     else:
-        verdict = "[bold green]MATCH[/]" if report.ok else "[bold red]MISMATCH[/]"
-        out.print(f"{verdict} {report.name} {report.version} under policy {report.policy!r} "
-                  f"(sha256 {report.sha256[:12]}… verified)")
+        # typer.secho, not rich: the common (matching) path then never imports rich.
+        typer.secho("MATCH" if report.ok else "MISMATCH", fg="green" if report.ok else "red", bold=True, nl=False)
+        typer.echo(f" {report.name} {report.version} under policy {report.policy!r} "
+                   f"(sha256 {report.sha256[:12]}… verified)")
         if report.differences:
+            from rich.table import Table
+
             table = Table("what", "card", "this runtime", title=f"{len(report.differences)} difference(s)")
             for d in report.differences:
                 table.add_row(d.name, d.expected or "(absent)", d.actual or "(absent)")
@@ -88,6 +90,8 @@ def fingerprint(
     out.print(f"Lock      {fp.lock_sha256 or 'none'}", markup=False)
     for lib in fp.blas or ():
         out.print(f"BLAS      {lib.get('internal_api')} {lib.get('version')} ({lib.get('num_threads')} threads)", markup=False)
+    from rich.table import Table
+
     table = Table("distribution", "version", title=f"{len(fp.packages)} installed distributions")
     for name, version in fp.packages.items():
         table.add_row(name, version)
@@ -136,6 +140,8 @@ def diff(
             "data_sha256": {"a": a.data.sha256, "b": b.data.sha256},
         })
         return
+    from rich.table import Table
+
     head_a, head_b = f"A {a.name} {a.version}", f"B {b.name} {b.version}"
     table = Table("metric", head_a, head_b, "B - A", title="Metrics")
     for key, x, y in metrics:
