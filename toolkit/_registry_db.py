@@ -55,6 +55,17 @@ CREATE TABLE IF NOT EXISTS versions (
 CREATE UNIQUE INDEX IF NOT EXISTS versions_semver ON versions (name, major, minor, patch);
 CREATE UNIQUE INDEX IF NOT EXISTS versions_one_production ON versions (name) WHERE status = 'production';
 
+-- One row per name, kept by a trigger, so listing names never scans versions.
+CREATE TABLE IF NOT EXISTS names (
+    name     TEXT PRIMARY KEY,
+    versions INTEGER NOT NULL
+);
+CREATE TRIGGER IF NOT EXISTS names_count AFTER INSERT ON versions
+BEGIN
+    INSERT INTO names (name, versions) VALUES (NEW.name, 1)
+    ON CONFLICT (name) DO UPDATE SET versions = versions + 1;
+END;
+
 CREATE TABLE IF NOT EXISTS history (
     id          INTEGER PRIMARY KEY AUTOINCREMENT,
     at          TEXT NOT NULL,

@@ -397,10 +397,11 @@ class Registry:
             parse_version(version)
         conn = self._require_db(name)
         if version is None:
+            # Two index lookups (production, else highest version), never a sort of every version.
             row = conn.execute(
-                "SELECT * FROM versions WHERE name = ? ORDER BY status = 'production' DESC,"
-                " major DESC, minor DESC, patch DESC LIMIT 1",
-                (name,),
+                "SELECT * FROM versions WHERE name = ? AND status = 'production'", (name,)
+            ).fetchone() or conn.execute(
+                "SELECT * FROM versions WHERE name = ? ORDER BY major DESC, minor DESC, patch DESC LIMIT 1", (name,)
             ).fetchone()
             if row is None:
                 raise _unknown_name(name, self.root)
@@ -417,12 +418,13 @@ class Registry:
         conn = self._db(create=False)
         if conn is None:
             return []
+        # Per name: a counter row and two index lookups, whatever the number of versions.
         rows = conn.execute(
-            "SELECT name, COUNT(*) AS n,"
-            " MAX(CASE WHEN status = 'production' THEN version END) AS production,"
-            " (SELECT v2.version FROM versions v2 WHERE v2.name = v.name"
-            "  ORDER BY v2.major DESC, v2.minor DESC, v2.patch DESC LIMIT 1) AS latest"
-            " FROM versions v GROUP BY name ORDER BY name"
+            "SELECT n.name, n.versions AS n,"
+            " (SELECT p.version FROM versions p WHERE p.name = n.name AND p.status = 'production') AS production,"
+            " (SELECT l.version FROM versions l WHERE l.name = n.name"
+            "  ORDER BY l.major DESC, l.minor DESC, l.patch DESC LIMIT 1) AS latest"
+            " FROM names n ORDER BY n.name"
         ).fetchall()
         return [NameSummary(name=r["name"], versions=r["n"], production=r["production"], latest=r["latest"])
                 for r in rows]
@@ -449,7 +451,8 @@ class Registry:
         conn = self._db(create=False)
         if conn is None:
             return 0
-        return int(conn.execute("SELECT COUNT(*) FROM versions WHERE name = ?", (name,)).fetchone()[0])
+        row = conn.execute("SELECT versions FROM names WHERE name = ?", (name,)).fetchone()
+        return 0 if row is None else int(row[0])
 
     def history(self, name: str) -> list[Event]:
         """Every event for NAME, oldest first.
@@ -597,7 +600,8 @@ class Registry:
     def _discard_orphans(self, conn: sqlite3.Connection, name: str, parent: Path, tmp_root: Path) -> None:
         # Called under the write lock, when nobody else can be renaming a version into place.
         on_disk = [e.name for e in os.scandir(parent) if _VERSION_RE.fullmatch(e.name)]
-        if len(on_disk) <= int(conn.execute("SELECT COUNT(*) FROM versions WHERE name = ?", (name,)).fetchone()[0]):
+        counted = conn.execute("SELECT versions FROM names WHERE name = ?", (name,)).fetchone()
+        if len(on_disk) <= (counted[0] if counted else 0):
             return  # every row has its directory, so there is nothing extra (the common case: no listing of rows)
         known = {r[0] for r in conn.execute("SELECT version FROM versions WHERE name = ?", (name,))}
         for version in on_disk:
