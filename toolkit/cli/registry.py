@@ -10,12 +10,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from rich.table import Table
 
 from toolkit.cli._common import ToolkitGroup, app, out
 from toolkit.errors import ToolkitError
 
 if TYPE_CHECKING:
+    from rich.table import Table
+
     from toolkit.registry import Entry, Registry
 
 __all__ = ["registry_app"]
@@ -84,7 +85,7 @@ def list_(
             if not names:
                 out.print(f"no models registered in {reg.root}", markup=False)
                 return
-            table = Table("name", "versions", "production", "latest", title=f"registry {reg.root}")
+            table = _table("name", "versions", "production", "latest", title=f"registry {reg.root}")
             for n in names:
                 table.add_row(n.name, str(n.versions), n.production or "-", n.latest)
             out.print(table)
@@ -96,7 +97,7 @@ def list_(
             return
         total = reg.count(name)
         keys = [k for k in _TABLE_METRICS if any(k in e.metrics.get("test", {}) for e in entries)]
-        table = Table(title=f"{name} ({total} version{'s' if total != 1 else ''})")
+        table = _table(title=f"{name} ({total} version{'s' if total != 1 else ''})")
         for column in ("version", "status", *[f"test {k}" for k in keys], "registered (UTC)", "by"):
             table.add_column(column, no_wrap=column != "by")
         for e in entries:
@@ -128,7 +129,7 @@ def show(
         if as_json:
             _print_json({**entry.to_dict(), "card": card.to_dict() if card else None, "card_error": card_error})
             return
-        table = Table("field", "value", show_header=False, title=f"{entry.name} {entry.version}")
+        table = _table("field", "value", show_header=False, title=f"{entry.name} {entry.version}")
         table.add_row("status", _status(entry))
         table.add_row("path", str(entry.path))
         table.add_row("sha256", f"{entry.sha256} ({entry.size} bytes)")
@@ -214,7 +215,7 @@ def compare(
             _print_json(result.to_dict())
             return
         d = result.data
-        table = Table("metric", v1, v2, f"{v2} - {v1}",
+        table = _table("metric", v1, v2, f"{v2} - {v1}",
                       title=f"{name}: {d['how']} of {d['source']} ({d['rows']} rows, sha256 {d['sha256'][:12]})")
         s1, s2 = result.scores[v1], result.scores[v2]
         for k in sorted(set(s1) | set(s2)):
@@ -231,7 +232,7 @@ def history(name: NameArg, registry: RegistryOpt = None, as_json: JsonOpt = Fals
         if as_json:
             _print_json([e.to_dict() for e in events])
             return
-        table = Table(title=f"{name} history")
+        table = _table(title=f"{name} history")
         for column in ("time (UTC)", "user", "version", "event", "from", "to", "reason", "detail"):
             table.add_column(column, no_wrap=column in ("time (UTC)", "version", "event", "from", "to"))
         for e in events:
@@ -257,6 +258,13 @@ def _opened(root: Path | None, as_json: bool) -> Iterator[Registry]:
 
 def _status(entry: Entry) -> str:
     return f"{entry.status} (rolled back)" if entry.rolled_back else entry.status
+
+
+def _table(*columns: str, **kwargs: Any) -> Table:
+    # rich is imported only when a table is printed (the CLI's start-up stays light).
+    from rich.table import Table
+
+    return Table(*columns, **kwargs)
 
 
 def _short_time(iso: str) -> str:
