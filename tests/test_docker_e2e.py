@@ -37,7 +37,7 @@ _timings: dict[str, float] = {}
 
 
 @pytest.fixture(scope="session", autouse=True)
-def _report_timings() -> Iterator[None]:
+def _report_timings(request: pytest.FixtureRequest) -> Iterator[None]:
     started = time.monotonic()
     yield
     if not _timings:
@@ -45,8 +45,13 @@ def _report_timings() -> Iterator[None]:
     _timings["session total"] = time.monotonic() - started
     (REPO / ".cache").mkdir(exist_ok=True)
     (REPO / ".cache" / "docker-e2e-timings.json").write_text(json.dumps(_timings, indent=2) + "\n")
-    lines = "".join(f"  {name:<28} {seconds:7.1f}s\n" for name, seconds in _timings.items())
-    sys.__stderr__.write(f"\nDocker end-to-end timings:\n{lines}")
+    # The terminal reporter writes past pytest's output capture.
+    reporter = request.config.pluginmanager.get_plugin("terminalreporter")
+    if reporter is not None:
+        reporter.write_line("")
+        reporter.write_line("Docker end-to-end timings:")
+        for name, seconds in _timings.items():
+            reporter.write_line(f"  {name:<28} {seconds:7.1f}s")
 
 
 @pytest.fixture(scope="session")

@@ -217,6 +217,7 @@ def build_image(
     lock: Path | None = None,
     wheelhouse: Path | None = None,
     revision: str | None = None,
+    no_cache: bool = False,
     on_progress: Callable[[str], None] | None = None,
     client: Any | None = None,
 ) -> BuildResult:
@@ -247,6 +248,7 @@ def build_image(
                 "LOCK_SHA256": lock_hash,
                 "REVISION": revision,
             },
+            no_cache=no_cache,
             on_progress=on_progress,
         )
     return BuildResult(
@@ -438,7 +440,13 @@ def _translated(action: str) -> Iterator[None]:
 
 
 def _stream_build(
-    client: Any, fileobj: IO[bytes], *, tag: str, buildargs: Mapping[str, str], on_progress: Callable[[str], None] | None
+    client: Any,
+    fileobj: IO[bytes],
+    *,
+    tag: str,
+    buildargs: Mapping[str, str],
+    no_cache: bool,
+    on_progress: Callable[[str], None] | None,
 ) -> str:
     image_id = ""
     refusal = ""  # our Dockerfile's own "error: ..." line, the clearest thing to report
@@ -450,6 +458,7 @@ def _stream_build(
             buildargs=dict(buildargs),
             network_mode="none",
             pull=False,
+            nocache=no_cache,
             rm=True,
             forcerm=True,
             decode=True,

@@ -35,6 +35,7 @@ def build(
         Path | None, typer.Option(help="Folder with the locked wheels (default CONTEXT/wheelhouse).")
     ] = None,
     context: Annotated[Path, typer.Option(help="The repository root: Dockerfile, pyproject.toml, toolkit/.")] = Path(),
+    no_cache: Annotated[bool, typer.Option("--no-cache", help="Rebuild every layer.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No build progress.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object about the built image.")] = False,
 ) -> None:
@@ -55,6 +56,7 @@ def build(
         context=context,
         lock=lock,
         wheelhouse=wheelhouse,
+        no_cache=no_cache,
         on_progress=None if quiet else progress,
     )
     if as_json:
