@@ -129,12 +129,15 @@ def train(
     staging = Path(tempfile.mkdtemp(prefix="toolkit-image-train-"))
     try:
         staged = train_in_container(tag, args, staging=staging, inputs=inputs, on_output=_passthrough)
+        # The container's own summary speaks of /out; say where the artifact went on this host.
         if registry_obj is not None:
             with registry_obj:
                 entry = registry_obj.add(staged)
+            err.print(f"registered {entry.name} {entry.version} ({entry.status}) in {registry_obj.root}", markup=False)
             out.print(str(entry.path), markup=False)
         else:
             final = _move_artifact(staged, out_dir or Path("out"))
+            err.print(f"not registered; artifact written to {final.parent}", markup=False)
             out.print(str(final), markup=False)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
