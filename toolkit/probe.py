@@ -68,6 +68,8 @@ def frame(probe: Probe) -> Any:
 
     df = pd.DataFrame([list(r) for r in probe.rows], columns=list(probe.columns))
     for column, dtype in zip(probe.columns, probe.dtypes):
+        # JSON has one null; in a frame a missing value is NaN (what imputers were fitted on).
+        df[column] = df[column].where(df[column].notna(), float("nan"))
         try:
             df[column] = df[column].astype(dtype)
         except (TypeError, ValueError):
