@@ -39,6 +39,7 @@ $(VENV)/.stamp: requirements.lock pyproject.toml $(WHEELHOUSE)/.stamp
 BASE_IMAGE ?=
 IMAGE ?= toolkit:latest
 REGISTRY ?= models
+TRAIN_CONFIG ?= configs/train.toml
 TRAIN_ARGS ?=
 MODEL ?=
 TOOLKIT := $(BIN)/toolkit
@@ -57,7 +58,7 @@ image: $(VENV)/.stamp $(WHEELHOUSE)/.stamp engine $(if $(BASE_IMAGE),,base)
 
 # The main job: wheelhouse -> base -> image -> train inside the container -> register into $(REGISTRY).
 train: image
-	$(TOOLKIT) image train --image $(IMAGE) --registry $(REGISTRY) $(TRAIN_ARGS)
+	$(TOOLKIT) image train --image $(IMAGE) --config $(TRAIN_CONFIG) --registry $(REGISTRY) $(TRAIN_ARGS)
 
 # The gate, inside the image: exit 0 match, 1 mismatch, 3 integrity failure.
 check-env: image

@@ -39,19 +39,21 @@ _timings: dict[str, float] = {}
 @pytest.fixture(scope="session", autouse=True)
 def _report_timings(request: pytest.FixtureRequest) -> Iterator[None]:
     started = time.monotonic()
+    # Printed in the terminal summary: output during a test's teardown would be captured.
+    request.config.pluginmanager.register(_TimingsReport(), "docker-e2e-timings")
     yield
-    if not _timings:
-        return
-    _timings["session total"] = time.monotonic() - started
-    (REPO / ".cache").mkdir(exist_ok=True)
-    (REPO / ".cache" / "docker-e2e-timings.json").write_text(json.dumps(_timings, indent=2) + "\n")
-    # The terminal reporter writes past pytest's output capture.
-    reporter = request.config.pluginmanager.get_plugin("terminalreporter")
-    if reporter is not None:
-        reporter.write_line("")
-        reporter.write_line("Docker end-to-end timings:")
-        for name, seconds in _timings.items():
-            reporter.write_line(f"  {name:<28} {seconds:7.1f}s")
+    if _timings:
+        _timings["session total"] = time.monotonic() - started
+        (REPO / ".cache").mkdir(exist_ok=True)
+        (REPO / ".cache" / "docker-e2e-timings.json").write_text(json.dumps(_timings, indent=2) + "\n")
+
+
+class _TimingsReport:
+    def pytest_terminal_summary(self, terminalreporter: Any) -> None:
+        if _timings:
+            terminalreporter.section("Docker end-to-end timings")
+            for name, seconds in _timings.items():
+                terminalreporter.write_line(f"  {name:<28} {seconds:7.1f}s")
 
 
 @pytest.fixture(scope="session")
@@ -84,7 +86,7 @@ def image(client: Any, base_ref: str) -> str:
 def trained(image: str, tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("registry")
     with _timed("train in image"):
-        done = _toolkit("image", "train", "--image", image, "--registry", str(root))
+        done = _toolkit("image", "train", "--image", image, "--config", "configs/train.toml", "--registry", str(root))
     assert done.returncode == 0, done.stdout + done.stderr
     path = Path(done.stdout.strip().splitlines()[-1])
     assert path.is_file() and path.is_relative_to(root), done.stdout

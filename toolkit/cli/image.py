@@ -7,11 +7,15 @@ import shutil
 import sys
 import tempfile
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from toolkit.cli._common import ToolkitGroup, app, err, out
+
+if TYPE_CHECKING:
+    from toolkit.config import TrainConfig
+    from toolkit.registry import Registry
 
 __all__ = ["image_app"]
 
@@ -99,16 +103,17 @@ def train(
         Path | None, typer.Option(help="Registry root on the host (default $TOOLKIT_REGISTRY, else ./models).")
     ] = None,
     register: Annotated[
-        bool, typer.Option("--register/--no-register", help="Register on the host (default yes).")
-    ] = True,
+        bool | None, typer.Option("--register/--no-register", help="Register on the host (default: the config's, yes).")
+    ] = None,
     out_dir: Annotated[
-        Path | None, typer.Option("--out", help="With --no-register: where the artifact goes (default ./out).")
+        Path | None, typer.Option("--out", help="With --no-register: where the artifact goes (default: the config's, ./out).")
     ] = None,
 ) -> None:
     """Train inside the image (network off), then register the artifact on the host.
 
     Extra arguments after the options are passed to `toolkit train` in the container.
     """
+    from toolkit.config import resolve_config
     from toolkit.docker import resolve_image, train_in_container
 
     tag = resolve_image(image)
@@ -125,7 +130,9 @@ def train(
         if value is not None:
             args += [flag, value]
     args += list(ctx.args)
-    registry_obj = _registry_for(config, registry, dataset=dataset, name=name, version=version) if register else None
+    # The same config, read on the host: where to register, and whether, decided before training.
+    cfg = resolve_config(config, dataset=dataset, name=name, version=version, out=out_dir, register=register)
+    registry_obj = _registry_for(cfg, registry) if cfg.register else None
     staging = Path(tempfile.mkdtemp(prefix="toolkit-image-train-"))
     try:
         staged = train_in_container(tag, args, staging=staging, inputs=inputs, on_output=_passthrough)
@@ -136,7 +143,7 @@ def train(
             err.print(f"registered {entry.name} {entry.version} ({entry.status}) in {registry_obj.root}", markup=False)
             out.print(str(entry.path), markup=False)
         else:
-            final = _move_artifact(staged, out_dir or Path("out"))
+            final = _move_artifact(staged, cfg.out)
             err.print(f"not registered; artifact written to {final.parent}", markup=False)
             out.print(str(final), markup=False)
     finally:
@@ -186,15 +193,11 @@ def _passthrough(stream: str, chunk: bytes) -> None:
         target.flush()
 
 
-def _registry_for(
-    config: Path | None, registry: Path | None, *, dataset: str | None, name: str | None, version: str | None
-):  # -> Registry
+def _registry_for(cfg: TrainConfig, registry: Path | None) -> Registry:
     """The host registry, refusing a duplicate version before minutes of training, not after."""
-    from toolkit.config import resolve_config
     from toolkit.errors import RegistryError
     from toolkit.registry import Registry, resolve_root
 
-    cfg = resolve_config(config, dataset=dataset, name=name, version=version)
     registry_obj = Registry(resolve_root(registry if registry is not None else cfg.registry))
     with registry_obj:
         if registry_obj.has(cfg.model_name, cfg.version):
