@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import os
 import tarfile
 from pathlib import Path
 
@@ -199,3 +200,19 @@ def test_no_engine_is_exit_5_and_one_line(monkeypatch: pytest.MonkeyPatch, tmp_p
     assert result.exit_code == 5
     lines = [line for line in result.output.splitlines() if line.strip()]
     assert len(lines) == 1 and lines[0].startswith("error: no Docker engine answers at unix://"), result.output
+
+
+@pytest.mark.skipif(os.getuid() != 0, reason="only root runs the gate as the image's user")
+def test_check_as_root_names_an_artifact_the_image_user_cannot_read(tmp_path: Path) -> None:
+    artifact = tmp_path / "m-1.0.0.joblib"
+    artifact.write_bytes(b"x")
+    (tmp_path / "m-1.0.0.card.json").write_text("{}")
+    tmp_path.chmod(0o755)
+    artifact.chmod(0o600)
+    with pytest.raises(UsageError, match=r"m-1\.0\.0\.joblib: not readable by the image's user \(uid 10001\)"):
+        tdocker._require_readable_by_image_user(artifact)
+    artifact.chmod(0o644)
+    tdocker._require_readable_by_image_user(artifact)
+    tmp_path.chmod(0o700)
+    with pytest.raises(UsageError, match=r"chmod o\+rx"):
+        tdocker._require_readable_by_image_user(artifact)

@@ -396,6 +396,8 @@ def check_in_container(
     if verify_predictions:
         command.append("--verify-predictions")
     uid = os.getuid()
+    if uid == 0:
+        _require_readable_by_image_user(artifact)
     result = run_in_container(
         image,
         command,
@@ -585,6 +587,26 @@ def _user_name() -> str:
         return getpass.getuser()
     except (KeyError, OSError):
         return "unknown"
+
+
+def _require_readable_by_image_user(artifact: Path) -> None:
+    """Root runs the gate as the image's user: say so plainly instead of a confusing exit 3."""
+    folder = artifact.parent
+    for path, bits in ((folder, 0o005), *((p, 0o004) for p in folder.glob(f"{_stem(artifact)}.*"))):
+        st = path.stat()
+        if st.st_uid != IMAGE_UID and st.st_mode & bits != bits:
+            raise UsageError(
+                f"{path}: not readable by the image's user (uid {IMAGE_UID}); "
+                f"make it world-readable (chmod o+r{'x' if path == folder else ''}) to check it in the image"
+            )
+
+
+def _stem(artifact: Path) -> str:
+    name = artifact.name
+    for suffix in (".card.json", ".card.md", ".joblib"):
+        if name.endswith(suffix):
+            return name[: -len(suffix)]
+    return artifact.stem
 
 
 def _chown_tree(root: Path, uid: int, gid: int) -> None:
