@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
-from toolkit.errors import DockerError, UsageError
+from toolkit.errors import DockerError, IntegrityError, RegistryError, ToolkitError, UsageError
 from toolkit.fingerprint import BASE_IMAGE_RE
 
 __all__ = [
@@ -58,6 +58,12 @@ OutputCallback = Callable[[str, bytes], None]  # ("stdout" | "stderr", chunk)
 _PIN_HINT = "name@sha256:<64 hex> (run `make base`, or `toolkit image pin REF` for an image you have)"
 # Lines our Dockerfile prints when it refuses a build argument.
 _DOCKERFILE_ERROR = re.compile(r"^error: .+")
+_INNER_ERRORS: dict[int, type[ToolkitError]] = {
+    ToolkitError.exit_code: ToolkitError,
+    UsageError.exit_code: UsageError,
+    IntegrityError.exit_code: IntegrityError,
+    RegistryError.exit_code: RegistryError,
+}
 _LOCK_PIN = re.compile(r"^([A-Za-z0-9][A-Za-z0-9._-]*)(?:\[[^\]]*\])?==([^\s;\\]+)", re.MULTILINE)
 
 
@@ -365,7 +371,10 @@ def train_in_container(
         if uid == 0:
             _chown_tree(staging, 0, 0)
     if result.exit_code != 0:
-        raise DockerError(f"training in {image} failed with exit code {result.exit_code} (its output is above)")
+        # A toolkit error inside keeps its meaning (a bad flag is still exit 2); anything else
+        # (killed, out of memory, no entry point) is a failed Docker step.
+        error = _INNER_ERRORS.get(result.exit_code, DockerError)
+        raise error(f"training in {image} failed with exit code {result.exit_code} (the container's message is above)")
     found = sorted(staging.glob("*.joblib"))
     if len(found) != 1:
         raise DockerError(f"training in {image} left {len(found)} .joblib files in its output, expected 1")
