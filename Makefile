@@ -61,7 +61,7 @@ train: image
 	$(TOOLKIT) image train --image $(IMAGE) --config $(TRAIN_CONFIG) --registry $(REGISTRY) $(TRAIN_ARGS)
 
 # The gate, inside the image: exit 0 match, 1 mismatch, 3 integrity failure.
-check-env: image
+check-env: $(if $(MODEL),image)
 	@test -n "$(MODEL)" || { echo "usage: make check-env MODEL=models/NAME/VERSION/NAME-VERSION.joblib" >&2; exit 2; }
 	$(TOOLKIT) image check --image $(IMAGE) '$(MODEL)'
 
