@@ -8,13 +8,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from rich.console import Console
-from rich.markup import escape
 
 from toolkit.cli._common import app, err, out
 from toolkit.errors import RegistryError, UsageError
 
 if TYPE_CHECKING:
+    from rich.console import Console
     from rich.status import Status
 
 __all__: list[str] = []
@@ -147,12 +146,12 @@ class _StageDisplay:
             self.stop()
             self.started = time.perf_counter()
             label = f"{stage} {detail}".strip()
-            self.status = self.console.status(escape(f"{label} ..."))
+            self.status = self.console.status(_escape(f"{label} ..."))
             self.status.start()
             return
         self.stop()
         elapsed = time.perf_counter() - self.started
-        self.console.print(f"[green]✓[/] {stage:<8} {escape(detail)} [dim]({elapsed:.2f}s)[/]")
+        self.console.print(f"[green]✓[/] {stage:<8} {_escape(detail)} [dim]({elapsed:.2f}s)[/]")
 
     def stop(self) -> None:
         if self.status is not None:
@@ -162,19 +161,26 @@ class _StageDisplay:
 
 def _print_summary(result: Any, entry: Any) -> None:
     card = result.card
-    out.print(f"[bold]{escape(card.name)} {card.version}[/] {card.algorithm} on {escape(card.data.source or '?')}")
+    out.print(f"[bold]{_escape(card.name)} {card.version}[/] {card.algorithm} on {_escape(card.data.source or '?')}")
     cv = result.metrics.get("cv", {})
     test = result.metrics.get("test", {})
     keys = [k for k in test if not k.endswith("_std")]
     out.print("  cv    " + "  ".join(f"{k} {cv.get(k, float('nan')):.3f} ± {cv.get(k + '_std', 0.0):.3f}" for k in keys))
     out.print("  test  " + "  ".join(f"{k} {test[k]:.3f}" for k in keys))
-    out.print(f"  artifact  {escape(str(result.path))}")
+    out.print(f"  artifact  {_escape(str(result.path))}")
     out.print(f"  sha256    {card.artifact.sha256}")
     out.print(f"  data      sha256 {card.data.sha256}")
     if entry is not None:
-        out.print(f"  registered {escape(str(entry.path))} ({entry.status})")
+        out.print(f"  registered {_escape(str(entry.path))} ({entry.status})")
     else:
         out.print("  not registered (--no-register)")
+
+
+def _escape(text: str) -> str:
+    # rich is imported on first use only: every command's start-up, the gate's included, pays for imports here.
+    from rich.markup import escape as rich_escape
+
+    return rich_escape(text)
 
 
 def _predictions(pipeline: Any, X: Any) -> Any:
