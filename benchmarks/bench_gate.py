@@ -28,7 +28,13 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=7)
     args = parser.parse_args()
 
+    import compileall
+
     import toolkit
+
+    # Same footing as pip: its modules were byte-compiled at install, so compile ours too
+    # (PYTHONDONTWRITEBYTECODE would otherwise make every run recompile the toolkit).
+    compileall.compile_dir(Path(toolkit.__file__).parent, quiet=1)
 
     with tempfile.TemporaryDirectory() as tmp:
         small = _save_small(Path(tmp) / "small")

@@ -8,7 +8,6 @@ import io
 import os
 import stat
 import uuid
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -86,6 +85,8 @@ def read_and_hash(path: Path, what: str, size: int) -> tuple[Any, str]:
     about 3x cheaper than a bytearray here.
     Raises: IntegrityError when the file is not ``size`` bytes long.
     """
+    from concurrent.futures import ThreadPoolExecutor  # only loads need it, not the gate
+
     fd, st = open_regular(path, what)
     with os.fdopen(fd, "rb", buffering=0) as f:
         if st.st_size != size:
