@@ -150,7 +150,10 @@ while True:
 
 def test_kill_9_at_random_moments_never_breaks_the_registry(base_artifact: Path, tmp_path: Path) -> None:
     root = tmp_path / "models"
-    sources = [str(clone_artifact(base_artifact, tmp_path / "src", version=f"4.{i}.0")) for i in range(60)]
+    sources = [str(clone_artifact(base_artifact, tmp_path / "src", version=f"4.{i}.0")) for i in range(61)]
+    # The last one is kept out of the workers' reach: adding it at the end always runs the
+    # sweep, even when the killed workers happened to register all the others.
+    last = sources.pop()
     worker = tmp_path / "worker.py"
     worker.write_text(_WORKER)
     rng = random.Random(20240601)
@@ -175,9 +178,10 @@ def test_kill_9_at_random_moments_never_breaks_the_registry(base_artifact: Path,
             version = Path(s).name.removeprefix("iris-").removesuffix(".joblib")
             if not reg.has("iris", version):
                 reg.add(s)
-        assert reg.count("iris") == 60
+        reg.add(last)
+        assert reg.count("iris") == 61
     rows = _audit(root)
-    assert len(rows) == 60
+    assert len(rows) == 61
     assert {p.name for p in (root / "iris").iterdir()} == {r["version"] for r in rows}  # orphans replaced
     assert not list((root / ".tmp").iterdir())  # dead processes' copies swept by the next add
     print(f"kill -9 loop: 20 kills, {seen_orphans} orphan dirs and {seen_stray} stray temp dirs seen and ignored")
