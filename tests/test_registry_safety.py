@@ -196,7 +196,7 @@ def die(*args, **kwargs):
     os.kill(os.getpid(), signal.SIGKILL)
 reg = R.Registry(root)
 if point == "add-before-rename":
-    R._fsync_dir = die  # the first fsync is of the staged copy, just before the rename
+    R._files.fsync_dir = die  # the first fsync is of the staged copy, just before the rename
     reg.add(arg)
 elif point == "add-before-commit":
     R.Registry._log = die  # files renamed into place, row inserted, not committed

@@ -13,7 +13,16 @@ from typing import Any
 
 from toolkit.errors import IntegrityError, UsageError
 
-__all__ = ["MemoryReader", "open_regular", "publish", "read_and_hash", "read_regular", "sha256_file", "write_temp"]
+__all__ = [
+    "MemoryReader",
+    "fsync_dir",
+    "open_regular",
+    "publish",
+    "read_and_hash",
+    "read_regular",
+    "sha256_file",
+    "write_temp",
+]
 
 _CHUNK = 1 << 20
 
@@ -189,7 +198,7 @@ def publish(tmp: Path, final: Path, *, overwrite: bool) -> None:
             tmp.unlink()
     finally:
         tmp.unlink(missing_ok=True)
-    _fsync_dir(final.parent)
+    fsync_dir(final.parent)
 
 
 def _allocate(size: int) -> Any:
@@ -211,8 +220,8 @@ def _find_newline(view: memoryview) -> int:
     return -1
 
 
-def _fsync_dir(directory: Path) -> None:
-    # The rename is durable only once the directory entry is on disk.
+def fsync_dir(directory: Path) -> None:
+    """Make a rename in ``directory`` durable: fsync the directory entry itself."""
     fd = os.open(directory, os.O_RDONLY)
     try:
         os.fsync(fd)

@@ -562,7 +562,7 @@ class Registry:
         _copy_file(src.card_md, tmp / src.card_md.name)
         for p in tmp.iterdir():
             p.chmod(0o444)  # registered files are immutable; this keeps honest mistakes out
-        _fsync_dir(tmp)
+        _files.fsync_dir(tmp)
         metrics = {str(k): {str(m): float(v) for m, v in sec.items()} for k, sec in card.metrics.items()}
         now, user = _now(), _current_user()
         parent = self.root / reg_name
@@ -577,8 +577,8 @@ class Registry:
                 _discard(final, tmp_root)
             os.rename(tmp, final)  # files in place first ...
             try:
-                _fsync_dir(parent)
-                _fsync_dir(self.root)
+                _files.fsync_dir(parent)
+                _files.fsync_dir(self.root)
                 conn.execute(
                     "INSERT INTO versions (name, version, major, minor, patch, status, model_file, sha256, size,"
                     " metrics, data_sha256, registered_at, registered_by)"
@@ -765,14 +765,6 @@ def _copy_file(src: Path, dst: Path, *, hash_it: bool = False) -> tuple[str, int
         fout.flush()
         os.fsync(fout.fileno())
     return (h.hexdigest() if h is not None else ""), size
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _discard(path: Path, tmp_root: Path) -> None:
