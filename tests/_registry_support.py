@@ -7,22 +7,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-import pytest
-
-__all__ = ["base_artifact", "clone_artifact", "registry_rows", "tamper"]
-
-
-@pytest.fixture(scope="session")
-def base_artifact(tmp_path_factory: pytest.TempPathFactory, tiny_pipeline: Any, iris_frame: tuple[Any, Any]) -> Path:
-    """A real artifact (conftest's iris pipeline), saved once per session through the core."""
-    from toolkit.artifact import save
-
-    X, _ = iris_frame
-    pipeline = tiny_pipeline
-    path = tmp_path_factory.mktemp("base") / "iris-1.0.0.joblib"
-    save(pipeline, path, name="iris", version="1.0.0", probe=X.head(8),
-         metrics={"test": {"roc_auc": 0.9, "accuracy": 0.8}, "cv": {"roc_auc": 0.85, "accuracy": 0.8}})
-    return path
+__all__ = ["clone_artifact", "registry_rows", "tamper"]
 
 
 def clone_artifact(

@@ -46,21 +46,23 @@ def make_artifact(tiny_pipeline: Any, iris_frame: tuple[Any, Any], tmp_path: Pat
     return make
 
 
-@pytest.fixture(scope="session")
-def _pristine_artifact(tiny_pipeline: Any, iris_frame: tuple[Any, Any], tmp_path_factory: pytest.TempPathFactory) -> Path:
-    path = tmp_path_factory.mktemp("pristine") / "iris-1.0.0.joblib"
-    toolkit.save(tiny_pipeline, path, name="iris", version="1.0.0", probe=iris_frame[0].head(8))
-    return path
-
-
 @pytest.fixture
-def artifact(_pristine_artifact: Path, tmp_path: Path) -> Path:
-    """A fresh copy of a saved iris artifact (three files), safe to tamper with."""
-    for src in _pristine_artifact.parent.iterdir():
+def artifact(base_artifact: Path, tmp_path: Path) -> Path:
+    """A fresh copy of the session's iris artifact (three files), safe to tamper with."""
+    for src in base_artifact.parent.iterdir():
         shutil.copy2(src, tmp_path / src.name)
-    return tmp_path / _pristine_artifact.name
+    return tmp_path / base_artifact.name
 
 
 @pytest.fixture
 def runner() -> CliRunner:
     return CliRunner()
+
+
+@pytest.fixture(scope="session")
+def base_artifact(tmp_path_factory: pytest.TempPathFactory, tiny_pipeline: Any, iris_frame: tuple[Any, Any]) -> Path:
+    """A real artifact of the iris pipeline, saved once per session through the core."""
+    path = tmp_path_factory.mktemp("base") / "iris-1.0.0.joblib"
+    toolkit.save(tiny_pipeline, path, name="iris", version="1.0.0", probe=iris_frame[0].head(8),
+                 metrics={"test": {"roc_auc": 0.9, "accuracy": 0.8}, "cv": {"roc_auc": 0.85, "accuracy": 0.8}})
+    return path

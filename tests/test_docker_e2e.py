@@ -194,7 +194,7 @@ def test_build_with_an_unpinned_base_fails_clearly(base_ref: str, client: Any) -
     tag = base_ref.split("@")[0] + ":bookworm"  # a tag the engine has, so nothing is pulled
     done = _toolkit("image", "build", "--base-image", tag, "--tag", "toolkit:e2e-unpinned")
     assert done.returncode == 2
-    assert f"BASE_IMAGE must be pinned by digest as name@sha256:<64 hex>" in done.stderr
+    assert "BASE_IMAGE must be pinned by digest as name@sha256:<64 hex>" in done.stderr
     assert tag in done.stderr
     # The Dockerfile refuses it too, for a plain `docker build` that skips the toolkit.
     output = _raw_build(client, {"BASE_IMAGE": tag})

@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from _registry_support import base_artifact, clone_artifact, registry_rows, tamper  # noqa: F401
+from _registry_support import clone_artifact, registry_rows, tamper
 
 from toolkit.artifact import artifact_paths, read_card, verify
 from toolkit.card import ModelCard

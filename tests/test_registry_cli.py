@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
-from _registry_support import base_artifact, clone_artifact, tamper  # noqa: F401
+from _registry_support import clone_artifact, tamper
 from typer.testing import CliRunner
 
 from toolkit.artifact import artifact_paths, read_card

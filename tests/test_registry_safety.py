@@ -13,7 +13,7 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-from _registry_support import base_artifact, clone_artifact, registry_rows, tamper  # noqa: F401
+from _registry_support import clone_artifact, registry_rows, tamper
 
 from toolkit.artifact import verify
 from toolkit.registry import Registry

@@ -9,7 +9,7 @@ from typing import Annotated, Any
 
 import typer
 
-from toolkit.cli._common import app, err, out
+from toolkit.cli._common import app, out
 from toolkit.errors import ToolkitError
 
 __all__: list[str] = []
