@@ -53,9 +53,11 @@ def check_env(
         typer.echo(f" {report.name} {report.version} under policy {report.policy!r} "
                    f"(sha256 {report.sha256[:12]}… verified)")
         if report.differences:
-            from rich.table import Table
+            from rich.table import Column, Table
 
-            table = Table("what", "card", "this runtime", title=f"{len(report.differences)} difference(s)")
+            # fold, never truncate: a gate must show whole digests and versions.
+            table = Table("what", Column("card", overflow="fold"), Column("this runtime", overflow="fold"),
+                          title=f"{len(report.differences)} difference(s)")
             for d in report.differences:
                 table.add_row(d.name, d.expected or "(absent)", d.actual or "(absent)")
             out.print(table)
