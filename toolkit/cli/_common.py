@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from typing import Any
 
 import typer
@@ -14,6 +15,7 @@ __all__ = ["INTERNAL_ERROR_EXIT", "ToolkitGroup", "app", "err", "out"]
 
 # Unexpected errors must never exit 0 or 1 (1 means "the gate says no").
 INTERNAL_ERROR_EXIT = 70
+_BROKEN_PIPE_EXIT = 128 + 13  # killed by SIGPIPE, as the shell reports it
 
 
 
@@ -46,6 +48,11 @@ class ToolkitGroup(TyperGroup):
         except ToolkitError as e:
             err.print(f"error: {e}", markup=False)
             raise typer.Exit(e.exit_code) from None
+        except BrokenPipeError:
+            # `toolkit ... | head`: the reader left. Exit as a shell would, without a message
+            # (and without Python's own complaint when it flushes stdout at exit).
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            raise typer.Exit(_BROKEN_PIPE_EXIT) from None
         except Exception as e:  # noqa: BLE001 - the one place that turns surprises into one line
             # Exit, Abort and usage errors belong to typer/click, which turn them into exit codes.
             if _is_cli_control_flow(e) or os.environ.get("TOOLKIT_DEBUG"):

@@ -10,16 +10,10 @@ from typing import Annotated, Any
 import typer
 
 from toolkit.cli._common import app, out
+from toolkit.cli._options import ArtifactArg, JsonOpt, Policy, PolicyOpt, VerifyPredictionsOpt
 from toolkit.errors import ToolkitError
 
 __all__: list[str] = []
-
-ArtifactArg = Annotated[Path, typer.Argument(help="The artifact's .joblib path (its card sits beside it).")]
-
-
-class Policy(str, Enum):
-    strict = "strict"
-    compatible = "compatible"
 
 
 class CardFormat(str, Enum):
@@ -30,11 +24,9 @@ class CardFormat(str, Enum):
 @app.command("check-env")
 def check_env(
     artifact: ArtifactArg,
-    policy: Annotated[Policy, typer.Option(help="strict: everything equal; compatible: what the pickle needs.")] = Policy.strict,
-    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object (see README).")] = False,
-    verify_predictions: Annotated[
-        bool, typer.Option("--verify-predictions", help="Also load (guarded) and re-check the probe predictions.")
-    ] = False,
+    policy: PolicyOpt = Policy.strict,
+    as_json: JsonOpt = False,
+    verify_predictions: VerifyPredictionsOpt = False,
 ) -> None:
     """The deploy gate: exit 0 if this runtime matches the card, 1 if not, 3 on integrity failure."""
     from toolkit.gate import check_env as run_gate
@@ -76,9 +68,7 @@ def verify(artifact: ArtifactArg) -> None:
 
 
 @app.command()
-def fingerprint(
-    as_json: Annotated[bool, typer.Option("--json", help="Print the fingerprint as JSON.")] = False,
-) -> None:
+def fingerprint(as_json: JsonOpt = False) -> None:
     """This runtime's environment, as a model card would record it."""
     from toolkit.fingerprint import capture
 
@@ -119,7 +109,7 @@ def card(
 def diff(
     artifact_a: Annotated[Path, typer.Argument(help="First artifact (.joblib).")],
     artifact_b: Annotated[Path, typer.Argument(help="Second artifact (.joblib).")],
-    as_json: Annotated[bool, typer.Option("--json", help="Print the differences as JSON.")] = False,
+    as_json: JsonOpt = False,
 ) -> None:
     """Two artifacts' environments and metrics side by side."""
     from toolkit.artifact import read_card

@@ -12,6 +12,22 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from toolkit.cli._common import ToolkitGroup, app, err, out
+from toolkit.cli._options import (
+    ArtifactArg,
+    ConfigOpt,
+    DatasetOpt,
+    JsonOpt,
+    ModelOpt,
+    NameOpt,
+    OutOpt,
+    Policy,
+    PolicyOpt,
+    RegisterOpt,
+    RegistryOpt,
+    TargetOpt,
+    VerifyPredictionsOpt,
+    VersionOpt,
+)
 
 if TYPE_CHECKING:
     from toolkit.config import TrainConfig
@@ -93,21 +109,15 @@ def pin(
 def train(
     ctx: typer.Context,
     image: ImageOpt = None,
-    config: Annotated[Path | None, typer.Option("--config", help="TOML config, as for `toolkit train`.")] = None,
-    dataset: Annotated[str | None, typer.Option(help="builtin:NAME or a PATH.csv / PATH.parquet.")] = None,
-    target: Annotated[str | None, typer.Option(help="Target column.")] = None,
-    model: Annotated[str | None, typer.Option(help="Model kind.")] = None,
-    name: Annotated[str | None, typer.Option(help="Artifact name.")] = None,
-    version: Annotated[str | None, typer.Option(help="Semantic version X.Y.Z.")] = None,
-    registry: Annotated[
-        Path | None, typer.Option(help="Registry root on the host (default $TOOLKIT_REGISTRY, else ./models).")
-    ] = None,
-    register: Annotated[
-        bool | None, typer.Option("--register/--no-register", help="Register on the host (default: the config's, yes).")
-    ] = None,
-    out_dir: Annotated[
-        Path | None, typer.Option("--out", help="With --no-register: where the artifact goes (default: the config's, ./out).")
-    ] = None,
+    config: ConfigOpt = None,
+    dataset: DatasetOpt = None,
+    target: TargetOpt = None,
+    model: ModelOpt = None,
+    name: NameOpt = None,
+    version: VersionOpt = None,
+    registry: RegistryOpt = None,
+    register: RegisterOpt = None,
+    out_dir: OutOpt = None,
 ) -> None:
     """Train inside the image (network off), then register the artifact on the host.
 
@@ -152,24 +162,19 @@ def train(
 
 @image_app.command("check")
 def check(
-    artifact: Annotated[Path, typer.Argument(help="The artifact's .joblib path (its card sits beside it).")],
+    artifact: ArtifactArg,
     image: ImageOpt = None,
-    policy: Annotated[str, typer.Option(help="strict or compatible.")] = "strict",
-    as_json: Annotated[bool, typer.Option("--json", help="The gate's one JSON object.")] = False,
-    verify_predictions: Annotated[
-        bool, typer.Option("--verify-predictions", help="Also load (guarded) and re-check the probe predictions.")
-    ] = False,
+    policy: PolicyOpt = Policy.strict,
+    as_json: JsonOpt = False,
+    verify_predictions: VerifyPredictionsOpt = False,
 ) -> None:
     """Run the check-env gate inside the image; its exit code (0 match, 1 mismatch, 3 integrity) is ours."""
     from toolkit.docker import check_in_container, resolve_image
-    from toolkit.errors import UsageError
 
-    if policy not in ("strict", "compatible"):
-        raise UsageError(f"--policy must be strict or compatible, got {policy!r}")
     code = check_in_container(
         resolve_image(image),
         artifact,
-        policy=policy,
+        policy=policy.value,
         as_json=as_json,
         verify_predictions=verify_predictions,
         on_output=_passthrough,

@@ -5,13 +5,13 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from contextlib import contextmanager
-from enum import Enum
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from toolkit.cli._common import ToolkitGroup, app, out
+from toolkit.cli._options import ArtifactArg, JsonOpt, Policy, RegistryOpt
 from toolkit.errors import ToolkitError
 
 if TYPE_CHECKING:
@@ -25,16 +25,6 @@ registry_app = typer.Typer(cls=ToolkitGroup, no_args_is_help=True, help="Version
 app.add_typer(registry_app, name="registry")
 
 
-class Policy(str, Enum):
-    strict = "strict"
-    compatible = "compatible"
-
-
-RegistryOpt = Annotated[
-    Path | None,
-    typer.Option("--registry", help="Registry root (default: $TOOLKIT_REGISTRY, else ./models).", show_default=False),
-]
-JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON value on stdout instead of a table.")]
 ReasonOpt = Annotated[str | None, typer.Option("--reason", help="Why; recorded in the history.")]
 NameArg = Annotated[str, typer.Argument(help="Model name.")]
 PolicyOpt = Annotated[
@@ -49,7 +39,7 @@ _DEFAULT_LIMIT = 20
 
 @registry_app.command("add")
 def add(
-    artifact: Annotated[Path, typer.Argument(help="The artifact's .joblib path (its cards sit beside it).")],
+    artifact: ArtifactArg,
     name: Annotated[str | None, typer.Option(help="Register under this name instead of the card's.")] = None,
     reason: ReasonOpt = None,
     registry: RegistryOpt = None,

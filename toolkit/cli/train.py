@@ -10,6 +10,17 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from toolkit.cli._common import app, err, out
+from toolkit.cli._options import (
+    ConfigOpt,
+    DatasetOpt,
+    ModelOpt,
+    NameOpt,
+    OutOpt,
+    RegisterOpt,
+    RegistryOpt,
+    TargetOpt,
+    VersionOpt,
+)
 from toolkit.errors import RegistryError, UsageError
 
 if TYPE_CHECKING:
@@ -21,25 +32,15 @@ __all__: list[str] = []
 
 @app.command()
 def train(
-    config: Annotated[
-        Path | None, typer.Option("--config", help="TOML file with the same options as these flags; flags win.")
-    ] = None,
-    dataset: Annotated[
-        str | None, typer.Option(help="builtin:credit, builtin:wine, or a PATH.csv / PATH.parquet.")
-    ] = None,
-    target: Annotated[str | None, typer.Option(help="Target column (required for a CSV/Parquet file).")] = None,
-    model: Annotated[
-        str | None, typer.Option(help="gradient_boosting, random_forest or logistic_regression.")
-    ] = None,
-    name: Annotated[str | None, typer.Option(help="Artifact name (default: from the dataset).")] = None,
-    version: Annotated[str | None, typer.Option(help="Semantic version X.Y.Z (default 1.0.0).")] = None,
-    out_dir: Annotated[Path | None, typer.Option("--out", help="Where to write the artifact (default ./out).")] = None,
-    registry: Annotated[
-        Path | None, typer.Option(help="Registry root (default $TOOLKIT_REGISTRY, else ./models).")
-    ] = None,
-    register: Annotated[
-        bool | None, typer.Option("--register/--no-register", help="Register the result (default: yes).")
-    ] = None,
+    config: ConfigOpt = None,
+    dataset: DatasetOpt = None,
+    target: TargetOpt = None,
+    model: ModelOpt = None,
+    name: NameOpt = None,
+    version: VersionOpt = None,
+    out_dir: OutOpt = None,
+    registry: RegistryOpt = None,
+    register: RegisterOpt = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress or summary; print only the path.")] = False,
 ) -> None:
     """Train a pipeline, save it with its model card, and register it."""

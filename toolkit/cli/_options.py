@@ -1,0 +1,61 @@
+"""Options shared by several commands, defined once (as pip-tools' scripts/options.py)."""
+
+from __future__ import annotations
+
+from enum import Enum
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+__all__ = [
+    "ArtifactArg",
+    "ConfigOpt",
+    "DatasetOpt",
+    "JsonOpt",
+    "ModelOpt",
+    "NameOpt",
+    "OutOpt",
+    "Policy",
+    "PolicyOpt",
+    "RegisterOpt",
+    "RegistryOpt",
+    "TargetOpt",
+    "VerifyPredictionsOpt",
+    "VersionOpt",
+]
+
+
+class Policy(str, Enum):
+    """toolkit.policy.POLICIES, as a choice typer can validate."""
+
+    strict = "strict"
+    compatible = "compatible"
+
+
+ArtifactArg = Annotated[Path, typer.Argument(help="The artifact's .joblib path (its card sits beside it).")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON value on stdout instead of text.")]
+PolicyOpt = Annotated[
+    Policy, typer.Option(help="strict: everything equal; compatible: Python minor and what the pickle needs.")
+]
+VerifyPredictionsOpt = Annotated[
+    bool, typer.Option("--verify-predictions", help="Also load (guarded) and re-check the probe predictions.")
+]
+RegistryOpt = Annotated[
+    Path | None,
+    typer.Option("--registry", help="Registry root (default: $TOOLKIT_REGISTRY, else ./models).", show_default=False),
+]
+
+# `toolkit train` and `toolkit image train` take the same training options.
+ConfigOpt = Annotated[
+    Path | None, typer.Option("--config", help="TOML file with the same options as these flags; flags win.")
+]
+DatasetOpt = Annotated[str | None, typer.Option(help="builtin:credit, builtin:wine, or a PATH.csv / PATH.parquet.")]
+TargetOpt = Annotated[str | None, typer.Option(help="Target column (required for a CSV/Parquet file).")]
+ModelOpt = Annotated[str | None, typer.Option(help="gradient_boosting, random_forest or logistic_regression.")]
+NameOpt = Annotated[str | None, typer.Option(help="Artifact name (default: from the dataset).")]
+VersionOpt = Annotated[str | None, typer.Option(help="Semantic version X.Y.Z (default 1.0.0).")]
+OutOpt = Annotated[Path | None, typer.Option("--out", help="With --no-register: where the artifact goes (default ./out).")]
+RegisterOpt = Annotated[
+    bool | None, typer.Option("--register/--no-register", help="Register the result (default: the config's, yes).")
+]
