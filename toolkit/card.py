@@ -12,7 +12,7 @@ import math
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any
 
 from toolkit.errors import CardError
 from toolkit.fingerprint import BASE_IMAGE_RE, Fingerprint
@@ -312,9 +312,6 @@ def jsonable(value: Any) -> Any:
 
 
 # --- parsing helpers ------------------------------------------------------------------
-
-T = TypeVar("T")
-
 
 class _BadJson(ValueError):
     pass
