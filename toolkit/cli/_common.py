@@ -15,6 +15,7 @@ __all__ = ["INTERNAL_ERROR_EXIT", "ToolkitGroup", "app", "err", "out"]
 
 # Unexpected errors must never exit 0 or 1 (1 means "the gate says no").
 INTERNAL_ERROR_EXIT = 70
+_PIPED_WIDTH = 160
 _BROKEN_PIPE_EXIT = 128 + 13  # killed by SIGPIPE, as the shell reports it
 
 
@@ -31,7 +32,12 @@ class _LazyConsole:
         if self._console is None:
             from rich.console import Console
 
-            self._console = Console(**self._options)
+            options = dict(self._options)
+            stream = sys.stderr if options.get("stderr") else sys.stdout
+            if "COLUMNS" not in os.environ and not stream.isatty():
+                # Piped or in CI: rich would assume 80 columns and squeeze tables; logs are wide.
+                options["width"] = _PIPED_WIDTH
+            self._console = Console(**options)
         return getattr(self._console, name)
 
 

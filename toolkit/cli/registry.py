@@ -224,7 +224,8 @@ def history(name: NameArg, registry: RegistryOpt = None, as_json: JsonOpt = Fals
             return
         table = _table(title=f"{name} history")
         for column in ("time (UTC)", "user", "version", "event", "from", "to", "reason", "detail"):
-            table.add_column(column, no_wrap=column in ("time (UTC)", "version", "event", "from", "to"))
+            # Short columns never wrap; free text folds onto more lines rather than vanish into "…".
+            table.add_column(column, no_wrap=column not in ("reason", "detail"), overflow="fold", min_width=len(column))
         for e in events:
             table.add_row(_short_time(e.at), e.user, e.version, e.event, e.from_status or "-", e.to_status, e.reason or "",
                           e.detail or "")
