@@ -133,3 +133,23 @@ def test_tampered_artifact_is_refused(
 def test_missing_artifact(tmp_path: Path, test_rows: pd.DataFrame, runner: CliRunner) -> None:
     result = runner.invoke(app, ["predict", str(tmp_path / "m-1.0.0.joblib"), str(write_csv(tmp_path, test_rows))])
     assert result.exit_code == 3
+
+
+def test_policy_decides_what_a_differing_runtime_may_predict(
+    credit_artifact: Path, test_rows: pd.DataFrame, tmp_path: Path, runner: CliRunner
+) -> None:
+    # A package the pickle does not need differs: strict refuses (exit 1), compatible predicts.
+    for suffix in (".joblib", ".card.json", ".card.md"):
+        src = credit_artifact.with_name(credit_artifact.name.replace(".joblib", suffix))
+        (tmp_path / src.name).write_bytes(src.read_bytes())
+    copy = tmp_path / credit_artifact.name
+    card_path = copy.with_name(copy.name.replace(".joblib", ".card.json"))
+    card = json.loads(card_path.read_text())
+    card["environment"]["packages"]["pytest"] = "0.0.1"
+    card_path.write_text(json.dumps(card))
+    rows = str(write_csv(tmp_path, test_rows))
+    strict = runner.invoke(app, ["predict", str(copy), rows])
+    assert strict.exit_code == 1 and "pytest" in strict.stderr
+    compatible = runner.invoke(app, ["predict", str(copy), rows, "--policy", "compatible"])
+    assert compatible.exit_code == 0, compatible.stderr
+    assert len(compatible.stdout.splitlines()) == len(test_rows) + 1

@@ -11,11 +11,14 @@ import typer
 
 from toolkit.cli._common import app, err, out
 from toolkit.cli._options import (
+    ArtifactArg,
     ConfigOpt,
     DatasetOpt,
     ModelOpt,
     NameOpt,
     OutOpt,
+    Policy,
+    PolicyOpt,
     RegisterOpt,
     RegistryOpt,
     TargetOpt,
@@ -90,11 +93,12 @@ def train(
 
 @app.command()
 def predict(
-    artifact: Annotated[Path, typer.Argument(help="The artifact's .joblib path (its card sits beside it).")],
+    artifact: ArtifactArg,
     input_file: Annotated[Path, typer.Argument(metavar="INPUT", help="CSV (or Parquet) with the feature columns.")],
     out_file: Annotated[
         Path | None, typer.Option("--out", help="Write the CSV here instead of stdout.")
     ] = None,
+    policy: PolicyOpt = Policy.strict,
 ) -> None:
     """Predict with a guarded load: one row per input row, the class and each class's probability.
 
@@ -117,7 +121,7 @@ def predict(
     if extra:
         shown = ", ".join(extra[:5]) + (", ..." if len(extra) > 5 else "")
         err.print(f"note: ignoring {len(extra)} column(s) the model does not use: {shown}", markup=False)
-    pipeline = toolkit.load(artifact)
+    pipeline = toolkit.load(artifact, policy=policy.value)
     table = _predictions(pipeline, X)
     text = table.to_csv(index=False, lineterminator="\n")
     if out_file is None:
