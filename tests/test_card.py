@@ -68,6 +68,8 @@ _DELETE = object()
         ("schema_version", SCHEMA_VERSION + 1, "unsupported schema_version"),
         ("schema_version", "1", "'schema_version' must be an integer"),
         ("name", "../etc", "'name' is not a registry name"),
+        ("name", "iris\n", "'name' is not a registry name"),
+        ("artifact.sha256", "a" * 64 + "\n", "'artifact.sha256' is not a lowercase hex sha256"),
         ("version", "latest", "'version' is not a semantic version"),
         ("surprise", 1, "unknown field 'surprise'"),
         ("probe.rows", [[1, 2]], "'probe.rows[0]' must be 4 scalars"),

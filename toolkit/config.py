@@ -14,11 +14,11 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
+from toolkit.card import NAME_RE
 from toolkit.errors import ConfigError
 
 __all__ = [
     "MODEL_KINDS",
-    "NAME_PATTERN",
     "SCALERS",
     "VERSION_PATTERN",
     "TrainConfig",
@@ -31,8 +31,7 @@ __all__ = [
 
 MODEL_KINDS = ("gradient_boosting", "random_forest", "logistic_regression")
 SCALERS = ("standard", "power")
-NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
-VERSION_PATTERN = re.compile(r"^(0|[1-9][0-9]*)\.(0|[1-9][0-9]*)\.(0|[1-9][0-9]*)$")
+VERSION_PATTERN = re.compile(r"^(0|[1-9][0-9]*)\.(0|[1-9][0-9]*)\.(0|[1-9][0-9]*)\Z")
 # Config files are small; anything bigger is not one.
 _MAX_CONFIG_BYTES = 1 << 20
 
@@ -145,8 +144,8 @@ def resolve_config(path: Path | None = None, **overrides: Any) -> TrainConfig:
 
 
 def validate_name(name: str, *, key: str = "name") -> str:
-    """Return ``name`` if it matches ``NAME_PATTERN``. Raises: ConfigError."""
-    if not NAME_PATTERN.match(name):
+    """Return ``name`` if it is a valid artifact name (``card.NAME_RE``). Raises: ConfigError."""
+    if not NAME_RE.match(name):
         raise ConfigError(f"{key}: {name!r} is not a valid name (lower-case letters, digits, '.', '_', '-'; max 64)")
     return name
 

@@ -26,7 +26,7 @@ __all__ = [
 ]
 
 # `name@sha256:<64 hex>`; the name may carry a registry host with a port.
-BASE_IMAGE_RE = re.compile(r"^[a-z0-9][a-z0-9._/:-]*@sha256:[0-9a-f]{64}$")
+BASE_IMAGE_RE = re.compile(r"^[a-z0-9][a-z0-9._/:-]*@sha256:[0-9a-f]{64}\Z")
 
 _SEPARATORS = re.compile(r"[-_.]+")
 

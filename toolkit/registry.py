@@ -37,7 +37,9 @@ from typing import TYPE_CHECKING, Any
 
 from toolkit import _files
 from toolkit._registry_db import DB_FILE, connect, write_transaction
+from toolkit.card import NAME_RE
 from toolkit.errors import DataError, EnvironmentMismatch, IntegrityError, RegistryError, UsageError
+from toolkit.policy import validate_policy
 
 try:
     import fcntl
@@ -50,7 +52,6 @@ if TYPE_CHECKING:
 __all__ = [
     "DEFAULT_ROOT",
     "ENV_VAR",
-    "POLICIES",
     "STATUSES",
     "Change",
     "Comparison",
@@ -67,12 +68,10 @@ __all__ = [
 DEFAULT_ROOT = Path("models")
 ENV_VAR = "TOOLKIT_REGISTRY"
 STATUSES = ("staging", "production", "archived")
-POLICIES = ("strict", "compatible")
 # Promotion usually happens on a workstation or CI host, not in the training image, so the
 # default asks what matters for unpickling (Python minor + the pickle's own libraries).
 DEFAULT_POLICY = "compatible"
 
-_NAME_RE = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}")
 _VERSION_RE = re.compile(r"(0|[1-9][0-9]{0,8})\.(0|[1-9][0-9]{0,8})\.(0|[1-9][0-9]{0,8})")
 _METRIC_RE = re.compile(r"(?:([a-z][a-z0-9_]*)\.)?([a-z][a-z0-9_]*)")
 # Names that would land on the index's own files in the root directory.
@@ -213,7 +212,7 @@ def validate_name(name: object, *, what: str = "model name") -> str:
         RegistryError: not a string, empty, over 64 characters, a separator, NUL, ``..``,
             an absolute path, or anything outside ``^[a-z0-9][a-z0-9._-]{0,63}$``.
     """
-    if not isinstance(name, str) or not _NAME_RE.fullmatch(name) or name in _RESERVED:
+    if not isinstance(name, str) or not NAME_RE.match(name) or name in _RESERVED:
         shown = repr(name) if not isinstance(name, str) or len(name) <= 80 else repr(name[:80]) + "..."
         raise RegistryError(f"invalid {what} {shown}: must match ^[a-z0-9][a-z0-9._-]{{0,63}}$")
     return name
@@ -311,7 +310,7 @@ class Registry:
             EnvironmentMismatch: this runtime fails the check under ``policy`` (production unchanged).
         """
         validate_name(name)
-        _check_policy(policy)
+        validate_policy(policy)
         if (version is None) == (best_by is None):
             raise UsageError("promote takes a VERSION or --best-by METRIC (exactly one)")
         conn = self._require_db(name)
@@ -350,7 +349,7 @@ class Registry:
             EnvironmentMismatch: the target fails the check under ``policy`` (production unchanged).
         """
         validate_name(name)
-        _check_policy(policy)
+        validate_policy(policy)
         conn = self._require_db(name)
         current, target = self._rollback_target(conn, name)
         self._check_artifact(self.get(name, target), policy)
@@ -488,7 +487,7 @@ class Registry:
         from toolkit.datasets import load_dataset, split
         from toolkit.train import score
 
-        _check_policy(policy)
+        validate_policy(policy)
         if v1 == v2:
             raise UsageError(f"compare needs two different versions, got {v1} twice")
         e1, e2 = self.get(name, v1), self.get(name, v2)
@@ -719,11 +718,6 @@ class Registry:
             raise EnvironmentMismatch(
                 report.differences, policy=policy, detail=f"{entry.name} {entry.version} refused, production unchanged"
             )
-
-
-def _check_policy(policy: str) -> None:
-    if policy not in POLICIES:
-        raise UsageError(f"unknown policy {policy!r}: use one of {', '.join(POLICIES)}")
 
 
 def _duplicate(name: str, version: str) -> RegistryError:
