@@ -40,6 +40,14 @@ def write_csv(tmp_path: Path, frame: pd.DataFrame, name: str = "in.csv") -> Path
     return path
 
 
+def copy_artifact(artifact: Path, directory: Path) -> Path:
+    """A copy of the artifact's three files, safe to tamper with; returns the new .joblib."""
+    for suffix in (".joblib", ".card.json", ".card.md"):
+        src = artifact.with_name(artifact.name.replace(".joblib", suffix))
+        (directory / src.name).write_bytes(src.read_bytes())
+    return directory / artifact.name
+
+
 def test_predict_to_stdout(credit_artifact: Path, test_rows: pd.DataFrame, tmp_path: Path, runner: CliRunner) -> None:
     path = write_csv(tmp_path, test_rows)
     result = runner.invoke(app, ["predict", str(credit_artifact), str(path)])
@@ -120,10 +128,7 @@ def test_missing_input_file(credit_artifact: Path, tmp_path: Path, runner: CliRu
 def test_tampered_artifact_is_refused(
     credit_artifact: Path, test_rows: pd.DataFrame, tmp_path: Path, runner: CliRunner
 ) -> None:
-    for suffix in (".joblib", ".card.json", ".card.md"):
-        src = credit_artifact.with_name(credit_artifact.name.replace(".joblib", suffix))
-        (tmp_path / src.name).write_bytes(src.read_bytes())
-    copy = tmp_path / credit_artifact.name
+    copy = copy_artifact(credit_artifact, tmp_path)
     copy.write_bytes(copy.read_bytes()[:-1] + b"\x00")
     result = runner.invoke(app, ["predict", str(copy), str(write_csv(tmp_path, test_rows))])
     assert result.exit_code == 3
@@ -139,10 +144,7 @@ def test_policy_decides_what_a_differing_runtime_may_predict(
     credit_artifact: Path, test_rows: pd.DataFrame, tmp_path: Path, runner: CliRunner
 ) -> None:
     # A package the pickle does not need differs: strict refuses (exit 1), compatible predicts.
-    for suffix in (".joblib", ".card.json", ".card.md"):
-        src = credit_artifact.with_name(credit_artifact.name.replace(".joblib", suffix))
-        (tmp_path / src.name).write_bytes(src.read_bytes())
-    copy = tmp_path / credit_artifact.name
+    copy = copy_artifact(credit_artifact, tmp_path)
     card_path = copy.with_name(copy.name.replace(".joblib", ".card.json"))
     card = json.loads(card_path.read_text())
     card["environment"]["packages"]["pytest"] = "0.0.1"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 from typing import Any
@@ -11,7 +12,7 @@ from typer.core import TyperGroup
 
 from toolkit.errors import ToolkitError
 
-__all__ = ["INTERNAL_ERROR_EXIT", "ToolkitGroup", "app", "err", "out"]
+__all__ = ["INTERNAL_ERROR_EXIT", "ToolkitGroup", "app", "err", "out", "print_json"]
 
 # Unexpected errors must never exit 0 or 1 (1 means "the gate says no").
 INTERNAL_ERROR_EXIT = 70
@@ -78,3 +79,8 @@ app = typer.Typer(
 
 def _is_cli_control_flow(e: BaseException) -> bool:
     return type(e).__module__.split(".", 1)[0] in ("typer", "click")
+
+
+def print_json(obj: Any) -> None:
+    """The one JSON value a ``--json`` command prints on stdout."""
+    typer.echo(json.dumps(obj, indent=2, allow_nan=False))

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import json
 from enum import Enum
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 
-from toolkit.cli._common import app, out
+from toolkit.cli._common import app, out, print_json
 from toolkit.cli._options import ArtifactArg, JsonOpt, Policy, PolicyOpt, VerifyPredictionsOpt
 from toolkit.errors import ToolkitError
 
@@ -35,10 +34,10 @@ def check_env(
         report = run_gate(artifact, policy=policy.value, verify_predictions=verify_predictions)
     except ToolkitError as e:
         if as_json:  # scripts parsing stdout still get one object
-            _print_json({"ok": False, "exit_code": e.exit_code, "artifact": str(artifact), "error": str(e)})
+            print_json({"ok": False, "exit_code": e.exit_code, "artifact": str(artifact), "error": str(e)})
         raise
     if as_json:
-        _print_json(report.to_dict())
+        print_json(report.to_dict())
     else:
         # typer.secho, not rich: the common (matching) path then never imports rich.
         typer.secho("MATCH" if report.ok else "MISMATCH", fg="green" if report.ok else "red", bold=True, nl=False)
@@ -74,7 +73,7 @@ def fingerprint(as_json: JsonOpt = False) -> None:
 
     fp = capture(blas=True)
     if as_json:
-        _print_json(fp.to_dict())
+        print_json(fp.to_dict())
         return
     out.print(f"Python    {fp.python_implementation} {fp.python_version}", markup=False)
     out.print(f"Platform  {fp.os} {fp.machine}, {fp.libc} (kernel {fp.os_release})", markup=False)
@@ -124,7 +123,7 @@ def diff(
         for m in sorted(set(a.metrics.get(s, {})) | set(b.metrics.get(s, {})))
     ]
     if as_json:
-        _print_json({
+        print_json({
             "a": {"name": a.name, "version": a.version, "sha256": a.artifact.sha256},
             "b": {"name": b.name, "version": b.version, "sha256": b.artifact.sha256},
             "environment": [{"name": d.name, "a": d.expected, "b": d.actual} for d in env],
@@ -153,7 +152,3 @@ def diff(
 
 def _num(value: float | None) -> str:
     return "" if value is None else f"{value:.4f}"
-
-
-def _print_json(obj: Any) -> None:
-    typer.echo(json.dumps(obj, indent=2, allow_nan=False))

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import shutil
 import sys
 import tempfile
@@ -11,7 +10,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from toolkit.cli._common import ToolkitGroup, app, err, out
+from toolkit.cli._common import ToolkitGroup, app, err, out, print_json
 from toolkit.cli._options import (
     ArtifactArg,
     ConfigOpt,
@@ -80,7 +79,7 @@ def build(
         on_progress=None if quiet else progress,
     )
     if as_json:
-        print(json.dumps(result.to_dict(), sort_keys=True))
+        print_json(result.to_dict())
     else:
         out.print(f"built {result.tag} ({result.image_id[:19]}) in {result.seconds:.1f}s", markup=False)
 

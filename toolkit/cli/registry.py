@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -10,7 +9,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from toolkit.cli._common import ToolkitGroup, app, out
+from toolkit.cli._common import ToolkitGroup, app, out, print_json
 from toolkit.cli._options import ArtifactArg, JsonOpt, Policy, RegistryOpt
 from toolkit.errors import ToolkitError
 
@@ -49,7 +48,7 @@ def add(
     with _opened(registry, as_json) as reg:
         entry = reg.add(artifact, name=name, reason=reason)
         if as_json:
-            _print_json(entry.to_dict())
+            print_json(entry.to_dict())
         else:
             out.print(f"registered {entry.name} {entry.version} as {entry.status}: {entry.path}", markup=False)
 
@@ -70,7 +69,7 @@ def list_(
         if name is None:
             names = reg.list_names()
             if as_json:
-                _print_json([n.to_dict() for n in names])
+                print_json([n.to_dict() for n in names])
                 return
             if not names:
                 out.print(f"no models registered in {reg.root}", markup=False)
@@ -83,7 +82,7 @@ def list_(
         wanted = limit if limit is not None else (None if as_json else _DEFAULT_LIMIT)
         entries = reg.list_versions(name, limit=None if wanted == 0 else wanted)
         if as_json:
-            _print_json([e.to_dict() for e in entries])
+            print_json([e.to_dict() for e in entries])
             return
         total = reg.count(name)
         keys = [k for k in _TABLE_METRICS if any(k in e.metrics.get("test", {}) for e in entries)]
@@ -117,7 +116,7 @@ def show(
         except ToolkitError as e:  # show what the index knows even when the files are broken
             card_error = str(e)
         if as_json:
-            _print_json({**entry.to_dict(), "card": card.to_dict() if card else None, "card_error": card_error})
+            print_json({**entry.to_dict(), "card": card.to_dict() if card else None, "card_error": card_error})
             return
         table = _table("field", "value", show_header=False, title=f"{entry.name} {entry.version}")
         table.add_row("status", _status(entry))
@@ -159,7 +158,7 @@ def promote(
     with _opened(registry, as_json) as reg:
         change = reg.promote(name, version, best_by=best_by, policy=policy.value, reason=reason)
         if as_json:
-            _print_json(change.to_dict())
+            print_json(change.to_dict())
         elif not change.changed:
             out.print(f"{name} {change.version} already is production; nothing changed", markup=False)
         else:
@@ -179,7 +178,7 @@ def rollback(
     with _opened(registry, as_json) as reg:
         change = reg.rollback(name, policy=policy.value, reason=reason)
         if as_json:
-            _print_json(change.to_dict())
+            print_json(change.to_dict())
         else:
             out.print(f"{name}: production -> {change.version} (rolled back from {change.previous})", markup=False)
 
@@ -202,7 +201,7 @@ def compare(
     with _opened(registry, as_json) as reg:
         result = reg.compare(name, v1, v2, dataset=dataset, target=target, policy=policy.value)
         if as_json:
-            _print_json(result.to_dict())
+            print_json(result.to_dict())
             return
         d = result.data
         table = _table("metric", v1, v2, f"{v2} - {v1}",
@@ -220,7 +219,7 @@ def history(name: NameArg, registry: RegistryOpt = None, as_json: JsonOpt = Fals
     with _opened(registry, as_json) as reg:
         events = reg.history(name)
         if as_json:
-            _print_json([e.to_dict() for e in events])
+            print_json([e.to_dict() for e in events])
             return
         table = _table(title=f"{name} history")
         for column in ("time (UTC)", "user", "version", "event", "from", "to", "reason", "detail"):
@@ -241,7 +240,7 @@ def _opened(root: Path | None, as_json: bool) -> Iterator[Registry]:
         yield reg
     except ToolkitError as e:
         if as_json:  # scripts reading stdout still get one object; the exit code is the error's
-            _print_json({"ok": False, "exit_code": e.exit_code, "error": str(e)})
+            print_json({"ok": False, "exit_code": e.exit_code, "error": str(e)})
         raise
     finally:
         reg.close()
@@ -264,7 +263,3 @@ def _short_time(iso: str) -> str:
 
 def _num(value: Any) -> str:
     return "-" if value is None else f"{value:.4f}"
-
-
-def _print_json(obj: Any) -> None:
-    typer.echo(json.dumps(obj, indent=2, allow_nan=False))
