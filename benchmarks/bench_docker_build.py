@@ -41,8 +41,10 @@ def main() -> int:
     print(f"rebuild with nothing changed: {cached:6.1f} s")
     print(f"image size:                   {size:6.0f} MB")
     ok = code_only < TARGET_SECONDS and ratio >= TARGET_RATIO
-    print(f"target: code-only rebuild < {TARGET_SECONDS:.0f} s and >= {TARGET_RATIO:.0f}x faster: "
-          f"{'met' if ok else 'MISSED'}")
+    print(
+        f"target: code-only rebuild < {TARGET_SECONDS:.0f} s and >= {TARGET_RATIO:.0f}x faster: "
+        f"{'met' if ok else 'MISSED'}"
+    )
     client.images.remove(TAG, noprune=False)
     return 0 if ok else 1
 

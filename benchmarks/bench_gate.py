@@ -116,7 +116,9 @@ def _median(fn: Callable[[], Any], repeat: int) -> float:
 
 
 def _median_wall(argv: list[str], repeat: int) -> float:
-    return _median(lambda: subprocess.run(argv, check=False, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL), repeat)
+    return _median(
+        lambda: subprocess.run(argv, check=False, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL), repeat
+    )
 
 
 if __name__ == "__main__":

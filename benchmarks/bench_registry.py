@@ -45,17 +45,22 @@ def main() -> None:
                 for n in SIZES:
                     samples[n].append(fn(roots[n], n, i))
             small, large = (min(samples[n]) for n in SIZES)
-            rows.append((label, small, large, statistics.median(samples[SIZES[0]]),
-                         statistics.median(samples[SIZES[1]])))
-        print(f"registry benchmark: one name with {SIZES[0]} vs {SIZES[1]} versions; best of {CLI_RUNS} CLI runs "
-              f"(interpreter start included) / {API_RUNS} API calls, medians in brackets")
+            rows.append(
+                (label, small, large, statistics.median(samples[SIZES[0]]), statistics.median(samples[SIZES[1]]))
+            )
+        print(
+            f"registry benchmark: one name with {SIZES[0]} vs {SIZES[1]} versions; best of {CLI_RUNS} CLI runs "
+            f"(interpreter start included) / {API_RUNS} API calls, medians in brackets"
+        )
         print(f"{'operation':44} {SIZES[0]:>9} {SIZES[1]:>9}  ratio  (median ratio)  target <{TARGET_RATIO:g}x")
         for label, small, large, med_small, med_large in rows:
             ratio = large / small
             verdict = "ok" if ratio < TARGET_RATIO else "MISSED"
             if label.endswith("(all rows)"):
                 verdict = "no target: prints every row"
-            print(f"{label:44} {_ms(small)} {_ms(large)}  {ratio:5.2f}  ({med_large / med_small:5.2f})         {verdict}")
+            print(
+                f"{label:44} {_ms(small)} {_ms(large)}  {ratio:5.2f}  ({med_large / med_small:5.2f})         {verdict}"
+            )
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
@@ -79,6 +84,7 @@ def _cases() -> list[tuple[str, Case, int]]:
                 registries[root] = Registry(root)
                 registries[root].list_names()
             return _timed(lambda: call(registries[root], n, i))
+
         return measure
 
     return [
@@ -91,8 +97,11 @@ def _cases() -> list[tuple[str, Case, int]]:
         # limit=10: the same number of rows from both registries, so only the scaling is measured.
         ("API  Registry.list_versions(limit=10)", api(lambda reg, n, i: reg.list_versions("iris", limit=10)), API_RUNS),
         ("API  Registry.get() (production)", api(lambda reg, n, i: reg.get("iris")), API_RUNS),
-        ("API  Registry.promote(VERSION)", api(lambda reg, n, i: reg.promote("iris", _version(n - 1 - i % 2))),
-         API_RUNS),
+        (
+            "API  Registry.promote(VERSION)",
+            api(lambda reg, n, i: reg.promote("iris", _version(n - 1 - i % 2))),
+            API_RUNS,
+        ),
     ]
 
 
@@ -102,8 +111,12 @@ def _ms(seconds: float) -> str:
 
 def _run_cli(root: Path, *args: str) -> float:
     started = time.perf_counter()
-    subprocess.run([sys.executable, "-m", "toolkit", "registry", *args, "--registry", str(root)],
-                   check=True, stdout=subprocess.DEVNULL, env={**os.environ, "COLUMNS": "120"})
+    subprocess.run(
+        [sys.executable, "-m", "toolkit", "registry", *args, "--registry", str(root)],
+        check=True,
+        stdout=subprocess.DEVNULL,
+        env={**os.environ, "COLUMNS": "120"},
+    )
     return time.perf_counter() - started
 
 
@@ -155,16 +168,37 @@ def _populate(root: Path, base: Path, n: int) -> Path:
         (d / f"{stem}.card.json").write_bytes(card.to_json())
         (d / f"{stem}.card.md").write_text(card.to_markdown())
         major, minor, patch = (int(x) for x in version.split("."))
-        rows.append(("iris", version, major, minor, patch, f"{stem}.joblib", card.artifact.sha256, card.artifact.size,
-                     json.dumps(card.metrics, sort_keys=True), None, "2025-01-01T00:00:00.000Z", "bench"))
-        events.append(("2025-01-01T00:00:00.000Z", "bench", "iris", version, "register", None, "staging", "bench",
-                       None))
+        rows.append(
+            (
+                "iris",
+                version,
+                major,
+                minor,
+                patch,
+                f"{stem}.joblib",
+                card.artifact.sha256,
+                card.artifact.size,
+                json.dumps(card.metrics, sort_keys=True),
+                None,
+                "2025-01-01T00:00:00.000Z",
+                "bench",
+            )
+        )
+        events.append(
+            ("2025-01-01T00:00:00.000Z", "bench", "iris", version, "register", None, "staging", "bench", None)
+        )
     with write_transaction(conn):
-        conn.executemany("INSERT INTO versions (name, version, major, minor, patch, status, model_file, sha256, size,"
-                         " metrics, data_sha256, registered_at, registered_by)"
-                         " VALUES (?, ?, ?, ?, ?, 'staging', ?, ?, ?, ?, ?, ?, ?)", rows)
-        conn.executemany("INSERT INTO history (at, user, name, version, event, from_status, to_status, reason, detail)"
-                         " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", events)
+        conn.executemany(
+            "INSERT INTO versions (name, version, major, minor, patch, status, model_file, sha256, size,"
+            " metrics, data_sha256, registered_at, registered_by)"
+            " VALUES (?, ?, ?, ?, ?, 'staging', ?, ?, ?, ?, ?, ?, ?)",
+            rows,
+        )
+        conn.executemany(
+            "INSERT INTO history (at, user, name, version, event, from_status, to_status, reason, detail)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            events,
+        )
     conn.close()
     with Registry(root) as reg:
         reg.promote("iris", _version(0))

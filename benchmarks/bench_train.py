@@ -67,12 +67,16 @@ def main() -> None:
     print(f"  fraction outside scikit-learn: {strict:.1%} (target < {TARGET:.0%}) -> {_verdict(strict)}")
     print("2) the whole run: a `toolkit train --no-register --quiet` process, start to exit:")
     print(f"  toolkit train process                   {cli_process:7.3f} s")
-    print(f"  fraction of the whole run spent on the toolkit's own work (1's overhead): {whole:.1%} "
-          f"(target < {TARGET:.0%}) -> {_verdict(whole)}")
+    print(
+        f"  fraction of the whole run spent on the toolkit's own work (1's overhead): {whole:.1%} "
+        f"(target < {TARGET:.0%}) -> {_verdict(whole)}"
+    )
     print("alternative: a plain script with the same imports, CV, fit, scoring and joblib.dump, no card:")
     print(f"  plain script process                    {plain_process:7.3f} s  (its work alone {plain_total:.3f} s)")
-    print(f"  ratio toolkit train / plain: process {cli_process / plain_process:.3f}, "
-          f"work {median['total'] / plain_total:.3f}")
+    print(
+        f"  ratio toolkit train / plain: process {cli_process / plain_process:.3f}, "
+        f"work {median['total'] / plain_total:.3f}"
+    )
 
 
 def _verdict(fraction: float) -> str:
@@ -113,13 +117,13 @@ def _preload() -> float:
     started = time.perf_counter()
     import joblib  # noqa: F401
     import pandas  # noqa: F401
-    import sklearn.compose  # noqa: F401
-    import sklearn.ensemble  # noqa: F401
-    import sklearn.impute  # noqa: F401
-    import sklearn.linear_model  # noqa: F401
-    import sklearn.metrics  # noqa: F401
-    import sklearn.model_selection  # noqa: F401
-    import sklearn.pipeline  # noqa: F401
+    import sklearn.compose
+    import sklearn.ensemble
+    import sklearn.impute
+    import sklearn.linear_model
+    import sklearn.metrics
+    import sklearn.model_selection
+    import sklearn.pipeline
     import sklearn.preprocessing  # noqa: F401
 
     return time.perf_counter() - started

@@ -63,6 +63,12 @@ def runner() -> CliRunner:
 def base_artifact(tmp_path_factory: pytest.TempPathFactory, tiny_pipeline: Any, iris_frame: tuple[Any, Any]) -> Path:
     """A real artifact of the iris pipeline, saved once per session through the core."""
     path = tmp_path_factory.mktemp("base") / "iris-1.0.0.joblib"
-    toolkit.save(tiny_pipeline, path, name="iris", version="1.0.0", probe=iris_frame[0].head(8),
-                 metrics={"test": {"roc_auc": 0.9, "accuracy": 0.8}, "cv": {"roc_auc": 0.85, "accuracy": 0.8}})
+    toolkit.save(
+        tiny_pipeline,
+        path,
+        name="iris",
+        version="1.0.0",
+        probe=iris_frame[0].head(8),
+        metrics={"test": {"roc_auc": 0.9, "accuracy": 0.8}, "cv": {"roc_auc": 0.85, "accuracy": 0.8}},
+    )
     return path

@@ -185,7 +185,9 @@ def test_malicious_pickle_never_runs_when_checksum_mismatches(artifact: Path, tm
     assert not canary.exists()
 
 
-def test_malicious_pickle_with_forged_checksum_never_runs_in_a_mismatched_runtime(artifact: Path, tmp_path: Path) -> None:
+def test_malicious_pickle_with_forged_checksum_never_runs_in_a_mismatched_runtime(
+    artifact: Path, tmp_path: Path
+) -> None:
     # Even a card forged to match the evil bytes cannot get them unpickled while the
     # environment check fails: the check comes before joblib.load.
     import hashlib

@@ -26,14 +26,39 @@ def test_card_round_trips_byte_for_byte(artifact: Path) -> None:
 
 def test_card_carries_every_spec_field(artifact: Path) -> None:
     d = _card_dict(artifact)
-    for key in ("schema_version", "name", "version", "algorithm", "created_at", "author", "intended_use",
-                "limitations", "artifact", "data", "metrics", "params", "preprocessing", "environment",
-                "references", "probe"):
+    for key in (
+        "schema_version",
+        "name",
+        "version",
+        "algorithm",
+        "created_at",
+        "author",
+        "intended_use",
+        "limitations",
+        "artifact",
+        "data",
+        "metrics",
+        "params",
+        "preprocessing",
+        "environment",
+        "references",
+        "probe",
+    ):
         assert key in d, key
     assert set(d["artifact"]) == {"file", "sha256", "size"}
     env = d["environment"]
-    for key in ("python_implementation", "python_version", "os", "machine", "libc", "packages", "blas",
-                "in_container", "base_image", "lock_sha256"):
+    for key in (
+        "python_implementation",
+        "python_version",
+        "os",
+        "machine",
+        "libc",
+        "packages",
+        "blas",
+        "in_container",
+        "base_image",
+        "lock_sha256",
+    ):
         assert key in env, key
     assert env["packages"]["scikit-learn"]
     assert "sklearn.pipeline" in d["references"]["modules"]

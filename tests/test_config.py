@@ -104,14 +104,19 @@ def test_missing_file(tmp_path: Path) -> None:
 
 def test_not_utf8(tmp_path: Path) -> None:
     path = tmp_path / "train.toml"
-    path.write_bytes(b"name = \"\xff\"\n")
+    path.write_bytes(b'name = "\xff"\n')
     with pytest.raises(ConfigError, match="not UTF-8"):
         resolve_config(path)
 
 
 @pytest.mark.parametrize(
     ("dataset", "name"),
-    [("builtin:credit", "credit"), ("data/My File.csv", "my-file"), ("/x/Sales_2024.parquet", "sales_2024"), ("/x/__.csv", "model")],
+    [
+        ("builtin:credit", "credit"),
+        ("data/My File.csv", "my-file"),
+        ("/x/Sales_2024.parquet", "sales_2024"),
+        ("/x/__.csv", "model"),
+    ],
 )
 def test_derive_name(dataset: str, name: str) -> None:
     assert derive_name(dataset) == name

@@ -36,8 +36,18 @@ def old_stack_python() -> Path:
         shutil.rmtree(venv, ignore_errors=True)
         subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
         subprocess.run(
-            [str(python), "-m", "pip", "install", "--quiet", "--disable-pip-version-check", "--only-binary=:all:",
-             "--require-hashes", "-r", str(lock)],
+            [
+                str(python),
+                "-m",
+                "pip",
+                "install",
+                "--quiet",
+                "--disable-pip-version-check",
+                "--only-binary=:all:",
+                "--require-hashes",
+                "-r",
+                str(lock),
+            ],
             check=True,
             env={**os.environ, "PIP_CONFIG_FILE": os.devnull},
         )
@@ -50,7 +60,9 @@ def old_artifact(old_stack_python: Path, tmp_path_factory: pytest.TempPathFactor
     out = tmp_path_factory.mktemp("old-stack")
     result = subprocess.run(
         [str(old_stack_python), str(FIXTURES / "save_with_old_stack.py"), str(out)],
-        capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)},
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
     )
     assert result.returncode == 0, result.stderr
     assert "self-check True []" in result.stdout  # the toolkit itself runs on the old stack
@@ -70,7 +82,8 @@ def test_check_env_exits_1_and_names_scikit_learn_with_both_versions(old_artifac
 
     result = subprocess.run(
         [sys.executable, "-m", "toolkit", "check-env", str(old_artifact), "--policy", policy],
-        capture_output=True, text=True,
+        capture_output=True,
+        text=True,
     )
     assert result.returncode == 1, result.stdout + result.stderr
     row = next(line for line in result.stdout.splitlines() if "scikit-learn" in line)

@@ -67,9 +67,7 @@ def client() -> Any:
 @pytest.fixture(scope="session")
 def base_ref(client: Any) -> str:
     with _timed("base (make base)"):
-        done = subprocess.run(
-            ["scripts/base.sh"], cwd=REPO, capture_output=True, text=True, timeout=600, check=False
-        )
+        done = subprocess.run(["scripts/base.sh"], cwd=REPO, capture_output=True, text=True, timeout=600, check=False)
     assert done.returncode == 0, done.stderr
     ref = done.stdout.strip().splitlines()[-1]
     return tdocker.validate_base_image(ref)
@@ -218,9 +216,22 @@ def test_make_train_twice_gives_byte_identical_artifacts(
         with _timed(f"make train ({run})"):
             done = subprocess.run(
                 # The venv and wheelhouse are the ones running this test: never rebuild them mid-run.
-                ["make", "-o", ".venv/.stamp", "-o", "wheelhouse/.stamp", "train", f"IMAGE={image}",
-                 f"REGISTRY={registry}", f"BASE_IMAGE={base_ref}"],
-                cwd=REPO, capture_output=True, text=True, timeout=900, check=False,
+                [
+                    "make",
+                    "-o",
+                    ".venv/.stamp",
+                    "-o",
+                    "wheelhouse/.stamp",
+                    "train",
+                    f"IMAGE={image}",
+                    f"REGISTRY={registry}",
+                    f"BASE_IMAGE={base_ref}",
+                ],
+                cwd=REPO,
+                capture_output=True,
+                text=True,
+                timeout=900,
+                check=False,
                 env={**os.environ, "SOURCE_DATE_EPOCH": EPOCH, "CI": "1"},
             )
         assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
@@ -249,8 +260,13 @@ class _timed:
 def _toolkit(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     merged = {**os.environ, "SOURCE_DATE_EPOCH": EPOCH, "COLUMNS": "200", **(env or {})}
     return subprocess.run(
-        [sys.executable, "-m", "toolkit", *args], cwd=REPO, capture_output=True, text=True,
-        timeout=900, check=False, env=merged,
+        [sys.executable, "-m", "toolkit", *args],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=900,
+        check=False,
+        env=merged,
     )
 
 
@@ -279,9 +295,22 @@ def _variant_wheel() -> Path:
     if not found:
         cache.mkdir(parents=True, exist_ok=True)
         done = subprocess.run(
-            [sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "--only-binary=:all:",
-             f"scikit-learn=={VARIANT_SKLEARN}", "-d", str(cache)],
-            capture_output=True, text=True, timeout=600, check=False,
+            [
+                sys.executable,
+                "-m",
+                "pip",
+                "download",
+                "--quiet",
+                "--no-deps",
+                "--only-binary=:all:",
+                f"scikit-learn=={VARIANT_SKLEARN}",
+                "-d",
+                str(cache),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=600,
+            check=False,
             env={**os.environ, "PIP_CONFIG_FILE": "/dev/null"},
         )
         assert done.returncode == 0, done.stderr
@@ -302,8 +331,10 @@ def _swap_pin(lock: str, name: str, version: str, wheel: Path) -> str:
 def test_swap_pin_replaces_exactly_one_block(tmp_path: Path) -> None:
     wheel = tmp_path / "w.whl"
     wheel.write_bytes(b"x")
-    lock = "a==1 \\\n    --hash=sha256:" + "1" * 64 + "\nb==2 \\\n    --hash=sha256:" + "2" * 64 + " \\\n" \
+    lock = (
+        "a==1 \\\n    --hash=sha256:" + "1" * 64 + "\nb==2 \\\n    --hash=sha256:" + "2" * 64 + " \\\n"
         "    --hash=sha256:" + "3" * 64 + "\n    # via x\nc==3 \\\n    --hash=sha256:" + "4" * 64 + "\n"
+    )
     swapped = _swap_pin(lock, "b", "9", wheel)
     assert swapped == lock.replace(
         "b==2 \\\n    --hash=sha256:" + "2" * 64 + " \\\n    --hash=sha256:" + "3" * 64 + "\n",

@@ -39,8 +39,13 @@ def test_capture_with_blas_reports_a_library() -> None:
 
 def _fp(**changes: object) -> Fingerprint:
     base = Fingerprint(
-        python_implementation="CPython", python_version="3.11.7", os="Linux", os_release="6.1", machine="x86_64",
-        libc="glibc 2.36", packages={"numpy": "2.4.6", "scikit-learn": "1.9.1", "rich": "15.0.0"},
+        python_implementation="CPython",
+        python_version="3.11.7",
+        os="Linux",
+        os_release="6.1",
+        machine="x86_64",
+        libc="glibc 2.36",
+        packages={"numpy": "2.4.6", "scikit-learn": "1.9.1", "rich": "15.0.0"},
         base_image=DIGEST,
     )
     return dataclasses.replace(base, **changes)  # type: ignore[arg-type]

@@ -102,7 +102,10 @@ def test_missing_column(credit_artifact: Path, test_rows: pd.DataFrame, tmp_path
     [
         ("", "the file is empty"),
         ("age,income,credit,loan_amt,educ\n", "no rows"),
-        ("age,income,credit,loan_amt,educ\n30,50000,700,lots,hs\n", "column 'loan_amt' must be numeric but has text: 'lots'"),
+        (
+            "age,income,credit,loan_amt,educ\n30,50000,700,lots,hs\n",
+            "column 'loan_amt' must be numeric but has text: 'lots'",
+        ),
         (b"\x89PNG\r\n\x1a\n\x00\x00\xff", "not a UTF-8"),
     ],
     ids=["empty", "header-only", "text-in-numeric", "binary"],

@@ -30,7 +30,9 @@ def test_probe_with_missing_values_round_trips_through_json() -> None:
     pipeline, X = _pipeline_with_missing_values()
     recorded = probe.record(pipeline, X)
     assert recorded.rows[2][0] is None and recorded.rows[1][1] is None
-    again = Probe(**{**recorded.to_dict(), "rows": tuple(map(tuple, json.loads(json.dumps(recorded.to_dict()))["rows"]))})
+    again = Probe(
+        **{**recorded.to_dict(), "rows": tuple(map(tuple, json.loads(json.dumps(recorded.to_dict()))["rows"]))}
+    )
     result = probe.check(again, pipeline)
     assert result.ok and result.max_abs_diff == 0.0, result
 
@@ -46,7 +48,9 @@ def test_probe_detects_a_changed_model(tiny_pipeline: object, iris_frame: tuple[
     assert "DIFFER" in str(result)
 
 
-def test_probe_reports_a_pipeline_that_cannot_predict(tiny_pipeline: object, iris_frame: tuple[pd.DataFrame, object]) -> None:
+def test_probe_reports_a_pipeline_that_cannot_predict(
+    tiny_pipeline: object, iris_frame: tuple[pd.DataFrame, object]
+) -> None:
     recorded = probe.record(tiny_pipeline, iris_frame[0].head(4))
     result = probe.check(recorded, object())
     assert not result.ok and result.error and "AttributeError" in result.error

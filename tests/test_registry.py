@@ -42,8 +42,24 @@ INVALID_NAMES = [
     "registry.db",
     "registry.db-wal",
 ]
-INVALID_VERSIONS = ["", "1", "1.0", "1.0.0.0", "01.0.0", "1.00.0", "v1.0.0", "1.0.0\n", "../1.0.0", "1.0.0/..",
-                    "1.0.0-rc.1", "1.0.0+build", "-1.0.0", "1.0.x", "1234567890.0.0", "1.0.0\x00"]
+INVALID_VERSIONS = [
+    "",
+    "1",
+    "1.0",
+    "1.0.0.0",
+    "01.0.0",
+    "1.00.0",
+    "v1.0.0",
+    "1.0.0\n",
+    "../1.0.0",
+    "1.0.0/..",
+    "1.0.0-rc.1",
+    "1.0.0+build",
+    "-1.0.0",
+    "1.0.x",
+    "1234567890.0.0",
+    "1.0.0\x00",
+]
 
 
 @pytest.fixture
@@ -128,8 +144,11 @@ def test_a_leftover_version_directory_without_a_row_is_replaced(
     stray.mkdir()
     assert [e.version for e in reg.list_versions("iris")] == ["1.0.0"]  # neither is visible
     _add(reg, base_artifact, tmp_path, "1.0.1")
-    assert sorted(p.name for p in orphan.iterdir()) == ["iris-1.0.1.card.json", "iris-1.0.1.card.md",
-                                                        "iris-1.0.1.joblib"]
+    assert sorted(p.name for p in orphan.iterdir()) == [
+        "iris-1.0.1.card.json",
+        "iris-1.0.1.card.md",
+        "iris-1.0.1.joblib",
+    ]
     verify(orphan / "iris-1.0.1.joblib")
 
 
@@ -153,8 +172,13 @@ def test_every_invalid_name_is_refused_everywhere(reg: Registry, base_artifact: 
         with pytest.raises(RegistryError, match="invalid model name") as exc:
             call()
         assert exc.value.exit_code == 4
-    assert sorted(p.name for p in reg.root.iterdir()) == [".tmp", "iris", "registry.db", "registry.db-shm",
-                                                           "registry.db-wal"]
+    assert sorted(p.name for p in reg.root.iterdir()) == [
+        ".tmp",
+        "iris",
+        "registry.db",
+        "registry.db-shm",
+        "registry.db-wal",
+    ]
 
 
 def test_a_name_from_the_card_is_validated_too(reg: Registry, base_artifact: Path, tmp_path: Path) -> None:
@@ -173,8 +197,12 @@ def test_a_name_from_the_card_is_validated_too(reg: Registry, base_artifact: Pat
 @pytest.mark.parametrize("version", INVALID_VERSIONS)
 def test_every_invalid_version_is_refused(reg: Registry, base_artifact: Path, version: str) -> None:
     reg.add(base_artifact)
-    for call in (lambda: parse_version(version), lambda: reg.get("iris", version),
-                 lambda: reg.has("iris", version), lambda: reg.promote("iris", version)):
+    for call in (
+        lambda: parse_version(version),
+        lambda: reg.get("iris", version),
+        lambda: reg.has("iris", version),
+        lambda: reg.promote("iris", version),
+    ):
         with pytest.raises(RegistryError, match="invalid version"):
             call()
 
@@ -403,8 +431,12 @@ def test_history_is_append_only_for_any_writer(reg: Registry, base_artifact: Pat
         "        failures.append(str(e))\n"
         "print('\\n'.join(failures))\n"
     )
-    proc = subprocess.run([sys.executable, "-c", script, str(reg.root / "registry.db"), *attempts],
-                          capture_output=True, text=True, check=True)
+    proc = subprocess.run(
+        [sys.executable, "-c", script, str(reg.root / "registry.db"), *attempts],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     assert proc.stdout.splitlines() == [
         "history is append-only",
         "history is append-only",

@@ -32,8 +32,10 @@ def root(tmp_path: Path) -> Path:
 @pytest.fixture
 def three(base_artifact: Path, tmp_path: Path, root: Path) -> list[Path]:
     """iris 1.0.0, 1.1.0, 1.2.0 registered (staging), with rising test roc_auc."""
-    paths = [clone_artifact(base_artifact, tmp_path / "src", version=v, metrics={"test": {"roc_auc": auc}})
-             for v, auc in (("1.0.0", 0.7), ("1.1.0", 0.9), ("1.2.0", 0.8))]
+    paths = [
+        clone_artifact(base_artifact, tmp_path / "src", version=v, metrics={"test": {"roc_auc": auc}})
+        for v, auc in (("1.0.0", 0.7), ("1.1.0", 0.9), ("1.2.0", 0.8))
+    ]
     with Registry(root) as reg:
         for p in paths:
             reg.add(p)
@@ -69,8 +71,15 @@ def test_errors_have_their_exit_codes_and_one_line(runner: CliRunner, root: Path
     duplicate = run(runner, root, "add", str(base_artifact))
     assert duplicate.exit_code == 4 and duplicate.stderr.strip().count("\n") == 0
     assert "already registered" in duplicate.stderr
-    for args in (["show", "../etc"], ["show", "nope"], ["show", "iris", "9.9.9"], ["history", "Bad"],
-                 ["add", str(base_artifact), "--name", "/abs"], ["promote", "iris", "1.0"], ["rollback", "iris"]):
+    for args in (
+        ["show", "../etc"],
+        ["show", "nope"],
+        ["show", "iris", "9.9.9"],
+        ["history", "Bad"],
+        ["add", str(base_artifact), "--name", "/abs"],
+        ["promote", "iris", "1.0"],
+        ["rollback", "iris"],
+    ):
         result = run(runner, root, *args)
         assert result.exit_code == 4, (args, result.output)
     assert run(runner, root, "promote", "iris").exit_code == 2  # neither VERSION nor --best-by
@@ -149,10 +158,30 @@ def wine_pair(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     from toolkit.train import train
 
     out = tmp_path_factory.mktemp("wine")
-    a = train(TrainConfig(dataset="builtin:wine", model="logistic_regression", params={"C": 0.01}, name="wine",
-                          version="1.0.0", cv_folds=2, out=out, register=False))
-    b = train(TrainConfig(dataset="builtin:wine", model="logistic_regression", params={"C": 1.0}, name="wine",
-                          version="1.1.0", cv_folds=2, out=out, register=False))
+    a = train(
+        TrainConfig(
+            dataset="builtin:wine",
+            model="logistic_regression",
+            params={"C": 0.01},
+            name="wine",
+            version="1.0.0",
+            cv_folds=2,
+            out=out,
+            register=False,
+        )
+    )
+    b = train(
+        TrainConfig(
+            dataset="builtin:wine",
+            model="logistic_regression",
+            params={"C": 1.0},
+            name="wine",
+            version="1.1.0",
+            cv_folds=2,
+            out=out,
+            register=False,
+        )
+    )
     return a.path, b.path
 
 

@@ -22,8 +22,9 @@ pytestmark = pytest.mark.skipif(os.name != "posix", reason="SIGKILL and fsync se
 
 
 def _cli(*args: str) -> subprocess.Popen[str]:
-    return subprocess.Popen([sys.executable, "-m", "toolkit", "registry", *args],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(
+        [sys.executable, "-m", "toolkit", "registry", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
 
 
 def _finish(procs: list[subprocess.Popen[str]]) -> list[tuple[int, str, str]]:
@@ -36,8 +37,9 @@ def _audit(root: Path) -> list[dict]:
     conn = sqlite3.connect(root / "registry.db")
     try:
         assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
-        registered = Counter(r[0] for r in conn.execute("SELECT name || ' ' || version FROM history"
-                                                        " WHERE event = 'register'"))
+        registered = Counter(
+            r[0] for r in conn.execute("SELECT name || ' ' || version FROM history WHERE event = 'register'")
+        )
     finally:
         conn.close()
     rows = registry_rows(root)
@@ -114,8 +116,9 @@ def test_concurrent_promote_of_a_tampered_version_leaves_production(base_artifac
         reg.promote("iris", "3.1.0")
         tamper(reg.get("iris", "3.2.0").path)
         tamper(reg.get("iris", "3.0.0").path)
-    results = _finish([_cli("promote", "iris", "3.2.0", "--registry", str(root)),
-                       _cli("rollback", "iris", "--registry", str(root))])
+    results = _finish(
+        [_cli("promote", "iris", "3.2.0", "--registry", str(root)), _cli("rollback", "iris", "--registry", str(root))]
+    )
     assert [rc for rc, _, _ in results] == [3, 3]
     assert all("does not match" in err for _, _, err in results)
     with Registry(root) as reg:
@@ -159,8 +162,12 @@ def test_kill_9_at_random_moments_never_breaks_the_registry(base_artifact: Path,
     rng = random.Random(20240601)
     seen_orphans = seen_stray = 0
     for i in range(20):
-        proc = subprocess.Popen([sys.executable, str(worker), str(root), str(i), *sources],
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        proc = subprocess.Popen(
+            [sys.executable, str(worker), str(root), str(i), *sources],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
         time.sleep(rng.uniform(0.0, 0.25))
         os.kill(proc.pid, signal.SIGKILL)

@@ -253,7 +253,11 @@ def test_two_processes_write_identical_bytes(tmp_path: Path) -> None:
     for run, hashseed in (("a", "1"), ("b", "2")):
         env = {**os.environ, "SOURCE_DATE_EPOCH": "1700000000", "PYTHONHASHSEED": hashseed}
         argv = [sys.executable, "-m", "toolkit", "train", "--config", str(config), "--out", str(tmp_path / run)]
-        procs.append(subprocess.Popen([*argv, "--no-register", "--quiet"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE))
+        procs.append(
+            subprocess.Popen(
+                [*argv, "--no-register", "--quiet"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+            )
+        )
     for proc in procs:
         stdout, stderr = proc.communicate(timeout=240)
         assert proc.returncode == 0, stderr.decode()
@@ -338,7 +342,9 @@ def test_cli_bad_input_exits_2_with_one_line(
     tmp_path: Path, runner: CliRunner, setup: Any, extra: list[str], needle: str
 ) -> None:
     data = setup(tmp_path)
-    result = runner.invoke(app, ["train", "--dataset", str(data), *extra, "--out", str(tmp_path / "o"), "--no-register"])
+    result = runner.invoke(
+        app, ["train", "--dataset", str(data), *extra, "--out", str(tmp_path / "o"), "--no-register"]
+    )
     assert result.exit_code == 2, result.output
     assert needle in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1

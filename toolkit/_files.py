@@ -46,7 +46,13 @@ def open_regular(path: Path, what: str) -> tuple[int, os.stat_result]:
     st = os.fstat(fd)
     if not stat.S_ISREG(st.st_mode):
         os.close(fd)
-        kind = "a directory" if stat.S_ISDIR(st.st_mode) else "a FIFO" if stat.S_ISFIFO(st.st_mode) else "not a regular file"
+        kind = (
+            "a directory"
+            if stat.S_ISDIR(st.st_mode)
+            else "a FIFO"
+            if stat.S_ISFIFO(st.st_mode)
+            else "not a regular file"
+        )
         raise IntegrityError(f"{what} is {kind}, refused: {path}")
     # Back to blocking reads now that we know it is a regular file.
     os.set_blocking(fd, True)

@@ -94,9 +94,7 @@ def _provides_any(dist: metadata.Distribution, tops: set[str]) -> bool:
     if record is None:  # egg-info and the like: the slow, general way
         return any(str(f).split("/", 1)[0].removesuffix(".py") in tops for f in dist.files or ())
     text = "\n" + record
-    return any(
-        f"\n{top}{suffix}" in text for top in tops for suffix in ("/", ".py,", ".cpython-", ".abi3.", ".so,")
-    )
+    return any(f"\n{top}{suffix}" in text for top in tops for suffix in ("/", ".py,", ".cpython-", ".abi3.", ".so,"))
 
 
 def _requires(dist: metadata.Distribution) -> list[str]:

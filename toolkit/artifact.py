@@ -38,9 +38,9 @@ from toolkit.policy import differences, validate_policy
 __all__ = [
     "ArtifactPaths",
     "EnvironmentMismatchWarning",
+    "Loaded",
     "artifact_paths",
     "load",
-    "Loaded",
     "load_verified",
     "read_card",
     "save",
@@ -180,7 +180,11 @@ def save(
     parse_card(card_json, where="card being saved")  # never write a card this toolkit would refuse
 
     # Model first, card JSON last: the card is what makes the artifact loadable.
-    for target, content in ((paths.model, blob), (paths.card_md, card.to_markdown().encode()), (paths.card_json, card_json)):
+    for target, content in (
+        (paths.model, blob),
+        (paths.card_md, card.to_markdown().encode()),
+        (paths.card_json, card_json),
+    ):
         _files.publish(_files.write_temp(target, content), target, overwrite=overwrite)
     return card
 
@@ -237,7 +241,7 @@ def _unpickle(blob: Any, where: Path, diffs: tuple[Difference, ...], policy: str
             # The version warnings scikit-learn may print are what the card already told us.
             warnings.simplefilter("ignore")
             return joblib.load(_files.MemoryReader(blob))
-    except Exception as e:  # noqa: BLE001 - a library's raw error becomes a named toolkit error
+    except Exception as e:
         reason = f"unpickling failed: {type(e).__name__}: {e}"
         if diffs:
             raise EnvironmentMismatch(diffs, policy=policy, detail=reason) from e

@@ -314,6 +314,7 @@ def jsonable(value: Any) -> Any:
 
 # --- parsing helpers ------------------------------------------------------------------
 
+
 class _BadJson(ValueError):
     pass
 
@@ -332,7 +333,14 @@ def _no_constants(name: str) -> Any:
 
 
 def _type_name(t: type | tuple[type, ...]) -> str:
-    names = {str: "a string", int: "an integer", float: "a number", bool: "a boolean", list: "a list", dict: "an object"}
+    names = {
+        str: "a string",
+        int: "an integer",
+        float: "a number",
+        bool: "a boolean",
+        list: "a list",
+        dict: "an object",
+    }
     ts = t if isinstance(t, tuple) else (t,)
     return " or ".join(names.get(x, x.__name__) for x in ts)
 
@@ -363,7 +371,14 @@ class _Obj:
     def _where(self, key: str) -> str:
         return key if self.path == "card" else f"{self.path}.{key}"
 
-    def req(self, key: str, t: type | tuple[type, ...], *, null: bool = False, check: Callable[[Any], str | None] | None = None) -> Any:
+    def req(
+        self,
+        key: str,
+        t: type | tuple[type, ...],
+        *,
+        null: bool = False,
+        check: Callable[[Any], str | None] | None = None,
+    ) -> Any:
         self.seen.add(key)
         if key not in self.raw:
             raise CardError(f"missing field '{self._where(key)}'")
@@ -371,7 +386,9 @@ class _Obj:
         if value is None and null:
             return None
         if not _is(value, t):
-            raise CardError(f"'{self._where(key)}' must be {_type_name(t)}{' or null' if null else ''}, got {type(value).__name__}")
+            raise CardError(
+                f"'{self._where(key)}' must be {_type_name(t)}{' or null' if null else ''}, got {type(value).__name__}"
+            )
         if check is not None and (problem := check(value)):
             raise CardError(f"'{self._where(key)}' {problem}: {value!r}")
         return value
@@ -380,7 +397,9 @@ class _Obj:
         value = self.req(key, dict, null=null)
         return _Obj(value, self._where(key)) if value is not None else _Obj({}, self._where(key))
 
-    def list(self, key: str, item: type | tuple[type, ...], *, null: bool = False, item_null: bool = False) -> list[Any] | None:
+    def list(
+        self, key: str, item: type | tuple[type, ...], *, null: bool = False, item_null: bool = False
+    ) -> list[Any] | None:
         value = self.req(key, list, null=null)
         if value is None:
             return None
@@ -408,7 +427,11 @@ def _non_negative(v: int) -> str | None:
 
 def _artifact(o: _Obj) -> ArtifactInfo:
     info = ArtifactInfo(
-        file=o.req("file", str, check=lambda v: None if v.endswith(".joblib") and "/" not in v else "is not a .joblib file name"),
+        file=o.req(
+            "file",
+            str,
+            check=lambda v: None if v.endswith(".joblib") and "/" not in v else "is not a .joblib file name",
+        ),
         sha256=o.req("sha256", str, check=_sha256),
         size=o.req("size", int, check=_non_negative),
     )

@@ -88,9 +88,7 @@ def split(dataset: Dataset, *, test_size: float, seed: int) -> tuple[Any, Any, A
     from sklearn.model_selection import train_test_split
 
     try:
-        return tuple(
-            train_test_split(dataset.X, dataset.y, test_size=test_size, random_state=seed, stratify=dataset.y)
-        )
+        return tuple(train_test_split(dataset.X, dataset.y, test_size=test_size, random_state=seed, stratify=dataset.y))
     except ValueError as e:
         raise DataError(f"{dataset.source}: cannot make a stratified split with test_size={test_size}: {e}") from e
 

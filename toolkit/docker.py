@@ -115,7 +115,7 @@ def connect() -> Any:
     try:
         client = docker.from_env(version="auto", timeout=120)
         client.ping()
-    except Exception as e:  # noqa: BLE001 - the SDK raises DockerException, requests and OS errors here
+    except Exception as e:
         where = os.environ.get("DOCKER_HOST") or "unix:///var/run/docker.sock"
         raise DockerError(
             f"no Docker engine answers at {where} (start one: scripts/engine.sh start): {_one_line(e)}"
@@ -290,7 +290,9 @@ def run_in_container(
         try:
             client.images.get(image)
         except docker.errors.ImageNotFound:
-            raise DockerError(f"image {image} not found: build it first (`make image` or `toolkit image build`)") from None
+            raise DockerError(
+                f"image {image} not found: build it first (`make image` or `toolkit image build`)"
+            ) from None
         container = client.containers.create(
             image,
             command=list(command),
@@ -630,7 +632,7 @@ def _git_revision(context: Path) -> str:
     if git is None:
         return "unknown"
     try:
-        done = subprocess.run(  # noqa: S603 - fixed argv, no shell
+        done = subprocess.run(
             [git, "rev-parse", "HEAD"], cwd=context, capture_output=True, text=True, timeout=10, check=False
         )
     except (OSError, subprocess.SubprocessError):

@@ -88,6 +88,7 @@ def _probe(path: str | os.PathLike[str], policy: str) -> ProbeResult:
             warnings.simplefilter("ignore")  # the report already lists every difference
             loaded = load_verified(path, policy=policy, allow_mismatch=True)
     except EnvironmentMismatch as e:  # the pickle does not even load in this runtime
-        return ProbeResult(ok=False, rows=0, label_mismatches=0, max_abs_diff=float("inf"), tolerance=0.0,
-                           error=e.detail or str(e))
+        return ProbeResult(
+            ok=False, rows=0, label_mismatches=0, max_abs_diff=float("inf"), tolerance=0.0, error=e.detail or str(e)
+        )
     return probe.check(loaded.card.probe, loaded.pipeline)

@@ -42,9 +42,7 @@ def differences(
     else:
         found.append(_field("python_version", recorded.python_minor, runtime.python_minor))
         names = sorted(set(referenced))
-    found += [
-        _package(name, recorded.packages.get(name), runtime.packages.get(name)) for name in names
-    ]
+    found += [_package(name, recorded.packages.get(name), runtime.packages.get(name)) for name in names]
     if policy == "strict":
         found.append(_field("base_image", recorded.base_image, runtime.base_image))
     return tuple(d for d in found if d is not None)

@@ -83,9 +83,15 @@ def check(probe: Probe, pipeline: Any) -> ProbeResult:
         X = frame(probe)
         predictions = [jsonable(v) for v in _as_list(pipeline.predict(X))]
         probabilities = _as_list(pipeline.predict_proba(X)) if probe.probabilities is not None else None
-    except Exception as e:  # noqa: BLE001 - any failure to predict is the finding itself
-        return ProbeResult(ok=False, rows=len(probe.rows), label_mismatches=len(probe.rows), max_abs_diff=math.inf,
-                           tolerance=probe.tolerance, error=f"{type(e).__name__}: {e}")
+    except Exception as e:
+        return ProbeResult(
+            ok=False,
+            rows=len(probe.rows),
+            label_mismatches=len(probe.rows),
+            max_abs_diff=math.inf,
+            tolerance=probe.tolerance,
+            error=f"{type(e).__name__}: {e}",
+        )
     mismatches = 0
     worst = 0.0
     for expected, actual in zip(probe.predictions, predictions):
@@ -106,8 +112,9 @@ def check(probe: Probe, pipeline: Any) -> ProbeResult:
                     break
                 worst = max([worst, *(abs(e - float(a)) for e, a in zip(exp_row, act_row))])
     ok = mismatches == 0 and worst <= probe.tolerance
-    return ProbeResult(ok=ok, rows=len(probe.rows), label_mismatches=int(mismatches), max_abs_diff=worst,
-                       tolerance=probe.tolerance)
+    return ProbeResult(
+        ok=ok, rows=len(probe.rows), label_mismatches=int(mismatches), max_abs_diff=worst, tolerance=probe.tolerance
+    )
 
 
 def _as_list(values: Any) -> list[Any]:

@@ -239,7 +239,9 @@ def parse_metric(metric: str) -> tuple[str, str]:
     """
     m = _METRIC_RE.fullmatch(metric)
     if m is None:
-        raise UsageError(f"invalid metric {metric!r}: use KEY (held-out test) or SECTION.KEY, e.g. roc_auc, cv.accuracy")
+        raise UsageError(
+            f"invalid metric {metric!r}: use KEY (held-out test) or SECTION.KEY, e.g. roc_auc, cv.accuracy"
+        )
     if m[2].endswith("_std"):
         raise UsageError(f"metric {metric!r} is a spread (lower is better); --best-by picks the highest score")
     return m[1] or "test", m[2]
@@ -331,8 +333,18 @@ class Registry:
             now, user = _now(), _current_user()
             if current is not None:
                 conn.execute("UPDATE versions SET status = 'archived' WHERE name = ? AND version = ?", (name, current))
-                self._log(conn, name, current, "archive", "production", "archived", reason,
-                          f"replaced by {version}", now=now, user=user)
+                self._log(
+                    conn,
+                    name,
+                    current,
+                    "archive",
+                    "production",
+                    "archived",
+                    reason,
+                    f"replaced by {version}",
+                    now=now,
+                    user=user,
+                )
             conn.execute(
                 "UPDATE versions SET status = 'production', rolled_back = 0 WHERE name = ? AND version = ?",
                 (name, version),
@@ -361,15 +373,35 @@ class Registry:
                 "UPDATE versions SET status = 'archived', rolled_back = 1 WHERE name = ? AND version = ?",
                 (name, current),
             )
-            self._log(conn, name, current, "rolled_back", "production", "archived", reason,
-                      f"rolled back to {target}", now=now, user=user)
+            self._log(
+                conn,
+                name,
+                current,
+                "rolled_back",
+                "production",
+                "archived",
+                reason,
+                f"rolled back to {target}",
+                now=now,
+                user=user,
+            )
             prev_status = self._row(conn, name, target)["status"]
             conn.execute(
                 "UPDATE versions SET status = 'production', rolled_back = 0 WHERE name = ? AND version = ?",
                 (name, target),
             )
-            self._log(conn, name, target, "rollback", prev_status, "production", reason,
-                      f"back from {current}; policy {policy}", now=now, user=user)
+            self._log(
+                conn,
+                name,
+                target,
+                "rollback",
+                prev_status,
+                "production",
+                reason,
+                f"back from {current}; policy {policy}",
+                now=now,
+                user=user,
+            )
         return Change(name=name, version=target, previous=current, changed=True, detail=f"policy {policy}")
 
     # -- reading ----------------------------------------------------------------------------
@@ -397,11 +429,12 @@ class Registry:
         conn = self._require_db(name)
         if version is None:
             # Two index lookups (production, else highest version), never a sort of every version.
-            row = conn.execute(
-                "SELECT * FROM versions WHERE name = ? AND status = 'production'", (name,)
-            ).fetchone() or conn.execute(
-                "SELECT * FROM versions WHERE name = ? ORDER BY major DESC, minor DESC, patch DESC LIMIT 1", (name,)
-            ).fetchone()
+            row = (
+                conn.execute("SELECT * FROM versions WHERE name = ? AND status = 'production'", (name,)).fetchone()
+                or conn.execute(
+                    "SELECT * FROM versions WHERE name = ? ORDER BY major DESC, minor DESC, patch DESC LIMIT 1", (name,)
+                ).fetchone()
+            )
             if row is None:
                 raise _unknown_name(name, self.root)
             return self._entry(row)
@@ -425,8 +458,9 @@ class Registry:
             "  ORDER BY l.major DESC, l.minor DESC, l.patch DESC LIMIT 1) AS latest"
             " FROM names n ORDER BY n.name"
         ).fetchall()
-        return [NameSummary(name=r["name"], versions=r["n"], production=r["production"], latest=r["latest"])
-                for r in rows]
+        return [
+            NameSummary(name=r["name"], versions=r["n"], production=r["production"], latest=r["latest"]) for r in rows
+        ]
 
     def list_versions(self, name: str, *, limit: int | None = None) -> list[Entry]:
         """NAME's versions, newest (by semantic version) first; ``limit`` keeps the first N.
@@ -499,8 +533,10 @@ class Registry:
         else:
             d1, d2 = c1.data, c2.data
             if d1 is None or d2 is None or not d1.sha256 or not d1.source:
-                raise RegistryError(f"{name} {v1 if d1 is None or not d1.source else v2}: the card does not "
-                                    "say where its data came from; name one with --dataset")
+                raise RegistryError(
+                    f"{name} {v1 if d1 is None or not d1.source else v2}: the card does not "
+                    "say where its data came from; name one with --dataset"
+                )
             if d1.sha256 != d2.sha256:
                 raise RegistryError(
                     f"{name} {v1} was trained on data sha256 {d1.sha256[:12]}, {v2} on "
@@ -583,12 +619,32 @@ class Registry:
                     " metrics, data_sha256, registered_at, registered_by)"
                     " VALUES (?, ?, ?, ?, ?, 'staging', ?, ?, ?, ?, ?, ?, ?)",
                     (
-                        reg_name, version, major, minor, patch, src.model.name, digest, size,
-                        json.dumps(metrics, sort_keys=True), card.data.sha256 if card.data else None, now, user,
+                        reg_name,
+                        version,
+                        major,
+                        minor,
+                        patch,
+                        src.model.name,
+                        digest,
+                        size,
+                        json.dumps(metrics, sort_keys=True),
+                        card.data.sha256 if card.data else None,
+                        now,
+                        user,
                     ),
                 )
-                self._log(conn, reg_name, version, "register", None, "staging", reason,
-                          None if reg_name == card.name else f"card name {card.name!r}", now=now, user=user)
+                self._log(
+                    conn,
+                    reg_name,
+                    version,
+                    "register",
+                    None,
+                    "staging",
+                    reason,
+                    None if reg_name == card.name else f"card name {card.name!r}",
+                    now=now,
+                    user=user,
+                )
             except BaseException:
                 # Still under the lock: take the directory back out of sight before rolling back.
                 _discard(final, tmp_root)
@@ -625,9 +681,7 @@ class Registry:
         return conn.execute("SELECT 1 FROM versions WHERE name = ? LIMIT 1", (name,)).fetchone() is not None
 
     def _production(self, conn: sqlite3.Connection, name: str) -> str | None:
-        row = conn.execute(
-            "SELECT version FROM versions WHERE name = ? AND status = 'production'", (name,)
-        ).fetchone()
+        row = conn.execute("SELECT version FROM versions WHERE name = ? AND status = 'production'", (name,)).fetchone()
         return None if row is None else row[0]
 
     def _entry(self, row: sqlite3.Row) -> Entry:
@@ -713,7 +767,9 @@ class Registry:
         report = check_env(entry.path, policy=policy)
         if report.sha256 != entry.sha256:
             # The joblib and its card were swapped together: consistent, but not what was registered.
-            raise IntegrityError(f"{entry.path}: card sha256 {report.sha256} differs from the registered {entry.sha256}")
+            raise IntegrityError(
+                f"{entry.path}: card sha256 {report.sha256} differs from the registered {entry.sha256}"
+            )
         if not report.ok:
             raise EnvironmentMismatch(
                 report.differences, policy=policy, detail=f"{entry.name} {entry.version} refused, production unchanged"

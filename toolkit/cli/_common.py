@@ -20,7 +20,6 @@ _PIPED_WIDTH = 160
 _BROKEN_PIPE_EXIT = 128 + 13  # killed by SIGPIPE, as the shell reports it
 
 
-
 class _LazyConsole:
     """A rich Console made on first use: importing rich costs ~25 ms that the gate's
     common path (one line of output) should not pay at start-up."""
@@ -60,7 +59,7 @@ class ToolkitGroup(TyperGroup):
             # (and without Python's own complaint when it flushes stdout at exit).
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
             raise typer.Exit(_BROKEN_PIPE_EXIT) from None
-        except Exception as e:  # noqa: BLE001 - the one place that turns surprises into one line
+        except Exception as e:
             # Exit, Abort and usage errors belong to typer/click, which turn them into exit codes.
             if _is_cli_control_flow(e) or os.environ.get("TOOLKIT_DEBUG"):
                 raise

@@ -55,7 +55,9 @@ TargetOpt = Annotated[str | None, typer.Option(help="Target column (required for
 ModelOpt = Annotated[str | None, typer.Option(help="gradient_boosting, random_forest or logistic_regression.")]
 NameOpt = Annotated[str | None, typer.Option(help="Artifact name (default: from the dataset).")]
 VersionOpt = Annotated[str | None, typer.Option(help="Semantic version X.Y.Z (default 1.0.0).")]
-OutOpt = Annotated[Path | None, typer.Option("--out", help="With --no-register: where the artifact goes (default ./out).")]
+OutOpt = Annotated[
+    Path | None, typer.Option("--out", help="With --no-register: where the artifact goes (default ./out).")
+]
 RegisterOpt = Annotated[
     bool | None, typer.Option("--register/--no-register", help="Register the result (default: the config's, yes).")
 ]

@@ -41,14 +41,19 @@ def check_env(
     else:
         # typer.secho, not rich: the common (matching) path then never imports rich.
         typer.secho("MATCH" if report.ok else "MISMATCH", fg="green" if report.ok else "red", bold=True, nl=False)
-        typer.echo(f" {report.name} {report.version} under policy {report.policy!r} "
-                   f"(sha256 {report.sha256[:12]}… verified)")
+        typer.echo(
+            f" {report.name} {report.version} under policy {report.policy!r} (sha256 {report.sha256[:12]}… verified)"
+        )
         if report.differences:
             from rich.table import Column, Table
 
             # fold, never truncate: a gate must show whole digests and versions.
-            table = Table("what", Column("card", overflow="fold"), Column("this runtime", overflow="fold"),
-                          title=f"{len(report.differences)} difference(s)")
+            table = Table(
+                "what",
+                Column("card", overflow="fold"),
+                Column("this runtime", overflow="fold"),
+                title=f"{len(report.differences)} difference(s)",
+            )
             for d in report.differences:
                 table.add_row(d.name, d.expected or "(absent)", d.actual or "(absent)")
             out.print(table)
@@ -80,7 +85,9 @@ def fingerprint(as_json: JsonOpt = False) -> None:
     out.print(f"Container {'yes' if fp.in_container else 'no'}; base image {fp.base_image or 'none'}", markup=False)
     out.print(f"Lock      {fp.lock_sha256 or 'none'}", markup=False)
     for lib in fp.blas or ():
-        out.print(f"BLAS      {lib.get('internal_api')} {lib.get('version')} ({lib.get('num_threads')} threads)", markup=False)
+        out.print(
+            f"BLAS      {lib.get('internal_api')} {lib.get('version')} ({lib.get('num_threads')} threads)", markup=False
+        )
     from rich.table import Table
 
     table = Table("distribution", "version", title=f"{len(fp.packages)} installed distributions")
@@ -123,13 +130,15 @@ def diff(
         for m in sorted(set(a.metrics.get(s, {})) | set(b.metrics.get(s, {})))
     ]
     if as_json:
-        print_json({
-            "a": {"name": a.name, "version": a.version, "sha256": a.artifact.sha256},
-            "b": {"name": b.name, "version": b.version, "sha256": b.artifact.sha256},
-            "environment": [{"name": d.name, "a": d.expected, "b": d.actual} for d in env],
-            "metrics": [{"metric": k, "a": x, "b": y} for k, x, y in metrics],
-            "data_sha256": {"a": a.data.sha256, "b": b.data.sha256},
-        })
+        print_json(
+            {
+                "a": {"name": a.name, "version": a.version, "sha256": a.artifact.sha256},
+                "b": {"name": b.name, "version": b.version, "sha256": b.artifact.sha256},
+                "environment": [{"name": d.name, "a": d.expected, "b": d.actual} for d in env],
+                "metrics": [{"metric": k, "a": x, "b": y} for k, x, y in metrics],
+                "data_sha256": {"a": a.data.sha256, "b": b.data.sha256},
+            }
+        )
         return
     from rich.table import Table
 

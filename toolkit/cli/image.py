@@ -87,9 +87,9 @@ def build(
 @image_app.command("pin")
 def pin(
     ref: Annotated[str, typer.Argument(help="An image reference with a tag, e.g. python:3.11-slim-bookworm.")],
-    out_file: Annotated[
-        Path, typer.Option("--out", help="Where the build reads the pinned base from.")
-    ] = Path(".cache/base-image"),
+    out_file: Annotated[Path, typer.Option("--out", help="Where the build reads the pinned base from.")] = Path(
+        ".cache/base-image"
+    ),
     write: Annotated[bool, typer.Option("--write/--no-write", help="Write it to --out (default yes).")] = True,
 ) -> None:
     """Resolve REF to name@sha256:<digest> and write it where `image build` reads the base."""
@@ -102,9 +102,7 @@ def pin(
     out.print(pinned, markup=False)
 
 
-@image_app.command(
-    "train", context_settings={"allow_extra_args": True, "ignore_unknown_options": True}
-)
+@image_app.command("train", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
 def train(
     ctx: typer.Context,
     image: ImageOpt = None,

@@ -28,7 +28,9 @@ ReasonOpt = Annotated[str | None, typer.Option("--reason", help="Why; recorded i
 NameArg = Annotated[str, typer.Argument(help="Model name.")]
 PolicyOpt = Annotated[
     Policy,
-    typer.Option(help="Environment check before the switch: compatible (what the pickle needs) or strict (everything)."),
+    typer.Option(
+        help="Environment check before the switch: compatible (what the pickle needs) or strict (everything)."
+    ),
 ]
 
 # Metrics shown in the version table, in this order, when the cards have them.
@@ -58,8 +60,9 @@ def list_(
     name: Annotated[str | None, typer.Argument(help="List this name's versions; without it, every name.")] = None,
     limit: Annotated[
         int | None,
-        typer.Option(help=f"Newest N versions (table default {_DEFAULT_LIMIT}, JSON default all; 0 = all).",
-                     show_default=False),
+        typer.Option(
+            help=f"Newest N versions (table default {_DEFAULT_LIMIT}, JSON default all; 0 = all).", show_default=False
+        ),
     ] = None,
     registry: RegistryOpt = None,
     as_json: JsonOpt = False,
@@ -91,8 +94,9 @@ def list_(
             table.add_column(column, no_wrap=column != "by")
         for e in entries:
             test = e.metrics.get("test", {})
-            table.add_row(e.version, _status(e), *[_num(test.get(k)) for k in keys], _short_time(e.registered_at),
-                          e.registered_by)
+            table.add_row(
+                e.version, _status(e), *[_num(test.get(k)) for k in keys], _short_time(e.registered_at), e.registered_by
+            )
         out.print(table)
         if len(entries) < total:
             out.print(f"{len(entries)} of {total} shown; --limit 0 for all", markup=False)
@@ -126,11 +130,15 @@ def show(
         if card is not None:
             table.add_row("algorithm", card.algorithm)
             table.add_row("created", f"{card.created_at} by {card.author}")
-            table.add_row("data", f"{card.data.source or '-'} (sha256 {(card.data.sha256 or '-')[:12]}, "
-                                  f"train {card.data.n_train}, test {card.data.n_test}, split {card.data.split})")
+            table.add_row(
+                "data",
+                f"{card.data.source or '-'} (sha256 {(card.data.sha256 or '-')[:12]}, "
+                f"train {card.data.n_train}, test {card.data.n_test}, split {card.data.split})",
+            )
             env = card.environment
-            table.add_row("trained in", f"Python {env.python_version}, {env.os} {env.machine}, "
-                                        f"image {env.base_image or '(none)'}")
+            table.add_row(
+                "trained in", f"Python {env.python_version}, {env.os} {env.machine}, image {env.base_image or '(none)'}"
+            )
             if card.intended_use:
                 table.add_row("intended use", card.intended_use)
         else:
@@ -146,8 +154,11 @@ def promote(
     version: Annotated[str | None, typer.Argument(help="The version to make production.")] = None,
     best_by: Annotated[
         str | None,
-        typer.Option("--best-by", metavar="METRIC",
-                     help="Pick the version with the highest card metric: roc_auc (= test.roc_auc), cv.accuracy, ..."),
+        typer.Option(
+            "--best-by",
+            metavar="METRIC",
+            help="Pick the version with the highest card metric: roc_auc (= test.roc_auc), cv.accuracy, ...",
+        ),
     ] = None,
     policy: PolicyOpt = Policy.compatible,
     reason: ReasonOpt = None,
@@ -204,8 +215,13 @@ def compare(
             print_json(result.to_dict())
             return
         d = result.data
-        table = _table("metric", v1, v2, f"{v2} - {v1}",
-                      title=f"{name}: {d['how']} of {d['source']} ({d['rows']} rows, sha256 {d['sha256'][:12]})")
+        table = _table(
+            "metric",
+            v1,
+            v2,
+            f"{v2} - {v1}",
+            title=f"{name}: {d['how']} of {d['source']} ({d['rows']} rows, sha256 {d['sha256'][:12]})",
+        )
         s1, s2 = result.scores[v1], result.scores[v2]
         for k in sorted(set(s1) | set(s2)):
             diff = result.difference.get(k)
@@ -226,8 +242,16 @@ def history(name: NameArg, registry: RegistryOpt = None, as_json: JsonOpt = Fals
             # Short columns never wrap; free text folds onto more lines rather than vanish into "…".
             table.add_column(column, no_wrap=column not in ("reason", "detail"), overflow="fold", min_width=len(column))
         for e in events:
-            table.add_row(_short_time(e.at), e.user, e.version, e.event, e.from_status or "-", e.to_status, e.reason or "",
-                          e.detail or "")
+            table.add_row(
+                _short_time(e.at),
+                e.user,
+                e.version,
+                e.event,
+                e.from_status or "-",
+                e.to_status,
+                e.reason or "",
+                e.detail or "",
+            )
         out.print(table)
 
 

@@ -95,9 +95,7 @@ def train(
 def predict(
     artifact: ArtifactArg,
     input_file: Annotated[Path, typer.Argument(metavar="INPUT", help="CSV (or Parquet) with the feature columns.")],
-    out_file: Annotated[
-        Path | None, typer.Option("--out", help="Write the CSV here instead of stdout.")
-    ] = None,
+    out_file: Annotated[Path | None, typer.Option("--out", help="Write the CSV here instead of stdout.")] = None,
     policy: PolicyOpt = Policy.strict,
 ) -> None:
     """Predict with a guarded load: one row per input row, the class and each class's probability.
@@ -170,7 +168,9 @@ def _print_summary(result: Any, entry: Any) -> None:
     cv = result.metrics.get("cv", {})
     test = result.metrics.get("test", {})
     keys = [k for k in test if not k.endswith("_std")]
-    out.print("  cv    " + "  ".join(f"{k} {cv.get(k, float('nan')):.3f} ± {cv.get(k + '_std', 0.0):.3f}" for k in keys))
+    out.print(
+        "  cv    " + "  ".join(f"{k} {cv.get(k, float('nan')):.3f} ± {cv.get(k + '_std', 0.0):.3f}" for k in keys)
+    )
     out.print("  test  " + "  ".join(f"{k} {test[k]:.3f}" for k in keys))
     out.print(f"  artifact  {_escape(str(result.path))}")
     out.print(f"  sha256    {card.artifact.sha256}")
