@@ -117,3 +117,26 @@ def test_python_dash_m_toolkit_help() -> None:
     result = subprocess.run([sys.executable, "-m", "toolkit", "--help"], capture_output=True, text=True)
     assert result.returncode == 0
     assert "check-env" in result.stdout
+
+
+@pytest.mark.parametrize(
+    ("value", "traceback"),
+    [("0", False), ("", False), ("no", False), ("1", True), ("TRUE", True), ("yes", True), ("On", True)],
+)
+def test_toolkit_debug_shows_a_traceback_only_when_true(
+    runner: CliRunner, artifact: Path, monkeypatch: pytest.MonkeyPatch, value: str, traceback: bool
+) -> None:
+    import toolkit.gate
+
+    def broken(*args: Any, **kwargs: Any) -> Any:
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(toolkit.gate, "check_env", broken)
+    monkeypatch.setenv("TOOLKIT_DEBUG", value)
+    result = _run(runner, "check-env", artifact)
+    if traceback:  # the exception goes up to the caller (python -m toolkit prints its traceback)
+        assert isinstance(result.exception, RuntimeError)
+        assert result.exit_code != 70
+    else:
+        assert result.exit_code == 70
+        assert result.stderr == "internal error: RuntimeError: a bug (set TOOLKIT_DEBUG=1 for a traceback)\n"

@@ -34,6 +34,7 @@ from toolkit.card import (
 from toolkit.errors import Difference, EnvironmentMismatch, IntegrityError, ProbeMismatch, UsageError
 from toolkit.fingerprint import capture
 from toolkit.policy import differences, validate_policy
+from toolkit.source_date import source_date_epoch
 
 __all__ = [
     "ArtifactPaths",
@@ -264,12 +265,9 @@ def _check_digest(path: Path, info: ArtifactInfo, digest: str, size: int) -> Non
 
 
 def _created_at() -> str:
-    raw = os.environ.get("SOURCE_DATE_EPOCH")
-    if raw:
-        try:
-            moment = datetime.fromtimestamp(int(raw), tz=timezone.utc)
-        except (ValueError, OverflowError, OSError) as e:
-            raise UsageError(f"SOURCE_DATE_EPOCH={raw!r} is not a Unix timestamp") from e
+    epoch = source_date_epoch()  # the one rule for it (toolkit.source_date); raises UsageError
+    if epoch is not None:
+        moment = datetime.fromtimestamp(epoch, tz=timezone.utc)
     else:
         moment = datetime.now(tz=timezone.utc).replace(microsecond=0)
     return moment.isoformat().replace("+00:00", "Z")

@@ -11,13 +11,15 @@ import typer
 from typer.core import TyperGroup
 
 from toolkit.errors import ToolkitError
+from toolkit.source_date import source_date_epoch
 
-__all__ = ["INTERNAL_ERROR_EXIT", "ToolkitGroup", "app", "err", "out", "print_json"]
+__all__ = ["INTERNAL_ERROR_EXIT", "ToolkitGroup", "app", "debug_enabled", "err", "out", "print_json"]
 
 # Unexpected errors must never exit 0 or 1 (1 means "the gate says no").
 INTERNAL_ERROR_EXIT = 70
 _PIPED_WIDTH = 160
 _BROKEN_PIPE_EXIT = 128 + 13  # killed by SIGPIPE, as the shell reports it
+_TRUE = frozenset({"1", "true", "yes", "on"})
 
 
 class _LazyConsole:
@@ -50,6 +52,8 @@ class ToolkitGroup(TyperGroup):
 
     def invoke(self, ctx: Any) -> Any:
         try:
+            # Before any command imports numpy, whose import crashes on a bad value.
+            source_date_epoch()
             return super().invoke(ctx)
         except ToolkitError as e:
             err.print(f"error: {e}", markup=False)
@@ -61,7 +65,7 @@ class ToolkitGroup(TyperGroup):
             raise typer.Exit(_BROKEN_PIPE_EXIT) from None
         except Exception as e:
             # Exit, Abort and usage errors belong to typer/click, which turn them into exit codes.
-            if _is_cli_control_flow(e) or os.environ.get("TOOLKIT_DEBUG"):
+            if _is_cli_control_flow(e) or debug_enabled():
                 raise
             err.print(f"internal error: {type(e).__name__}: {e} (set TOOLKIT_DEBUG=1 for a traceback)", markup=False)
             raise typer.Exit(INTERNAL_ERROR_EXIT) from None
@@ -78,6 +82,11 @@ app = typer.Typer(
 
 def _is_cli_control_flow(e: BaseException) -> bool:
     return type(e).__module__.split(".", 1)[0] in ("typer", "click")
+
+
+def debug_enabled() -> bool:
+    """Whether ``TOOLKIT_DEBUG`` asks for tracebacks: 1, true, yes or on (any case); 0 or "" do not."""
+    return os.environ.get("TOOLKIT_DEBUG", "").strip().lower() in _TRUE
 
 
 def print_json(obj: Any) -> None:
