@@ -226,6 +226,7 @@ def _clean_target(y: pd.Series, spec: str) -> pd.Series:
     if y.isna().any():
         raise DataError(f"{spec}: target column {name!r} has {int(y.isna().sum())} missing value(s)")
     if pd.api.types.is_float_dtype(y.dtype):
+        _refuse_infinity(y, spec)
         if not (y == y.round()).all():
             raise DataError(f"{spec}: target column {name!r} has non-integer numbers; toolkit trains classifiers")
         y = y.astype("int64")
@@ -257,6 +258,7 @@ def _normalise_features(X: pd.DataFrame, spec: str) -> pd.DataFrame:
             columns[name] = column.astype("float64") if column.isna().any() else column.astype("int64")
         elif pd.api.types.is_float_dtype(dtype):
             columns[name] = column.astype("float64")
+            _refuse_infinity(columns[name], spec)
         elif dtype.name == "int64":
             columns[name] = column
         elif pd.api.types.is_datetime64_any_dtype(dtype) or pd.api.types.is_timedelta64_dtype(dtype):
@@ -288,14 +290,33 @@ def _to_numeric(column: pd.Series, source: str) -> pd.Series:
     if pd.api.types.is_bool_dtype(column.dtype):
         raise DataError(f"{source}: column {column.name!r} must be numeric, got true/false values")
     if pd.api.types.is_numeric_dtype(column.dtype):
-        return column.astype("float64") if column.dtype.name != "int64" else column
-    present = column.dropna()
-    numbers = pd.to_numeric(present.astype(str).str.strip(), errors="coerce")
-    bad = present[numbers.isna()]
-    if len(bad):
-        shown = ", ".join(f"{v!r} (row {int(i) + 1})" for i, v in bad.head(_MAX_BAD_SHOWN).items())
-        raise DataError(f"{source}: column {column.name!r} must be numeric but has text: {shown}")
-    return pd.to_numeric(column, errors="coerce").astype("float64")
+        numeric = column.astype("float64") if column.dtype.name != "int64" else column
+    else:
+        present = column.dropna()
+        numbers = pd.to_numeric(present.astype(str).str.strip(), errors="coerce")
+        bad = present[numbers.isna()]
+        if len(bad):
+            shown = ", ".join(f"{v!r} (row {int(i) + 1})" for i, v in bad.head(_MAX_BAD_SHOWN).items())
+            raise DataError(f"{source}: column {column.name!r} must be numeric but has text: {shown}")
+        numeric = pd.to_numeric(column, errors="coerce").astype("float64")
+    _refuse_infinity(numeric, source)
+    return numeric
+
+
+def _refuse_infinity(column: pd.Series, source: str) -> None:
+    # A missing value (NaN) is imputed; an infinite one is not data any model can use
+    # (scikit-learn raises deep inside the pipeline), so it is named here instead.
+    import numpy as np
+
+    if column.dtype.kind != "f":
+        return
+    infinite = np.isinf(column.to_numpy())
+    if infinite.any():
+        rows = ", ".join(str(int(i) + 1) for i in np.flatnonzero(infinite)[:_MAX_BAD_SHOWN])
+        raise DataError(
+            f"{source}: column {column.name!r} has {int(infinite.sum())} infinite value(s) (row(s) {rows}); "
+            "use a finite number or leave the cell empty"
+        )
 
 
 def _to_text(column: pd.Series) -> pd.Series:

@@ -24,7 +24,7 @@ from toolkit.cli._options import (
     TargetOpt,
     VersionOpt,
 )
-from toolkit.errors import RegistryError, UsageError
+from toolkit.errors import RegistryError
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -101,36 +101,23 @@ def predict(
     """Predict with a guarded load: one row per input row, the class and each class's probability.
 
     Input columns are matched by name; extra columns (e.g. the target) are ignored.
+    --out is written atomically and never over the input itself.
     """
-    import toolkit
-    from toolkit.artifact import read_card
-    from toolkit.datasets import coerce_features, read_table
+    from toolkit.prediction import check_output, write_csv
+    from toolkit.prediction import predict as run_predict
 
-    card = read_card(artifact)
-    features = tuple((f.name, f.dtype) for f in card.data.features)
-    if not features:
-        features = tuple(zip(card.probe.columns, card.probe.dtypes))
-    if not features:
-        raise UsageError(f"{artifact}: the card records no feature columns; cannot check the input")
-    text_columns = tuple(n for n, dtype in features if dtype == "object")
-    frame = read_table(input_file, text_columns=text_columns)
-    X = coerce_features(frame, features, str(input_file))
-    extra = [str(c) for c in frame.columns if c not in dict(features)]
-    if extra:
-        shown = ", ".join(extra[:5]) + (", ..." if len(extra) > 5 else "")
-        err.print(f"note: ignoring {len(extra)} column(s) the model does not use: {shown}", markup=False)
-    pipeline = toolkit.load(artifact, policy=policy.value)
-    table = _predictions(pipeline, X)
-    text = table.to_csv(index=False, lineterminator="\n")
+    if out_file is not None:
+        check_output(out_file, source=input_file)  # before minutes of loading and predicting
+    result = run_predict(artifact, input_file, policy=policy.value)
+    if result.ignored:
+        shown = ", ".join(result.ignored[:5]) + (", ..." if len(result.ignored) > 5 else "")
+        err.print(f"note: ignoring {len(result.ignored)} column(s) the model does not use: {shown}", markup=False)
     if out_file is None:
-        sys.stdout.write(text)
+        sys.stdout.write(result.to_csv().decode("utf-8"))
         sys.stdout.flush()
         return
-    try:
-        out_file.write_text(text, encoding="utf-8")
-    except OSError as e:
-        raise UsageError(f"{out_file}: cannot write predictions ({e.strerror or e})") from e
-    err.print(f"wrote {len(table)} predictions to {out_file}", markup=False)
+    write_csv(result, out_file, source=input_file)
+    err.print(f"wrote {len(result)} predictions to {out_file}", markup=False)
 
 
 # --- helpers -------------------------------------------------------------------------------
@@ -186,15 +173,3 @@ def _escape(text: str) -> str:
     from rich.markup import escape as rich_escape
 
     return rich_escape(text)
-
-
-def _predictions(pipeline: Any, X: Any) -> Any:
-    import pandas as pd
-
-    predicted = pipeline.predict(X)
-    columns: dict[str, Any] = {"prediction": predicted}
-    if hasattr(pipeline, "predict_proba"):
-        proba = pipeline.predict_proba(X)
-        for i, cls in enumerate(pipeline.classes_):
-            columns[f"proba_{cls}"] = proba[:, i]
-    return pd.DataFrame(columns)
