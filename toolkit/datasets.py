@@ -12,6 +12,7 @@ import csv
 import hashlib
 import io
 import math
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -105,13 +106,22 @@ def read_table(path: Path, *, raw: bytes | None = None, text_columns: tuple[str,
         raw = _read_bytes(path)
     if not raw.strip():
         raise DataError(f"{path}: the file is empty")
+    parquet = path.suffix.lower() in (".parquet", ".pq")
     try:
-        if path.suffix.lower() in (".parquet", ".pq"):
+        if parquet:
+            # pyarrow refuses duplicate names with a message about FieldRefs: check them first.
+            _check_column_names(_parquet_names(raw), path)
             frame = pd.read_parquet(io.BytesIO(raw))
         else:
             dtype = {c: str for c in text_columns} or None
-            # low_memory=False: one dtype per column, never a per-chunk guess.
-            frame = pd.read_csv(io.BytesIO(raw), low_memory=False, dtype=dtype)
+            with warnings.catch_warnings():
+                # index_col=False: rows longer than the header are an error (the warning), not
+                # a first column silently turned into the index and dropped.
+                warnings.simplefilter("error", pd.errors.ParserWarning)
+                # low_memory=False: one dtype per column, never a per-chunk guess.
+                frame = pd.read_csv(io.BytesIO(raw), low_memory=False, dtype=dtype, index_col=False)
+    except pd.errors.ParserWarning as e:
+        raise DataError(f"{path}: some rows have more fields than the header") from e
     except ImportError as e:
         raise DataError(f"{path}: reading Parquet needs pyarrow ({e})") from e
     except UnicodeDecodeError as e:
@@ -121,6 +131,11 @@ def read_table(path: Path, *, raw: bytes | None = None, text_columns: tuple[str,
     except (pd.errors.ParserError, ValueError, OSError) as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise DataError(f"{path}: cannot parse the table: {first}") from e
+    if not parquet:
+        # pandas renames a repeated name to "age.1" and an empty one to "Unnamed: 2".
+        header = _csv_header(raw)
+        if header is not None and len(header) == len(frame.columns):
+            _check_column_names(header, path)
     if len(frame) == 0:
         raise DataError(f"{path}: the table has a header but no rows")
     if any(not isinstance(c, str) for c in frame.columns):
@@ -217,6 +232,35 @@ def _read_bytes(path: Path) -> bytes:
         raise DataError(f"{path}: is a directory, not a data file") from e
     except OSError as e:
         raise DataError(f"{path}: cannot read the file ({e.strerror or e})") from e
+
+
+def _parquet_names(raw: bytes) -> list[str]:
+    import pyarrow.parquet as pq
+
+    return [str(n) for n in pq.read_schema(io.BytesIO(raw)).names]
+
+
+def _csv_header(raw: bytes) -> list[str] | None:
+    """The header row as the file spells it (pandas' own header is already renamed); None if unsure."""
+    try:
+        text = io.TextIOWrapper(io.BytesIO(raw), encoding="utf-8-sig", newline="")
+        for record in csv.reader(text):
+            if record:  # pandas skips blank lines before the header
+                return record
+    except (csv.Error, UnicodeDecodeError):
+        return None
+    return None
+
+
+def _check_column_names(names: list[str], path: Path) -> None:
+    seen: set[str] = set()
+    for i, name in enumerate(names):
+        if not name.strip():
+            raise DataError(f"{path}: column {i + 1} has an empty name in the header; name every column")
+        if name in seen:
+            count = names.count(name)
+            raise DataError(f"{path}: column name {name!r} appears {count} times in the header; names must be unique")
+        seen.add(name)
 
 
 def _clean_target(y: pd.Series, spec: str) -> pd.Series:
