@@ -486,3 +486,18 @@ def test_the_card_estimate_bounds_the_real_card(tmp_path: Path) -> None:
     actual = artifact_paths(train(cfg).path).card_json.stat().st_size
     assert actual <= estimate <= actual + _CARD_ALLOWANCE
     assert estimate - _CARD_ALLOWANCE > 0.9 * actual  # the data-dependent part is laid out, not guessed
+
+
+def test_require_unregistered_is_the_one_rule_for_train_and_image_train(tmp_path: Path, base_artifact: Path) -> None:
+    from toolkit.errors import RegistryError
+    from toolkit.registry import Registry
+
+    with Registry(tmp_path / "registry") as reg:
+        reg.require_unregistered("iris", "1.0.0")  # nothing registered yet
+        reg.add(base_artifact)
+        with pytest.raises(RegistryError, match="iris 1.0.0 is already registered in") as exc:
+            reg.require_unregistered("iris", "1.0.0")
+        assert exc.value.exit_code == 4
+        reg.require_unregistered("iris", "1.0.1")
+    for cli in ("train.py", "image.py"):
+        assert "already registered" not in (REPO / "toolkit" / "cli" / cli).read_text()

@@ -417,6 +417,18 @@ class Registry:
         conn = self._db(create=False)
         return conn is not None and self._row(conn, name, version) is not None
 
+    def require_unregistered(self, name: str, version: str) -> None:
+        """Refuse NAME VERSION if it is registered: callers check before minutes of training.
+
+        Raises:
+            RegistryError: invalid name or version, or NAME VERSION is already registered.
+        """
+        if self.has(name, version):
+            raise RegistryError(
+                f"{name} {version} is already registered in {self.root}; "
+                "versions are never overwritten (choose another --version)"
+            )
+
     def get(self, name: str, version: str | None = None) -> Entry:
         """NAME at VERSION; without VERSION the production version, else the latest.
 

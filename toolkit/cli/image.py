@@ -197,16 +197,11 @@ def _passthrough(stream: str, chunk: bytes) -> None:
 
 def _registry_for(cfg: TrainConfig, registry: Path | None) -> Registry:
     """The host registry, refusing a duplicate version before minutes of training, not after."""
-    from toolkit.errors import RegistryError
     from toolkit.registry import Registry, resolve_root
 
     registry_obj = Registry(resolve_root(registry if registry is not None else cfg.registry))
     with registry_obj:
-        if registry_obj.has(cfg.model_name, cfg.version):
-            raise RegistryError(
-                f"{cfg.model_name} {cfg.version} is already registered in {registry_obj.root}; "
-                "versions are never overwritten (choose another --version)"
-            )
+        registry_obj.require_unregistered(cfg.model_name, cfg.version)
     return registry_obj
 
 

@@ -24,7 +24,6 @@ from toolkit.cli._options import (
     TargetOpt,
     VersionOpt,
 )
-from toolkit.errors import RegistryError
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -67,12 +66,7 @@ def train(
         from toolkit.registry import Registry, resolve_root
 
         registry_obj = Registry(resolve_root(cfg.registry))
-        # Refuse before spending minutes on training, not after.
-        if registry_obj.has(cfg.model_name, cfg.version):
-            raise RegistryError(
-                f"{cfg.model_name} {cfg.version} is already registered in {registry_obj.root}; "
-                "versions are never overwritten (choose another --version)"
-            )
+        registry_obj.require_unregistered(cfg.model_name, cfg.version)  # before training, not after
     path = artifact_path(cfg.out, cfg.model_name, cfg.version)
     display = None if quiet else _StageDisplay(err)
     try:
