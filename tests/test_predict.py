@@ -313,3 +313,17 @@ def test_missing_values_are_still_imputed(
     result = runner.invoke(app, ["predict", str(credit_artifact), str(path)])
     assert result.exit_code == 0, result.output
     assert len(pd.read_csv(io.StringIO(result.stdout))) == 4
+
+
+@pytest.mark.parametrize("suffix", [".joblib", ".card.json", ".card.md"])
+def test_out_that_is_one_of_the_artifact_files_is_refused(
+    credit_artifact: Path, test_rows: pd.DataFrame, tmp_path: Path, runner: CliRunner, suffix: str
+) -> None:
+    model = copy_artifact(credit_artifact, tmp_path)
+    path = write_csv(tmp_path, test_rows)
+    out = model.with_name(model.name.replace(".joblib", suffix))
+    before = listing(tmp_path)
+    result = runner.invoke(app, ["predict", str(model), str(path), "--out", str(out)])
+    assert result.exit_code == 2, result.output
+    assert result.stderr == f"error: --out {out} is the input file {out}; write the predictions elsewhere\n"
+    assert listing(tmp_path) == before

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import stat
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -116,10 +117,10 @@ def predict(
     return Predictions(predictions=predicted, classes=None, probabilities=None, ignored=ignored)
 
 
-def check_output(out: str | os.PathLike[str], *, source: str | os.PathLike[str] | None = None) -> None:
-    """Refuse, before any work, an output path that cannot take the CSV or that is ``source``.
+def check_output(out: str | os.PathLike[str], *, sources: Sequence[str | os.PathLike[str]] = ()) -> None:
+    """Refuse, before any work, an output path that cannot take the CSV or that is one of ``sources``.
 
-    "Is the input" means the same file however it is named (a symlink, a hard link,
+    "Is an input" means the same file however it is named (a symlink, a hard link,
     ``./x/../in.csv``): compared by device and inode, not by name.
     Raises: UsageError.
     """
@@ -133,12 +134,12 @@ def check_output(out: str | os.PathLike[str], *, source: str | os.PathLike[str] 
     if out_st is not None:
         if stat.S_ISDIR(out_st.st_mode):
             raise UsageError(f"--out {out_path} is a folder; give a file path")
-        if source is not None:
+        for source in sources:
             try:
                 in_st = os.stat(source)
             except OSError:
-                in_st = None  # reading the input reports it
-            if in_st is not None and (in_st.st_dev, in_st.st_ino) == (out_st.st_dev, out_st.st_ino):
+                continue  # reading the input reports it
+            if (in_st.st_dev, in_st.st_ino) == (out_st.st_dev, out_st.st_ino):
                 raise UsageError(f"--out {out_path} is the input file {source}; write the predictions elsewhere")
     parent = out_path.parent
     if not parent.is_dir():
@@ -146,14 +147,14 @@ def check_output(out: str | os.PathLike[str], *, source: str | os.PathLike[str] 
 
 
 def write_csv(
-    predictions: Predictions, out: str | os.PathLike[str], *, source: str | os.PathLike[str] | None = None
+    predictions: Predictions, out: str | os.PathLike[str], *, sources: Sequence[str | os.PathLike[str]] = ()
 ) -> None:
     """Write ``predictions.to_csv()`` to ``out`` atomically: a temp file beside it, fsync, rename.
 
     A failure (disk full) leaves ``out`` as it was and no temp file behind.
     Raises: UsageError (``check_output``'s, or the write failed; the message names ``out``).
     """
-    check_output(out, source=source)
+    check_output(out, sources=sources)
     final = Path(out)
     data = predictions.to_csv()
     try:

@@ -97,11 +97,14 @@ def predict(
     Input columns are matched by name; extra columns (e.g. the target) are ignored.
     --out is written atomically and never over the input itself.
     """
+    from toolkit.artifact import artifact_paths
     from toolkit.prediction import check_output, write_csv
     from toolkit.prediction import predict as run_predict
 
+    paths = artifact_paths(artifact)
+    inputs = (input_file, paths.model, paths.card_json, paths.card_md)
     if out_file is not None:
-        check_output(out_file, source=input_file)  # before minutes of loading and predicting
+        check_output(out_file, sources=inputs)  # before minutes of loading and predicting
     result = run_predict(artifact, input_file, policy=policy.value)
     if result.ignored:
         shown = ", ".join(result.ignored[:5]) + (", ..." if len(result.ignored) > 5 else "")
@@ -110,7 +113,7 @@ def predict(
         sys.stdout.write(result.to_csv().decode("utf-8"))
         sys.stdout.flush()
         return
-    write_csv(result, out_file, source=input_file)
+    write_csv(result, out_file, sources=inputs)
     err.print(f"wrote {len(result)} predictions to {out_file}", markup=False)
 
 
