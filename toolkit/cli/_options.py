@@ -21,6 +21,7 @@ __all__ = [
     "RegisterOpt",
     "RegistryOpt",
     "TargetOpt",
+    "TrustedKeyOpt",
     "VerifyPredictionsOpt",
     "VersionOpt",
 ]
@@ -40,6 +41,15 @@ PolicyOpt = Annotated[
 ]
 VerifyPredictionsOpt = Annotated[
     bool, typer.Option("--verify-predictions", help="Also load (guarded) and re-check the probe predictions.")
+]
+TrustedKeyOpt = Annotated[
+    list[Path] | None,
+    typer.Option(
+        "--trusted-key",
+        metavar="PUB",
+        help="Require a signature by this public key (repeatable; adds to $TOOLKIT_TRUSTED_KEYS).",
+        show_default=False,
+    ),
 ]
 RegistryOpt = Annotated[
     Path | None,

@@ -22,6 +22,7 @@ from toolkit.cli._options import (
     RegisterOpt,
     RegistryOpt,
     TargetOpt,
+    TrustedKeyOpt,
     VersionOpt,
 )
 from toolkit.errors import RegistryError, UsageError
@@ -97,6 +98,7 @@ def predict(
     input_file: Annotated[Path, typer.Argument(metavar="INPUT", help="CSV (or Parquet) with the feature columns.")],
     out_file: Annotated[Path | None, typer.Option("--out", help="Write the CSV here instead of stdout.")] = None,
     policy: PolicyOpt = Policy.strict,
+    trusted_key: TrustedKeyOpt = None,
 ) -> None:
     """Predict with a guarded load: one row per input row, the class and each class's probability.
 
@@ -119,7 +121,7 @@ def predict(
     if extra:
         shown = ", ".join(extra[:5]) + (", ..." if len(extra) > 5 else "")
         err.print(f"note: ignoring {len(extra)} column(s) the model does not use: {shown}", markup=False)
-    pipeline = toolkit.load(artifact, policy=policy.value)
+    pipeline = toolkit.load(artifact, policy=policy.value, trusted_keys=trusted_key)
     table = _predictions(pipeline, X)
     text = table.to_csv(index=False, lineterminator="\n")
     if out_file is None:
