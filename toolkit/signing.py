@@ -44,6 +44,7 @@ __all__ = [
     "copy_signature",
     "keygen",
     "load_public_key",
+    "load_signing_key",
     "require_signature",
     "sign",
     "signature_path",
@@ -165,7 +166,7 @@ def sign(artifact: str | os.PathLike[str], key_path: str | os.PathLike[str]) -> 
     """
     from toolkit.artifact import artifact_paths, read_card
 
-    private = _load_private_key(Path(key_path))
+    private = load_signing_key(key_path)
     paths = artifact_paths(artifact)
     card = read_card(paths.model)
     digests = {}
@@ -421,9 +422,12 @@ def _parse_statement(payload: bytes, sig: Path) -> dict[str, str]:
 # -- helpers ------------------------------------------------------------------------------------
 
 
-def _load_private_key(path: Path) -> Any:
+def load_signing_key(key_path: str | os.PathLike[str]) -> Any:
+    """The private key from ``toolkit keygen`` (unencrypted PEM, NIST curve); callers check it
+    before long work (training) rather than after. Raises: UsageError."""
     from cryptography.hazmat.primitives import serialization
 
+    path = Path(key_path)
     try:
         data = _files.read_regular(path, "signing key", limit=_MAX_KEY_BYTES)
         key = serialization.load_pem_private_key(data, password=None)

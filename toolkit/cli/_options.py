@@ -20,6 +20,7 @@ __all__ = [
     "PolicyOpt",
     "RegisterOpt",
     "RegistryOpt",
+    "SignKeyOpt",
     "TargetOpt",
     "TrustedKeyOpt",
     "VerifyPredictionsOpt",
@@ -48,6 +49,16 @@ TrustedKeyOpt = Annotated[
         "--trusted-key",
         metavar="PUB",
         help="Require a signature by this public key (repeatable; adds to $TOOLKIT_TRUSTED_KEYS).",
+        show_default=False,
+    ),
+]
+SignKeyOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--sign-key",
+        envvar="TOOLKIT_SIGNING_KEY",
+        metavar="PREFIX.key",
+        help="Sign the new artifact on this host with this private key (default $TOOLKIT_SIGNING_KEY).",
         show_default=False,
     ),
 ]

@@ -21,6 +21,7 @@ from toolkit.cli._options import (
     PolicyOpt,
     RegisterOpt,
     RegistryOpt,
+    SignKeyOpt,
     TargetOpt,
     TrustedKeyOpt,
     VersionOpt,
@@ -46,6 +47,7 @@ def train(
     registry: RegistryOpt = None,
     register: RegisterOpt = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress or summary; print only the path.")] = False,
+    sign_key: SignKeyOpt = None,
 ) -> None:
     """Train a pipeline, save it with its model card, and register it."""
     from toolkit.config import resolve_config
@@ -75,12 +77,20 @@ def train(
                 "versions are never overwritten (choose another --version)"
             )
     path = artifact_path(cfg.out, cfg.model_name, cfg.version)
+    if sign_key is not None:  # a bad key fails now, not after training
+        from toolkit.signing import load_signing_key
+
+        load_signing_key(sign_key)
     display = None if quiet else _StageDisplay(err)
     try:
         result = run_training(cfg, progress=display)
     finally:
         if display is not None:
             display.stop()
+    if sign_key is not None:  # before registering: with trust configured, add requires it
+        from toolkit.signing import sign
+
+        sign(result.path, sign_key)
     entry = None
     if registry_obj is not None:
         with registry_obj:
