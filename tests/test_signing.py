@@ -531,3 +531,92 @@ def test_we_accept_a_bundle_the_reference_signer_wrote(
     assert toolkit.load(artifact, trusted_keys=[keys["pub"]]) is not None
     _flip(artifact_paths(artifact).card_md, 10)
     _one_error_line(_run(runner, "verify", artifact, "--trusted-key", keys["pub"]), "iris-1.0.0.card.md changed")
+
+
+# -- make train / image train: signed on the host, before registering -------------------------
+
+
+def _stub_training(monkeypatch: pytest.MonkeyPatch, artifact: Path, calls: list[str]) -> None:
+    """The container's part, stubbed: it leaves the three files in the staging folder."""
+    from toolkit import docker
+
+    def train_in_container(tag: str, args: list[str], *, staging: Path, **_: Any) -> Path:
+        calls.append(tag)
+        for p in (artifact_paths(artifact).model, artifact_paths(artifact).card_json, artifact_paths(artifact).card_md):
+            shutil.copy(p, staging / p.name)
+        return staging / artifact.name
+
+    monkeypatch.setattr(docker, "train_in_container", train_in_container)
+
+
+def test_image_train_signs_on_the_host_before_registering(
+    runner: CliRunner, artifact: Path, keys: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    calls: list[str] = []
+    _stub_training(monkeypatch, artifact, calls)
+    monkeypatch.chdir(tmp_path)
+    env = {"TOOLKIT_SIGNING_KEY": str(keys["key"]), "TOOLKIT_TRUSTED_KEYS": str(keys["pub"])}
+    result = _run(runner, "image", "train", "--dataset", "builtin:wine", "--registry", tmp_path / "reg", env=env)
+    assert result.exit_code == 0, result.output
+    assert calls == ["toolkit:latest"]
+    version_dir = tmp_path / "reg" / "iris" / "1.0.0"
+    assert (version_dir / "iris-1.0.0.sig").exists()  # registry add (trust on) accepted the signature
+    assert toolkit.load(version_dir / "iris-1.0.0.joblib", trusted_keys=[keys["pub"]]) is not None
+
+
+def test_image_train_without_registering_moves_the_signature_too(
+    runner: CliRunner, artifact: Path, keys: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _stub_training(monkeypatch, artifact, [])
+    monkeypatch.chdir(tmp_path)
+    out = tmp_path / "out"
+    result = _run(
+        runner, "image", "train", "--dataset", "builtin:wine", "--no-register", "--out", out, "--sign-key", keys["key"]
+    )
+    assert result.exit_code == 0, result.output
+    assert sorted(p.name for p in out.iterdir()) == [
+        "iris-1.0.0.card.json",
+        "iris-1.0.0.card.md",
+        "iris-1.0.0.joblib",
+        "iris-1.0.0.sig",
+    ]
+    assert _run(runner, "verify", out / "iris-1.0.0.joblib", "--trusted-key", keys["pub"]).exit_code == 0
+
+
+def test_a_bad_signing_key_fails_before_training(
+    runner: CliRunner, artifact: Path, keys: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    calls: list[str] = []
+    _stub_training(monkeypatch, artifact, calls)
+    monkeypatch.chdir(tmp_path)
+    args = ("--dataset", "builtin:wine", "--no-register", "--out", tmp_path / "out", "--sign-key", keys["pub"])
+    result = _run(runner, "image", "train", *args)
+    assert result.exit_code == 2
+    assert "not an unencrypted PEM private key" in result.stderr
+    assert calls == []
+    host = _run(runner, "train", *args)
+    assert host.exit_code == 2
+    assert not (tmp_path / "out").exists()
+
+
+def test_make_train_passes_the_signing_key_to_the_host_side() -> None:
+    dry = subprocess.run(
+        ["make", "-n", "train", "SIGNING_KEY=/secrets/ci.key"], cwd=ROOT, capture_output=True, text=True, check=True
+    )
+    train_line = dry.stdout.split("image train", 1)[1]
+    assert "--sign-key '/secrets/ci.key'" in train_line
+    plain = subprocess.run(["make", "-n", "train"], cwd=ROOT, capture_output=True, text=True, check=True)
+    assert "--sign-key" not in plain.stdout
+
+
+def test_host_train_signs_before_registering(
+    runner: CliRunner, keys: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("TOOLKIT_TRUSTED_KEYS", str(keys["pub"]))
+    args = ("--dataset", "builtin:wine", "--model", "logistic_regression", "--registry", tmp_path / "reg")
+    unsigned = _run(runner, "train", *args, "--quiet")
+    _one_error_line(unsigned, "no signature")  # trust on: the registry refuses what is not signed
+    signed_run = _run(runner, "train", *args, "--version", "1.0.1", "--sign-key", keys["key"], "--quiet")
+    assert signed_run.exit_code == 0, signed_run.output
+    assert (tmp_path / "reg" / "wine" / "1.0.1" / "wine-1.0.1.sig").exists()
