@@ -7,6 +7,7 @@ import dataclasses
 import hashlib
 import json
 import os
+import re
 import shutil
 import stat
 import subprocess
@@ -256,6 +257,23 @@ HOSTILE: dict[str, tuple[Any, str]] = {
         ),
         "iris-1.0.0.card.md is not in the signed set",
     ),
+    "a newline in a signed name": (
+        lambda a: _signed_over(a, a.parent / "key", {**_digests(a), "x\nerror: fake": "0" * 64}),
+        "signed set has 'x\\nerror: fake'",
+    ),
+    "a newline in the hint of an untrusted signature": (
+        lambda a: (
+            _signed_over(a, a.parent / "other.key", _digests(a)),
+            _sig(a).write_text(re.sub(r'"hint":"[0-9a-f]*"', lambda _: '"hint":"a\\nb"', _sig(a).read_text())),
+        ),
+        "signed by an untrusted key (key sha256 'a\\nb')",
+    ),
+    "a hint that is not the signing key's": (
+        lambda a: _sig(a).write_text(
+            re.sub(r'"hint":"[0-9a-f]*"', lambda _: '"hint":"' + "f" * 64 + '"', _sig(a).read_text())
+        ),
+        "hint does not match",
+    ),
     "a directory": (lambda a: (_sig(a).unlink(), _sig(a).mkdir()), "malformed signature bundle"),
     "a symlink": (
         lambda a: (_sig(a).rename(a.parent / "real.sig"), _sig(a).symlink_to(a.parent / "real.sig")),
@@ -276,6 +294,7 @@ def test_hostile_bundles_exit_3_with_one_line(
     runner: CliRunner, signed: Path, keys: dict[str, Path], case: str
 ) -> None:
     shutil.copy(keys["key"], signed.parent / "key")
+    shutil.copy(keys["other_key"], signed.parent / "other.key")
     corrupt, phrase = HOSTILE[case]
     corrupt(signed)
     _one_error_line(_run(runner, "verify", signed, "--trusted-key", keys["pub"]), phrase)

@@ -263,7 +263,9 @@ def require_signature(
     if extra or missing:
         parts = []
         if extra:
-            parts.append(f"signed set has {', '.join(extra)}, which the artifact does not")
+            # Names from the payload are shown quoted: a newline in one must not make a second line.
+            shown = ", ".join(n if n.isprintable() and len(n) <= 80 else _shown(n) for n in extra[:5])
+            parts.append(f"signed set has {shown}{', ...' if len(extra) > 5 else ''}, which the artifact does not")
         if missing:
             parts.append(f"{', '.join(missing)} is not in the signed set")
         raise SignatureError(f"{sig}: {'; '.join(parts)}; refused")
@@ -370,9 +372,12 @@ def _check_signed(
                 key.key.verify(raw, message, ec.ECDSA(_hash_for(key.key)))
             except (InvalidSignature, ValueError):
                 continue
+            if hint and hint != key.hint:  # as the reference verifier: a hint must name the signing key
+                raise SignatureError(f"{sig}: malformed signature bundle: the key hint does not match the signing key")
             return
     if hint and all(k.hint != hint for k in keys):
-        raise SignatureError(f"{sig}: signed by an untrusted key (key sha256 {hint[:16]}…); refused")
+        shown = hint[:16] + "…" if _is_hex64(hint) else _shown(hint)  # the hint is not signed: quote it
+        raise SignatureError(f"{sig}: signed by an untrusted key (key sha256 {shown}); refused")
     raise SignatureError(f"{sig}: the signature does not verify with any trusted key (bundle altered); refused")
 
 
