@@ -639,3 +639,18 @@ def test_host_train_signs_before_registering(
     signed_run = _run(runner, "train", *args, "--version", "1.0.1", "--sign-key", keys["key"], "--quiet")
     assert signed_run.exit_code == 0, signed_run.output
     assert (tmp_path / "reg" / "wine" / "1.0.1" / "wine-1.0.1.sig").exists()
+
+
+def test_image_check_requires_the_signature_on_the_host_first(
+    runner: CliRunner, artifact: Path, keys: dict[str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from toolkit import docker
+
+    gated: list[Path] = []
+    monkeypatch.setattr(docker, "check_in_container", lambda image, path, **_: gated.append(path) or 0)
+    _one_error_line(_run(runner, "image", "check", artifact, "--trusted-key", keys["pub"]), "no signature")
+    assert gated == []  # the container never ran
+    signing.sign(artifact, keys["key"])
+    ok = _run(runner, "image", "check", artifact, env={"TOOLKIT_TRUSTED_KEYS": str(keys["pub"])})
+    assert ok.exit_code == 0, ok.output
+    assert gated == [artifact]

@@ -25,6 +25,7 @@ from toolkit.cli._options import (
     RegistryOpt,
     SignKeyOpt,
     TargetOpt,
+    TrustedKeyOpt,
     VerifyPredictionsOpt,
     VersionOpt,
 )
@@ -174,9 +175,17 @@ def check(
     policy: PolicyOpt = Policy.strict,
     as_json: JsonOpt = False,
     verify_predictions: VerifyPredictionsOpt = False,
+    trusted_key: TrustedKeyOpt = None,
 ) -> None:
     """Run the check-env gate inside the image; its exit code (0 match, 1 mismatch, 3 integrity) is ours."""
     from toolkit.docker import check_in_container, resolve_image
+    from toolkit.signing import trusted_keys_from_env
+
+    if trusted_keys_from_env(trusted_key):
+        # With trust, the signature is checked here on the host first: the keys never enter the image.
+        from toolkit.artifact import verify
+
+        verify(artifact, trusted_keys=trusted_key)
 
     code = check_in_container(
         resolve_image(image),
