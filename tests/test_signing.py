@@ -654,3 +654,19 @@ def test_image_check_requires_the_signature_on_the_host_first(
     ok = _run(runner, "image", "check", artifact, env={"TOOLKIT_TRUSTED_KEYS": str(keys["pub"])})
     assert ok.exit_code == 0, ok.output
     assert gated == [artifact]
+
+
+def test_without_cryptography_the_gate_works_and_trust_is_one_clear_line(signed: Path, keys: dict[str, Path]) -> None:
+    # An image built from a lock without `cryptography`: no trust still gates; trust says why it cannot.
+    code = (
+        "import sys; sys.modules['cryptography'] = None; from toolkit.cli import main; sys.argv[0] = 'toolkit'; main()"
+    )
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    plain = subprocess.run(
+        [sys.executable, "-c", code, "check-env", str(signed)], capture_output=True, text=True, env=env
+    )
+    assert plain.returncode == 0, plain.stderr
+    trust = [sys.executable, "-c", code, "check-env", str(signed), "--trusted-key", str(keys["pub"])]
+    refused = subprocess.run(trust, capture_output=True, text=True, env=env)
+    assert refused.returncode == 2
+    assert refused.stderr.strip() == "error: signatures need the `cryptography` package, which is not installed here"

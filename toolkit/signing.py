@@ -94,6 +94,7 @@ def keygen(prefix: str | os.PathLike[str]) -> tuple[Path, Path]:
     into place, which fails when the name exists.
     Raises: UsageError (either file exists, or the directory is not writable).
     """
+    _require_cryptography()
     from cryptography.hazmat.primitives import serialization
     from cryptography.hazmat.primitives.asymmetric import ec
 
@@ -120,6 +121,7 @@ def keygen(prefix: str | os.PathLike[str]) -> tuple[Path, Path]:
 
 def load_public_key(path: str | os.PathLike[str]) -> TrustedKey:
     """A trusted public key from a PEM file. Raises: UsageError (unreadable, not an EC P-256/384/521 key)."""
+    _require_cryptography()
     from cryptography.hazmat.primitives import serialization
 
     p = Path(path)
@@ -430,6 +432,7 @@ def _parse_statement(payload: bytes, sig: Path) -> dict[str, str]:
 def load_signing_key(key_path: str | os.PathLike[str]) -> Any:
     """The private key from ``toolkit keygen`` (unencrypted PEM, NIST curve); callers check it
     before long work (training) rather than after. Raises: UsageError."""
+    _require_cryptography()
     from cryptography.hazmat.primitives import serialization
 
     path = Path(key_path)
@@ -442,6 +445,14 @@ def load_signing_key(key_path: str | os.PathLike[str]) -> Any:
         raise UsageError(f"signing key {path}: not an unencrypted PEM private key") from e
     _check_curve(key, f"signing key {path}")
     return key
+
+
+def _require_cryptography() -> None:
+    # Only signing and trust need it; an image built from an older lock still gates without it.
+    try:
+        import cryptography  # noqa: F401
+    except ImportError as e:
+        raise UsageError("signatures need the `cryptography` package, which is not installed here") from e
 
 
 def _check_curve(key: Any, what: str) -> None:
