@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     import pandas as pd
 
     from toolkit.card import ModelCard
+    from toolkit.signing import TrustedKeys
 
 __all__ = ["Predictions", "check_output", "feature_columns", "predict", "read_input", "write_csv"]
 
@@ -85,6 +86,7 @@ def predict(
     *,
     policy: str = "strict",
     allow_mismatch: bool = False,
+    trusted_keys: TrustedKeys = None,
 ) -> Predictions:
     """Predict with the artifact's pipeline on ``frame`` (a DataFrame, or a CSV/Parquet path).
 
@@ -105,7 +107,7 @@ def predict(
     X = coerce_features(frame, features, source)
     used = {name for name, _ in features}
     ignored = tuple(str(c) for c in frame.columns if c not in used)
-    pipeline = load(artifact, policy=policy, allow_mismatch=allow_mismatch)
+    pipeline = load(artifact, policy=policy, allow_mismatch=allow_mismatch, trusted_keys=trusted_keys)
     predicted = pipeline.predict(X)
     if hasattr(pipeline, "predict_proba"):
         return Predictions(

@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 
 from toolkit.cli._common import app, out, print_json
-from toolkit.cli._options import ArtifactArg, JsonOpt, Policy, PolicyOpt, VerifyPredictionsOpt
+from toolkit.cli._options import ArtifactArg, JsonOpt, Policy, PolicyOpt, TrustedKeyOpt, VerifyPredictionsOpt
 from toolkit.errors import ToolkitError
 
 __all__: list[str] = []
@@ -26,12 +26,15 @@ def check_env(
     policy: PolicyOpt = Policy.strict,
     as_json: JsonOpt = False,
     verify_predictions: VerifyPredictionsOpt = False,
+    trusted_key: TrustedKeyOpt = None,
 ) -> None:
     """The deploy gate: exit 0 if this runtime matches the card, 1 if not, 3 on integrity failure."""
     from toolkit.gate import check_env as run_gate
 
     try:
-        report = run_gate(artifact, policy=policy.value, verify_predictions=verify_predictions)
+        report = run_gate(
+            artifact, policy=policy.value, verify_predictions=verify_predictions, trusted_keys=trusted_key
+        )
     except ToolkitError as e:
         if as_json:  # scripts parsing stdout still get one object
             print_json({"ok": False, "exit_code": e.exit_code, "artifact": str(artifact), "error": str(e)})
@@ -63,11 +66,11 @@ def check_env(
 
 
 @app.command()
-def verify(artifact: ArtifactArg) -> None:
-    """Integrity only: the card is valid and the artifact matches its sha256. Never unpickles."""
+def verify(artifact: ArtifactArg, trusted_key: TrustedKeyOpt = None) -> None:
+    """Integrity only: card valid, sha256 matching (and the signature, with trust). Never unpickles."""
     from toolkit.artifact import verify as run_verify
 
-    card = run_verify(artifact)
+    card = run_verify(artifact, trusted_keys=trusted_key)
     out.print(f"OK {card.name} {card.version} sha256 {card.artifact.sha256} ({card.artifact.size} bytes)", markup=False)
 
 

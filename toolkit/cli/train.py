@@ -21,7 +21,9 @@ from toolkit.cli._options import (
     PolicyOpt,
     RegisterOpt,
     RegistryOpt,
+    SignKeyOpt,
     TargetOpt,
+    TrustedKeyOpt,
     VersionOpt,
 )
 
@@ -44,6 +46,7 @@ def train(
     registry: RegistryOpt = None,
     register: RegisterOpt = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress or summary; print only the path.")] = False,
+    sign_key: SignKeyOpt = None,
 ) -> None:
     """Train a pipeline, save it with its model card, and register it."""
     from toolkit.config import resolve_config
@@ -68,12 +71,20 @@ def train(
         registry_obj = Registry(resolve_root(cfg.registry))
         registry_obj.require_unregistered(cfg.model_name, cfg.version)  # before training, not after
     path = artifact_path(cfg.out, cfg.model_name, cfg.version)
+    if sign_key is not None:  # a bad key fails now, not after training
+        from toolkit.signing import load_signing_key
+
+        load_signing_key(sign_key)
     display = None if quiet else _StageDisplay(err)
     try:
         result = run_training(cfg, progress=display)
     finally:
         if display is not None:
             display.stop()
+    if sign_key is not None:  # before registering: with trust configured, add requires it
+        from toolkit.signing import sign
+
+        sign(result.path, sign_key)
     entry = None
     if registry_obj is not None:
         with registry_obj:
@@ -91,6 +102,7 @@ def predict(
     input_file: Annotated[Path, typer.Argument(metavar="INPUT", help="CSV (or Parquet) with the feature columns.")],
     out_file: Annotated[Path | None, typer.Option("--out", help="Write the CSV here instead of stdout.")] = None,
     policy: PolicyOpt = Policy.strict,
+    trusted_key: TrustedKeyOpt = None,
 ) -> None:
     """Predict with a guarded load: one row per input row, the class and each class's probability.
 
@@ -105,7 +117,7 @@ def predict(
     inputs = (input_file, paths.model, paths.card_json, paths.card_md)
     if out_file is not None:
         check_output(out_file, sources=inputs)  # before minutes of loading and predicting
-    result = run_predict(artifact, input_file, policy=policy.value)
+    result = run_predict(artifact, input_file, policy=policy.value, trusted_keys=trusted_key)
     if result.ignored:
         shown = ", ".join(result.ignored[:5]) + (", ..." if len(result.ignored) > 5 else "")
         err.print(f"note: ignoring {len(result.ignored)} column(s) the model does not use: {shown}", markup=False)
