@@ -25,6 +25,8 @@ _MODULE_OF = {
     "predict": "train",
     "registry": "registry",
     "image": "image",
+    "push": "oci",
+    "pull": "oci",
 }
 
 

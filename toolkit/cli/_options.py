@@ -12,6 +12,7 @@ __all__ = [
     "ArtifactArg",
     "ConfigOpt",
     "DatasetOpt",
+    "InsecureOpt",
     "JsonOpt",
     "ModelOpt",
     "NameOpt",
@@ -40,6 +41,9 @@ PolicyOpt = Annotated[
 ]
 VerifyPredictionsOpt = Annotated[
     bool, typer.Option("--verify-predictions", help="Also load (guarded) and re-check the probe predictions.")
+]
+InsecureOpt = Annotated[
+    bool, typer.Option("--insecure", help="Plain HTTP to a registry that is not loopback (loopback always is).")
 ]
 RegistryOpt = Annotated[
     Path | None,
