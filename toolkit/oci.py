@@ -25,9 +25,11 @@ import io
 import ipaddress
 import json
 import os
+import queue
 import re
 import shutil
 import tempfile
+import threading
 from collections.abc import Callable, Mapping
 from contextlib import suppress
 from dataclasses import dataclass, replace
@@ -97,6 +99,9 @@ _MAX_ERROR_BODY = 64 * 1024
 _MAX_MD_BYTES = 4 * MAX_CARD_BYTES
 _MAX_SIG_BYTES = 1024 * 1024
 _CHUNK = 1 << 20
+# Blobs this large are hashed in a second thread, overlapping the download.
+_THREADED_HASH_BYTES = 8 * _CHUNK
+_HASH_QUEUE = 16
 # Connect within 3 s (an address that never answers), then at most 30 s between two reads.
 DEFAULT_TIMEOUT = (3.0, 30.0)
 
@@ -493,7 +498,7 @@ class Client:
             if r.status_code == 404:
                 raise IntegrityError(f"{self.host}/{repository}: blob {name} ({descriptor.digest[:19]}…) is missing")
             self._check(r, f"blob {name}", ok=(200,))
-            digest = hashlib.sha256()
+            digest = _Hasher(threaded=descriptor.size >= _THREADED_HASH_BYTES)
             done = 0
             try:
                 for chunk in r.iter_content(_CHUNK):
@@ -508,6 +513,8 @@ class Client:
                 raise
             except Exception as e:  # requests' and urllib3's read errors, timeouts mid-stream
                 raise _network_error(self.host, e, f"blob {name}") from e
+            finally:
+                digest.close()
         if done != descriptor.size:
             raise IntegrityError(f"{name}: blob is {done} bytes, the manifest says {descriptor.size}")
         actual = "sha256:" + digest.hexdigest()
@@ -1069,6 +1076,43 @@ def _open_source(source: Path | bytes) -> BinaryIO:
         return io.BytesIO(source)
     fd, _ = _files.open_regular(source, "artifact file")
     return os.fdopen(fd, "rb")
+
+
+class _Hasher:
+    """sha256 of a stream; for big blobs in a second thread, so hashing overlaps receiving
+    and writing (hashlib releases the GIL on large updates). The queue holds at most
+    ``_HASH_QUEUE`` chunks, so memory stays bounded when the network outruns the hash."""
+
+    def __init__(self, *, threaded: bool) -> None:
+        self._hash = hashlib.sha256()
+        self._queue: queue.Queue[bytes | None] | None = None
+        self._thread: threading.Thread | None = None
+        if threaded:
+            self._queue = queue.Queue(maxsize=_HASH_QUEUE)
+            self._thread = threading.Thread(target=self._run, name="toolkit-oci-sha256", daemon=True)
+            self._thread.start()
+
+    def _run(self) -> None:
+        assert self._queue is not None
+        while (chunk := self._queue.get()) is not None:
+            self._hash.update(chunk)
+
+    def update(self, chunk: bytes) -> None:
+        if self._queue is None:
+            self._hash.update(chunk)
+        else:
+            self._queue.put(chunk)
+
+    def close(self) -> None:
+        """Finish (or abandon) the hashing thread; idempotent."""
+        if self._thread is not None and self._queue is not None:
+            self._queue.put(None)
+            self._thread.join()
+            self._thread = None
+
+    def hexdigest(self) -> str:
+        self.close()
+        return self._hash.hexdigest()
 
 
 class _ProgressReader:
