@@ -513,3 +513,98 @@ def test_parse_manifest_refuses_duplicate_keys_and_wrong_types() -> None:
     base = {"schemaVersion": 2, "mediaType": oci.MANIFEST_MEDIA_TYPE, "config": {}, "layers": []}
     with pytest.raises(IntegrityError, match="config"):
         oci.parse_manifest(json.dumps(base).encode())
+
+
+# --- token auth, registry errors and a silent server: a stub registry on loopback ---------------
+
+
+class _StubRegistry:
+    """A tiny HTTP server on loopback: Bearer-token auth like Docker Hub's, or canned failures."""
+
+    def __init__(self, mode: str) -> None:
+        import http.server
+        import threading
+
+        stub = self
+        self.mode = mode
+        self.token_requests: list[str | None] = []
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def log_message(self, *args: Any) -> None:
+                pass
+
+            def _send(self, code: int, body: bytes = b"", headers: dict[str, str] | None = None) -> None:
+                self.send_response(code)
+                for k, v in (headers or {}).items():
+                    self.send_header(k, v)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def do_GET(self) -> None:
+                port = self.server.server_address[1]
+                if stub.mode == "silent":
+                    time.sleep(5)
+                    return
+                if stub.mode == "error":
+                    self._send(503, b'{"errors":[{"code":"UNAVAILABLE","message":"down"}]}')
+                    return
+                if self.path.startswith("/token"):
+                    stub.token_requests.append(self.headers.get("Authorization"))
+                    good = "Basic " + base64.b64encode(b"alice:pw").decode()
+                    if self.headers.get("Authorization") == good:
+                        self._send(200, b'{"token": "T0KEN"}')
+                    else:
+                        self._send(401, b"{}")
+                    return
+                if self.headers.get("Authorization") != "Bearer T0KEN":
+                    realm = f'Bearer realm="http://127.0.0.1:{port}/token",service="stub",scope="repository:x:pull"'
+                    self._send(401, b"{}", {"WWW-Authenticate": realm})
+                    return
+                self._send(404, b'{"errors":[{"code":"MANIFEST_UNKNOWN"}]}')
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.host = f"127.0.0.1:{self.server.server_address[1]}"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def stub_registry(request: pytest.FixtureRequest) -> Iterator[_StubRegistry]:
+    stub = _StubRegistry(request.param)
+    yield stub
+    stub.stop()
+
+
+@pytest.mark.parametrize("stub_registry", ["token"], indirect=True)
+def test_bearer_token_auth_with_docker_config_credentials(stub_registry: _StubRegistry, docker_config: Path) -> None:
+    ref = oci.parse_reference(f"oci://{stub_registry.host}/x:1")
+    write_docker_config(docker_config, stub_registry.host, "alice", "pw")
+    with oci.Client(stub_registry.host) as client, pytest.raises(RegistryError, match="MANIFEST_UNKNOWN"):
+        client.get_manifest(ref)  # authenticated: the stub then says "unknown", exit 4
+    assert stub_registry.token_requests == ["Basic " + base64.b64encode(b"alice:pw").decode()]
+    write_docker_config(docker_config, stub_registry.host, "alice", "nope")
+    with oci.Client(stub_registry.host) as client, pytest.raises(RemoteError, match="refused the credentials"):
+        client.get_manifest(ref)
+
+
+@pytest.mark.parametrize("stub_registry", ["error"], indirect=True)
+def test_registry_5xx_exits_6_naming_the_host(stub_registry: _StubRegistry, docker_config: Path) -> None:
+    result = cli("check-env", f"oci://{stub_registry.host}/x:1")
+    assert result.returncode == 6
+    line = one_error_line(result)
+    assert stub_registry.host in line and "503" in line and "UNAVAILABLE" in line
+
+
+@pytest.mark.parametrize("stub_registry", ["silent"], indirect=True)
+def test_a_registry_that_never_answers_times_out(stub_registry: _StubRegistry, docker_config: Path) -> None:
+    started = time.monotonic()
+    with oci.Client(stub_registry.host, timeout=(1.0, 1.0)) as client, pytest.raises(RemoteError) as caught:
+        client.get_manifest(oci.parse_reference(f"oci://{stub_registry.host}/x:1"))
+    assert time.monotonic() - started < 4
+    assert stub_registry.host in str(caught.value)
