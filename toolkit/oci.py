@@ -368,7 +368,7 @@ class Client:
 
     TLS unless the host is loopback or ``insecure`` is set. Credentials default to the
     Docker client's config for this host; pass ``credentials=(user, password)`` to override
-    or ``credentials=None`` explicitly with ``use_docker_config=False`` for anonymous access.
+    or ``use_docker_config=False`` for anonymous access. Not thread-safe: one per thread.
     """
 
     def __init__(
@@ -865,7 +865,10 @@ def pull(
         except OSError as e:
             raise UsageError(f"cannot create {out_dir}: {e.strerror}") from e
         # Same file system as ``out``, so publishing is a link, never a copy; mode 0700.
-        staging = Path(tempfile.mkdtemp(prefix=".toolkit-pull-", dir=out_dir))
+        try:
+            staging = Path(tempfile.mkdtemp(prefix=".toolkit-pull-", dir=out_dir))
+        except OSError as e:
+            raise UsageError(f"cannot write into {out_dir}: {e.strerror}") from e
         try:
             for desc in order:
                 _download(c, ref.repository, desc, staging / str(desc.file_name), progress)
@@ -1042,8 +1045,8 @@ def _network_error(host: str, e: BaseException, what: str) -> RemoteError:
 
     if isinstance(e, requests.exceptions.SSLError):
         return RemoteError(f"{host}: TLS failed for {what} (use --insecure only for a registry without TLS)")
-    if isinstance(e, (requests.exceptions.ConnectTimeout,)):
-        return RemoteError(f"{host}: unreachable (no answer within {DEFAULT_TIMEOUT[0]:g} s)")
+    if isinstance(e, requests.exceptions.ConnectTimeout):
+        return RemoteError(f"{host}: unreachable (no connection within the timeout)")
     if isinstance(e, requests.exceptions.ConnectionError) and "Read timed out" not in str(e):
         reason = _root_reason(e)
         return RemoteError(f"{host}: unreachable ({reason})")
