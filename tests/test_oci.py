@@ -608,3 +608,61 @@ def test_a_registry_that_never_answers_times_out(stub_registry: _StubRegistry, d
         client.get_manifest(oci.parse_reference(f"oci://{stub_registry.host}/x:1"))
     assert time.monotonic() - started < 4
     assert stub_registry.host in str(caught.value)
+
+
+# --- the signature hook (toolkit.signing lands separately; its seam is stubbed here) ------------
+
+
+@pytest.fixture
+def fake_signing(monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
+    """A stand-in ``toolkit.signing`` with trust configured; records calls, fails on request."""
+    import types
+
+    state: dict[str, Any] = {"calls": [], "fail": False}
+
+    def require_signature(paths: Any, trusted_keys: Any = None, *, known: Any = None) -> None:
+        state["calls"].append((paths, dict(known or {}), sorted(p.name for p in paths.model.parent.iterdir())))
+        if state["fail"]:
+            raise IntegrityError(f"{paths.model.parent}: the signature does not verify; refused")
+
+    module = types.ModuleType("toolkit.signing")
+    module.require_signature = require_signature  # type: ignore[attr-defined]
+    module.trusted_keys_from_env = lambda keys=None: ("a-key",)  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "toolkit.signing", module)
+    return state
+
+
+def test_pull_checks_the_signature_before_publishing(
+    artifact: Path, registry: LoopbackRegistry, tmp_path: Path, docker_config: Path, fake_signing: dict[str, Any]
+) -> None:
+    artifact.with_name("iris-1.0.0.sig").write_bytes(b"{}")
+    ref = f"oci://{registry.host}/models/iris:1.0.0"
+    oci.push(artifact, ref)
+    fake_signing["fail"] = True
+    out = tmp_path / "out"
+    with pytest.raises(IntegrityError, match="signature"):
+        oci.pull(ref, out)
+    assert list(out.iterdir()) == []
+    paths, known, staged = fake_signing["calls"][0]
+    assert staged == ["iris-1.0.0.card.json", "iris-1.0.0.card.md", "iris-1.0.0.joblib", "iris-1.0.0.sig"]
+    model_sha = hashlib.sha256(artifact.read_bytes()).hexdigest()
+    assert known[paths.model] == model_sha  # the downloaded, verified digest: no second hashing pass
+    fake_signing["fail"] = False
+    assert oci.pull(ref, out).files[0] == out / artifact.name
+
+
+def test_remote_gate_checks_the_signature_without_the_model(
+    artifact: Path, registry: LoopbackRegistry, docker_config: Path, fake_signing: dict[str, Any]
+) -> None:
+    from toolkit.remote_gate import check_env
+
+    artifact.with_name("iris-1.0.0.sig").write_bytes(b"{}")
+    ref = f"oci://{registry.host}/models/iris:1.0.0"
+    oci.push(artifact, ref)
+    assert check_env(ref).ok
+    paths, known, staged = fake_signing["calls"][0]
+    assert staged == ["iris-1.0.0.card.json", "iris-1.0.0.card.md", "iris-1.0.0.sig"]  # no model
+    assert known[paths.model] == hashlib.sha256(artifact.read_bytes()).hexdigest()
+    fake_signing["fail"] = True
+    with pytest.raises(IntegrityError, match="signature"):
+        check_env(ref)

@@ -74,6 +74,8 @@ __all__ = [
     "parse_reference",
     "pull",
     "push",
+    "require_signature",
+    "trust_configured",
 ]
 
 MANIFEST_MEDIA_TYPE = "application/vnd.oci.image.manifest.v1+json"
@@ -381,7 +383,10 @@ class Client:
         use_docker_config: bool = True,
         session: Any = None,
     ) -> None:
-        import requests
+        try:
+            import requests
+        except ImportError as e:  # pragma: no cover - in the lock; only a bare install lacks it
+            raise UsageError("the OCI commands need the 'oci' extra: pip install 'toolkit[oci]'") from e
 
         self.host = host
         self.scheme = "http" if insecure or is_loopback(_split_host(host)[0]) else "https"
@@ -840,6 +845,7 @@ def pull(
     client: Client | None = None,
     insecure: bool = False,
     progress: Progress | None = None,
+    trusted_keys: Any = None,
 ) -> PullResult:
     """Download an artifact into ``out``: every blob streamed to a private temp dir while
     hashed, the card parsed strictly and checked against the manifest, the signature checked
@@ -872,7 +878,7 @@ def pull(
         try:
             for desc in order:
                 _download(c, ref.repository, desc, staging / str(desc.file_name), progress)
-            _signature_hook(staging / str(layout.model.file_name))
+            require_signature(staging, layout, trusted_keys)
             _publish_all([(staging / t.name, t) for t in targets])
         finally:
             shutil.rmtree(staging, ignore_errors=True)
@@ -885,20 +891,42 @@ def pull(
 # --- helpers ------------------------------------------------------------------------------------
 
 
-def _signature_hook(model: Path) -> None:
-    """THE one place a pull checks the artifact's signature (SPEC: Signatures), on the staged
-    files, before anything is published. Delegates to ``toolkit.signing.require_signature``
-    when that module exists; it raises IntegrityError (exit 3) when trusted keys are
-    configured and the signature is missing, invalid or untrusted, and returns otherwise."""
+def _signing() -> Any:
+    """``toolkit.signing`` when this toolkit has it (signatures land in their own change), else None."""
     try:
-        signing = importlib.import_module("toolkit.signing")
+        return importlib.import_module("toolkit.signing")
     except ModuleNotFoundError as e:
         if e.name != "toolkit.signing":
             raise
+        return None
+
+
+def trust_configured(trusted_keys: Any = None) -> bool:
+    """Whether a signature is required: trusted keys given, or in ``$TOOLKIT_TRUSTED_KEYS``."""
+    signing = _signing()
+    return signing is not None and bool(signing.trusted_keys_from_env(trusted_keys))
+
+
+def require_signature(directory: Path, layout: Layout, trusted_keys: Any = None) -> None:
+    """THE one place the OCI paths check an artifact's signature (SPEC: Signatures): on the
+    files staged in ``directory``, before anything is published or a verdict given.
+
+    Delegates to ``toolkit.signing.require_signature``, which does nothing when no trusted key
+    is configured and raises SignatureError (exit 3) for a missing, invalid or untrusted
+    signature. The layers' digests are passed as known (each was checked as it was
+    downloaded, the model's against the card), so the model file need not even be there:
+    the remote gate checks a signature with the model still in the registry.
+    """
+    signing = _signing()
+    if signing is None:
         return
-    require = getattr(signing, "require_signature", None)
-    if callable(require):
-        require(model)
+    from toolkit.artifact import artifact_paths
+
+    known = {
+        directory / str(d.file_name): d.digest.removeprefix("sha256:")
+        for d in (layout.model, layout.card_json, layout.card_md)
+    }
+    signing.require_signature(artifact_paths(directory / str(layout.model.file_name)), trusted_keys, known=known)
 
 
 def _download(client: Client, repository: str, desc: Descriptor, target: Path, progress: Progress | None) -> None:

@@ -13,11 +13,21 @@ import dataclasses
 import shutil
 import tempfile
 from pathlib import Path
+from typing import Any
 
+from toolkit.card import MAX_CARD_BYTES
 from toolkit.fingerprint import capture
 from toolkit.gate import Report
 from toolkit.gate import check_env as check_file
-from toolkit.oci import Client, fetch_card, parse_reference, pull
+from toolkit.oci import (
+    Client,
+    RemoteCard,
+    fetch_card,
+    parse_reference,
+    pull,
+    require_signature,
+    trust_configured,
+)
 from toolkit.policy import differences, validate_policy
 
 __all__ = ["check_env"]
@@ -30,6 +40,7 @@ def check_env(
     verify_predictions: bool = False,
     insecure: bool = False,
     client: Client | None = None,
+    trusted_keys: Any = None,
 ) -> Report:
     """The gate's report for ``oci://HOST[:PORT]/REPO(:TAG|@sha256:HEX)``.
 
@@ -44,18 +55,18 @@ def check_env(
         if verify_predictions:
             staging = Path(tempfile.mkdtemp(prefix="toolkit-gate-"))
             try:
-                pulled = pull(ref, staging / "artifact", client=c)
+                pulled = pull(ref, staging / "artifact", client=c, trusted_keys=trusted_keys)
                 report = check_file(pulled.files[0], policy=policy, verify_predictions=True)
                 return dataclasses.replace(report, artifact=str(pulled.reference))
             finally:
                 shutil.rmtree(staging, ignore_errors=True)
         remote = fetch_card(c, ref)
+        if trust_configured(trusted_keys):
+            _require_remote_signature(c, remote, trusted_keys)
     finally:
         if own:
             c.close()
     card = remote.card
-    # TODO(signing): with trusted keys configured, the file gate requires a valid signature; the
-    # remote one must too (the .sig layer is small, and its resources are the layers' digests).
     diffs = differences(card.environment, capture(blas=False), policy=policy, referenced=card.references.distributions)
     return Report(
         artifact=str(remote.reference),
@@ -65,3 +76,19 @@ def check_env(
         policy=policy,
         differences=diffs,
     )
+
+
+def _require_remote_signature(client: Client, remote: RemoteCard, trusted_keys: Any) -> None:
+    """With trust configured, the small files (both cards and the signature) are fetched into a
+    private temp dir and the signature checked there; the model stays in the registry, its
+    digest (the card's sha256) vouched for by the manifest."""
+    layout = remote.layout
+    staging = Path(tempfile.mkdtemp(prefix="toolkit-gate-sig-"))
+    try:
+        # No signature layer: nothing to fetch for it, and the check says "no signature".
+        for desc in (layout.card_json, layout.card_md, *([layout.signature] if layout.signature else [])):
+            data = client.fetch_blob_bytes(remote.reference.repository, desc, limit=4 * MAX_CARD_BYTES)
+            (staging / str(desc.file_name)).write_bytes(data)
+        require_signature(staging, layout, trusted_keys)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
