@@ -666,3 +666,13 @@ def test_remote_gate_checks_the_signature_without_the_model(
     fake_signing["fail"] = True
     with pytest.raises(IntegrityError, match="signature"):
         check_env(ref)
+
+
+def test_a_blob_whose_bytes_do_not_match_its_digest_is_refused_by_the_registry(
+    registry: LoopbackRegistry, docker_config: Path
+) -> None:
+    lie = oci.Descriptor(media_type=oci.DOC_MEDIA_TYPE, digest="sha256:" + "0" * 64, size=5, annotations={})
+    with oci.Client(registry.host) as client, pytest.raises(IntegrityError, match="does not match its digest"):
+        client.push_blob("models/iris", lie, b"hello")
+    with oci.Client(registry.host) as client:
+        assert client.blob_size("models/iris", lie.digest) is None

@@ -1157,7 +1157,10 @@ class _ProgressReader:
         self._f, self._name, self._total, self._progress, self._done = f, name, total, progress, 0
 
     def read(self, size: int = -1) -> bytes:
-        data = self._f.read(size)
+        # Never past the declared length (a file that grew would corrupt the request); a file
+        # that changed is caught by the registry, which checks the digest of what it received.
+        left = self._total - self._done
+        data = self._f.read(left if size is None or size < 0 else min(size, left))
         self._done += len(data)
         if self._progress and data:
             self._progress(self._name, self._done, self._total)
