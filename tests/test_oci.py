@@ -676,3 +676,29 @@ def test_a_blob_whose_bytes_do_not_match_its_digest_is_refused_by_the_registry(
         client.push_blob("models/iris", lie, b"hello")
     with oci.Client(registry.host) as client:
         assert client.blob_size("models/iris", lie.digest) is None
+
+
+def test_a_docker_image_manifest_under_the_tag_is_refused(
+    artifact: Path, registry: LoopbackRegistry, tmp_path: Path, docker_config: Path
+) -> None:
+    good = f"oci://{registry.host}/models/iris:1.0.0"
+    oci.push(artifact, good)
+    with oci.Client(registry.host) as client:
+        doc = json.loads(client.get_manifest(oci.parse_reference(good)).raw)
+    doc["mediaType"] = "application/vnd.docker.distribution.manifest.v2+json"
+    doc["config"]["mediaType"] = "application/vnd.docker.container.image.v1+json"
+    for layer in doc["layers"]:
+        layer["mediaType"] = "application/vnd.docker.image.rootfs.diff.tar.gzip"
+    doc.pop("artifactType")
+    stored = requests.put(
+        f"http://{registry.host}/v2/models/iris/manifests/image",
+        data=json.dumps(doc).encode(),
+        headers={"Content-Type": doc["mediaType"]},
+        timeout=10,
+    )
+    assert stored.status_code == 201, stored.text
+    out = tmp_path / "out"
+    result = cli("pull", f"oci://{registry.host}/models/iris:image", "--out", str(out))
+    assert result.returncode == 3
+    assert "not an OCI image manifest" in one_error_line(result)
+    assert not out.exists() or list(out.iterdir()) == []

@@ -95,6 +95,17 @@ ANNOTATION_CARD_SHA256 = "dev.toolkit.card.sha256"
 ANNOTATION_BASE_IMAGE = "dev.toolkit.base_image"
 ANNOTATION_LOCK_SHA256 = "dev.toolkit.lock_sha256"
 
+# Everything a tag may point at: a registry that cannot serve what a client accepts tries to
+# convert it (distribution 2.8 to schema 1, which fails with HTTP 400); we would rather see
+# what is there and refuse it by name.
+_ACCEPT = ", ".join(
+    (
+        MANIFEST_MEDIA_TYPE,
+        "application/vnd.oci.image.index.v1+json",
+        "application/vnd.docker.distribution.manifest.v2+json",
+        "application/vnd.docker.distribution.manifest.list.v2+json",
+    )
+)
 # Our manifests are ~2 KB; distribution itself refuses manifests over 4 MiB.
 MAX_MANIFEST_BYTES = 256 * 1024
 _MAX_ERROR_BODY = 64 * 1024
@@ -547,7 +558,7 @@ class Client:
         r = self._request(
             "GET",
             f"/v2/{ref.repository}/manifests/{ref.reference}",
-            headers={"Accept": MANIFEST_MEDIA_TYPE},
+            headers={"Accept": _ACCEPT},
             what=f"manifest {ref.reference}",
         )
         with r:
