@@ -778,6 +778,7 @@ class RemoteCard:
     manifest: Manifest
     layout: Layout
     card: ModelCard
+    card_json: bytes  # the card layer's bytes, digest-checked: a pull writes them, never re-fetches
 
 
 def push(
@@ -846,7 +847,7 @@ def fetch_card(client: Client, reference: Reference) -> RemoteCard:
     data = client.fetch_blob_bytes(reference.repository, layout.card_json, limit=MAX_CARD_BYTES)
     card = parse_card(data, where=f"{pinned} {layout.card_json.file_name}")
     _check_card_layout(card, layout, manifest, str(pinned))
-    return RemoteCard(reference=pinned, manifest=manifest, layout=layout, card=card)
+    return RemoteCard(reference=pinned, manifest=manifest, layout=layout, card=card, card_json=data)
 
 
 def pull(
@@ -888,7 +889,11 @@ def pull(
             raise UsageError(f"cannot write into {out_dir}: {e.strerror}") from e
         try:
             for desc in order:
-                _download(c, ref.repository, desc, staging / str(desc.file_name), progress)
+                target = staging / str(desc.file_name)
+                if desc is layout.card_json:
+                    _write_new(target, remote.card_json)
+                else:
+                    _download(c, ref.repository, desc, target, progress)
             require_signature(staging, layout, trusted_keys)
             _publish_all([(staging / t.name, t) for t in targets])
         finally:
@@ -938,6 +943,14 @@ def require_signature(directory: Path, layout: Layout, trusted_keys: Any = None)
         for d in (layout.model, layout.card_json, layout.card_md)
     }
     signing.require_signature(artifact_paths(directory / str(layout.model.file_name)), trusted_keys, known=known)
+
+
+def _write_new(target: Path, data: bytes) -> None:
+    fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), 0o644)
+    with os.fdopen(fd, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
 
 
 def _download(client: Client, repository: str, desc: Descriptor, target: Path, progress: Progress | None) -> None:

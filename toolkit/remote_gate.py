@@ -86,7 +86,8 @@ def _require_remote_signature(client: Client, remote: RemoteCard, trusted_keys: 
     staging = Path(tempfile.mkdtemp(prefix="toolkit-gate-sig-"))
     try:
         # No signature layer: nothing to fetch for it, and the check says "no signature".
-        for desc in (layout.card_json, layout.card_md, *([layout.signature] if layout.signature else [])):
+        (staging / str(layout.card_json.file_name)).write_bytes(remote.card_json)
+        for desc in (layout.card_md, *([layout.signature] if layout.signature else [])):
             data = client.fetch_blob_bytes(remote.reference.repository, desc, limit=4 * MAX_CARD_BYTES)
             (staging / str(desc.file_name)).write_bytes(data)
         require_signature(staging, layout, trusted_keys)
