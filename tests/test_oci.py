@@ -584,10 +584,12 @@ def stub_registry(request: pytest.FixtureRequest) -> Iterator[_StubRegistry]:
 @pytest.mark.parametrize("stub_registry", ["token"], indirect=True)
 def test_bearer_token_auth_with_docker_config_credentials(stub_registry: _StubRegistry, docker_config: Path) -> None:
     ref = oci.parse_reference(f"oci://{stub_registry.host}/x:1")
+    with oci.Client(stub_registry.host) as client, pytest.raises(RemoteError, match="requires credentials"):
+        client.get_manifest(ref)  # anonymous token refused
     write_docker_config(docker_config, stub_registry.host, "alice", "pw")
     with oci.Client(stub_registry.host) as client, pytest.raises(RegistryError, match="MANIFEST_UNKNOWN"):
         client.get_manifest(ref)  # authenticated: the stub then says "unknown", exit 4
-    assert stub_registry.token_requests == ["Basic " + base64.b64encode(b"alice:pw").decode()]
+    assert stub_registry.token_requests == [None, "Basic " + base64.b64encode(b"alice:pw").decode()]
     write_docker_config(docker_config, stub_registry.host, "alice", "nope")
     with oci.Client(stub_registry.host) as client, pytest.raises(RemoteError, match="refused the credentials"):
         client.get_manifest(ref)

@@ -673,6 +673,11 @@ class Client:
             raise _network_error(self.host, e, f"token for {what}") from e
         with r:
             if r.status_code in (401, 403):
+                if credentials is None:
+                    raise RemoteError(
+                        f"{self.host} requires credentials for {what}; none for it in the Docker config"
+                        f" (docker login {self.host})"
+                    )
                 raise RemoteError(f"{self.host} refused the credentials (token service {realm_host})")
             self._check(r, f"token for {what}", ok=(200,))
             try:
@@ -697,9 +702,9 @@ class Client:
         detail = _error_codes(r)
         suffix = f" ({detail})" if detail else ""
         if code in (401, 403):
-            if self._get_credentials() is None and code == 401:
+            if self._get_credentials() is None:
                 raise RemoteError(
-                    f"{self.host} requires credentials for {what}; none for it in the Docker config{suffix}"
+                    f"{self.host} denied {what} without credentials; none for it in the Docker config{suffix}"
                 )
             raise RemoteError(f"{self.host} refused the credentials for {what}{suffix}")
         if "DIGEST_INVALID" in detail:
