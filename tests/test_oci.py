@@ -704,3 +704,25 @@ def test_a_docker_image_manifest_under_the_tag_is_refused(
     assert result.returncode == 3
     assert "not an OCI image manifest" in one_error_line(result)
     assert not out.exists() or list(out.iterdir()) == []
+
+
+def test_build_manifest_is_deterministic_and_annotates_base_image_and_lock(artifact: Path) -> None:
+    import dataclasses
+
+    from toolkit.artifact import read_card
+
+    card = read_card(artifact)
+    env = dataclasses.replace(
+        card.environment, base_image="127.0.0.1:5000/python-base@sha256:" + "c" * 64, lock_sha256="d" * 64
+    )
+    card = dataclasses.replace(card, environment=env)
+    card_json = card.to_json()
+    layers = [oci.Descriptor(media_type=oci.WEIGHT_MEDIA_TYPE, digest="sha256:" + "e" * 64, size=1, annotations={})]
+    first, config = oci.build_manifest(card, card_json, layers)
+    assert oci.build_manifest(card, card_json, layers) == (first, config)
+    doc = json.loads(first)
+    assert doc["annotations"][oci.ANNOTATION_BASE_IMAGE] == env.base_image
+    assert doc["annotations"][oci.ANNOTATION_LOCK_SHA256] == "d" * 64
+    assert doc["annotations"][oci.ANNOTATION_CARD_SHA256] == hashlib.sha256(card_json).hexdigest()
+    assert doc["config"]["digest"] == "sha256:" + hashlib.sha256(config).hexdigest()
+    assert json.loads(config)["modelfs"] == {"type": "layers", "diffIds": ["sha256:" + "e" * 64]}
