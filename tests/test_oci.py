@@ -726,3 +726,34 @@ def test_build_manifest_is_deterministic_and_annotates_base_image_and_lock(artif
     assert doc["annotations"][oci.ANNOTATION_CARD_SHA256] == hashlib.sha256(card_json).hexdigest()
     assert doc["config"]["digest"] == "sha256:" + hashlib.sha256(config).hexdigest()
     assert json.loads(config)["modelfs"] == {"type": "layers", "diffIds": ["sha256:" + "e" * 64]}
+
+
+def test_a_pull_killed_mid_download_publishes_nothing(
+    registry: LoopbackRegistry, tmp_path: Path, docker_config: Path
+) -> None:
+    """SIGKILL while the model streams in: --out shows no artifact file (only the hidden
+    staging dir the kill left), and the next pull succeeds beside it."""
+    import signal
+
+    sys.path.insert(0, str(REPO_ROOT / "benchmarks"))
+    from bench_oci import _big_artifact
+
+    artifact = _big_artifact(tmp_path / "big", 40)
+    ref = f"oci://{registry.host}/models/big:1.0.0"
+    oci.push(artifact, ref)
+    out = tmp_path / "out"
+    out.mkdir()
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
+    proc = subprocess.Popen([sys.executable, "-m", "toolkit", "pull", ref, "--out", str(out)], env=env)
+    deadline = time.monotonic() + 60
+    staged: list[Path] = []
+    while time.monotonic() < deadline and proc.poll() is None:
+        staged = [p for d in out.glob(".toolkit-pull-*") for p in d.iterdir() if p.stat().st_size > 0]
+        if staged:
+            break
+        time.sleep(0.005)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert staged, "the pull finished before it could be killed"
+    assert [p.name for p in out.iterdir() if not p.name.startswith(".")] == []
+    assert oci.pull(ref, out).files[0] == out / artifact.name
