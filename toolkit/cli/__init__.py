@@ -27,6 +27,8 @@ _MODULE_OF = {
     "image": "image",
     "keygen": "signing",
     "sign": "signing",
+    "push": "oci",
+    "pull": "oci",
 }
 
 

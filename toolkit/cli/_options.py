@@ -12,6 +12,7 @@ __all__ = [
     "ArtifactArg",
     "ConfigOpt",
     "DatasetOpt",
+    "InsecureOpt",
     "JsonOpt",
     "ModelOpt",
     "NameOpt",
@@ -61,6 +62,9 @@ SignKeyOpt = Annotated[
         help="Sign the new artifact on this host with this private key (default $TOOLKIT_SIGNING_KEY).",
         show_default=False,
     ),
+]
+InsecureOpt = Annotated[
+    bool, typer.Option("--insecure", help="Plain HTTP to a registry that is not loopback (loopback always is).")
 ]
 RegistryOpt = Annotated[
     Path | None,

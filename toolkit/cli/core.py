@@ -9,7 +9,15 @@ from typing import Annotated
 import typer
 
 from toolkit.cli._common import app, out, print_json
-from toolkit.cli._options import ArtifactArg, JsonOpt, Policy, PolicyOpt, TrustedKeyOpt, VerifyPredictionsOpt
+from toolkit.cli._options import (
+    ArtifactArg,
+    InsecureOpt,
+    JsonOpt,
+    Policy,
+    PolicyOpt,
+    TrustedKeyOpt,
+    VerifyPredictionsOpt,
+)
 from toolkit.errors import ToolkitError
 
 __all__: list[str] = []
@@ -22,19 +30,31 @@ class CardFormat(str, Enum):
 
 @app.command("check-env")
 def check_env(
-    artifact: ArtifactArg,
+    artifact: Annotated[str, typer.Argument(help="The artifact's .joblib path, or oci://HOST[:PORT]/REPO:TAG.")],
     policy: PolicyOpt = Policy.strict,
     as_json: JsonOpt = False,
     verify_predictions: VerifyPredictionsOpt = False,
     trusted_key: TrustedKeyOpt = None,
+    insecure: InsecureOpt = False,
 ) -> None:
     """The deploy gate: exit 0 if this runtime matches the card, 1 if not, 3 on integrity failure."""
-    from toolkit.gate import check_env as run_gate
-
     try:
-        report = run_gate(
-            artifact, policy=policy.value, verify_predictions=verify_predictions, trusted_keys=trusted_key
-        )
+        if artifact.startswith("oci://"):  # manifest and card only; the model stays in the registry
+            from toolkit.remote_gate import check_env as run_remote_gate
+
+            report = run_remote_gate(
+                artifact,
+                policy=policy.value,
+                verify_predictions=verify_predictions,
+                insecure=insecure,
+                trusted_keys=trusted_key,
+            )
+        else:
+            from toolkit.gate import check_env as run_gate
+
+            report = run_gate(
+                Path(artifact), policy=policy.value, verify_predictions=verify_predictions, trusted_keys=trusted_key
+            )
     except ToolkitError as e:
         if as_json:  # scripts parsing stdout still get one object
             print_json({"ok": False, "exit_code": e.exit_code, "artifact": str(artifact), "error": str(e)})
