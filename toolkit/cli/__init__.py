@@ -25,6 +25,7 @@ _MODULE_OF = {
     "predict": "train",
     "registry": "registry",
     "image": "image",
+    "data": "data",
 }
 
 

@@ -100,11 +100,30 @@ def fingerprint(as_json: JsonOpt = False) -> None:
 def card(
     artifact: ArtifactArg,
     fmt: Annotated[CardFormat, typer.Option("--format", help="md for people, json for machines.")] = CardFormat.md,
+    plots: Annotated[
+        Path | None,
+        typer.Option(
+            "--plots",
+            help="Also write evaluation plots (PNG) and a Markdown card embedding them into this directory; "
+            "recomputed on the card's held-out split (loads the model, guarded).",
+        ),
+    ] = None,
+    policy: PolicyOpt = Policy.strict,
 ) -> None:
-    """Print the artifact's card (validated; nothing is unpickled)."""
+    """Print the artifact's card (validated; nothing is unpickled unless --plots is given)."""
     from toolkit.artifact import read_card
 
     model_card = read_card(artifact)
+    if plots is not None:
+        from toolkit.artifact import load
+        from toolkit.evaluate import held_out
+        from toolkit.plots import write_plots
+
+        rows = held_out(model_card)  # before loading: a card that cannot be plotted loads nothing
+        written = write_plots(model_card, load(artifact, policy=policy.value), rows.X, rows.y, plots)
+        for plot in written:
+            typer.echo(f"wrote {plot.file} ({plot.title})", err=True)
+        typer.echo(f"wrote {plots / (model_card.artifact.file.removesuffix('.joblib') + '.card.md')}", err=True)
     if fmt is CardFormat.json:
         typer.echo(model_card.to_json().decode(), nl=False)
     else:
