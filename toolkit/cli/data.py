@@ -7,11 +7,11 @@ from typing import Annotated
 
 import typer
 
-from toolkit.cli._common import app
+from toolkit.cli._common import ToolkitGroup, app
 
 __all__: list[str] = []
 
-data_app = typer.Typer(no_args_is_help=True, help="The builtin datasets as CSV files.")
+data_app = typer.Typer(cls=ToolkitGroup, no_args_is_help=True, help="The builtin datasets as CSV files.")
 app.add_typer(data_app, name="data")
 
 
