@@ -158,3 +158,36 @@ def test_python_dash_m_toolkit_help() -> None:
     result = subprocess.run([sys.executable, "-m", "toolkit", "--help"], capture_output=True, text=True)
     assert result.returncode == 0
     assert "check-env" in result.stdout
+
+
+def test_verify_json(runner: CliRunner, artifact: Path) -> None:
+    ok = _run(runner, "verify", artifact, "--json")
+    assert ok.exit_code == 0
+    report = json.loads(ok.stdout)
+    assert report["ok"] is True and report["name"] == "iris" and len(report["sha256"]) == 64
+    with artifact.open("r+b") as f:
+        f.seek(10)
+        byte = f.read(1)
+        f.seek(10)
+        f.write(bytes([byte[0] ^ 1]))
+    bad = _run(runner, "verify", artifact, "--json")
+    assert bad.exit_code == 3
+    assert json.loads(bad.stdout)["ok"] is False
+
+
+def test_cli_basics_version_short_help_and_one_suggestion() -> None:
+    import toolkit
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "toolkit", *args], capture_output=True, text=True)
+
+    version = run("--version")
+    assert (version.returncode, version.stdout) == (0, f"toolkit {toolkit.__version__}\n")
+    short = run("-h")
+    assert short.returncode == 0 and "check-env" in short.stdout
+    assert run("registry", "-h").returncode == 0
+    typo = run("registri")
+    assert typo.returncode == 2
+    assert typo.stderr.count("Did you mean") == 1 and "'registry'" in typo.stderr
+    completion = run("--show-completion", "bash")
+    assert completion.returncode == 0 and "complete" in completion.stdout

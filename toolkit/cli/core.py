@@ -63,11 +63,30 @@ def check_env(
 
 
 @app.command()
-def verify(artifact: ArtifactArg) -> None:
+def verify(artifact: ArtifactArg, as_json: JsonOpt = False) -> None:
     """Integrity only: the card is valid and the artifact matches its sha256. Never unpickles."""
     from toolkit.artifact import verify as run_verify
 
-    card = run_verify(artifact)
+    try:
+        card = run_verify(artifact)
+    except ToolkitError as e:
+        if as_json:  # scripts parsing stdout still get one object
+            print_json({"ok": False, "exit_code": e.exit_code, "artifact": str(artifact), "error": str(e)})
+        raise
+    if as_json:
+        print_json(
+            {
+                "ok": True,
+                "exit_code": 0,
+                "artifact": str(artifact),
+                "name": card.name,
+                "version": card.version,
+                "sha256": card.artifact.sha256,
+                "size": card.artifact.size,
+                "schema_version": card.schema_version,
+            }
+        )
+        return
     out.print(f"OK {card.name} {card.version} sha256 {card.artifact.sha256} ({card.artifact.size} bytes)", markup=False)
 
 
