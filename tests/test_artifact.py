@@ -15,6 +15,7 @@ import pytest
 import toolkit
 from toolkit import _files
 from toolkit.artifact import EnvironmentMismatchWarning, artifact_paths, read_card, verify
+from toolkit.card import parse_card
 from toolkit.errors import CardError, EnvironmentMismatch, IntegrityError, ProbeMismatch, UsageError
 
 
@@ -23,6 +24,16 @@ def _rewrite_card(artifact: Path, change: Callable[[dict[str, Any]], None]) -> N
     d = json.loads(path.read_text())
     change(d)
     path.write_text(json.dumps(d, indent=2))
+    # The .card.md must stay the card's rendering, or the edit is refused as tampering first.
+    _rerender(artifact)
+
+
+def _rerender(artifact: Path) -> None:
+    paths = artifact_paths(artifact)
+    try:
+        paths.card_md.write_text(parse_card(paths.card_json.read_bytes()).to_markdown())
+    except CardError:
+        pass  # an invalid card on purpose: it is refused before the .card.md is looked at
 
 
 def _pretend_trained_with(package: str, version: str) -> Callable[[dict[str, Any]], None]:

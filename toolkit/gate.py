@@ -7,10 +7,9 @@ import warnings
 from dataclasses import dataclass
 from typing import Any
 
-from toolkit.artifact import verify
+from toolkit.artifact import runtime_differences, verify
 from toolkit.errors import Difference, EnvironmentMismatch
-from toolkit.fingerprint import capture
-from toolkit.policy import differences, validate_policy
+from toolkit.policy import validate_policy
 from toolkit.probe import ProbeResult
 
 __all__ = ["Report", "check_env"]
@@ -66,7 +65,7 @@ def check_env(path: str | os.PathLike[str], *, policy: str = "strict", verify_pr
     """
     validate_policy(policy)
     card = verify(path)
-    diffs = differences(card.environment, capture(blas=False), policy=policy, referenced=card.references.distributions)
+    diffs = runtime_differences(card, policy=policy)
     predictions = _probe(path, policy) if verify_predictions else None
     return Report(
         artifact=str(path),
