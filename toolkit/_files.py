@@ -221,20 +221,37 @@ def write_temp(final: Path, data: bytes) -> Path:
 class HashingWriter:
     """A write-only file that hashes what passes through it: one pass, no copy in memory.
 
-    ``tell`` is what joblib needs to align array data.
+    Large chunks (joblib writes array data in chunks of up to 16 MiB) are hashed on
+    ``pool``'s thread while the caller goes on pickling and writing (hashlib releases the
+    GIL), one chunk in flight at a time, in order. ``tell`` is what joblib needs to align
+    array data.
     """
 
-    def __init__(self, f: IO[bytes]) -> None:
+    _BACKGROUND = 1 << 20
+
+    def __init__(self, f: IO[bytes], pool: Any = None) -> None:
         self._f = f
+        self._pool = pool
+        self._pending: Any = None
         self._digest = hashlib.sha256()
         self.size = 0
 
     def write(self, data: Any) -> int:
-        self._digest.update(data)
+        if not isinstance(data, bytes):
+            data = bytes(data)  # a frame's buffer view: small, and must not change under the hasher
         write_all(self._f, data)
-        n = memoryview(data).nbytes
-        self.size += n
-        return n
+        self._wait()
+        if self._pool is not None and len(data) >= self._BACKGROUND:
+            self._pending = self._pool.submit(self._digest.update, data)
+        else:
+            self._digest.update(data)
+        self.size += len(data)
+        return len(data)
+
+    def _wait(self) -> None:
+        if self._pending is not None:
+            pending, self._pending = self._pending, None
+            pending.result()
 
     def tell(self) -> int:
         return self.size
@@ -243,6 +260,7 @@ class HashingWriter:
         self._f.flush()
 
     def hexdigest(self) -> str:
+        self._wait()
         return self._digest.hexdigest()
 
 

@@ -147,6 +147,8 @@ def save(
     ``__main__`` or to a callable only an attack needs; files exist and not ``overwrite``;
     the disk is full or not writable, naming the path).
     """
+    from concurrent.futures import ThreadPoolExecutor
+
     from toolkit import pickle_audit
     from toolkit import probe as probe_mod
 
@@ -175,47 +177,42 @@ def save(
         recorded_probe = probe_mod.record(pipeline, probe)
     except Exception as e:  # an unfitted or broken pipeline, or probe rows it cannot take
         raise UsageError(f"the pipeline cannot predict its probe rows: {type(e).__name__}: {e}") from e
+    card_fields: dict[str, Any] = {
+        "name": name,
+        "version": version,
+        "algorithm": algorithm,
+        "created_at": created_at,
+        "author": author,
+        "intended_use": intended_use,
+        "limitations": limitations,
+        "data": data or DataInfo(features=_features_of(probe)),
+        "metrics": scores,
+        "params": params,
+        "preprocessing": tuple(preprocessing),
+        "probe": recorded_probe,
+        "training": recipe,
+        "lineage": parent,
+    }
 
     temps: list[Path] = []
     published: list[Path] = []
     target = paths.model
+    pool = ThreadPoolExecutor(max_workers=1)  # hashing, then fsync, beside the main thread's work
     try:
         tmp, f = _files.create_temp(paths.model)
         temps.append(tmp)
         with f:
-            writer = _files.HashingWriter(f)
+            writer = _files.HashingWriter(f, pool)
             pairs = pickle_audit.dump(pipeline, writer)  # type: ignore[arg-type]
             writer.flush()
-            os.fsync(f.fileno())
-        environment = capture(blas=True, lock=True)
-        modules = tuple(sorted({module for module, _ in pairs}))
-        distributions, provided = pickle_audit.distributions_for(modules, dict(environment.packages))
-        card = ModelCard(
-            name=name,
-            version=version,
-            algorithm=algorithm or _algorithm_of(pipeline),
-            created_at=created_at,
-            author=author or _author(),
-            intended_use=intended_use,
-            limitations=limitations,
-            artifact=ArtifactInfo(file=paths.model.name, sha256=writer.hexdigest(), size=writer.size),
-            data=data or DataInfo(features=_features_of(probe)),
-            metrics=scores,
-            params=jsonable(dict(params)) if params is not None else _params_of(pipeline),
-            preprocessing=tuple(preprocessing),
-            environment=environment,
-            references=References(
-                modules=modules,
-                distributions=distributions,
-                globals=pairs,
-                local_modules=pickle_audit.local_modules(modules, provided),
-            ),
-            probe=recorded_probe,
-            training=recipe,
-            lineage=parent,
-        )
-        card_json = card.to_json()
-        parse_card(card_json, where="card being saved")  # never write a card this toolkit would refuse
+            digest = writer.hexdigest()
+            # The model's fsync runs while the card is being made; it is waited for before
+            # anything is published (and before the file is closed).
+            synced = pool.submit(os.fsync, f.fileno())
+            try:
+                card, card_json = _make_card(pipeline, paths, pairs, digest, writer.size, **card_fields)
+            finally:
+                synced.result()
         for target, content in ((paths.card_md, card.to_markdown().encode()), (paths.card_json, card_json)):
             temps.append(_files.write_temp(target, content))
         # Model first, card JSON last: the card is what makes the artifact loadable.
@@ -233,7 +230,38 @@ def save(
         if isinstance(e, CardError):
             raise UsageError(f"cannot save {target}: {e}") from e
         raise
+    finally:
+        pool.shutdown(wait=True)
     return card
+
+
+def _make_card(
+    pipeline: Any, paths: ArtifactPaths, pairs: tuple[tuple[str, str], ...], digest: str, size: int, **fields: Any
+) -> tuple[ModelCard, bytes]:
+    """The card of a just-pickled pipeline, and its JSON (checked by this toolkit's own parser)."""
+    from toolkit import pickle_audit
+
+    environment = capture(blas=True, lock=True)
+    modules = tuple(sorted({module for module, _ in pairs}))
+    distributions, provided = pickle_audit.distributions_for(modules, dict(environment.packages))
+    params = fields.pop("params")
+    card = ModelCard(
+        algorithm=fields.pop("algorithm") or _algorithm_of(pipeline),
+        author=fields.pop("author") or _author(),
+        artifact=ArtifactInfo(file=paths.model.name, sha256=digest, size=size),
+        params=jsonable(dict(params)) if params is not None else _params_of(pipeline),
+        environment=environment,
+        references=References(
+            modules=modules,
+            distributions=distributions,
+            globals=pairs,
+            local_modules=pickle_audit.local_modules(modules, provided),
+        ),
+        **fields,
+    )
+    card_json = card.to_json()
+    parse_card(card_json, where="card being saved")  # never write a card this toolkit would refuse
+    return card, card_json
 
 
 def load(path: str | os.PathLike[str], *, policy: str = "strict", allow_mismatch: bool = False) -> Any:
