@@ -85,7 +85,7 @@ def test_save_honours_source_date_epoch_and_is_byte_reproducible(
     a = make_artifact(directory=tmp_path / "a")
     b = make_artifact(directory=tmp_path / "b")
     assert read_card(a).created_at == "2023-11-14T22:13:20Z"
-    for pa, pb in zip(vars_of(artifact_paths(a)), vars_of(artifact_paths(b))):
+    for pa, pb in zip(vars_of(artifact_paths(a)), vars_of(artifact_paths(b)), strict=True):
         assert pa.read_bytes() == pb.read_bytes(), pa.name
 
 
@@ -120,7 +120,7 @@ def test_flipped_byte_is_refused(artifact: Path) -> None:
     data = bytearray(artifact.read_bytes())
     data[len(data) // 2] ^= 0x01
     artifact.write_bytes(bytes(data))
-    with pytest.raises(IntegrityError, match="sha256 .* does not match"):
+    with pytest.raises(IntegrityError, match=r"sha256 .* does not match"):
         toolkit.load(artifact)
     with pytest.raises(IntegrityError):
         verify(artifact)
@@ -182,7 +182,7 @@ def test_symlinked_card_is_refused(artifact: Path, tmp_path: Path) -> None:
 
 
 def test_wrong_suffix_is_a_usage_error(tmp_path: Path) -> None:
-    with pytest.raises(UsageError, match="ends in .joblib"):
+    with pytest.raises(UsageError, match=r"ends in \.joblib"):
         toolkit.load(tmp_path / "model.pkl")
 
 

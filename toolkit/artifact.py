@@ -437,4 +437,4 @@ def _params_of(pipeline: Any) -> dict[str, Any]:
 
 
 def _features_of(frame: Any) -> tuple[Feature, ...]:
-    return tuple(Feature(name=str(c), dtype=str(t)) for c, t in zip(frame.columns, frame.dtypes))
+    return tuple(Feature(name=str(c), dtype=str(t)) for c, t in zip(frame.columns, frame.dtypes, strict=True))
