@@ -5,7 +5,7 @@ A random forest of >= 100 MB (fully grown trees on noisy labels). ``save`` pickl
 once, straight into its temp file, hashing and recording the pickle's globals as it goes;
 then it writes the card (probe predictions, environment, distributions) and fsyncs. The
 alternative is what a careful script would do without the toolkit: ``joblib.dump`` to a
-file, then one sha256 pass over it. Medians over repeated runs, page cache warm for both.
+file, then one sha256 pass over it. Medians over alternating runs, page cache warm for both.
 Target: save / (joblib.dump + sha256) <= 1.5.
 """
 
@@ -49,8 +49,7 @@ def main() -> None:
             toolkit.save(pipeline, directory / "forest-1.0.0.joblib", name="forest", version="1.0.0", probe=probe)
             shutil.rmtree(directory)
 
-        t_plain = _median(plain, args.repeat)
-        t_save = _median(save, args.repeat)
+        t_plain, t_save = _interleaved(plain, save, args.repeat)
         size = _size(pipeline, root)
     print(f"random forest: {args.trees} trees, {size / 1e6:.0f} MB pickled")
     print(f"joblib.dump + one sha256 pass      {t_plain * 1000:8.1f} ms")
@@ -91,14 +90,16 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _median(fn: Callable[[], Any], repeat: int) -> float:
-    fn()  # warm the page cache and imports
-    times = []
+def _interleaved(a: Callable[[], Any], b: Callable[[], Any], repeat: int) -> tuple[float, float]:
+    """Medians of ``a`` and ``b``, run alternately so that a busy machine weighs on both alike."""
+    a(), b()  # warm the page cache and imports
+    times: tuple[list[float], list[float]] = ([], [])
     for _ in range(repeat):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+        for fn, spent in zip((a, b), times, strict=True):
+            start = time.perf_counter()
+            fn()
+            spent.append(time.perf_counter() - start)
+    return statistics.median(times[0]), statistics.median(times[1])
 
 
 if __name__ == "__main__":

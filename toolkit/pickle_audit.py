@@ -15,11 +15,13 @@ from __future__ import annotations
 
 import hashlib
 import inspect
+import os
 import pickle
 import sys
 from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass
 from importlib.machinery import PathFinder
+from pathlib import Path
 from types import FunctionType
 from typing import IO, TYPE_CHECKING, Any
 
@@ -411,10 +413,22 @@ def distributions_for(modules: Iterable[str], installed: dict[str, str]) -> tupl
 
     tops = {m.split(".", 1)[0] for m in modules} - set(sys.stdlib_module_names)
     dists: dict[str, metadata.Distribution] = {}
-    for dist in metadata.distributions():
-        name, _ = _name_and_version(dist)
-        if name and canonical_name(name) in installed:
-            dists.setdefault(canonical_name(name), dist)  # first on sys.path wins, as on import
+    for entry in sys.path:
+        try:
+            names = os.listdir(entry or ".")
+        except OSError:
+            continue
+        for item in names:
+            if not item.endswith((".dist-info", ".egg-info")):
+                continue
+            # The directory's name carries the distribution's name (escaped, PEP 427), which
+            # spares reading every METADATA file; the header is the fallback.
+            dist = metadata.PathDistribution(Path(entry or ".", item))
+            name = canonical_name(item.split("-", 1)[0])
+            if name not in installed:
+                name = canonical_name(_name_and_version(dist)[0] or "")
+            if name in installed:
+                dists.setdefault(name, dist)  # first on sys.path wins, as on import
     provided: set[str] = set()
     roots = set()
     for name, dist in dists.items():
