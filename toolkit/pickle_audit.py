@@ -423,16 +423,16 @@ def distributions_for(modules: Iterable[str], installed: dict[str, str]) -> tupl
                 continue
             # The directory's name carries the distribution's name (escaped, PEP 427), which
             # spares reading every METADATA file; the header is the fallback.
-            dist = metadata.PathDistribution(Path(entry or ".", item))
+            path_dist = metadata.PathDistribution(Path(entry or ".", item))
             name = canonical_name(item.split("-", 1)[0])
             if name not in installed:
-                name = canonical_name(_name_and_version(dist)[0] or "")
+                name = canonical_name(_name_and_version(path_dist)[0] or "")
             if name in installed:
-                dists.setdefault(name, dist)  # first on sys.path wins, as on import
+                dists.setdefault(name, path_dist)  # first on sys.path wins, as on import
     provided: set[str] = set()
     roots = set()
-    for name, dist in dists.items():
-        hits = _provided(dist, tops)
+    for name, found in dists.items():
+        hits = _provided(found, tops)
         if hits:
             roots.add(name)
             provided |= hits
