@@ -12,6 +12,7 @@ import pytest
 from typer.testing import CliRunner
 
 from toolkit.artifact import artifact_paths
+from toolkit.card import ModelCard
 from toolkit.cli import app
 
 
@@ -20,6 +21,8 @@ def _tamper_env(artifact: Path, package: str, version: str) -> None:
     d = json.loads(path.read_text())
     d["environment"]["packages"][package] = version
     path.write_text(json.dumps(d))
+    # Keep the .card.md the card's rendering, or verify refuses the edit as tampering first.
+    artifact_paths(artifact).card_md.write_text(ModelCard.from_dict(d).to_markdown())
 
 
 def _run(runner: CliRunner, *args: Any) -> Any:

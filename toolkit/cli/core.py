@@ -118,7 +118,7 @@ def fingerprint(as_json: JsonOpt = False) -> None:
     """This runtime's environment, as a model card would record it."""
     from toolkit.fingerprint import capture
 
-    fp = capture(blas=True)
+    fp = capture(blas=True, lock=True)
     if as_json:
         print_json(fp.to_dict())
         return
