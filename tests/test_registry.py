@@ -13,7 +13,7 @@ from _registry_support import clone_artifact, registry_rows, tamper
 
 from toolkit.artifact import artifact_paths, read_card, verify
 from toolkit.card import ModelCard
-from toolkit.errors import EnvironmentMismatch, IntegrityError, RegistryError, UsageError
+from toolkit.errors import EnvironmentMismatch, IntegrityError, InvalidVersion, RegistryError, UsageError
 from toolkit.registry import Registry, parse_metric, parse_version, resolve_root, validate_name
 
 INVALID_NAMES = [
@@ -126,20 +126,31 @@ def test_add_refuses_missing_files(reg: Registry, base_artifact: Path, tmp_path:
         reg.add(src)
 
 
-def test_add_refuses_a_prerelease_version_from_the_card(reg: Registry, base_artifact: Path, tmp_path: Path) -> None:
-    src = clone_artifact(base_artifact, tmp_path / "src", version="2.0.0-rc.1")
-    with pytest.raises(RegistryError, match="invalid version '2.0.0-rc.1'"):
-        reg.add(src)
-
-
-def test_a_leftover_version_directory_without_a_row_is_replaced(
+def test_a_prerelease_version_is_refused_everywhere_with_one_rule(
     reg: Registry, base_artifact: Path, tmp_path: Path
 ) -> None:
-    # What a kill between "directory renamed into place" and "row committed" leaves behind.
+    # identifiers: versions are X.Y.Z everywhere, so the card refuses what the registry would.
+    with pytest.raises(InvalidVersion, match="invalid version '2.0.0-rc.1'") as exc:
+        parse_version("2.0.0-rc.1")
+    assert exc.value.exit_code == 4
+    src = clone_artifact(base_artifact, tmp_path / "src", version="2.0.0")
+    paths = artifact_paths(src)
+    raw = json.loads(paths.card_json.read_bytes())
+    raw["version"] = "2.0.0-rc.1"
+    paths.card_json.write_text(json.dumps(raw))
+    with pytest.raises(IntegrityError, match="'version' is not a semantic version X.Y.Z: '2.0.0-rc.1'"):
+        reg.add(src)
+    assert registry_rows(reg.root) == []
+
+
+def test_a_leftover_of_a_killed_add_is_replaced(reg: Registry, base_artifact: Path, tmp_path: Path) -> None:
+    # What a kill between "directory renamed into place" and "row committed" leaves behind:
+    # the registry's own marked copy, which no row points at.
     reg.add(base_artifact)
     orphan = reg.root / "iris" / "1.0.1"
     orphan.mkdir()
     (orphan / "junk.joblib").write_bytes(b"half")
+    (orphan / ".uncommitted").write_bytes(b"")
     stray = reg.root / ".tmp" / "add-stray"
     stray.mkdir()
     assert [e.version for e in reg.list_versions("iris")] == ["1.0.0"]  # neither is visible

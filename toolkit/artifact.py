@@ -7,7 +7,6 @@ its checksum and environment check pass, and there is no fallback to a plain job
 
 from __future__ import annotations
 
-import getpass
 import hashlib
 import io
 import os
@@ -21,8 +20,6 @@ from typing import Any
 from toolkit import _files
 from toolkit.card import (
     MAX_CARD_BYTES,
-    NAME_RE,
-    SEMVER_RE,
     ArtifactInfo,
     DataInfo,
     Feature,
@@ -33,6 +30,7 @@ from toolkit.card import (
 )
 from toolkit.errors import Difference, EnvironmentMismatch, IntegrityError, ProbeMismatch, UsageError
 from toolkit.fingerprint import capture
+from toolkit.identifiers import current_user, validate_name, validate_version
 from toolkit.policy import differences, validate_policy
 
 __all__ = [
@@ -138,10 +136,8 @@ def save(
     from toolkit import probe as probe_mod
     from toolkit._pickle_refs import distributions_for, referenced_modules
 
-    if not NAME_RE.match(name):
-        raise UsageError(f"invalid name {name!r}: use lowercase letters, digits, '.', '_' or '-' (max 64)")
-    if not SEMVER_RE.match(version):
-        raise UsageError(f"invalid version {version!r}: use a semantic version such as 1.0.0")
+    validate_name(name)
+    validate_version(version)
     paths = artifact_paths(path)
     if not paths.model.name.endswith(_MODEL_SUFFIX):
         raise UsageError(f"{path}: save to a {_MODEL_SUFFIX} path")
@@ -164,7 +160,7 @@ def save(
         version=version,
         algorithm=algorithm or _algorithm_of(pipeline),
         created_at=_created_at(),
-        author=author or _author(),
+        author=author or current_user(),
         intended_use=intended_use,
         limitations=limitations,
         artifact=ArtifactInfo(file=paths.model.name, sha256=hashlib.sha256(blob).hexdigest(), size=len(blob)),
@@ -273,13 +269,6 @@ def _created_at() -> str:
     else:
         moment = datetime.now(tz=timezone.utc).replace(microsecond=0)
     return moment.isoformat().replace("+00:00", "Z")
-
-
-def _author() -> str:
-    try:
-        return os.environ.get("TOOLKIT_AUTHOR") or getpass.getuser()
-    except (KeyError, OSError):  # a container uid with no passwd entry
-        return "unknown"
 
 
 def _final_estimator(pipeline: Any) -> Any:

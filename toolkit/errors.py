@@ -13,6 +13,9 @@ __all__ = [
     "DockerError",
     "EnvironmentMismatch",
     "IntegrityError",
+    "InvalidIdentifier",
+    "InvalidName",
+    "InvalidVersion",
     "ProbeMismatch",
     "RegistryError",
     "ToolkitError",
@@ -54,6 +57,24 @@ class RegistryError(ToolkitError):
     """Unknown name or version, a conflict, or an invalid name."""
 
     exit_code = 4
+
+
+class InvalidIdentifier(RegistryError, UsageError):
+    """A model name or version that breaks its rule (``toolkit.identifiers``).
+
+    Exit 4 from every command, because names and versions are the registry's identifiers
+    (SPEC: 4 = "invalid name"); also a ``UsageError`` so callers catching bad arguments see it.
+    """
+
+    exit_code = 4
+
+
+class InvalidName(InvalidIdentifier):
+    """A model name outside ``^[a-z0-9][a-z0-9._-]{0,63}$`` (or one of the index's own file names)."""
+
+
+class InvalidVersion(InvalidIdentifier):
+    """A version that is not ``X.Y.Z``."""
 
 
 class DockerError(ToolkitError):
