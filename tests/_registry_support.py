@@ -48,14 +48,15 @@ def tamper(path: Path) -> None:
 
 
 def registry_rows(root: Path) -> list[dict[str, Any]]:
-    """Every version row, straight from the index (what the safety tests audit)."""
-    import sqlite3
+    """Every version row, read through the registry's own (read-only) open, as the safety tests audit it."""
+    from toolkit._registry_db import connect_readonly, has_schema
 
-    if not (root / "registry.db").exists():
+    conn = connect_readonly(root)
+    if conn is None:
         return []
-    conn = sqlite3.connect(root / "registry.db")
-    conn.row_factory = sqlite3.Row
     try:
+        if not has_schema(conn):
+            return []
         return [dict(r) | {"metrics": json.loads(r["metrics"])} for r in conn.execute("SELECT * FROM versions")]
     finally:
         conn.close()

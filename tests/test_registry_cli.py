@@ -99,7 +99,7 @@ def test_list_of_a_name_is_newest_first_and_limited_in_the_table(
     code, everything = as_json(runner, root, "list", "iris")
     assert [v["version"] for v in everything][:3] == ["1.24.0", "1.23.0", "1.22.0"] and len(everything) == 25
     code, two = as_json(runner, root, "list", "iris", "--limit", "2")
-    assert len(two) == 2
+    assert code == 0 and len(two) == 2
 
 
 def test_promote_best_by_then_rollback_with_history(runner: CliRunner, root: Path, three: list[Path]) -> None:

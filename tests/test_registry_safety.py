@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import random
 import signal
-import sqlite3
 import subprocess
 import sys
 import time
@@ -15,8 +14,13 @@ from pathlib import Path
 import pytest
 from _registry_support import clone_artifact, registry_rows, tamper
 
+from toolkit._registry_db import connect_readonly, has_schema
 from toolkit.artifact import verify
 from toolkit.registry import Registry
+
+# The kill loop draws its kill times from this seed; a failure prints it, and
+# TOOLKIT_KILL_SEED=<seed> replays the same kill times (worker i runs with seed + i).
+KILL_SEED_ENV = "TOOLKIT_KILL_SEED"
 
 pytestmark = pytest.mark.skipif(os.name != "posix", reason="SIGKILL and fsync semantics are POSIX")
 
@@ -33,9 +37,15 @@ def _finish(procs: list[subprocess.Popen[str]]) -> list[tuple[int, str, str]]:
 
 
 def _audit(root: Path) -> list[dict]:
-    """What must hold after anything: a readable index, every row's files verify, <= 1 production."""
-    conn = sqlite3.connect(root / "registry.db")
+    """What must hold after anything: a readable index, every row's files verify, <= 1 production.
+
+    Read through the registry's own read-only open (never a raw ``sqlite3.connect``, which
+    would create an empty file where there is none and read whatever half-state it finds).
+    """
+    conn = connect_readonly(root)
+    assert conn is not None, f"no index in {root}"
     try:
+        assert has_schema(conn), f"{root / 'registry.db'} exists without its schema"
         assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
         registered = Counter(
             r[0] for r in conn.execute("SELECT name || ' ' || version FROM history WHERE event = 'register'")
@@ -159,17 +169,22 @@ def test_kill_9_at_random_moments_never_breaks_the_registry(base_artifact: Path,
     last = sources.pop()
     worker = tmp_path / "worker.py"
     worker.write_text(_WORKER)
-    rng = random.Random(20240601)
+    seed = int(os.environ.get(KILL_SEED_ENV) or random.SystemRandom().randrange(2**32))
+    rng = random.Random(seed)
+    kills: list[float] = []
+    print(f"kill -9 loop: seed {seed} (replay with {KILL_SEED_ENV}={seed})")
     seen_orphans = seen_stray = 0
     for i in range(20):
         proc = subprocess.Popen(
-            [sys.executable, str(worker), str(root), str(i), *sources],
+            [sys.executable, str(worker), str(root), str(seed + i), *sources],
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
         )
         assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
-        time.sleep(rng.uniform(0.0, 0.25))
+        kills.append(round(rng.uniform(0.0, 0.25), 4))
+        print(f"kill {i}: worker seed {seed + i}, SIGKILL after {kills[-1]:.4f}s", flush=True)
+        time.sleep(kills[-1])
         os.kill(proc.pid, signal.SIGKILL)
         proc.communicate(timeout=30)
         assert proc.returncode == -signal.SIGKILL
