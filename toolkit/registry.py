@@ -334,7 +334,7 @@ class Registry:
         self._check_artifact(entry, policy)
         detail = "; ".join(x for x in (detail, f"policy {policy}") if x)
         with write_transaction(conn):
-            row = self._row(conn, name, version)
+            row = self._existing_row(conn, name, version)
             current = self._production(conn, name)
             if current == version:
                 return Change(name=name, version=version, previous=current, changed=False, detail=detail)
@@ -393,7 +393,7 @@ class Registry:
                 now=now,
                 user=user,
             )
-            prev_status = self._row(conn, name, target)["status"]
+            prev_status = self._existing_row(conn, name, target)["status"]
             conn.execute(
                 "UPDATE versions SET status = 'production', rolled_back = 0 WHERE name = ? AND version = ?",
                 (name, target),
@@ -831,7 +831,16 @@ class Registry:
         return conn
 
     def _row(self, conn: sqlite3.Connection, name: str, version: str) -> sqlite3.Row | None:
-        return conn.execute("SELECT * FROM versions WHERE name = ? AND version = ?", (name, version)).fetchone()
+        row: sqlite3.Row | None = conn.execute(
+            "SELECT * FROM versions WHERE name = ? AND version = ?", (name, version)
+        ).fetchone()
+        return row
+
+    def _existing_row(self, conn: sqlite3.Connection, name: str, version: str) -> sqlite3.Row:
+        row = self._row(conn, name, version)
+        if row is None:  # checked before the transaction; rows are never deleted
+            raise RegistryError(f"{name} has no version {version} in {self.root}")
+        return row
 
     def _name_exists(self, conn: sqlite3.Connection, name: str) -> bool:
         return conn.execute("SELECT 1 FROM versions WHERE name = ? LIMIT 1", (name,)).fetchone() is not None
@@ -1020,9 +1029,13 @@ def _registered_dirs(root: Path) -> list[Path]:
         raise RegistryError(f"cannot read the registry {root}: {e.strerror or e}") from e
     for name in names:
         with suppress(OSError):
-            for e in sorted(os.scandir(root / name), key=lambda e: e.name):
-                if VERSION_RE.match(e.name) and e.is_dir(follow_symlinks=False) and not _is_own_leftover(Path(e.path)):
-                    found.append(Path(e.path))
+            for entry in sorted(os.scandir(root / name), key=lambda x: x.name):
+                if (
+                    VERSION_RE.match(entry.name)
+                    and entry.is_dir(follow_symlinks=False)
+                    and not _is_own_leftover(Path(entry.path))
+                ):
+                    found.append(Path(entry.path))
     return found
 
 
