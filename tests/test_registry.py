@@ -457,3 +457,56 @@ def test_history_is_append_only_for_any_writer(reg: Registry, base_artifact: Pat
     ]
     assert [e.reason for e in reg.history("iris")] == ["r", None]
     assert registry_rows(reg.root)[0]["status"] == "production"
+
+
+# -- identifiers: one rule for names, versions and the user ---------------------------------
+
+
+def test_current_user_is_the_override_else_the_login_else_unknown(monkeypatch: pytest.MonkeyPatch) -> None:
+    import getpass
+
+    from toolkit.identifiers import current_user
+
+    monkeypatch.setenv("TOOLKIT_AUTHOR", "ada")
+    assert current_user() == "ada"
+    monkeypatch.setenv("TOOLKIT_AUTHOR", "  ")  # blank is not a name
+    monkeypatch.setattr(getpass, "getuser", lambda: "login")
+    assert current_user() == "login"
+
+    def no_passwd_entry() -> str:
+        raise KeyError("getpwuid(): uid not found: 12345")
+
+    monkeypatch.setattr(getpass, "getuser", no_passwd_entry)
+    assert current_user() == "unknown"
+
+
+def test_the_registry_records_the_same_user_as_the_card(
+    reg: Registry, base_artifact: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("TOOLKIT_AUTHOR", "grace")
+    entry = reg.add(base_artifact)
+    assert entry.registered_by == "grace"
+    assert [e.user for e in reg.history("iris")] == ["grace"]
+
+
+def test_one_bad_name_is_one_error_class_and_exit_4_from_save_and_the_registry(
+    reg: Registry, tiny_pipeline, iris_frame, tmp_path: Path
+) -> None:
+    import toolkit
+    from toolkit.errors import InvalidName
+
+    errors = []
+    for call in (
+        lambda: toolkit.save(
+            tiny_pipeline, tmp_path / "x.joblib", name="Bad Name", version="1.0.0", probe=iris_frame[0].head(4)
+        ),
+        lambda: reg.get("Bad Name"),
+        lambda: validate_name("Bad Name"),
+    ):
+        with pytest.raises(InvalidName) as exc:
+            call()
+        errors.append(exc.value)
+    assert {type(e) for e in errors} == {InvalidName}
+    assert all(e.exit_code == 4 and isinstance(e, UsageError) and isinstance(e, RegistryError) for e in errors)
+    assert all("invalid model name 'Bad Name': must match ^[a-z0-9][a-z0-9._-]{0,63}$" == str(e) for e in errors)
+    assert list(tmp_path.glob("x*")) == []

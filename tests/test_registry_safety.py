@@ -263,3 +263,29 @@ def test_a_kill_at_each_critical_point_leaves_the_old_state(base_artifact: Path,
             assert reg.rollback("iris").version == "5.0.0"
     _audit(root)
     assert not list((root / ".tmp").iterdir()) or not point.startswith("add")
+
+
+_KILL_IN_CREATE = """
+import os, signal, sys
+from pathlib import Path
+import toolkit._registry_db as D
+from toolkit.registry import Registry
+def die(*args, **kwargs):
+    os.kill(os.getpid(), signal.SIGKILL)
+D._ensure_schema = die  # the new index exists under its temporary name, without its tables
+Registry(Path(sys.argv[1])).add(sys.argv[2])
+"""
+
+
+def test_a_kill_while_creating_the_index_never_leaves_a_half_created_one(base_artifact: Path, tmp_path: Path) -> None:
+    # Issue 9's flake: a kill between creating registry.db and writing its schema. The index is
+    # now built under a temporary name and linked into place complete, so the name never
+    # exists without its tables.
+    root = tmp_path / "models"
+    proc = subprocess.run([sys.executable, "-c", _KILL_IN_CREATE, str(root), str(base_artifact)], capture_output=True)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr
+    assert not (root / "registry.db").exists()
+    with Registry(root) as reg:
+        assert reg.list_names() == []
+        assert reg.add(base_artifact).version == "1.0.0"
+    assert [r["version"] for r in _audit(root)] == ["1.0.0"]
