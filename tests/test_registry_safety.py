@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import os
 import random
 import signal
@@ -112,7 +113,7 @@ def test_concurrent_promotes_leave_exactly_one_production(base_artifact: Path, t
     assert len(archives) == 9
     assert promotes[-1].version == production[0]  # the last one to commit won
     # The history replays to the final state: each promote archives the one before it.
-    for before, after in zip(promotes, promotes[1:]):
+    for before, after in itertools.pairwise(promotes):
         assert any(a.version == before.version and a.detail == f"replaced by {after.version}" for a in archives)
     print(f"10 concurrent `registry promote` processes: {elapsed:.2f}s wall")
 
