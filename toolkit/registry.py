@@ -816,7 +816,9 @@ class Registry:
 
     def _refuse_lost_index(self, state: str) -> None:
         found = _registered_dirs(self.root)
-        if found:
+        # A directory loses its marker only after its row is committed, so if the index has rows
+        # now, a concurrent add created or filled it between our look at it and the scan: not lost.
+        if found and not _index_has_rows(self.root):
             example = found[0].relative_to(self.root)
             raise RegistryError(
                 f"the registry index {self.root / DB_FILE} is {state} but {self.root} holds {len(found)} registered "
@@ -973,6 +975,16 @@ def _copy_file(src: Path, dst: Path, *, hash_it: bool = False) -> tuple[str, int
         fout.flush()
         os.fsync(fout.fileno())
     return (h.hexdigest() if h is not None else ""), size
+
+
+def _index_has_rows(root: Path) -> bool:
+    conn = connect_readonly(root)
+    if conn is None:
+        return False
+    try:
+        return has_schema(conn) and conn.execute("SELECT 1 FROM versions LIMIT 1").fetchone() is not None
+    finally:
+        conn.close()
 
 
 def _new_index(path: Path) -> sqlite3.Connection:
