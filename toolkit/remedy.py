@@ -46,5 +46,7 @@ def remedies(
     if card.training is not None and (not base or card.environment.lock is None):
         found.append(f"retrain it from the card's recipe in this runtime (toolkit retrain {artifact} --version X.Y.Z)")
     if not found:
-        found.append(f"install the versions the card records (toolkit card {artifact} --format json: environment.packages)")
+        found.append(
+            f"install the versions the card records (toolkit card {artifact} --format json: environment.packages)"
+        )
     return tuple(found)
