@@ -12,6 +12,9 @@ import pytest
 from typer.testing import CliRunner
 
 from toolkit import docker as tdocker
+from toolkit.docker import context as dcontext
+from toolkit.docker import images as dimages
+from toolkit.docker import jobs as djobs
 from toolkit.cli import app
 from toolkit.errors import DockerError, UsageError
 
@@ -68,8 +71,8 @@ def test_resolve_base_image_precedence(tmp_path: Path, monkeypatch: pytest.Monke
     ],
 )
 def test_reference_names(ref: str, name: str, repository: str) -> None:
-    assert tdocker._name_of(ref) == name
-    assert tdocker._repository(ref) == repository
+    assert dimages.name_of(ref) == name
+    assert dimages.repository_of(ref) == repository
 
 
 def test_pin_reference_keeps_a_pinned_ref_without_asking_docker() -> None:
@@ -106,7 +109,7 @@ def test_locked_wheels_takes_exactly_the_pinned_files(tmp_path: Path) -> None:
         "not-a-wheel.whl",
     ):
         (wheelhouse / name).write_bytes(b"x")
-    chosen = sorted(p.name for p in tdocker._locked_wheels(lock, wheelhouse))
+    chosen = sorted(p.name for p in dcontext.locked_wheels(lock, wheelhouse))
     assert chosen == [
         "scikit_learn-1.9.1-cp311-cp311-manylinux_2_28_x86_64.whl",
         "typing_extensions-4.16.0-py3-none-any.whl",
@@ -117,9 +120,9 @@ def test_locked_wheels_names_what_is_missing(tmp_path: Path) -> None:
     lock = _lock(tmp_path, {"numpy": "2.4.6"})
     (tmp_path / "wheelhouse").mkdir()
     with pytest.raises(UsageError, match=r"no wheel for numpy==2\.4\.6 .*make wheelhouse"):
-        tdocker._locked_wheels(lock, tmp_path / "wheelhouse")
+        dcontext.locked_wheels(lock, tmp_path / "wheelhouse")
     with pytest.raises(UsageError, match="no wheelhouse"):
-        tdocker._locked_wheels(lock, tmp_path / "absent")
+        dcontext.locked_wheels(lock, tmp_path / "absent")
 
 
 def test_build_context_holds_only_what_the_dockerfile_copies(tmp_path: Path) -> None:
@@ -131,14 +134,14 @@ def test_build_context_holds_only_what_the_dockerfile_copies(tmp_path: Path) -> 
     lock = tmp_path / "elsewhere.lock"
     lock.write_text("typing-extensions==4.16.0 \\\n    --hash=sha256:" + "0" * 64 + "\n")
     buffer = io.BytesIO()
-    tdocker._write_context(buffer, context=REPO, lock=lock, wheels=[link])
+    dcontext.write_context(buffer, context=REPO, lock=lock, wheels=[link])
     buffer.seek(0)
     with tarfile.open(fileobj=buffer) as tar:
         names = tar.getnames()
         assert tar.extractfile("requirements.lock").read() == lock.read_bytes()  # type: ignore[union-attr]
         # A symlinked wheel goes in as the wheel's bytes.
         assert tar.extractfile(f"wheelhouse/{wheel.name}").read() == b"wheel bytes"  # type: ignore[union-attr]
-    assert {"Dockerfile", "pyproject.toml", "toolkit/__init__.py", "toolkit/docker.py"} <= set(names)
+    assert {"Dockerfile", "pyproject.toml", "toolkit/__init__.py", "toolkit/docker/__init__.py", "toolkit/docker/client.py"} <= set(names)
     assert not [n for n in names if "__pycache__" in n or n.startswith((".venv", "tests", ".git", "models"))]
 
 
@@ -151,11 +154,11 @@ def test_map_inputs_rewrites_paths_and_mounts_outside_ones(tmp_path: Path) -> No
     outside.parent.mkdir()
     outside.write_text("")
     args = ["--config", str(inside), "--dataset", str(outside), "--model", "random_forest"]
-    mapped, mounts = tdocker._map_inputs(args, [inside, outside], work)
+    mapped, mounts = djobs.map_inputs(args, [inside, outside], work)
     assert mapped == ["--config", "/work/configs/a.toml", "--dataset", "/in/1/b.csv", "--model", "random_forest"]
     assert mounts == [tdocker.Mount(source=outside.parent, target="/in/1", read_only=True)]
     with pytest.raises(UsageError, match="no such file"):
-        tdocker._map_inputs(["--config", "nope.toml"], [Path("nope.toml")], work)
+        djobs.map_inputs(["--config", "nope.toml"], [Path("nope.toml")], work)
 
 
 def test_lock_sha256_matches_sha256sum(tmp_path: Path) -> None:
@@ -210,9 +213,9 @@ def test_check_as_root_names_an_artifact_the_image_user_cannot_read(tmp_path: Pa
     tmp_path.chmod(0o755)
     artifact.chmod(0o600)
     with pytest.raises(UsageError, match=r"m-1\.0\.0\.joblib: not readable by the image's user \(uid 10001\)"):
-        tdocker._require_readable_by_image_user(artifact)
+        djobs.require_readable_by_image_user(artifact)
     artifact.chmod(0o644)
-    tdocker._require_readable_by_image_user(artifact)
+    djobs.require_readable_by_image_user(artifact)
     tmp_path.chmod(0o700)
     with pytest.raises(UsageError, match=r"chmod o\+rx"):
-        tdocker._require_readable_by_image_user(artifact)
+        djobs.require_readable_by_image_user(artifact)
