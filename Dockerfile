@@ -32,8 +32,50 @@ ARG LOCK_SHA256
 RUN echo "${LOCK_SHA256:-unset}  /tmp/build/requirements.lock" | sha256sum --quiet -c - 2>/dev/null \
     || { echo "error: LOCK_SHA256 must be the sha256 of requirements.lock ($(sha256sum < /tmp/build/requirements.lock | cut -d' ' -f1)), got '${LOCK_SHA256}'" >&2; exit 1; }
 COPY wheelhouse/ /tmp/build/wheelhouse/
+# requirements.lock is the image's runtime only (tests, linters and lock tools are in the host's
+# requirements-dev.lock). What never runs here is removed in this stage, which is thrown away, so
+# no layer of the image carries it (benchmarks/bench_image_size.py measures what is left):
+#  - the packages' own test suites (`tests` folders) and type stubs (*.pyi);
+#  - pyarrow's C++ headers and Cython sources (for compiling against it), and its Flight RPC and
+#    S3 libraries: network features (containers run with no network) that load only on
+#    `import pyarrow.flight` or an s3:// path, never for a local Parquet file;
+#  - bytecode: installed with --no-compile, then written only for what training, prediction and
+#    the gate import (the import line below; a module left out only compiles in memory when used).
+#  - a wheel cannot hold symlinks, so pyarrow ships each libarrow_python*.so three times under
+#    its three names: the copies become symlinks to the file named by its SONAME (lib*.so.N).
+ARG DEDUPE_SONAMES="import hashlib, os, pathlib, re, sys; \
+groups = {}; \
+[groups.setdefault(hashlib.sha256(p.read_bytes()).hexdigest(), []).append(p) \
+ for p in sorted(pathlib.Path(sys.argv[1]).glob('lib*.so*')) if p.is_file() and not p.is_symlink()]; \
+[(q.unlink(), q.symlink_to(keep[0].name)) for paths in groups.values() \
+ for keep in [[p for p in paths if re.search(r'[.]so[.][0-9]+$', p.name)]] if len(paths) > 1 and keep \
+ for q in paths if q != keep[0]]"
 RUN PIP_CONFIG_FILE=/dev/null PIP_DISABLE_PIP_VERSION_CHECK=1 /opt/venv/bin/python -m pip install --quiet \
-        --no-index --find-links /tmp/build/wheelhouse --require-hashes -r /tmp/build/requirements.lock
+        --no-compile --no-index --find-links /tmp/build/wheelhouse --require-hashes -r /tmp/build/requirements.lock \
+    && cd /opt/venv/lib/python3*/site-packages \
+    && find . -type d -name tests -prune -exec rm -rf {} + \
+    && find . -name '*.pyi' -delete \
+    && rm -rf pyarrow/include pyarrow/includes pyarrow/src pyarrow/*.pyx pyarrow/*.pxd pyarrow/*.pxi \
+        pyarrow/libarrow_flight.so* pyarrow/libarrow_python_flight.so* pyarrow/_flight.cpython-* \
+        pyarrow/libarrow_s3.so* pyarrow/_s3fs.cpython-* \
+    && /opt/venv/bin/python -c "$DEDUPE_SONAMES" pyarrow \
+    && /opt/venv/bin/python -c 'import numpy, scipy.stats, pandas, pyarrow.parquet, pyarrow.dataset, joblib, \
+        threadpoolctl, typer, rich.console, rich.table, packaging.requirements, cryptography.hazmat.primitives.asymmetric.ec, \
+        cryptography.hazmat.primitives.serialization, psycopg, sklearn.base, sklearn.compose, sklearn.datasets, \
+        sklearn.ensemble, sklearn.impute, sklearn.linear_model, sklearn.metrics, sklearn.model_selection, \
+        sklearn.pipeline, sklearn.preprocessing, sklearn.utils.validation'
+
+# ---- the toolkit, built and installed into a staging root (pip and setuptools stay behind) -----
+FROM deps AS toolkit
+COPY pyproject.toml README.md* /opt/toolkit-src/
+COPY toolkit/ /opt/toolkit-src/toolkit/
+RUN cd /opt/toolkit-src \
+    && PIP_CONFIG_FILE=/dev/null PIP_DISABLE_PIP_VERSION_CHECK=1 /opt/venv/bin/python -m pip install --quiet \
+        --no-deps --no-index --no-build-isolation --root /staging .
+
+# ---- the runtime venv: without the installer and the build backend, which only the build uses ----
+FROM deps AS venv
+RUN /opt/venv/bin/python -m pip uninstall --quiet --yes pip setuptools
 
 # ---- stage 2: the runtime -------------------------------------------------------------------
 FROM ${BASE_IMAGE}
@@ -45,7 +87,7 @@ ARG LOCK_SHA256
 RUN grep -q '^toolkit:' /etc/group || echo 'toolkit:x:10001:' >>/etc/group; \
     grep -q '^toolkit:' /etc/passwd || echo 'toolkit:x:10001:10001:toolkit:/home/toolkit:/bin/sh' >>/etc/passwd; \
     mkdir -p /home/toolkit /out /work && chown 10001:10001 /home/toolkit /out /work
-COPY --from=deps /opt/venv /opt/venv
+COPY --from=venv /opt/venv /opt/venv
 ENV PATH=/opt/venv/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
     HOME=/home/toolkit \
     LANG=C.UTF-8 \
@@ -59,12 +101,8 @@ ENV PATH=/opt/venv/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/
     TOOLKIT_LOCK_SHA256=${LOCK_SHA256}
 
 # ---- the toolkit itself: last, so a code change rebuilds only from here ----------------------
-COPY pyproject.toml README.md* /opt/toolkit-src/
-COPY toolkit/ /opt/toolkit-src/toolkit/
-RUN cd /opt/toolkit-src \
-    && /opt/venv/bin/python -m pip install --quiet --no-deps --no-index --no-build-isolation . \
-    && rm -rf /opt/toolkit-src/build /opt/toolkit-src/*.egg-info \
-    && toolkit --help >/dev/null
+COPY --from=toolkit /staging/ /
+RUN toolkit --help >/dev/null
 
 ARG REVISION=unknown
 LABEL org.opencontainers.image.title="toolkit" \

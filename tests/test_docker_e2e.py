@@ -27,8 +27,10 @@ from toolkit.errors import DockerError
 pytestmark = pytest.mark.docker
 
 REPO = Path(__file__).resolve().parents[1]
-IMAGE = "toolkit:e2e"
-VARIANT_IMAGE = "toolkit:e2e-variant"
+# Tags of this suite's images; TOOLKIT_E2E_TAG gives concurrent runs (worktrees) tags of their own.
+_TAG = os.environ.get("TOOLKIT_E2E_TAG", "e2e")
+IMAGE = f"toolkit:{_TAG}"
+VARIANT_IMAGE = f"toolkit:{_TAG}-variant"
 # Another scikit-learn release that installs with the lock's numpy and scipy.
 VARIANT_SKLEARN = "1.8.0"
 EPOCH = "1700000000"  # SOURCE_DATE_EPOCH for every training here: cards must be byte-identical
@@ -223,7 +225,7 @@ def test_train_in_image_from_a_parquet_file(image: str, tmp_path: Path) -> None:
 
 def test_build_with_an_unpinned_base_fails_clearly(base_ref: str, client: Any) -> None:
     tag = base_ref.split("@")[0] + ":bookworm"  # a tag the engine has, so nothing is pulled
-    done = _toolkit("image", "build", "--base-image", tag, "--tag", "toolkit:e2e-unpinned")
+    done = _toolkit("image", "build", "--base-image", tag, "--tag", f"{IMAGE}-unpinned")
     assert done.returncode == 2
     assert "BASE_IMAGE must be pinned by digest as name@sha256:<64 hex>" in done.stderr
     assert tag in done.stderr

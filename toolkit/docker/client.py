@@ -35,8 +35,9 @@ __all__ = [
 OutputCallback = Callable[[str, bytes], None]  # ("stdout" | "stderr", chunk)
 BUILD_LOG_LINES = 5  # the last build-log lines a failed build's error carries
 
-# Lines our Dockerfile prints when it refuses a build argument.
-_DOCKERFILE_ERROR = re.compile(r"^error: .+")
+# Lines our Dockerfile prints when it refuses a build argument ("error: LOCK_SHA256 must be ...");
+# pip's own "error: ..." lines are left to the log's tail.
+_DOCKERFILE_ERROR = re.compile(r"^error: [A-Z][A-Z0-9_]* must .+")
 # The classic builder's own bookkeeping lines say nothing about why a step failed.
 _BUILDER_CHATTER = ("--->", "Removing intermediate container", "Step ")
 _DEFAULT_HOST = "unix:///var/run/docker.sock"
