@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import io
+import subprocess
+import sys
 import tarfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -570,3 +572,52 @@ def test_pin_reference_with_a_fake_engine(use_client: Callable[[FakeClient], Fak
     use_client(FakeClient(images={"python:3.11-slim": {"RepoDigests": []}}))
     with pytest.raises(DockerError, match="has no repository digest"):
         tdocker.pin_reference("python:3.11-slim")
+
+
+# --- the base image's Debian mirror comes from the machine's apt sources ------------------------
+
+
+def _debian_mirror(root: Path, suite: str = "bookworm") -> subprocess.CompletedProcess[str]:
+    script = REPO / "scripts" / "debian_mirror.py"
+    return subprocess.run(
+        [sys.executable, str(script), suite, "--root", str(root)], capture_output=True, text=True, check=False
+    )
+
+
+def test_debian_mirror_reads_deb822_sources_in_apt_order(tmp_path: Path) -> None:
+    listd = tmp_path / "etc" / "apt" / "sources.list.d"
+    listd.mkdir(parents=True)
+    (listd / "a-off.sources").write_text(
+        "Types: deb\nURIs: http://disabled.example/debian\nSuites: bookworm\nComponents: main\nEnabled: no\n"
+    )
+    (listd / "b.sources").write_text(
+        "Types: deb\n# a comment line\nURIs: http://security.example/debian-security\nSuites: bookworm-security\n"
+        "Components: main\n\n"
+        "Types: deb-src deb\nURIs:\n http://mirror.example/debian/\nSuites: bookworm bookworm-updates\n"
+        "Components: main contrib\nSigned-By: /usr/share/keyrings/debian-archive-keyring.gpg\n"
+    )
+    (listd / "c.list.disabled").write_text("deb http://ignored.example/debian bookworm main\n")
+    done = _debian_mirror(tmp_path)
+    assert (done.returncode, done.stdout, done.stderr) == (0, "http://mirror.example/debian\n", "")
+
+
+def test_debian_mirror_reads_one_line_sources_and_says_when_there_is_none(tmp_path: Path) -> None:
+    apt = tmp_path / "etc" / "apt"
+    apt.mkdir(parents=True)
+    (apt / "sources.list").write_text(
+        "# deb http://commented.example/debian bookworm main\n"
+        "deb-src http://src.example/debian bookworm main\n"
+        "deb cdrom:[Debian GNU/Linux 12]/ bookworm main\n"
+        "deb [arch=amd64 signed-by=/k.gpg] https://mirror.example/debian bookworm main non-free\n"
+    )
+    done = _debian_mirror(tmp_path)
+    assert (done.returncode, done.stdout) == (0, "https://mirror.example/debian\n")
+    done = _debian_mirror(tmp_path, "trixie")
+    assert done.returncode == 1 and done.stdout == ""
+    assert done.stderr == f"no `deb` source for trixie main in {apt}; set DEBIAN_MIRROR\n"
+
+
+def test_base_script_names_no_mirror_host() -> None:
+    # `make base` must work behind any mirror: the host comes from apt or DEBIAN_MIRROR only.
+    text = (REPO / "scripts" / "base.sh").read_text()
+    assert "debian.org" not in text and "MIRROR=${DEBIAN_MIRROR:-}" in text
