@@ -16,7 +16,7 @@ export SOURCE_DATE_EPOCH ?= $(shell git log -1 --format=%ct 2>/dev/null || echo 
 .PHONY: help venv wheelhouse lock lint test test-fast bench clean
 
 help:
-	@echo "make train | test | lock | image | base | check-env MODEL=... | bench | clean"
+	@echo "make train | test | lint | lock | image | base | check-env MODEL=... | bench | clean"
 
 # Two locks, layered as pip-tools does it: requirements.lock is the image's runtime (and only that);
 # requirements-dev.lock, constrained by it, adds what only the host runs (tests, linters, pip-tools).

@@ -9,6 +9,9 @@ This module re-exports the public names, so ``from toolkit import docker`` keeps
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
+from typing import Any
+
 from toolkit.docker.client import Mount, OutputCallback, RunResult, connect, pin_reference
 from toolkit.docker.client import run as _run
 from toolkit.docker.context import lock_sha256
@@ -62,14 +65,14 @@ __all__ = [
 
 def run_in_container(
     image: str,
-    command: list[str] | tuple[str, ...],
+    command: Sequence[str],
     *,
-    mounts: list[Mount] | tuple[Mount, ...] = (),
+    mounts: Sequence[Mount] = (),
     user: str | None = None,
-    environment: dict[str, str] | None = None,
+    environment: Mapping[str, str] | None = None,
     working_dir: str | None = None,
     on_output: OutputCallback | None = None,
-    client: object | None = None,
+    client: Any | None = None,
 ) -> RunResult:
     """Run ``image`` with ``command``, network off (see :func:`toolkit.docker.client.run`)."""
     return _run(
