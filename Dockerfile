@@ -14,7 +14,7 @@
 # Must be pinned by digest: name@sha256:<64 hex>. Checked first thing below.
 ARG BASE_IMAGE
 
-# ---- stage 1: the locked virtualenv (the wheelhouse never reaches the final image) ----------
+# ---- the locked virtualenv (the wheelhouse never reaches the final image) ------------------
 FROM ${BASE_IMAGE} AS deps
 ARG BASE_IMAGE
 ARG BASE_DIGEST
@@ -40,7 +40,8 @@ COPY wheelhouse/ /tmp/build/wheelhouse/
 #    S3 libraries: network features (containers run with no network) that load only on
 #    `import pyarrow.flight` or an s3:// path, never for a local Parquet file;
 #  - bytecode: installed with --no-compile, then written only for what training, prediction and
-#    the gate import (the import line below; a module left out only compiles in memory when used).
+#    the gate import (the import line below; a module left out only compiles in memory when used),
+#    and setuptools' build backend, which builds the toolkit on every code change.
 #  - a wheel cannot hold symlinks, so pyarrow ships each libarrow_python*.so three times under
 #    its three names: the copies become symlinks to the file named by its SONAME (lib*.so.N).
 ARG DEDUPE_SONAMES="import hashlib, os, pathlib, re, sys; \
@@ -63,7 +64,7 @@ RUN PIP_CONFIG_FILE=/dev/null PIP_DISABLE_PIP_VERSION_CHECK=1 /opt/venv/bin/pyth
         threadpoolctl, typer, rich.console, rich.table, packaging.requirements, cryptography.hazmat.primitives.asymmetric.ec, \
         cryptography.hazmat.primitives.serialization, psycopg, sklearn.base, sklearn.compose, sklearn.datasets, \
         sklearn.ensemble, sklearn.impute, sklearn.linear_model, sklearn.metrics, sklearn.model_selection, \
-        sklearn.pipeline, sklearn.preprocessing, sklearn.utils.validation'
+        sklearn.pipeline, sklearn.preprocessing, sklearn.utils.validation, setuptools.build_meta'
 
 # ---- the toolkit, built and installed into a staging root (pip and setuptools stay behind) -----
 FROM deps AS toolkit
@@ -71,13 +72,14 @@ COPY pyproject.toml README.md* /opt/toolkit-src/
 COPY toolkit/ /opt/toolkit-src/toolkit/
 RUN cd /opt/toolkit-src \
     && PIP_CONFIG_FILE=/dev/null PIP_DISABLE_PIP_VERSION_CHECK=1 /opt/venv/bin/python -m pip install --quiet \
-        --no-deps --no-index --no-build-isolation --root /staging .
+        --no-deps --no-index --no-build-isolation --root /staging . \
+    && PYTHONPATH="$(echo /staging/opt/venv/lib/python3*/site-packages)" /opt/venv/bin/python -m toolkit --help >/dev/null
 
 # ---- the runtime venv: without the installer and the build backend, which only the build uses ----
 FROM deps AS venv
 RUN /opt/venv/bin/python -m pip uninstall --quiet --yes pip setuptools
 
-# ---- stage 2: the runtime -------------------------------------------------------------------
+# ---- the runtime image ------------------------------------------------------------------------
 FROM ${BASE_IMAGE}
 ARG BASE_IMAGE
 ARG BASE_DIGEST
@@ -93,16 +95,13 @@ ENV PATH=/opt/venv/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/
     LANG=C.UTF-8 \
     PYTHONHASHSEED=0 \
     PYTHONDONTWRITEBYTECODE=1 \
-    PIP_CONFIG_FILE=/dev/null \
-    PIP_DISABLE_PIP_VERSION_CHECK=1 \
-    PIP_NO_CACHE_DIR=1 \
     TOOLKIT_IN_CONTAINER=1 \
     TOOLKIT_BASE_IMAGE=${BASE_IMAGE} \
     TOOLKIT_LOCK_SHA256=${LOCK_SHA256}
 
 # ---- the toolkit itself: last, so a code change rebuilds only from here ----------------------
+# (checked with `toolkit --help` in its stage: one container step less on every code change)
 COPY --from=toolkit /staging/ /
-RUN toolkit --help >/dev/null
 
 ARG REVISION=unknown
 LABEL org.opencontainers.image.title="toolkit" \
