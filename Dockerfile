@@ -41,7 +41,7 @@ COPY wheelhouse/ /tmp/build/wheelhouse/
 #    `import pyarrow.flight` or an s3:// path, never for a local Parquet file;
 #  - bytecode: installed with --no-compile, then written only for what training, prediction and
 #    the gate import (the import line below; a module left out only compiles in memory when used),
-#    and setuptools' build backend, which builds the toolkit on every code change.
+#    and all of setuptools, which builds the toolkit on every code change (and never reaches the image).
 #  - a wheel cannot hold symlinks, so pyarrow ships each libarrow_python*.so three times under
 #    its three names: the copies become symlinks to the file named by its SONAME (lib*.so.N).
 ARG DEDUPE_SONAMES="import hashlib, os, pathlib, re, sys; \
@@ -64,7 +64,8 @@ RUN PIP_CONFIG_FILE=/dev/null PIP_DISABLE_PIP_VERSION_CHECK=1 /opt/venv/bin/pyth
         threadpoolctl, typer, rich.console, rich.table, packaging.requirements, cryptography.hazmat.primitives.asymmetric.ec, \
         cryptography.hazmat.primitives.serialization, psycopg, sklearn.base, sklearn.compose, sklearn.datasets, \
         sklearn.ensemble, sklearn.impute, sklearn.linear_model, sklearn.metrics, sklearn.model_selection, \
-        sklearn.pipeline, sklearn.preprocessing, sklearn.utils.validation, setuptools.build_meta'
+        sklearn.pipeline, sklearn.preprocessing, sklearn.utils.validation' \
+    && /opt/venv/bin/python -m compileall -q setuptools pkg_resources _distutils_hack
 
 # ---- the toolkit, built and installed into a staging root (pip and setuptools stay behind) -----
 FROM deps AS toolkit
@@ -72,7 +73,7 @@ COPY pyproject.toml README.md* /opt/toolkit-src/
 COPY toolkit/ /opt/toolkit-src/toolkit/
 RUN cd /opt/toolkit-src \
     && PIP_CONFIG_FILE=/dev/null PIP_DISABLE_PIP_VERSION_CHECK=1 /opt/venv/bin/python -m pip install --quiet \
-        --no-deps --no-index --no-build-isolation --root /staging . \
+        --no-deps --no-index --no-build-isolation --no-warn-script-location --root /staging . \
     && PYTHONPATH="$(echo /staging/opt/venv/lib/python3*/site-packages)" /opt/venv/bin/python -m toolkit --help >/dev/null
 
 # ---- the runtime venv: without the installer and the build backend, which only the build uses ----
