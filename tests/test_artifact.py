@@ -461,6 +461,7 @@ def test_a_save_killed_by_sigterm_leaves_a_temp_the_next_save_sweeps(
     assert child.stdout.readline().strip() == "writing"  # mid-save: the temp file is open
     child.send_signal(signal.SIGTERM)
     assert child.wait(timeout=30) == -signal.SIGTERM
+    child.stdout.close()
     [leftover] = _listing(out)
     assert leftover.startswith(".iris-1.0.0.joblib.") and leftover.endswith(".tmp")
     # A temp of a live process (this one) is never swept.

@@ -236,6 +236,7 @@ def test_check_env_text_lists_every_difference_one_per_line(runner: CliRunner, a
     d = json.loads(path.read_text())
     d["environment"]["packages"].update({f"zz-pkg-{i:05d}": f"9.{i}.0-{'x' * 60}" for i in range(2000)})
     path.write_text(json.dumps(d))
+    artifact_paths(artifact).card_md.write_text(ModelCard.from_dict(d).to_markdown())
     result = _run(runner, "check-env", artifact)
     assert result.exit_code == 1
     lines = result.stdout.splitlines()

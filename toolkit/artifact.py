@@ -111,9 +111,10 @@ def verify(path: str | os.PathLike[str], *, trusted_keys: TrustedKeys = None) ->
     """
     paths = artifact_paths(path)
     card = read_card(paths.model)
-    check_companions(paths, card)
     digest, size = _files.sha256_file(paths.model, "artifact")
+    # With trust, the signature speaks first: it names the file that changed.
     require_signature(paths, trusted_keys, known={paths.model: digest})
+    check_companions(paths, card)
     _check_digest(paths.model, card.artifact, digest, size)
     return card
 
@@ -310,10 +311,10 @@ def load_verified(
     validate_policy(policy)
     paths = artifact_paths(path)
     card = read_card(paths.model)
-    check_companions(paths, card)
     blob = _read_verified(paths.model, card.artifact)
     # _read_verified proved the bytes in memory hash to the card's sha256: no second pass.
     require_signature(paths, trusted_keys, known={paths.model: card.artifact.sha256})
+    check_companions(paths, card)
     diffs = runtime_differences(card, policy=policy)
     if diffs and not allow_mismatch:
         raise EnvironmentMismatch(diffs, policy=policy)
