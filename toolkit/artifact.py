@@ -31,7 +31,15 @@ from toolkit.card import (
     parse_card,
     training_from,
 )
-from toolkit.errors import CardError, Difference, EnvironmentMismatch, IntegrityError, ProbeMismatch, UsageError
+from toolkit.errors import (
+    CardError,
+    Difference,
+    EnvironmentMismatch,
+    EnvironmentMismatchWarning,
+    IntegrityError,
+    ProbeMismatch,
+    UsageError,
+)
 from toolkit.fingerprint import Fingerprint, capture
 from toolkit.identifiers import current_user, validate_name, validate_version
 from toolkit.policy import differences, validate_policy
@@ -55,10 +63,6 @@ __all__ = [
 _MODEL_SUFFIX = ".joblib"
 _CARD_JSON_SUFFIX = ".card.json"
 _CARD_MD_SUFFIX = ".card.md"
-
-
-class EnvironmentMismatchWarning(UserWarning):
-    """Emitted when ``load(..., allow_mismatch=True)`` loads in a runtime that differs."""
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
