@@ -242,6 +242,8 @@ def test_check_env_remote_text_and_mismatch_exit_codes(
         remote_report, file_report = json.loads(remote.stdout), json.loads(file_gate.stdout)
         assert remote_report.pop("artifact").startswith(f"oci://{registry.host}/models/iris:old-sklearn@sha256:")
         file_report.pop("artifact")
+        # The remedies name the artifact as it was given (a path, or the oci:// reference).
+        assert remote_report.pop("remedies") and file_report.pop("remedies")
         assert remote_report == file_report
 
 
