@@ -161,9 +161,9 @@ def save(
 
     validate_name(name)
     validate_version(version)
-    paths = artifact_paths(path)
-    if not paths.model.name.endswith(_MODEL_SUFFIX):
+    if not Path(path).name.endswith(_MODEL_SUFFIX):  # artifact_paths also takes the .card.json
         raise UsageError(f"{path}: save to a {_MODEL_SUFFIX} path")
+    paths = artifact_paths(path)
     recipe = training_from(training)
     parent = lineage_from(lineage)
     scores = _metrics_of(metrics)

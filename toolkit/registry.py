@@ -1120,7 +1120,7 @@ def _remove_if_abandoned(lock_path: Path) -> None:
             shutil.rmtree(str(lock_path)[: -len(_LOCK_SUFFIX)], ignore_errors=True)
             lock_path.unlink()
         return
-    fd = os.open(lock_path, os.O_RDWR | getattr(os, "O_NOFOLLOW", 0))
+    fd = os.open(lock_path, os.O_RDWR | os.O_NOFOLLOW)
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
