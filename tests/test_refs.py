@@ -36,7 +36,7 @@ def test_the_rule_tells_references_from_paths(tmp_path: Path, monkeypatch: pytes
         assert parse_reference(value) is None, value
     (tmp_path / "iris@staging").write_text("x")
     assert parse_reference("iris@staging") is None
-    with pytest.raises(UsageError, match="NAME@production, NAME@staging or NAME:X.Y.Z"):
+    with pytest.raises(UsageError, match=r"NAME@production, NAME@staging or NAME:X\.Y\.Z"):
         parse_reference("iris@prod")
     with pytest.raises(InvalidVersion):
         parse_reference("iris:1.0")
@@ -57,7 +57,7 @@ def test_resolution_takes_the_root_from_the_environment(root: Path, monkeypatch:
 def test_unknown_names_versions_and_stages_are_registry_errors(root: Path, tmp_path: Path, base_artifact: Path) -> None:
     with pytest.raises(RegistryError, match="no model named 'wine'"):
         resolve_artifact("wine@production", root)
-    with pytest.raises(RegistryError, match="no version 9.9.9"):
+    with pytest.raises(RegistryError, match=r"no version 9\.9\.9"):
         resolve_artifact("iris:9.9.9", root)
     other = tmp_path / "other"
     with Registry(other) as reg:
