@@ -255,3 +255,78 @@ def test_card_fields_and_reasons_are_printed_as_escaped_text(
     # --json keeps the exact value (JSON escapes control characters itself).
     code, events = as_json(runner, root, "history", "iris")
     assert code == 0 and events[0]["reason"] == HOSTILE
+
+
+# -- check ----------------------------------------------------------------------------------------
+
+
+def _with_package(artifact: Path, package: str, version: str) -> Path:
+    """Rewrite the card (and its .card.md) to say it was trained with another ``package`` version."""
+    paths = artifact_paths(artifact)
+    raw = json.loads(paths.card_json.read_text())
+    raw["environment"]["packages"][package] = version
+    card = ModelCard.from_dict(raw)
+    paths.card_json.write_bytes(card.to_json())
+    paths.card_md.write_text(card.to_markdown())
+    return artifact
+
+
+@pytest.fixture
+def mixed(base_artifact: Path, tmp_path: Path, root: Path) -> Path:
+    """iris 1.0.0 loads here, 1.1.0 needs another scikit-learn, 1.2.0's pickle was tampered with; wine 1.0.0 loads."""
+    with Registry(root) as reg:
+        reg.add(clone_artifact(base_artifact, tmp_path / "src", version="1.0.0"))
+        reg.add(
+            _with_package(clone_artifact(base_artifact, tmp_path / "src", version="1.1.0"), "scikit-learn", "0.1.0")
+        )
+        reg.add(clone_artifact(base_artifact, tmp_path / "src", version="1.2.0"))
+        reg.add(clone_artifact(base_artifact, tmp_path / "src", version="1.0.0", name="wine"))
+        tamper(reg.get("iris", "1.2.0").path)
+    return root
+
+
+def test_check_reports_every_version_and_exits_with_the_worst(runner: CliRunner, mixed: Path) -> None:
+    result = run(runner, mixed, "check")
+    assert result.exit_code == 3, result.output
+    lines = result.stdout.splitlines()
+    assert lines[0].startswith("iris 1.2.0 (staging): FAILS INTEGRITY: ") and "does not match" in lines[0]
+    assert lines[1].startswith(
+        "iris 1.1.0 (staging): would not load here: 1 difference: scikit-learn 0.1.0 in the card"
+    )
+    assert lines[2].startswith("    what to do: ")
+    assert "iris 1.0.0 (staging): loads here" in lines and "wine 1.0.0 (staging): loads here" in lines
+    assert lines[-1] == "4 versions checked under policy compatible: 2 load, 1 would not, 1 fails integrity"
+
+
+def test_check_of_one_name_and_its_json(runner: CliRunner, mixed: Path) -> None:
+    code, result = as_json(runner, mixed, "check", "iris")
+    assert code == 3 and result["exit_code"] == 3 and result["ok"] is False
+    verdicts = {v["version"]: (v["verdict"], v["exit_code"]) for v in result["versions"]}
+    assert verdicts == {"1.2.0": ("integrity", 3), "1.1.0": ("mismatch", 1), "1.0.0": ("loads", 0)}
+    mismatch = next(v for v in result["versions"] if v["version"] == "1.1.0")
+    assert mismatch["differences"][0]["name"] == "scikit-learn" and mismatch["remedies"]
+    code, result = as_json(runner, mixed, "check", "wine")
+    assert code == 0 and [v["verdict"] for v in result["versions"]] == ["loads"]
+
+
+def test_check_exits_1_when_a_version_would_not_load_and_none_is_broken(
+    runner: CliRunner, base_artifact: Path, tmp_path: Path, root: Path
+) -> None:
+    with Registry(root) as reg:
+        reg.add(_with_package(clone_artifact(base_artifact, tmp_path / "src", version="2.0.0"), "numpy", "0.0.1"))
+    result = run(runner, root, "check", "iris")
+    assert result.exit_code == 1 and "would not load here: 1 difference: numpy 0.0.1 in the card" in result.stdout
+    assert (
+        result.stdout.splitlines()[-1]
+        == "1 version checked under policy compatible: 0 load, 1 would not, 0 fail integrity"
+    )
+
+
+def test_check_errors_are_one_line(runner: CliRunner, mixed: Path, tmp_path: Path) -> None:
+    for args, code in ((["check", "nope"], 4), (["check", "Bad/"], 4), (["check", "--policy", "loose"], 2)):
+        result = run(runner, mixed, *args)
+        assert result.exit_code == code, (args, result.output)
+    unknown = run(runner, mixed, "check", "nope")
+    assert "no model named 'nope'" in unknown.stderr and unknown.stderr.strip().count("\n") == 0
+    empty = run(runner, tmp_path / "empty", "check")
+    assert empty.exit_code == 0 and "no models registered" in empty.stdout

@@ -1,4 +1,4 @@
-"""``toolkit registry ...``: add, list, show, promote, rollback, compare, history, recover.
+"""``toolkit registry ...``: add, list, show, promote, rollback, compare, check, history, recover.
 
 Every string that came from a card, the index or the user is printed through ``safe``/``plain``
 (cli._common): never as rich markup, never with its control characters.
@@ -20,6 +20,7 @@ from toolkit.errors import IntegrityError, ToolkitError
 if TYPE_CHECKING:
     from rich.table import Table
 
+    from toolkit.errors import Difference
     from toolkit.registry import Entry, Registry
 
 __all__ = ["registry_app"]
@@ -247,6 +248,52 @@ def compare(
         out.print(table)
 
 
+@registry_app.command("check")
+def check(
+    name: Annotated[str | None, typer.Argument(help="Check this name's versions; without it, every version.")] = None,
+    policy: Annotated[
+        Policy,
+        typer.Option(help="compatible: would it load (what the pickle needs); strict: everything equal."),
+    ] = Policy.compatible,
+    registry: RegistryOpt = None,
+    trusted_key: TrustedKeyOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Which registered versions would load in this runtime, why not, and what to do (never unpickles).
+
+    Exit 0 when all would load, 1 when any would not, 3 when any fails its checksum.
+    """
+    from toolkit.registry_check import check_registry
+
+    with _opened(registry, as_json, trusted_key) as reg:
+        result = check_registry(reg, name, policy=policy.value, trusted_keys=trusted_key)
+    if as_json:
+        print_json(result.to_dict())
+        raise typer.Exit(result.exit_code)
+    if not result.versions:
+        out.print(plain(f"no models registered in {result.root}"), markup=False)
+    for v in result.versions:
+        head = f"{v.name} {v.version} ({v.status})"
+        if v.report is None:
+            out.print(plain(f"{head}: FAILS INTEGRITY: {v.error}"), markup=False)
+        elif v.report.ok:
+            out.print(plain(f"{head}: loads here"), markup=False)
+        else:
+            out.print(plain(f"{head}: would not load here: {_summary(v.report.differences)}"), markup=False)
+            for remedy in v.report.remedies:
+                out.print(plain(f"    what to do: {remedy}"), markup=False)
+    n = len(result.versions)
+    out.print(
+        plain(
+            f"{n} version{'s' if n != 1 else ''} checked under policy {result.policy}: {result.count('loads')} "
+            f"load{'s' if result.count('loads') == 1 else ''}, {result.count('mismatch')} would not, "
+            f"{result.count('integrity')} fail{'s' if result.count('integrity') == 1 else ''} integrity"
+        ),
+        markup=False,
+    )
+    raise typer.Exit(result.exit_code)
+
+
 @registry_app.command("history")
 def history(name: NameArg, registry: RegistryOpt = None, as_json: JsonOpt = False) -> None:
     """Every register, promote, archive and rollback of NAME, oldest first (append-only)."""
@@ -323,6 +370,18 @@ def _opened(root: Path | None, as_json: bool, trusted_keys: list[Path] | None = 
         raise
     finally:
         reg.close()
+
+
+def _summary(differences: tuple[Difference, ...], shown: int = 3) -> str:
+    # One line per version: the first few differences, then how many more (--json has them all).
+    parts = [f"{d.name} {d.expected or '(absent)'} in the card, {d.actual or '(absent)'} here" for d in differences]
+    more = len(parts) - shown
+    n = len(parts)
+    return (
+        f"{n} difference{'s' if n != 1 else ''}: "
+        + "; ".join(parts[:shown])
+        + (f"; and {more} more" if more > 0 else "")
+    )
 
 
 def _status(entry: Entry) -> str:
