@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 from _registry_support import clone_artifact, tamper
@@ -201,8 +202,67 @@ def test_compare_rescores_both_on_the_rebuilt_test_split(
             assert result["scores"][version][metric] == pytest.approx(value)
     for metric, diff in result["difference"].items():
         assert diff == pytest.approx(result["scores"]["1.1.0"][metric] - result["scores"]["1.0.0"][metric])
+        low, high = result["interval"][metric]
+        assert low <= high and low - 1e-12 <= diff <= high + 1e-12  # wine's test split: no degenerate draw
+    assert result["bootstrap"] == {
+        "method": "paired bootstrap over the same rows (percentile interval)",
+        "resamples": 1000,
+        "skipped": 0,
+        "seed": 0,
+        "level": 0.95,
+    }
+    # Seeded: the same seed gives the same intervals; another seed other ones.
+    assert as_json(runner, root, "compare", "wine", "1.0.0", "1.1.0")[1]["interval"] == result["interval"]
+    other = as_json(runner, root, "compare", "wine", "1.0.0", "1.1.0", "--seed", "7")[1]["interval"]
+    assert other != result["interval"]
     table = run(runner, root, "compare", "wine", "1.0.0", "1.1.0")
     assert table.exit_code == 0 and "roc_auc" in table.stdout and "1.1.0 - 1.0.0" in table.stdout
+    assert "95% interval" in table.stdout
+    low, high = result["interval"]["accuracy"]
+    assert f"[{low:+.4f}, {high:+.4f}]" in table.stdout
+    assert (
+        f"intervals: paired bootstrap, 1000 resamples of the same {card.data.n_test} rows for both versions (seed 0); "
+        in table.stdout
+    )
+    none = as_json(runner, root, "compare", "wine", "1.0.0", "1.1.0", "--resamples", "0")[1]
+    assert set(none["interval"].values()) == {None} and none["difference"] == result["difference"]
+    assert run(runner, root, "compare", "wine", "1.0.0", "1.1.0", "--resamples", "-1").exit_code == 2
+
+
+def test_the_bootstrap_skips_and_counts_draws_where_a_metric_is_undefined(
+    tiny_pipeline: Any, iris_frame: tuple[Any, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from toolkit import evaluate
+
+    X, y = iris_frame
+    # 13 rows, 8/3/2 of the three classes: about 1 draw in 7 misses a class, where ROC AUC is undefined.
+    rows = [*range(8), 50, 51, 52, 100, 101]
+    X13, y13 = X.iloc[rows], y.iloc[rows]
+    fast = evaluate.paired_scores(tiny_pipeline, tiny_pipeline, X13, y13, resamples=200, seed=3)
+    assert 8 < fast.skipped < 70
+    assert fast.difference == {"roc_auc": 0.0, "accuracy": 0.0, "f1": 0.0}
+    assert set(fast.intervals.values()) == {(0.0, 0.0)}  # the same model twice: no difference in any draw
+    # The numpy path and train.score agree draw by draw (the same skips, the same intervals).
+    monkeypatch.setattr(evaluate._FastClassification, "of", classmethod(lambda cls, *a: None))
+    slow = evaluate.paired_scores(tiny_pipeline, tiny_pipeline, X13, y13, resamples=200, seed=3)
+    assert (slow.skipped, slow.intervals) == (fast.skipped, fast.intervals)
+
+
+def test_the_fast_and_the_sklearn_scores_give_the_same_intervals(
+    wine_pair: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from toolkit import evaluate
+    from toolkit.artifact import load
+
+    card = read_card(wine_pair[0])
+    rows = evaluate.held_out(card)
+    a, b = (load(p, policy="compatible") for p in wine_pair)
+    fast = evaluate.paired_scores(a, b, rows.X, rows.y, resamples=150, seed=1)
+    monkeypatch.setattr(evaluate._FastClassification, "of", classmethod(lambda cls, *a: None))
+    slow = evaluate.paired_scores(a, b, rows.X, rows.y, resamples=150, seed=1)
+    assert fast.skipped == slow.skipped
+    for metric, bounds in slow.intervals.items():
+        assert bounds is not None and fast.intervals[metric] == pytest.approx(bounds, abs=1e-9), metric
 
 
 def test_compare_refuses_different_data_unless_a_dataset_is_named(

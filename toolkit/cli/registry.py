@@ -223,13 +223,19 @@ def compare(
     ] = None,
     target: Annotated[str | None, typer.Option(help="Target column of --dataset (default: the card's).")] = None,
     policy: PolicyOpt = Policy.compatible,
+    resamples: Annotated[
+        int, typer.Option(min=0, help="Paired bootstrap resamples for each difference's 95% interval (0: none).")
+    ] = 1000,
+    seed: Annotated[int, typer.Option(help="Seed of the bootstrap (the same seed gives the same interval).")] = 0,
     registry: RegistryOpt = None,
     trusted_key: TrustedKeyOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Re-score two versions on the same held-out data and show them side by side."""
+    """Re-score two versions on the same held-out data; each difference with a paired bootstrap 95% interval."""
     with _opened(registry, as_json, trusted_key) as reg:
-        result = reg.compare(name, v1, v2, dataset=dataset, target=target, policy=policy.value)
+        result = reg.compare(
+            name, v1, v2, dataset=dataset, target=target, policy=policy.value, resamples=resamples, seed=seed
+        )
         if as_json:
             print_json(result.to_dict())
             return
@@ -239,13 +245,30 @@ def compare(
             v1,
             v2,
             f"{v2} - {v1}",
+            f"{round(result.bootstrap['level'] * 100)}% interval",
             title=f"{name}: {d['how']} of {d['source']} ({d['rows']} rows, sha256 {d['sha256'][:12]})",
         )
         s1, s2 = result.scores[v1], result.scores[v2]
         for k in sorted(set(s1) | set(s2)):
             diff = result.difference.get(k)
-            _add_row(table, k, _num(s1.get(k)), _num(s2.get(k)), "-" if diff is None else f"{diff:+.4f}")
+            _add_row(
+                table,
+                k,
+                _num(s1.get(k)),
+                _num(s2.get(k)),
+                "-" if diff is None else f"{diff:+.4f}",
+                _interval(result.interval.get(k)),
+            )
         out.print(table)
+        b = result.bootstrap
+        skipped = f", {b['skipped']} skipped (a metric undefined on the drawn rows)" if b["skipped"] else ""
+        out.print(
+            plain(
+                f"intervals: paired bootstrap, {b['resamples']} resamples of the same {d['rows']} rows for both "
+                f"versions (seed {b['seed']}){skipped}; an interval that excludes 0 is a difference these rows support"
+            ),
+            markup=False,
+        )
 
 
 @registry_app.command("check")
@@ -404,6 +427,10 @@ def _add_row(table: Table, *cells: str) -> None:
 
 def _short_time(iso: str) -> str:
     return iso[:19].replace("T", " ")
+
+
+def _interval(bounds: tuple[float, float] | None) -> str:
+    return "-" if bounds is None else f"[{bounds[0]:+.4f}, {bounds[1]:+.4f}]"
 
 
 def _num(value: Any) -> str:
