@@ -390,3 +390,45 @@ def test_check_errors_are_one_line(runner: CliRunner, mixed: Path, tmp_path: Pat
     assert "no model named 'nope'" in unknown.stderr and unknown.stderr.strip().count("\n") == 0
     empty = run(runner, tmp_path / "empty", "check")
     assert empty.exit_code == 0 and "no models registered" in empty.stdout
+
+
+# -- add's same-bytes note, the --best-by tie rule -----------------------------------------------------
+
+
+def test_add_notes_the_same_bytes_under_another_version_and_still_registers(
+    runner: CliRunner, root: Path, base_artifact: Path, tmp_path: Path
+) -> None:
+    first = run(runner, root, "add", str(base_artifact))
+    assert first.exit_code == 0 and "note:" not in first.stderr
+    # clone_artifact keeps the pickle's bytes: 1.1.0 is the same model under another version.
+    twin = clone_artifact(base_artifact, tmp_path / "src", version="1.1.0")
+    result = run(runner, root, "add", str(twin))
+    assert result.exit_code == 0 and "registered iris 1.1.0 as staging" in result.stdout
+    sha = Registry(root).get("iris", "1.1.0").sha256
+    assert result.stderr.strip() == (
+        f"note: the same bytes (sha256 {sha[:12]}…) are already registered as iris 1.0.0; registered anyway"
+    )
+    code, added = as_json(runner, root, "add", str(clone_artifact(base_artifact, tmp_path / "src", version="1.2.0")))
+    assert code == 0 and added["same_bytes_as"] == ["1.1.0", "1.0.0"]
+    assert Registry(root).count("iris") == 3
+
+
+def test_best_by_prints_the_tie_rule_when_it_decides(
+    runner: CliRunner, root: Path, base_artifact: Path, tmp_path: Path
+) -> None:
+    with Registry(root) as reg:
+        for v, auc in (("1.0.0", 0.91), ("1.10.0", 0.91), ("1.9.0", 0.91), ("2.0.0", 0.5)):
+            reg.add(clone_artifact(base_artifact, tmp_path / "src", version=v, metrics={"test": {"roc_auc": auc}}))
+    result = run(runner, root, "promote", "iris", "--best-by", "roc_auc")
+    assert result.exit_code == 0, result.output
+    assert result.stdout.strip() == (
+        "iris: production -> 1.10.0; best by test.roc_auc = 0.91; "
+        "tie on test.roc_auc 0.91 between 1.0.0, 1.9.0, 1.10.0: the highest version wins; policy compatible"
+    )
+    events = as_json(runner, root, "history", "iris")[1]
+    assert "the highest version wins" in events[-1]["detail"]
+
+
+def test_best_by_without_a_tie_says_nothing_about_ties(runner: CliRunner, root: Path, three: list[Path]) -> None:
+    result = run(runner, root, "promote", "iris", "--best-by", "roc_auc")
+    assert result.exit_code == 0 and "production -> 1.1.0" in result.stdout and "tie" not in result.stdout

@@ -929,16 +929,24 @@ class Registry:
         ).fetchall()
         if not rows and not self._name_exists(conn, name):
             raise _unknown_name(name, self.root)
+        candidates = []
         for r in rows:
             value = json.loads(r["metrics"]).get(section, {}).get(key)
             if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value):
                 continue
             candidate = (float(value), (r["major"], r["minor"], r["patch"]), r["version"])
+            candidates.append(candidate)
+            # The tie rule (README): the best value wins; between equal values, the highest version.
             if best is None or candidate[:2] > best[:2]:
                 best = candidate
         if best is None:
             raise RegistryError(f"no version of {name} records metric {section}.{key} (rolled-back versions excluded)")
-        return best[2], f"best by {section}.{key} = {best[0]:.6g}"
+        detail = f"best by {section}.{key} = {best[0]:.6g}"
+        tied = sorted((c[1], c[2]) for c in candidates if c[0] == best[0])
+        if len(tied) > 1:
+            versions = ", ".join(v for _, v in tied)
+            detail += f"; tie on {section}.{key} {best[0]:.6g} between {versions}: the highest version wins"
+        return best[2], detail
 
     def _rollback_target(self, conn: sqlite3.Connection, name: str) -> tuple[str, str]:
         current = self._production(conn, name)

@@ -1,4 +1,7 @@
-"""``registry check``: would each registered version load in this runtime, and if not, why and what to do.
+"""Questions asked across a registry's versions: would each load here (``registry check``), and
+which versions hold the same bytes (``registry add``'s note).
+
+``registry check``: would each registered version load in this runtime, and if not, why and what to do.
 
 The gate (``toolkit.gate.check_env``) is run on every version's registered files, so nothing
 is unpickled. Every version is checked and reported, whatever an earlier one did: a
@@ -20,7 +23,7 @@ if TYPE_CHECKING:
     from toolkit.registry import Entry, Registry
     from toolkit.signing import TrustedKeys
 
-__all__ = ["RegistryCheck", "VersionCheck", "check_registry"]
+__all__ = ["RegistryCheck", "VersionCheck", "check_registry", "same_bytes"]
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -109,6 +112,17 @@ def check_registry(
         policy=policy,
         versions=tuple(_check(e, policy, trusted_keys) for e in entries),
     )
+
+
+def same_bytes(registry: Registry, entry: Entry) -> list[str]:
+    """The other versions of ``entry``'s name whose pickle has the same sha256, newest first.
+
+    Registering the same bytes twice is allowed (a retrain can be byte-identical on purpose,
+    e.g. a version bump for a card-only change) but usually a mistake worth a note.
+    """
+    return [
+        e.version for e in registry.list_versions(entry.name) if e.sha256 == entry.sha256 and e.version != entry.version
+    ]
 
 
 def _check(entry: Entry, policy: str, trusted_keys: TrustedKeys) -> VersionCheck:

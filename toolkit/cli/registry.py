@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from toolkit.cli._common import ToolkitGroup, app, out, plain, print_json, safe
+from toolkit.cli._common import ToolkitGroup, app, err, out, plain, print_json, safe
 from toolkit.cli._options import ArtifactArg, JsonOpt, Policy, RegistryOpt, TrustedKeyOpt
 from toolkit.errors import IntegrityError, ToolkitError
 
@@ -53,12 +53,23 @@ def add(
     as_json: JsonOpt = False,
 ) -> None:
     """Copy an artifact in as staging, verifying its checksum on the way in."""
+    from toolkit.registry_check import same_bytes
+
     with _opened(registry, as_json, trusted_key) as reg:
         entry = reg.add(artifact, name=name, reason=reason)
+        twins = same_bytes(reg, entry)
         if as_json:
-            print_json(entry.to_dict())
+            print_json({**entry.to_dict(), "same_bytes_as": twins})
         else:
             out.print(plain(f"registered {entry.name} {entry.version} as {entry.status}: {entry.path}"), markup=False)
+        if twins and not as_json:
+            err.print(
+                plain(
+                    f"note: the same bytes (sha256 {entry.sha256[:12]}…) are already registered as "
+                    f"{entry.name} {', '.join(twins)}; registered anyway"
+                ),
+                markup=False,
+            )
 
 
 @registry_app.command("list")
