@@ -158,6 +158,23 @@ def test_check_env_never_imports_sklearn_and_a_traceback_never_escapes(artifact:
     assert out.strip().splitlines()[-1] == "0 False False False"
 
 
+def test_check_env_by_registry_reference_stays_light(artifact: Path, tmp_path: Path) -> None:
+    from toolkit.registry import Registry
+
+    with Registry(tmp_path / "models") as reg:
+        reg.add(artifact)
+        reg.promote("iris", "1.0.0")
+    code = (
+        "import sys; from toolkit.cli import app\n"
+        f"try: app(['check-env', 'iris@production', '--registry', {str(tmp_path / 'models')!r}])\n"
+        "except SystemExit as e: code = e.code\n"
+        "print(code, 'sklearn' in sys.modules, 'joblib' in sys.modules, 'pandas' in sys.modules)"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip().splitlines()[-1] == "0 False False False"
+    assert "MATCH iris 1.0.0" in done.stdout
+
+
 def test_python_dash_m_toolkit_help() -> None:
     result = subprocess.run([sys.executable, "-m", "toolkit", "--help"], capture_output=True, text=True)
     assert result.returncode == 0

@@ -10,9 +10,9 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from toolkit.cli._common import ToolkitGroup, app, err, out, print_json
+from toolkit.cli._common import ToolkitGroup, app, artifact_arg, err, out, print_json
 from toolkit.cli._options import (
-    ArtifactArg,
+    ArtifactRefArg,
     ConfigOpt,
     DatasetOpt,
     JsonOpt,
@@ -161,26 +161,28 @@ def train(
 
 @image_app.command("check")
 def check(
-    artifact: ArtifactArg,
+    artifact: ArtifactRefArg,
     image: ImageOpt = None,
     policy: PolicyOpt = Policy.strict,
     as_json: JsonOpt = False,
     verify_predictions: VerifyPredictionsOpt = False,
     trusted_key: TrustedKeyOpt = None,
+    registry: RegistryOpt = None,
 ) -> None:
     """Run the check-env gate inside the image; its exit code (0 match, 1 mismatch, 3 integrity) is ours."""
     from toolkit.docker import check_in_container, resolve_image
     from toolkit.signing import trusted_keys_from_env
 
+    model = artifact_arg(artifact, registry)
     if trusted_keys_from_env(trusted_key):
         # With trust, the signature is checked here on the host first: the keys never enter the image.
         from toolkit.artifact import verify
 
-        verify(artifact, trusted_keys=trusted_key)
+        verify(model, trusted_keys=trusted_key)
 
     code = check_in_container(
         resolve_image(image),
-        artifact,
+        model,
         policy=policy.value,
         as_json=as_json,
         verify_predictions=verify_predictions,
