@@ -270,6 +270,8 @@ def predict(
     result = predict_in_container(
         tag, artifact, input_file, id_column=id_column, policy=policy.value, on_output=_passthrough
     )
+    if result.exit_code != 0:  # the container said why, in one line
+        raise typer.Exit(result.exit_code)
     if out_file is None:
         _passthrough("stdout", result.csv)
         return

@@ -40,6 +40,8 @@ _INNER_ERRORS: dict[int, type[ToolkitError]] = {
     RegistryError.exit_code: RegistryError,
 }
 _GATE_EXIT_CODES = range(6)  # what `toolkit check-env` itself ever returns
+# What `toolkit predict` returns: its one error line is the container's, the code is the caller's.
+_PREDICT_EXIT_CODES = frozenset({0, 1, 2, 3, 4, 70})
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -66,8 +68,9 @@ class BuildResult:
 
 @dataclass(frozen=True, kw_only=True, slots=True)
 class PredictResult:
-    """What ``toolkit predict`` printed in the image (the CSV), and the image that ran."""
+    """How ``toolkit predict`` ended in the image, the CSV it printed, and the image that ran."""
 
+    exit_code: int  # toolkit's own: 0, or the error its one line (already passed on) was about
     csv: bytes
     image_id: str
 
@@ -303,8 +306,9 @@ def predict_in_container(
 
     The artifact's and the input's folders are mounted read-only; nothing in the container can
     write anywhere but /tmp. Its messages reach ``on_output`` (stderr) with host paths.
-    Raises: UsageError (missing files; a toolkit exit 2 in the container), IntegrityError,
-    ToolkitError (exit 1, the environment does not match), DockerError (killed, engine error).
+    A toolkit error in the container is returned as its exit code (its one line went to
+    ``on_output``). Raises: UsageError (missing input), IntegrityError (missing artifact),
+    DockerError (killed, engine error).
     """
     given_artifact, given_input = artifact, input_file
     artifact, input_file = artifact.resolve(), input_file.resolve()
@@ -344,12 +348,9 @@ def predict_in_container(
         )
     finally:
         rewriter.flush()
-    if result.exit_code != 0:
-        error = _INNER_ERRORS.get(result.exit_code, DockerError)
-        raise error(
-            f"prediction in {image} failed with exit code {result.exit_code} (the container's message is above)"
-        )
-    return PredictResult(csv=bytes(csv), image_id=result.image_id)
+    if result.exit_code not in _PREDICT_EXIT_CODES:
+        raise DockerError(f"predict in {image} ended with exit code {result.exit_code} (killed or crashed)")
+    return PredictResult(exit_code=result.exit_code, csv=bytes(csv), image_id=result.image_id)
 
 
 def map_inputs(args: list[str], inputs: Sequence[Path], workdir: Path) -> tuple[list[str], list[Mount]]:
