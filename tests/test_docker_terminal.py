@@ -82,7 +82,7 @@ def test_make_train_on_a_terminal_reads_as_one_story(make_train: tuple[str, Path
     assert "\x1b[" in raw  # the container had a terminal: its progress came in colour
     text = _ANSI.sub("", raw).replace("\r\n", "\n")
     # Each progress redraw ends with \r: the line a person finally sees is the last segment.
-    lines = [line.split("\r")[-1].rstrip() for line in text.split("\n")]
+    lines = [line.rstrip("\r").split("\r")[-1].rstrip() for line in text.split("\n")]
     lines = [line for line in lines if line.strip()]
     found = [p for p in CONTAINER_PATHS if p in text]
     assert not found, f"container paths {found} reached the terminal:\n" + "\n".join(lines)
