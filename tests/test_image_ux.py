@@ -8,7 +8,9 @@ container paths, which must never reach the user).
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import subprocess
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -182,6 +184,46 @@ def test_image_train_tells_one_story_with_host_paths(
     quiet = CliRunner().invoke(app, [*args[:-2], "--registry", str(work / "reg2"), "--quiet"])
     assert quiet.exit_code == 0, quiet.output
     assert _lines(quiet.output) == [f"{work}/reg2/iris/1.0.0/iris-1.0.0.joblib"]
+
+
+def test_image_train_with_a_key_ends_with_registered_and_signed(
+    use_client: Callable[[FakeClient], FakeClient],  # noqa: F811
+    artifact: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from toolkit import signing
+
+    signing.keygen(tmp_path / "ours")
+    monkeypatch.chdir(tmp_path)
+    use_client(_TrainingClient(artifact))
+    registry = tmp_path / "reg"
+    args = ["image", "train", "--image", "toolkit:fake", "--dataset", "builtin:wine", "--registry", str(registry)]
+    result = CliRunner().invoke(app, [*args, "--sign-key", str(tmp_path / "ours.key")])
+    assert result.exit_code == 0, result.output
+    lines = _lines(result.stdout)
+    version_dir = registry / "iris" / "1.0.0"
+    assert f"  signed    {version_dir}/iris-1.0.0.sig (key {tmp_path / 'ours.key'})" in lines
+    assert lines[-1] == f"registered iris 1.0.0 (staging, signed) in {registry}"
+    assert (version_dir / "iris-1.0.0.sig").is_file()
+
+
+def test_make_check_env_uses_the_image_there_is() -> None:
+    dry = subprocess.run(
+        ["make", "-n", "-o", ".venv/.stamp", "check-env", "MODEL=m.joblib", "IMAGE=toolkit:imageux-none"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=True,
+        env={**os.environ, "MAKEFLAGS": ""},
+    )
+    # The gate runs in the image that exists; a build only when there is none, and it says so.
+    guard = dry.stdout.index("docker image inspect toolkit:imageux-none")
+    assert "no image toolkit:imageux-none here: building it first (make image)" in dry.stdout[guard:]
+    assert (
+        dry.stdout.rstrip().splitlines()[-1] == ".venv/bin/toolkit image check --image toolkit:imageux-none 'm.joblib'"
+    )
+    assert "image build" not in dry.stdout[:guard]
 
 
 # --- image predict -----------------------------------------------------------------------------------
