@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -72,3 +72,24 @@ def base_artifact(tmp_path_factory: pytest.TempPathFactory, tiny_pipeline: Any, 
         metrics={"test": {"roc_auc": 0.9, "accuracy": 0.8}, "cv": {"roc_auc": 0.85, "accuracy": 0.8}},
     )
     return path
+
+
+@pytest.fixture(scope="session")
+def pg_server() -> Iterator[Any]:
+    """A real PostgreSQL server for the whole session (scripts/postgres.sh); fails, never skips."""
+    from _postgres import pg_server as start
+
+    try:
+        with start() as server:
+            yield server
+    except RuntimeError as e:
+        pytest.fail(f"cannot start PostgreSQL for the team-registry tests: {e}")
+
+
+@pytest.fixture
+def pg_url(pg_server: Any) -> Iterator[str]:
+    """A fresh, empty database on the session's PostgreSQL server, as a libpq URL."""
+    from _postgres import scratch_database
+
+    with scratch_database(pg_server) as url:
+        yield url
