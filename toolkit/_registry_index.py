@@ -20,6 +20,7 @@ __all__ = [
     "EVENTS",
     "STATUSES",
     "DuplicateVersion",
+    "EmptyReader",
     "HistoryRow",
     "Index",
     "IndexReader",
@@ -29,7 +30,7 @@ __all__ = [
 ]
 
 STATUSES = ("staging", "production", "archived")
-EVENTS = ("register", "promote", "archive", "rollback", "rolled_back")
+EVENTS = ("register", "promote", "archive", "rollback", "rolled_back", "recovered")
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -50,6 +51,9 @@ class VersionRow:
     data_sha256: str | None
     registered_at: str
     registered_by: str
+    # Where the store keeps the files, when the version's own name does not say it: the
+    # manifest digest in an OCI store (tags move; a digest never does). None in a directory.
+    store_ref: str | None = None
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -155,3 +159,37 @@ class Index(Protocol):
         ...
 
     def close(self) -> None: ...
+
+
+class EmptyReader:
+    """What reading an index that was never created sees: nothing (and reading creates nothing)."""
+
+    def row(self, name: str, version: str) -> VersionRow | None:
+        return None
+
+    def production_or_latest(self, name: str) -> VersionRow | None:
+        return None
+
+    def production(self, name: str) -> str | None:
+        return None
+
+    def name_exists(self, name: str) -> bool:
+        return False
+
+    def count(self, name: str) -> int:
+        return 0
+
+    def names(self) -> list[NameRow]:
+        return []
+
+    def versions(self, name: str, *, limit: int | None = None) -> list[VersionRow]:
+        return []
+
+    def history(self, name: str) -> list[HistoryRow]:
+        return []
+
+    def production_events(self, name: str) -> list[tuple[str, str]]:
+        return []
+
+    def best_by(self, name: str, section: str, key: str, *, higher_is_better: bool = True) -> tuple[str, float] | None:
+        return None

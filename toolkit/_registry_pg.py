@@ -32,7 +32,7 @@ from psycopg import errors as pgerrors
 from psycopg.conninfo import conninfo_to_dict
 from psycopg.rows import dict_row
 
-from toolkit._registry_index import DuplicateVersion, HistoryRow, IndexReader, NameRow, VersionRow
+from toolkit._registry_index import DuplicateVersion, EmptyReader, HistoryRow, IndexReader, NameRow, VersionRow
 from toolkit.errors import RegistryError, RemoteError, UsageError
 
 __all__ = [
@@ -78,6 +78,7 @@ CREATE TABLE {SCHEMA}.versions (
     data_sha256   text,
     registered_at text    NOT NULL,
     registered_by text    NOT NULL,
+    store_ref     text    CHECK (store_ref ~ '^sha256:[0-9a-f]{{64}}$'),
     PRIMARY KEY (name, version)
 );
 CREATE UNIQUE INDEX versions_semver ON {SCHEMA}.versions (name, major DESC, minor DESC, patch DESC);
@@ -95,7 +96,8 @@ CREATE TABLE {SCHEMA}.history (
     "user"      text NOT NULL,
     name        text NOT NULL,
     version     text NOT NULL,
-    event       text NOT NULL CHECK (event IN ('register', 'promote', 'archive', 'rollback', 'rolled_back')),
+    event       text NOT NULL
+                CHECK (event IN ('register', 'promote', 'archive', 'rollback', 'rolled_back', 'recovered')),
     from_status text,
     to_status   text NOT NULL,
     reason      text,
@@ -130,10 +132,10 @@ CREATE TRIGGER versions_no_truncate BEFORE TRUNCATE ON {SCHEMA}.versions
 CREATE FUNCTION {SCHEMA}.versions_immutable() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
     IF (NEW.name, NEW.version, NEW.major, NEW.minor, NEW.patch, NEW.model_file, NEW.sha256, NEW.size,
-        NEW.metrics, NEW.data_sha256, NEW.registered_at, NEW.registered_by)
+        NEW.metrics, NEW.data_sha256, NEW.registered_at, NEW.registered_by, NEW.store_ref)
        IS DISTINCT FROM
        (OLD.name, OLD.version, OLD.major, OLD.minor, OLD.patch, OLD.model_file, OLD.sha256, OLD.size,
-        OLD.metrics, OLD.data_sha256, OLD.registered_at, OLD.registered_by) THEN
+        OLD.metrics, OLD.data_sha256, OLD.registered_at, OLD.registered_by, OLD.store_ref) THEN
         RAISE EXCEPTION 'a registered version is never overwritten' USING ERRCODE = 'restrict_violation';
     END IF;
     RETURN NEW;
@@ -144,7 +146,7 @@ CREATE TRIGGER versions_no_rewrite BEFORE UPDATE ON {SCHEMA}.versions
 
 _VERSION_COLUMNS = (
     "name, version, major, minor, patch, status, rolled_back, model_file, sha256, size,"
-    " metrics, data_sha256, registered_at, registered_by"
+    " metrics, data_sha256, registered_at, registered_by, store_ref"
 )
 _ORDER_NEWEST = "major DESC, minor DESC, patch DESC"
 
@@ -192,7 +194,7 @@ class PgIndex:
         conn = self._connect(create=False)
         with self._translate():
             if conn is None:
-                yield _EmptyReader()
+                yield EmptyReader()
                 return
             with conn.transaction(), conn.cursor() as cur:
                 cur.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
@@ -385,7 +387,7 @@ class _PgWriter(_PgReader):
             with self._cur.connection.transaction():
                 self._cur.execute(
                     f"INSERT INTO {SCHEMA}.versions ({_VERSION_COLUMNS})"
-                    " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
+                    " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
                     (
                         row.name,
                         row.version,
@@ -401,6 +403,7 @@ class _PgWriter(_PgReader):
                         row.data_sha256,
                         row.registered_at,
                         row.registered_by,
+                        row.store_ref,
                     ),
                 )
         except pgerrors.UniqueViolation as e:
@@ -432,40 +435,6 @@ class _PgWriter(_PgReader):
                 event.detail,
             ),
         )
-
-
-class _EmptyReader:
-    """What reading a server that never had a registry sees: nothing (and nothing is created)."""
-
-    def row(self, name: str, version: str) -> VersionRow | None:
-        return None
-
-    def production_or_latest(self, name: str) -> VersionRow | None:
-        return None
-
-    def production(self, name: str) -> str | None:
-        return None
-
-    def name_exists(self, name: str) -> bool:
-        return False
-
-    def count(self, name: str) -> int:
-        return 0
-
-    def names(self) -> list[NameRow]:
-        return []
-
-    def versions(self, name: str, *, limit: int | None = None) -> list[VersionRow]:
-        return []
-
-    def history(self, name: str) -> list[HistoryRow]:
-        return []
-
-    def production_events(self, name: str) -> list[tuple[str, str]]:
-        return []
-
-    def best_by(self, name: str, section: str, key: str, *, higher_is_better: bool = True) -> tuple[str, float] | None:
-        return None
 
 
 def _version_row(r: dict[str, Any]) -> VersionRow:

@@ -58,7 +58,7 @@ class RegistryError(ToolkitError):
 
 
 class RemoteError(ToolkitError):
-    """A remote (OCI registry, PostgreSQL server) cannot be reached or refuses the credentials."""
+    """A remote (OCI registry, PostgreSQL) cannot be reached, refuses the credentials or fails."""
 
     exit_code = 6
 
