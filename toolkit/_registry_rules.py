@@ -270,6 +270,17 @@ class Rules:
                 report.differences, policy=policy, detail=f"{row.name} {row.version} refused, production unchanged"
             )
 
+    def verify_files(self, row: VersionRow) -> None:
+        """The version's files, as the store hands them out, hash to what the index registered."""
+        from toolkit.artifact import verify
+
+        with self.store.local(row) as model:
+            card = verify(model)  # the model hashes to its card's sha256 ...
+        if card.artifact.sha256 != row.sha256 or card.artifact.size != row.size:  # ... which is the registered one
+            raise IntegrityError(
+                f"{self.store.describe(row)}: card sha256 {card.artifact.sha256} differs from the registered {row.sha256}"
+            )
+
     def _after_stage_change(self, name: str) -> None:
         with self.index.read() as r:
             production = r.production_or_latest(name)
