@@ -277,8 +277,9 @@ class Rules:
         with self.store.local(row) as model:
             card = verify(model)  # the model hashes to its card's sha256 ...
         if card.artifact.sha256 != row.sha256 or card.artifact.size != row.size:  # ... which is the registered one
+            where = self.store.describe(row)
             raise IntegrityError(
-                f"{self.store.describe(row)}: card sha256 {card.artifact.sha256} differs from the registered {row.sha256}"
+                f"{where}: card sha256 {card.artifact.sha256} differs from the registered {row.sha256}"
             )
 
     def _after_stage_change(self, name: str) -> None:
