@@ -14,8 +14,9 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-__all__ = ["PgServer", "free_port", "pg_server", "scratch_database"]
+__all__ = ["PgServer", "Team", "free_port", "pg_server", "scratch_database"]
 
 SCRIPT = Path(__file__).resolve().parent.parent / "scripts" / "postgres.sh"
 
@@ -70,3 +71,12 @@ def scratch_database(server: PgServer) -> Iterator[str]:
     finally:
         with psycopg.connect(server.url, autocommit=True) as admin:
             admin.execute(f"DROP DATABASE IF EXISTS {db} WITH (FORCE)")
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Team:
+    """A team registry for one test: a fresh database, and an OCI repository on a real loopback registry."""
+
+    url: str
+    store: str
+    oci: Any  # _oci_support.LoopbackRegistry (its blobs on disk, for tampering)
