@@ -158,6 +158,13 @@ class Index(Protocol):
         """A transaction holding NAME's write lock; rolled back on any exception."""
         ...
 
+    def claim(self, name: str, version: str) -> AbstractContextManager[None]:
+        """While held, no other process stores NAME VERSION (outside any transaction: uploads are slow).
+
+        Concurrent adds of one version then upload once: the others wait, see the row, and stop.
+        """
+        ...
+
     def close(self) -> None: ...
 
 

@@ -209,6 +209,21 @@ class PgIndex:
             cur.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))", (f"toolkit.registry/{name}",))
             yield _PgWriter(cur)
 
+    @contextmanager
+    def claim(self, name: str, version: str) -> Iterator[None]:
+        """A session-level advisory lock on NAME VERSION: it dies with the connection if the process does."""
+        conn = self._connect(create=True)
+        assert conn is not None
+        key = f"toolkit.registry.store/{name}/{version}"
+        with self._translate():
+            conn.execute("SELECT pg_advisory_lock(hashtextextended(%s, 0))", (key,))
+        try:
+            yield
+        finally:
+            if self._conn is conn:  # a lost connection already released it
+                with self._translate():
+                    conn.execute("SELECT pg_advisory_unlock(hashtextextended(%s, 0))", (key,))
+
     def close(self) -> None:
         if self._conn is not None:
             self._conn.close()

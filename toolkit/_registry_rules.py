@@ -22,6 +22,7 @@ from toolkit.errors import EnvironmentMismatch, IntegrityError, RegistryError
 
 if TYPE_CHECKING:
     from toolkit.artifact import ArtifactPaths
+    from toolkit.card import ModelCard
 
 __all__ = [
     "LOWER_IS_BETTER",
@@ -79,57 +80,74 @@ class Rules:
                 raise IntegrityError(
                     f"{src.card_json} describes {card.artifact.file!r}, not {src.model.name!r}; refusing to register it"
                 )
-            with self.index.read() as r:
-                if r.row(reg_name, version) is not None:  # fail before copying (and uploading) a large pickle
-                    raise duplicate(reg_name, version)
-            digest, size = copy_file(src.model, tmp / src.model.name, hash_it=True)
-            if digest != card.artifact.sha256 or size != card.artifact.size:
-                raise IntegrityError(
-                    f"checksum mismatch for {src.model}: card says sha256 {card.artifact.sha256} "
-                    f"({card.artifact.size} bytes), file has {digest} ({size} bytes)"
-                )
-            copy_file(src.card_md, tmp / src.card_md.name)
-            for p in tmp.iterdir():
-                p.chmod(0o444)  # registered files are immutable; this keeps honest mistakes out
-            _files.fsync_dir(tmp)
-            incoming = Incoming(
-                name=reg_name, version=version, directory=tmp, model_file=src.model.name, sha256=digest, size=size
+            with self.index.claim(reg_name, version):
+                return self._add_claimed(src, tmp, card, reg_name, (major, minor, patch), reason=reason, user=user)
+
+    def _add_claimed(
+        self,
+        src: ArtifactPaths,
+        tmp: Path,
+        card: ModelCard,
+        reg_name: str,
+        semver: tuple[int, int, int],
+        *,
+        reason: str | None,
+        user: str,
+    ) -> VersionRow:
+        """The rest of ``add``, holding the claim on NAME VERSION: check, store, then commit the row."""
+        version = card.version
+        major, minor, patch = semver
+        with self.index.read() as r:
+            if r.row(reg_name, version) is not None:  # fail before copying (and uploading) a large pickle
+                raise duplicate(reg_name, version)
+        digest, size = copy_file(src.model, tmp / src.model.name, hash_it=True)
+        if digest != card.artifact.sha256 or size != card.artifact.size:
+            raise IntegrityError(
+                f"checksum mismatch for {src.model}: card says sha256 {card.artifact.sha256} "
+                f"({card.artifact.size} bytes), file has {digest} ({size} bytes)"
             )
-            ref = self.store.put(incoming)  # complete in the store, referenced by nothing yet
-            metrics = {str(k): {str(m): float(v) for m, v in sec.items()} for k, sec in card.metrics.items()}
-            at = now()
-            row = VersionRow(
-                name=reg_name,
-                version=version,
-                major=major,
-                minor=minor,
-                patch=patch,
-                status="staging",
-                rolled_back=False,
-                model_file=src.model.name,
-                sha256=digest,
-                size=size,
-                metrics=metrics,
-                data_sha256=card.data.sha256 if card.data else None,
-                registered_at=at,
-                registered_by=user,
-                store_ref=ref,
-            )
-            with self.index.write(reg_name) as w:
-                if w.row(reg_name, version) is not None:
-                    raise duplicate(reg_name, version)
-                self.store.place(incoming, w)
-                try:
-                    w.insert_version(row)
-                    renamed = None if reg_name == card.name else f"card name {card.name!r}"
-                    w.log(_event(reg_name, version, "register", None, "staging", reason, renamed, at, user))
-                except DuplicateVersion as e:
-                    self.store.unplace(incoming)
-                    raise duplicate(reg_name, version) from e
-                except BaseException:
-                    self.store.unplace(incoming)  # still under the lock: out of sight before the rollback
-                    raise
-            self.store.committed(incoming)
+        copy_file(src.card_md, tmp / src.card_md.name)
+        for p in tmp.iterdir():
+            p.chmod(0o444)  # registered files are immutable; this keeps honest mistakes out
+        _files.fsync_dir(tmp)
+        incoming = Incoming(
+            name=reg_name, version=version, directory=tmp, model_file=src.model.name, sha256=digest, size=size
+        )
+        ref = self.store.put(incoming)  # complete in the store, referenced by nothing yet
+        metrics = {str(k): {str(m): float(v) for m, v in sec.items()} for k, sec in card.metrics.items()}
+        at = now()
+        row = VersionRow(
+            name=reg_name,
+            version=version,
+            major=major,
+            minor=minor,
+            patch=patch,
+            status="staging",
+            rolled_back=False,
+            model_file=src.model.name,
+            sha256=digest,
+            size=size,
+            metrics=metrics,
+            data_sha256=card.data.sha256 if card.data else None,
+            registered_at=at,
+            registered_by=user,
+            store_ref=ref,
+        )
+        with self.index.write(reg_name) as w:
+            if w.row(reg_name, version) is not None:
+                raise duplicate(reg_name, version)
+            self.store.place(incoming, w)
+            try:
+                w.insert_version(row)
+                renamed = None if reg_name == card.name else f"card name {card.name!r}"
+                w.log(_event(reg_name, version, "register", None, "staging", reason, renamed, at, user))
+            except DuplicateVersion as e:
+                self.store.unplace(incoming)
+                raise duplicate(reg_name, version) from e
+            except BaseException:
+                self.store.unplace(incoming)  # still under the lock: out of sight before the rollback
+                raise
+        self.store.committed(incoming)
         return row
 
     def promote(

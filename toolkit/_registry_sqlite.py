@@ -55,6 +55,11 @@ class SqliteIndex:
         with db.write_transaction(conn):
             yield _SqliteWriter(conn)
 
+    @contextmanager
+    def claim(self, name: str, version: str) -> Iterator[None]:
+        # The directory store publishes under the write lock itself (a rename): nothing to hold.
+        yield
+
     def close(self) -> None:
         if self._conn is not None:
             self._conn.close()
