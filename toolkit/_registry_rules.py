@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 from toolkit import _files
 from toolkit._registry_index import DuplicateVersion, HistoryRow, Index, IndexReader, NameRow, VersionRow
 from toolkit._registry_store import Incoming, Store, TagState
-from toolkit.errors import EnvironmentMismatch, IntegrityError, RegistryError
+from toolkit.errors import EnvironmentMismatch, IntegrityError, RegistryError, ToolkitError
 
 if TYPE_CHECKING:
     from toolkit.artifact import ArtifactPaths
@@ -49,6 +49,7 @@ class Switch:
     previous: str | None
     changed: bool
     detail: str | None = None
+    warning: str | None = None  # committed, but a store tag could not follow (the index is the truth)
 
 
 class Rules:
@@ -170,7 +171,8 @@ class Rules:
         detail = "; ".join(x for x in (detail, f"policy {policy}") if x)
         with self.index.write(name) as w:
             target = w.row(name, version)
-            assert target is not None  # versions are never removed
+            if target is None:  # checked before the transaction; rows are never deleted
+                raise RegistryError(f"{name} has no version {version} in {self.index.location}")
             current = w.production(name)
             if current == version:
                 return Switch(name=name, version=version, previous=current, changed=False, detail=detail)
@@ -184,8 +186,8 @@ class Rules:
                 )
             w.set_status(name, version, "production", rolled_back=False)
             w.log(_event(name, version, "promote", target.status, "production", reason, detail, at, user))
-        self._after_stage_change(name)
-        return Switch(name=name, version=version, previous=current, changed=True, detail=detail)
+        warning = self._after_stage_change(name)
+        return Switch(name=name, version=version, previous=current, changed=True, detail=detail, warning=warning)
 
     def rollback(self, name: str, *, policy: str, reason: str | None, user: str) -> Switch:
         """The previous production version comes back; the current one is archived and marked rolled back."""
@@ -203,12 +205,15 @@ class Rules:
                 )
             )
             prev = w.row(name, target)
-            assert prev is not None
+            if prev is None:  # checked before the transaction; rows are never deleted
+                raise RegistryError(f"{name} has no version {target} in {self.index.location}")
             w.set_status(name, target, "production", rolled_back=False)
             back = f"back from {current}; policy {policy}"
             w.log(_event(name, target, "rollback", prev.status, "production", reason, back, at, user))
-        self._after_stage_change(name)
-        return Switch(name=name, version=target, previous=current, changed=True, detail=f"policy {policy}")
+        warning = self._after_stage_change(name)
+        return Switch(
+            name=name, version=target, previous=current, changed=True, detail=f"policy {policy}", warning=warning
+        )
 
     # -- reading ----------------------------------------------------------------------------
 
@@ -300,10 +305,15 @@ class Rules:
                 f"{where}: card sha256 {card.artifact.sha256} differs from the registered {row.sha256}"
             )
 
-    def _after_stage_change(self, name: str) -> None:
-        with self.index.read() as r:
-            production = r.production_or_latest(name)
-        self.store.stage_changed(name, production if production and production.status == "production" else None)
+    def _after_stage_change(self, name: str) -> str | None:
+        """Move the store's convenience tags; the change is committed, so a failure here is a warning."""
+        try:
+            with self.index.read() as r:
+                production = r.production_or_latest(name)
+            self.store.stage_changed(name, production if production and production.status == "production" else None)
+        except ToolkitError as e:
+            return f"the store's tags did not follow ({e}); `registry recover` re-points them"
+        return None
 
 
 def rollback_target(r: IndexReader, name: str, where: str) -> tuple[str, str]:
