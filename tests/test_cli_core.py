@@ -12,6 +12,7 @@ import pytest
 from typer.testing import CliRunner
 
 from toolkit.artifact import artifact_paths
+from toolkit.card import ModelCard
 from toolkit.cli import app
 
 
@@ -20,6 +21,8 @@ def _tamper_env(artifact: Path, package: str, version: str) -> None:
     d = json.loads(path.read_text())
     d["environment"]["packages"][package] = version
     path.write_text(json.dumps(d))
+    # Keep the .card.md the card's rendering, or verify refuses the edit as tampering first.
+    artifact_paths(artifact).card_md.write_text(ModelCard.from_dict(d).to_markdown())
 
 
 def _run(runner: CliRunner, *args: Any) -> Any:
@@ -95,11 +98,52 @@ def test_diff_shows_environment_and_metrics(runner: CliRunner, make_artifact: An
     b = make_artifact(version="1.1.0", metrics={"test": {"accuracy": 0.95}})
     _tamper_env(b, "numpy", "1.24.4")
     result = _run(runner, "diff", a, b, "--json")
-    assert result.exit_code == 0
+    assert result.exit_code == 1  # they differ
     d = json.loads(result.stdout)
     assert d["metrics"] == [{"metric": "test.accuracy", "a": 0.9, "b": 0.95}]
     assert [e["name"] for e in d["environment"]] == ["numpy"]
-    assert "+0.0500" in _run(runner, "diff", a, b).output
+    assert d["identical_pickles"] is True and d["differ"] is True
+    human = _run(runner, "diff", a, b)
+    assert human.exit_code == 1
+    assert "+0.0500" in human.output
+    assert "Pickles are byte-identical" in human.output
+
+
+def test_diff_of_the_same_model_twice_exits_0(runner: CliRunner, make_artifact: Any) -> None:
+    a = make_artifact(version="1.0.0", metrics={"test": {"accuracy": 0.9}})
+    b = make_artifact(version="2.0.0", metrics={"test": {"accuracy": 0.9}})
+    result = _run(runner, "diff", a, b)
+    assert result.exit_code == 0, result.output
+    assert "Pickles are byte-identical" in result.output
+    assert "Same algorithm, hyperparameters, data and preprocessing." in result.output
+    assert "Environments are identical." in result.output
+
+
+def test_diff_names_algorithm_hyperparameters_and_data(
+    runner: CliRunner, make_artifact: Any, iris_frame: tuple[Any, Any]
+) -> None:
+    from sklearn.ensemble import RandomForestClassifier
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    import toolkit
+    from toolkit.card import DataInfo
+
+    X, y = iris_frame
+    a = make_artifact(version="1.0.0")
+    b = a.with_name("iris-rf-1.0.0.joblib")
+    forest = make_pipeline(StandardScaler(), RandomForestClassifier(n_estimators=5, random_state=0)).fit(X, y)
+    toolkit.save(forest, b, name="iris", version="1.0.1", probe=X.head(8), data=DataInfo(sha256="ab" * 32))
+    d = json.loads(_run(runner, "diff", a, b, "--json").stdout)
+    fields = {c["field"]: (c["a"], c["b"]) for c in d["model"]}
+    assert fields["algorithm"] == ("LogisticRegression", "RandomForestClassifier")
+    assert fields["params.n_estimators"] == (None, "5")
+    assert fields["data.sha256"] == (None, "ab" * 32)
+    assert d["identical_pickles"] is False
+    human = _run(runner, "diff", a, b)
+    assert human.exit_code == 1
+    assert "Pickles differ" in human.output
+    assert "params.n_estimators" in human.output
 
 
 def test_check_env_never_imports_sklearn_and_a_traceback_never_escapes(artifact: Path) -> None:
@@ -117,3 +161,85 @@ def test_python_dash_m_toolkit_help() -> None:
     result = subprocess.run([sys.executable, "-m", "toolkit", "--help"], capture_output=True, text=True)
     assert result.returncode == 0
     assert "check-env" in result.stdout
+
+
+@pytest.mark.parametrize(
+    ("value", "traceback"),
+    [("0", False), ("", False), ("no", False), ("1", True), ("TRUE", True), ("yes", True), ("On", True)],
+)
+def test_toolkit_debug_shows_a_traceback_only_when_true(
+    runner: CliRunner, artifact: Path, monkeypatch: pytest.MonkeyPatch, value: str, traceback: bool
+) -> None:
+    import toolkit.gate
+
+    def broken(*args: Any, **kwargs: Any) -> Any:
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(toolkit.gate, "check_env", broken)
+    monkeypatch.setenv("TOOLKIT_DEBUG", value)
+    result = _run(runner, "check-env", artifact)
+    if traceback:  # the exception goes up to the caller (python -m toolkit prints its traceback)
+        assert isinstance(result.exception, RuntimeError)
+        assert result.exit_code != 70
+    else:
+        assert result.exit_code == 70
+        assert result.stderr == "internal error: RuntimeError: a bug (set TOOLKIT_DEBUG=1 for a traceback)\n"
+
+
+def test_verify_json(runner: CliRunner, artifact: Path) -> None:
+    ok = _run(runner, "verify", artifact, "--json")
+    assert ok.exit_code == 0
+    report = json.loads(ok.stdout)
+    assert report["ok"] is True and report["name"] == "iris" and len(report["sha256"]) == 64
+    with artifact.open("r+b") as f:
+        f.seek(10)
+        byte = f.read(1)
+        f.seek(10)
+        f.write(bytes([byte[0] ^ 1]))
+    bad = _run(runner, "verify", artifact, "--json")
+    assert bad.exit_code == 3
+    assert json.loads(bad.stdout)["ok"] is False
+
+
+def test_cli_basics_version_short_help_and_one_suggestion() -> None:
+    import toolkit
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "toolkit", *args], capture_output=True, text=True)
+
+    version = run("--version")
+    assert (version.returncode, version.stdout) == (0, f"toolkit {toolkit.__version__}\n")
+    short = run("-h")
+    assert short.returncode == 0 and "check-env" in short.stdout
+    assert run("registry", "-h").returncode == 0
+    typo = run("registri")
+    assert typo.returncode == 2
+    assert typo.stderr.count("Did you mean") == 1 and "'registry'" in typo.stderr
+    completion = run("--show-completion", "bash")
+    assert completion.returncode == 0 and "complete" in completion.stdout
+
+
+def test_check_env_prints_card_values_as_escaped_text(runner: CliRunner, artifact: Path) -> None:
+    hostile = "1.0\x1b[2J\x1b]8;;http://evil.example/\x07x\x1b]8;;\x07[red]y[/]"
+    _tamper_env(artifact, "scikit-learn", hostile)
+    result = _run(runner, "check-env", artifact)
+    assert result.exit_code == 1
+    assert "\x1b" not in result.stdout and "\x07" not in result.stdout
+    row = next(line for line in result.stdout.splitlines() if line.startswith("scikit-learn"))
+    assert "1.0\\x1b[2J\\x1b]8;;http://evil.example/\\x07x\\x1b]8;;\\x07[red]y[/]" in row
+
+
+def test_check_env_text_lists_every_difference_one_per_line(runner: CliRunner, artifact: Path) -> None:
+    # The text table is built in one pass (no rich layout): 100,000 rows cost about what --json
+    # costs (benchmarks/bench_check_env_text.py); here: every difference is there, whole.
+    path = artifact_paths(artifact).card_json
+    d = json.loads(path.read_text())
+    d["environment"]["packages"].update({f"zz-pkg-{i:05d}": f"9.{i}.0-{'x' * 60}" for i in range(2000)})
+    path.write_text(json.dumps(d))
+    result = _run(runner, "check-env", artifact)
+    assert result.exit_code == 1
+    lines = result.stdout.splitlines()
+    assert lines[1] == "2000 difference(s)"
+    rows = [line for line in lines if line.startswith("zz-pkg-")]
+    assert len(rows) == 2000
+    assert rows[1999].split() == ["zz-pkg-01999", f"9.1999.0-{'x' * 60}", "(absent)"]  # never truncated

@@ -7,13 +7,15 @@ import warnings
 from dataclasses import dataclass
 from typing import Any
 
-from toolkit.artifact import verify
+from toolkit.artifact import runtime_differences, verify
+from toolkit.card import ModelCard
 from toolkit.errors import Difference, EnvironmentMismatch
 from toolkit.fingerprint import capture
-from toolkit.policy import differences, validate_policy
+from toolkit.policy import validate_policy
 from toolkit.probe import ProbeResult
+from toolkit.signing import TrustedKeys
 
-__all__ = ["Report", "check_env"]
+__all__ = ["Report", "assess", "check_env"]
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -27,6 +29,7 @@ class Report:
     policy: str
     differences: tuple[Difference, ...]
     predictions: ProbeResult | None = None  # only with verify_predictions
+    remedies: tuple[str, ...] = ()  # what would make it pass, most direct first
 
     @property
     def environment_ok(self) -> bool:
@@ -53,40 +56,62 @@ class Report:
             "environment_ok": self.environment_ok,
             "differences": [d.to_dict() for d in self.differences],
             "predictions": None if self.predictions is None else self.predictions.to_dict(),
+            "remedies": list(self.remedies),
         }
 
 
-def check_env(path: str | os.PathLike[str], *, policy: str = "strict", verify_predictions: bool = False) -> Report:
+def check_env(
+    path: str | os.PathLike[str],
+    *,
+    policy: str = "strict",
+    verify_predictions: bool = False,
+    trusted_keys: TrustedKeys = None,
+) -> Report:
     """Check integrity, then this runtime against the card, under ``policy``.
 
     Without ``verify_predictions`` nothing is unpickled and scikit-learn is not imported.
     With it, the artifact is loaded through the guarded loader (explicitly allowing a
     mismatch, so the report can say whether predictions still agree) and the probe re-run.
-    Raises: IntegrityError, CardError, UsageError (unknown policy).
+    With trusted keys (or $TOOLKIT_TRUSTED_KEYS) the signature is checked too, before any unpickling.
+    Raises: IntegrityError, CardError, SignatureError, UsageError (unknown policy or key file).
     """
     validate_policy(policy)
-    card = verify(path)
-    diffs = differences(card.environment, capture(blas=False), policy=policy, referenced=card.references.distributions)
-    predictions = _probe(path, policy) if verify_predictions else None
+    card = verify(path, trusted_keys=trusted_keys)
+    predictions = _probe(path, policy, trusted_keys) if verify_predictions else None
+    return assess(card, artifact=str(path), policy=policy, predictions=predictions)
+
+
+def assess(card: ModelCard, *, artifact: str, policy: str, predictions: ProbeResult | None = None) -> Report:
+    """The verdict on a card already checked for integrity: its differences from this runtime
+    under ``policy``, and the remedies that apply (shared by the file and the remote gate)."""
+    from toolkit.remedy import remedies
+
+    runtime = capture(blas=False)
+    diffs = runtime_differences(card, policy=policy, runtime=runtime)
+    # Only worth computing for the advice: would the looser policy already pass?
+    compatible = (
+        runtime_differences(card, policy="compatible", runtime=runtime) if diffs and policy == "strict" else None
+    )
     return Report(
-        artifact=str(path),
+        artifact=artifact,
         name=card.name,
         version=card.version,
         sha256=card.artifact.sha256,
         policy=policy,
         differences=diffs,
         predictions=predictions,
+        remedies=remedies(card, diffs, policy=policy, compatible_differences=compatible, artifact=artifact),
     )
 
 
-def _probe(path: str | os.PathLike[str], policy: str) -> ProbeResult:
+def _probe(path: str | os.PathLike[str], policy: str, trusted_keys: TrustedKeys) -> ProbeResult:
     from toolkit import probe
     from toolkit.artifact import load_verified
 
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # the report already lists every difference
-            loaded = load_verified(path, policy=policy, allow_mismatch=True)
+            loaded = load_verified(path, policy=policy, allow_mismatch=True, trusted_keys=trusted_keys)
     except EnvironmentMismatch as e:  # the pickle does not even load in this runtime
         return ProbeResult(
             ok=False, rows=0, label_mismatches=0, max_abs_diff=float("inf"), tolerance=0.0, error=e.detail or str(e)

@@ -23,7 +23,9 @@ from toolkit.cli._options import (
     PolicyOpt,
     RegisterOpt,
     RegistryOpt,
+    SignKeyOpt,
     TargetOpt,
+    TrustedKeyOpt,
     VerifyPredictionsOpt,
     VersionOpt,
 )
@@ -115,8 +117,9 @@ def train(
     registry: RegistryOpt = None,
     register: RegisterOpt = None,
     out_dir: OutOpt = None,
+    sign_key: SignKeyOpt = None,
 ) -> None:
-    """Train inside the image (network off), then register the artifact on the host.
+    """Train inside the image (network off), then sign (with --sign-key) and register it on the host.
 
     Extra arguments after the options are passed to `toolkit train` in the container.
     """
@@ -140,9 +143,17 @@ def train(
     # The same config, read on the host: where to register, and whether, decided before training.
     cfg = resolve_config(config, dataset=dataset, name=name, version=version, out=out_dir, register=register)
     registry_obj = _registry_for(cfg, registry) if cfg.register else None
+    if sign_key is not None:  # a bad key fails now, not after minutes of training
+        from toolkit.signing import load_signing_key
+
+        load_signing_key(sign_key)
     staging = Path(tempfile.mkdtemp(prefix="toolkit-image-train-"))
     try:
         staged = train_in_container(tag, args, staging=staging, inputs=inputs, on_output=_passthrough)
+        if sign_key is not None:  # here, on the host: the private key never enters the container
+            from toolkit.signing import sign
+
+            err.print(f"signed {sign(staged, sign_key).name}", markup=False)
         # The container's own summary speaks of /out; say where the artifact went on this host.
         if registry_obj is not None:
             with registry_obj:
@@ -164,9 +175,17 @@ def check(
     policy: PolicyOpt = Policy.strict,
     as_json: JsonOpt = False,
     verify_predictions: VerifyPredictionsOpt = False,
+    trusted_key: TrustedKeyOpt = None,
 ) -> None:
     """Run the check-env gate inside the image; its exit code (0 match, 1 mismatch, 3 integrity) is ours."""
     from toolkit.docker import check_in_container, resolve_image
+    from toolkit.signing import trusted_keys_from_env
+
+    if trusted_keys_from_env(trusted_key):
+        # With trust, the signature is checked here on the host first: the keys never enter the image.
+        from toolkit.artifact import verify
+
+        verify(artifact, trusted_keys=trusted_key)
 
     code = check_in_container(
         resolve_image(image),
@@ -197,16 +216,11 @@ def _passthrough(stream: str, chunk: bytes) -> None:
 
 def _registry_for(cfg: TrainConfig, registry: Path | None) -> Registry:
     """The host registry, refusing a duplicate version before minutes of training, not after."""
-    from toolkit.errors import RegistryError
     from toolkit.registry import Registry, resolve_root
 
     registry_obj = Registry(resolve_root(registry if registry is not None else cfg.registry))
     with registry_obj:
-        if registry_obj.has(cfg.model_name, cfg.version):
-            raise RegistryError(
-                f"{cfg.model_name} {cfg.version} is already registered in {registry_obj.root}; "
-                "versions are never overwritten (choose another --version)"
-            )
+        registry_obj.require_unregistered(cfg.model_name, cfg.version)
     return registry_obj
 
 
@@ -218,7 +232,10 @@ def _move_artifact(staged: Path, out_dir: Path) -> Path:
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
         moved = []
-        for path in (source.model, source.card_json, source.card_md):
+        signature = staged.with_name(source.model.name[: -len(".joblib")] + ".sig")
+        for path in (source.model, source.card_json, source.card_md, signature):
+            if path == signature and not path.exists():
+                continue
             target = out_dir / path.name
             if target.exists():
                 raise UsageError(f"{target}: already exists; not overwriting it")

@@ -21,10 +21,11 @@ from toolkit.cli._options import (
     PolicyOpt,
     RegisterOpt,
     RegistryOpt,
+    SignKeyOpt,
     TargetOpt,
+    TrustedKeyOpt,
     VersionOpt,
 )
-from toolkit.errors import RegistryError, UsageError
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -45,6 +46,7 @@ def train(
     registry: RegistryOpt = None,
     register: RegisterOpt = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress or summary; print only the path.")] = False,
+    sign_key: SignKeyOpt = None,
 ) -> None:
     """Train a pipeline, save it with its model card, and register it."""
     from toolkit.config import resolve_config
@@ -67,19 +69,22 @@ def train(
         from toolkit.registry import Registry, resolve_root
 
         registry_obj = Registry(resolve_root(cfg.registry))
-        # Refuse before spending minutes on training, not after.
-        if registry_obj.has(cfg.model_name, cfg.version):
-            raise RegistryError(
-                f"{cfg.model_name} {cfg.version} is already registered in {registry_obj.root}; "
-                "versions are never overwritten (choose another --version)"
-            )
+        registry_obj.require_unregistered(cfg.model_name, cfg.version)  # before training, not after
     path = artifact_path(cfg.out, cfg.model_name, cfg.version)
+    if sign_key is not None:  # a bad key fails now, not after training
+        from toolkit.signing import load_signing_key
+
+        load_signing_key(sign_key)
     display = None if quiet else _StageDisplay(err)
     try:
         result = run_training(cfg, progress=display)
     finally:
         if display is not None:
             display.stop()
+    if sign_key is not None:  # before registering: with trust configured, add requires it
+        from toolkit.signing import sign
+
+        sign(result.path, sign_key)
     entry = None
     if registry_obj is not None:
         with registry_obj:
@@ -97,40 +102,31 @@ def predict(
     input_file: Annotated[Path, typer.Argument(metavar="INPUT", help="CSV (or Parquet) with the feature columns.")],
     out_file: Annotated[Path | None, typer.Option("--out", help="Write the CSV here instead of stdout.")] = None,
     policy: PolicyOpt = Policy.strict,
+    trusted_key: TrustedKeyOpt = None,
 ) -> None:
     """Predict with a guarded load: one row per input row, the class and each class's probability.
 
     Input columns are matched by name; extra columns (e.g. the target) are ignored.
+    --out is written atomically and never over the input itself.
     """
-    import toolkit
-    from toolkit.artifact import read_card
-    from toolkit.datasets import coerce_features, read_table
+    from toolkit.artifact import artifact_paths
+    from toolkit.prediction import check_output, write_csv
+    from toolkit.prediction import predict as run_predict
 
-    card = read_card(artifact)
-    features = tuple((f.name, f.dtype) for f in card.data.features)
-    if not features:
-        features = tuple(zip(card.probe.columns, card.probe.dtypes))
-    if not features:
-        raise UsageError(f"{artifact}: the card records no feature columns; cannot check the input")
-    text_columns = tuple(n for n, dtype in features if dtype == "object")
-    frame = read_table(input_file, text_columns=text_columns)
-    X = coerce_features(frame, features, str(input_file))
-    extra = [str(c) for c in frame.columns if c not in dict(features)]
-    if extra:
-        shown = ", ".join(extra[:5]) + (", ..." if len(extra) > 5 else "")
-        err.print(f"note: ignoring {len(extra)} column(s) the model does not use: {shown}", markup=False)
-    pipeline = toolkit.load(artifact, policy=policy.value)
-    table = _predictions(pipeline, X)
-    text = table.to_csv(index=False, lineterminator="\n")
+    paths = artifact_paths(artifact)
+    inputs = (input_file, paths.model, paths.card_json, paths.card_md)
+    if out_file is not None:
+        check_output(out_file, sources=inputs)  # before minutes of loading and predicting
+    result = run_predict(artifact, input_file, policy=policy.value, trusted_keys=trusted_key)
+    if result.ignored:
+        shown = ", ".join(result.ignored[:5]) + (", ..." if len(result.ignored) > 5 else "")
+        err.print(f"note: ignoring {len(result.ignored)} column(s) the model does not use: {shown}", markup=False)
     if out_file is None:
-        sys.stdout.write(text)
+        sys.stdout.write(result.to_csv().decode("utf-8"))
         sys.stdout.flush()
         return
-    try:
-        out_file.write_text(text, encoding="utf-8")
-    except OSError as e:
-        raise UsageError(f"{out_file}: cannot write predictions ({e.strerror or e})") from e
-    err.print(f"wrote {len(table)} predictions to {out_file}", markup=False)
+    write_csv(result, out_file, sources=inputs)
+    err.print(f"wrote {len(result)} predictions to {out_file}", markup=False)
 
 
 # --- helpers -------------------------------------------------------------------------------
@@ -186,15 +182,3 @@ def _escape(text: str) -> str:
     from rich.markup import escape as rich_escape
 
     return rich_escape(text)
-
-
-def _predictions(pipeline: Any, X: Any) -> Any:
-    import pandas as pd
-
-    predicted = pipeline.predict(X)
-    columns: dict[str, Any] = {"prediction": predicted}
-    if hasattr(pipeline, "predict_proba"):
-        proba = pipeline.predict_proba(X)
-        for i, cls in enumerate(pipeline.classes_):
-            columns[f"proba_{cls}"] = proba[:, i]
-    return pd.DataFrame(columns)
