@@ -54,7 +54,7 @@ def _event(version: str, event: str = "register", to: str = "staging") -> Histor
 def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Any:
     """(index, raw SQL runner): the same rules checked on both databases."""
     if request.param == "sqlite":
-        index: Index = SqliteIndex(tmp_path / "models")
+        index: Index = SqliteIndex(tmp_path / "models", lambda state: None)
 
         def raw(sql: str) -> None:
             conn = sqlite3.connect(tmp_path / "models" / "registry.db")

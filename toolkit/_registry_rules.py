@@ -19,6 +19,7 @@ from toolkit import _files
 from toolkit._registry_index import DuplicateVersion, HistoryRow, Index, IndexReader, NameRow, VersionRow
 from toolkit._registry_store import Incoming, Store, TagState
 from toolkit.errors import EnvironmentMismatch, IntegrityError, RegistryError, ToolkitError
+from toolkit.signing import TrustedKeys, copy_signature
 
 if TYPE_CHECKING:
     from toolkit.artifact import ArtifactPaths
@@ -55,16 +56,18 @@ class Switch:
 class Rules:
     """Add, promote, roll back and read, over any Index and Store."""
 
-    def __init__(self, index: Index, store: Store) -> None:
+    def __init__(self, index: Index, store: Store, *, trusted_keys: TrustedKeys = None) -> None:
         self.index = index
         self.store = store
+        # With trusted keys (these or $TOOLKIT_TRUSTED_KEYS) add, promote and rollback require signatures.
+        self.trusted_keys = trusted_keys
 
     # -- writing ----------------------------------------------------------------------------
 
     def add(self, src: ArtifactPaths, *, name: str | None, reason: str | None, user: str) -> VersionRow:
         """Copy in and check an artifact, store its files, then commit its row and register event."""
         from toolkit.artifact import read_card
-        from toolkit.registry import parse_version, validate_name  # toolkit.identifiers after the merge
+        from toolkit.identifiers import parse_version, validate_name
 
         for p in (src.model, src.card_json, src.card_md):
             if not p.is_file():
@@ -108,6 +111,7 @@ class Rules:
                 f"({card.artifact.size} bytes), file has {digest} ({size} bytes)"
             )
         copy_file(src.card_md, tmp / src.card_md.name)
+        copy_signature(src, tmp, self.trusted_keys, known={tmp / src.model.name: digest})
         for p in tmp.iterdir():
             p.chmod(0o444)  # registered files are immutable; this keeps honest mistakes out
         _files.fsync_dir(tmp)
@@ -282,7 +286,7 @@ class Rules:
 
         with self.store.local(row) as model:
             # check_env verifies the checksum and the card first (IntegrityError), never unpickles.
-            report = check_env(model, policy=policy)
+            report = check_env(model, policy=policy, trusted_keys=self.trusted_keys)
         if report.sha256 != row.sha256:
             # The joblib and its card were swapped together: consistent, but not what was registered.
             raise IntegrityError(

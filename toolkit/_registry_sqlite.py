@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -25,20 +25,24 @@ _ORDER_NEWEST = "major DESC, minor DESC, patch DESC"
 class SqliteIndex:
     """``<root>/registry.db``; opened on first use, one connection."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, on_lost: Callable[[str], None]) -> None:
         self.root = root
+        # Called with "missing" or "empty" when the index has no versions: the store raises if
+        # registered files exist without it (an index lost, not a registry never used).
+        self._on_lost = on_lost
         self._conn: sqlite3.Connection | None = None
+        self._writable = False
 
     @property
     def location(self) -> str:
         return str(self.root)
 
     def exists(self) -> bool:
-        return self._connect(create=False) is not None
+        return self._connect(write=False) is not None
 
     @contextmanager
     def read(self) -> Iterator[IndexReader]:
-        conn = self._connect(create=False)
+        conn = self._connect(write=False)
         if conn is None:
             yield EmptyReader()
             return
@@ -50,7 +54,7 @@ class SqliteIndex:
 
     @contextmanager
     def write(self, name: str) -> Iterator[_SqliteWriter]:
-        conn = self._connect(create=True)
+        conn = self._connect(write=True, create=True)
         assert conn is not None
         with db.write_transaction(conn):
             yield _SqliteWriter(conn)
@@ -64,11 +68,37 @@ class SqliteIndex:
         if self._conn is not None:
             self._conn.close()
             self._conn = None
+            self._writable = False
 
-    def _connect(self, *, create: bool) -> sqlite3.Connection | None:
-        if self._conn is None:
-            self._conn = db.connect(self.root, create=create)
-        return self._conn
+    def _connect(self, *, write: bool, create: bool = False) -> sqlite3.Connection | None:
+        """Read-only for reads (no write access needed), read-write for writes.
+
+        Whatever the mode, an index that is missing or empty while registered version
+        directories exist is refused (``on_lost``) before anything is read or written.
+        """
+        if self._conn is not None and (self._writable or not write):
+            return self._conn
+        self.close()
+        if not (self.root / db.DB_FILE).exists():
+            self._on_lost("missing")
+        if write:
+            conn = db.connect(self.root, create=create)
+        else:
+            conn = db.connect_readonly(self.root)
+            if conn is not None and not db.has_schema(conn):
+                conn.close()  # an index killed while being created by an older toolkit: no tables yet
+                self._on_lost("empty")
+                return None
+        if conn is None:
+            return None
+        try:
+            if conn.execute("SELECT 1 FROM versions LIMIT 1").fetchone() is None:
+                self._on_lost("empty")
+        except BaseException:
+            conn.close()
+            raise
+        self._conn, self._writable = conn, write
+        return conn
 
 
 class _SqliteReader:
