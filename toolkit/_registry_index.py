@@ -127,6 +127,10 @@ class IndexReader(Protocol):
         """The version (not rolled back) with the best finite ``metrics[section][key]``; ties: highest version."""
         ...
 
+    def tied(self, name: str, section: str, key: str, value: float) -> list[str]:
+        """Versions (not rolled back) whose ``metrics[section][key]`` equals ``value``, lowest first."""
+        ...
+
 
 class IndexWriter(IndexReader, Protocol):
     """Changes, all committed together when ``Index.write()`` exits cleanly."""
@@ -200,3 +204,6 @@ class EmptyReader:
 
     def best_by(self, name: str, section: str, key: str, *, higher_is_better: bool = True) -> tuple[str, float] | None:
         return None
+
+    def tied(self, name: str, section: str, key: str, value: float) -> list[str]:
+        return []

@@ -390,6 +390,15 @@ class _PgReader:
         )
         return None if r is None else (str(r["version"]), float(r["value"]))
 
+    def tied(self, name: str, section: str, key: str, value: float) -> list[str]:
+        self._cur.execute(
+            f"SELECT version FROM {SCHEMA}.versions WHERE name = %s AND NOT rolled_back"
+            f" AND jsonb_typeof(metrics -> %s -> %s) = 'number' AND (metrics -> %s ->> %s)::float8 = %s"
+            " ORDER BY major, minor, patch",
+            (name, section, key, section, key, value),
+        )
+        return [str(r["version"]) for r in self._cur.fetchall()]
+
     def _one(self, sql: str, *params: Any) -> dict[str, Any] | None:
         self._cur.execute(sql, params)
         return self._cur.fetchone()

@@ -269,9 +269,13 @@ class Rules:
             best = r.best_by(name, section, key, higher_is_better=higher)
             if best is None and not r.name_exists(name):
                 raise unknown_name(name, self.index.location)
+            tied = r.tied(name, section, key, best[1]) if best is not None else []
         if best is None:
             raise RegistryError(f"no version of {name} records metric {section}.{key} (rolled-back versions excluded)")
-        return best[0], f"best by {section}.{key} = {best[1]:.6g}"
+        detail = f"best by {section}.{key} = {best[1]:.6g}"
+        if len(tied) > 1:  # the tie rule (README): between equal values, the highest version
+            detail += f"; tie on {section}.{key} {best[1]:.6g} between {', '.join(tied)}: the highest version wins"
+        return best[0], detail
 
     def disagreements(self, row: VersionRow) -> list[TagState]:
         with self.index.read() as r:

@@ -171,6 +171,16 @@ class _SqliteReader:
         )
         return None if r is None else (str(r["version"]), float(r["value"]))
 
+    def tied(self, name: str, section: str, key: str, value: float) -> list[str]:
+        path = f'$."{section}"."{key}"'
+        rows = self._conn.execute(
+            "SELECT version FROM versions WHERE name = ? AND rolled_back = 0"
+            " AND json_type(metrics, ?) IN ('real', 'integer') AND json_extract(metrics, ?) = ?"
+            " ORDER BY major, minor, patch",
+            (name, path, path, value),
+        ).fetchall()
+        return [str(r[0]) for r in rows]
+
     def _one(self, sql: str, *params: Any) -> sqlite3.Row | None:
         row: sqlite3.Row | None = self._conn.execute(sql, params).fetchone()
         return row

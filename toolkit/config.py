@@ -155,7 +155,10 @@ def validate_version(version: str, *, key: str = "version") -> str:
 
 
 def derive_name(dataset: str) -> str:
-    """A registry-safe name from a dataset spec: ``builtin:credit`` -> ``credit``, ``Data/My File.csv`` -> ``my-file``."""
+    """A registry-safe name from a dataset spec.
+
+    ``builtin:credit`` -> ``credit``; ``Data/My File.csv`` -> ``my-file``.
+    """
     stem = dataset.split(":", 1)[1] if dataset.startswith("builtin:") else Path(dataset).stem
     name = re.sub(r"[^a-z0-9._-]+", "-", stem.lower()).strip("-._")[:64]
     return name or "model"

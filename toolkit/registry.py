@@ -189,6 +189,9 @@ class Comparison:
     data: dict[str, Any]  # source, sha256, rows, how ("held-out test split" | "whole dataset")
     scores: dict[str, dict[str, float]]  # version -> metric -> value
     difference: dict[str, float] = field(default_factory=dict)  # second minus first
+    # metric -> (low, high) of the difference, paired bootstrap (toolkit.evaluate); None: undefined
+    interval: dict[str, tuple[float, float] | None] = field(default_factory=dict)
+    bootstrap: dict[str, Any] = field(default_factory=dict)  # resamples, skipped, seed, level
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -197,6 +200,8 @@ class Comparison:
             "data": self.data,
             "scores": self.scores,
             "difference": self.difference,
+            "interval": {k: None if v is None else list(v) for k, v in self.interval.items()},
+            "bootstrap": self.bootstrap,
         }
 
 
@@ -532,17 +537,23 @@ class Registry:
         dataset: str | None = None,
         target: str | None = None,
         policy: str = DEFAULT_POLICY,
+        resamples: int = 1000,
+        seed: int = 0,
     ) -> Comparison:
         """Re-score two versions on the same data: the cards' held-out split, or all of ``dataset``.
 
+        Each metric's difference comes with a paired bootstrap interval (``resamples`` draws of
+        the same rows for both, seeded; ``toolkit.evaluate.paired_scores``).
+
         Raises:
+            UsageError: the same version twice; a negative ``resamples``.
             RegistryError: unknown versions; the cards' data or split differ (and no ``dataset``).
             DataError: the data at the cards' source no longer hashes to what they recorded.
             IntegrityError, EnvironmentMismatch: from loading either pipeline under ``policy``.
         """
         from toolkit.artifact import load, read_card
         from toolkit.datasets import load_dataset, split
-        from toolkit.train import score
+        from toolkit.evaluate import paired_scores
 
         validate_policy(policy)
         if v1 == v2:
@@ -582,18 +593,24 @@ class Registry:
                     )
                 _, X, _, y = split(ds, test_size=float(d1.split["test_size"]), seed=int(d1.split["seed"]))
                 how = "held-out test split"
-            scores = {}
+            pipelines = []
             for row, card, path in ((r1, c1, p1), (r2, c2, p2)):
                 if card.artifact.sha256 != row.sha256:
-                    raise IntegrityError(
-                        f"{self._rules.store.describe(row)}: card sha256 differs from the one registered"
-                    )
-                pipeline = load(path, policy=policy, trusted_keys=self.trusted_keys)
-                scores[row.version] = {k: float(v) for k, v in score(pipeline, X, y).items()}
-        s1, s2 = scores[v1], scores[v2]
-        difference = {k: s2[k] - s1[k] for k in s1 if k in s2}
+                    where = self._rules.store.describe(row)
+                    raise IntegrityError(f"{where}: card sha256 differs from the one registered")
+                pipelines.append(load(path, policy=policy, trusted_keys=self.trusted_keys))
+        # Scoring lives in toolkit.evaluate: the registry stores and checks, it does not score.
+        paired = paired_scores(pipelines[0], pipelines[1], X, y, resamples=resamples, seed=seed)
         data = {"source": ds.source, "sha256": ds.sha256, "rows": len(y), "how": how}
-        return Comparison(name=name, versions=(v1, v2), data=data, scores=scores, difference=difference)
+        return Comparison(
+            name=name,
+            versions=(v1, v2),
+            data=data,
+            scores={v1: paired.a, v2: paired.b},
+            difference=paired.difference,
+            interval=paired.intervals,
+            bootstrap=paired.bootstrap_dict(),
+        )
 
     # -- internals ----------------------------------------------------------------------------
 
