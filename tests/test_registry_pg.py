@@ -37,6 +37,15 @@ def _row(version: str = "1.0.0", *, name: str = "iris", status: str = "staging",
     )
 
 
+def _exists(url: str) -> bool:
+    """One PgIndex, asked and closed (an open connection left behind is a ResourceWarning)."""
+    ix = PgIndex(url)
+    try:
+        return ix.exists()
+    finally:
+        ix.close()
+
+
 def _event(version: str = "1.0.0", event: str = "register", *, to: str = "staging") -> HistoryRow:
     return HistoryRow(
         id=None,
@@ -96,8 +105,8 @@ def test_a_newer_schema_is_refused_with_exit_4(index: PgIndex, pg_url: str) -> N
     fresh = PgIndex(pg_url)
     with pytest.raises(RegistryError, match=rf"schema version {SCHEMA_VERSION + 1}; this toolkit knows") as e:
         fresh.exists()
-    assert e.value.exit_code == 4
     fresh.close()
+    assert e.value.exit_code == 4
 
 
 def test_twenty_first_uses_at_once_create_the_schema_once(pg_url: str) -> None:
@@ -119,8 +128,10 @@ def test_twenty_first_uses_at_once_create_the_schema_once(pg_url: str) -> None:
     for t in threads:
         t.join()
     assert errors == []
-    with PgIndex(pg_url).read() as r:
+    ix = PgIndex(pg_url)
+    with ix.read() as r:
         assert [n.name for n in r.names()] == sorted(f"m{i}" for i in range(20))
+    ix.close()
 
 
 # -- rules the server enforces, whoever connects --------------------------------------------
@@ -261,6 +272,7 @@ def test_a_server_that_is_down_exits_6_within_seconds_naming_the_host() -> None:
     start = time.monotonic()
     with pytest.raises(RemoteError) as e:
         ix.exists()
+    ix.close()
     assert time.monotonic() - start < 10
     assert e.value.exit_code == 6
     assert f"PostgreSQL at postgresql://toolkit@127.0.0.1:{port}/postgres cannot be reached" in str(e.value)
@@ -273,7 +285,7 @@ def test_an_unknown_role_or_database_exits_6(pg_server: Any) -> None:
         (f"postgresql://toolkit@127.0.0.1:{pg_server.port}/no_such_db", 'database "no_such_db" does not exist'),
     ):
         with pytest.raises(RemoteError, match=what) as e:
-            PgIndex(url).exists()
+            _exists(url)
         assert e.value.exit_code == 6 and "127.0.0.1" in str(e.value)
 
 
@@ -294,16 +306,16 @@ def test_passwords_come_from_pgpassword_and_a_wrong_one_exits_6(
         monkeypatch.setenv("PGPASSFILE", str(tmp_path / "none"))
         monkeypatch.setenv("PGPASSWORD", "wrong")
         with pytest.raises(RemoteError, match=r"refused the login: .*password authentication failed") as e:
-            PgIndex(url).exists()
+            _exists(url)
         assert e.value.exit_code == 6 and "s3cret" not in str(e.value) and "wrong" not in str(e.value)
         monkeypatch.setenv("PGPASSWORD", "s3cret")
-        assert PgIndex(url).exists() is False  # logged in; no registry there yet
+        assert _exists(url) is False  # logged in; no registry there yet
         monkeypatch.delenv("PGPASSWORD")
         passfile = tmp_path / "pgpass"
         passfile.write_text(f"127.0.0.1:{pg_server.port}:postgres:pwuser:s3cret\n")
         os.chmod(passfile, 0o600)
         monkeypatch.setenv("PGPASSFILE", str(passfile))
-        assert PgIndex(url).exists() is False
+        assert _exists(url) is False
     finally:
         hba.write_text(original)
         with psycopg.connect(pg_server.url, autocommit=True) as admin:
