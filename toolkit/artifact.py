@@ -43,10 +43,14 @@ from toolkit.errors import (
 from toolkit.fingerprint import Fingerprint, capture
 from toolkit.identifiers import current_user, validate_name, validate_version
 from toolkit.policy import differences, validate_policy
-from toolkit.signing import TrustedKeys, require_signature
+from toolkit.signing import SIG_SUFFIX, TrustedKeys, require_signature
 from toolkit.source_date import source_date_epoch
 
 __all__ = [
+    "CARD_JSON_SUFFIX",
+    "CARD_MD_SUFFIX",
+    "MODEL_SUFFIX",
+    "SIG_SUFFIX",
     "ArtifactPaths",
     "EnvironmentMismatchWarning",
     "Loaded",
@@ -60,9 +64,10 @@ __all__ = [
     "verify",
 ]
 
-_MODEL_SUFFIX = ".joblib"
-_CARD_JSON_SUFFIX = ".card.json"
-_CARD_MD_SUFFIX = ".card.md"
+# The one place the artifact's file names are spelled (the OCI layers and the signature use them).
+MODEL_SUFFIX = ".joblib"
+CARD_JSON_SUFFIX = ".card.json"
+CARD_MD_SUFFIX = ".card.md"
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -73,6 +78,15 @@ class ArtifactPaths:
     card_json: Path
     card_md: Path
 
+    @property
+    def stem(self) -> str:
+        return self.model.name[: -len(MODEL_SUFFIX)]
+
+    @property
+    def signature(self) -> Path:
+        """``<stem>.sig`` beside the three files (present only when signed)."""
+        return self.model.with_name(self.stem + SIG_SUFFIX)
+
 
 def artifact_paths(path: str | os.PathLike[str]) -> ArtifactPaths:
     """The three paths for an artifact given its ``.joblib`` (or ``.card.json``) path.
@@ -81,18 +95,18 @@ def artifact_paths(path: str | os.PathLike[str]) -> ArtifactPaths:
     """
     p = Path(path)
     name = p.name
-    if name.endswith(_MODEL_SUFFIX):
-        stem = name[: -len(_MODEL_SUFFIX)]
-    elif name.endswith(_CARD_JSON_SUFFIX):
-        stem = name[: -len(_CARD_JSON_SUFFIX)]
+    if name.endswith(MODEL_SUFFIX):
+        stem = name[: -len(MODEL_SUFFIX)]
+    elif name.endswith(CARD_JSON_SUFFIX):
+        stem = name[: -len(CARD_JSON_SUFFIX)]
     else:
-        raise UsageError(f"{p}: an artifact path ends in {_MODEL_SUFFIX}")
+        raise UsageError(f"{p}: an artifact path ends in {MODEL_SUFFIX}")
     if not stem:
         raise UsageError(f"{p}: the artifact file name has no stem")
     return ArtifactPaths(
-        model=p.with_name(stem + _MODEL_SUFFIX),
-        card_json=p.with_name(stem + _CARD_JSON_SUFFIX),
-        card_md=p.with_name(stem + _CARD_MD_SUFFIX),
+        model=p.with_name(stem + MODEL_SUFFIX),
+        card_json=p.with_name(stem + CARD_JSON_SUFFIX),
+        card_md=p.with_name(stem + CARD_MD_SUFFIX),
     )
 
 
@@ -161,8 +175,8 @@ def save(
 
     validate_name(name)
     validate_version(version)
-    if not Path(path).name.endswith(_MODEL_SUFFIX):  # artifact_paths also takes the .card.json
-        raise UsageError(f"{path}: save to a {_MODEL_SUFFIX} path")
+    if not Path(path).name.endswith(MODEL_SUFFIX):  # artifact_paths also takes the .card.json
+        raise UsageError(f"{path}: save to a {MODEL_SUFFIX} path")
     paths = artifact_paths(path)
     recipe = training_from(training)
     parent = lineage_from(lineage)

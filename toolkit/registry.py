@@ -115,34 +115,8 @@ class Entry:
         }
 
 
-@dataclass(frozen=True, kw_only=True, slots=True)
-class Event:
-    """One line of a name's history."""
-
-    id: int
-    at: str
-    user: str
-    name: str
-    version: str
-    event: str  # register | promote | archive | rollback | rolled_back | recovered
-    from_status: str | None
-    to_status: str
-    reason: str | None
-    detail: str | None
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "id": self.id,
-            "at": self.at,
-            "user": self.user,
-            "name": self.name,
-            "version": self.version,
-            "event": self.event,
-            "from_status": self.from_status,
-            "to_status": self.to_status,
-            "reason": self.reason,
-            "detail": self.detail,
-        }
+# One line of a name's history: the index's own record (its id is None only before it is written).
+Event = HistoryRow
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -526,7 +500,7 @@ class Registry:
             RegistryError: invalid or unknown name.
         """
         validate_name(name)
-        return [_event(e) for e in self._rules.history(name)]
+        return self._rules.history(name)
 
     def compare(
         self,
@@ -657,19 +631,3 @@ class Registry:
 def _checked(version: str) -> str:
     parse_version(version)
     return version
-
-
-def _event(e: HistoryRow) -> Event:
-    assert e.id is not None
-    return Event(
-        id=e.id,
-        at=e.at,
-        user=e.user,
-        name=e.name,
-        version=e.version,
-        event=e.event,
-        from_status=e.from_status,
-        to_status=e.to_status,
-        reason=e.reason,
-        detail=e.detail,
-    )

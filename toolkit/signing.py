@@ -52,7 +52,7 @@ __all__ = [
 ]
 
 ENV_VAR = "TOOLKIT_TRUSTED_KEYS"
-SIG_SUFFIX = ".sig"
+SIG_SUFFIX = ".sig"  # the signature beside an artifact (toolkit.artifact re-exports it)
 MEDIA_TYPE = "application/vnd.dev.sigstore.bundle.v0.3+json"
 PAYLOAD_TYPE = "application/vnd.in-toto+json"
 STATEMENT_TYPE = "https://in-toto.io/Statement/v1"
@@ -156,7 +156,7 @@ def trusted_keys_from_env(cli_keys: TrustedKeys = None) -> tuple[TrustedKey, ...
 
 def signature_path(paths: ArtifactPaths) -> Path:
     """``<stem>.sig`` beside the artifact."""
-    return paths.model.with_name(paths.model.name[: -len(".joblib")] + SIG_SUFFIX)
+    return paths.signature
 
 
 def sign(artifact: str | os.PathLike[str], key_path: str | os.PathLike[str]) -> Path:
@@ -178,7 +178,7 @@ def sign(artifact: str | os.PathLike[str], key_path: str | os.PathLike[str]) -> 
         if p == paths.model and (digest != card.artifact.sha256 or size != card.artifact.size):
             raise IntegrityError(f"{p}: sha256 does not match its card; refusing to sign it")
     target = signature_path(paths)
-    bundle = _bundle(private, _statement(paths.model.name[: -len(".joblib")], digests, target.name))
+    bundle = _bundle(private, _statement(paths.stem, digests, target.name))
     _files.publish(_files.write_temp(target, bundle), target, overwrite=True)
     return target
 

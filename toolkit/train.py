@@ -492,7 +492,10 @@ def _stage(name: str, emit: Progress, timings: dict[str, float]) -> Iterator[Cal
 
 
 def _refuse_existing(path: Path) -> None:
-    siblings = (path, path.with_suffix(".card.json"), path.with_suffix(".card.md"))
+    from toolkit.artifact import artifact_paths
+
+    paths = artifact_paths(path)
+    siblings = (paths.model, paths.card_json, paths.card_md)
     existing = [p for p in siblings if p.exists()]
     if existing:
         raise UsageError(f"{existing[0]} already exists; a version is never overwritten (choose another --version)")

@@ -349,7 +349,7 @@ def _move_artifact(staged: Path, out_dir: Path) -> Path:
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
         moved = []
-        signature = staged.with_name(source.model.name[: -len(".joblib")] + ".sig")
+        signature = source.signature
         for path in (source.model, source.card_json, source.card_md, signature):
             if path == signature and not path.exists():
                 continue

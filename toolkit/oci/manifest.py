@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from toolkit.artifact import CARD_JSON_SUFFIX, CARD_MD_SUFFIX, MODEL_SUFFIX, SIG_SUFFIX
 from toolkit.card import ModelCard
 from toolkit.errors import IntegrityError
 from toolkit.oci.reference import DIGEST_RE
@@ -68,11 +69,6 @@ ANNOTATION_LOCK_SHA256 = "dev.toolkit.lock_sha256"
 MAX_MANIFEST_BYTES = 256 * 1024
 # A layer's file name is a plain base name: no directory, no "..", nothing hidden.
 _FILE_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,250}\Z")
-
-MODEL_SUFFIX = ".joblib"
-CARD_JSON_SUFFIX = ".card.json"
-CARD_MD_SUFFIX = ".card.md"
-SIG_SUFFIX = ".sig"
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)

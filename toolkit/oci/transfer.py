@@ -19,8 +19,6 @@ from toolkit.oci.manifest import (
     ANNOTATION_CARD_SHA256,
     CONFIG_MEDIA_TYPE,
     DOC_MEDIA_TYPE,
-    MODEL_SUFFIX,
-    SIG_SUFFIX,
     SIGNATURE_MEDIA_TYPE,
     WEIGHT_MEDIA_TYPE,
     Descriptor,
@@ -101,7 +99,7 @@ def push(
     card = verify(paths.model)  # never push an artifact that fails its own card
     card_json = _files.read_regular(paths.card_json, "card", limit=MAX_CARD_BYTES)
     card_md = _files.read_regular(paths.card_md, "card (Markdown)", limit=_MAX_MD_BYTES)
-    sig_path = paths.model.with_name(paths.model.name[: -len(MODEL_SUFFIX)] + SIG_SUFFIX)
+    sig_path = paths.signature
     signature = _files.read_regular(sig_path, "signature", limit=_MAX_SIG_BYTES) if os.path.lexists(sig_path) else None
     sources: list[tuple[Descriptor, Path | bytes]] = [
         (
