@@ -8,7 +8,7 @@ import pytest
 from typer.testing import CliRunner
 
 from toolkit.cli import app
-from toolkit.config import TrainConfig, derive_name, load_config, resolve_config
+from toolkit.config import TrainConfig, derive_name, load_config, parse_params, resolve_config
 from toolkit.errors import ConfigError, InvalidName, InvalidVersion
 
 REPO = Path(__file__).resolve().parents[1]
@@ -142,3 +142,52 @@ def test_cli_unknown_config_key_exits_2(tmp_path: Path, runner: CliRunner) -> No
     assert "unknown key 'learning_rate'" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "out").exists()
+
+
+def test_a_model_switch_drops_the_files_params_and_says_which(tmp_path: Path) -> None:
+    path = tmp_path / "c.toml"
+    path.write_text('model = "gradient_boosting"\n[params]\nlearning_rate = 0.1\nmax_depth = 3\n')
+    cfg = resolve_config(path, model="random_forest", params={"n_estimators": 10})
+    assert cfg.params == {"n_estimators": 10}
+    assert cfg.notes == (
+        "--model random_forest: dropped the config's params for gradient_boosting (learning_rate, max_depth); "
+        "set others with --param",
+    )
+    assert "notes" not in cfg.to_dict()
+    same = resolve_config(path, model="gradient_boosting", params={"max_depth": 5})
+    assert same.params == {"learning_rate": 0.1, "max_depth": 5} and same.notes == ()
+
+
+@pytest.mark.parametrize(
+    ("item", "value"),
+    [
+        ("n=100", 100),
+        ("lr=0.5", 0.5),
+        ("warm_start=true", True),
+        ('loss="log_loss"', "log_loss"),
+        ("loss=log_loss", "log_loss"),
+    ],
+)
+def test_param_flags_are_read_as_toml_values(item: str, value: object) -> None:
+    key = item.split("=", 1)[0]
+    assert parse_params([item]) == {key: value}
+
+
+@pytest.mark.parametrize("item", ["noequals", "=1", "bad key=1", "x=[1, 2]"])
+def test_a_bad_param_flag_is_a_config_error_naming_it(item: str) -> None:
+    with pytest.raises(ConfigError, match="--param"):
+        parse_params([item])
+
+
+def test_every_config_key_has_a_train_flag() -> None:
+    import dataclasses
+
+    import typer.main
+
+    group = typer.main.get_command(app)
+    flags = {opt for p in group.commands["train"].params for opt in p.opts}  # type: ignore[attr-defined]
+    for f in dataclasses.fields(TrainConfig):
+        if f.name == "notes":
+            continue
+        flag = {"params": "--param", "register": "--register"}.get(f.name, "--" + f.name.replace("_", "-"))
+        assert flag in flags, f"config key {f.name!r} has no flag {flag}"

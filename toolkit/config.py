@@ -25,11 +25,13 @@ __all__ = [
     "TrainConfig",
     "derive_name",
     "load_config",
+    "parse_params",
     "resolve_config",
     "validate_name",
     "validate_version",
 ]
 
+_DEFAULT_MODEL = "gradient_boosting"
 MODEL_KINDS = ("gradient_boosting", "random_forest", "logistic_regression")
 SCALERS = ("standard", "power")
 VERSION_PATTERN = VERSION_RE  # the one rule, in toolkit.identifiers
@@ -43,7 +45,7 @@ class TrainConfig:
 
     dataset: str = "builtin:credit"
     target: str | None = None
-    model: str = "gradient_boosting"
+    model: str = _DEFAULT_MODEL
     params: dict[str, Any] = field(default_factory=dict)  # hyperparameters for the model kind
     name: str | None = None  # None: derived from the dataset
     version: str = "1.0.0"
@@ -57,6 +59,8 @@ class TrainConfig:
     author: str | None = None
     intended_use: str = ""
     limitations: str = ""
+    # How the flags changed the file's values, for the CLI to say (never part of the recipe).
+    notes: tuple[str, ...] = field(default=(), compare=False)
 
     @property
     def model_name(self) -> str:
@@ -65,7 +69,7 @@ class TrainConfig:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-safe form (paths as strings)."""
-        d = {f.name: getattr(self, f.name) for f in fields(self)}
+        d = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "notes"}
         d["out"] = str(self.out)
         d["registry"] = None if self.registry is None else str(self.registry)
         d["params"] = dict(self.params)
@@ -135,13 +139,49 @@ def resolve_config(path: Path | None = None, **overrides: Any) -> TrainConfig:
     unknown = sorted(k for k in overrides if k not in _TYPES)
     if unknown:
         raise ConfigError(f"unknown option {unknown[0]!r}")
+    notes: list[str] = []
+    flag_params = overrides.pop("params", None) or {}
+    model = overrides.get("model")
+    if model is not None and model != values.get("model", _DEFAULT_MODEL) and values.get("params"):
+        # The file's hyperparameters belong to the file's model: a switched model must not inherit
+        # them silently (gradient boosting's learning_rate would break a random forest).
+        dropped, previous = ", ".join(sorted(values["params"])), values.get("model", _DEFAULT_MODEL)
+        notes.append(
+            f"--model {model}: dropped the config's params for {previous} ({dropped}); set others with --param"
+        )
+        values["params"] = {}
     for key, value in overrides.items():
         if value is None:
             continue
         values[key] = Path(value) if key in _PATH_KEYS else value
-    config = replace(TrainConfig(), **values)
+    if flag_params:
+        values["params"] = {**values.get("params", {}), **flag_params}
+    config = replace(TrainConfig(), **values, notes=tuple(notes))
     _check_values(config)
     return config
+
+
+def parse_params(items: list[str] | None) -> dict[str, Any]:
+    """``--param KEY=VALUE`` flags as hyperparameters: VALUE read as a TOML value (``100``,
+    ``0.1``, ``true``, ``"text"``), else as a plain string.
+
+    Raises: ConfigError naming the flag that is not KEY=VALUE or whose key is not a name.
+    """
+    tomllib = _tomllib()
+    params: dict[str, Any] = {}
+    for item in items or ():
+        key, sep, raw = item.partition("=")
+        key = key.strip()
+        if not sep or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", key):
+            raise ConfigError(f"--param {item!r}: use KEY=VALUE with KEY a hyperparameter name")
+        try:
+            value = tomllib.loads(f"v = {raw.strip()}")["v"]
+        except tomllib.TOMLDecodeError:
+            value = raw.strip()
+        if not isinstance(value, _PARAM_TYPES):
+            raise ConfigError(f"--param {key}: must be a string, number or boolean")
+        params[key] = value
+    return params
 
 
 def validate_name(name: str, *, key: str = "name") -> str:

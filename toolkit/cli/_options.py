@@ -12,21 +12,29 @@ __all__ = [
     "AnyRegistryOpt",
     "ArtifactArg",
     "ArtifactRefArg",
+    "AuthorOpt",
     "ConfigOpt",
+    "CvFoldsOpt",
     "DatasetOpt",
     "IdOpt",
     "InsecureOpt",
+    "IntendedUseOpt",
     "JsonOpt",
+    "LimitationsOpt",
     "ModelOpt",
     "NameOpt",
     "OutOpt",
+    "ParamOpt",
     "Policy",
     "PolicyOpt",
     "RegisterOpt",
     "RegistryOpt",
+    "ScalerOpt",
+    "SeedOpt",
     "SignKeyOpt",
     "StoreOpt",
     "TargetOpt",
+    "TestSizeOpt",
     "TrustedKeyOpt",
     "VerifyPredictionsOpt",
     "VersionOpt",
@@ -122,4 +130,26 @@ IdOpt = Annotated[
 ]
 RegisterOpt = Annotated[
     bool | None, typer.Option("--register/--no-register", help="Register the result (default: the config's, yes).")
+]
+
+# The rest of the config's keys: every key has a flag (flags win over the config file).
+SeedOpt = Annotated[int | None, typer.Option(help="Seeds the split, the CV folds and the model (default 42).")]
+TestSizeOpt = Annotated[float | None, typer.Option(help="Held-out share, between 0 and 1 (default 0.2).")]
+CvFoldsOpt = Annotated[int | None, typer.Option(help="Cross-validation folds on the training part, 2-20 (default 5).")]
+ScalerOpt = Annotated[
+    str | None, typer.Option(help="Numeric columns: standard or power (Yeo-Johnson).")
+]
+IntendedUseOpt = Annotated[str | None, typer.Option(help="The card's intended use.")]
+LimitationsOpt = Annotated[str | None, typer.Option(help="The card's limitations.")]
+AuthorOpt = Annotated[
+    str | None, typer.Option(help="The card's author (default $TOOLKIT_AUTHOR, else login).")
+]
+ParamOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--param",
+        metavar="KEY=VALUE",
+        help="A hyperparameter (repeatable), on top of the config's [params]; VALUE as in TOML.",
+        show_default=False,
+    ),
 ]

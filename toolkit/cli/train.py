@@ -13,18 +13,26 @@ import typer
 from toolkit.cli._common import app, artifact_arg, err, out
 from toolkit.cli._options import (
     ArtifactRefArg,
+    AuthorOpt,
     ConfigOpt,
+    CvFoldsOpt,
     DatasetOpt,
     IdOpt,
+    IntendedUseOpt,
+    LimitationsOpt,
     ModelOpt,
     NameOpt,
     OutOpt,
+    ParamOpt,
     Policy,
     PolicyOpt,
     RegisterOpt,
     RegistryOpt,
+    ScalerOpt,
+    SeedOpt,
     SignKeyOpt,
     TargetOpt,
+    TestSizeOpt,
     TrustedKeyOpt,
     VersionOpt,
 )
@@ -49,9 +57,17 @@ def train(
     register: RegisterOpt = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress or summary; print only the path.")] = False,
     sign_key: SignKeyOpt = None,
+    seed: SeedOpt = None,
+    test_size: TestSizeOpt = None,
+    cv_folds: CvFoldsOpt = None,
+    scaler: ScalerOpt = None,
+    param: ParamOpt = None,
+    intended_use: IntendedUseOpt = None,
+    limitations: LimitationsOpt = None,
+    author: AuthorOpt = None,
 ) -> None:
     """Train a pipeline, save it with its model card, and register it."""
-    from toolkit.config import resolve_config
+    from toolkit.config import parse_params, resolve_config
     from toolkit.train import artifact_path
     from toolkit.train import train as run_training
 
@@ -65,7 +81,17 @@ def train(
         out=out_dir,
         registry=registry,
         register=register,
+        seed=seed,
+        test_size=test_size,
+        cv_folds=cv_folds,
+        scaler=scaler,
+        params=parse_params(param),
+        intended_use=intended_use,
+        limitations=limitations,
+        author=author,
     )
+    for note in cfg.notes:
+        err.print(f"note: {note}", markup=False)
     registry_obj = None
     if cfg.register:
         from toolkit.registry import Registry, resolve_root
