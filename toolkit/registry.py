@@ -39,6 +39,7 @@ from toolkit import _files
 from toolkit._registry_db import DB_FILE, connect, write_transaction
 from toolkit.card import NAME_RE
 from toolkit.errors import DataError, EnvironmentMismatch, IntegrityError, RegistryError, UsageError
+from toolkit.metrics import Direction, direction, is_better, is_spread
 from toolkit.policy import validate_policy
 
 try:
@@ -48,6 +49,7 @@ except ImportError:  # not POSIX: leftovers are then only swept by age
 
 if TYPE_CHECKING:
     from toolkit.artifact import ArtifactPaths
+    from toolkit.card import ModelCard
 
 __all__ = [
     "DEFAULT_ROOT",
@@ -186,6 +188,7 @@ class Comparison:
     data: dict[str, Any]  # source, sha256, rows, how ("held-out test split" | "whole dataset")
     scores: dict[str, dict[str, float]]  # version -> metric -> value
     difference: dict[str, float] = field(default_factory=dict)  # second minus first
+    better: dict[str, Direction] = field(default_factory=dict)  # metric -> "higher" or "lower" (toolkit.metrics)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -194,6 +197,7 @@ class Comparison:
             "data": self.data,
             "scores": self.scores,
             "difference": self.difference,
+            "better": self.better,
         }
 
 
@@ -242,8 +246,10 @@ def parse_metric(metric: str) -> tuple[str, str]:
         raise UsageError(
             f"invalid metric {metric!r}: use KEY (held-out test) or SECTION.KEY, e.g. roc_auc, cv.accuracy"
         )
-    if m[2].endswith("_std"):
-        raise UsageError(f"metric {metric!r} is a spread (lower is better); --best-by picks the highest score")
+    if is_spread(m[2]):
+        raise UsageError(
+            f"metric {metric!r} is a spread across CV folds, not a score; choose a score such as roc_auc or rmse"
+        )
     return m[1] or "test", m[2]
 
 
@@ -527,7 +533,9 @@ class Registry:
         e1, e2 = self.get(name, v1), self.get(name, v2)
         c1, c2 = read_card(e1.path), read_card(e2.path)
         if dataset is not None:
-            ds = load_dataset(dataset, target if target is not None else (c1.data.target if c1.data else None))
+            ds = load_dataset(
+                dataset, target if target is not None else (c1.data.target if c1.data else None), task=_task(c1)
+            )
             X, y = ds.X, ds.y
             how = "whole dataset"
         else:
@@ -547,7 +555,7 @@ class Registry:
                     f"{name} {v1} and {v2} were split differently ({d1.split} vs {d2.split}): one's test rows "
                     "are the other's training rows; name a dataset with --dataset"
                 )
-            ds = load_dataset(d1.source, target if target is not None else d1.target)
+            ds = load_dataset(d1.source, target if target is not None else d1.target, task=_task(c1))
             if ds.sha256 != d1.sha256:
                 raise DataError(
                     f"{d1.source} now hashes to {ds.sha256[:12]}, the cards recorded {d1.sha256[:12]}: "
@@ -564,7 +572,8 @@ class Registry:
         s1, s2 = scores[v1], scores[v2]
         difference = {k: s2[k] - s1[k] for k in s1 if k in s2}
         data = {"source": ds.source, "sha256": ds.sha256, "rows": len(y), "how": how}
-        return Comparison(name=name, versions=(v1, v2), data=data, scores=scores, difference=difference)
+        better = {k: direction(k) for k in difference}
+        return Comparison(name=name, versions=(v1, v2), data=data, scores=scores, difference=difference, better=better)
 
     # -- internals ----------------------------------------------------------------------------
 
@@ -733,11 +742,16 @@ class Registry:
             if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value):
                 continue
             candidate = (float(value), (r["major"], r["minor"], r["patch"]), r["version"])
-            if best is None or candidate[:2] > best[:2]:
+            # The better value wins; on a tie, the newer version.
+            if (
+                best is None
+                or is_better(key, candidate[0], best[0])
+                or (candidate[0] == best[0] and candidate[1] > best[1])
+            ):
                 best = candidate
         if best is None:
             raise RegistryError(f"no version of {name} records metric {section}.{key} (rolled-back versions excluded)")
-        return best[2], f"best by {section}.{key} = {best[0]:.6g}"
+        return best[2], f"best by {section}.{key} = {best[0]:.6g} ({direction(key)} is better)"
 
     def _rollback_target(self, conn: sqlite3.Connection, name: str) -> tuple[str, str]:
         current = self._production(conn, name)
@@ -774,6 +788,14 @@ class Registry:
             raise EnvironmentMismatch(
                 report.differences, policy=policy, detail=f"{entry.name} {entry.version} refused, production unchanged"
             )
+
+
+def _task(card: ModelCard) -> str | None:
+    # A classifier's card lists its classes; a regressor's lists none. An unknown card: infer.
+    classes = card.data.classes if card.data is not None else None
+    if classes is None:
+        return None
+    return "classification" if classes else "regression"
 
 
 def _duplicate(name: str, version: str) -> RegistryError:
