@@ -20,7 +20,9 @@ __all__ = [
     "PolicyOpt",
     "RegisterOpt",
     "RegistryOpt",
+    "ScriptOpt",
     "TargetOpt",
+    "TaskOpt",
     "VerifyPredictionsOpt",
     "VersionOpt",
 ]
@@ -50,9 +52,27 @@ RegistryOpt = Annotated[
 ConfigOpt = Annotated[
     Path | None, typer.Option("--config", help="TOML file with the same options as these flags; flags win.")
 ]
-DatasetOpt = Annotated[str | None, typer.Option(help="builtin:credit, builtin:wine, or a PATH.csv / PATH.parquet.")]
+DatasetOpt = Annotated[
+    str | None, typer.Option(help="builtin:credit, builtin:wine, builtin:diabetes, or a PATH.csv / PATH.parquet.")
+]
 TargetOpt = Annotated[str | None, typer.Option(help="Target column (required for a CSV/Parquet file).")]
-ModelOpt = Annotated[str | None, typer.Option(help="gradient_boosting, random_forest or logistic_regression.")]
+ModelOpt = Annotated[
+    str | None,
+    typer.Option(
+        help="gradient_boosting, random_forest, hist_gradient_boosting, logistic_regression (classification), "
+        "ridge (regression), or a scikit-learn estimator's import path."
+    ),
+]
+TaskOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--task", metavar="classification|regression", help="What the target is (default: from the model or target)."
+    ),
+]
+ScriptOpt = Annotated[
+    Path | None,
+    typer.Option("--script", help="Your own training script, run instead of the built-in recipe."),
+]
 NameOpt = Annotated[str | None, typer.Option(help="Artifact name (default: from the dataset).")]
 VersionOpt = Annotated[str | None, typer.Option(help="Semantic version X.Y.Z (default 1.0.0).")]
 OutOpt = Annotated[

@@ -21,7 +21,9 @@ from toolkit.cli._options import (
     PolicyOpt,
     RegisterOpt,
     RegistryOpt,
+    ScriptOpt,
     TargetOpt,
+    TaskOpt,
     VersionOpt,
 )
 from toolkit.errors import RegistryError, UsageError
@@ -39,14 +41,20 @@ def train(
     dataset: DatasetOpt = None,
     target: TargetOpt = None,
     model: ModelOpt = None,
+    task: TaskOpt = None,
     name: NameOpt = None,
     version: VersionOpt = None,
     out_dir: OutOpt = None,
     registry: RegistryOpt = None,
     register: RegisterOpt = None,
+    script: ScriptOpt = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress or summary; print only the path.")] = False,
 ) -> None:
-    """Train a pipeline, save it with its model card, and register it."""
+    """Train a pipeline, save it with its model card, and register it.
+
+    With a script (--script, or `script` in the config), run that instead of the built-in
+    recipe: it saves its artifacts with toolkit.save into $TOOLKIT_OUT, and they are registered.
+    """
     from toolkit.config import resolve_config
     from toolkit.train import artifact_path
     from toolkit.train import train as run_training
@@ -56,12 +64,17 @@ def train(
         dataset=dataset,
         target=target,
         model=model,
+        task=task,
         name=name,
         version=version,
         out=out_dir,
         registry=registry,
         register=register,
+        script=script,
     )
+    if cfg.script is not None:
+        _train_with_script(cfg, quiet=quiet)
+        return
     registry_obj = None
     if cfg.register:
         from toolkit.registry import Registry, resolve_root
@@ -134,6 +147,41 @@ def predict(
 
 
 # --- helpers -------------------------------------------------------------------------------
+
+
+def _train_with_script(cfg: Any, *, quiet: bool) -> None:
+    """Run the config's script here (``sys.executable``), then register what it saved."""
+    import shutil
+    import tempfile
+
+    from toolkit.script import register_or_move, resolve_script, run_script
+
+    assert cfg.script is not None
+    relative = resolve_script(cfg.script, workdir=Path.cwd())
+    staging = Path(tempfile.mkdtemp(prefix="toolkit-script-"))
+    try:
+        if not quiet:
+            err.print(f"running {relative} (TOOLKIT_OUT={staging})", markup=False)
+        staged = run_script(relative, cfg.script_args, out=staging, on_output=_to_stderr)
+        for final, note in register_or_move(staged, cfg):
+            if not quiet:
+                err.print(note, markup=False)
+            out.print(str(final), markup=False)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def _to_stderr(stream: str, chunk: bytes) -> None:
+    # The script's stdout too: ours carries only the artifacts' paths.
+    del stream
+    sys.stdout.flush()
+    buffer = getattr(sys.stderr, "buffer", None)
+    if buffer is not None:
+        buffer.write(chunk)
+        buffer.flush()
+    else:  # a text-only stream (CliRunner)
+        sys.stderr.write(chunk.decode("utf-8", errors="replace"))
+        sys.stderr.flush()
 
 
 class _StageDisplay:
