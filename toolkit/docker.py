@@ -277,8 +277,10 @@ def run_in_container(
     working_dir: str | None = None,
     on_output: OutputCallback | None = None,
     client: Any | None = None,
+    entrypoint: Sequence[str] | None = None,
 ) -> RunResult:
-    """Run ``image`` with ``command`` (its entry point is ``toolkit``), network off, root fs read-only.
+    """Run ``image`` with ``command`` (its entry point is ``toolkit`` unless ``entrypoint`` says
+    otherwise), network off, root fs read-only.
 
     Output is streamed to ``on_output`` as it comes; the container is removed afterwards,
     also when the caller is interrupted. Raises: DockerError (unknown image, engine error).
@@ -296,6 +298,7 @@ def run_in_container(
         container = client.containers.create(
             image,
             command=list(command),
+            entrypoint=None if entrypoint is None else list(entrypoint),
             user=user,
             environment=dict(environment or {}),
             working_dir=working_dir,
@@ -304,7 +307,7 @@ def run_in_container(
             read_only=True,
             tmpfs={"/tmp": "rw,nosuid,nodev,size=1g"},
             hostname="toolkit",  # a random hostname must never reach a card or a pickle
-            labels={"org.toolkit.role": command[0] if command else ""},
+            labels={"org.toolkit.role": (entrypoint or command or [""])[0]},
         )
         try:
             stream = container.attach(stdout=True, stderr=True, stream=True, logs=True, demux=True)

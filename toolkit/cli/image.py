@@ -23,6 +23,7 @@ from toolkit.cli._options import (
     PolicyOpt,
     RegisterOpt,
     RegistryOpt,
+    ScriptOpt,
     TargetOpt,
     VerifyPredictionsOpt,
     VersionOpt,
@@ -115,15 +116,21 @@ def train(
     registry: RegistryOpt = None,
     register: RegisterOpt = None,
     out_dir: OutOpt = None,
+    script: ScriptOpt = None,
 ) -> None:
     """Train inside the image (network off), then register the artifact on the host.
 
-    Extra arguments after the options are passed to `toolkit train` in the container.
+    Extra arguments after the options are passed to `toolkit train` in the container. With a
+    script (--script, or `script` in the config), `python SCRIPT` runs there instead, as under
+    `image run`, and every artifact it saves is registered.
     """
     from toolkit.config import resolve_config
     from toolkit.docker import resolve_image, train_in_container
 
     tag = resolve_image(image)
+    if script is not None or _config_script(config):
+        _train_script_in_image(tag, config, script=script, out_dir=out_dir, registry=registry, register=register)
+        return
     args: list[str] = []
     inputs: list[Path] = []
     if config is not None:
@@ -179,7 +186,63 @@ def check(
     raise typer.Exit(code)
 
 
+@image_app.command(
+    "run", context_settings={"allow_extra_args": True, "ignore_unknown_options": True, "allow_interspersed_args": False}
+)
+def run(
+    ctx: typer.Context,
+    image: ImageOpt = None,
+    out_dir: Annotated[
+        Path, typer.Option("--out", help="Mounted writable at /out, named to the command as $TOOLKIT_OUT.")
+    ] = Path("out"),
+) -> None:
+    """Run your own command in the image: `toolkit image run -- python train.py ARGS`.
+
+    The current directory is mounted read-only at /work (the working directory), --out
+    writable at /out; network off; files written are yours; the command's exit code is ours.
+    """
+    from toolkit.docker import resolve_image
+    from toolkit.docker_run import run_command
+
+    code = run_command(resolve_image(image), list(ctx.args), out=out_dir, on_output=_passthrough)
+    raise typer.Exit(code)
+
+
 # --- helpers -------------------------------------------------------------------------------
+
+
+def _config_script(config: Path | None) -> bool:
+    from toolkit.config import load_config
+
+    return config is not None and "script" in load_config(config)
+
+
+def _train_script_in_image(
+    tag: str,
+    config: Path | None,
+    *,
+    script: Path | None,
+    out_dir: Path | None,
+    registry: Path | None,
+    register: bool | None,
+) -> None:
+    from toolkit.config import resolve_config
+    from toolkit.docker_run import run_script_in_container
+    from toolkit.script import register_or_move
+
+    cfg = resolve_config(config, script=script, out=out_dir, registry=registry, register=register)
+    assert cfg.script is not None
+    staging = Path(tempfile.mkdtemp(prefix="toolkit-image-script-"))
+    try:
+        # The script's stdout goes to stderr: ours carries only the artifacts' paths.
+        staged = run_script_in_container(
+            tag, cfg.script, cfg.script_args, staging=staging, on_output=lambda _, chunk: _passthrough("stderr", chunk)
+        )
+        for final, note in register_or_move(staged, cfg):
+            err.print(note, markup=False)
+            out.print(str(final), markup=False)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
 
 
 def _passthrough(stream: str, chunk: bytes) -> None:

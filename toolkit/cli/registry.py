@@ -157,7 +157,8 @@ def promote(
         typer.Option(
             "--best-by",
             metavar="METRIC",
-            help="Pick the version with the highest card metric: roc_auc (= test.roc_auc), cv.accuracy, ...",
+            help="Pick the version with the best card metric (the highest; the lowest for rmse, mae): "
+            "roc_auc (= test.roc_auc), cv.accuracy, rmse, ...",
         ),
     ] = None,
     policy: PolicyOpt = Policy.compatible,
@@ -220,12 +221,14 @@ def compare(
             v1,
             v2,
             f"{v2} - {v1}",
+            "better",
             title=f"{name}: {d['how']} of {d['source']} ({d['rows']} rows, sha256 {d['sha256'][:12]})",
         )
         s1, s2 = result.scores[v1], result.scores[v2]
         for k in sorted(set(s1) | set(s2)):
             diff = result.difference.get(k)
-            table.add_row(k, _num(s1.get(k)), _num(s2.get(k)), "-" if diff is None else f"{diff:+.4f}")
+            better = result.better.get(k, "-")
+            table.add_row(k, _num(s1.get(k)), _num(s2.get(k)), "-" if diff is None else f"{diff:+.4f}", better)
         out.print(table)
 
 
