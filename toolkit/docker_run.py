@@ -48,6 +48,7 @@ def run_command(
     uid, gid = os.getuid(), os.getgid()
     owner = out.stat()
     if uid == 0:
+        _require_readable_by_image_user(workdir)
         user = f"{IMAGE_UID}:{IMAGE_UID}"
         os.chown(out, IMAGE_UID, IMAGE_UID)
     else:
@@ -108,6 +109,16 @@ def _prepare(out: Path) -> Path:
     if not out.is_dir():
         raise UsageError(f"{out}: not a folder")
     return out.resolve()
+
+
+def _require_readable_by_image_user(workdir: Path) -> None:
+    """Root runs the command as the image's user: say so plainly instead of a confusing failure inside."""
+    st = workdir.stat()
+    if st.st_uid != IMAGE_UID and st.st_mode & 0o005 != 0o005:
+        raise UsageError(
+            f"{workdir}: not readable by the image's user (uid {IMAGE_UID}); "
+            "make it world-readable (chmod o+rx) to run in the image"
+        )
 
 
 def _run_environment() -> dict[str, str]:
