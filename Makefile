@@ -41,6 +41,9 @@ IMAGE ?= toolkit:latest
 REGISTRY ?= models
 TRAIN_CONFIG ?= configs/train.toml
 TRAIN_ARGS ?=
+# Your own training script instead of the built-in recipe (e.g. examples/custom/train.py): it runs
+# in the image as `toolkit image run` runs it, and every artifact it saves is registered.
+TRAIN_SCRIPT ?=
 MODEL ?=
 TOOLKIT := $(BIN)/toolkit
 
@@ -58,7 +61,7 @@ image: $(VENV)/.stamp $(WHEELHOUSE)/.stamp engine $(if $(BASE_IMAGE),,base)
 
 # The main job: wheelhouse -> base -> image -> train inside the container -> register into $(REGISTRY).
 train: image
-	$(TOOLKIT) image train --image $(IMAGE) --config $(TRAIN_CONFIG) --registry $(REGISTRY) $(TRAIN_ARGS)
+	$(TOOLKIT) image train --image $(IMAGE) $(if $(TRAIN_SCRIPT),--script '$(TRAIN_SCRIPT)',--config $(TRAIN_CONFIG)) --registry $(REGISTRY) $(TRAIN_ARGS)
 
 # The gate, inside the image: exit 0 match, 1 mismatch, 3 integrity failure.
 check-env: $(if $(MODEL),image)
