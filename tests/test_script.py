@@ -84,6 +84,13 @@ def test_the_example_trains_and_registers_from_a_config(tmp_path: Path) -> None:
     assert "features" in card["references"]["modules"]
 
 
+def test_recipe_flags_with_a_script_are_refused(tmp_path: Path) -> None:
+    (tmp_path / "train.py").write_text("raise SystemExit('must not run')\n")
+    done = _toolkit("train", "--script", "train.py", "--model", "ridge", "--no-register", cwd=tmp_path)
+    assert done.returncode == 2
+    assert _error_line(done) == "error: --model configures the built-in recipe; a script (train.py) is its own"
+
+
 def test_output_tail_keeps_the_last_stderr_lines() -> None:
     seen: list[tuple[str, bytes]] = []
     tail = OutputTail(lambda s, c: seen.append((s, c)))

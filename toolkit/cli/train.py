@@ -73,6 +73,10 @@ def train(
         script=script,
     )
     if cfg.script is not None:
+        recipe = {"--dataset": dataset, "--target": target, "--model": model, "--task": task}
+        given = [flag for flag, value in recipe.items() if value is not None]
+        if given:
+            raise UsageError(f"{given[0]} configures the built-in recipe; a script ({cfg.script.name}) is its own")
         _train_with_script(cfg, quiet=quiet)
         return
     registry_obj = None
