@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
 from dataclasses import dataclass
 from typing import Any
@@ -10,8 +11,9 @@ from toolkit.card import Probe, jsonable
 
 __all__ = ["DEFAULT_TOLERANCE", "ProbeResult", "check", "frame", "record"]
 
-# Absolute tolerance on probabilities and numeric predictions. Class labels must match
-# exactly. 1e-6 absorbs BLAS summation-order noise while catching any real change.
+# Absolute tolerance on probabilities and numeric predictions (relative for predictions
+# larger than 1 in magnitude). Class labels must match exactly. 1e-6 absorbs BLAS
+# summation-order noise while catching any real change.
 DEFAULT_TOLERANCE = 1e-6
 
 
@@ -22,7 +24,8 @@ class ProbeResult:
     ok: bool
     rows: int
     label_mismatches: int
-    max_abs_diff: float  # over probabilities (and numeric predictions); 0.0 when identical
+    # Over probabilities and numeric predictions (relative beyond 1); 0.0 when identical.
+    max_abs_diff: float
     tolerance: float
     error: str | None = None  # set when the pipeline could not even predict
 
@@ -67,13 +70,12 @@ def frame(probe: Probe) -> Any:
     import pandas as pd
 
     df = pd.DataFrame([list(r) for r in probe.rows], columns=list(probe.columns))
-    for column, dtype in zip(probe.columns, probe.dtypes):
+    for column, dtype in zip(probe.columns, probe.dtypes, strict=False):
         # JSON has one null; in a frame a missing value is NaN (what imputers were fitted on).
         df[column] = df[column].where(df[column].notna(), float("nan"))
-        try:
+        # e.g. an int column that held a null: keep pandas' inferred dtype
+        with contextlib.suppress(TypeError, ValueError):
             df[column] = df[column].astype(dtype)
-        except (TypeError, ValueError):
-            pass  # e.g. an int column that held a null: keep pandas' inferred dtype
     return df
 
 
@@ -94,10 +96,13 @@ def check(probe: Probe, pipeline: Any) -> ProbeResult:
         )
     mismatches = 0
     worst = 0.0
-    for expected, actual in zip(probe.predictions, predictions):
-        if _numeric(expected) and _numeric(actual) and not isinstance(expected, bool):
-            worst = max(worst, abs(float(expected) - float(actual)))
-            mismatches += abs(float(expected) - float(actual)) > probe.tolerance
+    for expected, actual in zip(probe.predictions, predictions, strict=False):
+        if isinstance(expected, (int, float)) and isinstance(actual, (int, float)) and not isinstance(expected, bool):
+            # A regressor's output is on the target's scale: beyond 1 the tolerance is relative,
+            # so a price in the millions is held to the same ~1e-6 as a probability.
+            diff = abs(float(expected) - float(actual)) / max(1.0, abs(float(expected)))
+            worst = max(worst, diff)
+            mismatches += diff > probe.tolerance
         else:
             mismatches += expected != actual
     if len(predictions) != len(probe.predictions):
@@ -106,11 +111,11 @@ def check(probe: Probe, pipeline: Any) -> ProbeResult:
         if probabilities is None or len(probabilities) != len(probe.probabilities):
             worst = math.inf
         else:
-            for exp_row, act_row in zip(probe.probabilities, probabilities):
+            for exp_row, act_row in zip(probe.probabilities, probabilities, strict=True):
                 if len(exp_row) != len(act_row):
                     worst = math.inf
                     break
-                worst = max([worst, *(abs(e - float(a)) for e, a in zip(exp_row, act_row))])
+                worst = max([worst, *(abs(e - float(a)) for e, a in zip(exp_row, act_row, strict=True))])
     ok = mismatches == 0 and worst <= probe.tolerance
     return ProbeResult(
         ok=ok, rows=len(probe.rows), label_mismatches=int(mismatches), max_abs_diff=worst, tolerance=probe.tolerance
@@ -119,7 +124,3 @@ def check(probe: Probe, pipeline: Any) -> ProbeResult:
 
 def _as_list(values: Any) -> list[Any]:
     return values.tolist() if hasattr(values, "tolist") else list(values)
-
-
-def _numeric(value: Any) -> bool:
-    return isinstance(value, (int, float))
