@@ -171,13 +171,14 @@ def test_the_worked_example_end_to_end(image: str, project: Path, tmp_path: Path
 
 def test_image_train_runs_a_script_and_registers_its_artifact(image: str, project: Path, tmp_path: Path) -> None:
     registry = tmp_path / "registry"
+    # What follows the options is the script's own arguments (here the version it saves).
     done = _toolkit(
-        "image", "train", "--image", image, "--script", "train.py", "--registry", str(registry), cwd=project
+        "image", "train", "--image", image, "--script", "train.py", "--registry", str(registry), "2.0.0", cwd=project
     )
     assert done.returncode == 0, done.stderr
     final = Path(done.stdout.strip())
-    assert final.is_relative_to(registry) and final.name == f"{STEM}.joblib"
-    assert "registered diabetes-custom 1.0.0 (staging)" in done.stderr
+    assert final.is_relative_to(registry) and final.name == "diabetes-custom-2.0.0.joblib"
+    assert "registered diabetes-custom 2.0.0 (staging)" in done.stderr
     assert not (project / "out").exists()  # staged elsewhere, then registered
 
 

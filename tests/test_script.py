@@ -91,6 +91,13 @@ def test_recipe_flags_with_a_script_are_refused(tmp_path: Path) -> None:
     assert _error_line(done) == "error: --model configures the built-in recipe; a script (train.py) is its own"
 
 
+def test_image_train_refuses_recipe_flags_with_a_script(tmp_path: Path) -> None:
+    (tmp_path / "train.py").write_text("pass\n")
+    done = _toolkit("image", "train", "--script", "train.py", "--dataset", "builtin:wine", cwd=tmp_path)
+    assert done.returncode == 2  # before any engine is asked
+    assert _error_line(done) == "error: --dataset configures the built-in recipe; a script is its own"
+
+
 def test_output_tail_keeps_the_last_stderr_lines() -> None:
     seen: list[tuple[str, bytes]] = []
     tail = OutputTail(lambda s, c: seen.append((s, c)))

@@ -121,15 +121,23 @@ def train(
     """Train inside the image (network off), then register the artifact on the host.
 
     Extra arguments after the options are passed to `toolkit train` in the container. With a
-    script (--script, or `script` in the config), `python SCRIPT` runs there instead, as under
-    `image run`, and every artifact it saves is registered.
+    script (--script, or `script` in the config), `python SCRIPT ARGS` runs there instead, as
+    under `image run`, with the extra arguments as its ARGS, and every artifact it saves is
+    registered.
     """
     from toolkit.config import resolve_config
     from toolkit.docker import resolve_image, train_in_container
+    from toolkit.errors import UsageError
 
     tag = resolve_image(image)
     if script is not None or _config_script(config):
-        _train_script_in_image(tag, config, script=script, out_dir=out_dir, registry=registry, register=register)
+        recipe = {"--dataset": dataset, "--target": target, "--model": model, "--name": name, "--version": version}
+        given = [flag for flag, value in recipe.items() if value is not None]
+        if given:
+            raise UsageError(f"{given[0]} configures the built-in recipe; a script is its own")
+        _train_script_in_image(
+            tag, config, script=script, extra=ctx.args, out_dir=out_dir, registry=registry, register=register
+        )
         return
     args: list[str] = []
     inputs: list[Path] = []
@@ -222,6 +230,7 @@ def _train_script_in_image(
     config: Path | None,
     *,
     script: Path | None,
+    extra: list[str],
     out_dir: Path | None,
     registry: Path | None,
     register: bool | None,
@@ -236,7 +245,11 @@ def _train_script_in_image(
     try:
         # The script's stdout goes to stderr: ours carries only the artifacts' paths.
         staged = run_script_in_container(
-            tag, cfg.script, cfg.script_args, staging=staging, on_output=lambda _, chunk: _passthrough("stderr", chunk)
+            tag,
+            cfg.script,
+            [*cfg.script_args, *extra],
+            staging=staging,
+            on_output=lambda _, chunk: _passthrough("stderr", chunk),
         )
         for final, note in register_or_move(staged, cfg):
             err.print(note, markup=False)
