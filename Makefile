@@ -44,6 +44,9 @@ TRAIN_ARGS ?=
 # Your own training script instead of the built-in recipe (e.g. examples/custom/train.py): it runs
 # in the image as `toolkit image run` runs it, and every artifact it saves is registered.
 TRAIN_SCRIPT ?=
+# A private key from `toolkit keygen`: the artifact is signed on this host after training
+# (the key never enters the container). TOOLKIT_SIGNING_KEY in the environment works too.
+SIGNING_KEY ?=
 MODEL ?=
 TOOLKIT := $(BIN)/toolkit
 
@@ -61,7 +64,8 @@ image: $(VENV)/.stamp $(WHEELHOUSE)/.stamp engine $(if $(BASE_IMAGE),,base)
 
 # The main job: wheelhouse -> base -> image -> train inside the container -> register into $(REGISTRY).
 train: image
-	$(TOOLKIT) image train --image $(IMAGE) $(if $(TRAIN_SCRIPT),--script '$(TRAIN_SCRIPT)',--config $(TRAIN_CONFIG)) --registry $(REGISTRY) $(TRAIN_ARGS)
+	$(TOOLKIT) image train --image $(IMAGE) $(if $(TRAIN_SCRIPT),--script '$(TRAIN_SCRIPT)',--config $(TRAIN_CONFIG)) \
+	    --registry $(REGISTRY) $(if $(SIGNING_KEY),--sign-key '$(SIGNING_KEY)') $(TRAIN_ARGS)
 
 # The gate, inside the image: exit 0 match, 1 mismatch, 3 integrity failure.
 check-env: $(if $(MODEL),image)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -209,3 +210,91 @@ def test_coerce_features_text_in_numeric_column() -> None:
 def test_read_table_text_columns(tmp_path: Path) -> None:
     path = write(tmp_path, "zip,n\n01234,1\n98765,2\n")
     assert read_table(path, text_columns=("zip",))["zip"].tolist() == ["01234", "98765"]
+
+
+# --- column names and values pandas would change silently (issue 8) ------------------------
+
+
+def _train(runner: Any, data: Path, out: Path) -> Any:
+    from toolkit.cli import app
+
+    args = ["train", "--dataset", str(data), "--target", "y", "--model", "logistic_regression", "--no-register"]
+    return runner.invoke(app, [*args, "--out", str(out), "--quiet"])
+
+
+def _rows(header: list[str], n: int = 40) -> pd.DataFrame:
+    rng = np.random.RandomState(1)
+    values = {f"c{i}": rng.normal(size=n) for i in range(len(header) - 1)}
+    frame = pd.DataFrame({**values, "y": np.arange(n) % 2})
+    frame.columns = header
+    return frame
+
+
+@pytest.mark.parametrize(
+    ("header", "needle"),
+    [
+        (["age", "age", "y"], "column name 'age' appears 2 times in the header; names must be unique"),
+        (["age", "", "y"], "column 2 has an empty name in the header; name every column"),
+        (["age", "  ", "y"], "column 2 has an empty name in the header; name every column"),
+    ],
+    ids=["duplicate", "empty", "blank"],
+)
+@pytest.mark.parametrize("kind", ["csv", "parquet"])
+def test_duplicate_and_empty_column_names_are_refused(
+    tmp_path: Path, runner: Any, header: list[str], needle: str, kind: str
+) -> None:
+    frame = _rows(header)
+    data = tmp_path / f"data.{kind}"
+    if kind == "csv":
+        frame.to_csv(data, index=False)
+    else:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        # pandas cannot write duplicate names to Parquet; pyarrow can, and others' tools do.
+        pq.write_table(pa.Table.from_arrays([pa.array(frame.iloc[:, i]) for i in range(3)], names=header), data)
+    before = sorted(p.name for p in tmp_path.iterdir())
+    result = _train(runner, data, tmp_path / "out")
+    assert result.exit_code == 2, result.output
+    assert result.stderr == f"error: {data}: {needle}\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == before
+
+
+def test_a_csv_written_with_its_index_is_refused(tmp_path: Path) -> None:
+    # DataFrame.to_csv() with the index: pandas reads the unnamed column back as "Unnamed: 0",
+    # which then trained as a feature.
+    data = tmp_path / "data.csv"
+    _rows(["a", "y"]).to_csv(data)
+    with pytest.raises(DataError, match="column 1 has an empty name"):
+        load_dataset(str(data), "y")
+
+
+def test_rows_longer_than_the_header_are_refused(tmp_path: Path) -> None:
+    # pandas would silently make the first column the index, and the frame would lose it.
+    data = write(tmp_path, "a,y\n" + "".join(f"{i},{i * 2},{i % 2}\n" for i in range(20)))
+    with pytest.raises(DataError, match="some rows have more fields than the header"):
+        load_dataset(str(data), "y")
+
+
+def test_repeated_names_that_look_renamed_are_fine(tmp_path: Path) -> None:
+    # "age" and "age.1" both spelled so in the file: nothing was renamed, nothing is refused.
+    data = write(tmp_path, "age,age.1,Unnamed: 2,y\n" + "".join(f"{i},{i},{i},{i % 2}\n" for i in range(20)))
+    assert list(load_dataset(str(data), "y").X.columns) == ["age", "age.1", "Unnamed: 2"]
+
+
+@pytest.mark.parametrize(("column", "value"), [("x", "inf"), ("x", "-inf"), ("y", "inf")])
+def test_infinity_in_training_data_is_exit_2_naming_the_column(
+    tmp_path: Path, runner: Any, column: str, value: str
+) -> None:
+    frame = _rows(["x", "y"]).astype({"y": object, "x": object})
+    frame.loc[5, column] = value
+    data = tmp_path / "data.csv"
+    frame.to_csv(data, index=False)
+    before = sorted(p.name for p in tmp_path.iterdir())
+    result = _train(runner, data, tmp_path / "out")
+    assert result.exit_code == 2, result.output
+    assert result.stderr == (
+        f"error: {data}: column {column!r} has 1 infinite value(s) (row(s) 6); "
+        "use a finite number or leave the cell empty\n"
+    )
+    assert sorted(p.name for p in tmp_path.iterdir()) == before

@@ -158,3 +158,172 @@ def test_policy_decides_what_a_differing_runtime_may_predict(
     compatible = runner.invoke(app, ["predict", str(copy), rows, "--policy", "compatible"])
     assert compatible.exit_code == 0, compatible.stderr
     assert len(compatible.stdout.splitlines()) == len(test_rows) + 1
+
+
+# --- the library API (issue 9) and hostile input and output (issue 8) --------------------
+
+
+def listing(directory: Path) -> dict[str, bytes]:
+    """Every file under ``directory`` (hidden temp files included) with its bytes."""
+    return {str(p.relative_to(directory)): p.read_bytes() for p in sorted(directory.rglob("*")) if p.is_file()}
+
+
+def test_toolkit_predict_is_the_library_api(credit_artifact: Path, test_rows: pd.DataFrame, tmp_path: Path) -> None:
+    import dataclasses
+
+    from toolkit.prediction import Predictions
+
+    result = toolkit.predict(credit_artifact, test_rows)
+    assert isinstance(result, Predictions)
+    pipeline = toolkit.load(credit_artifact)
+    X = test_rows.drop(columns=["default"])
+    assert result.predictions.tolist() == pipeline.predict(X).tolist()
+    assert result.classes == (0, 1)
+    assert result.probabilities.tolist() == pipeline.predict_proba(X).tolist()
+    assert result.ignored == ("default",)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        result.ignored = ()  # type: ignore[misc]
+    # A path is read with the card's text columns, as the command does.
+    from_file = toolkit.predict(credit_artifact, write_csv(tmp_path, test_rows))
+    assert from_file.to_csv() == result.to_csv()
+    assert from_file.to_csv().decode().splitlines()[0] == "prediction,proba_0,proba_1"
+
+
+def test_disk_full_while_writing_out_leaves_the_old_file_and_no_temp_file(
+    credit_artifact: Path, test_rows: pd.DataFrame, tmp_path: Path, runner: CliRunner, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import errno
+    import os
+
+    data = tmp_path / "data"
+    data.mkdir()
+    path = write_csv(data, test_rows)
+    out = data / "pred.csv"
+    out.write_text("earlier predictions\n")
+    before = listing(data)
+
+    def full(fd: int) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "fsync", full)  # the atomic write fsyncs its temp file before the rename
+    result = runner.invoke(app, ["predict", str(credit_artifact), str(path), "--out", str(out)])
+    assert result.exit_code == 2, result.output
+    lines = result.stderr.splitlines()
+    assert lines[-1] == f"error: --out {out}: cannot write the predictions: No space left on device"
+    assert lines[:-1] == ["note: ignoring 1 column(s) the model does not use: default"]
+    assert listing(data) == before  # no truncated CSV, no temp file
+
+
+def test_out_replaces_an_existing_file_whole(
+    credit_artifact: Path, test_rows: pd.DataFrame, tmp_path: Path, runner: CliRunner
+) -> None:
+    path = write_csv(tmp_path, test_rows)
+    out = tmp_path / "pred.csv"
+    out.write_text("x\n" * 100_000)  # longer than the predictions: an in-place write would leave its tail
+    result = runner.invoke(app, ["predict", str(credit_artifact), str(path), "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert out.read_bytes() == toolkit.predict(credit_artifact, path).to_csv()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.csv", "pred.csv"]
+
+
+@pytest.mark.parametrize("alias", ["same", "dotdot", "symlink", "hardlink"])
+def test_out_that_is_the_input_is_refused(
+    credit_artifact: Path, test_rows: pd.DataFrame, tmp_path: Path, runner: CliRunner, alias: str
+) -> None:
+    import os
+
+    path = write_csv(tmp_path, test_rows)
+    (tmp_path / "x").mkdir()
+    out = {
+        "same": path,
+        "dotdot": tmp_path / "x" / ".." / "in.csv",
+        "symlink": tmp_path / "link.csv",
+        "hardlink": tmp_path / "hard.csv",
+    }[alias]
+    if alias == "symlink":
+        out.symlink_to(path)
+    elif alias == "hardlink":
+        os.link(path, out)
+    before = listing(tmp_path)
+    result = runner.invoke(app, ["predict", str(credit_artifact), str(path), "--out", str(out)])
+    assert result.exit_code == 2, result.output
+    assert result.stderr == f"error: --out {out} is the input file {path}; write the predictions elsewhere\n"
+    assert listing(tmp_path) == before
+
+
+@pytest.mark.parametrize(
+    ("out", "needle"),
+    [
+        (lambda p: p, "is a folder; give a file path"),
+        (lambda p: p / "no" / "pred.csv", "does not exist"),
+    ],
+    ids=["folder", "missing-folder"],
+)
+def test_unusable_out_is_refused_before_loading(
+    credit_artifact: Path, test_rows: pd.DataFrame, tmp_path: Path, runner: CliRunner, out: Any, needle: str
+) -> None:
+    path = write_csv(tmp_path, test_rows)
+    before = listing(tmp_path)
+    result = runner.invoke(app, ["predict", str(credit_artifact), str(path), "--out", str(out(tmp_path))])
+    assert result.exit_code == 2, result.output
+    assert result.stderr.splitlines() == [result.stderr.strip()] and needle in result.stderr
+    assert listing(tmp_path) == before
+
+
+@pytest.mark.parametrize("value", ["inf", "-inf", "Infinity"])
+def test_infinity_in_a_numeric_column_is_exit_2_naming_the_column(
+    credit_artifact: Path, test_rows: pd.DataFrame, tmp_path: Path, runner: CliRunner, value: str
+) -> None:
+    frame = test_rows.head(5).astype({"income": object})
+    frame.loc[3, "income"] = value
+    path = write_csv(tmp_path, frame)
+    before = listing(tmp_path)
+    result = runner.invoke(app, ["predict", str(credit_artifact), str(path), "--out", str(tmp_path / "p.csv")])
+    assert result.exit_code == 2, result.output
+    assert result.stderr == (
+        f"error: {path}: column 'income' has 1 infinite value(s) (row(s) 4); "
+        "use a finite number or leave the cell empty\n"
+    )
+    assert listing(tmp_path) == before
+
+
+def test_infinity_in_parquet_and_in_a_frame_is_refused(
+    credit_artifact: Path, test_rows: pd.DataFrame, tmp_path: Path
+) -> None:
+    from toolkit.errors import DataError
+
+    frame = test_rows.head(5).copy()
+    frame.loc[0, "credit"] = float("-inf")
+    frame.to_parquet(tmp_path / "in.parquet")
+    for given in (frame, tmp_path / "in.parquet"):
+        with pytest.raises(DataError, match="column 'credit' has 1 infinite value"):
+            toolkit.predict(credit_artifact, given)
+
+
+def test_missing_values_are_still_imputed(
+    credit_artifact: Path, test_rows: pd.DataFrame, tmp_path: Path, runner: CliRunner
+) -> None:
+    frame = test_rows.head(4).copy()
+    frame.loc[0, "income"] = float("nan")
+    frame.loc[1, "educ"] = None
+    path = tmp_path / "in.csv"
+    frame.to_csv(path, index=False)
+    text = path.read_text().replace(",,", ",NaN,", 1)  # pandas' "NaN" spelling is a missing value too
+    path.write_text(text)
+    result = runner.invoke(app, ["predict", str(credit_artifact), str(path)])
+    assert result.exit_code == 0, result.output
+    assert len(pd.read_csv(io.StringIO(result.stdout))) == 4
+
+
+@pytest.mark.parametrize("suffix", [".joblib", ".card.json", ".card.md"])
+def test_out_that_is_one_of_the_artifact_files_is_refused(
+    credit_artifact: Path, test_rows: pd.DataFrame, tmp_path: Path, runner: CliRunner, suffix: str
+) -> None:
+    model = copy_artifact(credit_artifact, tmp_path)
+    path = write_csv(tmp_path, test_rows)
+    out = model.with_name(model.name.replace(".joblib", suffix))
+    before = listing(tmp_path)
+    result = runner.invoke(app, ["predict", str(model), str(path), "--out", str(out)])
+    assert result.exit_code == 2, result.output
+    assert result.stderr == f"error: --out {out} is the input file {out}; write the predictions elsewhere\n"
+    assert listing(tmp_path) == before

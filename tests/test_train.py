@@ -354,3 +354,155 @@ def test_cli_bad_input_exits_2_with_one_line(
     assert needle in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "o").exists()
+
+
+# --- refused before any work (issue 8) -----------------------------------------------------
+
+
+def _files_under(root: Path) -> list[str]:
+    return sorted(str(p.relative_to(root)) for p in root.rglob("*"))
+
+
+@pytest.mark.parametrize(
+    ("value", "needle"),
+    [
+        ("abc", "SOURCE_DATE_EPOCH='abc' is not a Unix timestamp"),
+        ("", "SOURCE_DATE_EPOCH='' is not a Unix timestamp"),
+        ("-1", "SOURCE_DATE_EPOCH=-1 is out of range"),
+        ("253402300800", "SOURCE_DATE_EPOCH=253402300800 is out of range"),
+    ],
+    ids=["text", "empty", "negative", "after-9999"],
+)
+def test_bad_source_date_epoch_is_exit_2_before_numpy_is_imported(tmp_path: Path, value: str, needle: str) -> None:
+    # A real process: numpy's import itself crashes on SOURCE_DATE_EPOCH=abc (numpy.f2py runs int() on it),
+    # which in-process tests cannot see because numpy is already imported.
+    (tmp_path / "work").mkdir()
+    before = _files_under(tmp_path)
+    env = {**os.environ, "SOURCE_DATE_EPOCH": value}
+    for command in (["train", "--out", str(tmp_path / "o"), "--no-register"], ["check-env", "x.joblib"]):
+        done = subprocess.run(
+            [sys.executable, "-m", "toolkit", *command], env=env, cwd=tmp_path / "work", capture_output=True, text=True
+        )
+        assert done.returncode == 2, done.stderr
+        lines = done.stderr.splitlines()
+        assert len(lines) == 1 and lines[0].startswith("error: ") and needle in lines[0]
+        assert done.stdout == ""
+    assert _files_under(tmp_path) == before
+
+
+def test_the_library_checks_source_date_epoch_before_training(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SOURCE_DATE_EPOCH", "99999999999999")
+    events: list[Any] = []
+    cfg = resolve_config(dataset="builtin:wine", model="logistic_regression", out=tmp_path / "o", register=False)
+    with pytest.raises(UsageError, match="out of range"):
+        train(cfg, progress=lambda *e: events.append(e))
+    assert events == []
+    assert _files_under(tmp_path) == []
+
+
+@pytest.mark.parametrize(
+    ("out", "needle"),
+    [
+        (lambda p: p / "a-file", "is a file, not a folder"),
+        (lambda p: p / "a-file" / "sub", "cannot be created: {tmp}/a-file is a file, not a folder"),
+        (lambda p: Path("/sys/toolkit-out"), "cannot be written: /sys"),
+    ],
+    ids=["regular-file", "parent-is-a-file", "unwritable"],
+)
+def test_unusable_out_is_exit_2_before_training(tmp_path: Path, runner: CliRunner, out: Any, needle: str) -> None:
+    (tmp_path / "a-file").write_text("not a folder\n")
+    before = _files_under(tmp_path)
+    args = ["train", "--dataset", "builtin:wine", "--model", "logistic_regression", "--no-register"]
+    result = runner.invoke(app, [*args, "--out", str(out(tmp_path))])
+    assert result.exit_code == 2, result.output
+    assert result.stderr.splitlines() == [result.stderr.strip()]
+    assert needle.format(tmp=tmp_path) in result.stderr
+    assert _files_under(tmp_path) == before
+    assert (tmp_path / "a-file").read_text() == "not a folder\n"
+    assert not Path("/sys/toolkit-out").exists()
+
+
+def test_disk_full_while_saving_names_the_path_and_leaves_nothing(
+    tmp_path: Path, runner: CliRunner, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import errno
+
+    out = tmp_path / "out"
+    out.mkdir()
+
+    def full(fd: int) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    args = ["train", "--dataset", "builtin:wine", "--model", "logistic_regression", "--no-register", "--quiet"]
+    with monkeypatch.context() as patch:
+        patch.setattr(os, "fsync", full)  # every atomic write fsyncs its temp file before the rename
+        result = runner.invoke(app, [*args, "--out", str(out)])
+    assert result.exit_code == 2, result.output
+    assert result.stderr == f"error: {out / 'wine-1.0.0.joblib'}: cannot write the artifact: No space left on device\n"
+    assert _files_under(tmp_path) == ["out"]
+    retry = runner.invoke(app, [*args, "--out", str(out)])  # nothing blocks the retry
+    assert retry.exit_code == 0, retry.output
+    assert _files_under(out) == ["wine-1.0.0.card.json", "wine-1.0.0.card.md", "wine-1.0.0.joblib"]
+
+
+def _wide_csv(path: Path, columns: int, rows: int = 40, text: str = "") -> Path:
+    import numpy as np
+
+    rng = np.random.RandomState(0)
+    frame = pd.DataFrame(rng.normal(size=(rows, columns)), columns=[f"feature_{i:05d}" for i in range(columns)])
+    if text:
+        frame["note"] = [f"{text}{i % 3}" for i in range(rows)]
+    frame["y"] = np.arange(rows) % 2
+    frame.to_csv(path, index=False)
+    return path
+
+
+def test_a_dataset_whose_card_would_be_too_big_is_refused_before_fitting(tmp_path: Path, runner: CliRunner) -> None:
+    data = _wide_csv(tmp_path / "wide.csv", 15_000)
+    out = tmp_path / "o"
+    before = _files_under(tmp_path)
+    args = ["train", "--dataset", str(data), "--target", "y", "--model", "logistic_regression", "--no-register"]
+    result = runner.invoke(app, [*args, "--out", str(out), "--quiet"])
+    assert result.exit_code == 2, result.output
+    assert result.stderr.splitlines() == [result.stderr.strip()]
+    assert "its model card would be about" in result.stderr
+    assert "over the 4 MiB card limit (15000 feature columns)" in result.stderr
+    assert _files_under(tmp_path) == before
+    # Before fitting: the library stops after the split, without cross-validating.
+    events: list[Any] = []
+    cfg = resolve_config(dataset=str(data), target="y", model="logistic_regression", out=out, register=False)
+    with pytest.raises(DataError, match="card limit"):
+        train(cfg, progress=lambda *e: events.append(e))
+    assert [stage for stage, event, _ in events if event == "start"] == ["data", "split"]
+
+
+def test_the_card_estimate_bounds_the_real_card(tmp_path: Path) -> None:
+    from toolkit.artifact import artifact_paths
+    from toolkit.train import _CARD_ALLOWANCE, estimate_card_bytes
+
+    data = _wide_csv(tmp_path / "wide.csv", 400, text="a fairly long category value, é and all, number ")
+    cfg = resolve_config(
+        dataset=str(data), target="y", model="logistic_regression", out=tmp_path / "o", register=False, cv_folds=2
+    )
+    dataset = load_dataset(cfg.dataset, cfg.target)
+    X_train, X_test, _, _ = split(dataset, test_size=cfg.test_size, seed=cfg.seed)
+    pipeline = build_pipeline(X_train, build_model(cfg.model, cfg.params, seed=cfg.seed))
+    estimate = estimate_card_bytes(cfg, dataset, pipeline, X_train, X_test)
+    actual = artifact_paths(train(cfg).path).card_json.stat().st_size
+    assert actual <= estimate <= actual + _CARD_ALLOWANCE
+    assert estimate - _CARD_ALLOWANCE > 0.9 * actual  # the data-dependent part is laid out, not guessed
+
+
+def test_require_unregistered_is_the_one_rule_for_train_and_image_train(tmp_path: Path, base_artifact: Path) -> None:
+    from toolkit.errors import RegistryError
+    from toolkit.registry import Registry
+
+    with Registry(tmp_path / "registry") as reg:
+        reg.require_unregistered("iris", "1.0.0")  # nothing registered yet
+        reg.add(base_artifact)
+        with pytest.raises(RegistryError, match=r"iris 1\.0\.0 is already registered in") as exc:
+            reg.require_unregistered("iris", "1.0.0")
+        assert exc.value.exit_code == 4
+        reg.require_unregistered("iris", "1.0.1")
+    for cli in ("train.py", "image.py"):
+        assert "already registered" not in (REPO / "toolkit" / "cli" / cli).read_text()

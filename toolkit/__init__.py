@@ -1,6 +1,6 @@
 """toolkit: train, save, gate and register scikit-learn pipelines reproducibly.
 
-The public API is ``save``, ``load`` and ``check_env``, plus the errors they raise.
+The public API is ``save``, ``load``, ``check_env`` and ``predict``, plus the errors they raise.
 Heavy modules (joblib, scikit-learn) are imported on first use, so that
 ``toolkit check-env`` stays fast and never imports scikit-learn.
 """
@@ -30,12 +30,14 @@ __all__ = [
     "__version__",
     "check_env",
     "load",
+    "predict",
     "save",
 ]
 
 if TYPE_CHECKING:
     from toolkit.artifact import load, save
     from toolkit.gate import check_env
+    from toolkit.prediction import predict
 
 
 def __getattr__(name: str) -> Any:
@@ -48,4 +50,8 @@ def __getattr__(name: str) -> Any:
         from toolkit import gate
 
         return gate.check_env
+    if name == "predict":
+        from toolkit import prediction
+
+        return prediction.predict
     raise AttributeError(f"module 'toolkit' has no attribute {name!r}")

@@ -34,6 +34,8 @@ from toolkit.card import (
 from toolkit.errors import Difference, EnvironmentMismatch, IntegrityError, ProbeMismatch, UsageError
 from toolkit.fingerprint import capture
 from toolkit.policy import differences, validate_policy
+from toolkit.source_date import source_date_epoch
+from toolkit.signing import TrustedKeys, require_signature
 
 __all__ = [
     "ArtifactPaths",
@@ -97,14 +99,16 @@ def read_card(path: str | os.PathLike[str]) -> ModelCard:
     return parse_card(data, where=str(card_path))
 
 
-def verify(path: str | os.PathLike[str]) -> ModelCard:
-    """Integrity only: the card is valid and the artifact's size and sha256 match it.
+def verify(path: str | os.PathLike[str], *, trusted_keys: TrustedKeys = None) -> ModelCard:
+    """Integrity only: the card is valid and the artifact's size and sha256 match it; with
+    trusted keys (or $TOOLKIT_TRUSTED_KEYS), also its signature, from the same hash pass.
 
-    Raises: IntegrityError, CardError.
+    Raises: IntegrityError, CardError, SignatureError.
     """
     paths = artifact_paths(path)
     card = read_card(paths.model)
     digest, size = _files.sha256_file(paths.model, "artifact")
+    require_signature(paths, trusted_keys, known={paths.model: digest})
     _check_digest(paths.model, card.artifact, digest, size)
     return card
 
@@ -189,17 +193,26 @@ def save(
     return card
 
 
-def load(path: str | os.PathLike[str], *, policy: str = "strict", allow_mismatch: bool = False) -> Any:
+def load(
+    path: str | os.PathLike[str],
+    *,
+    policy: str = "strict",
+    allow_mismatch: bool = False,
+    trusted_keys: TrustedKeys = None,
+) -> Any:
     """Unpickle an artifact only after its checksum and this runtime pass the card.
 
     With ``allow_mismatch=True`` a mismatched runtime loads anyway, with an
     ``EnvironmentMismatchWarning``, and the probe predictions are re-checked.
+    With ``trusted_keys`` (public key paths; $TOOLKIT_TRUSTED_KEYS adds to them) a valid
+    signature by one of them is required before anything is unpickled.
     Raises: IntegrityError, CardError, EnvironmentMismatch (also when unpickling fails in
-    a mismatched runtime), ProbeMismatch (loaded, but the probe predictions disagree).
+    a mismatched runtime), ProbeMismatch (loaded, but the probe predictions disagree),
+    SignatureError (trust configured and no valid trusted signature).
     """
     from toolkit import probe
 
-    loaded = load_verified(path, policy=policy, allow_mismatch=allow_mismatch)
+    loaded = load_verified(path, policy=policy, allow_mismatch=allow_mismatch, trusted_keys=trusted_keys)
     if loaded.differences:
         result = probe.check(loaded.card.probe, loaded.pipeline)
         if not result.ok:
@@ -216,7 +229,9 @@ class Loaded:
     differences: tuple[Difference, ...]
 
 
-def load_verified(path: str | os.PathLike[str], *, policy: str, allow_mismatch: bool) -> Loaded:
+def load_verified(
+    path: str | os.PathLike[str], *, policy: str, allow_mismatch: bool, trusted_keys: TrustedKeys = None
+) -> Loaded:
     """The guarded unpickle shared by ``load`` and the gate; does not re-check the probe.
 
     Raises: as ``load``, except ProbeMismatch. Warns: EnvironmentMismatchWarning.
@@ -225,6 +240,8 @@ def load_verified(path: str | os.PathLike[str], *, policy: str, allow_mismatch: 
     paths = artifact_paths(path)
     card = read_card(paths.model)
     blob = _read_verified(paths.model, card.artifact)
+    # _read_verified proved the bytes in memory hash to the card's sha256: no second pass.
+    require_signature(paths, trusted_keys, known={paths.model: card.artifact.sha256})
     diffs = differences(card.environment, capture(blas=False), policy=policy, referenced=card.references.distributions)
     if diffs and not allow_mismatch:
         raise EnvironmentMismatch(diffs, policy=policy)
@@ -264,12 +281,9 @@ def _check_digest(path: Path, info: ArtifactInfo, digest: str, size: int) -> Non
 
 
 def _created_at() -> str:
-    raw = os.environ.get("SOURCE_DATE_EPOCH")
-    if raw:
-        try:
-            moment = datetime.fromtimestamp(int(raw), tz=timezone.utc)
-        except (ValueError, OverflowError, OSError) as e:
-            raise UsageError(f"SOURCE_DATE_EPOCH={raw!r} is not a Unix timestamp") from e
+    epoch = source_date_epoch()  # the one rule for it (toolkit.source_date); raises UsageError
+    if epoch is not None:
+        moment = datetime.fromtimestamp(epoch, tz=timezone.utc)
     else:
         moment = datetime.now(tz=timezone.utc).replace(microsecond=0)
     return moment.isoformat().replace("+00:00", "Z")

@@ -12,6 +12,7 @@ import csv
 import hashlib
 import io
 import math
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -26,6 +27,7 @@ __all__ = [
     "MAX_CLASSES",
     "TASKS",
     "Dataset",
+    "builtin_csv",
     "canonical_csv",
     "coerce_features",
     "infer_task",
@@ -154,13 +156,22 @@ def read_table(path: Path, *, raw: bytes | None = None, text_columns: tuple[str,
         raw = _read_bytes(path)
     if not raw.strip():
         raise DataError(f"{path}: the file is empty")
+    parquet = path.suffix.lower() in (".parquet", ".pq")
     try:
-        if path.suffix.lower() in (".parquet", ".pq"):
+        if parquet:
+            # pyarrow refuses duplicate names with a message about FieldRefs: check them first.
+            _check_column_names(_parquet_names(raw), path)
             frame = pd.read_parquet(io.BytesIO(raw))
         else:
             dtype = {c: str for c in text_columns} or None
-            # low_memory=False: one dtype per column, never a per-chunk guess.
-            frame = pd.read_csv(io.BytesIO(raw), low_memory=False, dtype=dtype)
+            with warnings.catch_warnings():
+                # index_col=False: rows longer than the header are an error (the warning), not
+                # a first column silently turned into the index and dropped.
+                warnings.simplefilter("error", pd.errors.ParserWarning)
+                # low_memory=False: one dtype per column, never a per-chunk guess.
+                frame = pd.read_csv(io.BytesIO(raw), low_memory=False, dtype=dtype, index_col=False)
+    except pd.errors.ParserWarning as e:
+        raise DataError(f"{path}: some rows have more fields than the header") from e
     except ImportError as e:
         raise DataError(f"{path}: reading Parquet needs pyarrow ({e})") from e
     except UnicodeDecodeError as e:
@@ -170,6 +181,11 @@ def read_table(path: Path, *, raw: bytes | None = None, text_columns: tuple[str,
     except (pd.errors.ParserError, ValueError, OSError) as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise DataError(f"{path}: cannot parse the table: {first}") from e
+    if not parquet:
+        # pandas renames a repeated name to "age.1" and an empty one to "Unnamed: 2".
+        header = _csv_header(raw)
+        if header is not None and len(header) == len(frame.columns):
+            _check_column_names(header, path)
     if len(frame) == 0:
         raise DataError(f"{path}: the table has a header but no rows")
     if any(not isinstance(c, str) for c in frame.columns):
@@ -279,6 +295,35 @@ def _read_bytes(path: Path) -> bytes:
         raise DataError(f"{path}: cannot read the file ({e.strerror or e})") from e
 
 
+def _parquet_names(raw: bytes) -> list[str]:
+    import pyarrow.parquet as pq
+
+    return [str(n) for n in pq.read_schema(io.BytesIO(raw)).names]
+
+
+def _csv_header(raw: bytes) -> list[str] | None:
+    """The header row as the file spells it (pandas' own header is already renamed); None if unsure."""
+    try:
+        text = io.TextIOWrapper(io.BytesIO(raw), encoding="utf-8-sig", newline="")
+        for record in csv.reader(text):
+            if record:  # pandas skips blank lines before the header
+                return record
+    except (csv.Error, UnicodeDecodeError):
+        return None
+    return None
+
+
+def _check_column_names(names: list[str], path: Path) -> None:
+    seen: set[str] = set()
+    for i, name in enumerate(names):
+        if not name.strip():
+            raise DataError(f"{path}: column {i + 1} has an empty name in the header; name every column")
+        if name in seen:
+            count = names.count(name)
+            raise DataError(f"{path}: column name {name!r} appears {count} times in the header; names must be unique")
+        seen.add(name)
+
+
 def _clean_target(y: pd.Series, spec: str) -> pd.Series:
     import pandas as pd
 
@@ -286,6 +331,7 @@ def _clean_target(y: pd.Series, spec: str) -> pd.Series:
     if y.isna().any():
         raise DataError(f"{spec}: target column {name!r} has {int(y.isna().sum())} missing value(s)")
     if pd.api.types.is_float_dtype(y.dtype):
+        _refuse_infinity(y, spec)
         if not (y == y.round()).all():
             raise DataError(
                 f"{spec}: target column {name!r} has non-integer numbers, which are not classes (use --task regression)"
@@ -350,6 +396,7 @@ def _normalise_features(X: pd.DataFrame, spec: str) -> pd.DataFrame:
             columns[name] = column.astype("float64") if column.isna().any() else column.astype("int64")
         elif pd.api.types.is_float_dtype(dtype):
             columns[name] = column.astype("float64")
+            _refuse_infinity(columns[name], spec)
         elif dtype.name == "int64":
             columns[name] = column
         elif pd.api.types.is_datetime64_any_dtype(dtype) or pd.api.types.is_timedelta64_dtype(dtype):
@@ -381,14 +428,33 @@ def _to_numeric(column: pd.Series, source: str) -> pd.Series:
     if pd.api.types.is_bool_dtype(column.dtype):
         raise DataError(f"{source}: column {column.name!r} must be numeric, got true/false values")
     if pd.api.types.is_numeric_dtype(column.dtype):
-        return column.astype("float64") if column.dtype.name != "int64" else column
-    present = column.dropna()
-    numbers = pd.to_numeric(present.astype(str).str.strip(), errors="coerce")
-    bad = present[numbers.isna()]
-    if len(bad):
-        shown = ", ".join(f"{v!r} (row {int(i) + 1})" for i, v in bad.head(_MAX_BAD_SHOWN).items())
-        raise DataError(f"{source}: column {column.name!r} must be numeric but has text: {shown}")
-    return pd.to_numeric(column, errors="coerce").astype("float64")
+        numeric = column.astype("float64") if column.dtype.name != "int64" else column
+    else:
+        present = column.dropna()
+        numbers = pd.to_numeric(present.astype(str).str.strip(), errors="coerce")
+        bad = present[numbers.isna()]
+        if len(bad):
+            shown = ", ".join(f"{v!r} (row {int(i) + 1})" for i, v in bad.head(_MAX_BAD_SHOWN).items())
+            raise DataError(f"{source}: column {column.name!r} must be numeric but has text: {shown}")
+        numeric = pd.to_numeric(column, errors="coerce").astype("float64")
+    _refuse_infinity(numeric, source)
+    return numeric
+
+
+def _refuse_infinity(column: pd.Series, source: str) -> None:
+    # A missing value (NaN) is imputed; an infinite one is not data any model can use
+    # (scikit-learn raises deep inside the pipeline), so it is named here instead.
+    import numpy as np
+
+    if column.dtype.kind != "f":
+        return
+    infinite = np.isinf(column.to_numpy())
+    if infinite.any():
+        rows = ", ".join(str(int(i) + 1) for i in np.flatnonzero(infinite)[:_MAX_BAD_SHOWN])
+        raise DataError(
+            f"{source}: column {column.name!r} has {int(infinite.sum())} infinite value(s) (row(s) {rows}); "
+            "use a finite number or leave the cell empty"
+        )
 
 
 def _to_text(column: pd.Series) -> pd.Series:
@@ -440,3 +506,12 @@ def _canonical_cell(value: Any) -> str:
     if isinstance(value, int):
         return str(value)
     return str(value)
+
+
+def builtin_csv(spec: str) -> bytes:
+    """A builtin dataset (target included) as canonical CSV: its sha256 is the version cards record.
+
+    Raises: ConfigError (unknown builtin).
+    """
+    frame, _ = _load_builtin(spec)
+    return canonical_csv(frame)

@@ -15,6 +15,7 @@ __all__ = [
     "IntegrityError",
     "ProbeMismatch",
     "RegistryError",
+    "RemoteError",
     "ToolkitError",
     "UsageError",
 ]
@@ -54,6 +55,12 @@ class RegistryError(ToolkitError):
     """Unknown name or version, a conflict, or an invalid name."""
 
     exit_code = 4
+
+
+class RemoteError(ToolkitError):
+    """A remote (OCI registry, PostgreSQL) cannot be reached, refuses the credentials or fails."""
+
+    exit_code = 6
 
 
 class DockerError(ToolkitError):

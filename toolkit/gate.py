@@ -12,6 +12,7 @@ from toolkit.errors import Difference, EnvironmentMismatch
 from toolkit.fingerprint import capture
 from toolkit.policy import differences, validate_policy
 from toolkit.probe import ProbeResult
+from toolkit.signing import TrustedKeys
 
 __all__ = ["Report", "check_env"]
 
@@ -56,18 +57,25 @@ class Report:
         }
 
 
-def check_env(path: str | os.PathLike[str], *, policy: str = "strict", verify_predictions: bool = False) -> Report:
+def check_env(
+    path: str | os.PathLike[str],
+    *,
+    policy: str = "strict",
+    verify_predictions: bool = False,
+    trusted_keys: TrustedKeys = None,
+) -> Report:
     """Check integrity, then this runtime against the card, under ``policy``.
 
     Without ``verify_predictions`` nothing is unpickled and scikit-learn is not imported.
     With it, the artifact is loaded through the guarded loader (explicitly allowing a
     mismatch, so the report can say whether predictions still agree) and the probe re-run.
-    Raises: IntegrityError, CardError, UsageError (unknown policy).
+    With trusted keys (or $TOOLKIT_TRUSTED_KEYS) the signature is checked too, before any unpickling.
+    Raises: IntegrityError, CardError, SignatureError, UsageError (unknown policy or key file).
     """
     validate_policy(policy)
-    card = verify(path)
+    card = verify(path, trusted_keys=trusted_keys)
     diffs = differences(card.environment, capture(blas=False), policy=policy, referenced=card.references.distributions)
-    predictions = _probe(path, policy) if verify_predictions else None
+    predictions = _probe(path, policy, trusted_keys) if verify_predictions else None
     return Report(
         artifact=str(path),
         name=card.name,
@@ -79,14 +87,14 @@ def check_env(path: str | os.PathLike[str], *, policy: str = "strict", verify_pr
     )
 
 
-def _probe(path: str | os.PathLike[str], policy: str) -> ProbeResult:
+def _probe(path: str | os.PathLike[str], policy: str, trusted_keys: TrustedKeys) -> ProbeResult:
     from toolkit import probe
     from toolkit.artifact import load_verified
 
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # the report already lists every difference
-            loaded = load_verified(path, policy=policy, allow_mismatch=True)
+            loaded = load_verified(path, policy=policy, allow_mismatch=True, trusted_keys=trusted_keys)
     except EnvironmentMismatch as e:  # the pickle does not even load in this runtime
         return ProbeResult(
             ok=False, rows=0, label_mismatches=0, max_abs_diff=float("inf"), tolerance=0.0, error=e.detail or str(e)

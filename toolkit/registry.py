@@ -41,6 +41,7 @@ from toolkit.card import NAME_RE
 from toolkit.errors import DataError, EnvironmentMismatch, IntegrityError, RegistryError, UsageError
 from toolkit.metrics import Direction, direction, is_better, is_spread
 from toolkit.policy import validate_policy
+from toolkit.signing import TrustedKeys, copy_signature
 
 try:
     import fcntl
@@ -256,8 +257,10 @@ def parse_metric(metric: str) -> tuple[str, str]:
 class Registry:
     """A registry rooted at a directory; cheap to create, opens its index on first use."""
 
-    def __init__(self, root: Path | str) -> None:
+    def __init__(self, root: Path | str, *, trusted_keys: TrustedKeys = None) -> None:
         self.root = Path(root)
+        # With trusted keys (these or $TOOLKIT_TRUSTED_KEYS) add, promote, rollback and compare require signatures.
+        self.trusted_keys = trusted_keys
         self._conn: sqlite3.Connection | None = None
 
     def __enter__(self) -> Registry:
@@ -423,6 +426,18 @@ class Registry:
         conn = self._db(create=False)
         return conn is not None and self._row(conn, name, version) is not None
 
+    def require_unregistered(self, name: str, version: str) -> None:
+        """Refuse NAME VERSION if it is registered: callers check before minutes of training.
+
+        Raises:
+            RegistryError: invalid name or version, or NAME VERSION is already registered.
+        """
+        if self.has(name, version):
+            raise RegistryError(
+                f"{name} {version} is already registered in {self.root}; "
+                "versions are never overwritten (choose another --version)"
+            )
+
     def get(self, name: str, version: str | None = None) -> Entry:
         """NAME at VERSION; without VERSION the production version, else the latest.
 
@@ -567,7 +582,7 @@ class Registry:
         for entry, card in ((e1, c1), (e2, c2)):
             if card.artifact.sha256 != entry.sha256:
                 raise IntegrityError(f"{entry.path}: card sha256 differs from the one registered")
-            pipeline = load(entry.path, policy=policy)
+            pipeline = load(entry.path, policy=policy, trusted_keys=self.trusted_keys)
             scores[entry.version] = {k: float(v) for k, v in score(pipeline, X, y).items()}
         s1, s2 = scores[v1], scores[v2]
         difference = {k: s2[k] - s1[k] for k in s1 if k in s2}
@@ -604,6 +619,7 @@ class Registry:
                 f"({card.artifact.size} bytes), file has {digest} ({size} bytes)"
             )
         _copy_file(src.card_md, tmp / src.card_md.name)
+        copy_signature(src, tmp, self.trusted_keys, known={tmp / src.model.name: digest})
         for p in tmp.iterdir():
             p.chmod(0o444)  # registered files are immutable; this keeps honest mistakes out
         _files.fsync_dir(tmp)
@@ -778,7 +794,7 @@ class Registry:
         from toolkit.gate import check_env
 
         # check_env verifies the checksum and the card first (IntegrityError), never unpickles.
-        report = check_env(entry.path, policy=policy)
+        report = check_env(entry.path, policy=policy, trusted_keys=self.trusted_keys)
         if report.sha256 != entry.sha256:
             # The joblib and its card were swapped together: consistent, but not what was registered.
             raise IntegrityError(

@@ -136,13 +136,21 @@ def run_script(
     return collect_artifacts(out, script=script)
 
 
-def register_or_move(staged: Sequence[Path], cfg: TrainConfig) -> Iterator[tuple[Path, str]]:
-    """Register each staged artifact (``cfg.register``) or move it into ``cfg.out``.
+def register_or_move(
+    staged: Sequence[Path], cfg: TrainConfig, *, sign_key: Path | None = None
+) -> Iterator[tuple[Path, str]]:
+    """Sign (``sign_key``), then register each staged artifact (``cfg.register``) or move it into ``cfg.out``.
 
     Yields each artifact's final path and a line saying where it went.
     Raises: RegistryError (a version registered already), IntegrityError, UsageError.
     """
     from toolkit.artifact import artifact_paths
+
+    if sign_key is not None:  # on this host, before registering: with trust configured, add requires it
+        from toolkit.signing import sign
+
+        for path in staged:
+            sign(path, sign_key)
 
     if cfg.register:
         from toolkit.registry import Registry, resolve_root
@@ -157,7 +165,9 @@ def register_or_move(staged: Sequence[Path], cfg: TrainConfig) -> Iterator[tuple
 
     for path in staged:
         files = artifact_paths(path)
-        targets = [(p, cfg.out / p.name) for p in (files.model, files.card_json, files.card_md)]
+        signature = files.model.with_name(files.model.name.removesuffix(".joblib") + ".sig")
+        present = [p for p in (files.model, files.card_json, files.card_md, signature) if p.exists()]
+        targets = [(p, cfg.out / p.name) for p in present]
         existing = [t for _, t in targets if t.exists()]
         if existing:
             raise UsageError(f"{existing[0]}: already exists; not overwriting it")

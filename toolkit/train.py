@@ -12,7 +12,11 @@ regressor classes regress); else the target's values (``datasets.infer_task``).
 from __future__ import annotations
 
 import importlib
+import json
 import math
+import os
+import stat
+import tempfile
 import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
@@ -24,6 +28,7 @@ from toolkit.config import CLASSIFIER_KINDS, ESTIMATOR_PATH, MODEL_KINDS, REGRES
 from toolkit.datasets import TASKS, Dataset, load_dataset, split
 from toolkit.errors import ConfigError, DataError, UsageError
 from toolkit.metrics import REGRESSION_METRICS
+from toolkit.source_date import source_date_epoch
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -38,9 +43,12 @@ __all__ = [
     "artifact_path",
     "build_model",
     "build_pipeline",
+    "check_card_size",
     "check_model",
+    "check_output_dir",
     "cross_validate",
     "describe_preprocessing",
+    "estimate_card_bytes",
     "fit_and_save",
     "model_params",
     "score",
@@ -54,6 +62,11 @@ __all__ = [
 Progress = Callable[[str, str, str], None]
 
 PROBE_ROWS = 16
+# Card parts that do not grow with the data (metrics, params, references, BLAS, names,
+# digests) are a few KiB; this bounds them with room to spare.
+_CARD_ALLOWANCE = 64 * 1024
+# The longest repr a probability in [0, 1] can have; stands in for those not yet computed.
+_WIDEST_PROBABILITY = 1.2345678901234567e-300
 
 # Written out in full (not left to scikit-learn's defaults) so a card means the same
 # hyperparameters whatever scikit-learn version trained it. Per task, then per named kind.
@@ -105,12 +118,19 @@ class TrainResult:
 def train(config: TrainConfig, *, progress: Progress | None = None) -> TrainResult:
     """Run the whole job for ``config``: data, split, CV, fit, evaluate, save.
 
+    Everything that can be checked before fitting is: a dataset this accepts yields a card
+    the toolkit accepts, and the artifact can be written where it is going.
     Raises:
-        ConfigError, DataError: bad config or data (before any fitting).
-        UsageError: the artifact already exists in ``config.out``.
+        ConfigError, DataError: bad config or data, or a card that would be over the card
+            size limit (before any fitting).
+        UsageError: the artifact already exists in ``config.out``, ``config.out`` cannot
+            be written, a bad ``SOURCE_DATE_EPOCH`` (all before any work), or writing the
+            artifact failed (disk full: the message names the path).
     """
     emit = progress or _silent
     timings: dict[str, float] = {}
+    source_date_epoch()
+    check_output_dir(config.out)
     path = artifact_path(config.out, config.model_name, config.version)
     _refuse_existing(path)
     # Model, parameters and task are checked before a byte of data is read.
@@ -134,6 +154,7 @@ def train(config: TrainConfig, *, progress: Progress | None = None) -> TrainResu
         how = "stratified" if dataset.task == "classification" else "shuffled"
         note(f"{len(X_train)} train / {len(X_test)} test, {how}, seed {config.seed}")
     pipeline = build_pipeline(X_train, model, scaler=config.scaler)
+    check_card_size(config, dataset, pipeline, X_train, X_test)
 
     started = time.perf_counter()
     cv = cross_validate(pipeline, X_train, y_train, folds=config.cv_folds, seed=config.seed, progress=emit)
@@ -188,22 +209,26 @@ def fit_and_save(
             classes=tuple(_native(c) for c in pipeline.classes_) if hasattr(pipeline, "classes_") else (),
             split={"test_size": config.test_size, "seed": config.seed},
         )
-        path.parent.mkdir(parents=True, exist_ok=True)
-        card = artifact.save(
-            pipeline,
-            path,
-            name=config.model_name,
-            version=config.version,
-            probe=select_probe(X_test),
-            data=data,
-            metrics=metrics,
-            params=model_params(pipeline[-1]),
-            preprocessing=describe_preprocessing(pipeline),
-            algorithm=type(pipeline[-1]).__name__,
-            intended_use=config.intended_use,
-            limitations=config.limitations,
-            author=config.author,
-        )
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            card = artifact.save(
+                pipeline,
+                path,
+                name=config.model_name,
+                version=config.version,
+                probe=select_probe(X_test),
+                data=data,
+                metrics=metrics,
+                params=model_params(pipeline[-1]),
+                preprocessing=describe_preprocessing(pipeline),
+                algorithm=type(pipeline[-1]).__name__,
+                intended_use=config.intended_use,
+                limitations=config.limitations,
+                author=config.author,
+            )
+        except OSError as e:
+            # Disk full, quota, read-only: a usage problem of where the artifact goes (exit 2), not a bug.
+            raise UsageError(f"{path}: cannot write the artifact: {e.strerror or e}") from e
         note(str(path))
     return TrainResult(path=path, card=card, dataset=dataset, metrics=metrics, timings=timings)
 
@@ -450,12 +475,125 @@ def select_probe(X_test: pd.DataFrame, rows: int = PROBE_ROWS) -> pd.DataFrame:
     return chosen.head(rows).reset_index(drop=True)
 
 
+def check_output_dir(out: Path) -> None:
+    """Refuse an output folder the artifact could not be written to, before any training.
+
+    ``out`` may not exist yet (saving creates it); then the nearest existing ancestor
+    must be a folder that takes a new file. Writability is tried with a real temp file:
+    ``os.access`` says yes to root for anything but a read-only mount.
+    Raises: UsageError naming ``out``.
+    """
+    existing = out
+    while True:
+        try:
+            st = os.stat(existing)
+            break
+        except (FileNotFoundError, NotADirectoryError):
+            if existing.parent == existing:
+                raise UsageError(f"out: {out} cannot be created") from None
+            existing = existing.parent
+        except OSError as e:
+            raise UsageError(f"out: {out} cannot be used: {e.strerror or e}") from e
+    if not stat.S_ISDIR(st.st_mode):
+        if existing == out:
+            raise UsageError(f"out: {out} is a file, not a folder")
+        raise UsageError(f"out: {out} cannot be created: {existing} is a file, not a folder")
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".toolkit-out-check-", dir=existing)
+    except OSError as e:
+        raise UsageError(f"out: {out} cannot be written: {existing}: {e.strerror or e}") from e
+    os.close(fd)
+    os.unlink(probe)
+
+
+def estimate_card_bytes(config: TrainConfig, dataset: Dataset, pipeline: Any, X_train: Any, X_test: Any) -> int:
+    """An upper bound of the size of the card JSON that training ``pipeline`` would write.
+
+    Everything that grows with the data is laid out exactly as the card lays it out
+    (feature names and dtypes, the probe rows, the preprocessing lines, the classes),
+    with the widest float standing in for each probability not yet computed; the parts
+    that do not grow with the data (metrics, params, references, BLAS) get a fixed allowance.
+    """
+    from toolkit.card import jsonable
+    from toolkit.fingerprint import capture
+
+    probe = select_probe(X_test)
+    classes = [jsonable(c) for c in sorted(dataset.y.unique().tolist(), key=str)]
+    widest_label = max(classes, key=lambda c: _json_size(c, 0))
+    # Column-wise to objects, then rows: itertuples is ~100x slower on a frame 15,000 columns wide.
+    rows = [[jsonable(v) for v in row] for row in probe.astype(object).to_numpy().tolist()]
+    skeleton = {
+        "author": config.author or "",
+        "intended_use": config.intended_use,
+        "limitations": config.limitations,
+        "data": {
+            "source": dataset.source,
+            "features": [
+                {"name": str(c), "dtype": str(t)} for c, t in zip(X_train.columns, X_train.dtypes, strict=True)
+            ],
+            "target": dataset.target,
+            "classes": classes,
+        },
+        "preprocessing": list(describe_preprocessing(pipeline)),
+        "environment": capture(blas=False).to_dict(),
+        "probe": {
+            "columns": [str(c) for c in probe.columns],
+            "dtypes": [str(t) for t in probe.dtypes],
+            "rows": rows,
+            "predictions": [widest_label] * len(probe),
+            "probabilities": [[_WIDEST_PROBABILITY] * len(classes)] * len(probe),
+        },
+    }
+    return _json_size(skeleton, 0) + _CARD_ALLOWANCE
+
+
+def check_card_size(config: TrainConfig, dataset: Dataset, pipeline: Any, X_train: Any, X_test: Any) -> None:
+    """Refuse, before fitting, a dataset whose card would be over ``card.MAX_CARD_BYTES``.
+
+    Raises: DataError (exit 2), which names the size, the limit and the feature count.
+    """
+    from toolkit.card import MAX_CARD_BYTES
+
+    size = estimate_card_bytes(config, dataset, pipeline, X_train, X_test)
+    if size > MAX_CARD_BYTES:
+        raise DataError(
+            f"{dataset.source}: its model card would be about {size / 2**20:.1f} MiB, over the "
+            f"{MAX_CARD_BYTES / 2**20:g} MiB card limit ({X_train.shape[1]} feature columns); "
+            "train on fewer columns (or shorter names and text values)"
+        )
+
+
 def artifact_path(out: Path, name: str, version: str) -> Path:
     """``<out>/<name>-<version>.joblib``."""
     return out / f"{name}-{version}.joblib"
 
 
 # --- helpers -------------------------------------------------------------------------------
+
+
+def _json_size(value: Any, depth: int) -> int:
+    """Bytes of ``json.dumps(value, indent=2, ensure_ascii=False)`` at nesting ``depth``, in UTF-8.
+
+    Computed from compact dumps (the C encoder) and the indentation each item adds:
+    ``indent=2`` runs the pure-Python encoder, seconds on a card 15,000 features wide.
+    """
+    item_head = 2 * (depth + 1) + 1  # newline and indentation before each item
+    tail = 2 * depth + 1  # newline and indentation before the closing bracket
+    if isinstance(value, dict):
+        if not value:
+            return 2
+        keys_and_values = sum(_json_size(str(k), 0) + 2 + _json_size(v, depth + 1) for k, v in value.items())
+        return 2 + tail + len(value) * item_head + (len(value) - 1) + keys_and_values
+    if isinstance(value, list):
+        if not value:
+            return 2
+        n = len(value)
+        if any(isinstance(v, (dict, list)) for v in value):
+            items = sum(_json_size(v, depth + 1) for v in value)
+        else:  # scalars: one compact dump is their lengths plus n - 1 commas and two brackets
+            items = len(json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode("utf-8")) - (n - 1) - 2
+        return 2 + tail + n * item_head + (n - 1) + items
+    return len(json.dumps(value, ensure_ascii=False).encode("utf-8"))
 
 
 def _silent(stage: str, event: str, detail: str) -> None:

@@ -25,6 +25,11 @@ _MODULE_OF = {
     "predict": "train",
     "registry": "registry",
     "image": "image",
+    "keygen": "signing",
+    "sign": "signing",
+    "push": "oci",
+    "pull": "oci",
+    "data": "data",
 }
 
 

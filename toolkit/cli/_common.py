@@ -5,19 +5,22 @@ from __future__ import annotations
 import json
 import os
 import sys
-from typing import Any
+from typing import Annotated, Any
 
+import click
 import typer
 from typer.core import TyperGroup
 
 from toolkit.errors import ToolkitError
+from toolkit.source_date import source_date_epoch
 
-__all__ = ["INTERNAL_ERROR_EXIT", "ToolkitGroup", "app", "err", "out", "print_json"]
+__all__ = ["INTERNAL_ERROR_EXIT", "ToolkitGroup", "app", "debug_enabled", "err", "out", "print_json"]
 
 # Unexpected errors must never exit 0 or 1 (1 means "the gate says no").
 INTERNAL_ERROR_EXIT = 70
 _PIPED_WIDTH = 160
 _BROKEN_PIPE_EXIT = 128 + 13  # killed by SIGPIPE, as the shell reports it
+_TRUE = frozenset({"1", "true", "yes", "on"})
 
 
 class _LazyConsole:
@@ -50,6 +53,8 @@ class ToolkitGroup(TyperGroup):
 
     def invoke(self, ctx: Any) -> Any:
         try:
+            # Before any command imports numpy, whose import crashes on a bad value.
+            source_date_epoch()
             return super().invoke(ctx)
         except ToolkitError as e:
             err.print(f"error: {e}", markup=False)
@@ -61,23 +66,51 @@ class ToolkitGroup(TyperGroup):
             raise typer.Exit(_BROKEN_PIPE_EXIT) from None
         except Exception as e:
             # Exit, Abort and usage errors belong to typer/click, which turn them into exit codes.
-            if _is_cli_control_flow(e) or os.environ.get("TOOLKIT_DEBUG"):
+            if _is_cli_control_flow(e) or debug_enabled():
                 raise
             err.print(f"internal error: {type(e).__name__}: {e} (set TOOLKIT_DEBUG=1 for a traceback)", markup=False)
             raise typer.Exit(INTERNAL_ERROR_EXIT) from None
+
+    def resolve_command(self, ctx: Any, args: list[str]) -> Any:
+        # click (8.2+) already suggests close matches for a mistyped command; typer's own
+        # suggestion on top of it printed "Did you mean 'registry'?" twice.
+        return click.Group.resolve_command(self, ctx, args)
 
 
 app = typer.Typer(
     cls=ToolkitGroup,
     no_args_is_help=True,
-    add_completion=False,
     pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
     help="Train, save, gate and register scikit-learn pipelines reproducibly.",
 )
 
 
+def _print_version(value: bool) -> None:
+    if value:
+        from toolkit import __version__
+
+        typer.echo(f"toolkit {__version__}")
+        raise typer.Exit(0)
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool,
+        typer.Option("--version", callback=_print_version, is_eager=True, help="Print the version and exit."),
+    ] = False,
+) -> None:
+    """Train, save, gate and register scikit-learn pipelines reproducibly."""
+
+
 def _is_cli_control_flow(e: BaseException) -> bool:
     return type(e).__module__.split(".", 1)[0] in ("typer", "click")
+
+
+def debug_enabled() -> bool:
+    """Whether ``TOOLKIT_DEBUG`` asks for tracebacks: 1, true, yes or on (any case); 0 or "" do not."""
+    return os.environ.get("TOOLKIT_DEBUG", "").strip().lower() in _TRUE
 
 
 def print_json(obj: Any) -> None:

@@ -12,6 +12,7 @@ __all__ = [
     "ArtifactArg",
     "ConfigOpt",
     "DatasetOpt",
+    "InsecureOpt",
     "JsonOpt",
     "ModelOpt",
     "NameOpt",
@@ -21,8 +22,10 @@ __all__ = [
     "RegisterOpt",
     "RegistryOpt",
     "ScriptOpt",
+    "SignKeyOpt",
     "TargetOpt",
     "TaskOpt",
+    "TrustedKeyOpt",
     "VerifyPredictionsOpt",
     "VersionOpt",
 ]
@@ -42,6 +45,28 @@ PolicyOpt = Annotated[
 ]
 VerifyPredictionsOpt = Annotated[
     bool, typer.Option("--verify-predictions", help="Also load (guarded) and re-check the probe predictions.")
+]
+TrustedKeyOpt = Annotated[
+    list[Path] | None,
+    typer.Option(
+        "--trusted-key",
+        metavar="PUB",
+        help="Require a signature by this public key (repeatable; adds to $TOOLKIT_TRUSTED_KEYS).",
+        show_default=False,
+    ),
+]
+SignKeyOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--sign-key",
+        envvar="TOOLKIT_SIGNING_KEY",
+        metavar="PREFIX.key",
+        help="Sign the new artifact on this host with this private key (default $TOOLKIT_SIGNING_KEY).",
+        show_default=False,
+    ),
+]
+InsecureOpt = Annotated[
+    bool, typer.Option("--insecure", help="Plain HTTP to a registry that is not loopback (loopback always is).")
 ]
 RegistryOpt = Annotated[
     Path | None,

@@ -24,7 +24,9 @@ from toolkit.cli._options import (
     RegisterOpt,
     RegistryOpt,
     ScriptOpt,
+    SignKeyOpt,
     TargetOpt,
+    TrustedKeyOpt,
     VerifyPredictionsOpt,
     VersionOpt,
 )
@@ -117,8 +119,9 @@ def train(
     register: RegisterOpt = None,
     out_dir: OutOpt = None,
     script: ScriptOpt = None,
+    sign_key: SignKeyOpt = None,
 ) -> None:
-    """Train inside the image (network off), then register the artifact on the host.
+    """Train inside the image (network off), then sign (with --sign-key) and register it on the host.
 
     Extra arguments after the options are passed to `toolkit train` in the container. With a
     script (--script, or `script` in the config), `python SCRIPT ARGS` runs there instead, as
@@ -136,7 +139,14 @@ def train(
         if given:
             raise UsageError(f"{given[0]} configures the built-in recipe; a script is its own")
         _train_script_in_image(
-            tag, config, script=script, extra=ctx.args, out_dir=out_dir, registry=registry, register=register
+            tag,
+            config,
+            script=script,
+            extra=ctx.args,
+            out_dir=out_dir,
+            registry=registry,
+            register=register,
+            sign_key=sign_key,
         )
         return
     args: list[str] = []
@@ -155,9 +165,17 @@ def train(
     # The same config, read on the host: where to register, and whether, decided before training.
     cfg = resolve_config(config, dataset=dataset, name=name, version=version, out=out_dir, register=register)
     registry_obj = _registry_for(cfg, registry) if cfg.register else None
+    if sign_key is not None:  # a bad key fails now, not after minutes of training
+        from toolkit.signing import load_signing_key
+
+        load_signing_key(sign_key)
     staging = Path(tempfile.mkdtemp(prefix="toolkit-image-train-"))
     try:
         staged = train_in_container(tag, args, staging=staging, inputs=inputs, on_output=_passthrough)
+        if sign_key is not None:  # here, on the host: the private key never enters the container
+            from toolkit.signing import sign
+
+            err.print(f"signed {sign(staged, sign_key).name}", markup=False)
         # The container's own summary speaks of /out; say where the artifact went on this host.
         if registry_obj is not None:
             with registry_obj:
@@ -179,9 +197,17 @@ def check(
     policy: PolicyOpt = Policy.strict,
     as_json: JsonOpt = False,
     verify_predictions: VerifyPredictionsOpt = False,
+    trusted_key: TrustedKeyOpt = None,
 ) -> None:
     """Run the check-env gate inside the image; its exit code (0 match, 1 mismatch, 3 integrity) is ours."""
     from toolkit.docker import check_in_container, resolve_image
+    from toolkit.signing import trusted_keys_from_env
+
+    if trusted_keys_from_env(trusted_key):
+        # With trust, the signature is checked here on the host first: the keys never enter the image.
+        from toolkit.artifact import verify
+
+        verify(artifact, trusted_keys=trusted_key)
 
     code = check_in_container(
         resolve_image(image),
@@ -234,6 +260,7 @@ def _train_script_in_image(
     out_dir: Path | None,
     registry: Path | None,
     register: bool | None,
+    sign_key: Path | None,
 ) -> None:
     from toolkit.config import resolve_config
     from toolkit.docker_run import run_script_in_container
@@ -241,6 +268,10 @@ def _train_script_in_image(
 
     cfg = resolve_config(config, script=script, out=out_dir, registry=registry, register=register)
     assert cfg.script is not None
+    if sign_key is not None:  # a bad key fails now, not after the script ran
+        from toolkit.signing import load_signing_key
+
+        load_signing_key(sign_key)
     staging = Path(tempfile.mkdtemp(prefix="toolkit-image-script-"))
     try:
         # The script's stdout goes to stderr: ours carries only the artifacts' paths.
@@ -251,7 +282,7 @@ def _train_script_in_image(
             staging=staging,
             on_output=lambda _, chunk: _passthrough("stderr", chunk),
         )
-        for final, note in register_or_move(staged, cfg):
+        for final, note in register_or_move(staged, cfg, sign_key=sign_key):
             err.print(note, markup=False)
             out.print(str(final), markup=False)
     finally:
@@ -273,16 +304,11 @@ def _passthrough(stream: str, chunk: bytes) -> None:
 
 def _registry_for(cfg: TrainConfig, registry: Path | None) -> Registry:
     """The host registry, refusing a duplicate version before minutes of training, not after."""
-    from toolkit.errors import RegistryError
     from toolkit.registry import Registry, resolve_root
 
     registry_obj = Registry(resolve_root(registry if registry is not None else cfg.registry))
     with registry_obj:
-        if registry_obj.has(cfg.model_name, cfg.version):
-            raise RegistryError(
-                f"{cfg.model_name} {cfg.version} is already registered in {registry_obj.root}; "
-                "versions are never overwritten (choose another --version)"
-            )
+        registry_obj.require_unregistered(cfg.model_name, cfg.version)
     return registry_obj
 
 
@@ -294,7 +320,10 @@ def _move_artifact(staged: Path, out_dir: Path) -> Path:
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
         moved = []
-        for path in (source.model, source.card_json, source.card_md):
+        signature = staged.with_name(source.model.name[: -len(".joblib")] + ".sig")
+        for path in (source.model, source.card_json, source.card_md, signature):
+            if path == signature and not path.exists():
+                continue
             target = out_dir / path.name
             if target.exists():
                 raise UsageError(f"{target}: already exists; not overwriting it")

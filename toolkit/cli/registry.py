@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from toolkit.cli._common import ToolkitGroup, app, out, print_json
-from toolkit.cli._options import ArtifactArg, JsonOpt, Policy, RegistryOpt
+from toolkit.cli._options import ArtifactArg, JsonOpt, Policy, RegistryOpt, TrustedKeyOpt
 from toolkit.errors import ToolkitError
 
 if TYPE_CHECKING:
@@ -44,10 +44,11 @@ def add(
     name: Annotated[str | None, typer.Option(help="Register under this name instead of the card's.")] = None,
     reason: ReasonOpt = None,
     registry: RegistryOpt = None,
+    trusted_key: TrustedKeyOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Copy an artifact in as staging, verifying its checksum on the way in."""
-    with _opened(registry, as_json) as reg:
+    with _opened(registry, as_json, trusted_key) as reg:
         entry = reg.add(artifact, name=name, reason=reason)
         if as_json:
             print_json(entry.to_dict())
@@ -164,10 +165,11 @@ def promote(
     policy: PolicyOpt = Policy.compatible,
     reason: ReasonOpt = None,
     registry: RegistryOpt = None,
+    trusted_key: TrustedKeyOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Make a version production (checksum and environment checked first); the old one is archived."""
-    with _opened(registry, as_json) as reg:
+    with _opened(registry, as_json, trusted_key) as reg:
         change = reg.promote(name, version, best_by=best_by, policy=policy.value, reason=reason)
         if as_json:
             print_json(change.to_dict())
@@ -184,10 +186,11 @@ def rollback(
     policy: PolicyOpt = Policy.compatible,
     reason: ReasonOpt = None,
     registry: RegistryOpt = None,
+    trusted_key: TrustedKeyOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Production goes back to the previous production version; the current one is marked rolled back."""
-    with _opened(registry, as_json) as reg:
+    with _opened(registry, as_json, trusted_key) as reg:
         change = reg.rollback(name, policy=policy.value, reason=reason)
         if as_json:
             print_json(change.to_dict())
@@ -207,10 +210,11 @@ def compare(
     target: Annotated[str | None, typer.Option(help="Target column of --dataset (default: the card's).")] = None,
     policy: PolicyOpt = Policy.compatible,
     registry: RegistryOpt = None,
+    trusted_key: TrustedKeyOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Re-score two versions on the same held-out data and show them side by side."""
-    with _opened(registry, as_json) as reg:
+    with _opened(registry, as_json, trusted_key) as reg:
         result = reg.compare(name, v1, v2, dataset=dataset, target=target, policy=policy.value)
         if as_json:
             print_json(result.to_dict())
@@ -259,10 +263,10 @@ def history(name: NameArg, registry: RegistryOpt = None, as_json: JsonOpt = Fals
 
 
 @contextmanager
-def _opened(root: Path | None, as_json: bool) -> Iterator[Registry]:
+def _opened(root: Path | None, as_json: bool, trusted_keys: list[Path] | None = None) -> Iterator[Registry]:
     from toolkit.registry import Registry, resolve_root
 
-    reg = Registry(resolve_root(root))
+    reg = Registry(resolve_root(root), trusted_keys=trusted_keys)
     try:
         yield reg
     except ToolkitError as e:

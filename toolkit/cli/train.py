@@ -22,11 +22,13 @@ from toolkit.cli._options import (
     RegisterOpt,
     RegistryOpt,
     ScriptOpt,
+    SignKeyOpt,
     TargetOpt,
     TaskOpt,
+    TrustedKeyOpt,
     VersionOpt,
 )
-from toolkit.errors import RegistryError, UsageError
+from toolkit.errors import UsageError
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -49,6 +51,7 @@ def train(
     register: RegisterOpt = None,
     script: ScriptOpt = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress or summary; print only the path.")] = False,
+    sign_key: SignKeyOpt = None,
 ) -> None:
     """Train a pipeline, save it with its model card, and register it.
 
@@ -77,26 +80,29 @@ def train(
         given = [flag for flag, value in recipe.items() if value is not None]
         if given:
             raise UsageError(f"{given[0]} configures the built-in recipe; a script ({cfg.script.name}) is its own")
-        _train_with_script(cfg, quiet=quiet)
+        _train_with_script(cfg, quiet=quiet, sign_key=sign_key)
         return
     registry_obj = None
     if cfg.register:
         from toolkit.registry import Registry, resolve_root
 
         registry_obj = Registry(resolve_root(cfg.registry))
-        # Refuse before spending minutes on training, not after.
-        if registry_obj.has(cfg.model_name, cfg.version):
-            raise RegistryError(
-                f"{cfg.model_name} {cfg.version} is already registered in {registry_obj.root}; "
-                "versions are never overwritten (choose another --version)"
-            )
+        registry_obj.require_unregistered(cfg.model_name, cfg.version)  # before training, not after
     path = artifact_path(cfg.out, cfg.model_name, cfg.version)
+    if sign_key is not None:  # a bad key fails now, not after training
+        from toolkit.signing import load_signing_key
+
+        load_signing_key(sign_key)
     display = None if quiet else _StageDisplay(err)
     try:
         result = run_training(cfg, progress=display)
     finally:
         if display is not None:
             display.stop()
+    if sign_key is not None:  # before registering: with trust configured, add requires it
+        from toolkit.signing import sign
+
+        sign(result.path, sign_key)
     entry = None
     if registry_obj is not None:
         with registry_obj:
@@ -114,46 +120,37 @@ def predict(
     input_file: Annotated[Path, typer.Argument(metavar="INPUT", help="CSV (or Parquet) with the feature columns.")],
     out_file: Annotated[Path | None, typer.Option("--out", help="Write the CSV here instead of stdout.")] = None,
     policy: PolicyOpt = Policy.strict,
+    trusted_key: TrustedKeyOpt = None,
 ) -> None:
     """Predict with a guarded load: one row per input row, the class and each class's probability.
 
     Input columns are matched by name; extra columns (e.g. the target) are ignored.
+    --out is written atomically and never over the input itself.
     """
-    import toolkit
-    from toolkit.artifact import read_card
-    from toolkit.datasets import coerce_features, read_table
+    from toolkit.artifact import artifact_paths
+    from toolkit.prediction import check_output, write_csv
+    from toolkit.prediction import predict as run_predict
 
-    card = read_card(artifact)
-    features = tuple((f.name, f.dtype) for f in card.data.features)
-    if not features:
-        features = tuple(zip(card.probe.columns, card.probe.dtypes))
-    if not features:
-        raise UsageError(f"{artifact}: the card records no feature columns; cannot check the input")
-    text_columns = tuple(n for n, dtype in features if dtype == "object")
-    frame = read_table(input_file, text_columns=text_columns)
-    X = coerce_features(frame, features, str(input_file))
-    extra = [str(c) for c in frame.columns if c not in dict(features)]
-    if extra:
-        shown = ", ".join(extra[:5]) + (", ..." if len(extra) > 5 else "")
-        err.print(f"note: ignoring {len(extra)} column(s) the model does not use: {shown}", markup=False)
-    pipeline = toolkit.load(artifact, policy=policy.value)
-    table = _predictions(pipeline, X)
-    text = table.to_csv(index=False, lineterminator="\n")
+    paths = artifact_paths(artifact)
+    inputs = (input_file, paths.model, paths.card_json, paths.card_md)
+    if out_file is not None:
+        check_output(out_file, sources=inputs)  # before minutes of loading and predicting
+    result = run_predict(artifact, input_file, policy=policy.value, trusted_keys=trusted_key)
+    if result.ignored:
+        shown = ", ".join(result.ignored[:5]) + (", ..." if len(result.ignored) > 5 else "")
+        err.print(f"note: ignoring {len(result.ignored)} column(s) the model does not use: {shown}", markup=False)
     if out_file is None:
-        sys.stdout.write(text)
+        sys.stdout.write(result.to_csv().decode("utf-8"))
         sys.stdout.flush()
         return
-    try:
-        out_file.write_text(text, encoding="utf-8")
-    except OSError as e:
-        raise UsageError(f"{out_file}: cannot write predictions ({e.strerror or e})") from e
-    err.print(f"wrote {len(table)} predictions to {out_file}", markup=False)
+    write_csv(result, out_file, sources=inputs)
+    err.print(f"wrote {len(result)} predictions to {out_file}", markup=False)
 
 
 # --- helpers -------------------------------------------------------------------------------
 
 
-def _train_with_script(cfg: Any, *, quiet: bool) -> None:
+def _train_with_script(cfg: Any, *, quiet: bool, sign_key: Path | None) -> None:
     """Run the config's script here (``sys.executable``), then register what it saved."""
     import shutil
     import tempfile
@@ -162,12 +159,16 @@ def _train_with_script(cfg: Any, *, quiet: bool) -> None:
 
     assert cfg.script is not None
     relative = resolve_script(cfg.script, workdir=Path.cwd())
+    if sign_key is not None:  # a bad key fails now, not after training
+        from toolkit.signing import load_signing_key
+
+        load_signing_key(sign_key)
     staging = Path(tempfile.mkdtemp(prefix="toolkit-script-"))
     try:
         if not quiet:
             err.print(f"running {relative} (TOOLKIT_OUT={staging})", markup=False)
         staged = run_script(relative, cfg.script_args, out=staging, on_output=_to_stderr)
-        for final, note in register_or_move(staged, cfg):
+        for final, note in register_or_move(staged, cfg, sign_key=sign_key):
             if not quiet:
                 err.print(note, markup=False)
             out.print(str(final), markup=False)
@@ -238,15 +239,3 @@ def _escape(text: str) -> str:
     from rich.markup import escape as rich_escape
 
     return rich_escape(text)
-
-
-def _predictions(pipeline: Any, X: Any) -> Any:
-    import pandas as pd
-
-    predicted = pipeline.predict(X)
-    columns: dict[str, Any] = {"prediction": predicted}
-    if hasattr(pipeline, "predict_proba"):
-        proba = pipeline.predict_proba(X)
-        for i, cls in enumerate(pipeline.classes_):
-            columns[f"proba_{cls}"] = proba[:, i]
-    return pd.DataFrame(columns)

@@ -1,0 +1,95 @@
+"""``check-env oci://...``: the gate on an artifact in an OCI registry, before its model is downloaded.
+
+The manifest and the card blob are fetched, never the model: the model's layer digest must
+equal the card's sha256, so the registry can only ever serve the bytes the card describes
+(and ``pull`` checks them when they are downloaded). The verdict, exit codes and JSON are
+the file gate's. ``verify_predictions`` needs the model: the artifact is pulled into a
+private temporary directory first, gated there as a file, and the directory removed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from toolkit.card import MAX_CARD_BYTES
+from toolkit.fingerprint import capture
+from toolkit.gate import Report
+from toolkit.gate import check_env as check_file
+from toolkit.oci import (
+    Client,
+    RemoteCard,
+    fetch_card,
+    parse_reference,
+    pull,
+    require_signature,
+    trust_configured,
+)
+from toolkit.policy import differences, validate_policy
+
+__all__ = ["check_env"]
+
+
+def check_env(
+    reference: str,
+    *,
+    policy: str = "strict",
+    verify_predictions: bool = False,
+    insecure: bool = False,
+    client: Client | None = None,
+    trusted_keys: Any = None,
+) -> Report:
+    """The gate's report for ``oci://HOST[:PORT]/REPO(:TAG|@sha256:HEX)``.
+
+    Raises: UsageError, RegistryError (unknown repository or tag), IntegrityError/CardError,
+    RemoteError (unreachable, credentials refused, registry error).
+    """
+    ref = parse_reference(reference)
+    validate_policy(policy)
+    own = client is None
+    c = client or Client(ref.host, insecure=insecure)
+    try:
+        if verify_predictions:
+            staging = Path(tempfile.mkdtemp(prefix="toolkit-gate-"))
+            try:
+                pulled = pull(ref, staging / "artifact", client=c, trusted_keys=trusted_keys)
+                report = check_file(pulled.files[0], policy=policy, verify_predictions=True)
+                return dataclasses.replace(report, artifact=str(pulled.reference))
+            finally:
+                shutil.rmtree(staging, ignore_errors=True)
+        remote = fetch_card(c, ref)
+        if trust_configured(trusted_keys):
+            _require_remote_signature(c, remote, trusted_keys)
+    finally:
+        if own:
+            c.close()
+    card = remote.card
+    diffs = differences(card.environment, capture(blas=False), policy=policy, referenced=card.references.distributions)
+    return Report(
+        artifact=str(remote.reference),
+        name=card.name,
+        version=card.version,
+        sha256=card.artifact.sha256,
+        policy=policy,
+        differences=diffs,
+    )
+
+
+def _require_remote_signature(client: Client, remote: RemoteCard, trusted_keys: Any) -> None:
+    """With trust configured, the small files (both cards and the signature) are fetched into a
+    private temp dir and the signature checked there; the model stays in the registry, its
+    digest (the card's sha256) vouched for by the manifest."""
+    layout = remote.layout
+    staging = Path(tempfile.mkdtemp(prefix="toolkit-gate-sig-"))
+    try:
+        # No signature layer: nothing to fetch for it, and the check says "no signature".
+        (staging / str(layout.card_json.file_name)).write_bytes(remote.card_json)
+        for desc in (layout.card_md, *([layout.signature] if layout.signature else [])):
+            data = client.fetch_blob_bytes(remote.reference.repository, desc, limit=4 * MAX_CARD_BYTES)
+            (staging / str(desc.file_name)).write_bytes(data)
+        require_signature(staging, layout, trusted_keys)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
