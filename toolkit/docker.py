@@ -588,19 +588,12 @@ def _map_inputs(args: list[str], inputs: Sequence[Path], workdir: Path) -> tuple
 def _run_environment() -> dict[str, str]:
     # The card's author is the person who ran the job, not the container's user, and its
     # created_at honours the caller's SOURCE_DATE_EPOCH (reproducible cards).
-    environment = {"TOOLKIT_AUTHOR": os.environ.get("TOOLKIT_AUTHOR") or _user_name()}
+    from toolkit.identifiers import current_user
+
+    environment = {"TOOLKIT_AUTHOR": current_user()}
     if os.environ.get("SOURCE_DATE_EPOCH"):
         environment["SOURCE_DATE_EPOCH"] = os.environ["SOURCE_DATE_EPOCH"]
     return environment
-
-
-def _user_name() -> str:
-    import getpass
-
-    try:
-        return getpass.getuser()
-    except (KeyError, OSError):
-        return "unknown"
 
 
 def _require_readable_by_image_user(artifact: Path) -> None:
