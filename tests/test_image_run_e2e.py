@@ -219,8 +219,7 @@ def _project_folder(tmp_path: Path) -> Path:
 
 def _assert_local_module(card: dict[str, Any], project: Path) -> None:
     """Card schema 2: the local module and the sha256 of its source."""
-    local = card["references"].get("local_modules")
-    if card.get("schema_version", 1) < 2:
-        return
+    assert card["schema_version"] == 2
+    local = card["references"]["local_modules"]
     digest = hashlib.sha256((project / "features.py").read_bytes()).hexdigest()
     assert {"module": "features", "sha256": digest} in local

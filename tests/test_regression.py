@@ -20,7 +20,7 @@ from toolkit.datasets import infer_task, load_dataset, split
 from toolkit.errors import ConfigError, DataError
 from toolkit.metrics import direction, is_better
 from toolkit.registry import Registry
-from toolkit.train import score, train
+from toolkit.train import build_model, score, train
 
 SMALL: dict[str, dict[str, Any]] = {
     "ridge": {"alpha": 0.5},
@@ -118,6 +118,32 @@ def test_each_regressor_trains_and_its_metrics_match_the_card(kind: str, source:
     assert card["probe"]["probabilities"] is None
     assert all(isinstance(v, float) for v in card["probe"]["predictions"])
     assert probe_mod.check(result.card.probe, toolkit.load(result.path)).ok
+    # The recipe (card schema 2) records the task, and rebuilds the same estimator.
+    recipe = result.card.training
+    assert recipe is not None and recipe.task == "regression" and card["training"]["task"] == "regression"
+    rebuilt = build_model(recipe.model, recipe.params, seed=recipe.seed, task=recipe.task)
+    assert rebuilt.get_params(deep=False) == toolkit.load(result.path)[-1].get_params(deep=False)
+
+
+def test_a_recipe_task_must_be_one_of_the_two() -> None:
+    from toolkit.card import training_from
+    from toolkit.errors import UsageError
+
+    recipe = {
+        "dataset": {"source": "builtin:diabetes", "sha256": "c" * 64},
+        "target": "target",
+        "model": "ridge",
+        "params": {"alpha": 1.0},
+        "preprocessing": {"scaler": "standard"},
+        "test_size": 0.2,
+        "seed": 0,
+        "cv_folds": 3,
+    }
+    training = training_from({**recipe, "task": "regression", "allow_modules": ["mypkg"]})
+    assert training is not None and training.task == "regression" and training.allow_modules == ("mypkg",)
+    assert training.to_dict() == {**recipe, "task": "regression", "allow_modules": ["mypkg"]}
+    with pytest.raises(UsageError, match=r"'training\.task' is not classification or regression: 'clustering'"):
+        training_from({**recipe, "task": "clustering"})
 
 
 def test_hist_gradient_boosting_classifies_too(tmp_path: Path) -> None:

@@ -974,7 +974,10 @@ class Registry:
 
 
 def _task(card: ModelCard) -> str | None:
-    # A classifier's card lists its classes; a regressor's lists none. An unknown card: infer.
+    # The recipe says (card schema 2); else a classifier's card lists its classes and a
+    # regressor's lists none; a card that says neither: infer from the data.
+    if card.training is not None and card.training.task is not None:
+        return card.training.task
     classes = card.data.classes if card.data is not None else None
     if classes is None:
         return None

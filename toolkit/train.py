@@ -256,6 +256,8 @@ def training_recipe(config: TrainConfig, dataset: Dataset, estimator: Any) -> Tr
         test_size=config.test_size,
         seed=config.seed,
         cv_folds=config.cv_folds,
+        task=dataset.task,
+        allow_modules=config.allow_modules,
     )
 
 
