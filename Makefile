@@ -55,6 +55,9 @@ IMAGE ?= toolkit:latest
 REGISTRY ?= models
 TRAIN_CONFIG ?= configs/train.toml
 TRAIN_ARGS ?=
+# Your own training script instead of the built-in recipe (e.g. examples/custom/train.py): it runs
+# in the image as `toolkit image run` runs it, and every artifact it saves is registered.
+TRAIN_SCRIPT ?=
 # A private key from `toolkit keygen`: the artifact is signed on this host after training
 # (the key never enters the container). TOOLKIT_SIGNING_KEY in the environment works too.
 SIGNING_KEY ?=
@@ -78,8 +81,8 @@ image: $(VENV)/.stamp $(WHEELHOUSE)/.stamp engine $(if $(BASE_IMAGE),,base)
 
 # The main job: wheelhouse -> base -> image -> train inside the container -> register into $(REGISTRY).
 train: image
-	@$(TOOLKIT) image train --image $(IMAGE) --config $(TRAIN_CONFIG) --registry $(REGISTRY) \
-	    $(if $(SIGNING_KEY),--sign-key '$(SIGNING_KEY)') $(TRAIN_ARGS)
+	@$(TOOLKIT) image train --image $(IMAGE) $(if $(TRAIN_SCRIPT),--script '$(TRAIN_SCRIPT)',--config $(TRAIN_CONFIG)) \
+	    --registry $(REGISTRY) $(if $(SIGNING_KEY),--sign-key '$(SIGNING_KEY)') $(TRAIN_ARGS)
 
 # The gate, inside the image: exit 0 match, 1 mismatch, 3 integrity failure. It checks the image
 # that exists (the one the model was trained in), and builds one only when there is none, saying so.

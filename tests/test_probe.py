@@ -55,3 +55,23 @@ def test_probe_reports_a_pipeline_that_cannot_predict(
     result = probe.check(recorded, object())
     assert not result.ok and result.error and "AttributeError" in result.error
     assert result.to_dict()["max_abs_diff"] is None  # JSON has no infinity
+
+
+def test_a_regressor_probe_is_numbers_held_to_a_scale_aware_tolerance() -> None:
+    from dataclasses import replace
+
+    from sklearn.linear_model import Ridge
+
+    X = pd.DataFrame({"rooms": [1.0, 2.0, 3.0, 4.0, 5.0]})
+    y = [1.0e6, 2.1e6, 2.9e6, 4.2e6, 5.0e6]  # prices: predictions far above 1
+    pipeline = Ridge().fit(X, y)
+    recorded = probe.record(pipeline, X)
+    assert recorded.probabilities is None and all(isinstance(v, float) for v in recorded.predictions)
+    assert probe.check(recorded, pipeline).ok
+    # Summation-order noise on a price in the millions (1e-10 relative) is not a change ...
+    noisy = replace(recorded, predictions=tuple(v * (1 + 1e-10) for v in recorded.predictions))
+    assert probe.check(noisy, pipeline).ok
+    # ... but a prediction off by a part in a thousand is.
+    moved = replace(recorded, predictions=(recorded.predictions[0] * 1.001, *recorded.predictions[1:]))
+    result = probe.check(moved, pipeline)
+    assert not result.ok and result.label_mismatches == 1

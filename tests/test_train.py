@@ -15,7 +15,7 @@ import pytest
 from typer.testing import CliRunner
 
 from toolkit.cli import app
-from toolkit.config import MODEL_KINDS, resolve_config
+from toolkit.config import CLASSIFIER_KINDS, resolve_config
 from toolkit.datasets import load_dataset, split
 from toolkit.errors import ConfigError, DataError, UsageError
 from toolkit.train import (
@@ -30,7 +30,12 @@ from toolkit.train import (
 )
 
 REPO = Path(__file__).resolve().parents[1]
-SMALL = {"gradient_boosting": {"n_estimators": 15}, "random_forest": {"n_estimators": 15}, "logistic_regression": {}}
+SMALL: dict[str, dict[str, Any]] = {
+    "gradient_boosting": {"n_estimators": 15},
+    "random_forest": {"n_estimators": 15},
+    "logistic_regression": {},
+    "hist_gradient_boosting": {"max_iter": 15},
+}
 
 
 @pytest.fixture(scope="module")
@@ -201,7 +206,7 @@ def test_test_metrics_match_a_rescore(credit_result: tuple[Any, list[Any]]) -> N
     assert score(toolkit.load(result.path), X_test, y_test) == result.metrics["test"]
 
 
-@pytest.mark.parametrize("kind", MODEL_KINDS)
+@pytest.mark.parametrize("kind", CLASSIFIER_KINDS)
 def test_every_kind_trains_on_wine(kind: str, tmp_path: Path) -> None:
     cfg = resolve_config(dataset="builtin:wine", model=kind, params=SMALL[kind], out=tmp_path, register=False)
     result = train(cfg)

@@ -19,6 +19,7 @@ from toolkit import _files
 from toolkit._registry_index import DuplicateVersion, HistoryRow, Index, IndexReader, NameRow, VersionRow
 from toolkit._registry_store import Incoming, Store, TagState
 from toolkit.errors import EnvironmentMismatch, IntegrityError, RegistryError, ToolkitError
+from toolkit.metrics import direction
 from toolkit.signing import TrustedKeys, copy_signature
 
 if TYPE_CHECKING:
@@ -26,7 +27,6 @@ if TYPE_CHECKING:
     from toolkit.card import ModelCard
 
 __all__ = [
-    "LOWER_IS_BETTER",
     "Rules",
     "Switch",
     "copy_file",
@@ -38,7 +38,6 @@ __all__ = [
 
 _COPY_CHUNK = 1 << 20
 # Metrics where a smaller value is the better model (regression errors, spreads).
-LOWER_IS_BETTER = frozenset({"rmse", "mae", "mse", "log_loss"})
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -264,7 +263,7 @@ class Rules:
     def best_by(self, name: str, section: str, key: str) -> tuple[str, str]:
         """(version, detail) of the best version by a card metric; rolled-back versions are out."""
         # Rolled-back versions are out: re-promoting one "because it scores best" would undo the rollback.
-        higher = key not in LOWER_IS_BETTER and not key.endswith("_std")
+        higher = direction(key) == "higher"  # toolkit.metrics: errors and spreads are better lower
         with self.index.read() as r:
             best = r.best_by(name, section, key, higher_is_better=higher)
             if best is None and not r.name_exists(name):
@@ -272,7 +271,7 @@ class Rules:
             tied = r.tied(name, section, key, best[1]) if best is not None else []
         if best is None:
             raise RegistryError(f"no version of {name} records metric {section}.{key} (rolled-back versions excluded)")
-        detail = f"best by {section}.{key} = {best[1]:.6g}"
+        detail = f"best by {section}.{key} = {best[1]:.6g} ({direction(key)} is better)"
         if len(tied) > 1:  # the tie rule (README): between equal values, the highest version
             detail += f"; tie on {section}.{key} {best[1]:.6g} between {', '.join(tied)}: the highest version wins"
         return best[0], detail

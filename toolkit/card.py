@@ -137,9 +137,14 @@ class Training:
     test_size: float
     seed: int
     cv_folds: int
+    # Optional keys, written only when set (a recipe without them reads back the same): the
+    # task ("classification" or "regression"; null: decided by the data's rule again), and the
+    # packages besides scikit-learn that an estimator import path in ``model`` was allowed from.
+    task: str | None = None
+    allow_modules: tuple[str, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        d: dict[str, Any] = {
             "dataset": {"source": self.dataset_source, "sha256": self.dataset_sha256},
             "target": self.target,
             "model": self.model,
@@ -149,6 +154,11 @@ class Training:
             "seed": self.seed,
             "cv_folds": self.cv_folds,
         }
+        if self.task is not None:
+            d["task"] = self.task
+        if self.allow_modules:
+            d["allow_modules"] = list(self.allow_modules)
+        return d
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -701,10 +711,16 @@ def _training(o: _Obj) -> Training:
         test_size=float(o.req("test_size", float, check=lambda v: None if 0 < v < 1 else "must be between 0 and 1")),
         seed=o.req("seed", int, check=_non_negative),
         cv_folds=o.req("cv_folds", int, check=lambda v: None if v >= 2 else "must be at least 2"),
+        task=o.req("task", str, check=_task) if "task" in o.raw else None,
+        allow_modules=tuple(o.list("allow_modules", str)) if "allow_modules" in o.raw else (),
     )
     dataset.done()
     o.done()
     return training
+
+
+def _task(v: str) -> str | None:
+    return None if v in ("classification", "regression") else "is not classification or regression"
 
 
 def _lineage(o: _Obj) -> Lineage:

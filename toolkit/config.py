@@ -15,11 +15,15 @@ from pathlib import Path
 from typing import Any
 
 from toolkit import identifiers
+from toolkit.datasets import TASKS
 from toolkit.errors import ConfigError
 from toolkit.identifiers import VERSION_RE
 
 __all__ = [
+    "CLASSIFIER_KINDS",
+    "ESTIMATOR_PATH",
     "MODEL_KINDS",
+    "REGRESSOR_KINDS",
     "SCALERS",
     "VERSION_PATTERN",
     "TrainConfig",
@@ -32,7 +36,13 @@ __all__ = [
 ]
 
 _DEFAULT_MODEL = "gradient_boosting"
-MODEL_KINDS = ("gradient_boosting", "random_forest", "logistic_regression")
+# The named kinds, per task; ``model`` may instead be an estimator's import path (ESTIMATOR_PATH).
+CLASSIFIER_KINDS = ("gradient_boosting", "random_forest", "logistic_regression", "hist_gradient_boosting")
+REGRESSOR_KINDS = ("ridge", "random_forest", "gradient_boosting", "hist_gradient_boosting")
+MODEL_KINDS = tuple(dict.fromkeys(CLASSIFIER_KINDS + REGRESSOR_KINDS))
+# module.Class, e.g. sklearn.ensemble.HistGradientBoostingClassifier
+ESTIMATOR_PATH = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)+\Z")
+_MODULE_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*\Z")
 SCALERS = ("standard", "power")
 VERSION_PATTERN = VERSION_RE  # the one rule, in toolkit.identifiers
 # Config files are small; anything bigger is not one.
@@ -45,8 +55,12 @@ class TrainConfig:
 
     dataset: str = "builtin:credit"
     target: str | None = None
-    model: str = _DEFAULT_MODEL
-    params: dict[str, Any] = field(default_factory=dict)  # hyperparameters for the model kind
+    model: str = _DEFAULT_MODEL  # a named kind (MODEL_KINDS) or an estimator's import path
+    params: dict[str, Any] = field(default_factory=dict)  # hyperparameters for the model
+    task: str | None = None  # "classification" or "regression"; None: from the model, else the target
+    allow_modules: tuple[str, ...] = ()  # packages besides scikit-learn that `model` may come from
+    script: Path | None = None  # the user's own training script, run instead of the built-in recipe
+    script_args: tuple[str, ...] = ()  # its command-line arguments
     name: str | None = None  # None: derived from the dataset
     version: str = "1.0.0"
     seed: int = 42
@@ -73,6 +87,9 @@ class TrainConfig:
         d["out"] = str(self.out)
         d["registry"] = None if self.registry is None else str(self.registry)
         d["params"] = dict(self.params)
+        d["allow_modules"] = list(self.allow_modules)
+        d["script"] = None if self.script is None else str(self.script)
+        d["script_args"] = list(self.script_args)
         return d
 
 
@@ -82,6 +99,10 @@ _TYPES: dict[str, tuple[tuple[type, ...], str]] = {
     "target": ((str,), "a string"),
     "model": ((str,), "a string"),
     "params": ((dict,), "a table"),
+    "task": ((str,), "a string"),
+    "allow_modules": ((list,), "an array of module names"),
+    "script": ((str,), "a string"),
+    "script_args": ((list,), "an array of strings"),
     "name": ((str,), "a string"),
     "version": ((str,), "a string"),
     "seed": ((int,), "an integer"),
@@ -96,7 +117,7 @@ _TYPES: dict[str, tuple[tuple[type, ...], str]] = {
     "limitations": ((str,), "a string"),
 }
 _PARAM_TYPES = (str, int, float, bool)
-_PATH_KEYS = ("out", "registry")
+_PATH_KEYS = ("out", "registry", "script")
 
 
 def load_config(path: Path) -> dict[str, Any]:
@@ -237,14 +258,31 @@ def _check_types(data: Mapping[str, Any], *, where: str) -> dict[str, Any]:
                     f"{where}: key 'params.{pkey}' must be a string, number or boolean, got {_toml_type(pvalue)}"
                 )
         values["params"] = dict(values["params"])
+    for key in ("allow_modules", "script_args"):
+        if key in values:
+            bad = [v for v in values[key] if not isinstance(v, str)]
+            if bad:
+                raise ConfigError(f"{where}: key {key!r} must be an array of strings, got {_toml_type(bad[0])} in it")
+            values[key] = tuple(values[key])
     if "test_size" in values:
         values["test_size"] = float(values["test_size"])
     return values
 
 
 def _check_values(config: TrainConfig) -> None:
-    if config.model not in MODEL_KINDS:
-        raise ConfigError(f"model: unknown kind {config.model!r} (choose {', '.join(MODEL_KINDS)})")
+    if config.task is not None and config.task not in TASKS:
+        raise ConfigError(f"task: unknown task {config.task!r} (choose {', '.join(TASKS)})")
+    if config.model not in MODEL_KINDS and not ESTIMATOR_PATH.match(config.model):
+        raise ConfigError(
+            f"model: unknown kind {config.model!r} (choose {', '.join(MODEL_KINDS)}, "
+            "or an estimator's import path such as sklearn.ensemble.HistGradientBoostingClassifier)"
+        )
+    kinds = {"classification": CLASSIFIER_KINDS, "regression": REGRESSOR_KINDS}.get(config.task or "", MODEL_KINDS)
+    if config.model in MODEL_KINDS and config.model not in kinds:
+        raise ConfigError(f"model: {config.model} is not a {config.task} model (choose {', '.join(kinds)})")
+    for module in config.allow_modules:
+        if not _MODULE_NAME.match(module):
+            raise ConfigError(f"allow_modules: {module!r} is not a module name")
     if config.scaler not in SCALERS:
         raise ConfigError(f"scaler: unknown scaler {config.scaler!r} (choose {', '.join(SCALERS)})")
     validate_name(config.model_name)

@@ -24,16 +24,23 @@ if TYPE_CHECKING:
 
 __all__ = [
     "BUILTINS",
+    "MAX_CLASSES",
+    "TASKS",
     "Dataset",
     "builtin_csv",
     "canonical_csv",
     "coerce_features",
+    "infer_task",
     "load_dataset",
     "read_table",
     "split",
 ]
 
-BUILTINS = ("builtin:credit", "builtin:wine")
+BUILTINS = ("builtin:credit", "builtin:wine", "builtin:diabetes")
+TASKS = ("classification", "regression")
+# The task rule (``infer_task``): a numeric target is a regression target when it has
+# non-integer values or more than this many distinct values; otherwise its values are classes.
+MAX_CLASSES = 20
 
 # A text column counts as "numeric with stray text" when at least this share of its
 # values parse as numbers: then the text is a data error, not a category.
@@ -50,16 +57,23 @@ class Dataset:
     source: str  # "builtin:credit" or the path as the user gave it
     sha256: str  # of the canonical byte form (module docstring)
     target: str
+    task: str = "classification"  # one of TASKS: given, or inferred from the target (infer_task)
 
 
-def load_dataset(spec: str, target: str | None = None) -> Dataset:
-    """Load a builtin (``builtin:credit``, ``builtin:wine``) or a CSV/Parquet file with ``target``.
+def load_dataset(spec: str, target: str | None = None, *, task: str | None = None) -> Dataset:
+    """Load a builtin (``builtin:credit``, ``builtin:wine``, ``builtin:diabetes``) or a CSV/Parquet file.
+
+    ``task`` (``"classification"`` or ``"regression"``) says what the target is; None infers it
+    from the target's values (``infer_task``).
 
     Raises:
         ConfigError: unknown builtin, a missing ``target`` for a file, a target that
-            contradicts a builtin's.
-        DataError: unreadable or empty file, missing target column, unusable values.
+            contradicts a builtin's, an unknown task.
+        DataError: unreadable or empty file, missing target column, unusable values (text in
+            a regression target, a single class, ...).
     """
+    if task is not None and task not in TASKS:
+        raise ConfigError(f"task: unknown task {task!r} (choose {', '.join(TASKS)})")
     if spec.startswith("builtin:"):
         frame, builtin_target = _load_builtin(spec)
         if target is not None and target != builtin_target:
@@ -76,23 +90,58 @@ def load_dataset(spec: str, target: str | None = None) -> Dataset:
     if target not in frame.columns:
         shown = ", ".join(repr(str(c)) for c in list(frame.columns)[:10])
         raise DataError(f"{spec}: no target column {target!r} (columns: {shown})")
-    y = _clean_target(frame[target], spec)
+    if task is None:
+        task = infer_task(frame[target], spec)
+    y = _regression_target(frame[target], spec) if task == "regression" else _clean_target(frame[target], spec)
     X = _normalise_features(frame.drop(columns=[target]), spec)
-    return Dataset(X=X, y=y, source=spec, sha256=digest, target=target)
+    return Dataset(X=X, y=y, source=spec, sha256=digest, target=target, task=task)
+
+
+def infer_task(y: pd.Series, source: str = "data") -> str:
+    """``"regression"`` for a numeric target with non-integer values or more than ``MAX_CLASSES``
+    distinct values, else ``"classification"``.
+
+    Text that parses as numbers counts as numbers. A mostly numeric target (half its values or
+    more) that would be a regression target but holds some text is refused rather than read
+    as hundreds of classes.
+    Raises:
+        DataError: numeric target with stray text (the message names the first bad values).
+    """
+    import pandas as pd
+
+    present = y.dropna()
+    if present.empty or pd.api.types.is_bool_dtype(y.dtype):
+        return "classification"
+    if pd.api.types.is_numeric_dtype(y.dtype):
+        return "regression" if _looks_continuous(present.astype("float64")) else "classification"
+    numbers = pd.to_numeric(present.astype(str).str.strip(), errors="coerce")
+    parsed = numbers.dropna()
+    if parsed.empty or len(parsed) / len(present) < _NUMERIC_SHARE or not _looks_continuous(parsed):
+        return "classification"
+    bad = present[numbers.isna()]
+    if len(bad):
+        raise DataError(
+            f"{source}: target column {str(y.name)!r} is numeric but has text: {_shown(bad)} "
+            "(fix those values, or pass --task classification)"
+        )
+    return "regression"
 
 
 def split(dataset: Dataset, *, test_size: float, seed: int) -> tuple[Any, Any, Any, Any]:
-    """Stratified train/test split: ``(X_train, X_test, y_train, y_test)``.
+    """Seeded train/test split, stratified for classification: ``(X_train, X_test, y_train, y_test)``.
 
     Raises:
         DataError: a class too small to appear on both sides of the split.
     """
     from sklearn.model_selection import train_test_split
 
+    # Stratified for classes only: a regression target's values are not groups.
+    stratify = dataset.y if dataset.task == "classification" else None
+    kind = "a stratified split" if stratify is not None else "a split"
     try:
-        return tuple(train_test_split(dataset.X, dataset.y, test_size=test_size, random_state=seed, stratify=dataset.y))
+        return tuple(train_test_split(dataset.X, dataset.y, test_size=test_size, random_state=seed, stratify=stratify))
     except ValueError as e:
-        raise DataError(f"{dataset.source}: cannot make a stratified split with test_size={test_size}: {e}") from e
+        raise DataError(f"{dataset.source}: cannot make {kind} with test_size={test_size}: {e}") from e
 
 
 def read_table(path: Path, *, raw: bytes | None = None, text_columns: tuple[str, ...] = ()) -> pd.DataFrame:
@@ -187,6 +236,8 @@ def _load_builtin(spec: str) -> tuple[pd.DataFrame, str]:
         return _make_credit(), "default"
     if spec == "builtin:wine":
         return _make_wine(), "target"
+    if spec == "builtin:diabetes":
+        return _make_diabetes(), "target"
     raise ConfigError(f"dataset: unknown builtin {spec!r} (choose {', '.join(BUILTINS)})")
 
 
@@ -222,6 +273,15 @@ def _make_wine() -> pd.DataFrame:
     frame = load_wine(as_frame=True).frame.copy()
     frame["target"] = frame["target"].astype("int64")
     return frame.reset_index(drop=True)
+
+
+def _make_diabetes() -> pd.DataFrame:
+    from sklearn.datasets import load_diabetes
+
+    # scaled=False: the values as shipped in scikit-learn's CSV, not centred and scaled by
+    # arithmetic whose last bits could differ between numpy versions (the sha256 is the version).
+    frame = load_diabetes(as_frame=True, scaled=False).frame.copy()
+    return frame.astype("float64").reset_index(drop=True)
 
 
 def _read_bytes(path: Path) -> bytes:
@@ -273,7 +333,9 @@ def _clean_target(y: pd.Series, spec: str) -> pd.Series:
     if pd.api.types.is_float_dtype(y.dtype):
         _refuse_infinity(y, spec)
         if not (y == y.round()).all():
-            raise DataError(f"{spec}: target column {name!r} has non-integer numbers; toolkit trains classifiers")
+            raise DataError(
+                f"{spec}: target column {name!r} has non-integer numbers, which are not classes (use --task regression)"
+            )
         y = y.astype("int64")
     elif not (pd.api.types.is_integer_dtype(y.dtype) or pd.api.types.is_bool_dtype(y.dtype)):
         # Text, categories and mixed objects: compare as text so classes sort and serialise.
@@ -285,6 +347,37 @@ def _clean_target(y: pd.Series, spec: str) -> pd.Series:
         only = y.iloc[0] if len(y) else None
         raise DataError(f"{spec}: target column {name!r} has a single class ({only!r}); need at least two")
     return y.reset_index(drop=True).rename(name)
+
+
+def _regression_target(y: pd.Series, spec: str) -> pd.Series:
+    import numpy as np
+    import pandas as pd
+
+    name = str(y.name)
+    if y.isna().any():
+        raise DataError(f"{spec}: target column {name!r} has {int(y.isna().sum())} missing value(s)")
+    if pd.api.types.is_bool_dtype(y.dtype):
+        raise DataError(f"{spec}: target column {name!r} holds true/false values; regression needs numbers")
+    if not pd.api.types.is_numeric_dtype(y.dtype):
+        numbers = pd.to_numeric(y.astype(str).str.strip(), errors="coerce")
+        bad = y[numbers.isna()]
+        if len(bad):
+            raise DataError(f"{spec}: regression target column {name!r} has text: {_shown(bad)}")
+        y = numbers
+    y = y.astype("float64")
+    if not np.isfinite(y.to_numpy()).all():
+        raise DataError(f"{spec}: regression target column {name!r} has infinite values")
+    if y.nunique() < 2:
+        raise DataError(f"{spec}: regression target column {name!r} is constant ({y.iloc[0]!r}); nothing to learn")
+    return y.reset_index(drop=True).rename(name)
+
+
+def _looks_continuous(values: pd.Series) -> bool:
+    return bool(not (values == values.round()).all() or values.nunique() > MAX_CLASSES)
+
+
+def _shown(bad: pd.Series) -> str:
+    return ", ".join(f"{v!r} (row {int(i) + 1})" for i, v in bad.head(_MAX_BAD_SHOWN).items())
 
 
 def _normalise_features(X: pd.DataFrame, spec: str) -> pd.DataFrame:

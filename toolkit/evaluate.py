@@ -20,7 +20,7 @@ from typing import Any
 from toolkit.card import ModelCard
 from toolkit.errors import DataError, UsageError
 
-__all__ = ["BOOTSTRAP_LEVEL", "BOOTSTRAP_RESAMPLES", "HeldOut", "PairedScores", "held_out", "paired_scores"]
+__all__ = ["BOOTSTRAP_LEVEL", "BOOTSTRAP_RESAMPLES", "HeldOut", "PairedScores", "held_out", "paired_scores", "task_of"]
 
 BOOTSTRAP_RESAMPLES = 1000
 BOOTSTRAP_LEVEL = 0.95
@@ -51,7 +51,7 @@ def held_out(card: ModelCard) -> HeldOut:
             f"{card.name} {card.version}: the card does not record its data source, sha256 and split, "
             "so its held-out rows cannot be rebuilt"
         )
-    dataset = load_dataset(data.source, data.target)
+    dataset = load_dataset(data.source, data.target, task=task_of(card))
     if dataset.sha256 != data.sha256:
         raise DataError(
             f"{data.source} now hashes to {dataset.sha256[:12]}, the card recorded {data.sha256[:12]}: the data changed"
@@ -246,3 +246,17 @@ class _FastClassification:
             "accuracy": float((truth == predicted).mean()),
             "f1": float(np.mean(f1s)),
         }
+
+
+def task_of(card: ModelCard) -> str | None:
+    """``"classification"`` or ``"regression"`` as the card tells, or None to infer it from the data.
+
+    The recipe says (card schema 2); else a classifier's card lists its classes and a
+    regressor's lists none.
+    """
+    if card.training is not None and card.training.task is not None:
+        return card.training.task
+    classes = card.data.classes if card.data is not None else None
+    if classes is None:
+        return None
+    return "classification" if classes else "regression"

@@ -11,8 +11,9 @@ from toolkit.card import Probe, jsonable
 
 __all__ = ["DEFAULT_TOLERANCE", "ProbeResult", "check", "frame", "record"]
 
-# Absolute tolerance on probabilities and numeric predictions. Class labels must match
-# exactly. 1e-6 absorbs BLAS summation-order noise while catching any real change.
+# Absolute tolerance on probabilities and numeric predictions (relative for predictions
+# larger than 1 in magnitude). Class labels must match exactly. 1e-6 absorbs BLAS
+# summation-order noise while catching any real change.
 DEFAULT_TOLERANCE = 1e-6
 
 
@@ -23,7 +24,8 @@ class ProbeResult:
     ok: bool
     rows: int
     label_mismatches: int
-    max_abs_diff: float  # over probabilities (and numeric predictions); 0.0 when identical
+    # Over probabilities and numeric predictions (relative beyond 1); 0.0 when identical.
+    max_abs_diff: float
     tolerance: float
     error: str | None = None  # set when the pipeline could not even predict
 
@@ -97,8 +99,11 @@ def check(probe: Probe, pipeline: Any) -> ProbeResult:
     # strict=False: a length difference is counted below, as mismatches.
     for expected, actual in zip(probe.predictions, predictions, strict=False):
         if _numeric(expected) and _numeric(actual) and not isinstance(expected, bool):
-            worst = max(worst, abs(float(expected) - float(actual)))
-            mismatches += abs(float(expected) - float(actual)) > probe.tolerance
+            # A regressor's output is on the target's scale: beyond 1 the tolerance is relative,
+            # so a price in the millions is held to the same ~1e-6 as a probability.
+            diff = abs(float(expected) - float(actual)) / max(1.0, abs(float(expected)))
+            worst = max(worst, diff)
+            mismatches += diff > probe.tolerance
         else:
             mismatches += expected != actual
     if len(predictions) != len(probe.predictions):

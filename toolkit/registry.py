@@ -44,6 +44,7 @@ from toolkit._registry_sqlite import SqliteIndex
 from toolkit._registry_store import TagState
 from toolkit.errors import DataError, IntegrityError, RegistryError, ToolkitError, UsageError
 from toolkit.identifiers import current_user, parse_version, validate_name
+from toolkit.metrics import Direction, direction
 from toolkit.policy import validate_policy
 from toolkit.signing import TrustedKeys
 
@@ -166,6 +167,7 @@ class Comparison:
     # metric -> (low, high) of the difference, paired bootstrap (toolkit.evaluate); None: undefined
     interval: dict[str, tuple[float, float] | None] = field(default_factory=dict)
     bootstrap: dict[str, Any] = field(default_factory=dict)  # resamples, skipped, seed, level
+    better: dict[str, Direction] = field(default_factory=dict)  # metric -> "higher" or "lower" (toolkit.metrics)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -176,6 +178,7 @@ class Comparison:
             "difference": self.difference,
             "interval": {k: None if v is None else list(v) for k, v in self.interval.items()},
             "bootstrap": self.bootstrap,
+            "better": self.better,
         }
 
 
@@ -527,7 +530,7 @@ class Registry:
         """
         from toolkit.artifact import load, read_card
         from toolkit.datasets import load_dataset, split
-        from toolkit.evaluate import paired_scores
+        from toolkit.evaluate import paired_scores, task_of
 
         validate_policy(policy)
         if v1 == v2:
@@ -539,7 +542,9 @@ class Registry:
             p2 = stack.enter_context(self._rules.store.local(r2))
             c1, c2 = read_card(p1), read_card(p2)
             if dataset is not None:
-                ds = load_dataset(dataset, target if target is not None else (c1.data.target if c1.data else None))
+                ds = load_dataset(
+                    dataset, target if target is not None else (c1.data.target if c1.data else None), task=task_of(c1)
+                )
                 X, y = ds.X, ds.y
                 how = "whole dataset"
             else:
@@ -559,7 +564,7 @@ class Registry:
                         f"{name} {v1} and {v2} were split differently ({d1.split} vs {d2.split}): one's test rows "
                         "are the other's training rows; name a dataset with --dataset"
                     )
-                ds = load_dataset(d1.source, target if target is not None else d1.target)
+                ds = load_dataset(d1.source, target if target is not None else d1.target, task=task_of(c1))
                 if ds.sha256 != d1.sha256:
                     raise DataError(
                         f"{d1.source} now hashes to {ds.sha256[:12]}, the cards recorded {d1.sha256[:12]}: "
@@ -584,6 +589,7 @@ class Registry:
             difference=paired.difference,
             interval=paired.intervals,
             bootstrap=paired.bootstrap_dict(),
+            better={k: direction(k) for k in paired.difference},
         )
 
     # -- internals ----------------------------------------------------------------------------

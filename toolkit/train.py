@@ -1,11 +1,17 @@
 """Build, cross-validate, fit, score and save a full scikit-learn pipeline, all seeded.
 
 The pipeline holds only scikit-learn classes (no toolkit code), so loading it never
-imports the toolkit and the card's ``references`` stay scikit-learn's own.
+imports the toolkit and the card's ``references`` stay scikit-learn's own (unless the
+config names an estimator from a module it allows explicitly).
+
+The task (classification or regression) is, in this order: the config's ``task``; the one
+the model fixes (``logistic_regression`` and classifier classes classify, ``ridge`` and
+regressor classes regress); else the target's values (``datasets.infer_task``).
 """
 
 from __future__ import annotations
 
+import importlib
 import json
 import math
 import os
@@ -18,9 +24,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from toolkit.config import MODEL_KINDS, TrainConfig
-from toolkit.datasets import Dataset, load_dataset, split
+from toolkit.config import CLASSIFIER_KINDS, ESTIMATOR_PATH, MODEL_KINDS, REGRESSOR_KINDS, TrainConfig
+from toolkit.datasets import TASKS, Dataset, load_dataset, split
 from toolkit.errors import ConfigError, DataError, UsageError
+from toolkit.metrics import REGRESSION_METRICS
 from toolkit.source_date import source_date_epoch
 
 if TYPE_CHECKING:
@@ -37,6 +44,7 @@ __all__ = [
     "build_model",
     "build_pipeline",
     "check_card_size",
+    "check_model",
     "check_output_dir",
     "cross_validate",
     "describe_preprocessing",
@@ -45,6 +53,7 @@ __all__ = [
     "model_params",
     "score",
     "select_probe",
+    "task_of",
     "train",
     "training_recipe",
 ]
@@ -61,12 +70,39 @@ _CARD_ALLOWANCE = 64 * 1024
 _WIDEST_PROBABILITY = 1.2345678901234567e-300
 
 # Written out in full (not left to scikit-learn's defaults) so a card means the same
-# hyperparameters whatever scikit-learn version trained it.
-DEFAULT_PARAMS: dict[str, dict[str, Any]] = {
-    "gradient_boosting": {"n_estimators": 100, "learning_rate": 0.1, "max_depth": 3, "subsample": 1.0},
-    "random_forest": {"n_estimators": 100, "max_depth": None, "min_samples_leaf": 1, "max_features": "sqrt"},
-    "logistic_regression": {"C": 1.0, "max_iter": 1000},
+# hyperparameters whatever scikit-learn version trained it. Per task, then per named kind.
+_HIST = {"max_iter": 100, "learning_rate": 0.1, "max_leaf_nodes": 31, "min_samples_leaf": 20}
+DEFAULT_PARAMS: dict[str, dict[str, dict[str, Any]]] = {
+    "classification": {
+        "gradient_boosting": {"n_estimators": 100, "learning_rate": 0.1, "max_depth": 3, "subsample": 1.0},
+        "random_forest": {"n_estimators": 100, "max_depth": None, "min_samples_leaf": 1, "max_features": "sqrt"},
+        "logistic_regression": {"C": 1.0, "max_iter": 1000},
+        # early_stopping off: "auto" switches it on above 10,000 rows, so the data's size
+        # would silently change the algorithm.
+        "hist_gradient_boosting": {**_HIST, "early_stopping": False},
+    },
+    "regression": {
+        "ridge": {"alpha": 1.0},
+        "gradient_boosting": {"n_estimators": 100, "learning_rate": 0.1, "max_depth": 3, "subsample": 1.0},
+        "random_forest": {"n_estimators": 100, "max_depth": None, "min_samples_leaf": 1, "max_features": 1.0},
+        "hist_gradient_boosting": {**_HIST, "early_stopping": False},
+    },
 }
+_CLASSES = {
+    "classification": {
+        "gradient_boosting": ("sklearn.ensemble", "GradientBoostingClassifier"),
+        "random_forest": ("sklearn.ensemble", "RandomForestClassifier"),
+        "logistic_regression": ("sklearn.linear_model", "LogisticRegression"),
+        "hist_gradient_boosting": ("sklearn.ensemble", "HistGradientBoostingClassifier"),
+    },
+    "regression": {
+        "ridge": ("sklearn.linear_model", "Ridge"),
+        "gradient_boosting": ("sklearn.ensemble", "GradientBoostingRegressor"),
+        "random_forest": ("sklearn.ensemble", "RandomForestRegressor"),
+        "hist_gradient_boosting": ("sklearn.ensemble", "HistGradientBoostingRegressor"),
+    },
+}
+_KINDS = {"classification": CLASSIFIER_KINDS, "regression": REGRESSOR_KINDS}
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -98,15 +134,26 @@ def train(config: TrainConfig, *, progress: Progress | None = None) -> TrainResu
     check_output_dir(config.out)
     path = artifact_path(config.out, config.model_name, config.version)
     _refuse_existing(path)
-    model = build_model(config.model, config.params, seed=config.seed)
+    # Model, parameters and task are checked before a byte of data is read.
+    task = check_model(config)
 
     with _stage("data", emit, timings) as note:
-        dataset = load_dataset(config.dataset, config.target)
-        note(f"{dataset.source}: {len(dataset.X)} rows, {dataset.X.shape[1]} features, sha256 {dataset.sha256[:12]}")
+        dataset = load_dataset(config.dataset, config.target, task=task)
+        note(
+            f"{dataset.source}: {len(dataset.X)} rows, {dataset.X.shape[1]} features, {dataset.task}, "
+            f"sha256 {dataset.sha256[:12]}"
+        )
+    model = build_model(
+        config.model, config.params, seed=config.seed, task=dataset.task, allow_modules=config.allow_modules
+    )
     with _stage("split", emit, timings) as note:
         X_train, X_test, y_train, y_test = split(dataset, test_size=config.test_size, seed=config.seed)
-        _check_class_counts(y_train, config.cv_folds, dataset.source)
-        note(f"{len(X_train)} train / {len(X_test)} test, stratified, seed {config.seed}")
+        if dataset.task == "classification":
+            _check_class_counts(y_train, config.cv_folds, dataset.source)
+        elif len(X_train) < 2 * config.cv_folds:
+            raise DataError(f"{dataset.source}: {len(X_train)} training rows are too few for {config.cv_folds}-fold CV")
+        how = "stratified" if dataset.task == "classification" else "shuffled"
+        note(f"{len(X_train)} train / {len(X_test)} test, {how}, seed {config.seed}")
     pipeline = build_pipeline(X_train, model, scaler=config.scaler)
     check_card_size(config, dataset, pipeline, X_train, X_test)
 
@@ -160,7 +207,7 @@ def fit_and_save(
             n_test=len(X_test),
             features=tuple(Feature(name=str(c), dtype=str(X_train[c].dtype)) for c in X_train.columns),
             target=dataset.target,
-            classes=tuple(_native(c) for c in pipeline.classes_),
+            classes=tuple(_native(c) for c in pipeline.classes_) if hasattr(pipeline, "classes_") else (),
             split={"test_size": config.test_size, "seed": config.seed},
         )
         # save makes the folder, and turns a full or read-only disk into one UsageError naming the path.
@@ -205,34 +252,101 @@ def training_recipe(config: TrainConfig, dataset: Dataset, estimator: Any) -> Tr
         test_size=config.test_size,
         seed=config.seed,
         cv_folds=config.cv_folds,
+        task=dataset.task,
+        allow_modules=config.allow_modules,
     )
 
 
-def build_model(kind: str, params: Mapping[str, Any], *, seed: int) -> Any:
-    """The unfitted estimator for ``kind`` with the default hyperparameters, ``params`` and ``seed``.
+def check_model(config: TrainConfig) -> str | None:
+    """Check the config's model and parameters without any data; return the task if it is decided.
+
+    The task is decided by the config's ``task``, or by a model that exists for one task only;
+    None leaves it to the target's values.
+    Raises:
+        ConfigError: unknown kind, an estimator path that does not import or is not a
+            classifier or regressor, a module not allowed, an unknown or invalid parameter,
+            a model that contradicts ``task``.
+    """
+    if ESTIMATOR_PATH.match(config.model) and config.model not in MODEL_KINDS:
+        estimator = build_model(
+            config.model, config.params, seed=config.seed, task=config.task, allow_modules=config.allow_modules
+        )
+        return task_of(estimator)
+    tasks = [config.task] if config.task is not None else [t for t in TASKS if config.model in _KINDS[t]]
+    failures: list[ConfigError] = []
+    for task in tasks:
+        try:
+            build_model(config.model, config.params, seed=config.seed, task=task)
+        except ConfigError as e:
+            failures.append(e)
+    if len(failures) == len(tasks):
+        raise failures[0] if failures else ConfigError(f"model: unknown kind {config.model!r}")
+    return tasks[0] if len(tasks) == 1 else None
+
+
+def task_of(estimator: Any) -> str:
+    """``"classification"`` or ``"regression"`` for a classifier or regressor (or a pipeline ending in one).
 
     Raises:
-        ConfigError: unknown kind, a key that is not a hyperparameter, or a bad value
-            (the message names ``params.<key>``).
+        ConfigError: neither.
     """
-    from sklearn.ensemble import GradientBoostingClassifier, RandomForestClassifier
-    from sklearn.linear_model import LogisticRegression
+    from sklearn.base import is_classifier, is_regressor
 
-    classes = {
-        "gradient_boosting": GradientBoostingClassifier,
-        "random_forest": RandomForestClassifier,
-        "logistic_regression": LogisticRegression,
-    }
-    if kind not in classes:
-        raise ConfigError(f"model: unknown kind {kind!r} (choose {', '.join(MODEL_KINDS)})")
-    estimator = classes[kind]()
+    if is_classifier(estimator):
+        return "classification"
+    if is_regressor(estimator):
+        return "regression"
+    raise ConfigError(f"model: {type(estimator).__name__} is neither a classifier nor a regressor")
+
+
+def build_model(
+    kind: str,
+    params: Mapping[str, Any],
+    *,
+    seed: int,
+    task: str | None = "classification",
+    allow_modules: tuple[str, ...] = (),
+) -> Any:
+    """The unfitted estimator for ``kind`` with the default hyperparameters, ``params`` and ``seed``.
+
+    ``kind`` is a named kind for ``task`` or an estimator's import path (``module.Class``): a
+    scikit-learn class, or one from a package listed in ``allow_modules``; nothing is imported
+    from anywhere else. Its own defaults stand, except ``random_state`` (the seed).
+    Raises:
+        ConfigError: unknown kind, a kind or class that is not for ``task``, an import path that
+            does not import or is not an estimator, a key that is not a hyperparameter, or a bad
+            value (the message names ``params.<key>``).
+    """
+    if kind in MODEL_KINDS:
+        task = task or "classification"
+        if kind not in _KINDS[task]:
+            raise ConfigError(f"model: {kind} is not a {task} model (choose {', '.join(_KINDS[task])})")
+        module, name = _CLASSES[task][kind]
+        estimator = getattr(importlib.import_module(module), name)()
+        defaults = DEFAULT_PARAMS[task][kind]
+        label = f"model {kind}"
+    elif ESTIMATOR_PATH.match(kind):
+        estimator = _estimator_from_path(kind, allow_modules)
+        own = task_of(estimator)
+        if task is not None and own != task:
+            raise ConfigError(f"model: {kind} is a {own} model, but the task is {task}")
+        defaults = {}
+        label = kind
+    else:
+        raise ConfigError(
+            f"model: unknown kind {kind!r} (choose {', '.join(MODEL_KINDS)}, or an estimator's import path)"
+        )
     known = estimator.get_params(deep=False)
     for key in params:
         if key not in known:
-            raise ConfigError(f"params.{key}: not a hyperparameter of {type(estimator).__name__} (model {kind})")
+            raise ConfigError(f"params.{key}: not a hyperparameter of {type(estimator).__name__} ({label})")
     if "random_state" in params:
         raise ConfigError("params.random_state: set the top-level 'seed' instead; it seeds everything")
-    estimator.set_params(**{**DEFAULT_PARAMS[kind], **params, "random_state": seed})
+    seeded = {"random_state": seed} if "random_state" in known else {}
+    try:
+        estimator.set_params(**{**defaults, **params, **seeded})
+    except (ValueError, TypeError) as e:
+        raise ConfigError(f"params: {e}") from e
     validate = getattr(estimator, "_validate_params", None)
     if callable(validate):  # scikit-learn >= 1.2 checks types and ranges here, before any fitting
         try:
@@ -277,14 +391,18 @@ def build_pipeline(X: pd.DataFrame, model: Any, *, scaler: str = "standard") -> 
 def cross_validate(
     pipeline: Any, X: pd.DataFrame, y: pd.Series, *, folds: int, seed: int, progress: Progress | None = None
 ) -> dict[str, float]:
-    """Stratified, shuffled, seeded k-fold CV of a clone of ``pipeline``: mean and ``*_std`` of each score."""
+    """Shuffled, seeded k-fold CV of a clone of ``pipeline``: mean and ``*_std`` of each score.
+
+    Stratified for a classifier; plain k-fold for a regressor.
+    """
     import numpy as np
-    from sklearn.base import clone
-    from sklearn.model_selection import StratifiedKFold
+    from sklearn.base import clone, is_classifier
+    from sklearn.model_selection import KFold, StratifiedKFold
 
     emit = progress or _silent
     per_fold: list[dict[str, float]] = []
-    splitter = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
+    kfold = StratifiedKFold if is_classifier(pipeline) else KFold
+    splitter = kfold(n_splits=folds, shuffle=True, random_state=seed)
     for i, (fit_idx, val_idx) in enumerate(splitter.split(X, y), start=1):
         emit("cv", "start", f"fold {i}/{folds}")
         model = clone(pipeline).fit(X.iloc[fit_idx], y.iloc[fit_idx])
@@ -300,14 +418,20 @@ def cross_validate(
 
 
 def score(pipeline: Any, X: pd.DataFrame, y: pd.Series) -> dict[str, float]:
-    """Held-out scores of a fitted classifier: ``roc_auc`` (one-vs-rest if multiclass), ``accuracy``, ``f1``.
+    """Held-out scores of a fitted model.
 
-    F1 is for the second (greater) class when binary and macro-averaged when multiclass.
+    A classifier: ``roc_auc`` (one-vs-rest if multiclass), ``accuracy``, ``f1`` (for the second
+    (greater) class when binary, macro-averaged when multiclass). A regressor: ``rmse``, ``mae``
+    and ``r2`` (``toolkit.metrics`` says which way each is better).
     Raises:
-        DataError: ``y`` has classes the model never saw, or a single class (no ROC AUC).
+        DataError: ``y`` has classes the model never saw, or a single class (no ROC AUC);
+            a metric is undefined on these rows.
     """
+    from sklearn.base import is_regressor
     from sklearn.metrics import accuracy_score, f1_score, roc_auc_score
 
+    if is_regressor(pipeline):
+        return _score_regression(pipeline, X, y)
     classes = list(pipeline.classes_)
     unseen = sorted({str(v) for v in y.unique()} - {str(c) for c in classes})
     if unseen:
@@ -324,6 +448,29 @@ def score(pipeline: Any, X: pd.DataFrame, y: pd.Series) -> dict[str, float]:
     except ValueError as e:
         raise DataError(f"cannot score on {len(y)} rows: {e}") from e
     result = {"roc_auc": float(auc), "accuracy": float(accuracy_score(y, predicted)), "f1": float(f1)}
+    if any(math.isnan(v) for v in result.values()):
+        raise DataError(f"cannot score on {len(y)} rows: a metric is undefined")
+    return result
+
+
+def _score_regression(pipeline: Any, X: pd.DataFrame, y: pd.Series) -> dict[str, float]:
+    import numpy as np
+    from sklearn.metrics import mean_absolute_error, mean_squared_error, r2_score
+
+    if len(y) < 2:
+        raise DataError(f"cannot score on {len(y)} row(s): R² needs at least two")
+    try:
+        truth = np.asarray(y, dtype="float64")
+    except (TypeError, ValueError) as e:
+        raise DataError(f"cannot score: the target is not numeric ({e})") from e
+    predicted = np.asarray(pipeline.predict(X), dtype="float64")
+    # sqrt of MSE by hand: mean_squared_error's `squared` flag came and went across versions.
+    values = (
+        math.sqrt(float(mean_squared_error(truth, predicted))),
+        float(mean_absolute_error(truth, predicted)),
+        float(r2_score(truth, predicted)),
+    )
+    result = dict(zip(REGRESSION_METRICS, values, strict=True))
     if any(math.isnan(v) for v in result.values()):
         raise DataError(f"cannot score on {len(y)} rows: a metric is undefined")
     return result
@@ -508,6 +655,36 @@ def _check_class_counts(y_train: pd.Series, folds: int, source: str) -> None:
         raise DataError(
             f"{source}: class {label!r} has only {int(counts.min())} training row(s); {folds}-fold CV needs {folds}"
         )
+
+
+def _estimator_from_path(path: str, allow_modules: tuple[str, ...]) -> Any:
+    from sklearn.base import BaseEstimator
+
+    module_name, _, attr = path.rpartition(".")
+    allowed = ("sklearn", *allow_modules)
+    if not any(module_name == a or module_name.startswith(a + ".") for a in allowed):
+        top = module_name.split(".")[0]
+        raise ConfigError(
+            f"model: {path} is not from scikit-learn; allow its package explicitly "
+            f'with allow_modules = ["{top}"] in the config'
+        )
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as e:
+        raise ConfigError(f"model: cannot import {path}: {e}") from e
+    except Exception as e:  # an allowed module that fails on import: its error, one line
+        raise ConfigError(f"model: importing {module_name} failed: {type(e).__name__}: {e}") from e
+    cls = getattr(module, attr, None)
+    if cls is None:
+        raise ConfigError(f"model: cannot import {path}: {module_name} has no {attr!r}")
+    if not isinstance(cls, type) or not issubclass(cls, BaseEstimator):
+        raise ConfigError(f"model: {path} is not a scikit-learn estimator class")
+    try:
+        estimator = cls()
+    except Exception as e:  # a meta-estimator that needs arguments, say
+        raise ConfigError(f"model: {path} cannot be made without arguments: {e}") from e
+    task_of(estimator)  # a transformer or a clusterer is refused here
+    return estimator
 
 
 def _describe_step(step: Any) -> str:

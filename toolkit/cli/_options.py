@@ -30,10 +30,12 @@ __all__ = [
     "RegisterOpt",
     "RegistryOpt",
     "ScalerOpt",
+    "ScriptOpt",
     "SeedOpt",
     "SignKeyOpt",
     "StoreOpt",
     "TargetOpt",
+    "TaskOpt",
     "TestSizeOpt",
     "TrustedKeyOpt",
     "VerifyPredictionsOpt",
@@ -116,9 +118,27 @@ StoreOpt = Annotated[
 ConfigOpt = Annotated[
     Path | None, typer.Option("--config", help="TOML file with the same options as these flags; flags win.")
 ]
-DatasetOpt = Annotated[str | None, typer.Option(help="builtin:credit, builtin:wine, or a PATH.csv / PATH.parquet.")]
+DatasetOpt = Annotated[
+    str | None, typer.Option(help="builtin:credit, builtin:wine, builtin:diabetes, or a PATH.csv / PATH.parquet.")
+]
 TargetOpt = Annotated[str | None, typer.Option(help="Target column (required for a CSV/Parquet file).")]
-ModelOpt = Annotated[str | None, typer.Option(help="gradient_boosting, random_forest or logistic_regression.")]
+ModelOpt = Annotated[
+    str | None,
+    typer.Option(
+        help="gradient_boosting, random_forest, hist_gradient_boosting, logistic_regression (classification), "
+        "ridge (regression), or a scikit-learn estimator's import path."
+    ),
+]
+TaskOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--task", metavar="classification|regression", help="What the target is (default: from the model or target)."
+    ),
+]
+ScriptOpt = Annotated[
+    Path | None,
+    typer.Option("--script", help="Your own training script, run instead of the built-in recipe."),
+]
 NameOpt = Annotated[str | None, typer.Option(help="Artifact name (default: from the dataset).")]
 VersionOpt = Annotated[str | None, typer.Option(help="Semantic version X.Y.Z (default 1.0.0).")]
 OutOpt = Annotated[
@@ -136,14 +156,10 @@ RegisterOpt = Annotated[
 SeedOpt = Annotated[int | None, typer.Option(help="Seeds the split, the CV folds and the model (default 42).")]
 TestSizeOpt = Annotated[float | None, typer.Option(help="Held-out share, between 0 and 1 (default 0.2).")]
 CvFoldsOpt = Annotated[int | None, typer.Option(help="Cross-validation folds on the training part, 2-20 (default 5).")]
-ScalerOpt = Annotated[
-    str | None, typer.Option(help="Numeric columns: standard or power (Yeo-Johnson).")
-]
+ScalerOpt = Annotated[str | None, typer.Option(help="Numeric columns: standard or power (Yeo-Johnson).")]
 IntendedUseOpt = Annotated[str | None, typer.Option(help="The card's intended use.")]
 LimitationsOpt = Annotated[str | None, typer.Option(help="The card's limitations.")]
-AuthorOpt = Annotated[
-    str | None, typer.Option(help="The card's author (default $TOOLKIT_AUTHOR, else login).")
-]
+AuthorOpt = Annotated[str | None, typer.Option(help="The card's author (default $TOOLKIT_AUTHOR, else login).")]
 ParamOpt = Annotated[
     list[str] | None,
     typer.Option(

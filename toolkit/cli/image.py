@@ -24,6 +24,7 @@ from toolkit.cli._options import (
     PolicyOpt,
     RegisterOpt,
     RegistryOpt,
+    ScriptOpt,
     SignKeyOpt,
     TargetOpt,
     TrustedKeyOpt,
@@ -122,17 +123,38 @@ def train(
     registry: RegistryOpt = None,
     register: RegisterOpt = None,
     out_dir: OutOpt = None,
+    script: ScriptOpt = None,
     sign_key: SignKeyOpt = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress or summary; print only the path.")] = False,
 ) -> None:
     """Train inside the image (network off), then sign (with --sign-key) and register it on the host.
 
-    Extra arguments after the options are passed to `toolkit train` in the container.
+    Extra arguments after the options are passed to `toolkit train` in the container. With a
+    script (--script, or `script` in the config), `python SCRIPT ARGS` runs there instead, as
+    under `image run`, with the extra arguments as its ARGS, and every artifact it saves is
+    registered.
     """
     from toolkit.config import resolve_config
     from toolkit.docker import resolve_image, train_command, train_in_container
+    from toolkit.errors import UsageError
 
     tag = resolve_image(image)
+    if script is not None or _config_script(config):
+        recipe = {"--dataset": dataset, "--target": target, "--model": model, "--name": name, "--version": version}
+        given = [flag for flag, value in recipe.items() if value is not None]
+        if given:
+            raise UsageError(f"{given[0]} configures the built-in recipe; a script is its own")
+        _train_script_in_image(
+            tag,
+            config,
+            script=script,
+            extra=ctx.args,
+            out_dir=out_dir,
+            registry=registry,
+            register=register,
+            sign_key=sign_key,
+        )
+        return
     command = train_command(
         config=config, dataset=dataset, target=target, model=model, name=name, version=version, extra=ctx.args
     )
@@ -289,7 +311,73 @@ def predict(
     )
 
 
+@image_app.command(
+    "run", context_settings={"allow_extra_args": True, "ignore_unknown_options": True, "allow_interspersed_args": False}
+)
+def run(
+    ctx: typer.Context,
+    image: ImageOpt = None,
+    out_dir: Annotated[
+        Path, typer.Option("--out", help="Mounted writable at /out, named to the command as $TOOLKIT_OUT.")
+    ] = Path("out"),
+) -> None:
+    """Run your own command in the image: `toolkit image run -- python train.py ARGS`.
+
+    The current directory is mounted read-only at /work (the working directory), --out
+    writable at /out; network off; files written are yours; the command's exit code is ours.
+    """
+    from toolkit.docker import resolve_image
+    from toolkit.docker.usercode import run_command
+
+    code = run_command(resolve_image(image), list(ctx.args), out=out_dir, on_output=_passthrough)
+    raise typer.Exit(code)
+
+
 # --- helpers -------------------------------------------------------------------------------
+
+
+def _config_script(config: Path | None) -> bool:
+    from toolkit.config import load_config
+
+    return config is not None and "script" in load_config(config)
+
+
+def _train_script_in_image(
+    tag: str,
+    config: Path | None,
+    *,
+    script: Path | None,
+    extra: list[str],
+    out_dir: Path | None,
+    registry: Path | None,
+    register: bool | None,
+    sign_key: Path | None,
+) -> None:
+    from toolkit.config import resolve_config
+    from toolkit.docker.usercode import run_script_in_container
+    from toolkit.script import register_or_move
+
+    cfg = resolve_config(config, script=script, out=out_dir, registry=registry, register=register)
+    assert cfg.script is not None
+    if sign_key is not None:  # a bad key fails now, not after the script ran
+        from toolkit.signing import load_signing_key
+
+        load_signing_key(sign_key)
+    staging = Path(tempfile.mkdtemp(prefix="toolkit-image-script-"))
+    try:
+        # The script's stdout goes to stderr: ours carries only the artifacts' paths.
+        staged = run_script_in_container(
+            tag,
+            cfg.script,
+            [*cfg.script_args, *extra],
+            staging=staging,
+            on_output=lambda _, chunk: _passthrough("stderr", chunk),
+        )
+        for final, note in register_or_move(staged, cfg, sign_key=sign_key):
+            err.print(note, markup=False)
+            out.print(str(final), markup=False)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
 
 
 def _passthrough(stream: str, chunk: bytes) -> None:

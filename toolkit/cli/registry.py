@@ -196,7 +196,8 @@ def promote(
         typer.Option(
             "--best-by",
             metavar="METRIC",
-            help="Pick the version with the highest card metric: roc_auc (= test.roc_auc), cv.accuracy, ...",
+            help="Pick the version with the best card metric (the highest; the lowest for rmse, mae): "
+            "roc_auc (= test.roc_auc), cv.accuracy, rmse, ...",
         ),
     ] = None,
     policy: PolicyOpt = Policy.compatible,
@@ -278,6 +279,7 @@ def compare(
             v2,
             f"{v2} - {v1}",
             f"{round(result.bootstrap['level'] * 100)}% interval",
+            "better",
             title=f"{name}: {d['how']} of {d['source']} ({d['rows']} rows, sha256 {d['sha256'][:12]})",
         )
         s1, s2 = result.scores[v1], result.scores[v2]
@@ -290,6 +292,7 @@ def compare(
                 _num(s2.get(k)),
                 "-" if diff is None else f"{diff:+.4f}",
                 _interval(result.interval.get(k)),
+                result.better.get(k, "-"),
             )
         out.print(table)
         b = result.bootstrap

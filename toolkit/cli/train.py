@@ -29,13 +29,16 @@ from toolkit.cli._options import (
     RegisterOpt,
     RegistryOpt,
     ScalerOpt,
+    ScriptOpt,
     SeedOpt,
     SignKeyOpt,
     TargetOpt,
+    TaskOpt,
     TestSizeOpt,
     TrustedKeyOpt,
     VersionOpt,
 )
+from toolkit.errors import UsageError
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -50,11 +53,13 @@ def train(
     dataset: DatasetOpt = None,
     target: TargetOpt = None,
     model: ModelOpt = None,
+    task: TaskOpt = None,
     name: NameOpt = None,
     version: VersionOpt = None,
     out_dir: OutOpt = None,
     registry: RegistryOpt = None,
     register: RegisterOpt = None,
+    script: ScriptOpt = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress or summary; print only the path.")] = False,
     sign_key: SignKeyOpt = None,
     seed: SeedOpt = None,
@@ -66,7 +71,11 @@ def train(
     limitations: LimitationsOpt = None,
     author: AuthorOpt = None,
 ) -> None:
-    """Train a pipeline, save it with its model card, and register it."""
+    """Train a pipeline, save it with its model card, and register it.
+
+    With a script (--script, or `script` in the config), run that instead of the built-in
+    recipe: it saves its artifacts with toolkit.save into $TOOLKIT_OUT, and they are registered.
+    """
     from toolkit.config import parse_params, resolve_config
     from toolkit.train import artifact_path
     from toolkit.train import train as run_training
@@ -76,6 +85,7 @@ def train(
         dataset=dataset,
         target=target,
         model=model,
+        task=task,
         name=name,
         version=version,
         out=out_dir,
@@ -89,9 +99,17 @@ def train(
         intended_use=intended_use,
         limitations=limitations,
         author=author,
+        script=script,
     )
     for note in cfg.notes:
         err.print(f"note: {note}", markup=False)
+    if cfg.script is not None:
+        recipe = {"--dataset": dataset, "--target": target, "--model": model, "--task": task}
+        given = [flag for flag, value in recipe.items() if value is not None]
+        if given:
+            raise UsageError(f"{given[0]} configures the built-in recipe; a script ({cfg.script.name}) is its own")
+        _train_with_script(cfg, quiet=quiet, sign_key=sign_key)
+        return
     registry_obj = None
     if cfg.register:
         from toolkit.registry import Registry, resolve_root
@@ -164,6 +182,45 @@ def predict(
 
 
 # --- helpers -------------------------------------------------------------------------------
+
+
+def _train_with_script(cfg: Any, *, quiet: bool, sign_key: Path | None) -> None:
+    """Run the config's script here (``sys.executable``), then register what it saved."""
+    import shutil
+    import tempfile
+
+    from toolkit.script import register_or_move, resolve_script, run_script
+
+    assert cfg.script is not None
+    relative = resolve_script(cfg.script, workdir=Path.cwd())
+    if sign_key is not None:  # a bad key fails now, not after training
+        from toolkit.signing import load_signing_key
+
+        load_signing_key(sign_key)
+    staging = Path(tempfile.mkdtemp(prefix="toolkit-script-"))
+    try:
+        if not quiet:
+            err.print(f"running {relative} (TOOLKIT_OUT={staging})", markup=False)
+        staged = run_script(relative, cfg.script_args, out=staging, on_output=_to_stderr)
+        for final, note in register_or_move(staged, cfg, sign_key=sign_key):
+            if not quiet:
+                err.print(note, markup=False)
+            out.print(str(final), markup=False)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def _to_stderr(stream: str, chunk: bytes) -> None:
+    # The script's stdout too: ours carries only the artifacts' paths.
+    del stream
+    sys.stdout.flush()
+    buffer = getattr(sys.stderr, "buffer", None)
+    if buffer is not None:
+        buffer.write(chunk)
+        buffer.flush()
+    else:  # a text-only stream (CliRunner)
+        sys.stderr.write(chunk.decode("utf-8", errors="replace"))
+        sys.stderr.flush()
 
 
 class _StageDisplay:

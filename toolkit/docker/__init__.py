@@ -78,6 +78,7 @@ def run_in_container(
     working_dir: str | None = None,
     on_output: OutputCallback | None = None,
     client: Any | None = None,
+    entrypoint: Sequence[str] | None = None,
 ) -> RunResult:
     """Run ``image`` with ``command``, network off (see :func:`toolkit.docker.client.run`)."""
     return _run(
@@ -89,4 +90,5 @@ def run_in_container(
         environment=environment,
         working_dir=working_dir,
         on_output=on_output,
+        entrypoint=entrypoint,
     )

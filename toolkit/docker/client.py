@@ -189,8 +189,10 @@ def run(
     working_dir: str | None = None,
     on_output: OutputCallback | None = None,
     tty: bool = False,
+    entrypoint: Sequence[str] | None = None,
 ) -> RunResult:
-    """Run ``image`` with ``command`` (its entry point is ``toolkit``), network off, root fs read-only.
+    """Run ``image`` with ``command`` (its entry point is ``toolkit`` unless ``entrypoint`` says
+    otherwise: the user's own command), network off, root fs read-only.
 
     With ``tty`` the container gets a terminal (progress and colours; stdout and stderr then
     arrive together, as ``"stdout"``): only when the caller's own stdout is one.
@@ -211,6 +213,7 @@ def run(
         container = client.containers.create(
             image,
             command=list(command),
+            entrypoint=None if entrypoint is None else list(entrypoint),
             user=user,
             environment=dict(environment or {}),
             working_dir=working_dir,
@@ -220,7 +223,7 @@ def run(
             tty=tty,
             tmpfs={"/tmp": "rw,nosuid,nodev,size=1g"},
             hostname="toolkit",  # a random hostname must never reach a card or a pickle
-            labels={"org.toolkit.role": command[0] if command else ""},
+            labels={"org.toolkit.role": (entrypoint or command or [""])[0]},
         )
         try:
             stream = container.attach(stdout=True, stderr=True, stream=True, logs=True, demux=True)

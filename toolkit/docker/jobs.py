@@ -201,7 +201,7 @@ def train_in_container(
     )
     mounts = [Mount(source=workdir, target="/work"), Mount(source=staging, target="/out", read_only=False), *mounts]
     uid, gid = os.getuid(), os.getgid()
-    environment = {**_run_environment(), "TOOLKIT_TRAIN_SUMMARY": "0", **(_terminal_environment() if tty else {})}
+    environment = {**run_environment(), "TOOLKIT_TRAIN_SUMMARY": "0", **(_terminal_environment() if tty else {})}
     if uid == 0:
         user = f"{IMAGE_UID}:{IMAGE_UID}"
         os.chown(staging, IMAGE_UID, IMAGE_UID)
@@ -422,7 +422,7 @@ def _terminal_environment() -> dict[str, str]:
     return {"TERM": os.environ.get("TERM") or "xterm", "COLUMNS": str(size.columns), "LINES": str(size.lines)}
 
 
-def _run_environment() -> dict[str, str]:
+def run_environment() -> dict[str, str]:
     # The card's author is the person who ran the job, not the container's user, and its
     # created_at honours the caller's SOURCE_DATE_EPOCH (reproducible cards).
     environment = {"TOOLKIT_AUTHOR": current_user()}
