@@ -189,5 +189,6 @@ def test_every_config_key_has_a_train_flag() -> None:
     for f in dataclasses.fields(TrainConfig):
         if f.name == "notes":
             continue
-        flag = {"params": "--param", "register": "--register"}.get(f.name, "--" + f.name.replace("_", "-"))
+        singular = {"params": "--param", "allow_modules": "--allow-module", "script_args": "--script-arg"}
+        flag = singular.get(f.name, "--" + f.name.replace("_", "-"))
         assert flag in flags, f"config key {f.name!r} has no flag {flag}"

@@ -9,6 +9,7 @@ from typing import Annotated
 import typer
 
 __all__ = [
+    "AllowModuleOpt",
     "AnyRegistryOpt",
     "ArtifactArg",
     "ArtifactRefArg",
@@ -30,6 +31,7 @@ __all__ = [
     "RegisterOpt",
     "RegistryOpt",
     "ScalerOpt",
+    "ScriptArgOpt",
     "ScriptOpt",
     "SeedOpt",
     "SignKeyOpt",
@@ -168,4 +170,12 @@ ParamOpt = Annotated[
         help="A hyperparameter (repeatable), on top of the config's [params]; VALUE as in TOML.",
         show_default=False,
     ),
+]
+AllowModuleOpt = Annotated[
+    list[str] | None,
+    typer.Option("--allow-module", help="A package besides scikit-learn that --model may come from (repeatable)."),
+]
+ScriptArgOpt = Annotated[
+    list[str] | None,
+    typer.Option("--script-arg", help="An argument for --script (repeatable, in order)."),
 ]

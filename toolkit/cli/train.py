@@ -12,6 +12,7 @@ import typer
 
 from toolkit.cli._common import app, artifact_arg, err, out
 from toolkit.cli._options import (
+    AllowModuleOpt,
     ArtifactRefArg,
     AuthorOpt,
     ConfigOpt,
@@ -29,6 +30,7 @@ from toolkit.cli._options import (
     RegisterOpt,
     RegistryOpt,
     ScalerOpt,
+    ScriptArgOpt,
     ScriptOpt,
     SeedOpt,
     SignKeyOpt,
@@ -70,6 +72,8 @@ def train(
     intended_use: IntendedUseOpt = None,
     limitations: LimitationsOpt = None,
     author: AuthorOpt = None,
+    allow_module: AllowModuleOpt = None,
+    script_arg: ScriptArgOpt = None,
 ) -> None:
     """Train a pipeline, save it with its model card, and register it.
 
@@ -100,6 +104,8 @@ def train(
         limitations=limitations,
         author=author,
         script=script,
+        allow_modules=None if allow_module is None else tuple(allow_module),
+        script_args=None if script_arg is None else tuple(script_arg),
     )
     for note in cfg.notes:
         err.print(f"note: {note}", markup=False)
