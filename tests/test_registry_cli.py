@@ -422,7 +422,7 @@ def test_best_by_prints_the_tie_rule_when_it_decides(
     result = run(runner, root, "promote", "iris", "--best-by", "roc_auc")
     assert result.exit_code == 0, result.output
     assert result.stdout.strip() == (
-        "iris: production -> 1.10.0; best by test.roc_auc = 0.91; "
+        "iris: production -> 1.10.0; best by test.roc_auc = 0.91 (higher is better); "
         "tie on test.roc_auc 0.91 between 1.0.0, 1.9.0, 1.10.0: the highest version wins; policy compatible"
     )
     events = as_json(runner, root, "history", "iris")[1]
