@@ -50,6 +50,7 @@ def test_every_readme_command_runs_in_a_fresh_clone(tmp_path: Path) -> None:
     env = {
         **os.environ,
         "IMAGE": "toolkit:e2e-readme",  # the README's commands, not the user's image tag
+        "TOOLKIT_IMAGE": "toolkit:e2e-readme",
         "TOOLKIT_REGISTRY": "",
         "PYTHONDONTWRITEBYTECODE": "1",
     }
