@@ -29,6 +29,8 @@ _MODULE_OF = {
     "sign": "signing",
     "push": "oci",
     "pull": "oci",
+    "upgrade-check": "upgrade",
+    "retrain": "upgrade",
 }
 
 

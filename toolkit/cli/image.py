@@ -198,6 +198,37 @@ def check(
     raise typer.Exit(code)
 
 
+@image_app.command("rebuild")
+def rebuild(
+    artifact: ArtifactArg,
+    tag: Annotated[str | None, typer.Option(help="Also tag the rebuilt image so (default: toolkit-runtime:<key>).")] = None,
+    context: Annotated[Path, typer.Option(help="The repository root: Dockerfile, pyproject.toml, toolkit/.")] = Path(),
+    wheelhouse: Annotated[
+        Path | None, typer.Option(help="Where the card's locked wheels are downloaded (default CONTEXT/wheelhouse).")
+    ] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No build progress.")] = False,
+) -> None:
+    """Rebuild ARTIFACT's runtime from its card alone (base digest + the card's lock), then gate it
+    inside under strict: 0 it passes, 1 it still differs, 2 the card has nothing to rebuild from."""
+    from toolkit.runtime_image import rebuild as run
+
+    def progress(text: str) -> None:
+        sys.stderr.write(text)
+        sys.stderr.flush()
+
+    result = run(
+        artifact,
+        tag=tag,
+        context=context,
+        wheelhouse=wheelhouse,
+        on_progress=None if quiet else progress,
+        on_output=_passthrough,
+    )
+    how = "reused (cache hit)" if result.image.cached else f"built in {result.image.seconds:.1f}s"
+    err.print(f"runtime {result.image.tag} ({result.image.image_id[:19]}) {how}", markup=False)
+    raise typer.Exit(result.exit_code)
+
+
 # --- helpers -------------------------------------------------------------------------------
 
 
