@@ -46,6 +46,8 @@ RUN grep -q '^toolkit:' /etc/group || echo 'toolkit:x:10001:' >>/etc/group; \
     grep -q '^toolkit:' /etc/passwd || echo 'toolkit:x:10001:10001:toolkit:/home/toolkit:/bin/sh' >>/etc/passwd; \
     mkdir -p /home/toolkit /out /work && chown 10001:10001 /home/toolkit /out /work
 COPY --from=deps /opt/venv /opt/venv
+# The lock itself, so a card records its full text (card schema 2: rebuild from the card alone).
+COPY requirements.lock /opt/toolkit/requirements.lock
 ENV PATH=/opt/venv/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
     HOME=/home/toolkit \
     LANG=C.UTF-8 \
@@ -56,7 +58,8 @@ ENV PATH=/opt/venv/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/
     PIP_NO_CACHE_DIR=1 \
     TOOLKIT_IN_CONTAINER=1 \
     TOOLKIT_BASE_IMAGE=${BASE_IMAGE} \
-    TOOLKIT_LOCK_SHA256=${LOCK_SHA256}
+    TOOLKIT_LOCK_SHA256=${LOCK_SHA256} \
+    TOOLKIT_LOCK_FILE=/opt/toolkit/requirements.lock
 
 # ---- the toolkit itself: last, so a code change rebuilds only from here ----------------------
 COPY pyproject.toml README.md* /opt/toolkit-src/

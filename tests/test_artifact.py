@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import pickle
@@ -15,6 +16,7 @@ import pytest
 import toolkit
 from toolkit import _files
 from toolkit.artifact import EnvironmentMismatchWarning, artifact_paths, read_card, verify
+from toolkit.card import parse_card
 from toolkit.errors import CardError, EnvironmentMismatch, IntegrityError, ProbeMismatch, UsageError
 
 
@@ -23,6 +25,14 @@ def _rewrite_card(artifact: Path, change: Callable[[dict[str, Any]], None]) -> N
     d = json.loads(path.read_text())
     change(d)
     path.write_text(json.dumps(d, indent=2))
+    # The .card.md must stay the card's rendering, or the edit is refused as tampering first.
+    _rerender(artifact)
+
+
+def _rerender(artifact: Path) -> None:
+    paths = artifact_paths(artifact)
+    with contextlib.suppress(CardError):  # an invalid card on purpose: refused before the .card.md
+        paths.card_md.write_text(parse_card(paths.card_json.read_bytes()).to_markdown())
 
 
 def _pretend_trained_with(package: str, version: str) -> Callable[[dict[str, Any]], None]:
@@ -75,7 +85,7 @@ def test_save_honours_source_date_epoch_and_is_byte_reproducible(
     a = make_artifact(directory=tmp_path / "a")
     b = make_artifact(directory=tmp_path / "b")
     assert read_card(a).created_at == "2023-11-14T22:13:20Z"
-    for pa, pb in zip(vars_of(artifact_paths(a)), vars_of(artifact_paths(b))):
+    for pa, pb in zip(vars_of(artifact_paths(a)), vars_of(artifact_paths(b)), strict=True):
         assert pa.read_bytes() == pb.read_bytes(), pa.name
 
 
@@ -110,7 +120,7 @@ def test_flipped_byte_is_refused(artifact: Path) -> None:
     data = bytearray(artifact.read_bytes())
     data[len(data) // 2] ^= 0x01
     artifact.write_bytes(bytes(data))
-    with pytest.raises(IntegrityError, match="sha256 .* does not match"):
+    with pytest.raises(IntegrityError, match=r"sha256 .* does not match"):
         toolkit.load(artifact)
     with pytest.raises(IntegrityError):
         verify(artifact)
@@ -172,7 +182,7 @@ def test_symlinked_card_is_refused(artifact: Path, tmp_path: Path) -> None:
 
 
 def test_wrong_suffix_is_a_usage_error(tmp_path: Path) -> None:
-    with pytest.raises(UsageError, match="ends in .joblib"):
+    with pytest.raises(UsageError, match=r"ends in \.joblib"):
         toolkit.load(tmp_path / "model.pkl")
 
 
@@ -254,3 +264,264 @@ def test_invalid_card_blocks_load(artifact: Path) -> None:
     _rewrite_card(artifact, lambda d: d.pop("probe"))
     with pytest.raises(CardError, match="missing field 'probe'"):
         toolkit.load(artifact)
+
+
+# --- schema 2, companions, and saving that leaves nothing partial ------------------------
+
+
+def _listing(directory: Path) -> list[str]:
+    return sorted(p.name for p in directory.iterdir())
+
+
+def test_save_writes_schema_2_with_globals_training_and_lineage(make_artifact: Callable[..., Path]) -> None:
+    recipe = {
+        "dataset": {"source": "builtin:iris", "sha256": "c" * 64},
+        "target": "target",
+        "model": "logistic_regression",
+        "params": {"C": 1.0, "max_iter": 500},
+        "preprocessing": {"scaler": "standard"},
+        "test_size": 0.2,
+        "seed": 0,
+        "cv_folds": 3,
+    }
+    path = make_artifact(training=recipe, lineage={"parent": "iris@0.9.0", "reason": "new data"})
+    card = read_card(path)
+    assert card.schema_version == 2
+    assert card.training is not None and card.training.to_dict() == recipe
+    assert card.lineage is not None and card.lineage.parent == "iris@0.9.0"
+    assert card.references.globals and ("sklearn.pipeline", "Pipeline") in card.references.globals
+    assert card.references.local_modules == ()
+    assert card.environment.lock is None  # no TOOLKIT_LOCK_FILE outside the image
+    assert read_card(make_artifact(version="2.0.0")).training is None
+
+
+def test_save_refuses_a_bad_recipe_naming_the_field(make_artifact: Callable[..., Path], tmp_path: Path) -> None:
+    with pytest.raises(UsageError, match=r"training: missing field 'training\.dataset'"):
+        make_artifact(training={"model": "x"})
+    with pytest.raises(UsageError, match=r"lineage: 'lineage\.parent' is not NAME@VERSION"):
+        make_artifact(lineage={"parent": "nope", "reason": ""})
+    assert _listing(tmp_path) == []
+
+
+def test_a_schema1_card_still_verifies_gates_and_loads(artifact: Path, iris_frame: Any, runner: Any) -> None:
+    from toolkit.cli import app
+
+    def to_schema1(d: dict[str, Any]) -> None:
+        d["schema_version"] = 1
+        del d["environment"]["lock"], d["references"]["globals"], d["references"]["local_modules"]
+        del d["training"], d["lineage"]
+
+    _rewrite_card(artifact, to_schema1)
+    assert read_card(artifact).schema_version == 1
+    assert runner.invoke(app, ["verify", str(artifact)]).exit_code == 0
+    for policy in ("strict", "compatible"):
+        assert runner.invoke(app, ["check-env", str(artifact), "--policy", policy]).exit_code == 0
+    X, _ = iris_frame
+    assert len(toolkit.load(artifact).predict(X)) == len(X)
+
+
+def test_verify_and_check_env_refuse_a_card_describing_another_file(artifact: Path, runner: Any) -> None:
+    from toolkit.cli import app
+
+    paths = artifact_paths(artifact)
+    other = artifact_paths(artifact.with_name("other-1.0.0.joblib"))
+    pairs = zip(
+        (paths.model, paths.card_json, paths.card_md), (other.model, other.card_json, other.card_md), strict=True
+    )
+    for src, dst in pairs:
+        src.rename(dst)
+    for command in (["verify"], ["check-env"]):
+        result = runner.invoke(app, [*command, str(other.model)])
+        assert result.exit_code == 3, result.output
+        assert "describes 'iris-1.0.0.joblib', not 'other-1.0.0.joblib'" in result.stderr
+    with pytest.raises(IntegrityError, match="describes"):
+        toolkit.load(other.model)
+
+
+def test_an_edited_card_md_is_refused(artifact: Path, runner: Any) -> None:
+    from toolkit.cli import app
+
+    md = artifact_paths(artifact).card_md
+    md.write_text(md.read_text().replace("## Limitations", "## Limitations\n\nSafe for medical use."))
+    for command in (["verify"], ["check-env"]):
+        result = runner.invoke(app, [*command, str(artifact)])
+        assert result.exit_code == 3 and "is not the rendering of iris-1.0.0.card.json" in result.stderr
+    md.unlink()
+    assert runner.invoke(app, ["verify", str(artifact)]).exit_code == 3
+
+
+def test_a_newer_toolkit_passes_strict_for_an_older_toolkits_artifact(artifact: Path) -> None:
+    # The checker is not the payload: the recorded toolkit version is information only.
+    _rewrite_card(artifact, _pretend_trained_with("toolkit", "0.0.1"))
+    for policy in ("strict", "compatible"):
+        assert toolkit.check_env(artifact, policy=policy).ok
+    _rewrite_card(artifact, _pretend_trained_with("numpy", "0.0.1"))  # every other package still counts
+    assert [d.name for d in toolkit.check_env(artifact).differences] == ["numpy"]
+
+
+def test_the_toolkit_is_compared_when_the_pickle_references_it() -> None:
+    from toolkit.fingerprint import capture
+    from toolkit.policy import differences
+
+    now = capture(blas=False)
+    old = replace_packages(now, toolkit="0.0.1")
+    assert differences(old, now, policy="strict") == ()
+    [d] = differences(old, now, policy="strict", referenced=["toolkit"])
+    assert d.name == "toolkit" and d.expected == "0.0.1"
+
+
+def replace_packages(fp: Any, **versions: str) -> Any:
+    import dataclasses
+
+    return dataclasses.replace(fp, packages={**fp.packages, **versions})
+
+
+def test_disk_full_removes_what_save_wrote_and_the_retry_works(
+    make_artifact: Callable[..., Path], tmp_path: Path, monkeypatch: Any
+) -> None:
+    import errno
+
+    real = _files.write_all
+    calls = {"n": 0}
+
+    def full(f: Any, data: Any) -> None:
+        calls["n"] += 1
+        if calls["n"] > 3:  # a few writes succeed: a partial temp file exists when it fails
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real(f, data)
+
+    monkeypatch.setattr(_files, "write_all", full)
+    with pytest.raises(UsageError, match=r"cannot save .*iris-1\.0\.0\.joblib: No space left on device") as e:
+        make_artifact()
+    assert e.value.exit_code == 2
+    assert _listing(tmp_path) == []
+    monkeypatch.setattr(_files, "write_all", real)
+    path = make_artifact()
+    assert _listing(tmp_path) == ["iris-1.0.0.card.json", "iris-1.0.0.card.md", "iris-1.0.0.joblib"]
+    verify(path)
+
+
+def test_a_failure_while_publishing_removes_the_files_already_published(
+    make_artifact: Callable[..., Path], tmp_path: Path, monkeypatch: Any
+) -> None:
+    import errno
+
+    real = _files.publish
+
+    def publish(tmp: Path, final: Path, *, overwrite: bool) -> None:
+        if final.name.endswith(".card.json"):
+            raise OSError(errno.EIO, "Input/output error")
+        real(tmp, final, overwrite=overwrite)
+
+    monkeypatch.setattr(_files, "publish", publish)
+    with pytest.raises(UsageError, match=r"iris-1\.0\.0\.card\.json: Input/output error"):
+        make_artifact()
+    assert _listing(tmp_path) == []  # the .joblib and .card.md published before it are gone
+    monkeypatch.setattr(_files, "publish", real)
+    verify(make_artifact())
+
+
+_KILLED_SAVE = """
+import sys, time
+from pathlib import Path
+from sklearn.datasets import load_iris
+from sklearn.linear_model import LogisticRegression
+import toolkit
+from toolkit import _files
+
+X, y = load_iris(return_X_y=True, as_frame=True)
+pipeline = LogisticRegression(max_iter=300).fit(X, y)
+real = _files.write_all
+def slow(f, data):
+    real(f, data)
+    f.flush()
+    print("writing", flush=True)
+    time.sleep(60)
+_files.write_all = slow
+toolkit.save(pipeline, Path(sys.argv[1]) / "iris-1.0.0.joblib", name="iris", version="1.0.0", probe=X.head(4))
+"""
+
+
+def test_a_save_killed_by_sigterm_leaves_a_temp_the_next_save_sweeps(
+    make_artifact: Callable[..., Path], tmp_path: Path
+) -> None:
+    import signal
+    import subprocess
+    import sys
+
+    out = tmp_path / "out"
+    out.mkdir()
+    child = subprocess.Popen(
+        [sys.executable, "-c", _KILLED_SAVE, str(out)],
+        stdout=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(Path(toolkit.__file__).parent.parent)},
+    )
+    assert child.stdout is not None
+    assert child.stdout.readline().strip() == "writing"  # mid-save: the temp file is open
+    child.send_signal(signal.SIGTERM)
+    assert child.wait(timeout=30) == -signal.SIGTERM
+    [leftover] = _listing(out)
+    assert leftover.startswith(".iris-1.0.0.joblib.") and leftover.endswith(".tmp")
+    # A temp of a live process (this one) is never swept.
+    mine = _files.write_temp(out / "x.joblib", b"in progress")
+    make_artifact(directory=out)
+    assert _listing(out) == sorted([mine.name, "iris-1.0.0.card.json", "iris-1.0.0.card.md", "iris-1.0.0.joblib"])
+
+
+def test_a_250_character_file_name_saves(tiny_pipeline: Any, iris_frame: Any, tmp_path: Path) -> None:
+    path = tmp_path / ("m" * (250 - len(".card.json")) + ".joblib")
+    toolkit.save(tiny_pipeline, path, name="long", version="1.0.0", probe=iris_frame[0].head(4))
+    assert len(artifact_paths(path).card_json.name) == 250
+    paths = artifact_paths(path)
+    assert _listing(tmp_path) == sorted(p.name for p in (paths.model, paths.card_json, paths.card_md))
+    verify(path)
+
+
+def _unfitted() -> Any:
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    return make_pipeline(StandardScaler(), LogisticRegression())
+
+
+def _with_lambda(iris_frame: Any) -> Any:
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import FunctionTransformer
+
+    X, y = iris_frame
+    return make_pipeline(FunctionTransformer(func=lambda v: v), LogisticRegression(max_iter=300)).fit(X, y)
+
+
+@pytest.mark.parametrize(
+    ("case", "message"),
+    [
+        ("lambda", r"cannot pickle the pipeline: PicklingError: .*<lambda>"),
+        ("not an estimator", r"cannot save a dict: save takes a fitted scikit-learn pipeline"),
+        ("unfitted", r"cannot save an unfitted Pipeline: fit it first"),
+        ("nan metric", r"metric test\.accuracy must be a finite number, got nan"),
+    ],
+)
+def test_save_turns_each_bad_input_into_one_usage_error(
+    case: str, message: str, tiny_pipeline: Any, iris_frame: Any, tmp_path: Path
+) -> None:
+    pipeline = {
+        "lambda": lambda: _with_lambda(iris_frame),
+        "not an estimator": lambda: {"predict": 1},
+        "unfitted": _unfitted,
+        "nan metric": lambda: tiny_pipeline,
+    }[case]()
+    metrics = {"test": {"accuracy": float("nan")}} if case == "nan metric" else None
+    with pytest.raises(UsageError, match=message) as e:
+        toolkit.save(
+            pipeline,
+            tmp_path / "x-1.0.0.joblib",
+            name="x",
+            version="1.0.0",
+            probe=iris_frame[0].head(4),
+            metrics=metrics,
+        )
+    assert e.value.exit_code == 2
+    assert _listing(tmp_path) == []

@@ -8,9 +8,10 @@ from typing import Any
 
 import pytest
 
+import toolkit
 from toolkit.artifact import artifact_paths, read_card
-from toolkit.card import MAX_CARD_BYTES, SCHEMA_VERSION, ModelCard, parse_card
-from toolkit.errors import CardError, IntegrityError
+from toolkit.card import MAX_CARD_BYTES, SCHEMA_VERSION, ModelCard, parse_card, require_schema2
+from toolkit.errors import CardError, IntegrityError, UsageError
 
 
 def _card_dict(artifact: Path) -> dict[str, Any]:
@@ -160,3 +161,117 @@ def test_markdown_card_names_the_essentials(artifact: Path) -> None:
     assert md.startswith("# Model card: iris 1.0.0")
     assert card.artifact.sha256 in md
     assert "scikit-learn" in md
+
+
+_RECIPE = {
+    "dataset": {"source": "builtin:wine", "sha256": "a" * 64},
+    "target": "quality",
+    "model": "random_forest",
+    "params": {"n_estimators": 10, "max_depth": None},
+    "preprocessing": {"scaler": "standard"},
+    "test_size": 0.2,
+    "seed": 42,
+    "cv_folds": 5,
+}
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [
+        ("environment.lock", 7, "'environment.lock' must be a string or null"),
+        ("environment.lock", "numpy==2.0\n", "'environment.lock' does not match 'environment.lock_sha256'"),
+        ("environment.lock", _DELETE, "missing field 'environment.lock'"),
+        ("training", _DELETE, "missing field 'training'"),
+        ("training", [], "'training' must be an object or null"),
+        ("training", {**_RECIPE, "seed": -1}, "'training.seed' must not be negative"),
+        ("training", {**_RECIPE, "seed": "42"}, "'training.seed' must be an integer"),
+        ("training", {**_RECIPE, "test_size": 1.5}, "'training.test_size' must be between 0 and 1"),
+        ("training", {**_RECIPE, "cv_folds": 1}, "'training.cv_folds' must be at least 2"),
+        ("training", {**_RECIPE, "dataset": {"source": "x"}}, "missing field 'training.dataset.sha256'"),
+        ("training", {**_RECIPE, "dataset": {"source": "x", "sha256": "z"}}, "'training.dataset.sha256' is not"),
+        ("training", {**_RECIPE, "params": []}, "'training.params' must be an object"),
+        ("training", {**_RECIPE, "preprocessing": {"scaler": [1]}}, "'training.preprocessing.scaler' must be"),
+        ("training", {**_RECIPE, "extra": 1}, "unknown field 'training.extra'"),
+        ("lineage", _DELETE, "missing field 'lineage'"),
+        ("lineage", {"parent": "iris", "reason": "x"}, "'lineage.parent' is not NAME@VERSION"),
+        ("lineage", {"parent": "iris@latest", "reason": "x"}, "'lineage.parent' is not NAME@VERSION"),
+        ("lineage", {"parent": "iris@1.0.0"}, "missing field 'lineage.reason'"),
+        ("lineage", {"parent": "iris@1.0.0", "reason": 3}, "'lineage.reason' must be a string"),
+        ("references.globals", _DELETE, "missing field 'references.globals'"),
+        ("references.globals", [["numpy"]], "'references.globals[0]' must be a [module, name] pair"),
+        ("references.globals", [["numpy", 1]], "'references.globals[0]' must be a [module, name] pair"),
+        ("references.globals", [["os", "system"]], "'references.globals[0]' lists os.system"),
+        ("references.globals", [["builtins", "eval"]], "'references.globals[0]' lists builtins.eval"),
+        ("references.globals", [["b", "x"], ["a", "x"]], "'references.globals' must be sorted"),
+        ("references.globals", [["not a module", "x"]], "'references.globals[0]' is not a module and a name"),
+        ("references.modules", ["numpy"], "'references.modules' must be exactly the modules of"),
+        ("references.modules", ["os"], "'references.modules[0]' lists 'os'"),
+        ("references.local_modules", [{"module": "mine"}], "'references.local_modules[0].module' is not in"),
+        ("references.local_modules", _DELETE, "missing field 'references.local_modules'"),
+    ],
+)
+def test_schema2_fields_are_parsed_strictly_naming_the_field(
+    artifact: Path, field: str, value: Any, message: str
+) -> None:
+    d = _card_dict(artifact)
+    assert d["schema_version"] == 2
+    _mutate(d, field, value)
+    with pytest.raises(CardError, match=message.replace("[", r"\[").replace("]", r"\]")):
+        parse_card(json.dumps(d).encode())
+
+
+def test_schema2_round_trips_training_lineage_and_the_lock(artifact: Path) -> None:
+    import hashlib
+
+    d = _card_dict(artifact)
+    lock = "numpy==2.4.6 \\\n    --hash=sha256:" + "b" * 64 + "\n"
+    d["environment"].update(lock=lock, lock_sha256=hashlib.sha256(lock.encode()).hexdigest())
+    d["training"] = _RECIPE
+    d["lineage"] = {"parent": "iris@1.0.0", "reason": "retrained on new data"}
+    card = parse_card(json.dumps(d).encode())
+    assert card.training is not None and card.training.cv_folds == 5 and card.lineage is not None
+    assert card.environment.lock == lock
+    assert json.loads(card.to_json()) == d
+    md = card.to_markdown()
+    assert "## Training recipe" in md and "iris@1.0.0" in md and "requirements.lock" in md
+
+
+def test_schema1_card_still_parses_and_round_trips_to_the_same_bytes(artifact: Path) -> None:
+    d = _card_dict(artifact)
+    d["schema_version"] = 1
+    del d["environment"]["lock"], d["references"]["globals"], d["references"]["local_modules"]
+    del d["training"], d["lineage"]
+    raw = json.dumps(d, indent=2, ensure_ascii=False).encode() + b"\n"
+    card = parse_card(raw)
+    assert card.schema_version == 1 and card.references.globals is None and card.training is None
+    assert card.to_json() == raw
+    assert "## Training recipe" not in card.to_markdown()
+    for field in ("training", "lineage"):  # a schema 1 card cannot carry schema 2 fields
+        with pytest.raises(CardError, match=f"unknown field '{field}'"):
+            parse_card(json.dumps({**d, field: None}).encode())
+    with pytest.raises(UsageError, match=r"^image rebuild needs a card of schema 2; iris 1\.0\.0 has schema 1"):
+        require_schema2(card, "image rebuild")
+    require_schema2(parse_card(artifact_paths(artifact).card_json.read_bytes()), "image rebuild")
+
+
+def test_a_card_nested_thousands_deep_is_a_card_error(artifact: Path, runner: Any) -> None:
+    # 36 KB: params 5,000 levels deep. json.loads would raise a raw RecursionError.
+    d = _card_dict(artifact)
+    text = json.dumps(d)
+    deep = '{"a":' * 5000 + "1" + "}" * 5000
+    raw = text.replace('"params": {', '"params": {"deep": ' + deep + ", ", 1).encode()
+    assert 30_000 < len(raw) < 60_000
+    with pytest.raises(CardError, match="nested"):
+        parse_card(raw)
+    # Just over the limit, where json.loads succeeds: refused by depth, naming the field.
+    shallow = text.replace('"params": {', '"params": {"deep": ' + '{"a":' * 70 + "1" + "}" * 70 + ", ", 1)
+    with pytest.raises(CardError, match=r"'params\.deep\.a\.a.*' is nested deeper than 64 levels"):
+        parse_card(shallow.encode())
+    # API and CLI: exit 3, one line, never a RecursionError.
+    artifact_paths(artifact).card_json.write_bytes(raw)
+    with pytest.raises(CardError):
+        toolkit.load(artifact)
+    from toolkit.cli import app
+
+    result = runner.invoke(app, ["verify", str(artifact)])
+    assert result.exit_code == 3 and len(result.stderr.strip().splitlines()) == 1 and "nested" in result.stderr

@@ -12,6 +12,7 @@ import pytest
 from typer.testing import CliRunner
 
 from toolkit.artifact import artifact_paths
+from toolkit.card import ModelCard
 from toolkit.cli import app
 
 
@@ -20,6 +21,8 @@ def _tamper_env(artifact: Path, package: str, version: str) -> None:
     d = json.loads(path.read_text())
     d["environment"]["packages"][package] = version
     path.write_text(json.dumps(d))
+    # Keep the .card.md the card's rendering, or verify refuses the edit as tampering first.
+    artifact_paths(artifact).card_md.write_text(ModelCard.from_dict(d).to_markdown())
 
 
 def _run(runner: CliRunner, *args: Any) -> Any:
@@ -95,11 +98,52 @@ def test_diff_shows_environment_and_metrics(runner: CliRunner, make_artifact: An
     b = make_artifact(version="1.1.0", metrics={"test": {"accuracy": 0.95}})
     _tamper_env(b, "numpy", "1.24.4")
     result = _run(runner, "diff", a, b, "--json")
-    assert result.exit_code == 0
+    assert result.exit_code == 1  # they differ
     d = json.loads(result.stdout)
     assert d["metrics"] == [{"metric": "test.accuracy", "a": 0.9, "b": 0.95}]
     assert [e["name"] for e in d["environment"]] == ["numpy"]
-    assert "+0.0500" in _run(runner, "diff", a, b).output
+    assert d["identical_pickles"] is True and d["differ"] is True
+    human = _run(runner, "diff", a, b)
+    assert human.exit_code == 1
+    assert "+0.0500" in human.output
+    assert "Pickles are byte-identical" in human.output
+
+
+def test_diff_of_the_same_model_twice_exits_0(runner: CliRunner, make_artifact: Any) -> None:
+    a = make_artifact(version="1.0.0", metrics={"test": {"accuracy": 0.9}})
+    b = make_artifact(version="2.0.0", metrics={"test": {"accuracy": 0.9}})
+    result = _run(runner, "diff", a, b)
+    assert result.exit_code == 0, result.output
+    assert "Pickles are byte-identical" in result.output
+    assert "Same algorithm, hyperparameters, data and preprocessing." in result.output
+    assert "Environments are identical." in result.output
+
+
+def test_diff_names_algorithm_hyperparameters_and_data(
+    runner: CliRunner, make_artifact: Any, iris_frame: tuple[Any, Any]
+) -> None:
+    from sklearn.ensemble import RandomForestClassifier
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    import toolkit
+    from toolkit.card import DataInfo
+
+    X, y = iris_frame
+    a = make_artifact(version="1.0.0")
+    b = a.with_name("iris-rf-1.0.0.joblib")
+    forest = make_pipeline(StandardScaler(), RandomForestClassifier(n_estimators=5, random_state=0)).fit(X, y)
+    toolkit.save(forest, b, name="iris", version="1.0.1", probe=X.head(8), data=DataInfo(sha256="ab" * 32))
+    d = json.loads(_run(runner, "diff", a, b, "--json").stdout)
+    fields = {c["field"]: (c["a"], c["b"]) for c in d["model"]}
+    assert fields["algorithm"] == ("LogisticRegression", "RandomForestClassifier")
+    assert fields["params.n_estimators"] == (None, "5")
+    assert fields["data.sha256"] == (None, "ab" * 32)
+    assert d["identical_pickles"] is False
+    human = _run(runner, "diff", a, b)
+    assert human.exit_code == 1
+    assert "Pickles differ" in human.output
+    assert "params.n_estimators" in human.output
 
 
 def test_check_env_never_imports_sklearn_and_a_traceback_never_escapes(artifact: Path) -> None:
@@ -140,3 +184,36 @@ def test_toolkit_debug_shows_a_traceback_only_when_true(
     else:
         assert result.exit_code == 70
         assert result.stderr == "internal error: RuntimeError: a bug (set TOOLKIT_DEBUG=1 for a traceback)\n"
+
+
+def test_verify_json(runner: CliRunner, artifact: Path) -> None:
+    ok = _run(runner, "verify", artifact, "--json")
+    assert ok.exit_code == 0
+    report = json.loads(ok.stdout)
+    assert report["ok"] is True and report["name"] == "iris" and len(report["sha256"]) == 64
+    with artifact.open("r+b") as f:
+        f.seek(10)
+        byte = f.read(1)
+        f.seek(10)
+        f.write(bytes([byte[0] ^ 1]))
+    bad = _run(runner, "verify", artifact, "--json")
+    assert bad.exit_code == 3
+    assert json.loads(bad.stdout)["ok"] is False
+
+
+def test_cli_basics_version_short_help_and_one_suggestion() -> None:
+    import toolkit
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "toolkit", *args], capture_output=True, text=True)
+
+    version = run("--version")
+    assert (version.returncode, version.stdout) == (0, f"toolkit {toolkit.__version__}\n")
+    short = run("-h")
+    assert short.returncode == 0 and "check-env" in short.stdout
+    assert run("registry", "-h").returncode == 0
+    typo = run("registri")
+    assert typo.returncode == 2
+    assert typo.stderr.count("Did you mean") == 1 and "'registry'" in typo.stderr
+    completion = run("--show-completion", "bash")
+    assert completion.returncode == 0 and "complete" in completion.stdout

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import platform
 from importlib import metadata
+from pathlib import Path
 
 import pytest
 from packaging.utils import canonicalize_name
@@ -79,3 +80,24 @@ def test_compatible_checks_minor_python_and_referenced_packages_only() -> None:
 def test_unknown_policy() -> None:
     with pytest.raises(UsageError):
         differences(_fp(), _fp(), policy="yolo")
+
+
+def test_the_lock_text_is_captured_from_the_lock_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import hashlib
+
+    from toolkit.errors import IntegrityError
+    from toolkit.fingerprint import ENV_LOCK_FILE, ENV_LOCK_SHA256, capture
+
+    lock = tmp_path / "requirements.lock"
+    lock.write_text("numpy==2.4.6 \\\n    --hash=sha256:" + "a" * 64 + "\n")
+    digest = hashlib.sha256(lock.read_bytes()).hexdigest()
+    monkeypatch.setenv(ENV_LOCK_FILE, str(lock))
+    monkeypatch.setenv(ENV_LOCK_SHA256, digest)
+    fp = capture(blas=False, lock=True)
+    assert fp.lock == lock.read_text() and fp.lock_sha256 == digest
+    assert capture(blas=False).lock is None  # the gate's fast path never reads it
+    monkeypatch.setenv(ENV_LOCK_SHA256, "b" * 64)  # the image says one lock, the file is another
+    with pytest.raises(IntegrityError, match=r"sha256 .* is not the runtime's TOOLKIT_LOCK_SHA256"):
+        capture(blas=False, lock=True)
+    monkeypatch.delenv(ENV_LOCK_SHA256)
+    assert capture(blas=False, lock=True).lock_sha256 == digest  # a lock file alone: its hash is computed

@@ -394,6 +394,7 @@ def test_promote_checks_the_environment_under_the_policy(reg: Registry, base_art
     card = read_card(src).to_dict()
     card["environment"]["python_version"] = "2.7.18"  # a runtime no policy accepts
     paths.card_json.write_bytes(ModelCard.from_dict(card).to_json())
+    paths.card_md.write_text(ModelCard.from_dict(card).to_markdown())  # else refused as an edited .card.md
     reg.add(base_artifact)
     reg.promote("iris", "1.0.0")
     reg.add(src)

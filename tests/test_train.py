@@ -209,6 +209,19 @@ def test_every_kind_trains_on_wine(kind: str, tmp_path: Path) -> None:
     assert result.card.data.classes == (0, 1, 2)
     assert result.metrics["test"]["roc_auc"] > 0.9
     assert result.card.data.n_train + result.card.data.n_test == 178
+    # Card schema 2: the recipe is enough to rebuild the same estimator from the card alone.
+    recipe = result.card.training
+    assert recipe is not None and recipe.model == kind and recipe.dataset_sha256 == result.dataset.sha256
+    assert (recipe.seed, recipe.test_size, recipe.cv_folds, recipe.preprocessing) == (
+        42,
+        0.2,
+        5,
+        {"scaler": "standard"},
+    )
+    rebuilt = build_model(recipe.model, recipe.params, seed=recipe.seed)
+    from toolkit.artifact import load
+
+    assert rebuilt.get_params(deep=False) == load(result.path)[-1].get_params(deep=False)
 
 
 def test_user_csv_with_text_target(tmp_path: Path) -> None:

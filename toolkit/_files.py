@@ -6,21 +6,27 @@ import errno
 import hashlib
 import io
 import os
+import re
+import socket
 import stat
 import uuid
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from toolkit.errors import IntegrityError, UsageError
 
 __all__ = [
+    "HashingWriter",
     "MemoryReader",
+    "create_temp",
     "fsync_dir",
     "open_regular",
     "publish",
     "read_and_hash",
     "read_regular",
     "sha256_file",
+    "sweep_stale_temps",
+    "write_all",
     "write_temp",
 ]
 
@@ -171,19 +177,125 @@ class MemoryReader(io.RawIOBase):
         return self.read(len(chunk) if newline < 0 else newline + 1)
 
 
+# Temp files are ".<final name, cut to 64>.<host>-<pid>-<random>.tmp": short enough for a
+# 255-byte NAME_MAX whatever the final name, and they say who wrote them, so that the temp
+# of a process that died (SIGKILL, SIGTERM, power loss) can be swept by the next writer on
+# the same host. A temp of another host (or container: its own hostname) is never touched.
+_TEMP_RE = re.compile(r"^\..*\.(?P<host>[0-9a-f]{8})-(?P<pid>[0-9]+)-[0-9a-f]{16}\.tmp\Z", re.DOTALL)
+
+
+def _host_tag() -> str:
+    return hashlib.sha256(socket.gethostname().encode("utf-8", "replace")).hexdigest()[:8]
+
+
+def _temp_path(final: Path) -> Path:
+    return final.with_name(f".{final.name[:64]}.{_host_tag()}-{os.getpid()}-{uuid.uuid4().hex[:16]}.tmp")
+
+
+def write_all(f: IO[bytes], data: Any) -> None:
+    """The one seam every byte written to a temp file goes through (tests make it fail)."""
+    f.write(data)
+
+
+def create_temp(final: Path) -> tuple[Path, IO[bytes]]:
+    """A fresh hidden temp file beside ``final``, open for writing."""
+    tmp = _temp_path(final)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), 0o644)
+    return tmp, os.fdopen(fd, "wb")
+
+
 def write_temp(final: Path, data: bytes) -> Path:
     """Write ``data`` to a fresh hidden temp file beside ``final`` and fsync it."""
-    tmp = final.with_name(f".{final.name}.{uuid.uuid4().hex}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), 0o644)
+    tmp, f = create_temp(final)
     try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
+        with f:
+            write_all(f, data)
             f.flush()
             os.fsync(f.fileno())
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
     return tmp
+
+
+class HashingWriter:
+    """A write-only file that hashes what passes through it: one pass, no copy in memory.
+
+    Large chunks (joblib writes array data in chunks of up to 16 MiB) are hashed on
+    ``pool``'s thread while the caller goes on pickling and writing (hashlib releases the
+    GIL), one chunk in flight at a time, in order. ``tell`` is what joblib needs to align
+    array data.
+    """
+
+    _BACKGROUND = 1 << 20
+
+    def __init__(self, f: IO[bytes], pool: Any = None) -> None:
+        self._f = f
+        self._pool = pool
+        self._pending: Any = None
+        self._digest = hashlib.sha256()
+        self.size = 0
+
+    def write(self, data: Any) -> int:
+        if not isinstance(data, bytes):
+            data = bytes(data)  # a frame's buffer view: small, and must not change under the hasher
+        write_all(self._f, data)
+        self._wait()
+        if self._pool is not None and len(data) >= self._BACKGROUND:
+            self._pending = self._pool.submit(self._digest.update, data)
+        else:
+            self._digest.update(data)
+        self.size += len(data)
+        return len(data)
+
+    def _wait(self) -> None:
+        if self._pending is not None:
+            pending, self._pending = self._pending, None
+            pending.result()
+
+    def tell(self) -> int:
+        return self.size
+
+    def flush(self) -> None:
+        self._f.flush()
+
+    def hexdigest(self) -> str:
+        self._wait()
+        return self._digest.hexdigest()
+
+
+def sweep_stale_temps(directory: Path) -> list[Path]:
+    """Remove the temp files in ``directory`` left by dead processes of this host; return them."""
+    removed: list[Path] = []
+    host = _host_tag()
+    try:
+        names = os.listdir(directory)
+    except OSError:
+        return removed
+    for name in names:
+        m = _TEMP_RE.match(name)
+        if m is None or m["host"] != host or _alive(int(m["pid"])):
+            continue
+        path = directory / name
+        try:
+            if stat.S_ISREG(os.lstat(path).st_mode):
+                path.unlink()
+                removed.append(path)
+        except OSError:
+            pass  # gone already, or not ours to remove: the next sweep tries again
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True  # this process may be writing it right now (another thread)
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError, ValueError):
+        return True  # exists under another user (or a pid we cannot test): leave it alone
+    return True
 
 
 def publish(tmp: Path, final: Path, *, overwrite: bool) -> None:

@@ -8,8 +8,7 @@ its checksum and environment check pass, and there is no fallback to a plain job
 from __future__ import annotations
 
 import getpass
-import hashlib
-import io
+import math
 import os
 import warnings
 from collections.abc import Mapping, Sequence
@@ -26,12 +25,16 @@ from toolkit.card import (
     ArtifactInfo,
     DataInfo,
     Feature,
+    Lineage,
     ModelCard,
     References,
+    Training,
     jsonable,
+    lineage_from,
     parse_card,
+    training_from,
 )
-from toolkit.errors import Difference, EnvironmentMismatch, IntegrityError, ProbeMismatch, UsageError
+from toolkit.errors import CardError, Difference, EnvironmentMismatch, IntegrityError, ProbeMismatch, UsageError
 from toolkit.fingerprint import capture
 from toolkit.policy import differences, validate_policy
 from toolkit.source_date import source_date_epoch
@@ -42,9 +45,11 @@ __all__ = [
     "EnvironmentMismatchWarning",
     "Loaded",
     "artifact_paths",
+    "check_companions",
     "load",
     "load_verified",
     "read_card",
+    "runtime_differences",
     "save",
     "verify",
 ]
@@ -100,13 +105,15 @@ def read_card(path: str | os.PathLike[str]) -> ModelCard:
 
 
 def verify(path: str | os.PathLike[str], *, trusted_keys: TrustedKeys = None) -> ModelCard:
-    """Integrity only: the card is valid and the artifact's size and sha256 match it; with
-    trusted keys (or $TOOLKIT_TRUSTED_KEYS), also its signature, from the same hash pass.
+    """Integrity only: the card is valid, names this file, the ``.card.md`` is its rendering,
+    and the artifact's size and sha256 match it; with trusted keys (or $TOOLKIT_TRUSTED_KEYS),
+    also its signature, from the same hash pass.
 
     Raises: IntegrityError, CardError, SignatureError.
     """
     paths = artifact_paths(path)
     card = read_card(paths.model)
+    check_companions(paths, card)
     digest, size = _files.sha256_file(paths.model, "artifact")
     require_signature(paths, trusted_keys, known={paths.model: digest})
     _check_digest(paths.model, card.artifact, digest, size)
@@ -129,18 +136,25 @@ def save(
     limitations: str = "",
     author: str | None = None,
     overwrite: bool = False,
+    training: Training | Mapping[str, Any] | None = None,
+    lineage: Lineage | Mapping[str, Any] | None = None,
 ) -> ModelCard:
-    """Pickle ``pipeline`` with joblib and write it with its card, each file atomically.
+    """Pickle ``pipeline`` with joblib and write it with its card (schema 2), each file atomically.
 
-    ``probe`` is a small fixed DataFrame of inputs whose outputs the card records. The
-    card JSON is written last: an artifact without its card is refused on load, so a
-    crash part-way never leaves something loadable and wrong.
-    Raises: UsageError (bad name, version or path; files exist and not ``overwrite``).
+    ``probe`` is a small fixed DataFrame of inputs whose outputs the card records.
+    ``training`` is the recipe that made the pipeline (null in the card when not given);
+    ``lineage`` is ``{"parent": "NAME@VERSION", "reason": ...}`` for a retrained model.
+    The pipeline is pickled once, straight into a temp file, hashing as it goes and
+    recording every global the pickle imports. The card JSON is published last; if
+    anything fails, every file this call wrote is removed, so a retry starts clean.
+    Raises: UsageError (bad name, version, path, metric, recipe or pipeline; a reference to
+    ``__main__`` or to a callable only an attack needs; files exist and not ``overwrite``;
+    the disk is full or not writable, naming the path).
     """
-    import joblib
+    from concurrent.futures import ThreadPoolExecutor
 
+    from toolkit import pickle_audit
     from toolkit import probe as probe_mod
-    from toolkit._pickle_refs import distributions_for, referenced_modules
 
     if not NAME_RE.match(name):
         raise UsageError(f"invalid name {name!r}: use lowercase letters, digits, '.', '_' or '-' (max 64)")
@@ -149,48 +163,109 @@ def save(
     paths = artifact_paths(path)
     if not paths.model.name.endswith(_MODEL_SUFFIX):
         raise UsageError(f"{path}: save to a {_MODEL_SUFFIX} path")
+    recipe = training_from(training)
+    parent = lineage_from(lineage)
+    scores = _metrics_of(metrics)
+    created_at = _created_at()
+    _check_pipeline(pipeline)
     if not overwrite:
         for p in (paths.model, paths.card_json, paths.card_md):
             if os.path.lexists(p):
                 raise UsageError(f"{p} already exists; refusing to overwrite it")
-    paths.model.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        paths.model.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise UsageError(f"cannot create {paths.model.parent}: {e.strerror or e}") from e
+    _files.sweep_stale_temps(paths.model.parent)
+    try:
+        recorded_probe = probe_mod.record(pipeline, probe)
+    except Exception as e:  # an unfitted or broken pipeline, or probe rows it cannot take
+        raise UsageError(f"the pipeline cannot predict its probe rows: {type(e).__name__}: {e}") from e
+    card_fields: dict[str, Any] = {
+        "name": name,
+        "version": version,
+        "algorithm": algorithm,
+        "created_at": created_at,
+        "author": author,
+        "intended_use": intended_use,
+        "limitations": limitations,
+        "data": data or DataInfo(features=_features_of(probe)),
+        "metrics": scores,
+        "params": params,
+        "preprocessing": tuple(preprocessing),
+        "probe": recorded_probe,
+        "training": recipe,
+        "lineage": parent,
+    }
 
-    buffer = io.BytesIO()
-    joblib.dump(pipeline, buffer)
-    blob = buffer.getvalue()
+    temps: list[Path] = []
+    published: list[Path] = []
+    target = paths.model
+    pool = ThreadPoolExecutor(max_workers=1)  # hashing, then fsync, beside the main thread's work
+    try:
+        tmp, f = _files.create_temp(paths.model)
+        temps.append(tmp)
+        with f:
+            writer = _files.HashingWriter(f, pool)
+            pairs = pickle_audit.dump(pipeline, writer)  # type: ignore[arg-type]
+            writer.flush()
+            digest = writer.hexdigest()
+            # The model's fsync runs while the card is being made; it is waited for before
+            # anything is published (and before the file is closed).
+            synced = pool.submit(os.fsync, f.fileno())
+            try:
+                card, card_json = _make_card(pipeline, paths, pairs, digest, writer.size, **card_fields)
+            finally:
+                synced.result()
+        for target, content in ((paths.card_md, card.to_markdown().encode()), (paths.card_json, card_json)):
+            temps.append(_files.write_temp(target, content))
+        # Model first, card JSON last: the card is what makes the artifact loadable.
+        for target, tmp in zip((paths.model, paths.card_md, paths.card_json), temps, strict=True):
+            _files.publish(tmp, target, overwrite=overwrite)
+            published.append(target)
+    except BaseException as e:
+        for leftover in temps:
+            leftover.unlink(missing_ok=True)
+        if not overwrite:  # what this call created; with overwrite the old files are gone anyway
+            for done in published:
+                done.unlink(missing_ok=True)
+        if isinstance(e, OSError):
+            raise UsageError(f"cannot save {target}: {e.strerror or e}") from e
+        if isinstance(e, CardError):
+            raise UsageError(f"cannot save {target}: {e}") from e
+        raise
+    finally:
+        pool.shutdown(wait=True)
+    return card
 
-    environment = capture(blas=True)
-    modules = referenced_modules(pipeline)
-    # joblib's own array wrapper is in the file but not in a plain pickle.
-    modules = tuple(sorted({*modules, "joblib.numpy_pickle"}))
+
+def _make_card(
+    pipeline: Any, paths: ArtifactPaths, pairs: tuple[tuple[str, str], ...], digest: str, size: int, **fields: Any
+) -> tuple[ModelCard, bytes]:
+    """The card of a just-pickled pipeline, and its JSON (checked by this toolkit's own parser)."""
+    from toolkit import pickle_audit
+
+    environment = capture(blas=True, lock=True)
+    modules = tuple(sorted({module for module, _ in pairs}))
+    distributions, provided = pickle_audit.distributions_for(modules, dict(environment.packages))
+    params = fields.pop("params")
     card = ModelCard(
-        name=name,
-        version=version,
-        algorithm=algorithm or _algorithm_of(pipeline),
-        created_at=_created_at(),
-        author=author or _author(),
-        intended_use=intended_use,
-        limitations=limitations,
-        artifact=ArtifactInfo(file=paths.model.name, sha256=hashlib.sha256(blob).hexdigest(), size=len(blob)),
-        data=data or DataInfo(features=_features_of(probe)),
-        metrics={section: {k: float(v) for k, v in values.items()} for section, values in (metrics or {}).items()},
+        algorithm=fields.pop("algorithm") or _algorithm_of(pipeline),
+        author=fields.pop("author") or _author(),
+        artifact=ArtifactInfo(file=paths.model.name, sha256=digest, size=size),
         params=jsonable(dict(params)) if params is not None else _params_of(pipeline),
-        preprocessing=tuple(preprocessing),
         environment=environment,
-        references=References(modules=modules, distributions=distributions_for(modules, dict(environment.packages))),
-        probe=probe_mod.record(pipeline, probe),
+        references=References(
+            modules=modules,
+            distributions=distributions,
+            globals=pairs,
+            local_modules=pickle_audit.local_modules(modules, provided),
+        ),
+        **fields,
     )
     card_json = card.to_json()
     parse_card(card_json, where="card being saved")  # never write a card this toolkit would refuse
-
-    # Model first, card JSON last: the card is what makes the artifact loadable.
-    for target, content in (
-        (paths.model, blob),
-        (paths.card_md, card.to_markdown().encode()),
-        (paths.card_json, card_json),
-    ):
-        _files.publish(_files.write_temp(target, content), target, overwrite=overwrite)
-    return card
+    return card, card_json
 
 
 def load(
@@ -239,25 +314,57 @@ def load_verified(
     validate_policy(policy)
     paths = artifact_paths(path)
     card = read_card(paths.model)
+    check_companions(paths, card)
     blob = _read_verified(paths.model, card.artifact)
     # _read_verified proved the bytes in memory hash to the card's sha256: no second pass.
     require_signature(paths, trusted_keys, known={paths.model: card.artifact.sha256})
-    diffs = differences(card.environment, capture(blas=False), policy=policy, referenced=card.references.distributions)
+    diffs = runtime_differences(card, policy=policy)
     if diffs and not allow_mismatch:
         raise EnvironmentMismatch(diffs, policy=policy)
     if diffs:  # before unpickling, so the warning is seen even if unpickling then fails
         warnings.warn(EnvironmentMismatchWarning(str(EnvironmentMismatch(diffs, policy=policy))), stacklevel=3)
-    return Loaded(pipeline=_unpickle(blob, paths.model, diffs, policy), card=card, differences=diffs)
+    return Loaded(pipeline=_unpickle(blob, paths.model, card, diffs, policy), card=card, differences=diffs)
 
 
-def _unpickle(blob: Any, where: Path, diffs: tuple[Difference, ...], policy: str) -> Any:
-    import joblib
+def runtime_differences(card: ModelCard, *, policy: str) -> tuple[Difference, ...]:
+    """How this runtime differs from the card's under ``policy``, local modules included."""
+    return differences(
+        card.environment,
+        capture(blas=False),
+        policy=policy,
+        referenced=card.references.distributions,
+        local_modules=card.references.local_modules or (),
+    )
 
+
+def check_companions(paths: ArtifactPaths, card: ModelCard) -> None:
+    """The card describes this very file, and the ``.card.md`` beside it is the card's own
+    rendering (an edited one would tell people something the card does not say).
+
+    Raises: IntegrityError.
+    """
+    if card.artifact.file != paths.model.name:
+        raise IntegrityError(f"{paths.card_json} describes {card.artifact.file!r}, not {paths.model.name!r}; refused")
+    md = _files.read_regular(paths.card_md, "card markdown", limit=2 * MAX_CARD_BYTES)
+    if md != card.to_markdown().encode():
+        raise IntegrityError(f"{paths.card_md} is not the rendering of {paths.card_json.name}: edited; refused")
+
+
+def _unpickle(blob: Any, where: Path, card: ModelCard, diffs: tuple[Difference, ...], policy: str) -> Any:
+    from toolkit import pickle_audit
+
+    refs = card.references
+    if refs.globals is not None:
+        allowed = pickle_audit.Allowed(pairs=frozenset(refs.globals))
+    else:  # schema 1 listed modules only: any name in them that is not denied
+        allowed = pickle_audit.Allowed(modules=frozenset(refs.modules))
     try:
         with warnings.catch_warnings():
             # The version warnings scikit-learn may print are what the card already told us.
             warnings.simplefilter("ignore")
-            return joblib.load(_files.MemoryReader(blob))
+            return pickle_audit.load(blob, allowed, where=str(where))
+    except IntegrityError:
+        raise
     except Exception as e:
         reason = f"unpickling failed: {type(e).__name__}: {e}"
         if diffs:
@@ -289,6 +396,38 @@ def _created_at() -> str:
     return moment.isoformat().replace("+00:00", "Z")
 
 
+def _metrics_of(metrics: Mapping[str, Mapping[str, float]] | None) -> dict[str, dict[str, float]]:
+    out: dict[str, dict[str, float]] = {}
+    for section, values in (metrics or {}).items():
+        out[str(section)] = {}
+        for key, value in values.items():
+            try:
+                number = float(value)
+            except (TypeError, ValueError) as e:
+                raise UsageError(f"metric {section}.{key} is not a number: {value!r}") from e
+            if isinstance(value, bool) or not math.isfinite(number):
+                raise UsageError(f"metric {section}.{key} must be a finite number, got {value!r}")
+            out[str(section)][str(key)] = number
+    return out
+
+
+def _check_pipeline(pipeline: Any) -> None:
+    """A fitted estimator that predicts; anything else is one UsageError, not a raw traceback."""
+    if not callable(getattr(pipeline, "predict", None)) or not callable(getattr(pipeline, "fit", None)):
+        raise UsageError(f"cannot save a {type(pipeline).__name__}: save takes a fitted scikit-learn pipeline")
+    try:
+        from sklearn.exceptions import NotFittedError
+        from sklearn.utils.validation import check_is_fitted
+    except ImportError:  # no scikit-learn: the probe run below is the check
+        return
+    try:
+        check_is_fitted(pipeline)
+    except NotFittedError as e:
+        raise UsageError(f"cannot save an unfitted {type(pipeline).__name__}: fit it first") from e
+    except TypeError as e:
+        raise UsageError(f"cannot save a {type(pipeline).__name__}: {e}") from e
+
+
 def _author() -> str:
     try:
         return os.environ.get("TOOLKIT_AUTHOR") or getpass.getuser()
@@ -312,4 +451,4 @@ def _params_of(pipeline: Any) -> dict[str, Any]:
 
 
 def _features_of(frame: Any) -> tuple[Feature, ...]:
-    return tuple(Feature(name=str(c), dtype=str(t)) for c, t in zip(frame.columns, frame.dtypes))
+    return tuple(Feature(name=str(c), dtype=str(t)) for c, t in zip(frame.columns, frame.dtypes, strict=True))

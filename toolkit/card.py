@@ -7,6 +7,8 @@ wrong type is refused with a message that names the field (``data.features[2].dt
 
 from __future__ import annotations
 
+import builtins
+import hashlib
 import json
 import math
 import re
@@ -14,25 +16,38 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from toolkit.errors import CardError
+from toolkit.errors import CardError, UsageError
 from toolkit.fingerprint import BASE_IMAGE_RE, Fingerprint
+from toolkit.pickle_audit import LocalModule, denied
 
 __all__ = [
     "MAX_CARD_BYTES",
     "NAME_RE",
+    "SCHEMAS",
     "SCHEMA_VERSION",
     "SEMVER_RE",
     "ArtifactInfo",
     "DataInfo",
     "Feature",
+    "Lineage",
+    "LocalModule",
     "ModelCard",
     "Probe",
     "References",
+    "Training",
     "jsonable",
+    "lineage_from",
     "parse_card",
+    "require_schema2",
+    "training_from",
 ]
 
-SCHEMA_VERSION = 1
+# What save writes. Every schema in SCHEMAS is read, so an older artifact stays valid.
+SCHEMA_VERSION = 2
+SCHEMAS = (1, 2)
+# A card is shallow (environment.blas[i].field is 4 levels); anything far deeper is an
+# attack on the parser (and on every json.dumps after it), refused as a card error.
+MAX_DEPTH = 64
 # Checked before a card is read: a card is small (the probe is a few rows), so anything
 # larger is not a card and must not be parsed into memory.
 MAX_CARD_BYTES = 4 * 1024 * 1024
@@ -46,6 +61,8 @@ SEMVER_RE = re.compile(
     r"(?:\+([0-9a-zA-Z-]+(?:\.[0-9a-zA-Z-]+)*))?\Z"
 )
 _SHA256_RE = re.compile(r"^[0-9a-f]{64}\Z")
+_MODULE_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*\Z")
+_PARENT_RE = re.compile(r"^(?P<name>[^@]+)@(?P<version>[^@]+)\Z")
 
 Scalar = str | int | float | bool
 
@@ -95,10 +112,57 @@ class DataInfo:
 
 @dataclass(frozen=True, kw_only=True, slots=True)
 class References:
-    """What unpickling the artifact imports, found by scanning the pickle stream."""
+    """What unpickling the artifact imports, recorded while it was pickled."""
 
     modules: tuple[str, ...]  # every module a GLOBAL/STACK_GLOBAL opcode names
     distributions: tuple[str, ...]  # the distributions providing them, closed over their requirements
+    globals: tuple[tuple[str, str], ...] | None = None  # schema 2: every (module, name) pair, sorted
+    local_modules: tuple[LocalModule, ...] | None = None  # schema 2: user code no distribution provides
+
+    def to_dict(self, schema: int) -> dict[str, Any]:
+        d: dict[str, Any] = {"modules": list(self.modules), "distributions": list(self.distributions)}
+        if schema >= 2:
+            d["globals"] = [list(pair) for pair in self.globals or ()]
+            d["local_modules"] = [{"module": m.module, "sha256": m.sha256} for m in self.local_modules or ()]
+        return d
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Training:
+    """The resolved training recipe: enough to retrain the same model from the card alone."""
+
+    dataset_source: str  # as given to the trainer: builtin:NAME or a path
+    dataset_sha256: str
+    target: str | None
+    model: str  # the model kind (gradient_boosting, random_forest, ...)
+    params: Mapping[str, Any]  # every hyperparameter of that kind, defaults filled in
+    preprocessing: Mapping[str, Any]  # e.g. {"scaler": "standard"}
+    test_size: float
+    seed: int
+    cv_folds: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "dataset": {"source": self.dataset_source, "sha256": self.dataset_sha256},
+            "target": self.target,
+            "model": self.model,
+            "params": dict(self.params),
+            "preprocessing": dict(self.preprocessing),
+            "test_size": self.test_size,
+            "seed": self.seed,
+            "cv_folds": self.cv_folds,
+        }
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Lineage:
+    """Where a retrained model came from."""
+
+    parent: str  # NAME@VERSION
+    reason: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"parent": self.parent, "reason": self.reason}
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -143,6 +207,8 @@ class ModelCard:
     environment: Fingerprint
     references: References
     probe: Probe
+    training: Training | None = None  # schema 2
+    lineage: Lineage | None = None  # schema 2
 
     @property
     def stem(self) -> str:
@@ -154,7 +220,11 @@ class ModelCard:
         return self.metrics.get(section or "test", {}).get(name)
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        environment = self.environment.to_dict()
+        artifact = {"file": self.artifact.file, "sha256": self.artifact.sha256, "size": self.artifact.size}
+        if self.schema_version < 2:  # a schema 1 card keeps its exact fields and bytes
+            del environment["lock"]
+        d = {
             "schema_version": self.schema_version,
             "name": self.name,
             "version": self.version,
@@ -163,18 +233,19 @@ class ModelCard:
             "author": self.author,
             "intended_use": self.intended_use,
             "limitations": self.limitations,
-            "artifact": {"file": self.artifact.file, "sha256": self.artifact.sha256, "size": self.artifact.size},
+            "artifact": artifact,
             "data": self.data.to_dict(),
             "metrics": {k: dict(v) for k, v in self.metrics.items()},
             "params": dict(self.params),
             "preprocessing": list(self.preprocessing),
-            "environment": self.environment.to_dict(),
-            "references": {
-                "modules": list(self.references.modules),
-                "distributions": list(self.references.distributions),
-            },
+            "environment": environment,
+            "references": self.references.to_dict(self.schema_version),
             "probe": self.probe.to_dict(),
         }
+        if self.schema_version >= 2:
+            d["training"] = None if self.training is None else self.training.to_dict()
+            d["lineage"] = None if self.lineage is None else self.lineage.to_dict()
+        return d
 
     def to_json(self) -> bytes:
         """Canonical bytes: same card, same bytes (reproducible artifacts depend on it)."""
@@ -186,8 +257,10 @@ class ModelCard:
         """Validate and build. Raises: CardError naming the offending field."""
         top = _Obj(raw, "card")
         schema = top.req("schema_version", int)
-        if schema != SCHEMA_VERSION:
-            raise CardError(f"card: unsupported schema_version {schema!r} (this toolkit reads {SCHEMA_VERSION})")
+        if schema not in SCHEMAS:
+            raise CardError(
+                f"card: unsupported schema_version {schema!r} (this toolkit reads {', '.join(map(str, SCHEMAS))})"
+            )
         card = cls(
             schema_version=schema,
             name=top.req("name", str, check=_match(NAME_RE, "a registry name")),
@@ -202,15 +275,18 @@ class ModelCard:
             metrics=_metrics(top.obj("metrics")),
             params=top.obj("params").raw,
             preprocessing=tuple(top.list("preprocessing", str)),
-            environment=_environment(top.obj("environment")),
-            references=_references(top.obj("references")),
+            environment=_environment(top.obj("environment"), schema),
+            references=_references(top.obj("references"), schema),
             probe=_probe(top.obj("probe")),
+            training=_nullable(top, "training", _training) if schema >= 2 else None,
+            lineage=_nullable(top, "lineage", _lineage) if schema >= 2 else None,
         )
         top.done()
         return card
 
     def to_markdown(self) -> str:
-        """The card for people."""
+        """The card for people. The rendering of each schema version is fixed: ``verify``
+        holds the ``.card.md`` beside an artifact to exactly these bytes."""
         env = self.environment
         lines = [
             f"# Model card: {self.name} {self.version}",
@@ -271,7 +347,73 @@ class ModelCard:
             f"Probe: {len(self.probe.rows)} reference predictions, tolerance {self.probe.tolerance:g}.",
             "",
         ]
+        if self.schema_version >= 2:  # a schema 1 card renders exactly as it always did
+            lines += self._markdown_schema2()
         return "\n".join(lines)
+
+    def _markdown_schema2(self) -> list[str]:
+        refs = self.references
+        lines = ["## Training recipe", ""]
+        if self.training is None:
+            lines += ["_none recorded (saved through the API without one)_", ""]
+        else:
+            lines += ["```json", json.dumps(self.training.to_dict(), indent=2, sort_keys=True), "```", ""]
+        lines += ["## Lineage", ""]
+        if self.lineage is None:
+            lines += ["_none_", ""]
+        else:
+            lines += [f"- **Parent:** {self.lineage.parent}", f"- **Reason:** {self.lineage.reason}", ""]
+        lines += [
+            "## What loading imports",
+            "",
+            f"{len(refs.globals or ())} globals; local modules: "
+            + (", ".join(f"`{m.module}` (sha256 `{m.sha256}`)" for m in refs.local_modules or ()) or "none"),
+            "",
+        ]
+        if self.environment.lock is not None:
+            lines += [
+                "<details><summary>requirements.lock</summary>",
+                "",
+                "```",
+                self.environment.lock,
+                "```",
+                "",
+                "</details>",
+                "",
+            ]
+        return lines
+
+
+def require_schema2(card: ModelCard, what: str) -> None:
+    """Refuse, in one line, a command that needs a schema 2 field of a schema 1 card.
+
+    Raises: UsageError.
+    """
+    if card.schema_version < 2:
+        raise UsageError(
+            f"{what} needs a card of schema 2; {card.name} {card.version} has schema {card.schema_version} "
+            "(save or train it again with this toolkit to get one)"
+        )
+
+
+def training_from(value: Training | Mapping[str, Any] | None) -> Training | None:
+    """A recipe given to ``save`` as a Training or its JSON form. Raises: UsageError naming the field."""
+    if value is None or isinstance(value, Training):
+        return value
+    try:
+        return _training(_Obj(jsonable(dict(value)), "training"))
+    except CardError as e:
+        raise UsageError(f"training: {e}") from e
+
+
+def lineage_from(value: Lineage | Mapping[str, Any] | None) -> Lineage | None:
+    """A lineage given to ``save`` as a Lineage or its JSON form. Raises: UsageError naming the field."""
+    if value is None or isinstance(value, Lineage):
+        return value
+    try:
+        return _lineage(_Obj(dict(value), "lineage"))
+    except CardError as e:
+        raise UsageError(f"lineage: {e}") from e
 
 
 def parse_card(data: bytes, *, where: str = "card") -> ModelCard:
@@ -286,6 +428,11 @@ def parse_card(data: bytes, *, where: str = "card") -> ModelCard:
         raise CardError(f"{where}: not valid JSON ({e.msg} at line {e.lineno} column {e.colno})") from e
     except _BadJson as e:
         raise CardError(f"{where}: {e}") from e
+    except RecursionError:
+        raise CardError(f"{where}: nested too deeply to be a card") from None
+    too_deep = _too_deep(raw, MAX_DEPTH)
+    if too_deep is not None:
+        raise CardError(f"{where}: '{too_deep}' is nested deeper than {MAX_DEPTH} levels")
     try:
         return ModelCard.from_dict(raw)
     except CardError as e:
@@ -313,6 +460,21 @@ def jsonable(value: Any) -> Any:
 
 
 # --- parsing helpers ------------------------------------------------------------------
+
+
+def _too_deep(raw: Any, limit: int) -> str | None:
+    """The path of the first value nested deeper than ``limit``, or None; iterative, so a
+    hostile document cannot exhaust the stack here."""
+    todo: list[tuple[Any, str, int]] = [(raw, "card", 0)]
+    while todo:
+        value, path, depth = todo.pop()
+        if depth > limit:
+            return path if len(path) <= 80 else path[:77] + "..."
+        if isinstance(value, dict):
+            todo.extend((v, k if path == "card" else f"{path}.{k}", depth + 1) for k, v in value.items())
+        elif isinstance(value, list):
+            todo.extend((v, f"{path}[{i}]", depth + 1) for i, v in enumerate(value))
+    return None
 
 
 class _BadJson(ValueError):
@@ -397,16 +559,21 @@ class _Obj:
         value = self.req(key, dict, null=null)
         return _Obj(value, self._where(key)) if value is not None else _Obj({}, self._where(key))
 
-    def list(
-        self, key: str, item: type | tuple[type, ...], *, null: bool = False, item_null: bool = False
-    ) -> list[Any] | None:
+    def list(self, key: str, item: type | tuple[type, ...], *, item_null: bool = False) -> builtins.list[Any]:
+        value = self.list_or_null(key, item, item_null=item_null, null=False)
+        assert value is not None  # null=False: req refused a null
+        return value
+
+    def list_or_null(
+        self, key: str, item: type | tuple[type, ...], *, null: bool = True, item_null: bool = False
+    ) -> builtins.list[Any] | None:
         value = self.req(key, list, null=null)
         if value is None:
             return None
         for i, v in enumerate(value):
             if not (_is(v, item) or (item_null and v is None)):
                 raise CardError(f"'{self._where(key)}[{i}]' must be {_type_name(item)}, got {type(v).__name__}")
-        return value
+        return list(value)
 
     def done(self) -> None:
         unknown = sorted(set(self.raw) - self.seen)
@@ -445,7 +612,7 @@ def _data(o: _Obj) -> DataInfo:
         f = _Obj(raw, f"{o.path}.features[{i}]")
         features.append(Feature(name=f.req("name", str), dtype=f.req("dtype", str)))
         f.done()
-    classes = o.list("classes", _SCALAR, null=True)
+    classes = o.list_or_null("classes", _SCALAR)
     split = o.req("split", dict, null=True)
     info = DataInfo(
         source=o.req("source", str, null=True),
@@ -469,9 +636,9 @@ def _metrics(o: _Obj) -> dict[str, dict[str, float]]:
     return out
 
 
-def _environment(o: _Obj) -> Fingerprint:
+def _environment(o: _Obj, schema: int) -> Fingerprint:
     packages = o.obj("packages")
-    blas = o.list("blas", dict, null=True)
+    blas = o.list_or_null("blas", dict)
     env = Fingerprint(
         python_implementation=o.req("python_implementation", str),
         python_version=o.req("python_version", str),
@@ -484,15 +651,85 @@ def _environment(o: _Obj) -> Fingerprint:
         in_container=o.req("in_container", bool),
         base_image=o.req("base_image", str, null=True, check=_match(BASE_IMAGE_RE, "name@sha256:<64 hex>")),
         lock_sha256=o.req("lock_sha256", str, null=True, check=_sha256),
+        lock=o.req("lock", str, null=True) if schema >= 2 else None,
     )
+    if env.lock is not None and hashlib.sha256(env.lock.encode("utf-8")).hexdigest() != env.lock_sha256:
+        raise CardError(f"'{o.path}.lock' does not match '{o.path}.lock_sha256'")
     o.done()
     return env
 
 
-def _references(o: _Obj) -> References:
-    refs = References(modules=tuple(o.list("modules", str)), distributions=tuple(o.list("distributions", str)))
+def _references(o: _Obj, schema: int) -> References:
+    modules = tuple(o.list("modules", str))
+    distributions = tuple(o.list("distributions", str))
+    for i, module in enumerate(modules):
+        if denied(module, ""):  # a whole denied module (os, subprocess, ...) can never be allowed
+            raise CardError(f"'{o.path}.modules[{i}]' lists {module!r}, which only an attack needs; refused")
+    if schema < 2:
+        o.done()
+        return References(modules=modules, distributions=distributions)
+    pairs = []
+    for i, pair in enumerate(o.list("globals", list)):
+        where = f"{o.path}.globals[{i}]"
+        if len(pair) != 2 or not all(isinstance(v, str) for v in pair):
+            raise CardError(f"'{where}' must be a [module, name] pair of strings")
+        module, name = pair
+        if not _MODULE_RE.match(module) or not name:
+            raise CardError(f"'{where}' is not a module and a name: {pair!r}")
+        if denied(module, name):
+            raise CardError(f"'{where}' lists {module}.{name}, which only an attack needs; refused")
+        pairs.append((module, name))
+    if pairs != sorted(set(pairs)):
+        raise CardError(f"'{o.path}.globals' must be sorted and without duplicates")
+    if tuple(sorted({m for m, _ in pairs})) != modules:
+        raise CardError(f"'{o.path}.modules' must be exactly the modules of '{o.path}.globals'")
+    local = []
+    for i, raw in enumerate(o.list("local_modules", dict)):
+        lm = _Obj(raw, f"{o.path}.local_modules[{i}]")
+        module = lm.req("module", str, check=lambda v: None if v in modules else f"is not in '{o.path}.modules'")
+        local.append(LocalModule(module=module, sha256=lm.req("sha256", str, check=_sha256)))
+        lm.done()
+    refs = References(modules=modules, distributions=distributions, globals=tuple(pairs), local_modules=tuple(local))
     o.done()
     return refs
+
+
+def _nullable(top: _Obj, key: str, build: Callable[[_Obj], Any]) -> Any:
+    raw = top.req(key, dict, null=True)
+    return None if raw is None else build(_Obj(raw, key))
+
+
+def _training(o: _Obj) -> Training:
+    dataset = o.obj("dataset")
+    params = o.obj("params")
+    preprocessing = o.obj("preprocessing")
+    training = Training(
+        dataset_source=dataset.req("source", str, check=lambda v: None if v else "must not be empty"),
+        dataset_sha256=dataset.req("sha256", str, check=_sha256),
+        target=o.req("target", str, null=True),
+        model=o.req("model", str, check=lambda v: None if v else "must not be empty"),
+        params=params.raw,
+        preprocessing={k: preprocessing.req(k, _SCALAR, null=True) for k in preprocessing.raw},
+        test_size=float(o.req("test_size", float, check=lambda v: None if 0 < v < 1 else "must be between 0 and 1")),
+        seed=o.req("seed", int, check=_non_negative),
+        cv_folds=o.req("cv_folds", int, check=lambda v: None if v >= 2 else "must be at least 2"),
+    )
+    dataset.done()
+    o.done()
+    return training
+
+
+def _lineage(o: _Obj) -> Lineage:
+    lineage = Lineage(parent=o.req("parent", str, check=_parent), reason=o.req("reason", str))
+    o.done()
+    return lineage
+
+
+def _parent(v: str) -> str | None:
+    m = _PARENT_RE.match(v)
+    if m is None or not NAME_RE.match(m["name"]) or not SEMVER_RE.match(m["version"]):
+        return "is not NAME@VERSION"
+    return None
 
 
 def _probe(o: _Obj) -> Probe:
@@ -506,7 +743,7 @@ def _probe(o: _Obj) -> Probe:
             raise CardError(f"'{o.path}.rows[{i}]' must be {len(columns)} scalars or nulls")
         rows.append(tuple(row))
     predictions = o.list("predictions", _SCALAR, item_null=True)
-    probabilities = o.list("probabilities", list, null=True)
+    probabilities = o.list_or_null("probabilities", list)
     if probabilities is not None:
         for i, p in enumerate(probabilities):
             if not all(_is(v, float) for v in p):

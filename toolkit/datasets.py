@@ -25,6 +25,7 @@ if TYPE_CHECKING:
 __all__ = [
     "BUILTINS",
     "Dataset",
+    "builtin_csv",
     "canonical_csv",
     "coerce_features",
     "load_dataset",
@@ -412,3 +413,12 @@ def _canonical_cell(value: Any) -> str:
     if isinstance(value, int):
         return str(value)
     return str(value)
+
+
+def builtin_csv(spec: str) -> bytes:
+    """A builtin dataset (target included) as canonical CSV: its sha256 is the version cards record.
+
+    Raises: ConfigError (unknown builtin).
+    """
+    frame, _ = _load_builtin(spec)
+    return canonical_csv(frame)

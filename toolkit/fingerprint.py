@@ -36,6 +36,11 @@ _FREEZE_EXCLUDED = frozenset({"pip", "setuptools", "wheel", "distribute"})
 # Set by the Dockerfile; a runtime outside the image has none of them.
 ENV_BASE_IMAGE = "TOOLKIT_BASE_IMAGE"
 ENV_LOCK_SHA256 = "TOOLKIT_LOCK_SHA256"
+# The requirements.lock the runtime was installed from (the image keeps a copy there), so
+# a card can carry its full text and the runtime can be rebuilt from the card alone.
+ENV_LOCK_FILE = "TOOLKIT_LOCK_FILE"
+# A lock is a few hundred KB at most; the card has a 4 MiB limit.
+_MAX_LOCK_BYTES = 1024 * 1024
 ENV_IN_CONTAINER = "TOOLKIT_IN_CONTAINER"
 
 
@@ -54,6 +59,7 @@ class Fingerprint:
     in_container: bool = False
     base_image: str | None = None  # "name@sha256:<digest>" of the image's base, or None
     lock_sha256: str | None = None  # sha256 of the requirements.lock the image was built from
+    lock: str | None = None  # that lock's full text (card schema 2); captured only when asked for
 
     @property
     def python_minor(self) -> str:
@@ -72,11 +78,21 @@ class Fingerprint:
             "in_container": self.in_container,
             "base_image": self.base_image,
             "lock_sha256": self.lock_sha256,
+            "lock": self.lock,
         }
 
 
-def capture(*, blas: bool = True) -> Fingerprint:
-    """Fingerprint this runtime; ``blas=False`` skips importing numpy (fast path for the gate)."""
+def capture(*, blas: bool = True, lock: bool = False) -> Fingerprint:
+    """Fingerprint this runtime; ``blas=False`` skips importing numpy (fast path for the gate);
+    ``lock=True`` also reads the lock file's text (what a card records).
+
+    Raises: IntegrityError when ``lock`` and the lock file is unreadable or is not the
+    lock whose sha256 the runtime declares.
+    """
+    lock_sha256 = os.environ.get(ENV_LOCK_SHA256) or None
+    lock_text = None
+    if lock:
+        lock_sha256, lock_text = _lock(lock_sha256)
     return Fingerprint(
         python_implementation=platform.python_implementation(),
         python_version=platform.python_version(),
@@ -88,8 +104,36 @@ def capture(*, blas: bool = True) -> Fingerprint:
         blas=_blas_info() if blas else None,
         in_container=_in_container(),
         base_image=os.environ.get(ENV_BASE_IMAGE) or None,
-        lock_sha256=os.environ.get(ENV_LOCK_SHA256) or None,
+        lock_sha256=lock_sha256,
+        lock=lock_text,
     )
+
+
+def _lock(declared: str | None) -> tuple[str | None, str | None]:
+    import hashlib
+
+    from toolkit.errors import IntegrityError
+
+    path = os.environ.get(ENV_LOCK_FILE)
+    if not path:
+        return declared, None
+    try:
+        with open(path, "rb") as f:
+            data = f.read(_MAX_LOCK_BYTES + 1)
+    except OSError as e:
+        raise IntegrityError(f"{ENV_LOCK_FILE}={path}: unreadable: {e.strerror}") from e
+    if len(data) > _MAX_LOCK_BYTES:
+        raise IntegrityError(f"{ENV_LOCK_FILE}={path}: over {_MAX_LOCK_BYTES} bytes, not a lock file")
+    digest = hashlib.sha256(data).hexdigest()
+    if declared is not None and digest != declared:
+        raise IntegrityError(
+            f"{ENV_LOCK_FILE}={path}: sha256 {digest} is not the runtime's {ENV_LOCK_SHA256} {declared}"
+        )
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise IntegrityError(f"{ENV_LOCK_FILE}={path}: not UTF-8") from e
+    return digest, text
 
 
 def installed_distributions(path: list[str] | None = None) -> dict[str, str]:

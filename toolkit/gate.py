@@ -7,10 +7,9 @@ import warnings
 from dataclasses import dataclass
 from typing import Any
 
-from toolkit.artifact import verify
+from toolkit.artifact import runtime_differences, verify
 from toolkit.errors import Difference, EnvironmentMismatch
-from toolkit.fingerprint import capture
-from toolkit.policy import differences, validate_policy
+from toolkit.policy import validate_policy
 from toolkit.probe import ProbeResult
 from toolkit.signing import TrustedKeys
 
@@ -74,7 +73,7 @@ def check_env(
     """
     validate_policy(policy)
     card = verify(path, trusted_keys=trusted_keys)
-    diffs = differences(card.environment, capture(blas=False), policy=policy, referenced=card.references.distributions)
+    diffs = runtime_differences(card, policy=policy)
     predictions = _probe(path, policy, trusted_keys) if verify_predictions else None
     return Report(
         artifact=str(path),

@@ -3,13 +3,23 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import TYPE_CHECKING
 
 from toolkit.errors import Difference, UsageError
 from toolkit.fingerprint import Fingerprint
 
-__all__ = ["POLICIES", "differences", "validate_policy"]
+if TYPE_CHECKING:
+    from toolkit.pickle_audit import LocalModule
+
+__all__ = ["POLICIES", "SELF_DISTRIBUTION", "differences", "validate_policy"]
 
 POLICIES = ("strict", "compatible")
+
+# The toolkit is the checker, not the payload: its own version is recorded in the card for
+# information but is not compared under strict, so a newer toolkit can gate (and rebuild the
+# runtime of) an artifact an older one saved. It is compared when the pickle itself
+# references toolkit code (then it is in ``referenced``, under either policy).
+SELF_DISTRIBUTION = "toolkit"
 
 
 def validate_policy(policy: str) -> str:
@@ -20,7 +30,12 @@ def validate_policy(policy: str) -> str:
 
 
 def differences(
-    recorded: Fingerprint, runtime: Fingerprint, *, policy: str, referenced: Iterable[str] = ()
+    recorded: Fingerprint,
+    runtime: Fingerprint,
+    *,
+    policy: str,
+    referenced: Iterable[str] = (),
+    local_modules: Iterable[LocalModule] = (),
 ) -> tuple[Difference, ...]:
     """What in ``runtime`` differs from ``recorded`` under ``policy``; empty means a match.
 
@@ -28,8 +43,11 @@ def differences(
     compatible: interpreter and Python major.minor, plus the exact versions of the
     distributions the pickle references (``referenced``, already closed over their
     dependencies when the card was written).
+    Both: every local module (user code no distribution provides) must be found here with
+    the sha256 its source had at save time.
     """
     validate_policy(policy)
+    referenced = set(referenced)
     found = [_field("python_implementation", recorded.python_implementation, runtime.python_implementation)]
     if policy == "strict":
         found += [
@@ -38,14 +56,25 @@ def differences(
             _field("machine", recorded.machine, runtime.machine),
             _field("libc", recorded.libc, runtime.libc),
         ]
-        names: Iterable[str] = sorted(set(recorded.packages) | set(runtime.packages))
+        every = set(recorded.packages) | set(runtime.packages)
+        names: Iterable[str] = sorted((every - {SELF_DISTRIBUTION}) | (every & referenced))
     else:
         found.append(_field("python_version", recorded.python_minor, runtime.python_minor))
-        names = sorted(set(referenced))
+        names = sorted(referenced)
     found += [_package(name, recorded.packages.get(name), runtime.packages.get(name)) for name in names]
     if policy == "strict":
         found.append(_field("base_image", recorded.base_image, runtime.base_image))
+    found += [_local(m.module, m.sha256) for m in local_modules]
     return tuple(d for d in found if d is not None)
+
+
+def _local(module: str, expected: str) -> Difference | None:
+    from toolkit.pickle_audit import local_module_sha256
+
+    actual = local_module_sha256(module)
+    if actual == expected:
+        return None
+    return Difference(field="local_module", name=module, expected=expected, actual=actual)
 
 
 def _field(name: str, expected: str | None, actual: str | None) -> Difference | None:

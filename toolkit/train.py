@@ -26,7 +26,7 @@ from toolkit.source_date import source_date_epoch
 if TYPE_CHECKING:
     import pandas as pd
 
-    from toolkit.card import ModelCard
+    from toolkit.card import ModelCard, Training
 
 __all__ = [
     "DEFAULT_PARAMS",
@@ -46,6 +46,7 @@ __all__ = [
     "score",
     "select_probe",
     "train",
+    "training_recipe",
 ]
 
 # (stage, event, detail): stage is "data", "split", "cv", "fit", "evaluate" or "save";
@@ -178,12 +179,37 @@ def fit_and_save(
                 intended_use=config.intended_use,
                 limitations=config.limitations,
                 author=config.author,
+                training=training_recipe(config, dataset, pipeline[-1]),
             )
         except OSError as e:
             # Disk full, quota, read-only: a usage problem of where the artifact goes (exit 2), not a bug.
             raise UsageError(f"{path}: cannot write the artifact: {e.strerror or e}") from e
         note(str(path))
     return TrainResult(path=path, card=card, dataset=dataset, metrics=metrics, timings=timings)
+
+
+def training_recipe(config: TrainConfig, dataset: Dataset, estimator: Any) -> Training:
+    """The card's ``training``: the resolved recipe, enough to retrain the same model from the card.
+
+    ``params`` are every hyperparameter of the fitted estimator as it was set (scikit-learn's
+    defaults written out, ``random_state`` left out: ``seed`` sets it), so a newer
+    scikit-learn's different defaults cannot silently change a retrained model.
+    """
+    from toolkit.card import Training, jsonable
+
+    every = estimator.get_params(deep=False)
+    every.pop("random_state", None)
+    return Training(
+        dataset_source=config.dataset,
+        dataset_sha256=dataset.sha256,
+        target=dataset.target,
+        model=config.model,
+        params=jsonable(dict(sorted(every.items()))),
+        preprocessing={"scaler": config.scaler},
+        test_size=config.test_size,
+        seed=config.seed,
+        cv_folds=config.cv_folds,
+    )
 
 
 def build_model(kind: str, params: Mapping[str, Any], *, seed: int) -> Any:

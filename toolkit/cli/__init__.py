@@ -29,6 +29,7 @@ _MODULE_OF = {
     "sign": "signing",
     "push": "oci",
     "pull": "oci",
+    "data": "data",
     "upgrade-check": "upgrade",
     "retrain": "upgrade",
 }

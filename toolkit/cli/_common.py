@@ -5,8 +5,9 @@ from __future__ import annotations
 import json
 import os
 import sys
-from typing import Any
+from typing import Annotated, Any
 
+import click
 import typer
 from typer.core import TyperGroup
 
@@ -70,14 +71,37 @@ class ToolkitGroup(TyperGroup):
             err.print(f"internal error: {type(e).__name__}: {e} (set TOOLKIT_DEBUG=1 for a traceback)", markup=False)
             raise typer.Exit(INTERNAL_ERROR_EXIT) from None
 
+    def resolve_command(self, ctx: Any, args: list[str]) -> Any:
+        # click (8.2+) already suggests close matches for a mistyped command; typer's own
+        # suggestion on top of it printed "Did you mean 'registry'?" twice.
+        return click.Group.resolve_command(self, ctx, args)
+
 
 app = typer.Typer(
     cls=ToolkitGroup,
     no_args_is_help=True,
-    add_completion=False,
     pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
     help="Train, save, gate and register scikit-learn pipelines reproducibly.",
 )
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        from toolkit import __version__
+
+        typer.echo(f"toolkit {__version__}")
+        raise typer.Exit(0)
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool,
+        typer.Option("--version", callback=_print_version, is_eager=True, help="Print the version and exit."),
+    ] = False,
+) -> None:
+    """Train, save, gate and register scikit-learn pipelines reproducibly."""
 
 
 def _is_cli_control_flow(e: BaseException) -> bool:

@@ -86,11 +86,30 @@ def check_env(
 
 
 @app.command()
-def verify(artifact: ArtifactArg, trusted_key: TrustedKeyOpt = None) -> None:
+def verify(artifact: ArtifactArg, as_json: JsonOpt = False, trusted_key: TrustedKeyOpt = None) -> None:
     """Integrity only: card valid, sha256 matching (and the signature, with trust). Never unpickles."""
     from toolkit.artifact import verify as run_verify
 
-    card = run_verify(artifact, trusted_keys=trusted_key)
+    try:
+        card = run_verify(artifact, trusted_keys=trusted_key)
+    except ToolkitError as e:
+        if as_json:  # scripts parsing stdout still get one object
+            print_json({"ok": False, "exit_code": e.exit_code, "artifact": str(artifact), "error": str(e)})
+        raise
+    if as_json:
+        print_json(
+            {
+                "ok": True,
+                "exit_code": 0,
+                "artifact": str(artifact),
+                "name": card.name,
+                "version": card.version,
+                "sha256": card.artifact.sha256,
+                "size": card.artifact.size,
+                "schema_version": card.schema_version,
+            }
+        )
+        return
     out.print(f"OK {card.name} {card.version} sha256 {card.artifact.sha256} ({card.artifact.size} bytes)", markup=False)
 
 
@@ -99,7 +118,7 @@ def fingerprint(as_json: JsonOpt = False) -> None:
     """This runtime's environment, as a model card would record it."""
     from toolkit.fingerprint import capture
 
-    fp = capture(blas=True)
+    fp = capture(blas=True, lock=True)
     if as_json:
         print_json(fp.to_dict())
         return
@@ -123,11 +142,33 @@ def fingerprint(as_json: JsonOpt = False) -> None:
 def card(
     artifact: ArtifactArg,
     fmt: Annotated[CardFormat, typer.Option("--format", help="md for people, json for machines.")] = CardFormat.md,
+    plots: Annotated[
+        Path | None,
+        typer.Option(
+            "--plots",
+            help="Also write evaluation plots (PNG) and a Markdown card embedding them into this directory; "
+            "recomputed on the card's held-out split (loads the model, guarded).",
+        ),
+    ] = None,
+    policy: PolicyOpt = Policy.strict,
+    trusted_key: TrustedKeyOpt = None,
 ) -> None:
-    """Print the artifact's card (validated; nothing is unpickled)."""
+    """Print the artifact's card (validated; nothing is unpickled unless --plots is given)."""
     from toolkit.artifact import read_card
 
     model_card = read_card(artifact)
+    if plots is not None:
+        from toolkit.artifact import load
+        from toolkit.evaluate import held_out
+        from toolkit.plots import write_plots
+
+        rows = held_out(model_card)  # before loading: a card that cannot be plotted loads nothing
+        written = write_plots(
+            model_card, load(artifact, policy=policy.value, trusted_keys=trusted_key), rows.X, rows.y, plots
+        )
+        for plot in written:
+            typer.echo(f"wrote {plot.file} ({plot.title})", err=True)
+        typer.echo(f"wrote {plots / (model_card.artifact.file.removesuffix('.joblib') + '.card.md')}", err=True)
     if fmt is CardFormat.json:
         typer.echo(model_card.to_json().decode(), nl=False)
     else:
@@ -140,46 +181,45 @@ def diff(
     artifact_b: Annotated[Path, typer.Argument(help="Second artifact (.joblib).")],
     as_json: JsonOpt = False,
 ) -> None:
-    """Two artifacts' environments and metrics side by side."""
+    """Two artifacts side by side: model, data, metrics, environment. Exit 1 when they differ."""
     from toolkit.artifact import read_card
-    from toolkit.policy import differences
+    from toolkit.diff import diff_cards
 
-    a, b = read_card(artifact_a), read_card(artifact_b)
-    env = differences(a.environment, b.environment, policy="strict")
-    sections = sorted(set(a.metrics) | set(b.metrics))
-    metrics = [
-        (f"{s}.{m}", a.metrics.get(s, {}).get(m), b.metrics.get(s, {}).get(m))
-        for s in sections
-        for m in sorted(set(a.metrics.get(s, {})) | set(b.metrics.get(s, {})))
-    ]
+    result = diff_cards(read_card(artifact_a), read_card(artifact_b))
     if as_json:
-        print_json(
-            {
-                "a": {"name": a.name, "version": a.version, "sha256": a.artifact.sha256},
-                "b": {"name": b.name, "version": b.version, "sha256": b.artifact.sha256},
-                "environment": [{"name": d.name, "a": d.expected, "b": d.actual} for d in env],
-                "metrics": [{"metric": k, "a": x, "b": y} for k, x, y in metrics],
-                "data_sha256": {"a": a.data.sha256, "b": b.data.sha256},
-            }
-        )
-        return
+        print_json(result.to_dict())
+        raise typer.Exit(1 if result.differ else 0)
     from rich.table import Table
+    from rich.text import Text
 
+    a, b = result.a, result.b
     head_a, head_b = f"A {a.name} {a.version}", f"B {b.name} {b.version}"
+    if result.identical_pickles:
+        out.print(f"Pickles are byte-identical (sha256 {a.artifact.sha256}).", markup=False)
+    else:
+        out.print(f"Pickles differ: A {a.artifact.sha256[:12]}…, B {b.artifact.sha256[:12]}….", markup=False)
+    if result.model:
+        table = Table("what", head_a, head_b, title="Model and data")
+        for change in result.model:
+            table.add_row(Text(change.field), Text(change.a or "(absent)"), Text(change.b or "(absent)"))
+        out.print(table)
+    else:
+        out.print("Same algorithm, hyperparameters, data and preprocessing.")
     table = Table("metric", head_a, head_b, "B - A", title="Metrics")
-    for key, x, y in metrics:
-        delta = f"{y - x:+.4f}" if x is not None and y is not None else ""
-        table.add_row(key, _num(x), _num(y), delta)
+    for row in result.metrics:
+        delta = row.delta
+        table.add_row(Text(row.metric), _num(row.a), _num(row.b), "" if delta is None else f"{delta:+.4f}")
     out.print(table)
     if a.data.sha256 != b.data.sha256:
         out.print("Trained on different data: metrics are not directly comparable.", style="yellow")
-    if env:
-        table = Table("environment", head_a, head_b, title=f"{len(env)} environment difference(s)")
-        for d in env:
-            table.add_row(d.name, d.expected or "(absent)", d.actual or "(absent)")
+    if result.environment:
+        table = Table("environment", head_a, head_b, title=f"{len(result.environment)} environment difference(s)")
+        for d in result.environment:
+            table.add_row(Text(d.name), Text(d.expected or "(absent)"), Text(d.actual or "(absent)"))
         out.print(table)
     else:
         out.print("Environments are identical.")
+    raise typer.Exit(1 if result.differ else 0)
 
 
 def _num(value: float | None) -> str:

@@ -1,0 +1,482 @@
+"""What a pickle may import: recorded during the one ``joblib.dump``, enforced on load.
+
+``dump`` subclasses joblib's own pickler and records every ``(module, name)`` pair that
+its GLOBAL/STACK_GLOBAL opcodes write, as they are written: no second pickling pass.
+``load`` subclasses joblib's unpickler and lets ``find_class`` import only the pairs the
+card lists; anything else is refused before it is imported. Nested object-array streams
+(which joblib writes and reads with a separate pickler) go through the same two hooks.
+
+The callables that only an attack needs are listed once, here (``DENIED_MODULES`` and
+``DENIED_GLOBALS``): ``save`` refuses a pipeline that references them, and the card parser
+refuses a card that lists them, so no card can ever allow them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import inspect
+import os
+import pickle
+import sys
+from collections.abc import Collection, Iterable, Mapping
+from dataclasses import dataclass
+from importlib.machinery import PathFinder
+from pathlib import Path
+from types import FunctionType
+from typing import IO, TYPE_CHECKING, Any
+
+from toolkit.errors import IntegrityError, UsageError
+from toolkit.fingerprint import _name_and_version, canonical_name
+
+if TYPE_CHECKING:
+    from importlib import metadata
+
+__all__ = [
+    "DENIED_GLOBALS",
+    "DENIED_MODULES",
+    "Allowed",
+    "LocalModule",
+    "denied",
+    "distributions_for",
+    "dump",
+    "load",
+    "local_module_sha256",
+    "local_modules",
+]
+
+# Whole modules whose every callable runs commands, code, imports, raw memory or I/O:
+# nothing a fitted scikit-learn pipeline needs to rebuild itself. A submodule is
+# covered by its parent ("os.path" is posixpath, which is not listed).
+DENIED_MODULES = frozenset(
+    {
+        "os",
+        "posix",
+        "nt",
+        "subprocess",
+        "_posixsubprocess",
+        "pty",
+        "shutil",
+        "signal",
+        "sys",
+        "importlib",
+        "imp",
+        "pkgutil",
+        "runpy",
+        "code",
+        "codeop",
+        "types",  # CodeType and FunctionType build code objects
+        "marshal",
+        "pickle",
+        "_pickle",
+        "shelve",
+        "dill",
+        "cloudpickle",
+        "ctypes",
+        "_ctypes",
+        "socket",
+        "_socket",
+        "urllib",
+        "http",
+        "ftplib",
+        "smtplib",
+        "telnetlib",
+        "webbrowser",
+        "multiprocessing",
+        "asyncio",
+        "pdb",
+        "bdb",
+        "timeit",
+        "trace",
+        "profile",
+        "cProfile",
+        "gc",
+        "inspect",
+        "tempfile",
+        "__main__",
+    }
+)
+# Single callables in otherwise needed modules. getattr (and attrgetter/methodcaller,
+# getattr in disguise) reaches any function's __globals__ from any allowed class, so it is
+# refused even though a pickled bound method uses it.
+DENIED_GLOBALS = frozenset(
+    {
+        ("builtins", name)
+        for name in (
+            "eval",
+            "exec",
+            "compile",
+            "__import__",
+            "open",
+            "getattr",
+            "setattr",
+            "delattr",
+            "globals",
+            "locals",
+            "vars",
+            "input",
+            "breakpoint",
+            "exit",
+            "quit",
+            "help",
+            "memoryview",
+        )
+    }
+    | {("operator", n) for n in ("attrgetter", "methodcaller")}
+    | {("_operator", n) for n in ("attrgetter", "methodcaller")}
+    | {("io", "open"), ("_io", "open"), ("io", "FileIO"), ("_io", "FileIO"), ("codecs", "open")}
+    | {("numpy", "load"), ("numpy", "fromfile"), ("numpy.lib.npyio", "load"), ("pandas", "read_pickle")}
+    | {("joblib", "load"), ("joblib.numpy_pickle", "load")}
+)
+
+
+def denied(module: str, name: str) -> bool:
+    """True when ``module.name`` is a callable that only an attack needs."""
+    top = module.split(".", 1)[0]
+    return top in DENIED_MODULES or module in DENIED_MODULES or (module, name) in DENIED_GLOBALS
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class LocalModule:
+    """A module the pickle needs that no installed distribution provides, and its source's sha256."""
+
+    module: str
+    sha256: str
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Allowed:
+    """What ``load`` may import: exactly ``pairs`` (card schema 2), or, for a schema 1 card
+    that lists only modules, any name in ``modules`` that is not denied."""
+
+    pairs: frozenset[tuple[str, str]] | None = None
+    modules: frozenset[str] = frozenset()
+
+    def permits(self, module: str, name: str) -> bool:
+        if denied(module, name):
+            return False
+        if self.pairs is not None:
+            return (module, name) in self.pairs
+        return module in self.modules
+
+
+# --- dump --------------------------------------------------------------------------------
+
+
+def dump(obj: Any, file: IO[bytes]) -> tuple[tuple[str, str], ...]:
+    """``joblib.dump(obj, file)``, returning the sorted ``(module, name)`` pairs it wrote.
+
+    Raises: UsageError (``__main__`` or a denied callable referenced; anything that cannot
+    be pickled, such as a lambda), OSError from ``file`` unchanged (the caller names the path).
+    """
+    pickler_cls = _auditing_pickler()
+    pickler = pickler_cls(file)
+    try:
+        pickler.dump(obj)
+    except (UsageError, OSError):
+        raise
+    except RecursionError as e:
+        raise UsageError("cannot pickle the pipeline: it is nested too deeply") from e
+    except Exception as e:
+        raise UsageError(f"cannot pickle the pipeline: {type(e).__name__}: {e}") from e
+    return tuple(sorted(pickler.audit_globals))
+
+
+def _record(found: set[tuple[str, str]], obj: Any, name: str | None) -> str | None:
+    # The same module and name pickle's save_global computes (and STACK_GLOBAL writes).
+    if name is None:
+        name = getattr(obj, "__qualname__", None)
+    if name is None:
+        name = obj.__name__
+    module = pickle.whichmodule(obj, name)  # type: ignore[attr-defined]
+    if module == "__main__":
+        raise UsageError(
+            f"the pipeline references __main__.{name}, which exists only in the script that saves it and "
+            "cannot be loaded anywhere else: move it into a module and import it from there"
+        )
+    if denied(module, name):
+        raise UsageError(
+            f"refusing to save: loading the pipeline would import {module}.{name}, which only an attack needs"
+        )
+    found.add((module, name))
+    return name
+
+
+_PICKLER: Any = None
+
+
+def _auditing_pickler() -> Any:
+    global _PICKLER
+    if _PICKLER is not None:
+        return _PICKLER
+    from joblib import numpy_pickle
+
+    base: Any = numpy_pickle.NumpyPickler
+    plain: Any = pickle._Pickler  # the pure-Python pickler joblib builds on
+
+    class _Nested(plain):  # type: ignore[misc]
+        """Pickles an object array's elements into the same file, recording its globals too."""
+
+        dispatch = plain.dispatch.copy()
+
+        def __init__(self, file: IO[bytes], protocol: int, found: set[tuple[str, str]]) -> None:
+            super().__init__(file, protocol=protocol)
+            self.audit_globals = found
+
+        def save_global(self, obj: Any, name: str | None = None) -> None:
+            super().save_global(obj, _record(self.audit_globals, obj, name))
+
+        # The dispatch table holds the base class's save_global for functions: point it here.
+        dispatch[FunctionType] = save_global
+
+    class AuditingPickler(base):  # type: ignore[misc]
+        dispatch = base.dispatch.copy()
+
+        def __init__(self, file: IO[bytes]) -> None:
+            super().__init__(file)
+            self.audit_globals: set[tuple[str, str]] = set()
+
+        def save_global(self, obj: Any, name: str | None = None) -> None:
+            super().save_global(obj, _record(self.audit_globals, obj, name))
+
+        dispatch[FunctionType] = save_global
+
+        def save(self, obj: Any, save_persistent_id: bool = True) -> None:
+            np = self.np
+            if np is not None and type(obj) is np.ndarray and obj.dtype.hasobject:
+                # joblib writes these with a separate plain pickle.dump that no hook sees;
+                # this writes the same layout (wrapper, frame flush, nested stream) through ours.
+                wrapper = self._create_array_wrapper(obj)
+                plain.save(self, wrapper)
+                if self.proto >= 4:
+                    self.framer.commit_frame(force=True)
+                _Nested(self.file_handle, self.proto, self.audit_globals).dump(obj)
+                return
+            base.save(self, obj)
+
+    _PICKLER = AuditingPickler
+    return AuditingPickler
+
+
+# --- load --------------------------------------------------------------------------------
+
+
+class _Refused(Exception):
+    def __init__(self, module: str, name: str) -> None:
+        super().__init__(f"{module}.{name}")
+        self.module = module
+        self.name = name
+
+
+def load(buffer: Any, allowed: Allowed, *, where: str) -> Any:
+    """Unpickle a joblib file from memory, importing only what ``allowed`` permits.
+
+    Raises: IntegrityError (a global the card does not allow, before it is imported; a
+    compressed or foreign file); any other unpickling error unchanged for the caller.
+    """
+    from toolkit._files import MemoryReader
+
+    reader = MemoryReader(buffer)
+    if reader.read(1) != pickle.PROTO:
+        raise IntegrityError(f"{where}: not an uncompressed joblib pickle (toolkit.save writes no other kind); refused")
+    reader.seek(0)
+    unpickler = _restricted_unpickler()(reader, allowed)
+    try:
+        return unpickler.load()
+    except _Refused as e:
+        raise IntegrityError(
+            f"{where}: the pickle imports {e.module}.{e.name}, which its card does not allow; "
+            "refused before importing it"
+        ) from None
+
+
+_UNPICKLER: Any = None
+
+
+def _restricted_unpickler() -> Any:
+    global _UNPICKLER
+    if _UNPICKLER is not None:
+        return _UNPICKLER
+    from joblib import numpy_pickle
+
+    base: Any = numpy_pickle.NumpyUnpickler
+    plain: Any = pickle._Unpickler
+    wrapper_cls: Any = numpy_pickle.NumpyArrayWrapper
+    new_init = "ensure_native_byte_order" in inspect.signature(base.__init__).parameters
+    new_read = "ensure_native_byte_order" in inspect.signature(wrapper_cls.read).parameters
+
+    class RestrictedUnpickler(base):  # type: ignore[misc]
+        dispatch = base.dispatch.copy()
+
+        def __init__(self, file: Any, allowed: Allowed) -> None:
+            if new_init:
+                super().__init__("", file, True)
+            else:
+                super().__init__("", file)
+            self.allowed = allowed
+
+        def find_class(self, module: str, name: str) -> Any:
+            if not self.allowed.permits(module, name):
+                raise _Refused(module, name)
+            return super().find_class(module, name)
+
+        def load_build(self) -> None:
+            # joblib's load_build, except that an object array's nested stream is read
+            # through this find_class too (older joblib reads it with a plain pickle.load).
+            plain.load_build(self)
+            top = self.stack[-1]
+            if not isinstance(top, wrapper_cls):
+                return  # joblib <= 0.9's NDArrayWrapper is never allowed: find_class refused it
+            self.stack.pop()
+            if top.dtype.hasobject:
+                nested = plain(self.file_handle)
+                nested.find_class = self.find_class
+                array = nested.load()
+                if top.subclass is not self.np.ndarray:
+                    array = array.view(top.subclass)
+            else:
+                array = top.read(self, True) if new_read else top.read(self)
+            self.stack.append(array)
+
+        dispatch[pickle.BUILD[0]] = load_build
+
+    _UNPICKLER = RestrictedUnpickler
+    return RestrictedUnpickler
+
+
+# --- local modules -----------------------------------------------------------------------
+
+
+def local_modules(
+    modules: Iterable[str], provided: Collection[str], *, where: Mapping[str, Any] | None = None
+) -> tuple[LocalModule, ...]:
+    """The ``modules`` (already imported by pickling) that neither the standard library nor an
+    installed distribution provides (``provided``: top-level import names), each with the
+    sha256 of its source file.
+
+    Raises: UsageError when such a module has no source file to record.
+    """
+    loaded = sys.modules if where is None else where
+    found = []
+    for module in sorted(set(modules)):
+        top = module.split(".", 1)[0]
+        if top in sys.stdlib_module_names or top in sys.builtin_module_names or top in provided:
+            continue
+        file = getattr(loaded.get(module), "__file__", None)
+        if not file:
+            raise UsageError(f"the pipeline needs module {module!r}, which has no source file to record")
+        found.append(LocalModule(module=module, sha256=_sha256_path(file)))
+    return tuple(found)
+
+
+def local_module_sha256(module: str, path: list[str] | None = None) -> str | None:
+    """The sha256 of the file ``import module`` would load here, or None if none is found.
+
+    Found with PathFinder, package by package, so nothing is imported or executed (the
+    gate never runs user code); ``path`` defaults to sys.path.
+    """
+    search: list[str] | None = list(sys.path if path is None else path)
+    spec = None
+    parts = module.split(".")
+    for i in range(len(parts)):
+        try:
+            spec = PathFinder.find_spec(".".join(parts[: i + 1]), search)
+        except (ImportError, ValueError):
+            return None
+        if spec is None:
+            return None
+        search = list(spec.submodule_search_locations or [])
+        if i < len(parts) - 1 and not search:
+            return None  # a plain module where a package was needed
+    if spec is None or not spec.origin or not spec.has_location:
+        return None
+    try:
+        return _sha256_path(spec.origin)
+    except OSError:
+        return None
+
+
+def _sha256_path(file: str) -> str:
+    with open(file, "rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()
+
+
+# --- distributions ---------------------------------------------------------------------
+
+
+def distributions_for(modules: Iterable[str], installed: dict[str, str]) -> tuple[tuple[str, ...], frozenset[str]]:
+    """The installed distributions that provide ``modules``, closed over their requirements,
+    and the top-level import names among ``modules`` that some installed distribution provides."""
+    # Imported here: the gate imports this module for local_module_sha256 only.
+    from importlib import metadata
+
+    from packaging.requirements import InvalidRequirement, Requirement
+
+    tops = {m.split(".", 1)[0] for m in modules} - set(sys.stdlib_module_names)
+    dists: dict[str, metadata.Distribution] = {}
+    for entry in sys.path:
+        try:
+            names = os.listdir(entry or ".")
+        except OSError:
+            continue
+        for item in names:
+            if not item.endswith((".dist-info", ".egg-info")):
+                continue
+            # The directory's name carries the distribution's name (escaped, PEP 427), which
+            # spares reading every METADATA file; the header is the fallback.
+            path_dist = metadata.PathDistribution(Path(entry or ".", item))
+            name = canonical_name(item.split("-", 1)[0])
+            if name not in installed:
+                name = canonical_name(_name_and_version(path_dist)[0] or "")
+            if name in installed:
+                dists.setdefault(name, path_dist)  # first on sys.path wins, as on import
+    provided: set[str] = set()
+    roots = set()
+    for name, found in dists.items():
+        hits = _provided(found, tops)
+        if hits:
+            roots.add(name)
+            provided |= hits
+    closure: set[str] = set()
+    todo = sorted(roots)
+    while todo:
+        name = todo.pop()
+        if name in closure or name not in dists:
+            continue
+        closure.add(name)
+        for line in _requires(dists[name]):
+            try:
+                req = Requirement(line)
+            except InvalidRequirement:
+                continue
+            # Only what is installed unconditionally: extras are not part of the import closure.
+            # (evaluate() fills in this interpreter's environment around "extra".)
+            if req.marker is None or req.marker.evaluate({"extra": ""}):
+                todo.append(canonical_name(req.name))
+    return tuple(sorted(closure)), frozenset(provided)
+
+
+def _provided(dist: metadata.Distribution, tops: set[str]) -> set[str]:
+    # What packages_distributions() answers, for just the names we need: top_level.txt when
+    # there is one, else a text search of RECORD's first column (no CSV parsing, no
+    # PackagePath objects), which made it ~8x faster on a 40-package environment.
+    declared = dist.read_text("top_level.txt")
+    if declared:
+        return tops & set(declared.split())
+    record = dist.read_text("RECORD")
+    if record is None:  # egg-info and the like: the slow, general way
+        return {top for f in dist.files or () if (top := str(f).split("/", 1)[0].removesuffix(".py")) in tops}
+    text = "\n" + record
+    return {top for top in tops if any(f"\n{top}{s}" in text for s in ("/", ".py,", ".cpython-", ".abi3.", ".so,"))}
+
+
+def _requires(dist: metadata.Distribution) -> list[str]:
+    # Requires-Dist lines of the metadata header; dist.requires would run the whole file
+    # (long description included) through the email parser.
+    text = dist.read_text("METADATA") or dist.read_text("PKG-INFO") or ""
+    found = []
+    for line in text.splitlines():
+        if not line:
+            break
+        if line.startswith("Requires-Dist:"):
+            found.append(line[len("Requires-Dist:") :].strip())
+    return found
