@@ -90,7 +90,9 @@ def cache_key(*, base_image: str, lock_sha256: str, context: Path) -> str:
         try:
             data = path.read_bytes()
         except OSError as e:
-            raise UsageError(f"{path}: cannot read it for the image ({e.strerror or e}); run from the repository root") from e
+            raise UsageError(
+                f"{path}: cannot read it for the image ({e.strerror or e}); run from the repository root"
+            ) from e
         digest.update(f"{path.relative_to(context).as_posix()} {len(data)}\n".encode())
         digest.update(data)
     return digest.hexdigest()
@@ -119,7 +121,9 @@ def ensure_wheels(lock: Path, wheelhouse: Path, *, on_progress: Callable[[str], 
         raise DockerError(f"cannot download the wheels of {lock}: {e}") from e
     if done.returncode != 0:
         last = [line.strip() for line in done.stderr.splitlines() if line.strip()]
-        raise DockerError(f"cannot download the wheels of {lock}: {last[-1] if last else f'pip exited {done.returncode}'}")
+        raise DockerError(
+            f"cannot download the wheels of {lock}: {last[-1] if last else f'pip exited {done.returncode}'}"
+        )
     locked_wheels(lock, wheelhouse)  # what pip fetched must be exactly what the lock pins
 
 
@@ -196,7 +200,8 @@ def rebuild_source(card: ModelCard) -> tuple[str, str]:
     digest = hashlib.sha256(env.lock.encode("utf-8")).hexdigest()
     if env.lock_sha256 and digest != env.lock_sha256:
         raise IntegrityError(
-            f"{where}: the card's lock text hashes to {digest}, not its environment.lock_sha256 {env.lock_sha256}; refused"
+            f"{where}: the card's lock text hashes to {digest}, "
+            f"not its environment.lock_sha256 {env.lock_sha256}; refused"
         )
     return env.base_image, env.lock
 
@@ -248,9 +253,7 @@ def _cached(client: Any, tag: str, *, base_image: str, lock_hash: str) -> str | 
         return None
     except docker.errors.DockerException as e:
         raise DockerError(f"inspect {tag}: {e}") from e
-    env = dict(
-        item.split("=", 1) for item in (image.attrs.get("Config") or {}).get("Env") or () if "=" in item
-    )
+    env = dict(item.split("=", 1) for item in (image.attrs.get("Config") or {}).get("Env") or () if "=" in item)
     # The tag is a hash of both; a tag someone moved by hand must not pass for a cache hit.
     if env.get("TOOLKIT_BASE_IMAGE") != base_image or env.get("TOOLKIT_LOCK_SHA256") != lock_hash:
         return None

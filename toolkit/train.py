@@ -26,7 +26,7 @@ from toolkit.source_date import source_date_epoch
 if TYPE_CHECKING:
     import pandas as pd
 
-    from toolkit.card import ModelCard, Training
+    from toolkit.card import Lineage, ModelCard, Training
 
 __all__ = [
     "DEFAULT_PARAMS",
@@ -80,8 +80,9 @@ class TrainResult:
     timings: dict[str, float] = field(default_factory=dict)  # seconds per stage
 
 
-def train(config: TrainConfig, *, progress: Progress | None = None) -> TrainResult:
-    """Run the whole job for ``config``: data, split, CV, fit, evaluate, save.
+def train(config: TrainConfig, *, progress: Progress | None = None, lineage: Lineage | None = None) -> TrainResult:
+    """Run the whole job for ``config``: data, split, CV, fit, evaluate, save (with ``lineage``
+    when it is a retrain of another model).
 
     Everything that can be checked before fitting is: a dataset this accepts yields a card
     the toolkit accepts, and the artifact can be written where it is going.
@@ -123,6 +124,7 @@ def train(config: TrainConfig, *, progress: Progress | None = None) -> TrainResu
         path=path,
         progress=emit,
         timings=timings,
+        lineage=lineage,
     )
     return result
 
@@ -137,6 +139,7 @@ def fit_and_save(
     path: Path,
     progress: Progress | None = None,
     timings: dict[str, float] | None = None,
+    lineage: Lineage | None = None,
 ) -> TrainResult:
     """Fit ``pipeline`` on the training part, score it on the test part and save it with its card."""
     from toolkit import artifact
@@ -180,6 +183,7 @@ def fit_and_save(
                 limitations=config.limitations,
                 author=config.author,
                 training=training_recipe(config, dataset, pipeline[-1]),
+                lineage=lineage,
             )
         except OSError as e:
             # Disk full, quota, read-only: a usage problem of where the artifact goes (exit 2), not a bug.

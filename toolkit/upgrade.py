@@ -267,7 +267,10 @@ def check_artifact(path: Path, *, status: str | None = None) -> ModelCheck:
     if not differences:
         reason = "same runtime as the card; probe predictions agree"
     else:
-        reason = f"loads despite {len(differences)} difference(s); probe predictions agree (max |diff| {result.max_abs_diff:.3g})"
+        reason = (
+            f"loads despite {len(differences)} runtime difference(s); probe predictions agree "
+            f"(max |diff| {result.max_abs_diff:.3g})"
+        )
     if recorded:
         reason += f"; {len(recorded)} warning(s) while loading"
     return verdict("safe", reason, recorded=recorded, probe=result)
@@ -313,7 +316,11 @@ def junit_xml(report: UpgradeReport) -> bytes:
         case = ElementTree.SubElement(
             suite,
             "testcase",
-            {"classname": f"upgrade-check.{check.name}", "name": f"{check.name} {check.version}", "time": f"{check.seconds:.3f}"},
+            {
+                "classname": f"upgrade-check.{check.name}",
+                "name": f"{check.name} {check.version}",
+                "time": f"{check.seconds:.3f}",
+            },
         )
         details = [f"verdict: {check.verdict}", f"reason: {check.reason}"]
         details += [f"package: {p}" for p in check.packages]
@@ -328,7 +335,8 @@ def junit_xml(report: UpgradeReport) -> bytes:
     root = ElementTree.Element("testsuites", {"name": "toolkit upgrade-check"})
     root.append(suite)
     ElementTree.indent(root)
-    return b'<?xml version="1.0" encoding="utf-8"?>\n' + ElementTree.tostring(root, encoding="utf-8") + b"\n"
+    body: bytes = ElementTree.tostring(root, encoding="utf-8", xml_declaration=True)
+    return body + b"\n"
 
 
 # --- helpers -------------------------------------------------------------------------------
@@ -396,7 +404,11 @@ def _package_changes(recorded: Mapping[str, str]) -> tuple[PackageChange, ...]:
 def _metrics(raw: Any) -> dict[str, dict[str, float]]:
     if not isinstance(raw, Mapping):
         return {}
-    return {str(k): {str(m): float(v) for m, v in section.items()} for k, section in raw.items() if isinstance(section, Mapping)}
+    return {
+        str(k): {str(m): float(v) for m, v in section.items()}
+        for k, section in raw.items()
+        if isinstance(section, Mapping)
+    }
 
 
 def _retrain_line(outcome: RetrainOutcome) -> str:

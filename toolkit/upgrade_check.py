@@ -60,7 +60,9 @@ def select(registry: Path, *, name: str | None = None, stage: str = "production"
         for each in names:
             for entry in reversed(reg.list_versions(each)):
                 if entry.status in wanted:
-                    chosen.append(Selected(name=entry.name, version=entry.version, status=entry.status, path=entry.path))
+                    chosen.append(
+                        Selected(name=entry.name, version=entry.version, status=entry.status, path=entry.path)
+                    )
     return chosen
 
 
@@ -111,7 +113,12 @@ def upgrade_check(
     phase = time.monotonic()
     emit(f"candidate image for {lock}")
     image = ensure_runtime_image(
-        base_image=base_image, lock=lock, context=context, wheelhouse=wheelhouse, on_progress=_build_lines(emit), client=client
+        base_image=base_image,
+        lock=lock,
+        context=context,
+        wheelhouse=wheelhouse,
+        on_progress=_build_lines(emit),
+        client=client,
     )
     timings["image"] = time.monotonic() - phase
     emit(f"candidate image {image.tag}" + (" (cached)" if image.cached else " (built)"))

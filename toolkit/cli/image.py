@@ -201,7 +201,9 @@ def check(
 @image_app.command("rebuild")
 def rebuild(
     artifact: ArtifactArg,
-    tag: Annotated[str | None, typer.Option(help="Also tag the rebuilt image so (default: toolkit-runtime:<key>).")] = None,
+    tag: Annotated[
+        str | None, typer.Option(help="Also tag the rebuilt image so (default: toolkit-runtime:<key>).")
+    ] = None,
     context: Annotated[Path, typer.Option(help="The repository root: Dockerfile, pyproject.toml, toolkit/.")] = Path(),
     wheelhouse: Annotated[
         Path | None, typer.Option(help="Where the card's locked wheels are downloaded (default CONTEXT/wheelhouse).")

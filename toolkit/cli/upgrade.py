@@ -26,7 +26,8 @@ _VERDICT_STYLE = {"safe": "green", "drift": "yellow", "broken": "red"}
 @app.command("upgrade-check")
 def upgrade_check(
     lock: Annotated[
-        Path | None, typer.Option("--lock", help="The candidate lock (e.g. a Dependabot pull request's requirements.lock).")
+        Path | None,
+        typer.Option("--lock", help="The candidate lock (e.g. a Dependabot pull request's requirements.lock)."),
     ] = None,
     registry: RegistryOpt = None,
     name: Annotated[str | None, typer.Option(help="Only this model name (default: every name).")] = None,
@@ -35,7 +36,9 @@ def upgrade_check(
         bool, typer.Option("--retrain", help="Also retrain each model from its card's recipe in the candidate image.")
     ] = False,
     as_json: JsonOpt = False,
-    junit: Annotated[Path | None, typer.Option("--junit", help="Write a JUnit XML report: one test case per model.")] = None,
+    junit: Annotated[
+        Path | None, typer.Option("--junit", help="Write a JUnit XML report: one test case per model.")
+    ] = None,
     base_image: Annotated[
         str | None,
         typer.Option(help="Base of the candidate image, name@sha256:<digest> (default as `image build`)."),
@@ -44,7 +47,9 @@ def upgrade_check(
     wheelhouse: Annotated[
         Path | None, typer.Option(help="Where the candidate's wheels are downloaded (default CONTEXT/wheelhouse).")
     ] = None,
-    job: Annotated[Path | None, typer.Option("--job", hidden=True, help="Inside the candidate image: the job folder.")] = None,
+    job: Annotated[
+        Path | None, typer.Option("--job", hidden=True, help="Inside the candidate image: the job folder.")
+    ] = None,
 ) -> None:
     """Is a candidate lock safe for the models we serve? One verdict per model: safe, drift or broken.
 
@@ -98,7 +103,9 @@ def retrain(
     ] = None,
     out_dir: Annotated[Path | None, typer.Option("--out", help="Where to write it when not registering.")] = None,
     registry: RegistryOpt = None,
-    register: Annotated[bool, typer.Option("--register/--no-register", help="Register as staging (default yes).")] = True,
+    register: Annotated[
+        bool, typer.Option("--register/--no-register", help="Register as staging (default yes).")
+    ] = True,
     reason: Annotated[str | None, typer.Option(help="Why it was retrained (the card's lineage.reason).")] = None,
     as_json: JsonOpt = False,
 ) -> None:
@@ -245,7 +252,9 @@ def _progress() -> Iterator[Callable[[str], None]]:
     with err.status("upgrade-check: starting") as status:
 
         def emit(line: str) -> None:
-            if line.startswith(("registered", "candidate image ")) or ": " in line and line.split(": ")[-1] in _VERDICT_STYLE:
+            if line.startswith(("registered", "candidate image ")) or (
+                ": " in line and line.split(": ")[-1] in _VERDICT_STYLE
+            ):
                 err.print(f"  {line}", markup=False)
             status.update(f"upgrade-check: {line}")
 
