@@ -13,25 +13,39 @@ export PIP_DISABLE_PIP_VERSION_CHECK := 1
 # Reproducible timestamps in cards: the last commit's time unless the caller sets one.
 export SOURCE_DATE_EPOCH ?= $(shell git log -1 --format=%ct 2>/dev/null || echo 0)
 
-.PHONY: help venv wheelhouse lock test test-fast bench clean
+.PHONY: help venv wheelhouse lock lint test test-fast bench clean
 
 help:
-	@echo "make train | test | lock | image | base | check-env MODEL=... | bench | clean"
+	@echo "make train | test | lint | lock | image | base | check-env MODEL=... | bench | clean"
 
-# The locked wheels, downloaded once on the host: the venv and the image install from here.
+# Two locks, layered as pip-tools does it: requirements.lock is the image's runtime (and only that);
+# requirements-dev.lock, constrained by it, adds what only the host runs (tests, linters, pip-tools).
+LOCKS := requirements.lock requirements-dev.lock
+
+# The locked wheels of both, downloaded once on the host: the venv and the image install from here
+# (the image takes only the runtime lock's).
 wheelhouse: $(WHEELHOUSE)/.stamp
-$(WHEELHOUSE)/.stamp: requirements.lock
-	$(PY) -m pip download --quiet --only-binary=:all: --no-deps --require-hashes -r requirements.lock -d $(WHEELHOUSE)
+$(WHEELHOUSE)/.stamp: $(LOCKS)
+	$(PY) -m pip download --quiet --only-binary=:all: --no-deps --require-hashes \
+	    $(foreach lock,$(LOCKS),-r $(lock)) -d $(WHEELHOUSE)
 	touch $@
 
 venv: $(VENV)/.stamp
-$(VENV)/.stamp: requirements.lock pyproject.toml $(WHEELHOUSE)/.stamp
+$(VENV)/.stamp: $(LOCKS) pyproject.toml $(WHEELHOUSE)/.stamp
 	$(PY) -m venv $(VENV)
-	$(BIN)/pip install --quiet --no-index --find-links $(WHEELHOUSE) --require-hashes -r requirements.lock
+	$(BIN)/pip install --quiet --no-index --find-links $(WHEELHOUSE) --require-hashes $(foreach lock,$(LOCKS),-r $(lock))
 	# compat mode: a plain .pth entry instead of an import-hook finder, which would cost
 	# every `toolkit` start-up (the gate's included) ~15 ms.
 	$(BIN)/pip install --quiet --no-index --no-deps --no-build-isolation -e . --config-settings editable_mode=compat
+	$(MAKE) --no-print-directory bytecode
 	touch $@
+
+# An editable install is never byte-compiled, and with PYTHONDONTWRITEBYTECODE set (as on these
+# machines) nothing ever writes the .pyc: every `toolkit` run would compile the package again
+# (benchmarks/bench_gate.py). Compiled once here, with the variable unset for this step only.
+.PHONY: bytecode
+bytecode:
+	env -u PYTHONDONTWRITEBYTECODE $(BIN)/python -m compileall -q toolkit
 
 # --- Docker (see Dockerfile, scripts/engine.sh, scripts/base.sh) -------------------------------
 # BASE_IMAGE=name@sha256:<digest> pins a base of your own (e.g. a public python:3.11-slim-bookworm
@@ -69,20 +83,34 @@ check-env: $(if $(MODEL),image)
 	@test -n "$(MODEL)" || { echo "usage: make check-env MODEL=models/NAME/VERSION/NAME-VERSION.joblib" >&2; exit 2; }
 	$(TOOLKIT) image check --image $(IMAGE) '$(MODEL)'
 
+PIP_COMPILE = $(BIN)/pip-compile --quiet --generate-hashes --allow-unsafe --strip-extras \
+	    --no-emit-index-url --no-emit-find-links
+# The runtime first: the dev lock is constrained by it (`-c requirements.lock` in requirements-dev.in).
 lock: $(VENV)/.stamp
-	$(BIN)/pip-compile --quiet --generate-hashes --allow-unsafe --strip-extras \
-	    --no-emit-index-url --no-emit-find-links -o requirements.lock requirements.in
+	$(PIP_COMPILE) -o requirements.lock requirements.in
+	$(PIP_COMPILE) -o requirements-dev.lock requirements-dev.in
+
+# Types and lint, from the dev lock; any finding fails `make test`.
+lint: $(VENV)/.stamp
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy --strict toolkit
 
 # The whole suite, Docker end-to-end included: starts an engine when none answers.
-test: $(VENV)/.stamp engine
+test: $(VENV)/.stamp lint engine
 	$(BIN)/python -m pytest
 
 # Everything but the Docker and cross-version end-to-end tests: a quick loop while developing.
 test-fast: $(VENV)/.stamp
 	$(BIN)/python -m pytest -m "not docker and not slow"
 
-bench: $(VENV)/.stamp
-	@for b in benchmarks/bench_*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done
+# Every benchmark, with what they need built or started first (the engine, the pinned base, the
+# wheelhouse), as `make test` does; a failing one does not stop the others, and the end says which.
+bench: $(VENV)/.stamp $(WHEELHOUSE)/.stamp engine base
+	@failed=""; for b in benchmarks/bench_*.py; do \
+	    echo "== $$b"; $(BIN)/python $$b || failed="$$failed $$b"; \
+	done; \
+	if [ -n "$$failed" ]; then echo "bench: FAILED:$$failed" >&2; exit 1; fi
 
 clean:
 	rm -rf $(VENV) $(WHEELHOUSE) .pytest_cache build *.egg-info

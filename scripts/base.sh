@@ -16,7 +16,9 @@ REGISTRY_ADDR=${BASE_REGISTRY:-127.0.0.1:5000}
 REPO=$REGISTRY_ADDR/python-base
 TAG=bookworm
 SUITE=bookworm
-MIRROR=${DEBIAN_MIRROR:-http://deb.debian.org/debian}
+# The Debian mirror: $DEBIAN_MIRROR, else the one this machine's apt sources name for $SUITE (a
+# company mirror or a snapshot works as apt does); resolved only when debootstrap needs it.
+MIRROR=${DEBIAN_MIRROR:-}
 state=$PWD/.cache/registry
 
 say() { echo "base: $*" >&2; }
@@ -112,9 +114,13 @@ fi
 # --- build the rootfs from Debian packages ----------------------------------------------------
 need debootstrap debootstrap
 [ "$(id -u)" = 0 ] || die "debootstrap needs root"
+if [ -z "$MIRROR" ]; then
+    MIRROR=$(python3 scripts/debian_mirror.py "$SUITE") \
+        || die "set DEBIAN_MIRROR to a Debian mirror serving $SUITE (none found in /etc/apt)"
+fi
 mkdir -p .cache/debootstrap
 rootfs=$(mktemp -d "$PWD/.cache/rootfs.XXXXXX")
-say "debootstrap $SUITE (minbase + python3, python3-venv, ca-certificates)"
+say "debootstrap $SUITE from $MIRROR (minbase + python3, python3-venv, ca-certificates)"
 debootstrap --variant=minbase --include=python3,python3-venv,ca-certificates \
     --cache-dir="$PWD/.cache/debootstrap" "$SUITE" "$rootfs" "$MIRROR" >"$state.debootstrap.log" 2>&1 \
     || { tail -n 20 "$state.debootstrap.log" >&2; die "debootstrap failed; see $state.debootstrap.log"; }

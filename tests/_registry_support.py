@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
 import shutil
 from pathlib import Path
 from typing import Any
 
-__all__ = ["clone_artifact", "registry_rows", "tamper"]
+__all__ = ["clone_artifact", "registry_rows", "snapshot", "tamper"]
 
 
 def clone_artifact(
@@ -46,14 +48,27 @@ def tamper(path: Path) -> None:
 
 
 def registry_rows(root: Path) -> list[dict[str, Any]]:
-    """Every version row, straight from the index (what the safety tests audit)."""
-    import sqlite3
+    """Every version row, read through the registry's own (read-only) open, as the safety tests audit it."""
+    from toolkit._registry_db import connect_readonly, has_schema
 
-    if not (root / "registry.db").exists():
+    conn = connect_readonly(root)
+    if conn is None:
         return []
-    conn = sqlite3.connect(root / "registry.db")
-    conn.row_factory = sqlite3.Row
     try:
+        if not has_schema(conn):
+            return []
         return [dict(r) | {"metrics": json.loads(r["metrics"])} for r in conn.execute("SELECT * FROM versions")]
     finally:
         conn.close()
+
+
+def snapshot(root: Path) -> dict[str, str]:
+    """Every file under ``root`` but the index's own, with its sha256: what "nothing lost" compares."""
+    files = {}
+    for dirpath, _, names in os.walk(root):
+        for n in names:
+            p = Path(dirpath) / n
+            rel = str(p.relative_to(root))
+            if not rel.startswith("registry.db") and not rel.startswith(".tmp"):
+                files[rel] = hashlib.sha256(p.read_bytes()).hexdigest()
+    return files

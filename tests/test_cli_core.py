@@ -217,3 +217,29 @@ def test_cli_basics_version_short_help_and_one_suggestion() -> None:
     assert typo.stderr.count("Did you mean") == 1 and "'registry'" in typo.stderr
     completion = run("--show-completion", "bash")
     assert completion.returncode == 0 and "complete" in completion.stdout
+
+
+def test_check_env_prints_card_values_as_escaped_text(runner: CliRunner, artifact: Path) -> None:
+    hostile = "1.0\x1b[2J\x1b]8;;http://evil.example/\x07x\x1b]8;;\x07[red]y[/]"
+    _tamper_env(artifact, "scikit-learn", hostile)
+    result = _run(runner, "check-env", artifact)
+    assert result.exit_code == 1
+    assert "\x1b" not in result.stdout and "\x07" not in result.stdout
+    row = next(line for line in result.stdout.splitlines() if line.startswith("scikit-learn"))
+    assert "1.0\\x1b[2J\\x1b]8;;http://evil.example/\\x07x\\x1b]8;;\\x07[red]y[/]" in row
+
+
+def test_check_env_text_lists_every_difference_one_per_line(runner: CliRunner, artifact: Path) -> None:
+    # The text table is built in one pass (no rich layout): 100,000 rows cost about what --json
+    # costs (benchmarks/bench_check_env_text.py); here: every difference is there, whole.
+    path = artifact_paths(artifact).card_json
+    d = json.loads(path.read_text())
+    d["environment"]["packages"].update({f"zz-pkg-{i:05d}": f"9.{i}.0-{'x' * 60}" for i in range(2000)})
+    path.write_text(json.dumps(d))
+    result = _run(runner, "check-env", artifact)
+    assert result.exit_code == 1
+    lines = result.stdout.splitlines()
+    assert lines[1] == "2000 difference(s)"
+    rows = [line for line in lines if line.startswith("zz-pkg-")]
+    assert len(rows) == 2000
+    assert rows[1999].split() == ["zz-pkg-01999", f"9.1999.0-{'x' * 60}", "(absent)"]  # never truncated

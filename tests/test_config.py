@@ -9,7 +9,7 @@ from typer.testing import CliRunner
 
 from toolkit.cli import app
 from toolkit.config import TrainConfig, derive_name, load_config, resolve_config
-from toolkit.errors import ConfigError
+from toolkit.errors import ConfigError, InvalidName, InvalidVersion
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -81,9 +81,6 @@ def test_bad_file(tmp_path: Path, text: str, needle: str) -> None:
     ("overrides", "needle"),
     [
         ({"model": "xgboost"}, "model: unknown kind 'xgboost'"),
-        ({"version": "1.0"}, "version: '1.0' is not a semantic version"),
-        ({"version": "01.0.0"}, "not a semantic version"),
-        ({"name": "Credit Model"}, "name: 'Credit Model' is not a valid name"),
         ({"test_size": 1.5}, "test_size: must be between 0 and 1"),
         ({"cv_folds": 1}, "cv_folds: must be between 2 and 20"),
         ({"seed": -1}, "seed: must be between"),
@@ -95,6 +92,22 @@ def test_bad_values(overrides: dict[str, object], needle: str) -> None:
     with pytest.raises(ConfigError) as info:
         resolve_config(**overrides)
     assert needle in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "error", "needle"),
+    [
+        ({"version": "1.0"}, InvalidVersion, "invalid version '1.0': must be a semantic version X.Y.Z"),
+        ({"version": "01.0.0"}, InvalidVersion, "invalid version '01.0.0'"),
+        ({"name": "Credit Model"}, InvalidName, "invalid name 'Credit Model': must match"),
+    ],
+)
+def test_bad_identifiers_follow_the_one_rule(overrides: dict[str, object], error: type, needle: str) -> None:
+    # toolkit.identifiers: the same class, message and exit code (4) as from the registry.
+    with pytest.raises(error) as info:
+        resolve_config(**overrides)
+    assert needle in str(info.value)
+    assert info.value.exit_code == 4
 
 
 def test_missing_file(tmp_path: Path) -> None:

@@ -171,7 +171,7 @@ def test_builtin_with_another_target() -> None:
 
 def test_split_is_stratified_and_seeded() -> None:
     d = load_dataset("builtin:credit")
-    X_train, X_test, y_train, y_test = split(d, test_size=0.2, seed=7)
+    X_train, X_test, _, y_test = split(d, test_size=0.2, seed=7)
     assert (len(X_train), len(X_test)) == (1600, 400)
     assert abs(y_test.mean() - d.y.mean()) < 0.005
     again = split(d, test_size=0.2, seed=7)
@@ -198,7 +198,7 @@ def test_coerce_features_orders_drops_and_converts() -> None:
 
 
 def test_coerce_features_missing_column() -> None:
-    with pytest.raises(DataError, match="missing 1 feature column.*'c'"):
+    with pytest.raises(DataError, match=r"missing 1 feature column.*'c'"):
         coerce_features(pd.DataFrame({"n": [1.0]}), FEATURES, "in.csv")
 
 

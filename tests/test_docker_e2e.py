@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from _docker_support import swap_pin
 
 from toolkit import docker as tdocker
 from toolkit.errors import DockerError
@@ -26,8 +27,10 @@ from toolkit.errors import DockerError
 pytestmark = pytest.mark.docker
 
 REPO = Path(__file__).resolve().parents[1]
-IMAGE = "toolkit:e2e"
-VARIANT_IMAGE = "toolkit:e2e-variant"
+# Tags of this suite's images; TOOLKIT_E2E_TAG gives concurrent runs (worktrees) tags of their own.
+_TAG = os.environ.get("TOOLKIT_E2E_TAG", "e2e")
+IMAGE = f"toolkit:{_TAG}"
+VARIANT_IMAGE = f"toolkit:{_TAG}-variant"
 # Another scikit-learn release that installs with the lock's numpy and scipy.
 VARIANT_SKLEARN = "1.8.0"
 EPOCH = "1700000000"  # SOURCE_DATE_EPOCH for every training here: cards must be byte-identical
@@ -97,7 +100,7 @@ def variant_image(client: Any, base_ref: str, image: str, tmp_path_factory: pyte
     work = tmp_path_factory.mktemp("variant")
     wheel = _variant_wheel()
     lock = work / "requirements.lock"
-    lock.write_text(_swap_pin((REPO / "requirements.lock").read_text(), "scikit-learn", VARIANT_SKLEARN, wheel))
+    lock.write_text(swap_pin((REPO / "requirements.lock").read_text(), "scikit-learn", VARIANT_SKLEARN, wheel))
     wheelhouse = work / "wheelhouse"
     wheelhouse.mkdir()
     for source in [*sorted((REPO / "wheelhouse").glob("*.whl")), wheel]:
@@ -179,10 +182,42 @@ def test_check_env_in_an_image_with_another_sklearn_exits_1_and_names_it(trained
     sklearn = [d for d in report["differences"] if d["name"] == "scikit-learn"]
     assert sklearn == [{"field": "package", "name": "scikit-learn", "expected": locked, "actual": VARIANT_SKLEARN}]
     # --verify-predictions says whether the old pipeline still predicts the same in the new image.
-    assert isinstance(report["predictions"]["ok"], bool), report["predictions"]
+    # The probe really ran in the new image, and its verdict is what its own numbers say.
+    probe = report["predictions"]
+    assert probe["error"] is None and probe["rows"] > 0, probe
+    assert probe["ok"] is (probe["label_mismatches"] == 0 and probe["max_abs_diff"] <= probe["tolerance"]), probe
     human = _toolkit("image", "check", str(trained), "--image", variant_image)
     assert human.returncode == 1
     assert "scikit-learn" in human.stdout and locked in human.stdout and VARIANT_SKLEARN in human.stdout
+
+
+def test_train_in_image_from_a_parquet_file(image: str, tmp_path: Path) -> None:
+    # pyarrow is the image's largest package: a leaner image must still read Parquet.
+    import pandas as pd
+
+    rows = 200
+    frame = pd.DataFrame(
+        {
+            "x1": [i % 17 for i in range(rows)],
+            "x2": [(i * 7) % 13 for i in range(rows)],
+            "y": [i % 2 for i in range(rows)],
+        }
+    )
+    data = tmp_path / "data" / "toy.parquet"
+    data.parent.mkdir()
+    frame.to_parquet(data)
+    out = tmp_path / "out"
+    done = _toolkit(
+        "image", "train", "--image", image, "--dataset", str(data), "--target", "y", "--model", "logistic_regression",
+        "--name", "toy", "--version", "1.0.0", "--no-register", "--out", str(out),
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+    card = json.loads((out / "toy-1.0.0.card.json").read_text())
+    # The card records the Parquet file the container read: its bytes, its rows, its columns.
+    assert card["data"]["sha256"] == hashlib.sha256(data.read_bytes()).hexdigest()
+    assert card["data"]["n_train"] + card["data"]["n_test"] == rows
+    assert [f["name"] for f in card["data"]["features"]] == ["x1", "x2"]
+    assert sorted(p.name for p in out.iterdir()) == ["toy-1.0.0.card.json", "toy-1.0.0.card.md", "toy-1.0.0.joblib"]
 
 
 # --- 5. an unpinned base is refused ----------------------------------------------------------
@@ -190,7 +225,7 @@ def test_check_env_in_an_image_with_another_sklearn_exits_1_and_names_it(trained
 
 def test_build_with_an_unpinned_base_fails_clearly(base_ref: str, client: Any) -> None:
     tag = base_ref.split("@")[0] + ":bookworm"  # a tag the engine has, so nothing is pulled
-    done = _toolkit("image", "build", "--base-image", tag, "--tag", "toolkit:e2e-unpinned")
+    done = _toolkit("image", "build", "--base-image", tag, "--tag", f"{IMAGE}-unpinned")
     assert done.returncode == 2
     assert "BASE_IMAGE must be pinned by digest as name@sha256:<64 hex>" in done.stderr
     assert tag in done.stderr
@@ -317,26 +352,3 @@ def _variant_wheel() -> Path:
         found = sorted(cache.glob(f"scikit_learn-{VARIANT_SKLEARN}-*.whl"))
     assert len(found) == 1, found
     return found[0]
-
-
-def _swap_pin(lock: str, name: str, version: str, wheel: Path) -> str:
-    """``lock`` with NAME's pin and hashes replaced by VERSION and the hash of ``wheel``."""
-    digest = hashlib.sha256(wheel.read_bytes()).hexdigest()
-    block = re.compile(rf"^{re.escape(name)}==\S+ \\\n(?:    --hash=sha256:[0-9a-f]{{64}}(?: \\)?\n)+", re.MULTILINE)
-    swapped, count = block.subn(f"{name}=={version} \\\n    --hash=sha256:{digest}\n", lock)
-    assert count == 1, f"{name} not found once in the lock"
-    return swapped
-
-
-def test_swap_pin_replaces_exactly_one_block(tmp_path: Path) -> None:
-    wheel = tmp_path / "w.whl"
-    wheel.write_bytes(b"x")
-    lock = (
-        "a==1 \\\n    --hash=sha256:" + "1" * 64 + "\nb==2 \\\n    --hash=sha256:" + "2" * 64 + " \\\n"
-        "    --hash=sha256:" + "3" * 64 + "\n    # via x\nc==3 \\\n    --hash=sha256:" + "4" * 64 + "\n"
-    )
-    swapped = _swap_pin(lock, "b", "9", wheel)
-    assert swapped == lock.replace(
-        "b==2 \\\n    --hash=sha256:" + "2" * 64 + " \\\n    --hash=sha256:" + "3" * 64 + "\n",
-        "b==9 \\\n    --hash=sha256:" + hashlib.sha256(b"x").hexdigest() + "\n",
-    )

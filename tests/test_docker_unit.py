@@ -4,16 +4,27 @@ from __future__ import annotations
 
 import hashlib
 import io
-import os
+import subprocess
+import sys
 import tarfile
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
 
+import docker
 import pytest
+import requests
+from _docker_support import swap_pin
 from typer.testing import CliRunner
 
 from toolkit import docker as tdocker
 from toolkit.cli import app
-from toolkit.errors import DockerError, UsageError
+from toolkit.docker import client as dclient
+from toolkit.docker import context as dcontext
+from toolkit.docker import images as dimages
+from toolkit.docker import jobs as djobs
+from toolkit.errors import DockerError, IntegrityError, RegistryError, ToolkitError, UsageError
 
 DIGEST = "sha256:" + "ab" * 32
 PINNED = f"127.0.0.1:5000/python-base@{DIGEST}"
@@ -68,8 +79,8 @@ def test_resolve_base_image_precedence(tmp_path: Path, monkeypatch: pytest.Monke
     ],
 )
 def test_reference_names(ref: str, name: str, repository: str) -> None:
-    assert tdocker._name_of(ref) == name
-    assert tdocker._repository(ref) == repository
+    assert dimages.name_of(ref) == name
+    assert dimages.repository_of(ref) == repository
 
 
 def test_pin_reference_keeps_a_pinned_ref_without_asking_docker() -> None:
@@ -106,7 +117,7 @@ def test_locked_wheels_takes_exactly_the_pinned_files(tmp_path: Path) -> None:
         "not-a-wheel.whl",
     ):
         (wheelhouse / name).write_bytes(b"x")
-    chosen = sorted(p.name for p in tdocker._locked_wheels(lock, wheelhouse))
+    chosen = sorted(p.name for p in dcontext.locked_wheels(lock, wheelhouse))
     assert chosen == [
         "scikit_learn-1.9.1-cp311-cp311-manylinux_2_28_x86_64.whl",
         "typing_extensions-4.16.0-py3-none-any.whl",
@@ -117,9 +128,9 @@ def test_locked_wheels_names_what_is_missing(tmp_path: Path) -> None:
     lock = _lock(tmp_path, {"numpy": "2.4.6"})
     (tmp_path / "wheelhouse").mkdir()
     with pytest.raises(UsageError, match=r"no wheel for numpy==2\.4\.6 .*make wheelhouse"):
-        tdocker._locked_wheels(lock, tmp_path / "wheelhouse")
+        dcontext.locked_wheels(lock, tmp_path / "wheelhouse")
     with pytest.raises(UsageError, match="no wheelhouse"):
-        tdocker._locked_wheels(lock, tmp_path / "absent")
+        dcontext.locked_wheels(lock, tmp_path / "absent")
 
 
 def test_build_context_holds_only_what_the_dockerfile_copies(tmp_path: Path) -> None:
@@ -131,14 +142,20 @@ def test_build_context_holds_only_what_the_dockerfile_copies(tmp_path: Path) -> 
     lock = tmp_path / "elsewhere.lock"
     lock.write_text("typing-extensions==4.16.0 \\\n    --hash=sha256:" + "0" * 64 + "\n")
     buffer = io.BytesIO()
-    tdocker._write_context(buffer, context=REPO, lock=lock, wheels=[link])
+    dcontext.write_context(buffer, context=REPO, lock=lock, wheels=[link])
     buffer.seek(0)
     with tarfile.open(fileobj=buffer) as tar:
         names = tar.getnames()
         assert tar.extractfile("requirements.lock").read() == lock.read_bytes()  # type: ignore[union-attr]
         # A symlinked wheel goes in as the wheel's bytes.
         assert tar.extractfile(f"wheelhouse/{wheel.name}").read() == b"wheel bytes"  # type: ignore[union-attr]
-    assert {"Dockerfile", "pyproject.toml", "toolkit/__init__.py", "toolkit/docker.py"} <= set(names)
+    assert {
+        "Dockerfile",
+        "pyproject.toml",
+        "toolkit/__init__.py",
+        "toolkit/docker/__init__.py",
+        "toolkit/docker/client.py",
+    } <= set(names)
     assert not [n for n in names if "__pycache__" in n or n.startswith((".venv", "tests", ".git", "models"))]
 
 
@@ -151,11 +168,11 @@ def test_map_inputs_rewrites_paths_and_mounts_outside_ones(tmp_path: Path) -> No
     outside.parent.mkdir()
     outside.write_text("")
     args = ["--config", str(inside), "--dataset", str(outside), "--model", "random_forest"]
-    mapped, mounts = tdocker._map_inputs(args, [inside, outside], work)
+    mapped, mounts = djobs.map_inputs(args, [inside, outside], work)
     assert mapped == ["--config", "/work/configs/a.toml", "--dataset", "/in/1/b.csv", "--model", "random_forest"]
     assert mounts == [tdocker.Mount(source=outside.parent, target="/in/1", read_only=True)]
     with pytest.raises(UsageError, match="no such file"):
-        tdocker._map_inputs(["--config", "nope.toml"], [Path("nope.toml")], work)
+        djobs.map_inputs(["--config", "nope.toml"], [Path("nope.toml")], work)
 
 
 def test_lock_sha256_matches_sha256sum(tmp_path: Path) -> None:
@@ -202,7 +219,6 @@ def test_no_engine_is_exit_5_and_one_line(monkeypatch: pytest.MonkeyPatch, tmp_p
     assert len(lines) == 1 and lines[0].startswith("error: no Docker engine answers at unix://"), result.output
 
 
-@pytest.mark.skipif(os.getuid() != 0, reason="only root runs the gate as the image's user")
 def test_check_as_root_names_an_artifact_the_image_user_cannot_read(tmp_path: Path) -> None:
     artifact = tmp_path / "m-1.0.0.joblib"
     artifact.write_bytes(b"x")
@@ -210,9 +226,398 @@ def test_check_as_root_names_an_artifact_the_image_user_cannot_read(tmp_path: Pa
     tmp_path.chmod(0o755)
     artifact.chmod(0o600)
     with pytest.raises(UsageError, match=r"m-1\.0\.0\.joblib: not readable by the image's user \(uid 10001\)"):
-        tdocker._require_readable_by_image_user(artifact)
+        djobs.require_readable_by_image_user(artifact)
     artifact.chmod(0o644)
-    tdocker._require_readable_by_image_user(artifact)
+    djobs.require_readable_by_image_user(artifact)
     tmp_path.chmod(0o700)
     with pytest.raises(UsageError, match=r"chmod o\+rx"):
-        tdocker._require_readable_by_image_user(artifact)
+        djobs.require_readable_by_image_user(artifact)
+
+
+def test_swap_pin_replaces_exactly_one_block(tmp_path: Path) -> None:
+    wheel = tmp_path / "w.whl"
+    wheel.write_bytes(b"x")
+    lock = (
+        "a==1 \\\n    --hash=sha256:" + "1" * 64 + "\nb==2 \\\n    --hash=sha256:" + "2" * 64 + " \\\n"
+        "    --hash=sha256:" + "3" * 64 + "\n    # via x\nc==3 \\\n    --hash=sha256:" + "4" * 64 + "\n"
+    )
+    swapped = swap_pin(lock, "b", "9", wheel)
+    assert swapped == lock.replace(
+        "b==2 \\\n    --hash=sha256:" + "2" * 64 + " \\\n    --hash=sha256:" + "3" * 64 + "\n",
+        "b==9 \\\n    --hash=sha256:" + hashlib.sha256(b"x").hexdigest() + "\n",
+    )
+    with pytest.raises(AssertionError, match="not found once"):
+        swap_pin(lock, "zzz", "1", wheel)
+
+
+# --- the SDK seam, faked: exit codes and error paths without an engine ----------------------
+
+
+class FakeContainer:
+    def __init__(self, owner: FakeClient, *, status: dict[str, Any], output: list[tuple[bytes | None, bytes | None]]):
+        self.owner, self.status, self.output = owner, status, output
+        self.removed = False
+
+    def attach(self, **_: Any) -> Iterator[tuple[bytes | None, bytes | None]]:
+        for chunk in self.output:
+            if isinstance(chunk, BaseException):
+                raise chunk
+            yield chunk
+
+    def start(self) -> None:
+        self.owner.calls.append("start")
+
+    def wait(self) -> dict[str, Any]:
+        return self.status
+
+    def remove(self, force: bool = False) -> None:
+        self.removed = force
+
+
+class FakeClient:
+    """Just the calls toolkit.docker.client makes, with scripted answers."""
+
+    def __init__(
+        self,
+        *,
+        images: dict[str, dict[str, Any]] | None = None,
+        build_log: list[dict[str, Any]] | None = None,
+        status: dict[str, Any] | None = None,
+        output: list[Any] | None = None,
+        create_error: Exception | None = None,
+        registry_digest: str | None = None,
+    ) -> None:
+        self.known = images if images is not None else {"toolkit:fake": {}}
+        self.build_log = build_log or []
+        self.status = status if status is not None else {"StatusCode": 0}
+        self.output = output or []
+        self.create_error = create_error
+        self.registry_digest = registry_digest
+        self.calls: list[Any] = []
+        self.containers_made: list[FakeContainer] = []
+        self.api = SimpleNamespace(build=self._build)
+        self.images = SimpleNamespace(get=self._get_image, get_registry_data=self._registry_data)
+        self.containers = SimpleNamespace(create=self._create)
+        self.closed = False
+
+    def ping(self) -> bool:
+        raise requests.exceptions.ConnectionError("Connection aborted.")
+
+    def close(self) -> None:
+        self.closed = True
+
+    def _build(self, **kwargs: Any) -> Iterator[dict[str, Any]]:
+        self.calls.append(("build", kwargs))
+        yield from self.build_log
+
+    def _get_image(self, name: str) -> Any:
+        if name not in self.known:
+            raise docker.errors.ImageNotFound(f"No such image: {name}")
+        return SimpleNamespace(id="sha256:" + "c" * 64, attrs=self.known[name])
+
+    def _registry_data(self, name: str) -> Any:
+        if self.registry_digest is None:
+            raise docker.errors.APIError("manifest unknown")
+        return SimpleNamespace(id=self.registry_digest)
+
+    def _create(self, image: str, **kwargs: Any) -> FakeContainer:
+        self.calls.append(("create", image, kwargs))
+        if self.create_error is not None:
+            raise self.create_error
+        container = FakeContainer(self, status=self.status, output=self.output)
+        self.containers_made.append(container)
+        return container
+
+
+@pytest.fixture
+def use_client(monkeypatch: pytest.MonkeyPatch) -> Callable[[FakeClient], FakeClient]:
+    """Every connect() in the library hands out the given fake."""
+
+    def use(fake: FakeClient) -> FakeClient:
+        for module in (dclient, djobs):
+            monkeypatch.setattr(module, "connect", lambda: fake)
+        return fake
+
+    return use
+
+
+def _one_error_line(output: str) -> str:
+    lines = [line for line in output.splitlines() if line.strip()]
+    assert len(lines) == 1, output
+    return lines[0]
+
+
+def test_connect_closes_the_client_when_the_engine_does_not_answer(monkeypatch: pytest.MonkeyPatch) -> None:
+    fake = FakeClient()
+    monkeypatch.setattr(docker, "from_env", lambda **_: fake)
+    monkeypatch.setenv("DOCKER_HOST", "tcp://127.0.0.1:1")  # no unix-socket probe: the SDK is asked
+    with pytest.raises(DockerError, match=r"^no Docker engine answers at tcp://127\.0\.0\.1:1 .*Connection aborted"):
+        tdocker.connect()
+    assert fake.closed
+
+
+def test_engine_down_is_exit_5_for_build(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, wheelhouse: tuple[Path, Path]
+) -> None:
+    lock, wheels = wheelhouse
+    monkeypatch.setenv("DOCKER_HOST", f"unix://{tmp_path}/gone.sock")
+    result = CliRunner().invoke(
+        app,
+        [
+            "image",
+            "build",
+            "--base-image",
+            PINNED,
+            "--context",
+            str(REPO),
+            "--lock",
+            str(lock),
+            "--wheelhouse",
+            str(wheels),
+            "-q",
+        ],
+    )
+    assert result.exit_code == 5
+    assert _one_error_line(result.output).startswith(f"error: no Docker engine answers at unix://{tmp_path}/gone.sock")
+
+
+@pytest.fixture
+def wheelhouse(tmp_path: Path) -> tuple[Path, Path]:
+    wheels = tmp_path / "wheelhouse"
+    wheels.mkdir()
+    (wheels / "typing_extensions-4.16.0-py3-none-any.whl").write_bytes(b"w")
+    return _lock(tmp_path, {"typing-extensions": "4.16.0"}), wheels
+
+
+def test_build_failure_is_exit_5_with_the_log_tail(
+    use_client: Callable[[FakeClient], FakeClient], wheelhouse: tuple[Path, Path]
+) -> None:
+    lock, wheels = wheelhouse
+    fake = use_client(
+        FakeClient(
+            build_log=[
+                {"stream": "Step 9/20 : RUN pip install ...\n"},
+                {"stream": " ---> Running in 0123456789ab\n"},
+                {"stream": "ERROR: THESE PACKAGES DO NOT MATCH THE HASHES FROM THE REQUIREMENTS FILE.\n"},
+                {"stream": "    numpy==2.4.6 from file:///tmp/build/wheelhouse/numpy.whl\n"},
+                {"error": "The command '/bin/sh -c pip install' returned a non-zero code: 1",
+                 "errorDetail": {"message": "The command '/bin/sh -c pip install' returned a non-zero code: 1"}},
+            ]
+        )
+    )  # fmt: skip
+    args = ["image", "build", "--base-image", PINNED, "--context", str(REPO), "--lock", str(lock)]
+    result = CliRunner().invoke(app, [*args, "--wheelhouse", str(wheels), "--tag", "toolkit:fake", "-q"])
+    assert result.exit_code == 5, result.output
+    line = _one_error_line(result.output)
+    assert line.startswith(
+        "error: image build failed: The command '/bin/sh -c pip install' returned a non-zero code: 1"
+    )
+    assert "DO NOT MATCH THE HASHES" in line and "numpy==2.4.6" in line
+    assert "Running in" not in line and "Step 9/20" not in line  # the builder's chatter is left out
+    (_, kwargs) = fake.calls[0]
+    assert kwargs["network_mode"] == "none" and kwargs["pull"] is False and kwargs["tag"] == "toolkit:fake"
+    assert kwargs["buildargs"]["BASE_IMAGE"] == PINNED and kwargs["buildargs"]["BASE_DIGEST"] == DIGEST
+    assert kwargs["buildargs"]["LOCK_SHA256"] == hashlib.sha256(lock.read_bytes()).hexdigest()
+
+
+def test_build_reports_the_dockerfiles_own_refusal(
+    use_client: Callable[[FakeClient], FakeClient], wheelhouse: tuple[Path, Path]
+) -> None:
+    lock, wheels = wheelhouse
+    use_client(
+        FakeClient(
+            build_log=[
+                {"stream": "error: LOCK_SHA256 must be the sha256 of requirements.lock (ab), got 'cd'\n"},
+                {"error": "The command returned a non-zero code: 1"},
+            ]
+        )
+    )
+    with pytest.raises(DockerError) as caught:
+        tdocker.build_image(base_image=PINNED, context=REPO, lock=lock, wheelhouse=wheels)
+    assert str(caught.value) == "image build failed: LOCK_SHA256 must be the sha256 of requirements.lock (ab), got 'cd'"
+
+
+def test_build_returns_the_image_id(
+    use_client: Callable[[FakeClient], FakeClient], wheelhouse: tuple[Path, Path]
+) -> None:
+    lock, wheels = wheelhouse
+    use_client(FakeClient(build_log=[{"stream": "Step 1/2\n"}, {"aux": {"ID": "sha256:" + "d" * 64}}]))
+    result = tdocker.build_image(base_image=PINNED, tag="toolkit:fake", context=REPO, lock=lock, wheelhouse=wheels)
+    assert result.image_id == "sha256:" + "d" * 64 and result.base_image == PINNED and result.tag == "toolkit:fake"
+
+
+def _artifact(tmp_path: Path) -> Path:
+    folder = tmp_path / "models"
+    folder.mkdir(mode=0o755)
+    artifact = folder / "m-1.0.0.joblib"
+    artifact.write_bytes(b"x")
+    (folder / "m-1.0.0.card.json").write_text("{}")
+    for path in folder.iterdir():
+        path.chmod(0o644)
+    return artifact
+
+
+@pytest.mark.parametrize("code", [0, 1, 3])
+def test_check_keeps_the_gates_exit_code_and_output(
+    use_client: Callable[[FakeClient], FakeClient], tmp_path: Path, code: int
+) -> None:
+    fake = use_client(FakeClient(status={"StatusCode": code}, output=[(b"gate says hi\n", None), (None, b"warn\n")]))
+    artifact = _artifact(tmp_path)
+    result = CliRunner().invoke(app, ["image", "check", str(artifact), "--image", "toolkit:fake", "--json"])
+    assert result.exit_code == code
+    assert "gate says hi" in result.stdout
+    (_, image, kwargs) = fake.calls[0]
+    assert image == "toolkit:fake"
+    assert kwargs["command"] == ["check-env", "/artifact/m-1.0.0.joblib", "--policy", "strict", "--json"]
+    assert kwargs["network_mode"] == "none" and kwargs["read_only"] is True
+    assert kwargs["volumes"] == {str(artifact.parent): {"bind": "/artifact", "mode": "ro"}}
+    assert [c.removed for c in fake.containers_made] == [True]
+
+
+def test_check_killed_container_is_exit_5(use_client: Callable[[FakeClient], FakeClient], tmp_path: Path) -> None:
+    fake = use_client(FakeClient(status={"StatusCode": 137}))
+    result = CliRunner().invoke(app, ["image", "check", str(_artifact(tmp_path)), "--image", "toolkit:fake"])
+    assert result.exit_code == 5
+    assert (
+        _one_error_line(result.output)
+        == "error: check-env in toolkit:fake ended with exit code 137 (killed or crashed)"
+    )
+    assert [c.removed for c in fake.containers_made] == [True]
+
+
+def test_unknown_image_is_exit_5_before_any_container(
+    use_client: Callable[[FakeClient], FakeClient], tmp_path: Path
+) -> None:
+    fake = use_client(FakeClient(images={}))
+    result = CliRunner().invoke(app, ["image", "check", str(_artifact(tmp_path)), "--image", "toolkit:nope"])
+    assert result.exit_code == 5
+    assert _one_error_line(result.output) == (
+        "error: image toolkit:nope not found: build it first (`make image` or `toolkit image build`)"
+    )
+    assert fake.calls == []
+
+
+def test_engine_error_on_create_is_exit_5(use_client: Callable[[FakeClient], FakeClient], tmp_path: Path) -> None:
+    use_client(
+        FakeClient(create_error=docker.errors.APIError("500 Server Error", explanation="no space left on device"))
+    )
+    result = CliRunner().invoke(app, ["image", "check", str(_artifact(tmp_path)), "--image", "toolkit:fake"])
+    assert result.exit_code == 5
+    assert _one_error_line(result.output) == "error: run toolkit:fake: no space left on device"
+
+
+def test_engine_gone_mid_run_is_exit_5_and_the_container_is_removed(
+    use_client: Callable[[FakeClient], FakeClient], tmp_path: Path
+) -> None:
+    broken = requests.exceptions.ConnectionError("Connection aborted.")
+    fake = use_client(FakeClient(output=[(b"partial\n", None), broken]))
+    result = CliRunner().invoke(app, ["image", "check", str(_artifact(tmp_path)), "--image", "toolkit:fake"])
+    assert result.exit_code == 5
+    assert result.output.splitlines()[-1] == (
+        "error: run toolkit:fake: the Docker engine stopped answering (Connection aborted.)"
+    )
+    assert [c.removed for c in fake.containers_made] == [True]
+
+
+def test_engine_reported_container_error_is_exit_5(
+    use_client: Callable[[FakeClient], FakeClient], tmp_path: Path
+) -> None:
+    use_client(FakeClient(status={"StatusCode": 0, "Error": {"Message": "oom"}}))
+    with pytest.raises(DockerError, match=r"^container of toolkit:fake failed: "):
+        tdocker.check_in_container("toolkit:fake", _artifact(tmp_path))
+
+
+@pytest.mark.parametrize(
+    ("code", "error"), [(2, UsageError), (3, IntegrityError), (4, RegistryError), (137, DockerError)]
+)
+def test_train_keeps_a_toolkit_exit_code_and_maps_the_rest_to_docker(
+    use_client: Callable[[FakeClient], FakeClient], tmp_path: Path, code: int, error: type[ToolkitError]
+) -> None:
+    fake = use_client(FakeClient(status={"StatusCode": code}))
+    staging = tmp_path / "staging"
+    staging.mkdir()
+    with pytest.raises(error, match=f"failed with exit code {code}") as caught:
+        tdocker.train_in_container("toolkit:fake", ["--model", "x"], staging=staging, workdir=tmp_path)
+    assert type(caught.value) is error and caught.value.exit_code == (5 if code == 137 else code)
+    (_, _, kwargs) = fake.calls[0]
+    assert kwargs["command"] == ["train", "--out", "/out", "--no-register", "--model", "x"]
+
+
+def test_train_command_is_built_in_the_library(tmp_path: Path) -> None:
+    config = tmp_path / "c.toml"
+    command = tdocker.train_command(config=config, dataset="data/x.csv", model="random_forest", extra=["--seed", "1"])
+    assert command.args == (
+        "--config",
+        str(config),
+        "--dataset",
+        "data/x.csv",
+        "--model",
+        "random_forest",
+        "--seed",
+        "1",
+    )
+    assert command.inputs == (config, Path("data/x.csv"))
+    assert tdocker.train_command(dataset="builtin:credit").inputs == ()
+
+
+def test_pin_reference_with_a_fake_engine(use_client: Callable[[FakeClient], FakeClient]) -> None:
+    local = {"RepoDigests": [f"127.0.0.1:5000/python-base@{DIGEST}", f"other/name@sha256:{'ef' * 32}"]}
+    use_client(FakeClient(images={"127.0.0.1:5000/python-base:bookworm": local}))
+    assert tdocker.pin_reference("127.0.0.1:5000/python-base:bookworm") == PINNED
+    use_client(FakeClient(images={}, registry_digest=DIGEST))
+    assert tdocker.pin_reference("python:3.11-slim") == f"python@{DIGEST}"
+    use_client(FakeClient(images={}))
+    with pytest.raises(DockerError, match=r"^python:3\.11-slim: no such image here, and its registry does not know"):
+        tdocker.pin_reference("python:3.11-slim")
+    use_client(FakeClient(images={"python:3.11-slim": {"RepoDigests": []}}))
+    with pytest.raises(DockerError, match="has no repository digest"):
+        tdocker.pin_reference("python:3.11-slim")
+
+
+# --- the base image's Debian mirror comes from the machine's apt sources ------------------------
+
+
+def _debian_mirror(root: Path, suite: str = "bookworm") -> subprocess.CompletedProcess[str]:
+    script = REPO / "scripts" / "debian_mirror.py"
+    return subprocess.run(
+        [sys.executable, str(script), suite, "--root", str(root)], capture_output=True, text=True, check=False
+    )
+
+
+def test_debian_mirror_reads_deb822_sources_in_apt_order(tmp_path: Path) -> None:
+    listd = tmp_path / "etc" / "apt" / "sources.list.d"
+    listd.mkdir(parents=True)
+    (listd / "a-off.sources").write_text(
+        "Types: deb\nURIs: http://disabled.example/debian\nSuites: bookworm\nComponents: main\nEnabled: no\n"
+    )
+    (listd / "b.sources").write_text(
+        "Types: deb\n# a comment line\nURIs: http://security.example/debian-security\nSuites: bookworm-security\n"
+        "Components: main\n\n"
+        "Types: deb-src deb\nURIs:\n http://mirror.example/debian/\nSuites: bookworm bookworm-updates\n"
+        "Components: main contrib\nSigned-By: /usr/share/keyrings/debian-archive-keyring.gpg\n"
+    )
+    (listd / "c.list.disabled").write_text("deb http://ignored.example/debian bookworm main\n")
+    done = _debian_mirror(tmp_path)
+    assert (done.returncode, done.stdout, done.stderr) == (0, "http://mirror.example/debian\n", "")
+
+
+def test_debian_mirror_reads_one_line_sources_and_says_when_there_is_none(tmp_path: Path) -> None:
+    apt = tmp_path / "etc" / "apt"
+    apt.mkdir(parents=True)
+    (apt / "sources.list").write_text(
+        "# deb http://commented.example/debian bookworm main\n"
+        "deb-src http://src.example/debian bookworm main\n"
+        "deb cdrom:[Debian GNU/Linux 12]/ bookworm main\n"
+        "deb [arch=amd64 signed-by=/k.gpg] https://mirror.example/debian bookworm main non-free\n"
+    )
+    done = _debian_mirror(tmp_path)
+    assert (done.returncode, done.stdout) == (0, "https://mirror.example/debian\n")
+    done = _debian_mirror(tmp_path, "trixie")
+    assert done.returncode == 1 and done.stdout == ""
+    assert done.stderr == f"no `deb` source for trixie main in {apt}; set DEBIAN_MIRROR\n"
+
+
+def test_base_script_names_no_mirror_host() -> None:
+    # `make base` must work behind any mirror: the host comes from apt or DEBIAN_MIRROR only.
+    text = (REPO / "scripts" / "base.sh").read_text()
+    assert "debian.org" not in text and "MIRROR=${DEBIAN_MIRROR:-}" in text

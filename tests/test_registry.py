@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import sqlite3
 import subprocess
 import sys
@@ -13,7 +14,7 @@ from _registry_support import clone_artifact, registry_rows, tamper
 
 from toolkit.artifact import artifact_paths, read_card, verify
 from toolkit.card import ModelCard
-from toolkit.errors import EnvironmentMismatch, IntegrityError, RegistryError, UsageError
+from toolkit.errors import EnvironmentMismatch, IntegrityError, InvalidVersion, RegistryError, UsageError
 from toolkit.registry import Registry, parse_metric, parse_version, resolve_root, validate_name
 
 INVALID_NAMES = [
@@ -115,7 +116,7 @@ def test_add_refuses_a_card_that_describes_another_file(reg: Registry, base_arti
     renamed = tmp_path / "src" / "other-1.0.1.joblib"
     for a, b in zip(artifact_paths(src).__slots__, artifact_paths(renamed).__slots__, strict=True):
         getattr(artifact_paths(src), a).rename(getattr(artifact_paths(renamed), b))
-    with pytest.raises(IntegrityError, match="describes 'iris-1.0.1.joblib'"):
+    with pytest.raises(IntegrityError, match=re.escape("describes 'iris-1.0.1.joblib'")):
         reg.add(renamed)
 
 
@@ -126,20 +127,31 @@ def test_add_refuses_missing_files(reg: Registry, base_artifact: Path, tmp_path:
         reg.add(src)
 
 
-def test_add_refuses_a_prerelease_version_from_the_card(reg: Registry, base_artifact: Path, tmp_path: Path) -> None:
-    src = clone_artifact(base_artifact, tmp_path / "src", version="2.0.0-rc.1")
-    with pytest.raises(RegistryError, match="invalid version '2.0.0-rc.1'"):
-        reg.add(src)
-
-
-def test_a_leftover_version_directory_without_a_row_is_replaced(
+def test_a_prerelease_version_is_refused_everywhere_with_one_rule(
     reg: Registry, base_artifact: Path, tmp_path: Path
 ) -> None:
-    # What a kill between "directory renamed into place" and "row committed" leaves behind.
+    # identifiers: versions are X.Y.Z everywhere, so the card refuses what the registry would.
+    with pytest.raises(InvalidVersion, match=re.escape("invalid version '2.0.0-rc.1'")) as exc:
+        parse_version("2.0.0-rc.1")
+    assert exc.value.exit_code == 4
+    src = clone_artifact(base_artifact, tmp_path / "src", version="2.0.0")
+    paths = artifact_paths(src)
+    raw = json.loads(paths.card_json.read_bytes())
+    raw["version"] = "2.0.0-rc.1"
+    paths.card_json.write_text(json.dumps(raw))
+    with pytest.raises(IntegrityError, match=re.escape("'version' is not a semantic version X.Y.Z: '2.0.0-rc.1'")):
+        reg.add(src)
+    assert registry_rows(reg.root) == []
+
+
+def test_a_leftover_of_a_killed_add_is_replaced(reg: Registry, base_artifact: Path, tmp_path: Path) -> None:
+    # What a kill between "directory renamed into place" and "row committed" leaves behind:
+    # the registry's own marked copy, which no row points at.
     reg.add(base_artifact)
     orphan = reg.root / "iris" / "1.0.1"
     orphan.mkdir()
     (orphan / "junk.joblib").write_bytes(b"half")
+    (orphan / ".uncommitted").write_bytes(b"")
     stray = reg.root / ".tmp" / "add-stray"
     stray.mkdir()
     assert [e.version for e in reg.list_versions("iris")] == ["1.0.0"]  # neither is visible
@@ -260,7 +272,7 @@ def test_reading_an_absent_registry_creates_nothing(tmp_path: Path) -> None:
 
 def test_unknown_version_is_exit_4(reg: Registry, base_artifact: Path) -> None:
     reg.add(base_artifact)
-    with pytest.raises(RegistryError, match="iris has no version 9.9.9") as exc:
+    with pytest.raises(RegistryError, match=re.escape("iris has no version 9.9.9")) as exc:
         reg.get("iris", "9.9.9")
     assert exc.value.exit_code == 4
 
@@ -311,7 +323,7 @@ def test_promote_best_by_a_card_metric(reg: Registry, base_artifact: Path, tmp_p
     assert change.version == "1.3.0"  # a tie goes to the higher version
     assert "test.roc_auc = 0.93" in (change.detail or "")
     assert reg.promote("iris", best_by="cv.accuracy").version == "1.2.0"
-    with pytest.raises(RegistryError, match="records metric test.f1"):
+    with pytest.raises(RegistryError, match=re.escape("records metric test.f1")):
         reg.promote("iris", best_by="f1")
     with pytest.raises(UsageError):
         reg.promote("iris", "1.0.0", best_by="roc_auc")
@@ -447,3 +459,56 @@ def test_history_is_append_only_for_any_writer(reg: Registry, base_artifact: Pat
     ]
     assert [e.reason for e in reg.history("iris")] == ["r", None]
     assert registry_rows(reg.root)[0]["status"] == "production"
+
+
+# -- identifiers: one rule for names, versions and the user ---------------------------------
+
+
+def test_current_user_is_the_override_else_the_login_else_unknown(monkeypatch: pytest.MonkeyPatch) -> None:
+    import getpass
+
+    from toolkit.identifiers import current_user
+
+    monkeypatch.setenv("TOOLKIT_AUTHOR", "ada")
+    assert current_user() == "ada"
+    monkeypatch.setenv("TOOLKIT_AUTHOR", "  ")  # blank is not a name
+    monkeypatch.setattr(getpass, "getuser", lambda: "login")
+    assert current_user() == "login"
+
+    def no_passwd_entry() -> str:
+        raise KeyError("getpwuid(): uid not found: 12345")
+
+    monkeypatch.setattr(getpass, "getuser", no_passwd_entry)
+    assert current_user() == "unknown"
+
+
+def test_the_registry_records_the_same_user_as_the_card(
+    reg: Registry, base_artifact: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("TOOLKIT_AUTHOR", "grace")
+    entry = reg.add(base_artifact)
+    assert entry.registered_by == "grace"
+    assert [e.user for e in reg.history("iris")] == ["grace"]
+
+
+def test_one_bad_name_is_one_error_class_and_exit_4_from_save_and_the_registry(
+    reg: Registry, tiny_pipeline, iris_frame, tmp_path: Path
+) -> None:
+    import toolkit
+    from toolkit.errors import InvalidName
+
+    errors = []
+    for call in (
+        lambda: toolkit.save(
+            tiny_pipeline, tmp_path / "x.joblib", name="Bad Name", version="1.0.0", probe=iris_frame[0].head(4)
+        ),
+        lambda: reg.get("Bad Name"),
+        lambda: validate_name("Bad Name"),
+    ):
+        with pytest.raises(InvalidName) as exc:
+            call()
+        errors.append(exc.value)
+    assert {type(e) for e in errors} == {InvalidName}
+    assert all(e.exit_code == 4 and isinstance(e, UsageError) and isinstance(e, RegistryError) for e in errors)
+    assert all(str(e) == "invalid model name 'Bad Name': must match ^[a-z0-9][a-z0-9._-]{0,63}$" for e in errors)
+    assert list(tmp_path.glob("x*")) == []

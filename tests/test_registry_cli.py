@@ -99,7 +99,7 @@ def test_list_of_a_name_is_newest_first_and_limited_in_the_table(
     code, everything = as_json(runner, root, "list", "iris")
     assert [v["version"] for v in everything][:3] == ["1.24.0", "1.23.0", "1.22.0"] and len(everything) == 25
     code, two = as_json(runner, root, "list", "iris", "--limit", "2")
-    assert len(two) == 2
+    assert code == 0 and len(two) == 2
 
 
 def test_promote_best_by_then_rollback_with_history(runner: CliRunner, root: Path, three: list[Path]) -> None:
@@ -224,3 +224,34 @@ def test_compare_refuses_different_data_unless_a_dataset_is_named(
     assert refused.exit_code == 4 and "no common held-out set" in refused.stderr
     code, result = as_json(runner, root, "compare", "wine", "1.0.0", "1.2.0", "--dataset", "builtin:wine")
     assert code == 0 and result["data"]["how"] == "whole dataset" and result["data"]["rows"] == 178
+
+
+HOSTILE = "\x1b[2J\x1b]8;;http://evil.example/\x07click\x1b]8;;\x07 [bold red]boom[/] \u202etxt"
+
+
+def test_card_fields_and_reasons_are_printed_as_escaped_text(
+    runner: CliRunner, root: Path, base_artifact: Path, tmp_path: Path
+) -> None:
+    src = clone_artifact(base_artifact, tmp_path / "src", version="1.0.0")
+    paths = artifact_paths(src)
+    raw = json.loads(paths.card_json.read_bytes())
+    raw["author"] = HOSTILE
+    raw["intended_use"] = "line one\nFAKE: line two"
+    paths.card_json.write_text(json.dumps(raw))
+    result = run(runner, root, "add", str(src), "--reason", HOSTILE)
+    assert result.exit_code == 0, result.output
+    for args in (["show", "iris"], ["history", "iris"], ["list", "iris"]):
+        result = run(runner, root, *args)
+        assert result.exit_code == 0, result.output
+        assert "\x1b" not in result.stdout and "\x07" not in result.stdout and "\u202e" not in result.stdout
+    shown = run(runner, root, "show", "iris").stdout
+    assert "\\x1b[2J" in shown and "\\x1b]8;;http://evil.example/\\x07click" in shown
+    assert "[bold red]boom[/]" in shown  # rich markup shown as the text it is, not interpreted
+    assert "\\u202etxt" in shown
+    assert "line one\\nFAKE: line two" in shown  # no forged second line
+    history = run(runner, root, "history", "iris").stdout
+    assert "[bold red]boom[/]" in " ".join(history.split())  # the reason, folded but intact
+    assert "\\x1b[2J" in history
+    # --json keeps the exact value (JSON escapes control characters itself).
+    code, events = as_json(runner, root, "history", "iris")
+    assert code == 0 and events[0]["reason"] == HOSTILE

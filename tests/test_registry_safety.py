@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
+import itertools
 import os
 import random
 import signal
-import sqlite3
 import subprocess
 import sys
 import time
@@ -15,8 +15,13 @@ from pathlib import Path
 import pytest
 from _registry_support import clone_artifact, registry_rows, tamper
 
+from toolkit._registry_db import connect_readonly, has_schema
 from toolkit.artifact import verify
 from toolkit.registry import Registry
+
+# The kill loop draws its kill times from this seed; a failure prints it, and
+# TOOLKIT_KILL_SEED=<seed> replays the same kill times (worker i runs with seed + i).
+KILL_SEED_ENV = "TOOLKIT_KILL_SEED"
 
 pytestmark = pytest.mark.skipif(os.name != "posix", reason="SIGKILL and fsync semantics are POSIX")
 
@@ -33,9 +38,15 @@ def _finish(procs: list[subprocess.Popen[str]]) -> list[tuple[int, str, str]]:
 
 
 def _audit(root: Path) -> list[dict]:
-    """What must hold after anything: a readable index, every row's files verify, <= 1 production."""
-    conn = sqlite3.connect(root / "registry.db")
+    """What must hold after anything: a readable index, every row's files verify, <= 1 production.
+
+    Read through the registry's own read-only open (never a raw ``sqlite3.connect``, which
+    would create an empty file where there is none and read whatever half-state it finds).
+    """
+    conn = connect_readonly(root)
+    assert conn is not None, f"no index in {root}"
     try:
+        assert has_schema(conn), f"{root / 'registry.db'} exists without its schema"
         assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
         registered = Counter(
             r[0] for r in conn.execute("SELECT name || ' ' || version FROM history WHERE event = 'register'")
@@ -102,7 +113,7 @@ def test_concurrent_promotes_leave_exactly_one_production(base_artifact: Path, t
     assert len(archives) == 9
     assert promotes[-1].version == production[0]  # the last one to commit won
     # The history replays to the final state: each promote archives the one before it.
-    for before, after in zip(promotes, promotes[1:]):
+    for before, after in itertools.pairwise(promotes):
         assert any(a.version == before.version and a.detail == f"replaced by {after.version}" for a in archives)
     print(f"10 concurrent `registry promote` processes: {elapsed:.2f}s wall")
 
@@ -159,17 +170,22 @@ def test_kill_9_at_random_moments_never_breaks_the_registry(base_artifact: Path,
     last = sources.pop()
     worker = tmp_path / "worker.py"
     worker.write_text(_WORKER)
-    rng = random.Random(20240601)
+    seed = int(os.environ.get(KILL_SEED_ENV) or random.SystemRandom().randrange(2**32))
+    rng = random.Random(seed)
+    kills: list[float] = []
+    print(f"kill -9 loop: seed {seed} (replay with {KILL_SEED_ENV}={seed})")
     seen_orphans = seen_stray = 0
     for i in range(20):
         proc = subprocess.Popen(
-            [sys.executable, str(worker), str(root), str(i), *sources],
+            [sys.executable, str(worker), str(root), str(seed + i), *sources],
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
         )
         assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
-        time.sleep(rng.uniform(0.0, 0.25))
+        kills.append(round(rng.uniform(0.0, 0.25), 4))
+        print(f"kill {i}: worker seed {seed + i}, SIGKILL after {kills[-1]:.4f}s", flush=True)
+        time.sleep(kills[-1])
         os.kill(proc.pid, signal.SIGKILL)
         proc.communicate(timeout=30)
         assert proc.returncode == -signal.SIGKILL
@@ -248,3 +264,29 @@ def test_a_kill_at_each_critical_point_leaves_the_old_state(base_artifact: Path,
             assert reg.rollback("iris").version == "5.0.0"
     _audit(root)
     assert not list((root / ".tmp").iterdir()) or not point.startswith("add")
+
+
+_KILL_IN_CREATE = """
+import os, signal, sys
+from pathlib import Path
+import toolkit._registry_db as D
+from toolkit.registry import Registry
+def die(*args, **kwargs):
+    os.kill(os.getpid(), signal.SIGKILL)
+D._ensure_schema = die  # the new index exists under its temporary name, without its tables
+Registry(Path(sys.argv[1])).add(sys.argv[2])
+"""
+
+
+def test_a_kill_while_creating_the_index_never_leaves_a_half_created_one(base_artifact: Path, tmp_path: Path) -> None:
+    # Issue 9's flake: a kill between creating registry.db and writing its schema. The index is
+    # now built under a temporary name and linked into place complete, so the name never
+    # exists without its tables.
+    root = tmp_path / "models"
+    proc = subprocess.run([sys.executable, "-c", _KILL_IN_CREATE, str(root), str(base_artifact)], capture_output=True)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr
+    assert not (root / "registry.db").exists()
+    with Registry(root) as reg:
+        assert reg.list_names() == []
+        assert reg.add(base_artifact).version == "1.0.0"
+    assert [r["version"] for r in _audit(root)] == ["1.0.0"]

@@ -325,8 +325,10 @@ def test_cli_train_registers_and_refuses_a_registered_version(tmp_path: Path, ru
 def test_cli_rejects_a_bad_version_and_name(tmp_path: Path, runner: CliRunner) -> None:
     for flag, value in (("--version", "1.2"), ("--name", "../evil")):
         result = runner.invoke(app, ["train", flag, value, "--out", str(tmp_path), "--no-register"])
-        assert result.exit_code == 2
+        # One rule (toolkit.identifiers): a bad name or version exits 4 from every command.
+        assert result.exit_code == 4
         assert value in result.stderr
+        assert list(tmp_path.iterdir()) == []
 
 
 def _csv(tmp_path: Path, text: str | bytes) -> Path:

@@ -11,11 +11,15 @@ version is never deleted or rewritten, and history rows are never updated or del
 
 from __future__ import annotations
 
+import errno
+import os
 import sqlite3
 import time
+import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
+from urllib.parse import quote
 
 from toolkit.errors import RegistryError
 
@@ -23,8 +27,10 @@ __all__ = [
     "BUSY_TIMEOUT_S",
     "DB_FILE",
     "SCHEMA_VERSION",
+    "ReadOnlyRegistry",
     "connect",
-    "read_transaction",
+    "connect_readonly",
+    "has_schema",
     "write_transaction",
 ]
 
@@ -72,7 +78,8 @@ CREATE TABLE IF NOT EXISTS history (
     user        TEXT NOT NULL,
     name        TEXT NOT NULL,
     version     TEXT NOT NULL,
-    event       TEXT NOT NULL CHECK (event IN ('register', 'promote', 'archive', 'rollback', 'rolled_back')),
+    event       TEXT NOT NULL
+                CHECK (event IN ('register', 'promote', 'archive', 'rollback', 'rolled_back', 'recovered')),
     from_status TEXT,
     to_status   TEXT NOT NULL,
     reason      TEXT,
@@ -93,33 +100,138 @@ BEGIN SELECT RAISE(ABORT, 'a registered version is never overwritten'); END;
 """
 
 
+class ReadOnlyRegistry(RegistryError):
+    """The registry's directory or index cannot be written (read-only mount, permissions)."""
+
+
 def connect(root: Path, *, create: bool) -> sqlite3.Connection | None:
-    """Open ``<root>/registry.db`` (creating it and its schema if asked); None if absent and not asked."""
+    """Open ``<root>/registry.db`` for writing (creating it if asked); None if absent and not asked.
+
+    A new index is built under a temporary name and linked into place complete, so a
+    process killed while creating it never leaves a ``registry.db`` without its schema.
+
+    Raises:
+        ReadOnlyRegistry: the root or the index cannot be written.
+        RegistryError: the index is unreadable or from a newer toolkit.
+    """
     path = root / DB_FILE
-    if not create and not path.exists():
-        return None
+    if not path.exists():
+        if not create:
+            return None
+        try:
+            _create_atomically(root, path)
+        except sqlite3.Error as e:
+            raise _write_error(path, e) from e
+        except OSError as e:
+            raise _write_error(path, e) from e
     try:
-        if create:
-            root.mkdir(parents=True, exist_ok=True)
         # isolation_level=None: we issue BEGIN/COMMIT ourselves, so the module never opens
         # a deferred transaction behind our back (deferred writers deadlock-upgrade under load).
         conn = sqlite3.connect(path, timeout=BUSY_TIMEOUT_S, isolation_level=None)
     except (sqlite3.Error, OSError) as e:
-        raise RegistryError(f"cannot open the registry index {path}: {e}") from e
+        raise _write_error(path, e) from e
     try:
-        conn.row_factory = sqlite3.Row
-        conn.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_S * 1000)}")
-        _set_wal(conn)
-        # FULL: a command that said "registered" stays registered after a power cut, not just a kill.
-        conn.execute("PRAGMA synchronous = FULL")
+        _configure(conn)
         _ensure_schema(conn, path)
     except sqlite3.DatabaseError as e:
         conn.close()
+        if _is_readonly(e):
+            raise _write_error(path, e) from e
         raise RegistryError(f"the registry index {path} is unreadable: {e}") from e
     except BaseException:
         conn.close()
         raise
     return conn
+
+
+def connect_readonly(root: Path) -> sqlite3.Connection | None:
+    """Open ``<root>/registry.db`` for reading only; None if absent. Writes nothing anywhere.
+
+    ``mode=ro`` first (sees a live writer's WAL); where SQLite cannot even create its
+    shared-memory file (a read-only mount or directory), ``immutable=1``, which is right
+    there because nothing can change the file under us.
+
+    Raises:
+        RegistryError: the index is unreadable or from a newer toolkit.
+    """
+    path = root / DB_FILE
+    if not path.exists():
+        return None
+    last: sqlite3.Error | None = None
+    for flags in ("mode=ro", "mode=ro&immutable=1"):
+        try:
+            conn = sqlite3.connect(
+                f"file:{quote(str(path.absolute()))}?{flags}", uri=True, timeout=BUSY_TIMEOUT_S, isolation_level=None
+            )
+        except sqlite3.Error as e:
+            last = e
+            continue
+        try:
+            conn.row_factory = sqlite3.Row
+            conn.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_S * 1000)}")
+            version = conn.execute("PRAGMA user_version").fetchone()[0]
+            if version > SCHEMA_VERSION:
+                raise RegistryError(
+                    f"the registry index {path} has schema version {version}; this toolkit knows {SCHEMA_VERSION}: "
+                    "upgrade"
+                )
+            return conn
+        except sqlite3.DatabaseError as e:
+            conn.close()
+            last = e
+        except BaseException:
+            conn.close()
+            raise
+    raise RegistryError(f"the registry index {path} is unreadable: {last}")
+
+
+def has_schema(conn: sqlite3.Connection) -> bool:
+    """Whether the index has its tables (an index from before atomic creation may lack them)."""
+    return int(conn.execute("PRAGMA user_version").fetchone()[0]) >= 1
+
+
+def _configure(conn: sqlite3.Connection) -> None:
+    conn.row_factory = sqlite3.Row
+    conn.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_S * 1000)}")
+    _set_wal(conn)
+    # FULL: a command that said "registered" stays registered after a power cut, not just a kill.
+    conn.execute("PRAGMA synchronous = FULL")
+
+
+def _create_atomically(root: Path, path: Path) -> None:
+    root.mkdir(parents=True, exist_ok=True)
+    tmp = root / f".{DB_FILE}.new-{uuid.uuid4().hex}"
+    try:
+        conn = sqlite3.connect(tmp, timeout=BUSY_TIMEOUT_S, isolation_level=None)
+        try:
+            _configure(conn)
+            _ensure_schema(conn, tmp)
+        finally:
+            conn.close()  # the last connection checkpoints and removes the temp's -wal and -shm
+        with suppress(FileExistsError):  # another process created it first: theirs is as good
+            os.link(tmp, path)  # never replaces: link fails where rename would clobber
+        fd = os.open(root, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    finally:
+        for leftover in (tmp, Path(f"{tmp}-wal"), Path(f"{tmp}-shm")):
+            with suppress(FileNotFoundError):
+                leftover.unlink()
+
+
+def _is_readonly(e: BaseException) -> bool:
+    if isinstance(e, OSError):
+        return e.errno in (errno.EROFS, errno.EACCES, errno.EPERM)
+    text = str(e).lower()
+    return "readonly" in text or "read-only" in text or "unable to open database file" in text
+
+
+def _write_error(path: Path, e: BaseException) -> RegistryError:
+    if _is_readonly(e):
+        return ReadOnlyRegistry(f"the registry {path.parent} is read-only here ({e}); reading works, writing does not")
+    return RegistryError(f"cannot open the registry index {path}: {e}")
 
 
 @contextmanager
@@ -140,16 +252,6 @@ def write_transaction(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
         if conn.in_transaction:
             conn.execute("ROLLBACK")
         raise RegistryError(f"the registry could not commit: {e}") from e
-
-
-@contextmanager
-def read_transaction(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
-    """A consistent snapshot across several SELECTs (WAL: never blocks a writer)."""
-    conn.execute("BEGIN DEFERRED")
-    try:
-        yield conn
-    finally:
-        conn.execute("COMMIT")
 
 
 def _set_wal(conn: sqlite3.Connection) -> None:

@@ -7,7 +7,6 @@ its checksum and environment check pass, and there is no fallback to a plain job
 
 from __future__ import annotations
 
-import getpass
 import math
 import os
 import warnings
@@ -20,8 +19,6 @@ from typing import Any
 from toolkit import _files
 from toolkit.card import (
     MAX_CARD_BYTES,
-    NAME_RE,
-    SEMVER_RE,
     ArtifactInfo,
     DataInfo,
     Feature,
@@ -35,10 +32,11 @@ from toolkit.card import (
     training_from,
 )
 from toolkit.errors import CardError, Difference, EnvironmentMismatch, IntegrityError, ProbeMismatch, UsageError
-from toolkit.fingerprint import capture
+from toolkit.fingerprint import Fingerprint, capture
+from toolkit.identifiers import current_user, validate_name, validate_version
 from toolkit.policy import differences, validate_policy
-from toolkit.source_date import source_date_epoch
 from toolkit.signing import TrustedKeys, require_signature
+from toolkit.source_date import source_date_epoch
 
 __all__ = [
     "ArtifactPaths",
@@ -156,10 +154,8 @@ def save(
     from toolkit import pickle_audit
     from toolkit import probe as probe_mod
 
-    if not NAME_RE.match(name):
-        raise UsageError(f"invalid name {name!r}: use lowercase letters, digits, '.', '_' or '-' (max 64)")
-    if not SEMVER_RE.match(version):
-        raise UsageError(f"invalid version {version!r}: use a semantic version such as 1.0.0")
+    validate_name(name)
+    validate_version(version)
     paths = artifact_paths(path)
     if not paths.model.name.endswith(_MODEL_SUFFIX):
         raise UsageError(f"{path}: save to a {_MODEL_SUFFIX} path")
@@ -251,7 +247,7 @@ def _make_card(
     params = fields.pop("params")
     card = ModelCard(
         algorithm=fields.pop("algorithm") or _algorithm_of(pipeline),
-        author=fields.pop("author") or _author(),
+        author=fields.pop("author") or current_user(),
         artifact=ArtifactInfo(file=paths.model.name, sha256=digest, size=size),
         params=jsonable(dict(params)) if params is not None else _params_of(pipeline),
         environment=environment,
@@ -326,11 +322,12 @@ def load_verified(
     return Loaded(pipeline=_unpickle(blob, paths.model, card, diffs, policy), card=card, differences=diffs)
 
 
-def runtime_differences(card: ModelCard, *, policy: str) -> tuple[Difference, ...]:
-    """How this runtime differs from the card's under ``policy``, local modules included."""
+def runtime_differences(card: ModelCard, *, policy: str, runtime: Fingerprint | None = None) -> tuple[Difference, ...]:
+    """How this runtime (``runtime``, else captured now) differs from the card's under ``policy``,
+    local modules included."""
     return differences(
         card.environment,
-        capture(blas=False),
+        runtime or capture(blas=False),
         policy=policy,
         referenced=card.references.distributions,
         local_modules=card.references.local_modules or (),
@@ -426,13 +423,6 @@ def _check_pipeline(pipeline: Any) -> None:
         raise UsageError(f"cannot save an unfitted {type(pipeline).__name__}: fit it first") from e
     except TypeError as e:
         raise UsageError(f"cannot save a {type(pipeline).__name__}: {e}") from e
-
-
-def _author() -> str:
-    try:
-        return os.environ.get("TOOLKIT_AUTHOR") or getpass.getuser()
-    except (KeyError, OSError):  # a container uid with no passwd entry
-        return "unknown"
 
 
 def _final_estimator(pipeline: Any) -> Any:

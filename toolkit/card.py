@@ -16,6 +16,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from toolkit import identifiers as _identifiers
 from toolkit.errors import CardError, UsageError
 from toolkit.fingerprint import BASE_IMAGE_RE, Fingerprint
 from toolkit.pickle_audit import LocalModule, denied
@@ -53,13 +54,9 @@ MAX_DEPTH = 64
 MAX_CARD_BYTES = 4 * 1024 * 1024
 
 # \Z, not $: "$" also matches before a trailing newline, which would let "name\n" through.
-NAME_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}\Z")
-# semver.org's grammar: MAJOR.MINOR.PATCH[-prerelease][+build].
-SEMVER_RE = re.compile(
-    r"^(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)"
-    r"(?:-((?:0|[1-9]\d*|\d*[a-zA-Z-][0-9a-zA-Z-]*)(?:\.(?:0|[1-9]\d*|\d*[a-zA-Z-][0-9a-zA-Z-]*))*))?"
-    r"(?:\+([0-9a-zA-Z-]+(?:\.[0-9a-zA-Z-]+)*))?\Z"
-)
+# One rule per identifier (toolkit.identifiers); kept under these names for importers.
+NAME_RE = _identifiers.NAME_RE
+SEMVER_RE = _identifiers.VERSION_RE
 _SHA256_RE = re.compile(r"^[0-9a-f]{64}\Z")
 _MODULE_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*\Z")
 _PARENT_RE = re.compile(r"^(?P<name>[^@]+)@(?P<version>[^@]+)\Z")

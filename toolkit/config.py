@@ -14,8 +14,9 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
-from toolkit.card import NAME_RE
+from toolkit import identifiers
 from toolkit.errors import ConfigError
+from toolkit.identifiers import VERSION_RE
 
 __all__ = [
     "MODEL_KINDS",
@@ -31,7 +32,7 @@ __all__ = [
 
 MODEL_KINDS = ("gradient_boosting", "random_forest", "logistic_regression")
 SCALERS = ("standard", "power")
-VERSION_PATTERN = re.compile(r"^(0|[1-9][0-9]*)\.(0|[1-9][0-9]*)\.(0|[1-9][0-9]*)\Z")
+VERSION_PATTERN = VERSION_RE  # the one rule, in toolkit.identifiers
 # Config files are small; anything bigger is not one.
 _MAX_CONFIG_BYTES = 1 << 20
 
@@ -144,21 +145,20 @@ def resolve_config(path: Path | None = None, **overrides: Any) -> TrainConfig:
 
 
 def validate_name(name: str, *, key: str = "name") -> str:
-    """Return ``name`` if it is a valid artifact name (``card.NAME_RE``). Raises: ConfigError."""
-    if not NAME_RE.match(name):
-        raise ConfigError(f"{key}: {name!r} is not a valid name (lower-case letters, digits, '.', '_', '-'; max 64)")
-    return name
+    """Return ``name`` if it is a valid model name. Raises: InvalidName (exit 4, as everywhere)."""
+    return identifiers.validate_name(name, what=key)
 
 
 def validate_version(version: str, *, key: str = "version") -> str:
-    """Return ``version`` if it is a semantic version X.Y.Z. Raises: ConfigError."""
-    if not VERSION_PATTERN.match(version):
-        raise ConfigError(f"{key}: {version!r} is not a semantic version X.Y.Z")
-    return version
+    """Return ``version`` if it is a semantic version X.Y.Z. Raises: InvalidVersion (exit 4, as everywhere)."""
+    return identifiers.validate_version(version)
 
 
 def derive_name(dataset: str) -> str:
-    """A registry-safe name from a dataset spec: ``builtin:credit`` -> ``credit``, ``Data/My File.csv`` -> ``my-file``."""
+    """A registry-safe name from a dataset spec.
+
+    ``builtin:credit`` -> ``credit``; ``Data/My File.csv`` -> ``my-file``.
+    """
     stem = dataset.split(":", 1)[1] if dataset.startswith("builtin:") else Path(dataset).stem
     name = re.sub(r"[^a-z0-9._-]+", "-", stem.lower()).strip("-._")[:64]
     return name or "model"

@@ -175,7 +175,7 @@ def canonical_csv(frame: pd.DataFrame) -> bytes:
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n", quoting=csv.QUOTE_MINIMAL)
     writer.writerow([str(c) for c in frame.columns])
-    writer.writerows(zip(*(_canonical_column(frame[c].tolist()) for c in frame.columns)))
+    writer.writerows(zip(*(_canonical_column(frame[c].tolist()) for c in frame.columns), strict=True))
     return buffer.getvalue().encode("utf-8")
 
 
@@ -370,7 +370,7 @@ def _to_text(column: pd.Series) -> pd.Series:
 
     # Categories are always text: a CSV read back at predict time then matches training.
     missing = column.isna().tolist()
-    values = [np.nan if gone else str(v) for v, gone in zip(column.tolist(), missing)]
+    values = [np.nan if gone else str(v) for v, gone in zip(column.tolist(), missing, strict=True)]
     return pd.Series(values, index=column.index, name=column.name, dtype=object)
 
 

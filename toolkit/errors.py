@@ -13,6 +13,9 @@ __all__ = [
     "DockerError",
     "EnvironmentMismatch",
     "IntegrityError",
+    "InvalidIdentifier",
+    "InvalidName",
+    "InvalidVersion",
     "ProbeMismatch",
     "RegistryError",
     "RemoteError",
@@ -61,6 +64,24 @@ class RemoteError(ToolkitError):
     """A remote (OCI registry, PostgreSQL) cannot be reached, refuses the credentials or fails."""
 
     exit_code = 6
+
+
+class InvalidIdentifier(RegistryError, UsageError):
+    """A model name or version that breaks its rule (``toolkit.identifiers``).
+
+    Exit 4 from every command, because names and versions are the registry's identifiers
+    (SPEC: 4 = "invalid name"); also a ``UsageError`` so callers catching bad arguments see it.
+    """
+
+    exit_code = 4
+
+
+class InvalidName(InvalidIdentifier):
+    """A model name outside ``^[a-z0-9][a-z0-9._-]{0,63}$`` (or one of the index's own file names)."""
+
+
+class InvalidVersion(InvalidIdentifier):
+    """A version that is not ``X.Y.Z``."""
 
 
 class DockerError(ToolkitError):

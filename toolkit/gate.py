@@ -8,12 +8,14 @@ from dataclasses import dataclass
 from typing import Any
 
 from toolkit.artifact import runtime_differences, verify
+from toolkit.card import ModelCard
 from toolkit.errors import Difference, EnvironmentMismatch
+from toolkit.fingerprint import capture
 from toolkit.policy import validate_policy
 from toolkit.probe import ProbeResult
 from toolkit.signing import TrustedKeys
 
-__all__ = ["Report", "check_env"]
+__all__ = ["Report", "assess", "check_env"]
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -27,6 +29,7 @@ class Report:
     policy: str
     differences: tuple[Difference, ...]
     predictions: ProbeResult | None = None  # only with verify_predictions
+    remedies: tuple[str, ...] = ()  # what would make it pass, most direct first
 
     @property
     def environment_ok(self) -> bool:
@@ -53,6 +56,7 @@ class Report:
             "environment_ok": self.environment_ok,
             "differences": [d.to_dict() for d in self.differences],
             "predictions": None if self.predictions is None else self.predictions.to_dict(),
+            "remedies": list(self.remedies),
         }
 
 
@@ -73,16 +77,30 @@ def check_env(
     """
     validate_policy(policy)
     card = verify(path, trusted_keys=trusted_keys)
-    diffs = runtime_differences(card, policy=policy)
     predictions = _probe(path, policy, trusted_keys) if verify_predictions else None
+    return assess(card, artifact=str(path), policy=policy, predictions=predictions)
+
+
+def assess(card: ModelCard, *, artifact: str, policy: str, predictions: ProbeResult | None = None) -> Report:
+    """The verdict on a card already checked for integrity: its differences from this runtime
+    under ``policy``, and the remedies that apply (shared by the file and the remote gate)."""
+    from toolkit.remedy import remedies
+
+    runtime = capture(blas=False)
+    diffs = runtime_differences(card, policy=policy, runtime=runtime)
+    # Only worth computing for the advice: would the looser policy already pass?
+    compatible = (
+        runtime_differences(card, policy="compatible", runtime=runtime) if diffs and policy == "strict" else None
+    )
     return Report(
-        artifact=str(path),
+        artifact=artifact,
         name=card.name,
         version=card.version,
         sha256=card.artifact.sha256,
         policy=policy,
         differences=diffs,
         predictions=predictions,
+        remedies=remedies(card, diffs, policy=policy, compatible_differences=compatible, artifact=artifact),
     )
 
 

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeGuard
 
 from toolkit.card import Probe, jsonable
 
@@ -67,13 +68,12 @@ def frame(probe: Probe) -> Any:
     import pandas as pd
 
     df = pd.DataFrame([list(r) for r in probe.rows], columns=list(probe.columns))
-    for column, dtype in zip(probe.columns, probe.dtypes):
+    for column, dtype in zip(probe.columns, probe.dtypes, strict=True):  # the card parser checks lengths
         # JSON has one null; in a frame a missing value is NaN (what imputers were fitted on).
         df[column] = df[column].where(df[column].notna(), float("nan"))
-        try:
+        # e.g. an int column that held a null: keep pandas' inferred dtype
+        with contextlib.suppress(TypeError, ValueError):
             df[column] = df[column].astype(dtype)
-        except (TypeError, ValueError):
-            pass  # e.g. an int column that held a null: keep pandas' inferred dtype
     return df
 
 
@@ -94,7 +94,8 @@ def check(probe: Probe, pipeline: Any) -> ProbeResult:
         )
     mismatches = 0
     worst = 0.0
-    for expected, actual in zip(probe.predictions, predictions):
+    # strict=False: a length difference is counted below, as mismatches.
+    for expected, actual in zip(probe.predictions, predictions, strict=False):
         if _numeric(expected) and _numeric(actual) and not isinstance(expected, bool):
             worst = max(worst, abs(float(expected) - float(actual)))
             mismatches += abs(float(expected) - float(actual)) > probe.tolerance
@@ -106,11 +107,11 @@ def check(probe: Probe, pipeline: Any) -> ProbeResult:
         if probabilities is None or len(probabilities) != len(probe.probabilities):
             worst = math.inf
         else:
-            for exp_row, act_row in zip(probe.probabilities, probabilities):
+            for exp_row, act_row in zip(probe.probabilities, probabilities, strict=True):
                 if len(exp_row) != len(act_row):
                     worst = math.inf
                     break
-                worst = max([worst, *(abs(e - float(a)) for e, a in zip(exp_row, act_row))])
+                worst = max([worst, *(abs(e - float(a)) for e, a in zip(exp_row, act_row, strict=True))])
     ok = mismatches == 0 and worst <= probe.tolerance
     return ProbeResult(
         ok=ok, rows=len(probe.rows), label_mismatches=int(mismatches), max_abs_diff=worst, tolerance=probe.tolerance
@@ -121,5 +122,5 @@ def _as_list(values: Any) -> list[Any]:
     return values.tolist() if hasattr(values, "tolist") else list(values)
 
 
-def _numeric(value: Any) -> bool:
+def _numeric(value: Any) -> TypeGuard[int | float]:
     return isinstance(value, (int, float))

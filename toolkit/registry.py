@@ -8,16 +8,22 @@ Layout of a registry root (default ``./models``)::
     <name>/<version>/<stem>.card.md
     .tmp/                             copies in flight; anything here is ignored
 
-Crash ordering for ``add``: the files are copied and fsynced into ``.tmp``, then under the
-index's write lock the directory is renamed into place and only then is the row committed.
-A kill before the commit leaves a directory no row points at (ignored, and replaced the next
+Crash ordering for ``add``: the files are copied and fsynced into ``.tmp`` with an
+``.uncommitted`` marker beside them, then under the index's write lock the directory is renamed
+into place and only then is the row committed; the marker is removed after the commit. A kill
+before the commit leaves a marked directory no row points at (ignored, and replaced the next
 time that version is added); a row therefore never points at missing or partial files.
 Promote and rollback only change rows, in one transaction each.
+
+The registry never deletes or replaces a version directory unless its own index says so: only
+a marked directory without a row is its own leftover. An unmarked directory without a row is a
+registered version whose row is gone, so an index that is missing or empty while such
+directories exist is refused (exit 4) until ``recover`` rebuilds it from the cards.
 """
 
 from __future__ import annotations
 
-import getpass
+import errno
 import hashlib
 import json
 import math
@@ -36,9 +42,16 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from toolkit import _files
-from toolkit._registry_db import DB_FILE, connect, write_transaction
-from toolkit.card import NAME_RE
-from toolkit.errors import DataError, EnvironmentMismatch, IntegrityError, RegistryError, UsageError
+from toolkit._registry_db import (
+    DB_FILE,
+    ReadOnlyRegistry,
+    connect,
+    connect_readonly,
+    has_schema,
+    write_transaction,
+)
+from toolkit.errors import DataError, EnvironmentMismatch, IntegrityError, RegistryError, ToolkitError, UsageError
+from toolkit.identifiers import VERSION_RE, current_user, is_name, parse_version, validate_name
 from toolkit.policy import validate_policy
 from toolkit.signing import TrustedKeys, copy_signature
 
@@ -53,12 +66,12 @@ if TYPE_CHECKING:
 __all__ = [
     "DEFAULT_ROOT",
     "ENV_VAR",
-    "STATUSES",
     "Change",
     "Comparison",
     "Entry",
     "Event",
     "NameSummary",
+    "Recovery",
     "Registry",
     "parse_metric",
     "parse_version",
@@ -68,19 +81,18 @@ __all__ = [
 
 DEFAULT_ROOT = Path("models")
 ENV_VAR = "TOOLKIT_REGISTRY"
-STATUSES = ("staging", "production", "archived")
 # Promotion usually happens on a workstation or CI host, not in the training image, so the
 # default asks what matters for unpickling (Python minor + the pickle's own libraries).
 DEFAULT_POLICY = "compatible"
 
-_VERSION_RE = re.compile(r"(0|[1-9][0-9]{0,8})\.(0|[1-9][0-9]{0,8})\.(0|[1-9][0-9]{0,8})")
 _METRIC_RE = re.compile(r"(?:([a-z][a-z0-9_]*)\.)?([a-z][a-z0-9_]*)")
-# Names that would land on the index's own files in the root directory.
-_RESERVED = frozenset({DB_FILE, f"{DB_FILE}-wal", f"{DB_FILE}-shm", f"{DB_FILE}-journal"})
 _TMP_DIR = ".tmp"
 _LOCK_SUFFIX = ".lock"
 _STALE_TMP_S = 24 * 3600
 _COPY_CHUNK = 1 << 20
+# Put in a staged copy by ``add`` and removed after its row is committed: a version directory
+# that has it and no row is the registry's own leftover, the only kind it ever deletes.
+_UNCOMMITTED = ".uncommitted"
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -124,7 +136,7 @@ class Event:
     user: str
     name: str
     version: str
-    event: str  # register | promote | archive | rollback | rolled_back
+    event: str  # register | promote | archive | rollback | rolled_back | recovered
     from_status: str | None
     to_status: str
     reason: str | None
@@ -198,38 +210,29 @@ class Comparison:
         }
 
 
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Recovery:
+    """What ``recover`` rebuilt: the versions back in the index, and those left out."""
+
+    root: Path
+    recovered: tuple[tuple[str, str], ...]  # (name, version), each back as staging
+    failed: tuple[tuple[Path, str], ...]  # (version directory, why), left in place untouched
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "root": str(self.root),
+            "recovered": [{"name": n, "version": v} for n, v in self.recovered],
+            "failed": [{"path": str(p), "error": e} for p, e in self.failed],
+            "history_lost": True,
+        }
+
+
 def resolve_root(cli_value: Path | str | None) -> Path:
     """The registry root: the ``--registry`` flag, else ``$TOOLKIT_REGISTRY``, else ``./models``."""
     if cli_value is not None and str(cli_value) != "":
         return Path(cli_value).expanduser()
     env = os.environ.get(ENV_VAR, "")
     return Path(env).expanduser() if env else DEFAULT_ROOT
-
-
-def validate_name(name: object, *, what: str = "model name") -> str:
-    """Return ``name`` if it is a safe registry name, else raise RegistryError naming it.
-
-    Raises:
-        RegistryError: not a string, empty, over 64 characters, a separator, NUL, ``..``,
-            an absolute path, or anything outside ``^[a-z0-9][a-z0-9._-]{0,63}$``.
-    """
-    if not isinstance(name, str) or not NAME_RE.match(name) or name in _RESERVED:
-        shown = repr(name) if not isinstance(name, str) or len(name) <= 80 else repr(name[:80]) + "..."
-        raise RegistryError(f"invalid {what} {shown}: must match ^[a-z0-9][a-z0-9._-]{{0,63}}$")
-    return name
-
-
-def parse_version(version: object) -> tuple[int, int, int]:
-    """``"1.10.0"`` -> ``(1, 10, 0)``; the registry orders versions by this, never by text.
-
-    Raises:
-        RegistryError: not a strict semantic version X.Y.Z (no leading zeros, no suffix).
-    """
-    m = _VERSION_RE.fullmatch(version) if isinstance(version, str) else None
-    if m is None:
-        shown = repr(version) if not isinstance(version, str) or len(version) <= 80 else repr(version[:80]) + "..."
-        raise RegistryError(f"invalid version {shown}: must be a semantic version X.Y.Z such as 1.0.0")
-    return int(m[1]), int(m[2]), int(m[3])
 
 
 def parse_metric(metric: str) -> tuple[str, str]:
@@ -256,6 +259,7 @@ class Registry:
         # With trusted keys (these or $TOOLKIT_TRUSTED_KEYS) add, promote, rollback and compare require signatures.
         self.trusted_keys = trusted_keys
         self._conn: sqlite3.Connection | None = None
+        self._writable = False
 
     def __enter__(self) -> Registry:
         return self
@@ -294,6 +298,10 @@ class Registry:
             with _staging_dir(tmp_root) as tmp:
                 reg_name, version = self._add_from(src, tmp, tmp_root, name=name, reason=reason)
         except OSError as e:
+            if e.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
+                raise ReadOnlyRegistry(
+                    f"the registry {self.root} is read-only here ({e.strerror}); reading works, writing does not"
+                ) from e
             raise RegistryError(f"cannot write into the registry {self.root}: {e}") from e
         return self.get(reg_name, version)
 
@@ -318,7 +326,7 @@ class Registry:
         validate_policy(policy)
         if (version is None) == (best_by is None):
             raise UsageError("promote takes a VERSION or --best-by METRIC (exactly one)")
-        conn = self._require_db(name)
+        conn = self._require_db(name, write=True)
         detail = None
         if best_by is not None:
             version, detail = self._best_by(conn, name, best_by)
@@ -329,11 +337,11 @@ class Registry:
         self._check_artifact(entry, policy)
         detail = "; ".join(x for x in (detail, f"policy {policy}") if x)
         with write_transaction(conn):
-            row = self._row(conn, name, version)
+            row = self._existing_row(conn, name, version)
             current = self._production(conn, name)
             if current == version:
                 return Change(name=name, version=version, previous=current, changed=False, detail=detail)
-            now, user = _now(), _current_user()
+            now, user = _now(), current_user()
             if current is not None:
                 conn.execute("UPDATE versions SET status = 'archived' WHERE name = ? AND version = ?", (name, current))
                 self._log(
@@ -365,13 +373,13 @@ class Registry:
         """
         validate_name(name)
         validate_policy(policy)
-        conn = self._require_db(name)
+        conn = self._require_db(name, write=True)
         current, target = self._rollback_target(conn, name)
         self._check_artifact(self.get(name, target), policy)
         with write_transaction(conn):
             if self._rollback_target(conn, name) != (current, target):
                 raise RegistryError(f"production of {name} changed while rolling back; run the rollback again")
-            now, user = _now(), _current_user()
+            now, user = _now(), current_user()
             conn.execute(
                 "UPDATE versions SET status = 'archived', rolled_back = 1 WHERE name = ? AND version = ?",
                 (name, current),
@@ -388,7 +396,7 @@ class Registry:
                 now=now,
                 user=user,
             )
-            prev_status = self._row(conn, name, target)["status"]
+            prev_status = self._existing_row(conn, name, target)["status"]
             conn.execute(
                 "UPDATE versions SET status = 'production', rolled_back = 0 WHERE name = ? AND version = ?",
                 (name, target),
@@ -407,6 +415,106 @@ class Registry:
             )
         return Change(name=name, version=target, previous=current, changed=True, detail=f"policy {policy}")
 
+    def recover(self) -> Recovery:
+        """Rebuild a missing or empty index from the cards in the version directories.
+
+        Every version whose files verify comes back as ``staging`` with a ``recovered``
+        event; the old statuses and history are not on disk, so they are gone. A directory
+        whose files fail their checksum or card is reported and left exactly as it is.
+
+        Raises:
+            RegistryError: the index still lists versions (nothing to recover), or it is busy.
+            ReadOnlyRegistry: the registry cannot be written.
+        """
+        from toolkit.artifact import verify
+
+        db = self.root / DB_FILE
+        self.close()
+        if db.exists():
+            conn = connect_readonly(self.root)
+            if conn is not None:
+                try:
+                    n = conn.execute("SELECT count(*) FROM versions").fetchone()[0] if has_schema(conn) else 0
+                finally:
+                    conn.close()
+                if n:
+                    raise RegistryError(
+                        f"the registry index {db} lists {n} version(s); recover only rebuilds a missing or empty index"
+                    )
+        good: list[tuple[str, str, Path, Any]] = []
+        failed: list[tuple[Path, str]] = []
+        for vdir in _registered_dirs(self.root) + _own_leftovers(self.root):
+            name, version = vdir.parent.name, vdir.name
+            try:
+                models = sorted(p for p in vdir.iterdir() if p.name.endswith(".joblib"))
+                if len(models) != 1:
+                    raise IntegrityError(f"expected one .joblib, found {len(models)}")
+                card = verify(models[0])  # card valid, names this file, bytes hash to its sha256
+                if card.version != version:
+                    raise IntegrityError(f"the card says version {card.version!r}")
+            except (ToolkitError, OSError) as e:
+                failed.append((vdir, str(e)))
+                continue
+            good.append((name, version, models[0], card))
+        now, user = _now(), current_user()
+        detail = "index rebuilt from the card on disk; earlier statuses and history are lost"
+        tmp_db = self.root / f".{DB_FILE}.recover-{uuid.uuid4().hex}"
+        try:
+            conn = _new_index(tmp_db)
+            try:
+                with write_transaction(conn):
+                    for name, version, model, card in good:
+                        major, minor, patch = parse_version(version)
+                        metrics = {
+                            str(k): {str(m): float(v) for m, v in sec.items()} for k, sec in card.metrics.items()
+                        }
+                        conn.execute(
+                            "INSERT INTO versions (name, version, major, minor, patch, status, model_file, sha256,"
+                            " size, metrics, data_sha256, registered_at, registered_by)"
+                            " VALUES (?, ?, ?, ?, ?, 'staging', ?, ?, ?, ?, ?, ?, ?)",
+                            (
+                                name,
+                                version,
+                                major,
+                                minor,
+                                patch,
+                                model.name,
+                                card.artifact.sha256,
+                                card.artifact.size,
+                                json.dumps(metrics, sort_keys=True),
+                                card.data.sha256 if card.data else None,
+                                now,
+                                user,
+                            ),
+                        )
+                        self._log(conn, name, version, "recovered", None, "staging", None, detail, now=now, user=user)
+                conn.execute("PRAGMA journal_mode = DELETE")  # one self-contained file to move into place
+            finally:
+                conn.close()
+            _retire_index(db)
+            os.replace(tmp_db, db)
+            _files.fsync_dir(self.root)
+        except OSError as e:
+            if e.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
+                raise ReadOnlyRegistry(
+                    f"the registry {self.root} is read-only here ({e.strerror}); cannot recover"
+                ) from e
+            raise RegistryError(f"cannot write the registry index {db}: {e}") from e
+        except sqlite3.Error as e:
+            raise RegistryError(f"cannot write the registry index {db}: {e}") from e
+        finally:
+            for leftover in (tmp_db, Path(f"{tmp_db}-wal"), Path(f"{tmp_db}-shm"), Path(f"{tmp_db}-journal")):
+                with suppress(FileNotFoundError):
+                    leftover.unlink()
+        for name, version, _, _ in good:  # recovered: no longer a leftover to discard
+            with suppress(OSError):
+                (self.root / name / version / _UNCOMMITTED).unlink()
+        return Recovery(
+            root=self.root,
+            recovered=tuple((n, v) for n, v, _, _ in good),
+            failed=tuple(failed),
+        )
+
     # -- reading ----------------------------------------------------------------------------
 
     def has(self, name: str, version: str) -> bool:
@@ -417,7 +525,7 @@ class Registry:
         """
         validate_name(name)
         parse_version(version)
-        conn = self._db(create=False)
+        conn = self._db(write=False)
         return conn is not None and self._row(conn, name, version) is not None
 
     def require_unregistered(self, name: str, version: str) -> None:
@@ -462,7 +570,7 @@ class Registry:
 
     def list_names(self) -> list[NameSummary]:
         """Every name with its version count, production version and latest version."""
-        conn = self._db(create=False)
+        conn = self._db(write=False)
         if conn is None:
             return []
         # Per name: a counter row and two index lookups, whatever the number of versions.
@@ -496,7 +604,7 @@ class Registry:
     def count(self, name: str) -> int:
         """How many versions NAME has (0 if none)."""
         validate_name(name)
-        conn = self._db(create=False)
+        conn = self._db(write=False)
         if conn is None:
             return 0
         row = conn.execute("SELECT versions FROM names WHERE name = ?", (name,)).fetchone()
@@ -513,7 +621,7 @@ class Registry:
         rows = conn.execute("SELECT * FROM history WHERE name = ? ORDER BY id", (name,)).fetchall()
         if not rows:
             raise _unknown_name(name, self.root)
-        return [Event(**{k: r[k] for k in r.keys()}) for r in rows]
+        return [Event(**{k: r[k] for k in r.keys()}) for r in rows]  # noqa: SIM118 (a Row iterates values)
 
     def compare(
         self,
@@ -599,7 +707,7 @@ class Registry:
             raise IntegrityError(
                 f"{src.card_json} describes {card.artifact.file!r}, not {src.model.name!r}; refusing to register it"
             )
-        conn = self._db(create=True)
+        conn = self._db(write=True, create=True)
         assert conn is not None
         if self._row(conn, reg_name, version) is not None:  # fail before copying a large pickle
             raise _duplicate(reg_name, version)
@@ -613,9 +721,10 @@ class Registry:
         copy_signature(src, tmp, self.trusted_keys, known={tmp / src.model.name: digest})
         for p in tmp.iterdir():
             p.chmod(0o444)  # registered files are immutable; this keeps honest mistakes out
+        (tmp / _UNCOMMITTED).write_bytes(b"")
         _files.fsync_dir(tmp)
         metrics = {str(k): {str(m): float(v) for m, v in sec.items()} for k, sec in card.metrics.items()}
-        now, user = _now(), _current_user()
+        now, user = _now(), current_user()
         parent = self.root / reg_name
         final = parent / version
         with write_transaction(conn):
@@ -625,6 +734,11 @@ class Registry:
             # Directories left by processes killed between rename and commit: no row points at them.
             self._discard_orphans(conn, reg_name, parent, tmp_root)
             if os.path.lexists(final):
+                if not _is_own_leftover(final):
+                    raise RegistryError(
+                        f"{final} holds files the index does not list (a registered version whose row is lost?); "
+                        f"not replacing them: run `toolkit registry recover --registry {self.root}`"
+                    )
                 _discard(final, tmp_root)
             os.rename(tmp, final)  # files in place first ...
             try:
@@ -666,32 +780,85 @@ class Registry:
                 _discard(final, tmp_root)
                 raise
         # ... then the row, committed on leaving the block: a row never points at missing files.
+        # Only now is the directory no longer "ours to discard"; a kill before this unlink leaves
+        # a marker beside a row, which the row outranks (only rowless marked directories go).
+        with suppress(OSError):
+            (final / _UNCOMMITTED).unlink()
+            _files.fsync_dir(final)
         return reg_name, version
 
     def _discard_orphans(self, conn: sqlite3.Connection, name: str, parent: Path, tmp_root: Path) -> None:
         # Called under the write lock, when nobody else can be renaming a version into place.
-        on_disk = [e.name for e in os.scandir(parent) if _VERSION_RE.fullmatch(e.name)]
+        on_disk = [e.name for e in os.scandir(parent) if VERSION_RE.match(e.name)]
         counted = conn.execute("SELECT versions FROM names WHERE name = ?", (name,)).fetchone()
         if len(on_disk) <= (counted[0] if counted else 0):
             return  # every row has its directory, so there is nothing extra (the common case: no listing of rows)
         known = {r[0] for r in conn.execute("SELECT version FROM versions WHERE name = ?", (name,))}
         for version in on_disk:
-            if version not in known:
+            # Only what this registry staged and never committed; a directory without the
+            # marker is a registered version whose row is missing, and is never touched.
+            if version not in known and _is_own_leftover(parent / version):
                 _discard(parent / version, tmp_root)
 
-    def _db(self, *, create: bool) -> sqlite3.Connection | None:
-        if self._conn is None:
-            self._conn = connect(self.root, create=create)
-        return self._conn
+    def _db(self, *, write: bool, create: bool = False) -> sqlite3.Connection | None:
+        """The index connection: read-only for reads (no write access needed), read-write for writes.
 
-    def _require_db(self, name: str) -> sqlite3.Connection:
-        conn = self._db(create=False)
+        Whatever the mode, an index that is missing or empty while registered version
+        directories exist is refused before anything is read or written.
+        """
+        if self._conn is not None and (self._writable or not write):
+            return self._conn
+        self.close()
+        if not (self.root / DB_FILE).exists():
+            self._refuse_lost_index("missing")
+        if write:
+            conn = connect(self.root, create=create)
+        else:
+            conn = connect_readonly(self.root)
+            if conn is not None and not has_schema(conn):
+                conn.close()  # an index killed while being created by an older toolkit: no tables yet
+                self._refuse_lost_index("empty")
+                return None
+        if conn is None:
+            return None
+        try:
+            if conn.execute("SELECT 1 FROM versions LIMIT 1").fetchone() is None:
+                self._refuse_lost_index("empty")
+        except BaseException:
+            conn.close()
+            raise
+        self._conn, self._writable = conn, write
+        return conn
+
+    def _refuse_lost_index(self, state: str) -> None:
+        found = _registered_dirs(self.root)
+        # A directory loses its marker only after its row is committed, so if the index has rows
+        # now, a concurrent add created or filled it between our look at it and the scan: not lost.
+        if found and not _index_has_rows(self.root):
+            example = found[0].relative_to(self.root)
+            raise RegistryError(
+                f"the registry index {self.root / DB_FILE} is {state} but {self.root} holds {len(found)} registered "
+                f"version director{'y' if len(found) == 1 else 'ies'} (e.g. {example}); refusing to use it: "
+                f"run `toolkit registry recover --registry {self.root}` to rebuild the index from their cards"
+            )
+
+    def _require_db(self, name: str, *, write: bool = False) -> sqlite3.Connection:
+        conn = self._db(write=write)
         if conn is None:
             raise _unknown_name(name, self.root)
         return conn
 
     def _row(self, conn: sqlite3.Connection, name: str, version: str) -> sqlite3.Row | None:
-        return conn.execute("SELECT * FROM versions WHERE name = ? AND version = ?", (name, version)).fetchone()
+        row: sqlite3.Row | None = conn.execute(
+            "SELECT * FROM versions WHERE name = ? AND version = ?", (name, version)
+        ).fetchone()
+        return row
+
+    def _existing_row(self, conn: sqlite3.Connection, name: str, version: str) -> sqlite3.Row:
+        row = self._row(conn, name, version)
+        if row is None:  # checked before the transaction; rows are never deleted
+            raise RegistryError(f"{name} has no version {version} in {self.root}")
+        return row
 
     def _name_exists(self, conn: sqlite3.Connection, name: str) -> bool:
         return conn.execute("SELECT 1 FROM versions WHERE name = ? LIMIT 1", (name,)).fetchone() is not None
@@ -804,13 +971,6 @@ def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
-def _current_user() -> str:
-    try:
-        return getpass.getuser()
-    except (KeyError, OSError, ImportError):  # a container user with no passwd entry and no $USER
-        return f"uid:{os.getuid()}" if hasattr(os, "getuid") else "unknown"
-
-
 def _copy_file(src: Path, dst: Path, *, hash_it: bool = False) -> tuple[str, int]:
     h = hashlib.sha256() if hash_it else None
     size = 0
@@ -831,6 +991,80 @@ def _copy_file(src: Path, dst: Path, *, hash_it: bool = False) -> tuple[str, int
         fout.flush()
         os.fsync(fout.fileno())
     return (h.hexdigest() if h is not None else ""), size
+
+
+def _index_has_rows(root: Path) -> bool:
+    conn = connect_readonly(root)
+    if conn is None:
+        return False
+    try:
+        return has_schema(conn) and conn.execute("SELECT 1 FROM versions LIMIT 1").fetchone() is not None
+    finally:
+        conn.close()
+
+
+def _new_index(path: Path) -> sqlite3.Connection:
+    from toolkit._registry_db import BUSY_TIMEOUT_S, _configure, _ensure_schema
+
+    conn = sqlite3.connect(path, timeout=BUSY_TIMEOUT_S, isolation_level=None)
+    try:
+        _configure(conn)
+        _ensure_schema(conn, path)
+    except BaseException:
+        conn.close()
+        raise
+    return conn
+
+
+def _retire_index(db: Path) -> None:
+    # The empty index being replaced may still have a -wal file; SQLite would replay it
+    # into the new one, so fold it back first (and make the old file self-contained).
+    if db.exists():
+        with suppress(sqlite3.Error):
+            old = sqlite3.connect(db, isolation_level=None)
+            try:
+                old.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+                old.execute("PRAGMA journal_mode = DELETE")
+            finally:
+                old.close()
+    for side in (f"{db}-wal", f"{db}-shm"):
+        with suppress(FileNotFoundError):
+            os.unlink(side)
+
+
+def _own_leftovers(root: Path) -> list[Path]:
+    """Marked version directories: copies whose add may or may not have committed before a kill."""
+    found: list[Path] = []
+    with suppress(OSError):
+        for name_dir in sorted(root.iterdir()):
+            if is_name(name_dir.name) and name_dir.is_dir() and not name_dir.is_symlink():
+                found += [d for d in sorted(name_dir.iterdir()) if VERSION_RE.match(d.name) and _is_own_leftover(d)]
+    return found
+
+
+def _is_own_leftover(version_dir: Path) -> bool:
+    return os.path.lexists(version_dir / _UNCOMMITTED)
+
+
+def _registered_dirs(root: Path) -> list[Path]:
+    """Version directories (``<name>/<X.Y.Z>/``) that ``add`` committed: no ``.uncommitted`` marker."""
+    found: list[Path] = []
+    try:
+        names = sorted(e.name for e in os.scandir(root) if is_name(e.name) and e.is_dir(follow_symlinks=False))
+    except (FileNotFoundError, NotADirectoryError):
+        return found
+    except OSError as e:
+        raise RegistryError(f"cannot read the registry {root}: {e.strerror or e}") from e
+    for name in names:
+        with suppress(OSError):
+            for entry in sorted(os.scandir(root / name), key=lambda x: x.name):
+                if (
+                    VERSION_RE.match(entry.name)
+                    and entry.is_dir(follow_symlinks=False)
+                    and not _is_own_leftover(Path(entry.path))
+                ):
+                    found.append(Path(entry.path))
+    return found
 
 
 def _discard(path: Path, tmp_root: Path) -> None:

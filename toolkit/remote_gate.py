@@ -16,8 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from toolkit.card import MAX_CARD_BYTES
-from toolkit.fingerprint import capture
-from toolkit.gate import Report
+from toolkit.gate import Report, assess
 from toolkit.gate import check_env as check_file
 from toolkit.oci import (
     Client,
@@ -28,7 +27,7 @@ from toolkit.oci import (
     require_signature,
     trust_configured,
 )
-from toolkit.policy import differences, validate_policy
+from toolkit.policy import validate_policy
 
 __all__ = ["check_env"]
 
@@ -66,16 +65,7 @@ def check_env(
     finally:
         if own:
             c.close()
-    card = remote.card
-    diffs = differences(card.environment, capture(blas=False), policy=policy, referenced=card.references.distributions)
-    return Report(
-        artifact=str(remote.reference),
-        name=card.name,
-        version=card.version,
-        sha256=card.artifact.sha256,
-        policy=policy,
-        differences=diffs,
-    )
+    return assess(remote.card, artifact=str(remote.reference), policy=policy)
 
 
 def _require_remote_signature(client: Client, remote: RemoteCard, trusted_keys: Any) -> None:

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import sys
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import click
 import typer
@@ -14,13 +15,19 @@ from typer.core import TyperGroup
 from toolkit.errors import ToolkitError
 from toolkit.source_date import source_date_epoch
 
-__all__ = ["INTERNAL_ERROR_EXIT", "ToolkitGroup", "app", "debug_enabled", "err", "out", "print_json"]
+if TYPE_CHECKING:
+    from rich.text import Text
+
+__all__ = ["INTERNAL_ERROR_EXIT", "ToolkitGroup", "app", "debug_enabled", "err", "out", "plain", "print_json", "safe"]
 
 # Unexpected errors must never exit 0 or 1 (1 means "the gate says no").
 INTERNAL_ERROR_EXIT = 70
 _PIPED_WIDTH = 160
 _BROKEN_PIPE_EXIT = 128 + 13  # killed by SIGPIPE, as the shell reports it
 _TRUE = frozenset({"1", "true", "yes", "on"})
+# C0 and C1 controls, DEL, and the Unicode format/separator characters a terminal or a reader
+# can be fooled by (bidi overrides, zero-width joiners, line/paragraph separators).
+_UNSAFE = re.compile("[\x00-\x1f\x7f-\x9f\u200b-\u200f\u2028-\u202e\u2060-\u2069\ufeff]")
 
 
 class _LazyConsole:
@@ -57,7 +64,7 @@ class ToolkitGroup(TyperGroup):
             source_date_epoch()
             return super().invoke(ctx)
         except ToolkitError as e:
-            err.print(f"error: {e}", markup=False)
+            err.print(f"error: {plain(e)}", markup=False)
             raise typer.Exit(e.exit_code) from None
         except BrokenPipeError:
             # `toolkit ... | head`: the reader left. Exit as a shell would, without a message
@@ -68,7 +75,9 @@ class ToolkitGroup(TyperGroup):
             # Exit, Abort and usage errors belong to typer/click, which turn them into exit codes.
             if _is_cli_control_flow(e) or debug_enabled():
                 raise
-            err.print(f"internal error: {type(e).__name__}: {e} (set TOOLKIT_DEBUG=1 for a traceback)", markup=False)
+            err.print(
+                f"internal error: {type(e).__name__}: {plain(e)} (set TOOLKIT_DEBUG=1 for a traceback)", markup=False
+            )
             raise typer.Exit(INTERNAL_ERROR_EXIT) from None
 
     def resolve_command(self, ctx: Any, args: list[str]) -> Any:
@@ -111,6 +120,33 @@ def _is_cli_control_flow(e: BaseException) -> bool:
 def debug_enabled() -> bool:
     """Whether ``TOOLKIT_DEBUG`` asks for tracebacks: 1, true, yes or on (any case); 0 or "" do not."""
     return os.environ.get("TOOLKIT_DEBUG", "").strip().lower() in _TRUE
+
+
+def plain(value: object) -> str:
+    """``value`` as one line of text a terminal cannot act on: control characters become visible escapes.
+
+    ESC (the start of every colour, cursor, clear-screen or OSC-8 link sequence) becomes
+    ``\\x1b``, a newline ``\\n``, and so on, so a card field or a ``--reason`` can neither
+    drive the terminal nor forge extra lines of output.
+    """
+    text = str(value)
+    if _UNSAFE.search(text) is None:
+        return text  # the common case costs one scan
+    return _UNSAFE.sub(_escape_char, text)
+
+
+def safe(value: object) -> Text:
+    """``value`` for a rich table or print: ``plain`` text that rich never parses as markup."""
+    from rich.text import Text
+
+    return Text(plain(value))
+
+
+def _escape_char(m: re.Match[str]) -> str:
+    c = m.group()
+    return {"\n": "\\n", "\r": "\\r", "\t": "\\t"}.get(c) or (
+        f"\\x{ord(c):02x}" if ord(c) < 0x100 else f"\\u{ord(c):04x}"
+    )
 
 
 def print_json(obj: Any) -> None:

@@ -29,6 +29,7 @@ from toolkit.cli._options import (
     VerifyPredictionsOpt,
     VersionOpt,
 )
+from toolkit.docker.images import DEFAULT_BASE_FILE, DEFAULT_IMAGE, ENV_BUILD_BASE, ENV_IMAGE, PIN_HINT
 
 if TYPE_CHECKING:
     from toolkit.config import TrainConfig
@@ -40,7 +41,7 @@ image_app = typer.Typer(cls=ToolkitGroup, no_args_is_help=True, help="Build, tra
 app.add_typer(image_app, name="image")
 
 ImageOpt = Annotated[
-    str | None, typer.Option("--image", help="Image to run (default $TOOLKIT_IMAGE, else toolkit:latest).")
+    str | None, typer.Option("--image", help=f"Image to run (default ${ENV_IMAGE}, else {DEFAULT_IMAGE}).")
 ]
 
 
@@ -48,9 +49,9 @@ ImageOpt = Annotated[
 def build(
     base_image: Annotated[
         str | None,
-        typer.Option(help="name@sha256:<digest> (default $BASE_IMAGE, else .cache/base-image from `make base`)."),
+        typer.Option(help=f"{PIN_HINT} (default ${ENV_BUILD_BASE}, else {DEFAULT_BASE_FILE} from `make base`)."),
     ] = None,
-    tag: Annotated[str, typer.Option(help="Tag for the built image.")] = "toolkit:latest",
+    tag: Annotated[str, typer.Option(help="Tag for the built image.")] = DEFAULT_IMAGE,
     lock: Annotated[Path | None, typer.Option(help="Lock file (default CONTEXT/requirements.lock).")] = None,
     wheelhouse: Annotated[
         Path | None, typer.Option(help="Folder with the locked wheels (default CONTEXT/wheelhouse).")
@@ -63,7 +64,7 @@ def build(
     """Build the image from a digest-pinned base and the hash-locked wheels, network off."""
     from toolkit.docker import build_image, resolve_base_image
 
-    base = resolve_base_image(base_image, base_file=context / ".cache" / "base-image")
+    base = resolve_base_image(base_image, base_file=context / DEFAULT_BASE_FILE)
     if not quiet:
         err.print(f"building {tag} from {base}", markup=False)
 
@@ -89,9 +90,9 @@ def build(
 @image_app.command("pin")
 def pin(
     ref: Annotated[str, typer.Argument(help="An image reference with a tag, e.g. python:3.11-slim-bookworm.")],
-    out_file: Annotated[Path, typer.Option("--out", help="Where the build reads the pinned base from.")] = Path(
-        ".cache/base-image"
-    ),
+    out_file: Annotated[
+        Path, typer.Option("--out", help="Where the build reads the pinned base from.")
+    ] = DEFAULT_BASE_FILE,
     write: Annotated[bool, typer.Option("--write/--no-write", help="Write it to --out (default yes).")] = True,
 ) -> None:
     """Resolve REF to name@sha256:<digest> and write it where `image build` reads the base."""
@@ -124,22 +125,12 @@ def train(
     Extra arguments after the options are passed to `toolkit train` in the container.
     """
     from toolkit.config import resolve_config
-    from toolkit.docker import resolve_image, train_in_container
+    from toolkit.docker import resolve_image, train_command, train_in_container
 
     tag = resolve_image(image)
-    args: list[str] = []
-    inputs: list[Path] = []
-    if config is not None:
-        args += ["--config", str(config)]
-        inputs.append(config)
-    if dataset is not None:
-        args += ["--dataset", dataset]
-        if not dataset.startswith("builtin:"):
-            inputs.append(Path(dataset))
-    for flag, value in (("--target", target), ("--model", model), ("--name", name), ("--version", version)):
-        if value is not None:
-            args += [flag, value]
-    args += list(ctx.args)
+    command = train_command(
+        config=config, dataset=dataset, target=target, model=model, name=name, version=version, extra=ctx.args
+    )
     # The same config, read on the host: where to register, and whether, decided before training.
     cfg = resolve_config(config, dataset=dataset, name=name, version=version, out=out_dir, register=register)
     registry_obj = _registry_for(cfg, registry) if cfg.register else None
@@ -149,7 +140,7 @@ def train(
         load_signing_key(sign_key)
     staging = Path(tempfile.mkdtemp(prefix="toolkit-image-train-"))
     try:
-        staged = train_in_container(tag, args, staging=staging, inputs=inputs, on_output=_passthrough)
+        staged = train_in_container(tag, command, staging=staging, on_output=_passthrough)
         if sign_key is not None:  # here, on the host: the private key never enters the container
             from toolkit.signing import sign
 

@@ -1,4 +1,8 @@
-"""``toolkit registry ...``: add, list, show, promote, rollback, compare, history."""
+"""``toolkit registry ...``: add, list, show, promote, rollback, compare, history, recover.
+
+Every string that came from a card, the index or the user is printed through ``safe``/``plain``
+(cli._common): never as rich markup, never with its control characters.
+"""
 
 from __future__ import annotations
 
@@ -9,9 +13,9 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from toolkit.cli._common import ToolkitGroup, app, out, print_json
+from toolkit.cli._common import ToolkitGroup, app, out, plain, print_json, safe
 from toolkit.cli._options import ArtifactArg, JsonOpt, Policy, RegistryOpt, TrustedKeyOpt
-from toolkit.errors import ToolkitError
+from toolkit.errors import IntegrityError, ToolkitError
 
 if TYPE_CHECKING:
     from rich.table import Table
@@ -53,7 +57,7 @@ def add(
         if as_json:
             print_json(entry.to_dict())
         else:
-            out.print(f"registered {entry.name} {entry.version} as {entry.status}: {entry.path}", markup=False)
+            out.print(plain(f"registered {entry.name} {entry.version} as {entry.status}: {entry.path}"), markup=False)
 
 
 @registry_app.command("list")
@@ -76,11 +80,11 @@ def list_(
                 print_json([n.to_dict() for n in names])
                 return
             if not names:
-                out.print(f"no models registered in {reg.root}", markup=False)
+                out.print(plain(f"no models registered in {reg.root}"), markup=False)
                 return
             table = _table("name", "versions", "production", "latest", title=f"registry {reg.root}")
             for n in names:
-                table.add_row(n.name, str(n.versions), n.production or "-", n.latest)
+                _add_row(table, n.name, str(n.versions), n.production or "-", n.latest)
             out.print(table)
             return
         wanted = limit if limit is not None else (None if as_json else _DEFAULT_LIMIT)
@@ -92,15 +96,20 @@ def list_(
         keys = [k for k in _TABLE_METRICS if any(k in e.metrics.get("test", {}) for e in entries)]
         table = _table(title=f"{name} ({total} version{'s' if total != 1 else ''})")
         for column in ("version", "status", *[f"test {k}" for k in keys], "registered (UTC)", "by"):
-            table.add_column(column, no_wrap=column != "by")
+            table.add_column(safe(column), no_wrap=column != "by")
         for e in entries:
             test = e.metrics.get("test", {})
-            table.add_row(
-                e.version, _status(e), *[_num(test.get(k)) for k in keys], _short_time(e.registered_at), e.registered_by
+            _add_row(
+                table,
+                e.version,
+                _status(e),
+                *[_num(test.get(k)) for k in keys],
+                _short_time(e.registered_at),
+                e.registered_by,
             )
         out.print(table)
         if len(entries) < total:
-            out.print(f"{len(entries)} of {total} shown; --limit 0 for all", markup=False)
+            out.print(plain(f"{len(entries)} of {total} shown; --limit 0 for all"), markup=False)
 
 
 @registry_app.command("show")
@@ -124,28 +133,31 @@ def show(
             print_json({**entry.to_dict(), "card": card.to_dict() if card else None, "card_error": card_error})
             return
         table = _table("field", "value", show_header=False, title=f"{entry.name} {entry.version}")
-        table.add_row("status", _status(entry))
-        table.add_row("path", str(entry.path))
-        table.add_row("sha256", f"{entry.sha256} ({entry.size} bytes)")
-        table.add_row("registered", f"{entry.registered_at} by {entry.registered_by}")
+        _add_row(table, "status", _status(entry))
+        _add_row(table, "path", str(entry.path))
+        _add_row(table, "sha256", f"{entry.sha256} ({entry.size} bytes)")
+        _add_row(table, "registered", f"{entry.registered_at} by {entry.registered_by}")
         if card is not None:
-            table.add_row("algorithm", card.algorithm)
-            table.add_row("created", f"{card.created_at} by {card.author}")
-            table.add_row(
+            _add_row(table, "algorithm", card.algorithm)
+            _add_row(table, "created", f"{card.created_at} by {card.author}")
+            _add_row(
+                table,
                 "data",
                 f"{card.data.source or '-'} (sha256 {(card.data.sha256 or '-')[:12]}, "
                 f"train {card.data.n_train}, test {card.data.n_test}, split {card.data.split})",
             )
             env = card.environment
-            table.add_row(
-                "trained in", f"Python {env.python_version}, {env.os} {env.machine}, image {env.base_image or '(none)'}"
+            _add_row(
+                table,
+                "trained in",
+                f"Python {env.python_version}, {env.os} {env.machine}, image {env.base_image or '(none)'}",
             )
             if card.intended_use:
-                table.add_row("intended use", card.intended_use)
+                _add_row(table, "intended use", card.intended_use)
         else:
-            table.add_row("card", f"[red]unreadable[/]: {card_error}")
+            _add_row(table, "card", f"unreadable: {card_error}")
         for section, values in sorted(entry.metrics.items()):
-            table.add_row(f"metrics {section}", ", ".join(f"{k} {_num(v)}" for k, v in sorted(values.items())))
+            _add_row(table, f"metrics {section}", ", ".join(f"{k} {_num(v)}" for k, v in sorted(values.items())))
         out.print(table)
 
 
@@ -173,10 +185,10 @@ def promote(
         if as_json:
             print_json(change.to_dict())
         elif not change.changed:
-            out.print(f"{name} {change.version} already is production; nothing changed", markup=False)
+            out.print(plain(f"{name} {change.version} already is production; nothing changed"), markup=False)
         else:
             was = f" (was {change.previous}, now archived)" if change.previous else ""
-            out.print(f"{name}: production -> {change.version}{was}; {change.detail}", markup=False)
+            out.print(plain(f"{name}: production -> {change.version}{was}; {change.detail}"), markup=False)
 
 
 @registry_app.command("rollback")
@@ -194,7 +206,9 @@ def rollback(
         if as_json:
             print_json(change.to_dict())
         else:
-            out.print(f"{name}: production -> {change.version} (rolled back from {change.previous})", markup=False)
+            out.print(
+                plain(f"{name}: production -> {change.version} (rolled back from {change.previous})"), markup=False
+            )
 
 
 @registry_app.command("compare")
@@ -229,7 +243,7 @@ def compare(
         s1, s2 = result.scores[v1], result.scores[v2]
         for k in sorted(set(s1) | set(s2)):
             diff = result.difference.get(k)
-            table.add_row(k, _num(s1.get(k)), _num(s2.get(k)), "-" if diff is None else f"{diff:+.4f}")
+            _add_row(table, k, _num(s1.get(k)), _num(s2.get(k)), "-" if diff is None else f"{diff:+.4f}")
         out.print(table)
 
 
@@ -244,9 +258,12 @@ def history(name: NameArg, registry: RegistryOpt = None, as_json: JsonOpt = Fals
         table = _table(title=f"{name} history")
         for column in ("time (UTC)", "user", "version", "event", "from", "to", "reason", "detail"):
             # Short columns never wrap; free text folds onto more lines rather than vanish into "…".
-            table.add_column(column, no_wrap=column not in ("reason", "detail"), overflow="fold", min_width=len(column))
+            table.add_column(
+                safe(column), no_wrap=column not in ("reason", "detail"), overflow="fold", min_width=len(column)
+            )
         for e in events:
-            table.add_row(
+            _add_row(
+                table,
                 _short_time(e.at),
                 e.user,
                 e.version,
@@ -257,6 +274,40 @@ def history(name: NameArg, registry: RegistryOpt = None, as_json: JsonOpt = Fals
                 e.detail or "",
             )
         out.print(table)
+
+
+@registry_app.command("recover")
+def recover(registry: RegistryOpt = None, as_json: JsonOpt = False) -> None:
+    """Rebuild a missing or empty index from the cards on disk (every version back as staging).
+
+    The old statuses and history are not on disk and are gone; versions whose files fail
+    their checksum are reported, left in place and left out (exit 3).
+    """
+    with _opened(registry, as_json) as reg:
+        result = reg.recover()
+        if as_json:
+            # One object either way; with failures it is the integrity exit, without a second object.
+            print_json({"ok": not result.failed, **result.to_dict()})
+            if result.failed:
+                raise typer.Exit(IntegrityError.exit_code)
+            return
+        else:
+            n = len(result.recovered)
+            out.print(
+                plain(
+                    f"rebuilt the index of {result.root} from the cards on disk: {n} version{'s' if n != 1 else ''} "
+                    "back as staging. The old history (statuses, promotions, rollbacks) is gone: promote the "
+                    "production version again."
+                ),
+                markup=False,
+            )
+            for path, error in result.failed:
+                out.print(plain(f"not recovered (left in place): {path}: {error}"), markup=False)
+        if result.failed:
+            raise IntegrityError(
+                f"{len(result.failed)} version director{'y' if len(result.failed) == 1 else 'ies'} failed verification "
+                "and were left out of the index (nothing was deleted)"
+            )
 
 
 @contextmanager
@@ -280,9 +331,16 @@ def _status(entry: Entry) -> str:
 
 def _table(*columns: str, **kwargs: Any) -> Table:
     # rich is imported only when a table is printed (the CLI's start-up stays light).
-    from rich.table import Table
+    from rich.table import Column, Table
 
-    return Table(*columns, **kwargs)
+    if "title" in kwargs:
+        kwargs["title"] = safe(kwargs["title"])
+    return Table(*[Column(header=safe(c)) for c in columns], **kwargs)
+
+
+def _add_row(table: Table, *cells: str) -> None:
+    # Cells are card fields, reasons, users and paths: text, never markup or terminal codes.
+    table.add_row(*[safe(c) for c in cells])
 
 
 def _short_time(iso: str) -> str:

@@ -421,7 +421,7 @@ def docker_credentials(host: str) -> tuple[str, str] | None:
     Raises: UsageError (an unreadable config), RemoteError (a credential helper failed).
     """
     try:
-        from docker import auth as docker_auth  # type: ignore[import-untyped]
+        from docker import auth as docker_auth
         from docker import errors as docker_errors
     except ImportError:  # pragma: no cover - the docker SDK is in the lock
         return None

@@ -1,0 +1,126 @@
+"""The build context: the lock's pins, the wheels that match them, and the tar sent to the engine.
+
+The context is assembled here, not read from a directory: the Dockerfile, the lock (which may
+live anywhere), only the wheels the lock pins, and the package. Nothing here talks to Docker.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import shutil
+import subprocess
+import tarfile
+from collections.abc import Sequence
+from pathlib import Path
+from typing import IO
+
+from packaging.version import Version
+
+from toolkit.errors import UsageError
+
+__all__ = ["git_revision", "lock_pins", "lock_sha256", "locked_wheels", "write_context"]
+
+# `name==version` at the start of a line, extras dropped; hashes and markers follow it.
+_LOCK_PIN = re.compile(r"^([A-Za-z0-9][A-Za-z0-9._-]*)(?:\[[^\]]*\])?==([^\s;\\]+)", re.MULTILINE)
+
+
+def lock_sha256(path: Path) -> str:
+    """The sha256 of a lock file, as the image records it. Raises: UsageError."""
+    try:
+        return hashlib.sha256(path.read_bytes()).hexdigest()
+    except OSError as e:
+        raise UsageError(f"{path}: cannot read the lock file ({e.strerror or e})") from e
+
+
+def lock_pins(lock: Path) -> dict[str, Version]:
+    """``{canonical name: version}`` for every pin in ``lock``. Raises: UsageError."""
+    from packaging.utils import canonicalize_name
+    from packaging.version import InvalidVersion
+
+    try:
+        text = lock.read_text(encoding="utf-8")
+    except OSError as e:
+        raise UsageError(f"{lock}: cannot read the lock file ({e.strerror or e})") from e
+    pins: dict[str, Version] = {}
+    for name, version in _LOCK_PIN.findall(text):
+        try:
+            pins[canonicalize_name(name)] = Version(version)
+        except InvalidVersion as e:
+            raise UsageError(f"{lock}: {name}=={version} is not a valid version") from e
+    if not pins:
+        raise UsageError(f"{lock}: no pinned requirements (name==version) found")
+    return pins
+
+
+def locked_wheels(lock: Path, wheelhouse: Path) -> list[Path]:
+    """The wheelhouse's files for exactly the lock's pins. Raises: UsageError naming what is missing."""
+    from packaging.utils import InvalidWheelFilename, parse_wheel_filename
+    from packaging.version import InvalidVersion
+
+    pins = lock_pins(lock)
+    if not wheelhouse.is_dir():
+        raise UsageError(f"{wheelhouse}: no wheelhouse; run `make wheelhouse` first")
+    chosen: dict[str, list[Path]] = {}
+    for path in sorted(wheelhouse.glob("*.whl")):
+        try:
+            name, version, _, _ = parse_wheel_filename(path.name)
+        except (InvalidWheelFilename, InvalidVersion):
+            continue  # not a wheel of ours; the lock decides what goes in
+        if pins.get(name) == version:
+            chosen.setdefault(name, []).append(path)
+    missing = sorted(f"{n}=={v}" for n, v in pins.items() if n not in chosen)
+    if missing:
+        shown = ", ".join(missing[:3]) + (f" and {len(missing) - 3} more" if len(missing) > 3 else "")
+        raise UsageError(f"{wheelhouse}: no wheel for {shown} from {lock}; run `make wheelhouse`")
+    return [p for paths in chosen.values() for p in paths]
+
+
+def write_context(fileobj: IO[bytes], *, context: Path, lock: Path, wheels: Sequence[Path]) -> None:
+    """Write the build context as a tar to ``fileobj``. Raises: UsageError (a missing or unreadable file)."""
+    dockerfile = context / "Dockerfile"
+    package = context / "toolkit"
+    pyproject = context / "pyproject.toml"
+    for needed in (dockerfile, pyproject, package):
+        if not needed.exists():
+            raise UsageError(f"{needed}: missing; run from the repository root (or pass --context)")
+    with tarfile.open(fileobj=fileobj, mode="w") as tar:
+        _add_file(tar, dockerfile, "Dockerfile")
+        _add_file(tar, lock, "requirements.lock")
+        _add_file(tar, pyproject, "pyproject.toml")
+        readme = context / "README.md"
+        if readme.is_file():
+            _add_file(tar, readme, "README.md")
+        for wheel in wheels:
+            _add_file(tar, wheel, f"wheelhouse/{wheel.name}")
+        for path in sorted(package.rglob("*")):
+            if path.is_file() and "__pycache__" not in path.parts and path.suffix not in (".pyc", ".pyo"):
+                _add_file(tar, path, path.relative_to(context).as_posix())
+
+
+def git_revision(context: Path) -> str:
+    """The commit ``context`` is checked out at, or ``unknown`` (no git, not a repository)."""
+    git = shutil.which("git")
+    if git is None:
+        return "unknown"
+    try:
+        done = subprocess.run(
+            [git, "rev-parse", "HEAD"], cwd=context, capture_output=True, text=True, timeout=10, check=False
+        )
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return done.stdout.strip() if done.returncode == 0 and done.stdout.strip() else "unknown"
+
+
+def _add_file(tar: tarfile.TarFile, source: Path, arcname: str) -> None:
+    # Always the file's bytes (a symlinked wheel is sent as the wheel), owned by root.
+    try:
+        st = source.stat()
+        info = tarfile.TarInfo(arcname)
+        info.size = st.st_size
+        info.mtime = int(st.st_mtime)
+        info.mode = 0o755 if st.st_mode & 0o111 else 0o644
+        with source.open("rb") as f:
+            tar.addfile(info, f)
+    except OSError as e:
+        raise UsageError(f"{source}: cannot read it for the build context ({e.strerror or e})") from e

@@ -1,0 +1,104 @@
+"""Image references and the names this package reads from the environment; no SDK, no I/O but a pin file.
+
+Two different images are configured through the environment, so each gets its own name:
+``BASE_IMAGE`` is the base the *build* starts from, ``TOOLKIT_IMAGE`` the built image that
+``image train|check`` run. (Inside an image, ``TOOLKIT_BASE_IMAGE`` records the base it was built
+from; that one is read by :mod:`toolkit.fingerprint`, which owns what a runtime is.)
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from pathlib import Path
+
+from toolkit.errors import UsageError
+from toolkit.fingerprint import BASE_IMAGE_RE
+
+__all__ = [
+    "DEFAULT_BASE_FILE",
+    "DEFAULT_IMAGE",
+    "ENV_BUILD_BASE",
+    "ENV_IMAGE",
+    "IMAGE_UID",
+    "PIN_HINT",
+    "name_of",
+    "repository_of",
+    "resolve_base_image",
+    "resolve_image",
+    "validate_base_image",
+    "write_pin",
+]
+
+DEFAULT_IMAGE = "toolkit:latest"
+ENV_IMAGE = "TOOLKIT_IMAGE"  # the image `image train|check` run when --image is not given
+ENV_BUILD_BASE = "BASE_IMAGE"  # the base `image build` starts from when --base-image is not given
+DEFAULT_BASE_FILE = Path(".cache/base-image")  # written by `make base` and `toolkit image pin`
+IMAGE_UID = 10001  # the image's non-root user `toolkit` (see the Dockerfile)
+
+PIN_HINT = "name@sha256:<64 hex>"
+_HOW_TO_PIN = "run `make base`, or `toolkit image pin REF` for an image you have"
+
+
+def validate_base_image(ref: str) -> str:
+    """Return ``ref`` if it is pinned by digest (``name@sha256:<64 hex>``). Raises: UsageError."""
+    if not BASE_IMAGE_RE.match(ref or ""):
+        raise UsageError(f"{ENV_BUILD_BASE} must be pinned by digest as {PIN_HINT} ({_HOW_TO_PIN}); got {ref!r}")
+    return ref
+
+
+def resolve_base_image(cli_value: str | None, *, base_file: Path = DEFAULT_BASE_FILE) -> str:
+    """The base: ``--base-image``, else ``$BASE_IMAGE``, else the file ``make base`` wrote; validated.
+
+    Raises: UsageError when none is given or it is not pinned by digest.
+    """
+    if cli_value:
+        return validate_base_image(cli_value.strip())
+    env = os.environ.get(ENV_BUILD_BASE, "").strip()
+    if env:
+        return validate_base_image(env)
+    try:
+        pinned = base_file.read_text(encoding="utf-8").strip()
+    except FileNotFoundError:
+        raise UsageError(
+            f"no base image: pass --base-image {PIN_HINT}, set {ENV_BUILD_BASE}, "
+            f"or run `make base` (it writes {base_file})"
+        ) from None
+    except OSError as e:
+        raise UsageError(f"{base_file}: cannot read the pinned base image ({e.strerror or e})") from e
+    return validate_base_image(pinned)
+
+
+def resolve_image(cli_value: str | None) -> str:
+    """The image to run: ``--image``, else ``$TOOLKIT_IMAGE``, else ``toolkit:latest``."""
+    return cli_value or os.environ.get(ENV_IMAGE) or DEFAULT_IMAGE
+
+
+def write_pin(ref: str, path: Path = DEFAULT_BASE_FILE) -> Path:
+    """Write a pinned reference where the build reads it (atomically). Raises: UsageError."""
+    validate_base_image(ref)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp.write_text(ref + "\n", encoding="utf-8")
+        os.replace(tmp, path)
+    except OSError as e:
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)  # nothing half-written left beside the pin
+        raise UsageError(f"{path}: cannot write the pinned base image ({e.strerror or e})") from e
+    return path
+
+
+def name_of(ref: str) -> str:
+    """``host:5000/repo:tag`` -> ``host:5000/repo`` (a port is not a tag)."""
+    name = ref.split("@", 1)[0]
+    last = name.rsplit("/", 1)[-1]
+    return name[: len(name) - len(last)] + last.split(":", 1)[0]
+
+
+def repository_of(ref: str) -> str:
+    """A name as the engine normalises it: ``python`` == ``docker.io/library/python``."""
+    name = name_of(ref)
+    for prefix in ("docker.io/", "index.docker.io/", "registry-1.docker.io/"):
+        name = name.removeprefix(prefix)
+    return name.removeprefix("library/")

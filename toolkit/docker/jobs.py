@@ -1,0 +1,308 @@
+"""The three jobs the image does: build it, train in it, gate in it; and their container command lines.
+
+The core never prints: progress and container output go to the callbacks the caller passes.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from toolkit.docker.client import Mount, OutputCallback, build, connect, run
+from toolkit.docker.context import git_revision, lock_sha256, locked_wheels, write_context
+from toolkit.docker.images import DEFAULT_IMAGE, IMAGE_UID, validate_base_image
+from toolkit.errors import DockerError, IntegrityError, RegistryError, ToolkitError, UsageError
+from toolkit.identifiers import current_user
+
+__all__ = [
+    "BuildResult",
+    "TrainCommand",
+    "build_image",
+    "check_command",
+    "check_in_container",
+    "train_command",
+    "train_in_container",
+]
+
+# A toolkit error inside a container keeps its meaning (a bad flag is still exit 2).
+_INNER_ERRORS: dict[int, type[ToolkitError]] = {
+    ToolkitError.exit_code: ToolkitError,
+    UsageError.exit_code: UsageError,
+    IntegrityError.exit_code: IntegrityError,
+    RegistryError.exit_code: RegistryError,
+}
+_GATE_EXIT_CODES = range(6)  # what `toolkit check-env` itself ever returns
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class BuildResult:
+    """A built image and what it was built from."""
+
+    tag: str
+    image_id: str
+    base_image: str
+    lock_sha256: str
+    revision: str
+    seconds: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "tag": self.tag,
+            "image_id": self.image_id,
+            "base_image": self.base_image,
+            "lock_sha256": self.lock_sha256,
+            "revision": self.revision,
+            "seconds": round(self.seconds, 2),
+        }
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class TrainCommand:
+    """``toolkit train``'s arguments for the container, and the host files they name."""
+
+    args: tuple[str, ...]
+    inputs: tuple[Path, ...]
+
+
+def build_image(
+    *,
+    base_image: str,
+    tag: str = DEFAULT_IMAGE,
+    context: Path = Path(),
+    lock: Path | None = None,
+    wheelhouse: Path | None = None,
+    revision: str | None = None,
+    no_cache: bool = False,
+    on_progress: Callable[[str], None] | None = None,
+    client: Any | None = None,
+) -> BuildResult:
+    """Build the image from ``context`` (the repository root) with the network off.
+
+    Raises: UsageError (unpinned base, missing lock, Dockerfile or wheels), DockerError.
+    """
+    validate_base_image(base_image)
+    lock = lock or context / "requirements.lock"
+    wheelhouse = wheelhouse or context / "wheelhouse"
+    lock_hash = lock_sha256(lock)
+    revision = revision or git_revision(context)
+    wheels = locked_wheels(lock, wheelhouse)
+    client = client or connect()
+    started = time.monotonic()
+    with tempfile.TemporaryFile(prefix="toolkit-context-") as fileobj:
+        write_context(fileobj, context=context, lock=lock, wheels=wheels)
+        fileobj.seek(0)
+        image_id = build(
+            client,
+            fileobj,
+            tag=tag,
+            buildargs={
+                "BASE_IMAGE": base_image,
+                "BASE_DIGEST": base_image.rpartition("@")[2],
+                "LOCK_SHA256": lock_hash,
+                "REVISION": revision,
+            },
+            no_cache=no_cache,
+            on_progress=on_progress,
+        )
+    return BuildResult(
+        tag=tag,
+        image_id=image_id,
+        base_image=base_image,
+        lock_sha256=lock_hash,
+        revision=revision,
+        seconds=time.monotonic() - started,
+    )
+
+
+def train_command(
+    *,
+    config: Path | None = None,
+    dataset: str | None = None,
+    target: str | None = None,
+    model: str | None = None,
+    name: str | None = None,
+    version: str | None = None,
+    extra: Sequence[str] = (),
+) -> TrainCommand:
+    """The arguments of ``toolkit train`` in the container, from the options of ``image train``.
+
+    A config and a dataset file are host paths: they are listed in ``inputs`` so that
+    :func:`train_in_container` mounts them and rewrites them to container paths.
+    """
+    args: list[str] = []
+    inputs: list[Path] = []
+    if config is not None:
+        args += ["--config", str(config)]
+        inputs.append(config)
+    if dataset is not None:
+        args += ["--dataset", dataset]
+        if not dataset.startswith("builtin:"):
+            inputs.append(Path(dataset))
+    for flag, value in (("--target", target), ("--model", model), ("--name", name), ("--version", version)):
+        if value is not None:
+            args += [flag, value]
+    return TrainCommand(args=(*args, *extra), inputs=tuple(inputs))
+
+
+def train_in_container(
+    image: str,
+    train_args: Sequence[str] | TrainCommand,
+    *,
+    staging: Path,
+    workdir: Path = Path(),
+    inputs: Sequence[Path] = (),
+    on_output: OutputCallback | None = None,
+    client: Any | None = None,
+) -> Path:
+    """Run ``toolkit train --out /out --no-register TRAIN_ARGS`` in ``image``; return the staged .joblib.
+
+    ``staging`` (an empty host directory) is mounted at /out; ``workdir`` read-only at /work, so
+    relative paths in the arguments and configs mean what they mean on the host; each path in
+    ``inputs`` outside ``workdir`` is mounted read-only and rewritten in ``train_args``. The
+    artifact files end up owned by the invoking user: a non-root invoker runs the container as
+    itself; root runs it as the image's non-root user and gets the files handed back.
+    Raises: DockerError (training failed in the container, engine error), UsageError.
+    """
+    if isinstance(train_args, TrainCommand):
+        inputs = (*train_args.inputs, *inputs)
+        train_args = train_args.args
+    workdir = workdir.resolve()
+    staging = staging.resolve()
+    args, mounts = map_inputs(list(train_args), inputs, workdir)
+    mounts = [Mount(source=workdir, target="/work"), Mount(source=staging, target="/out", read_only=False), *mounts]
+    uid, gid = os.getuid(), os.getgid()
+    environment = _run_environment()
+    if uid == 0:
+        user = f"{IMAGE_UID}:{IMAGE_UID}"
+        os.chown(staging, IMAGE_UID, IMAGE_UID)
+    else:
+        user = f"{uid}:{gid}"
+        environment["HOME"] = "/tmp"  # the image's home belongs to its own user
+    try:
+        result = run(
+            client or connect(),
+            image,
+            ["train", "--out", "/out", "--no-register", *args],
+            mounts=mounts,
+            user=user,
+            environment=environment,
+            working_dir="/work",
+            on_output=on_output,
+        )
+    finally:
+        if uid == 0:
+            _chown_tree(staging, 0, 0)
+    if result.exit_code != 0:
+        # Anything but a toolkit error (killed, out of memory, no entry point) is a failed Docker step.
+        error = _INNER_ERRORS.get(result.exit_code, DockerError)
+        raise error(f"training in {image} failed with exit code {result.exit_code} (the container's message is above)")
+    found = sorted(staging.glob("*.joblib"))
+    if len(found) != 1:
+        raise DockerError(f"training in {image} left {len(found)} .joblib files in its output, expected 1")
+    return found[0]
+
+
+def check_command(
+    artifact_name: str, *, policy: str = "strict", as_json: bool = False, verify_predictions: bool = False
+) -> list[str]:
+    """``toolkit check-env``'s arguments in the container, the artifact's folder mounted at /artifact."""
+    command = ["check-env", f"/artifact/{artifact_name}", "--policy", policy]
+    if as_json:
+        command.append("--json")
+    if verify_predictions:
+        command.append("--verify-predictions")
+    return command
+
+
+def check_in_container(
+    image: str,
+    artifact: Path,
+    *,
+    policy: str = "strict",
+    as_json: bool = False,
+    verify_predictions: bool = False,
+    on_output: OutputCallback | None = None,
+    client: Any | None = None,
+) -> int:
+    """Run ``toolkit check-env`` on ``artifact`` inside ``image``; return the gate's exit code.
+
+    The artifact's directory is mounted read-only. Raises: DockerError when the container
+    ends in a way the gate never does (killed, out of memory), UsageError for a missing artifact.
+    """
+    artifact = artifact.resolve()
+    if not artifact.is_file():
+        raise UsageError(f"{artifact}: no such artifact file")
+    uid = os.getuid()
+    if uid == 0:
+        require_readable_by_image_user(artifact)
+    result = run(
+        client or connect(),
+        image,
+        check_command(artifact.name, policy=policy, as_json=as_json, verify_predictions=verify_predictions),
+        mounts=[Mount(source=artifact.parent, target="/artifact")],
+        user=None if uid == 0 else f"{uid}:{os.getgid()}",
+        environment={"HOME": "/tmp"} if uid != 0 else {},
+        on_output=on_output,
+    )
+    if result.exit_code not in _GATE_EXIT_CODES:
+        raise DockerError(f"check-env in {image} ended with exit code {result.exit_code} (killed or crashed)")
+    return result.exit_code
+
+
+def map_inputs(args: list[str], inputs: Sequence[Path], workdir: Path) -> tuple[list[str], list[Mount]]:
+    """Rewrite host paths in ``args`` to container paths; mount those outside ``workdir``."""
+    mounts: list[Mount] = []
+    for index, path in enumerate(inputs):
+        host = path.expanduser().resolve()
+        if not host.exists():
+            raise UsageError(f"{path}: no such file")
+        try:
+            inside = "/work/" + host.relative_to(workdir).as_posix()
+        except ValueError:
+            # Mount the folder, so a config's paths relative to its own folder still resolve.
+            target = f"/in/{index}"
+            mounts.append(Mount(source=host.parent, target=target))
+            inside = f"{target}/{host.name}"
+        args = [inside if a == str(path) else a for a in args]
+    return args, mounts
+
+
+def require_readable_by_image_user(artifact: Path) -> None:
+    """Root runs the gate as the image's user: say so plainly instead of a confusing exit 3."""
+    folder = artifact.parent
+    for path, bits in ((folder, 0o005), *((p, 0o004) for p in folder.glob(f"{_stem(artifact)}.*"))):
+        st = path.stat()
+        if st.st_uid != IMAGE_UID and st.st_mode & bits != bits:
+            raise UsageError(
+                f"{path}: not readable by the image's user (uid {IMAGE_UID}); "
+                f"make it world-readable (chmod o+r{'x' if path == folder else ''}) to check it in the image"
+            )
+
+
+def _run_environment() -> dict[str, str]:
+    # The card's author is the person who ran the job, not the container's user, and its
+    # created_at honours the caller's SOURCE_DATE_EPOCH (reproducible cards).
+    environment = {"TOOLKIT_AUTHOR": current_user()}
+    if os.environ.get("SOURCE_DATE_EPOCH"):
+        environment["SOURCE_DATE_EPOCH"] = os.environ["SOURCE_DATE_EPOCH"]
+    return environment
+
+
+def _stem(artifact: Path) -> str:
+    name = artifact.name
+    for suffix in (".card.json", ".card.md", ".joblib"):
+        if name.endswith(suffix):
+            return name[: -len(suffix)]
+    return artifact.stem
+
+
+def _chown_tree(root: Path, uid: int, gid: int) -> None:
+    for dirpath, dirnames, filenames in os.walk(root):
+        os.chown(dirpath, uid, gid)
+        for name in (*dirnames, *filenames):
+            os.chown(os.path.join(dirpath, name), uid, gid, follow_symlinks=False)
