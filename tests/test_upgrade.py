@@ -291,7 +291,8 @@ def test_retrain_of_a_schema1_card_exits_2_in_one_line(wine: Path, tmp_path: Pat
     )
     assert result.exit_code == 2
     assert result.output.strip() == (
-        "error: retrain needs a card of schema 2; wine 1.0.0 has schema 1 (save or train it again with this toolkit to get one)"
+        "error: retrain needs a card of schema 2; wine 1.0.0 has schema 1 "
+        "(save or train it again with this toolkit to get one)"
     )
 
 
@@ -345,7 +346,7 @@ def test_rebuild_refuses_lock_text_that_is_not_the_recorded_lock(wine: Path, tmp
     d = json.loads(card_json.read_text())
     in_image(d)
     card_json.write_text(json.dumps(d))
-    with pytest.raises(IntegrityError, match="'environment.lock' does not match 'environment.lock_sha256'"):
+    with pytest.raises(IntegrityError, match=r"'environment\.lock' does not match 'environment\.lock_sha256'"):
         read_card(model)  # the card itself is refused: its lock is not the lock it names
 
     def honest(d: dict[str, Any]) -> None:

@@ -68,11 +68,12 @@ def select(registry: Path, *, name: str | None = None, stage: str = "production"
 
 def next_patch(registry: Path, name: str) -> str:
     """The next free patch version after NAME's highest, for a retrained model."""
+    from toolkit.identifiers import parse_version
     from toolkit.registry import Registry
 
     with Registry(registry) as reg:
         latest = reg.list_versions(name, limit=1)[0].version
-    major, minor, patch = (int(p) for p in latest.split("+")[0].split("-")[0].split("."))
+    major, minor, patch = parse_version(latest)
     return f"{major}.{minor}.{patch + 1}"
 
 

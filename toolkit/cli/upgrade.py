@@ -112,7 +112,8 @@ def retrain(
     """Retrain ARTIFACT from its card's recipe in this runtime; print its metrics beside the parent's."""
     import tempfile
 
-    from toolkit.registry import Registry, parse_version, resolve_root
+    from toolkit.identifiers import parse_version
+    from toolkit.registry import Registry, resolve_root
     from toolkit.retrain import retrain as run
 
     parse_version(version)
