@@ -167,11 +167,12 @@ def _print_report(report: UpgradeReport) -> None:
         )
     out.print(table)
     changed: dict[str, str] = {}
+    # Upgrades and downgrades first: they are what a lock bump is about; then added and removed.
     for check in report.models:
-        for change in check.packages:
+        for change in sorted(check.packages, key=lambda c: (c.card is None or c.candidate is None, c.name)):
             changed.setdefault(change.name, str(change))
     if changed:
-        shown = list(changed.values())
+        shown = sorted(changed.values(), key=lambda line: ("(absent)" in line, line))
         more = f" and {len(shown) - 10} more" if len(shown) > 10 else ""
         out.print("packages that change for these models: " + "; ".join(shown[:10]) + more, markup=False)
     retrained = [c for c in report.models if c.retrain is not None]
