@@ -221,7 +221,8 @@ def test_the_human_table_names_each_verdict_and_what_changes(
     done = _toolkit(*_check_args(REPO / "requirements.lock", old_models, base_ref), "--name", "mid-tfidf")
     assert done.returncode == 1
     lines = done.stdout.splitlines()
-    assert lines[0] == f"candidate requirements.lock (sha256 {current.lock_sha256[:12]}) in {current.tag} (cached)"
+    lock = REPO / "requirements.lock"
+    assert lines[0] == f"candidate {lock} (sha256 {current.lock_sha256[:12]}) in {current.tag} (cached)"
     row = next(line for line in lines if line.startswith("mid-tfidf"))
     assert row.split()[1:4] == ["1.0.0", "production", "drift"]
     changes = next(line for line in lines if line.startswith("packages that change"))

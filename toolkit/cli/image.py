@@ -189,6 +189,55 @@ def check(
     raise typer.Exit(code)
 
 
+@image_app.command("retrain")
+def retrain(
+    artifact: ArtifactArg,
+    version: Annotated[str, typer.Option("--version", help="The new version, X.Y.Z.")],
+    image: ImageOpt = None,
+    dataset: Annotated[
+        str | None, typer.Option(help="The training data, if not where the card's recipe found it (same sha256).")
+    ] = None,
+    registry: RegistryOpt = None,
+    register: Annotated[
+        bool, typer.Option("--register/--no-register", help="Register as staging (default yes).")
+    ] = True,
+    out_dir: Annotated[Path | None, typer.Option("--out", help="Where to write it when not registering.")] = None,
+) -> None:
+    """Retrain ARTIFACT from its card's recipe inside the image (network off), then register it on the host."""
+    from toolkit.artifact import read_card
+    from toolkit.docker import resolve_image, train_in_container
+    from toolkit.identifiers import parse_version
+    from toolkit.registry import Registry, resolve_root
+
+    parse_version(version)
+    card = read_card(artifact)
+    registry_obj = Registry(resolve_root(registry)) if register else None
+    if registry_obj is not None:  # a duplicate fails before minutes of training, not after
+        with registry_obj:
+            registry_obj.require_unregistered(card.name, version)
+    args = [str(artifact), "--version", version]
+    inputs = [artifact]
+    if dataset is not None:
+        args += ["--dataset", dataset]
+        if not dataset.startswith("builtin:"):
+            inputs.append(Path(dataset))
+    staging = Path(tempfile.mkdtemp(prefix="toolkit-image-retrain-"))
+    try:
+        staged = train_in_container(
+            resolve_image(image), args, staging=staging, inputs=inputs, on_output=_passthrough, command="retrain"
+        )
+        if registry_obj is not None:
+            with registry_obj:
+                entry = registry_obj.add(staged, reason=f"retrained from {card.name}@{card.version} in the image")
+            err.print(f"registered {entry.name} {entry.version} ({entry.status}) in {registry_obj.root}", markup=False)
+            out.print(str(entry.path), markup=False)
+        else:
+            final = _move_artifact(staged, out_dir or Path("out"))
+            out.print(str(final), markup=False)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
 @image_app.command("rebuild")
 def rebuild(
     artifact: ArtifactArg,
