@@ -370,3 +370,20 @@ def test_cache_key_follows_base_lock_and_toolkit_source(tmp_path: Path) -> None:
     assert key != cache_key(base_image=base, lock_sha256="3" * 64, context=context)
     (context / "toolkit" / "a.py").write_text("A = 2\n")
     assert key != cache_key(base_image=base, lock_sha256="1" * 64, context=context)
+
+
+def test_upgrade_check_with_trusted_keys_refuses_an_unsigned_model_before_docker(
+    artifact: Path, tmp_path: Path
+) -> None:
+    runner = CliRunner()
+    assert runner.invoke(app, ["keygen", "--out", str(tmp_path / "k")]).exit_code == 0
+    with Registry(tmp_path / "reg") as reg:
+        reg.add(artifact)
+    result = runner.invoke(
+        app,
+        ["upgrade-check", "--lock", str(ROOT / "requirements.lock"), "--registry", str(tmp_path / "reg"),
+         "--stage", "staging", "--trusted-key", str(tmp_path / "k.pub"), "--base-image", "b@sha256:" + "0" * 64],
+    )  # fmt: skip
+    assert result.exit_code == 3, result.output
+    assert result.output.startswith("error: ") and "signature" in result.output
+    assert len(result.output.strip().splitlines()) == 1

@@ -256,6 +256,22 @@ def test_retrain_of_the_broken_model_registers_a_staging_child_with_metrics_besi
     ]
 
 
+def test_image_retrain_reruns_the_recipe_in_the_image_with_lineage(
+    in_image: Path, current: RuntimeImage, tmp_path: Path
+) -> None:
+    parent = Registry(in_image).get("wine-lr")
+    done = _toolkit("image", "retrain", str(parent.path), "--version", "1.1.0", "--image", current.tag,
+                    "--no-register", "--out", str(tmp_path))  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert done.stdout.strip().splitlines()[-1] == str(tmp_path / "wine-lr-1.1.0.joblib")
+    card = read_card(tmp_path / "wine-lr-1.1.0.joblib")
+    assert card.lineage is not None and card.lineage.parent == "wine-lr@1.0.0"
+    assert (
+        card.environment.in_container and card.environment.base_image == read_card(parent.path).environment.base_image
+    )
+    assert card.metrics == read_card(parent.path).metrics  # same recipe, same data, same runtime: same model
+
+
 # --- image rebuild -----------------------------------------------------------------------------
 
 

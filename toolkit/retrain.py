@@ -18,6 +18,7 @@ from toolkit.errors import UsageError
 
 if TYPE_CHECKING:
     from toolkit.card import ModelCard
+    from toolkit.signing import TrustedKeys
     from toolkit.train import Progress, TrainResult
 
 __all__ = ["RetrainResult", "recipe_config", "retrain"]
@@ -69,11 +70,13 @@ def retrain(
     dataset: str | None = None,
     reason: str | None = None,
     progress: Progress | None = None,
+    trusted_keys: TrustedKeys = None,
 ) -> RetrainResult:
     """Rerun ``artifact``'s recipe here and save ``NAME-VERSION`` in ``out`` with its lineage.
 
     Raises:
-        IntegrityError: the artifact fails its checksum or its card is invalid.
+        IntegrityError: the artifact fails its checksum or its card is invalid (or, with
+            trusted keys, its signature).
         UsageError: a schema 1 card or one with no recipe; data whose sha256 is not the
             card's (both hashes in the message); an existing output.
         ConfigError, DataError: the recipe does not run here (a hyperparameter this
@@ -84,7 +87,7 @@ def retrain(
     from toolkit.datasets import load_dataset
     from toolkit.train import train
 
-    parent = verify(artifact)
+    parent = verify(artifact, trusted_keys=trusted_keys)
     require_schema2(parent, "retrain")
     if parent.training is None:
         raise UsageError(

@@ -27,6 +27,7 @@ from toolkit.errors import DockerError, IntegrityError, UsageError
 
 if TYPE_CHECKING:
     from toolkit.card import ModelCard
+    from toolkit.signing import TrustedKeys
 
 __all__ = [
     "RUNTIME_REPOSITORY",
@@ -215,6 +216,7 @@ def rebuild(
     on_progress: Callable[[str], None] | None = None,
     on_output: Callable[[str, bytes], None] | None = None,
     client: Any | None = None,
+    trusted_keys: TrustedKeys = None,
 ) -> RebuildResult:
     """Build ``artifact``'s runtime from its card alone and run the strict gate on it inside.
 
@@ -224,7 +226,7 @@ def rebuild(
     from toolkit import docker as tdocker
     from toolkit.artifact import verify
 
-    card = verify(artifact)
+    card = verify(artifact, trusted_keys=trusted_keys)  # with trust, the signature too, here on the host
     base_image, lock_text = rebuild_source(card)
     client = client or tdocker.connect()
     with tempfile.TemporaryDirectory(prefix="toolkit-rebuild-") as tmp:

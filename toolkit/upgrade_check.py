@@ -18,10 +18,13 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from toolkit.errors import DockerError, RegistryError, ToolkitError, UsageError
 from toolkit.upgrade import ModelCheck, RetrainOutcome, UpgradeReport
+
+if TYPE_CHECKING:
+    from toolkit.signing import TrustedKeys
 
 __all__ = ["STAGES", "Selected", "next_patch", "run_job", "select", "upgrade_check"]
 
@@ -89,14 +92,17 @@ def upgrade_check(
     wheelhouse: Path | None = None,
     on_progress: Progress | None = None,
     client: Any | None = None,
+    trusted_keys: TrustedKeys = None,
 ) -> UpgradeReport:
     """Check every selected registry version in the candidate image of ``lock``, in one container.
 
-    Raises: UsageError (bad lock or stage, nothing selected), RegistryError, DockerError
+    Raises: UsageError (bad lock or stage, nothing selected), RegistryError, IntegrityError (with
+    trusted keys: a selected model's signature), DockerError
     (the candidate image cannot be built, or its container failed).
     """
     from toolkit import docker as tdocker
     from toolkit.runtime_image import ensure_runtime_image
+    from toolkit.signing import trusted_keys_from_env
 
     started = time.monotonic()
     emit = on_progress or _silent
@@ -109,6 +115,12 @@ def upgrade_check(
     for item in selected:
         if not item.path.is_file():
             raise RegistryError(f"{item.name} {item.version}: its artifact {item.path} is missing from the registry")
+    keys = trusted_keys_from_env(trusted_keys)
+    if keys:  # checked here on the host, before any container: the keys never enter the image
+        from toolkit.artifact import verify
+
+        for item in selected:
+            verify(item.path, trusted_keys=keys)
     timings: dict[str, float] = {}
     client = client or tdocker.connect()
     phase = time.monotonic()

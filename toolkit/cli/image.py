@@ -202,15 +202,16 @@ def retrain(
         bool, typer.Option("--register/--no-register", help="Register as staging (default yes).")
     ] = True,
     out_dir: Annotated[Path | None, typer.Option("--out", help="Where to write it when not registering.")] = None,
+    trusted_key: TrustedKeyOpt = None,
 ) -> None:
     """Retrain ARTIFACT from its card's recipe inside the image (network off), then register it on the host."""
-    from toolkit.artifact import read_card
+    from toolkit.artifact import verify
     from toolkit.docker import resolve_image, train_in_container
     from toolkit.identifiers import parse_version
     from toolkit.registry import Registry, resolve_root
 
     parse_version(version)
-    card = read_card(artifact)
+    card = verify(artifact, trusted_keys=trusted_key)  # with trust, the signature here on the host
     registry_obj = Registry(resolve_root(registry)) if register else None
     if registry_obj is not None:  # a duplicate fails before minutes of training, not after
         with registry_obj:
@@ -249,6 +250,7 @@ def rebuild(
         Path | None, typer.Option(help="Where the card's locked wheels are downloaded (default CONTEXT/wheelhouse).")
     ] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No build progress.")] = False,
+    trusted_key: TrustedKeyOpt = None,
 ) -> None:
     """Rebuild ARTIFACT's runtime from its card alone (base digest + the card's lock), then gate it
     inside under strict: 0 it passes, 1 it still differs, 2 the card has nothing to rebuild from."""
@@ -265,6 +267,7 @@ def rebuild(
         wheelhouse=wheelhouse,
         on_progress=None if quiet else progress,
         on_output=_passthrough,
+        trusted_keys=trusted_key,
     )
     how = "reused (cache hit)" if result.image.cached else f"built in {result.image.seconds:.1f}s"
     err.print(f"runtime {result.image.tag} ({result.image.image_id[:19]}) {how}", markup=False)

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from toolkit.cli._common import app, err, out, print_json
-from toolkit.cli._options import ArtifactArg, JsonOpt, RegistryOpt
+from toolkit.cli._options import ArtifactArg, JsonOpt, RegistryOpt, TrustedKeyOpt
 
 if TYPE_CHECKING:
     from toolkit.retrain import RetrainResult
@@ -47,6 +47,7 @@ def upgrade_check(
     wheelhouse: Annotated[
         Path | None, typer.Option(help="Where the candidate's wheels are downloaded (default CONTEXT/wheelhouse).")
     ] = None,
+    trusted_key: TrustedKeyOpt = None,
     job: Annotated[
         Path | None, typer.Option("--job", hidden=True, help="Inside the candidate image: the job folder.")
     ] = None,
@@ -84,6 +85,7 @@ def upgrade_check(
             context=context,
             wheelhouse=wheelhouse,
             on_progress=emit,
+            trusted_keys=trusted_key,
         )
     if junit is not None:
         _write_junit(junit, report)
@@ -108,6 +110,7 @@ def retrain(
     ] = True,
     reason: Annotated[str | None, typer.Option(help="Why it was retrained (the card's lineage.reason).")] = None,
     as_json: JsonOpt = False,
+    trusted_key: TrustedKeyOpt = None,
 ) -> None:
     """Retrain ARTIFACT from its card's recipe in this runtime; print its metrics beside the parent's."""
     import tempfile
@@ -127,7 +130,15 @@ def retrain(
 
             with registry_obj:  # a duplicate version fails before minutes of training, not after
                 registry_obj.require_unregistered(read_card(artifact).name, version)
-        result = run(artifact, version=version, out=target, dataset=dataset, reason=reason, progress=_train_progress())
+        result = run(
+            artifact,
+            version=version,
+            out=target,
+            dataset=dataset,
+            reason=reason,
+            progress=_train_progress(),
+            trusted_keys=trusted_key,
+        )
         path = result.path
         if registry_obj is not None:
             with registry_obj:
