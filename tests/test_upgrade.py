@@ -317,7 +317,10 @@ def test_retrain_refuses_a_registered_version_before_training(wine: Path, tmp_pa
 
 
 def test_rebuild_of_a_host_trained_artifact_says_there_is_no_runtime(wine: Path) -> None:
-    with pytest.raises(UsageError, match=r"^wine 1\.0\.0 was not trained in an image \(its card has no base image"):
+    with pytest.raises(
+        UsageError,
+        match=r"^wine 1\.0\.0 was not trained in an image \(its card records no base image\): there is no runtime",
+    ):
         rebuild_source(read_card(wine))
 
 

@@ -289,6 +289,7 @@ def test_rebuild_of_an_artifact_trained_in_the_image_passes_strict_and_is_the_sa
 def test_rebuild_of_an_artifact_trained_under_the_variant_lock_gives_the_variant_runtime(
     variant: RuntimeImage, tmp_path: Path
 ) -> None:
+    tmp_path.chmod(0o755)  # the gate in the image runs as its own user, which must read the artifact
     done = _toolkit(
         "image", "train", "--image", variant.tag, "--dataset", "builtin:wine", "--model", "logistic_regression",
         "--name", "wine-variant", "--no-register", "--out", str(tmp_path),
@@ -309,7 +310,7 @@ def test_rebuild_of_a_host_trained_artifact_exits_2_with_the_reason(tmp_path: Pa
     rebuilt = _toolkit("image", "rebuild", str(tmp_path / "wine-1.0.0.joblib"))
     assert rebuilt.returncode == 2
     assert rebuilt.stderr.strip().startswith(
-        "error: wine 1.0.0 was not trained in an image (its card has no base image, in_container=False)"
+        "error: wine 1.0.0 was not trained in an image (its card records no base image): there is no runtime to rebuild"
     )
     assert rebuilt.stdout == ""
 

@@ -193,7 +193,7 @@ def rebuild_source(card: ModelCard) -> tuple[str, str]:
     env = card.environment
     if not env.base_image:
         raise UsageError(
-            f"{where} was not trained in an image (its card has no base image, in_container={env.in_container}): "
+            f"{where} was not trained in an image (its card records no base image): "
             "there is no runtime to rebuild; train it with `toolkit image train` to get one"
         )
     if not env.lock:
