@@ -390,3 +390,32 @@ def test_upgrade_check_with_trusted_keys_refuses_an_unsigned_model_before_docker
     assert result.exit_code == 3, result.output
     assert result.output.startswith("error: ") and "signature" in result.output
     assert len(result.output.strip().splitlines()) == 1
+
+
+def test_upgrade_check_without_an_engine_exits_5_in_one_line(
+    artifact: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("DOCKER_HOST", f"unix://{tmp_path}/no-engine.sock")
+    with Registry(tmp_path / "reg") as reg:
+        reg.add(artifact)
+    result = CliRunner().invoke(
+        app,
+        ["upgrade-check", "--lock", str(ROOT / "requirements.lock"), "--registry", str(tmp_path / "reg"),
+         "--stage", "staging", "--base-image", "b@sha256:" + "0" * 64, "--json"],
+    )  # fmt: skip
+    assert result.exit_code == 5, result.output
+    assert result.output.startswith(f"error: no Docker engine answers at unix://{tmp_path}/no-engine.sock")
+    assert len(result.output.strip().splitlines()) == 1
+
+
+def test_upgrade_check_of_an_unknown_name_exits_4(artifact: Path, tmp_path: Path) -> None:
+    with Registry(tmp_path / "reg") as reg:
+        reg.add(artifact)
+    result = CliRunner().invoke(
+        app,
+        ["upgrade-check", "--lock", str(ROOT / "requirements.lock"), "--registry", str(tmp_path / "reg"),
+         "--name", "nope", "--base-image", "b@sha256:" + "0" * 64],
+    )  # fmt: skip
+    assert result.exit_code == 4, result.output
+    assert result.output.startswith("error: ") and "nope" in result.output
+    assert len(result.output.strip().splitlines()) == 1
