@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -157,6 +158,23 @@ def test_check_env_never_imports_sklearn_and_a_traceback_never_escapes(artifact:
     assert out.strip().splitlines()[-1] == "0 False False False"
 
 
+def test_check_env_by_registry_reference_stays_light(artifact: Path, tmp_path: Path) -> None:
+    from toolkit.registry import Registry
+
+    with Registry(tmp_path / "models") as reg:
+        reg.add(artifact)
+        reg.promote("iris", "1.0.0")
+    code = (
+        "import sys; from toolkit.cli import app\n"
+        f"try: app(['check-env', 'iris@production', '--registry', {str(tmp_path / 'models')!r}])\n"
+        "except SystemExit as e: code = e.code\n"
+        "print(code, 'sklearn' in sys.modules, 'joblib' in sys.modules, 'pandas' in sys.modules)"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip().splitlines()[-1] == "0 False False False"
+    assert "MATCH iris 1.0.0" in done.stdout
+
+
 def test_python_dash_m_toolkit_help() -> None:
     result = subprocess.run([sys.executable, "-m", "toolkit", "--help"], capture_output=True, text=True)
     assert result.returncode == 0
@@ -215,8 +233,12 @@ def test_cli_basics_version_short_help_and_one_suggestion() -> None:
     typo = run("registri")
     assert typo.returncode == 2
     assert typo.stderr.count("Did you mean") == 1 and "'registry'" in typo.stderr
-    completion = run("--show-completion", "bash")
-    assert completion.returncode == 0 and "complete" in completion.stdout
+    assert "--install-completion" in short.stdout
+    # Completion itself, as the installed script asks for it (no shell detection involved).
+    toolkit_bin = Path(sys.executable).with_name("toolkit")
+    env = {**os.environ, "_TOOLKIT_COMPLETE": "complete_bash", "COMP_WORDS": "toolkit registry pro", "COMP_CWORD": "2"}
+    completion = subprocess.run([str(toolkit_bin)], capture_output=True, text=True, env=env, stdin=subprocess.DEVNULL)
+    assert (completion.returncode, completion.stdout.split()) == (0, ["promote"])
 
 
 def test_check_env_prints_card_values_as_escaped_text(runner: CliRunner, artifact: Path) -> None:
@@ -236,6 +258,7 @@ def test_check_env_text_lists_every_difference_one_per_line(runner: CliRunner, a
     d = json.loads(path.read_text())
     d["environment"]["packages"].update({f"zz-pkg-{i:05d}": f"9.{i}.0-{'x' * 60}" for i in range(2000)})
     path.write_text(json.dumps(d))
+    artifact_paths(artifact).card_md.write_text(ModelCard.from_dict(d).to_markdown())
     result = _run(runner, "check-env", artifact)
     assert result.exit_code == 1
     lines = result.stdout.splitlines()

@@ -474,6 +474,24 @@ def test_check_keeps_the_gates_exit_code_and_output(
     assert [c.removed for c in fake.containers_made] == [True]
 
 
+def test_check_takes_a_registry_reference_and_mounts_the_registered_copy(
+    use_client: Callable[[FakeClient], FakeClient], tmp_path: Path, base_artifact: Path
+) -> None:
+    from toolkit.registry import Registry
+
+    with Registry(tmp_path / "reg") as reg:
+        entry = reg.add(base_artifact)
+        reg.promote("iris", "1.0.0")
+    fake = use_client(FakeClient(status={"StatusCode": 0}, output=[(b"MATCH\n", None)]))
+    result = CliRunner().invoke(
+        app, ["image", "check", "iris@production", "--image", "toolkit:fake", "--registry", str(tmp_path / "reg")]
+    )
+    assert result.exit_code == 0, result.output
+    (_, _, kwargs) = fake.calls[0]
+    assert kwargs["command"][:2] == ["check-env", "/artifact/iris-1.0.0.joblib"]
+    assert kwargs["volumes"] == {str(entry.path.parent): {"bind": "/artifact", "mode": "ro"}}
+
+
 def test_check_killed_container_is_exit_5(use_client: Callable[[FakeClient], FakeClient], tmp_path: Path) -> None:
     fake = use_client(FakeClient(status={"StatusCode": 137}))
     result = CliRunner().invoke(app, ["image", "check", str(_artifact(tmp_path)), "--image", "toolkit:fake"])

@@ -100,6 +100,21 @@ class CountingSession(requests.Session):
 # --- round trip ---------------------------------------------------------------------------------
 
 
+def test_push_takes_a_registry_reference(
+    artifact: Path, registry: LoopbackRegistry, tmp_path: Path, docker_config: Path
+) -> None:
+    from toolkit.registry import Registry
+
+    with Registry(tmp_path / "models") as reg:
+        entry = reg.add(artifact)
+    ref = f"oci://{registry.host}/models/iris:staged"
+    pushed = cli("push", "iris@staging", ref, "--registry", str(tmp_path / "models"))
+    assert pushed.returncode == 0, pushed.stderr
+    pulled = cli("pull", ref, "--out", str(tmp_path / "pulled"))
+    assert pulled.returncode == 0, pulled.stderr
+    assert files_of(tmp_path / "pulled" / artifact.name) == files_of(entry.path)
+
+
 def test_round_trip_push_pull_identical_files_then_gate(
     artifact: Path, registry: LoopbackRegistry, tmp_path: Path, docker_config: Path
 ) -> None:
@@ -242,6 +257,8 @@ def test_check_env_remote_text_and_mismatch_exit_codes(
         remote_report, file_report = json.loads(remote.stdout), json.loads(file_gate.stdout)
         assert remote_report.pop("artifact").startswith(f"oci://{registry.host}/models/iris:old-sklearn@sha256:")
         file_report.pop("artifact")
+        # The remedies name the artifact as it was given (a path, or the oci:// reference).
+        assert remote_report.pop("remedies") and file_report.pop("remedies")
         assert remote_report == file_report
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 from _registry_support import clone_artifact, tamper
@@ -201,8 +202,67 @@ def test_compare_rescores_both_on_the_rebuilt_test_split(
             assert result["scores"][version][metric] == pytest.approx(value)
     for metric, diff in result["difference"].items():
         assert diff == pytest.approx(result["scores"]["1.1.0"][metric] - result["scores"]["1.0.0"][metric])
+        low, high = result["interval"][metric]
+        assert low <= high and low - 1e-12 <= diff <= high + 1e-12  # wine's test split: no degenerate draw
+    assert result["bootstrap"] == {
+        "method": "paired bootstrap over the same rows (percentile interval)",
+        "resamples": 1000,
+        "skipped": 0,
+        "seed": 0,
+        "level": 0.95,
+    }
+    # Seeded: the same seed gives the same intervals; another seed other ones.
+    assert as_json(runner, root, "compare", "wine", "1.0.0", "1.1.0")[1]["interval"] == result["interval"]
+    other = as_json(runner, root, "compare", "wine", "1.0.0", "1.1.0", "--seed", "7")[1]["interval"]
+    assert other != result["interval"]
     table = run(runner, root, "compare", "wine", "1.0.0", "1.1.0")
     assert table.exit_code == 0 and "roc_auc" in table.stdout and "1.1.0 - 1.0.0" in table.stdout
+    assert "95% interval" in table.stdout
+    low, high = result["interval"]["accuracy"]
+    assert f"[{low:+.4f}, {high:+.4f}]" in table.stdout
+    assert (
+        f"intervals: paired bootstrap, 1000 resamples of the same {card.data.n_test} rows for both versions (seed 0); "
+        in table.stdout
+    )
+    none = as_json(runner, root, "compare", "wine", "1.0.0", "1.1.0", "--resamples", "0")[1]
+    assert set(none["interval"].values()) == {None} and none["difference"] == result["difference"]
+    assert run(runner, root, "compare", "wine", "1.0.0", "1.1.0", "--resamples", "-1").exit_code == 2
+
+
+def test_the_bootstrap_skips_and_counts_draws_where_a_metric_is_undefined(
+    tiny_pipeline: Any, iris_frame: tuple[Any, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from toolkit import evaluate
+
+    X, y = iris_frame
+    # 13 rows, 8/3/2 of the three classes: about 1 draw in 7 misses a class, where ROC AUC is undefined.
+    rows = [*range(8), 50, 51, 52, 100, 101]
+    X13, y13 = X.iloc[rows], y.iloc[rows]
+    fast = evaluate.paired_scores(tiny_pipeline, tiny_pipeline, X13, y13, resamples=200, seed=3)
+    assert 8 < fast.skipped < 70
+    assert fast.difference == {"roc_auc": 0.0, "accuracy": 0.0, "f1": 0.0}
+    assert set(fast.intervals.values()) == {(0.0, 0.0)}  # the same model twice: no difference in any draw
+    # The numpy path and train.score agree draw by draw (the same skips, the same intervals).
+    monkeypatch.setattr(evaluate._FastClassification, "of", classmethod(lambda cls, *a: None))
+    slow = evaluate.paired_scores(tiny_pipeline, tiny_pipeline, X13, y13, resamples=200, seed=3)
+    assert (slow.skipped, slow.intervals) == (fast.skipped, fast.intervals)
+
+
+def test_the_fast_and_the_sklearn_scores_give_the_same_intervals(
+    wine_pair: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from toolkit import evaluate
+    from toolkit.artifact import load
+
+    card = read_card(wine_pair[0])
+    rows = evaluate.held_out(card)
+    a, b = (load(p, policy="compatible") for p in wine_pair)
+    fast = evaluate.paired_scores(a, b, rows.X, rows.y, resamples=150, seed=1)
+    monkeypatch.setattr(evaluate._FastClassification, "of", classmethod(lambda cls, *a: None))
+    slow = evaluate.paired_scores(a, b, rows.X, rows.y, resamples=150, seed=1)
+    assert fast.skipped == slow.skipped
+    for metric, bounds in slow.intervals.items():
+        assert bounds is not None and fast.intervals[metric] == pytest.approx(bounds, abs=1e-9), metric
 
 
 def test_compare_refuses_different_data_unless_a_dataset_is_named(
@@ -255,3 +315,120 @@ def test_card_fields_and_reasons_are_printed_as_escaped_text(
     # --json keeps the exact value (JSON escapes control characters itself).
     code, events = as_json(runner, root, "history", "iris")
     assert code == 0 and events[0]["reason"] == HOSTILE
+
+
+# -- check ----------------------------------------------------------------------------------------
+
+
+def _with_package(artifact: Path, package: str, version: str) -> Path:
+    """Rewrite the card (and its .card.md) to say it was trained with another ``package`` version."""
+    paths = artifact_paths(artifact)
+    raw = json.loads(paths.card_json.read_text())
+    raw["environment"]["packages"][package] = version
+    card = ModelCard.from_dict(raw)
+    paths.card_json.write_bytes(card.to_json())
+    paths.card_md.write_text(card.to_markdown())
+    return artifact
+
+
+@pytest.fixture
+def mixed(base_artifact: Path, tmp_path: Path, root: Path) -> Path:
+    """iris 1.0.0 loads here, 1.1.0 needs another scikit-learn, 1.2.0's pickle was tampered with; wine 1.0.0 loads."""
+    with Registry(root) as reg:
+        reg.add(clone_artifact(base_artifact, tmp_path / "src", version="1.0.0"))
+        reg.add(
+            _with_package(clone_artifact(base_artifact, tmp_path / "src", version="1.1.0"), "scikit-learn", "0.1.0")
+        )
+        reg.add(clone_artifact(base_artifact, tmp_path / "src", version="1.2.0"))
+        reg.add(clone_artifact(base_artifact, tmp_path / "src", version="1.0.0", name="wine"))
+        tamper(reg.get("iris", "1.2.0").path)
+    return root
+
+
+def test_check_reports_every_version_and_exits_with_the_worst(runner: CliRunner, mixed: Path) -> None:
+    result = run(runner, mixed, "check")
+    assert result.exit_code == 3, result.output
+    lines = result.stdout.splitlines()
+    assert lines[0].startswith("iris 1.2.0 (staging): FAILS INTEGRITY: ") and "does not match" in lines[0]
+    assert lines[1].startswith(
+        "iris 1.1.0 (staging): would not load here: 1 difference: scikit-learn 0.1.0 in the card"
+    )
+    assert lines[2].startswith("    what to do: ")
+    assert "iris 1.0.0 (staging): loads here" in lines and "wine 1.0.0 (staging): loads here" in lines
+    assert lines[-1] == "4 versions checked under policy compatible: 2 load, 1 would not, 1 fails integrity"
+
+
+def test_check_of_one_name_and_its_json(runner: CliRunner, mixed: Path) -> None:
+    code, result = as_json(runner, mixed, "check", "iris")
+    assert code == 3 and result["exit_code"] == 3 and result["ok"] is False
+    verdicts = {v["version"]: (v["verdict"], v["exit_code"]) for v in result["versions"]}
+    assert verdicts == {"1.2.0": ("integrity", 3), "1.1.0": ("mismatch", 1), "1.0.0": ("loads", 0)}
+    mismatch = next(v for v in result["versions"] if v["version"] == "1.1.0")
+    assert mismatch["differences"][0]["name"] == "scikit-learn" and mismatch["remedies"]
+    code, result = as_json(runner, mixed, "check", "wine")
+    assert code == 0 and [v["verdict"] for v in result["versions"]] == ["loads"]
+
+
+def test_check_exits_1_when_a_version_would_not_load_and_none_is_broken(
+    runner: CliRunner, base_artifact: Path, tmp_path: Path, root: Path
+) -> None:
+    with Registry(root) as reg:
+        reg.add(_with_package(clone_artifact(base_artifact, tmp_path / "src", version="2.0.0"), "numpy", "0.0.1"))
+    result = run(runner, root, "check", "iris")
+    assert result.exit_code == 1 and "would not load here: 1 difference: numpy 0.0.1 in the card" in result.stdout
+    assert (
+        result.stdout.splitlines()[-1]
+        == "1 version checked under policy compatible: 0 load, 1 would not, 0 fail integrity"
+    )
+
+
+def test_check_errors_are_one_line(runner: CliRunner, mixed: Path, tmp_path: Path) -> None:
+    for args, code in ((["check", "nope"], 4), (["check", "Bad/"], 4), (["check", "--policy", "loose"], 2)):
+        result = run(runner, mixed, *args)
+        assert result.exit_code == code, (args, result.output)
+    unknown = run(runner, mixed, "check", "nope")
+    assert "no model named 'nope'" in unknown.stderr and unknown.stderr.strip().count("\n") == 0
+    empty = run(runner, tmp_path / "empty", "check")
+    assert empty.exit_code == 0 and "no models registered" in empty.stdout
+
+
+# -- add's same-bytes note, the --best-by tie rule -----------------------------------------------------
+
+
+def test_add_notes_the_same_bytes_under_another_version_and_still_registers(
+    runner: CliRunner, root: Path, base_artifact: Path, tmp_path: Path
+) -> None:
+    first = run(runner, root, "add", str(base_artifact))
+    assert first.exit_code == 0 and "note:" not in first.stderr
+    # clone_artifact keeps the pickle's bytes: 1.1.0 is the same model under another version.
+    twin = clone_artifact(base_artifact, tmp_path / "src", version="1.1.0")
+    result = run(runner, root, "add", str(twin))
+    assert result.exit_code == 0 and "registered iris 1.1.0 as staging" in result.stdout
+    sha = Registry(root).get("iris", "1.1.0").sha256
+    assert result.stderr.strip() == (
+        f"note: the same bytes (sha256 {sha[:12]}…) are already registered as iris 1.0.0; registered anyway"
+    )
+    code, added = as_json(runner, root, "add", str(clone_artifact(base_artifact, tmp_path / "src", version="1.2.0")))
+    assert code == 0 and added["same_bytes_as"] == ["1.1.0", "1.0.0"]
+    assert Registry(root).count("iris") == 3
+
+
+def test_best_by_prints_the_tie_rule_when_it_decides(
+    runner: CliRunner, root: Path, base_artifact: Path, tmp_path: Path
+) -> None:
+    with Registry(root) as reg:
+        for v, auc in (("1.0.0", 0.91), ("1.10.0", 0.91), ("1.9.0", 0.91), ("2.0.0", 0.5)):
+            reg.add(clone_artifact(base_artifact, tmp_path / "src", version=v, metrics={"test": {"roc_auc": auc}}))
+    result = run(runner, root, "promote", "iris", "--best-by", "roc_auc")
+    assert result.exit_code == 0, result.output
+    assert result.stdout.strip() == (
+        "iris: production -> 1.10.0; best by test.roc_auc = 0.91; "
+        "tie on test.roc_auc 0.91 between 1.0.0, 1.9.0, 1.10.0: the highest version wins; policy compatible"
+    )
+    events = as_json(runner, root, "history", "iris")[1]
+    assert "the highest version wins" in events[-1]["detail"]
+
+
+def test_best_by_without_a_tie_says_nothing_about_ties(runner: CliRunner, root: Path, three: list[Path]) -> None:
+    result = run(runner, root, "promote", "iris", "--best-by", "roc_auc")
+    assert result.exit_code == 0 and "production -> 1.1.0" in result.stdout and "tie" not in result.stdout

@@ -19,10 +19,11 @@ import pytest
 from typer.testing import CliRunner
 
 import toolkit
-from toolkit import signing
+from toolkit import pickle_audit, signing
 from toolkit.artifact import artifact_paths, read_card
 from toolkit.cli import app
 from toolkit.errors import IntegrityError, UsageError
+from toolkit.pickle_audit import LocalModule, local_module_sha256
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -161,7 +162,7 @@ def test_joblib_changed_is_named_when_the_card_was_rewritten_too(
 ) -> None:
     _rewrite_pickle(signed, b"not the signed pickle")
     result = _run(runner, "check-env", signed, "--trusted-key", keys["pub"])
-    _one_error_line(result, "iris-1.0.0.card.json, iris-1.0.0.joblib changed since it was signed")
+    _one_error_line(result, "iris-1.0.0.card.json, iris-1.0.0.card.md, iris-1.0.0.joblib changed since it was signed")
 
 
 def test_a_signature_from_another_key(runner: CliRunner, artifact: Path, keys: dict[str, Path]) -> None:
@@ -318,27 +319,40 @@ class _Evil:
         self.canary = canary
 
     def __reduce__(self) -> tuple[Any, ...]:
-        return (exec, (f"open({str(self.canary)!r}, 'w').close()",))
+        import _signing_gadget
+
+        return (_signing_gadget.touch, (str(self.canary),))
 
 
-def _rewrite_pickle(artifact: Path, blob: bytes) -> None:
+def _rewrite_pickle(artifact: Path, blob: bytes, pairs: tuple[tuple[str, str], ...] | None = None) -> None:
+    """What whoever can write the store does: a new pickle, and the card rewritten to match it
+    (checksum, the globals the pickle imports, their local module's hash, the rendered card)."""
     paths = artifact_paths(artifact)
     card = read_card(artifact)
     info = dataclasses.replace(card.artifact, sha256=hashlib.sha256(blob).hexdigest(), size=len(blob))
-    for p in (paths.model, paths.card_json):
+    card = dataclasses.replace(card, artifact=info)
+    if pairs is not None:
+        modules = sorted({m for m, _ in pairs})
+        local = tuple(
+            LocalModule(module=m, sha256=sha)
+            for m in modules
+            if m.startswith("_signing") and (sha := local_module_sha256(m)) is not None
+        )
+        references = dataclasses.replace(card.references, modules=tuple(modules), globals=pairs, local_modules=local)
+        card = dataclasses.replace(card, references=references)
+    for p in (paths.model, paths.card_json, paths.card_md):
         os.chmod(p, 0o644)
     paths.model.write_bytes(blob)
-    paths.card_json.write_bytes(dataclasses.replace(card, artifact=info).to_json())
+    paths.card_json.write_bytes(card.to_json())
+    paths.card_md.write_text(card.to_markdown())
 
 
 def _attack(artifact: Path, canary: Path) -> None:
     import io
 
-    import joblib
-
     buffer = io.BytesIO()
-    joblib.dump(_Evil(canary), buffer)
-    _rewrite_pickle(artifact, buffer.getvalue())
+    pairs = pickle_audit.dump(_Evil(canary), buffer)
+    _rewrite_pickle(artifact, buffer.getvalue(), pairs)
 
 
 def test_the_attack_works_without_trust(signed: Path, tmp_path: Path) -> None:

@@ -448,7 +448,7 @@ def test_disk_full_while_saving_names_the_path_and_leaves_nothing(
         patch.setattr(os, "fsync", full)  # every atomic write fsyncs its temp file before the rename
         result = runner.invoke(app, [*args, "--out", str(out)])
     assert result.exit_code == 2, result.output
-    assert result.stderr == f"error: {out / 'wine-1.0.0.joblib'}: cannot write the artifact: No space left on device\n"
+    assert result.stderr == f"error: cannot save {out / 'wine-1.0.0.joblib'}: No space left on device\n"
     assert _files_under(tmp_path) == ["out"]
     retry = runner.invoke(app, [*args, "--out", str(out)])  # nothing blocks the retry
     assert retry.exit_code == 0, retry.output

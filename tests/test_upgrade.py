@@ -254,7 +254,7 @@ def test_retrain_registers_staging_with_lineage_and_prints_metrics_beside_the_pa
     header = next(line for line in result.stdout.splitlines() if line.lstrip().startswith("metric"))
     assert "wine 1.0.0" in header and "wine 1.0.1" in header
     row = next(line for line in result.stdout.splitlines() if line.startswith("test.accuracy"))
-    parent, new = read_card(wine).metric("test.accuracy"), card.metric("test.accuracy")
+    parent, new = read_card(wine).metrics["test"]["accuracy"], card.metrics["test"]["accuracy"]
     assert f"{parent:.4f}" in row and f"{new:.4f}" in row  # the same recipe, the same data
     assert result.stdout.strip().splitlines()[-1] == str(entry.path)
     history = Registry(registry).history("wine")

@@ -247,7 +247,8 @@ def test_retrain_of_the_broken_model_registers_a_staging_child_with_metrics_besi
     assert card.environment.packages["scikit-learn"] == _locked("scikit-learn")  # trained in the candidate
     line = next(line for line in done.stdout.splitlines() if line.startswith("  old-forest 1.0.0 -> 1.0.1"))
     assert "(registered as staging)" in line
-    assert f"test.accuracy {parent.metric('test.accuracy'):.4f} -> {card.metric('test.accuracy'):.4f}" in line
+    old, new = parent.metrics["test"]["accuracy"], card.metrics["test"]["accuracy"]
+    assert f"test.accuracy {old:.4f} -> {new:.4f}" in line
     # The retrained model is safe in the candidate: the way out the report points to.
     again = _toolkit(*_check_args(REPO / "requirements.lock", registry, base_ref), "--stage", "staging", "--json")
     assert again.returncode == 0, again.stdout + again.stderr

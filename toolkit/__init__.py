@@ -1,6 +1,7 @@
 """toolkit: train, save, gate and register scikit-learn pipelines reproducibly.
 
-The public API is ``save``, ``load``, ``check_env`` and ``predict``, plus the errors they raise.
+The public API is ``save``, ``load``, ``check_env`` and ``predict``, plus the errors they raise
+and ``EnvironmentMismatchWarning``.
 Heavy modules (joblib, scikit-learn) are imported on first use, so that
 ``toolkit check-env`` stays fast and never imports scikit-learn.
 """
@@ -11,22 +12,39 @@ from typing import TYPE_CHECKING, Any
 
 from toolkit.errors import (
     CardError,
+    ConfigError,
+    DataError,
+    DockerError,
     EnvironmentMismatch,
+    EnvironmentMismatchWarning,
     IntegrityError,
+    InvalidName,
+    InvalidVersion,
     ProbeMismatch,
     RegistryError,
+    RemoteError,
     ToolkitError,
+    UsageError,
 )
 
 __version__ = "0.1.0"
 
 __all__ = [
     "CardError",
+    "ConfigError",
+    "DataError",
+    "DockerError",
     "EnvironmentMismatch",
+    "EnvironmentMismatchWarning",
     "IntegrityError",
+    "InvalidName",
+    "InvalidVersion",
     "ProbeMismatch",
     "RegistryError",
+    "RemoteError",
+    "SignatureError",
     "ToolkitError",
+    "UsageError",
     "__version__",
     "check_env",
     "load",
@@ -38,6 +56,7 @@ if TYPE_CHECKING:
     from toolkit.artifact import load, save
     from toolkit.gate import check_env
     from toolkit.prediction import predict
+    from toolkit.signing import SignatureError
 
 
 def __getattr__(name: str) -> Any:
@@ -50,6 +69,10 @@ def __getattr__(name: str) -> Any:
         from toolkit import gate
 
         return gate.check_env
+    if name == "SignatureError":  # signing imports nothing heavy, but only on use
+        from toolkit import signing
+
+        return signing.SignatureError
     if name == "predict":
         from toolkit import prediction
 

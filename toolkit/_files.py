@@ -40,7 +40,7 @@ def open_regular(path: Path, what: str) -> tuple[int, os.stat_result]:
     blocking the open, so it can be refused by fstat instead of hanging the gate.
     Raises: IntegrityError.
     """
-    flags = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0)
+    flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
     try:
         fd = os.open(path, flags)
     except FileNotFoundError as e:
@@ -200,7 +200,7 @@ def write_all(f: IO[bytes], data: Any) -> None:
 def create_temp(final: Path) -> tuple[Path, IO[bytes]]:
     """A fresh hidden temp file beside ``final``, open for writing."""
     tmp = _temp_path(final)
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), 0o644)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
     return tmp, os.fdopen(fd, "wb")
 
 

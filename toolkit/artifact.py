@@ -31,7 +31,15 @@ from toolkit.card import (
     parse_card,
     training_from,
 )
-from toolkit.errors import CardError, Difference, EnvironmentMismatch, IntegrityError, ProbeMismatch, UsageError
+from toolkit.errors import (
+    CardError,
+    Difference,
+    EnvironmentMismatch,
+    EnvironmentMismatchWarning,
+    IntegrityError,
+    ProbeMismatch,
+    UsageError,
+)
 from toolkit.fingerprint import Fingerprint, capture
 from toolkit.identifiers import current_user, validate_name, validate_version
 from toolkit.policy import differences, validate_policy
@@ -55,10 +63,6 @@ __all__ = [
 _MODEL_SUFFIX = ".joblib"
 _CARD_JSON_SUFFIX = ".card.json"
 _CARD_MD_SUFFIX = ".card.md"
-
-
-class EnvironmentMismatchWarning(UserWarning):
-    """Emitted when ``load(..., allow_mismatch=True)`` loads in a runtime that differs."""
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -111,9 +115,10 @@ def verify(path: str | os.PathLike[str], *, trusted_keys: TrustedKeys = None) ->
     """
     paths = artifact_paths(path)
     card = read_card(paths.model)
-    check_companions(paths, card)
     digest, size = _files.sha256_file(paths.model, "artifact")
+    # With trust, the signature speaks first: it names the file that changed.
     require_signature(paths, trusted_keys, known={paths.model: digest})
+    check_companions(paths, card)
     _check_digest(paths.model, card.artifact, digest, size)
     return card
 
@@ -156,9 +161,9 @@ def save(
 
     validate_name(name)
     validate_version(version)
-    paths = artifact_paths(path)
-    if not paths.model.name.endswith(_MODEL_SUFFIX):
+    if not Path(path).name.endswith(_MODEL_SUFFIX):  # artifact_paths also takes the .card.json
         raise UsageError(f"{path}: save to a {_MODEL_SUFFIX} path")
+    paths = artifact_paths(path)
     recipe = training_from(training)
     parent = lineage_from(lineage)
     scores = _metrics_of(metrics)
@@ -310,10 +315,10 @@ def load_verified(
     validate_policy(policy)
     paths = artifact_paths(path)
     card = read_card(paths.model)
-    check_companions(paths, card)
     blob = _read_verified(paths.model, card.artifact)
     # _read_verified proved the bytes in memory hash to the card's sha256: no second pass.
     require_signature(paths, trusted_keys, known={paths.model: card.artifact.sha256})
+    check_companions(paths, card)
     diffs = runtime_differences(card, policy=policy)
     if diffs and not allow_mismatch:
         raise EnvironmentMismatch(diffs, policy=policy)

@@ -186,7 +186,7 @@ class Probe:
 
 @dataclass(frozen=True, kw_only=True, slots=True)
 class ModelCard:
-    """Everything known about one saved pipeline; see SPEC.md for each field."""
+    """Everything known about one saved pipeline (the README's card section describes each field)."""
 
     schema_version: int = SCHEMA_VERSION
     name: str
@@ -206,15 +206,6 @@ class ModelCard:
     probe: Probe
     training: Training | None = None  # schema 2
     lineage: Lineage | None = None  # schema 2
-
-    @property
-    def stem(self) -> str:
-        return self.artifact.file.removesuffix(".joblib")
-
-    def metric(self, key: str) -> float | None:
-        """A metric by ``section.name`` (``cv.accuracy``); a bare name means the test section."""
-        section, _, name = key.rpartition(".")
-        return self.metrics.get(section or "test", {}).get(name)
 
     def to_dict(self) -> dict[str, Any]:
         environment = self.environment.to_dict()

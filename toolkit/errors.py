@@ -12,6 +12,7 @@ __all__ = [
     "Difference",
     "DockerError",
     "EnvironmentMismatch",
+    "EnvironmentMismatchWarning",
     "IntegrityError",
     "InvalidIdentifier",
     "InvalidName",
@@ -126,6 +127,10 @@ class EnvironmentMismatch(ToolkitError):
         if shown:
             head += f" ({shown}{f'; and {more} more' if more > 0 else ''})"
         return head
+
+
+class EnvironmentMismatchWarning(UserWarning):
+    """Emitted when ``load(..., allow_mismatch=True)`` loads in a runtime that differs."""
 
 
 class ProbeMismatch(EnvironmentMismatch):

@@ -199,6 +199,9 @@ class Comparison:
     data: dict[str, Any]  # source, sha256, rows, how ("held-out test split" | "whole dataset")
     scores: dict[str, dict[str, float]]  # version -> metric -> value
     difference: dict[str, float] = field(default_factory=dict)  # second minus first
+    # metric -> (low, high) of the difference, paired bootstrap (toolkit.evaluate); None: undefined
+    interval: dict[str, tuple[float, float] | None] = field(default_factory=dict)
+    bootstrap: dict[str, Any] = field(default_factory=dict)  # resamples, skipped, seed, level
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -207,6 +210,8 @@ class Comparison:
             "data": self.data,
             "scores": self.scores,
             "difference": self.difference,
+            "interval": {k: None if v is None else list(v) for k, v in self.interval.items()},
+            "bootstrap": self.bootstrap,
         }
 
 
@@ -632,17 +637,23 @@ class Registry:
         dataset: str | None = None,
         target: str | None = None,
         policy: str = DEFAULT_POLICY,
+        resamples: int = 1000,
+        seed: int = 0,
     ) -> Comparison:
         """Re-score two versions on the same data: the cards' held-out split, or all of ``dataset``.
 
+        Each metric's difference comes with a paired bootstrap interval (``resamples`` draws of
+        the same rows for both, seeded; ``toolkit.evaluate.paired_scores``).
+
         Raises:
+            UsageError: the same version twice; a negative ``resamples``.
             RegistryError: unknown versions; the cards' data or split differ (and no ``dataset``).
             DataError: the data at the cards' source no longer hashes to what they recorded.
             IntegrityError, EnvironmentMismatch: from loading either pipeline under ``policy``.
         """
         from toolkit.artifact import load, read_card
         from toolkit.datasets import load_dataset, split
-        from toolkit.train import score
+        from toolkit.evaluate import paired_scores
 
         validate_policy(policy)
         if v1 == v2:
@@ -678,16 +689,23 @@ class Registry:
                 )
             _, X, _, y = split(ds, test_size=float(d1.split["test_size"]), seed=int(d1.split["seed"]))
             how = "held-out test split"
-        scores = {}
+        pipelines = []
         for entry, card in ((e1, c1), (e2, c2)):
             if card.artifact.sha256 != entry.sha256:
                 raise IntegrityError(f"{entry.path}: card sha256 differs from the one registered")
-            pipeline = load(entry.path, policy=policy, trusted_keys=self.trusted_keys)
-            scores[entry.version] = {k: float(v) for k, v in score(pipeline, X, y).items()}
-        s1, s2 = scores[v1], scores[v2]
-        difference = {k: s2[k] - s1[k] for k in s1 if k in s2}
+            pipelines.append(load(entry.path, policy=policy, trusted_keys=self.trusted_keys))
+        # Scoring lives in toolkit.evaluate: the registry stores and checks, it does not score.
+        paired = paired_scores(pipelines[0], pipelines[1], X, y, resamples=resamples, seed=seed)
         data = {"source": ds.source, "sha256": ds.sha256, "rows": len(y), "how": how}
-        return Comparison(name=name, versions=(v1, v2), data=data, scores=scores, difference=difference)
+        return Comparison(
+            name=name,
+            versions=(v1, v2),
+            data=data,
+            scores={v1: paired.a, v2: paired.b},
+            difference=paired.difference,
+            interval=paired.intervals,
+            bootstrap=paired.bootstrap_dict(),
+        )
 
     # -- internals ----------------------------------------------------------------------------
 
@@ -911,16 +929,24 @@ class Registry:
         ).fetchall()
         if not rows and not self._name_exists(conn, name):
             raise _unknown_name(name, self.root)
+        candidates = []
         for r in rows:
             value = json.loads(r["metrics"]).get(section, {}).get(key)
             if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value):
                 continue
             candidate = (float(value), (r["major"], r["minor"], r["patch"]), r["version"])
+            candidates.append(candidate)
+            # The tie rule (README): the best value wins; between equal values, the highest version.
             if best is None or candidate[:2] > best[:2]:
                 best = candidate
         if best is None:
             raise RegistryError(f"no version of {name} records metric {section}.{key} (rolled-back versions excluded)")
-        return best[2], f"best by {section}.{key} = {best[0]:.6g}"
+        detail = f"best by {section}.{key} = {best[0]:.6g}"
+        tied = sorted((c[1], c[2]) for c in candidates if c[0] == best[0])
+        if len(tied) > 1:
+            versions = ", ".join(v for _, v in tied)
+            detail += f"; tie on {section}.{key} {best[0]:.6g} between {versions}: the highest version wins"
+        return best[2], detail
 
     def _rollback_target(self, conn: sqlite3.Connection, name: str) -> tuple[str, str]:
         current = self._production(conn, name)
@@ -1120,7 +1146,7 @@ def _remove_if_abandoned(lock_path: Path) -> None:
             shutil.rmtree(str(lock_path)[: -len(_LOCK_SUFFIX)], ignore_errors=True)
             lock_path.unlink()
         return
-    fd = os.open(lock_path, os.O_RDWR | getattr(os, "O_NOFOLLOW", 0))
+    fd = os.open(lock_path, os.O_RDWR | os.O_NOFOLLOW)
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)

@@ -482,7 +482,7 @@ def _create_exclusive(final: Path, data: bytes, *, mode: int) -> None:
     # The temp file is born with `mode` (0600 for a private key: never readable by others,
     # not even for an instant); the hard link publishes it only if the name is free.
     tmp = final.with_name(f".{final.name}.{uuid.uuid4().hex}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), mode)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, mode)
     try:
         os.fchmod(fd, mode)
         with os.fdopen(fd, "wb") as f:

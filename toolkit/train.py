@@ -166,28 +166,24 @@ def fit_and_save(
             classes=tuple(_native(c) for c in pipeline.classes_),
             split={"test_size": config.test_size, "seed": config.seed},
         )
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            card = artifact.save(
-                pipeline,
-                path,
-                name=config.model_name,
-                version=config.version,
-                probe=select_probe(X_test),
-                data=data,
-                metrics=metrics,
-                params=model_params(pipeline[-1]),
-                preprocessing=describe_preprocessing(pipeline),
-                algorithm=type(pipeline[-1]).__name__,
-                intended_use=config.intended_use,
-                limitations=config.limitations,
-                author=config.author,
-                training=training_recipe(config, dataset, pipeline[-1]),
-                lineage=lineage,
-            )
-        except OSError as e:
-            # Disk full, quota, read-only: a usage problem of where the artifact goes (exit 2), not a bug.
-            raise UsageError(f"{path}: cannot write the artifact: {e.strerror or e}") from e
+        # save makes the folder, and turns a full or read-only disk into one UsageError naming the path.
+        card = artifact.save(
+            pipeline,
+            path,
+            name=config.model_name,
+            version=config.version,
+            probe=select_probe(X_test),
+            data=data,
+            metrics=metrics,
+            params=model_params(pipeline[-1]),
+            preprocessing=describe_preprocessing(pipeline),
+            algorithm=type(pipeline[-1]).__name__,
+            intended_use=config.intended_use,
+            limitations=config.limitations,
+            author=config.author,
+            training=training_recipe(config, dataset, pipeline[-1]),
+            lineage=lineage,
+        )
         note(str(path))
     return TrainResult(path=path, card=card, dataset=dataset, metrics=metrics, timings=timings)
 

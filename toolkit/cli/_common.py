@@ -6,6 +6,7 @@ import json
 import os
 import re
 import sys
+from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import click
@@ -18,7 +19,18 @@ from toolkit.source_date import source_date_epoch
 if TYPE_CHECKING:
     from rich.text import Text
 
-__all__ = ["INTERNAL_ERROR_EXIT", "ToolkitGroup", "app", "debug_enabled", "err", "out", "plain", "print_json", "safe"]
+__all__ = [
+    "INTERNAL_ERROR_EXIT",
+    "ToolkitGroup",
+    "app",
+    "artifact_arg",
+    "debug_enabled",
+    "err",
+    "out",
+    "plain",
+    "print_json",
+    "safe",
+]
 
 # Unexpected errors must never exit 0 or 1 (1 means "the gate says no").
 INTERNAL_ERROR_EXIT = 70
@@ -147,6 +159,13 @@ def _escape_char(m: re.Match[str]) -> str:
     return {"\n": "\\n", "\r": "\\r", "\t": "\\t"}.get(c) or (
         f"\\x{ord(c):02x}" if ord(c) < 0x100 else f"\\u{ord(c):04x}"
     )
+
+
+def artifact_arg(value: str, registry: Path | None) -> Path:
+    """ARTIFACT as given to a command: a path, or a registry reference resolved in ``registry``."""
+    from toolkit.refs import resolve_artifact
+
+    return resolve_artifact(value, registry)
 
 
 def print_json(obj: Any) -> None:

@@ -10,6 +10,7 @@ import typer
 
 __all__ = [
     "ArtifactArg",
+    "ArtifactRefArg",
     "ConfigOpt",
     "DatasetOpt",
     "InsecureOpt",
@@ -37,6 +38,16 @@ class Policy(str, Enum):
 
 
 ArtifactArg = Annotated[Path, typer.Argument(help="The artifact's .joblib path (its card sits beside it).")]
+# Commands that read an artifact also take a registry reference (toolkit.refs); resolve it
+# with _common.artifact_arg(value, registry) and give the command a RegistryOpt.
+ArtifactRefArg = Annotated[
+    str,
+    typer.Argument(
+        metavar="ARTIFACT",
+        help="The artifact's .joblib path, or NAME@production, NAME@staging, NAME:X.Y.Z in --registry.",
+        show_default=False,
+    ),
+]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON value on stdout instead of text.")]
 PolicyOpt = Annotated[
     Policy, typer.Option(help="strict: everything equal; compatible: Python minor and what the pickle needs.")

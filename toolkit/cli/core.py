@@ -8,13 +8,14 @@ from typing import Annotated
 
 import typer
 
-from toolkit.cli._common import app, out, plain, print_json, safe
+from toolkit.cli._common import app, artifact_arg, out, plain, print_json, safe
 from toolkit.cli._options import (
-    ArtifactArg,
+    ArtifactRefArg,
     InsecureOpt,
     JsonOpt,
     Policy,
     PolicyOpt,
+    RegistryOpt,
     TrustedKeyOpt,
     VerifyPredictionsOpt,
 )
@@ -30,12 +31,20 @@ class CardFormat(str, Enum):
 
 @app.command("check-env")
 def check_env(
-    artifact: Annotated[str, typer.Argument(help="The artifact's .joblib path, or oci://HOST[:PORT]/REPO:TAG.")],
+    artifact: Annotated[
+        str,
+        typer.Argument(
+            metavar="ARTIFACT",
+            help="The artifact's .joblib path, NAME@production, NAME@staging, NAME:X.Y.Z (in --registry), "
+            "or oci://HOST[:PORT]/REPO:TAG.",
+        ),
+    ],
     policy: PolicyOpt = Policy.strict,
     as_json: JsonOpt = False,
     verify_predictions: VerifyPredictionsOpt = False,
     trusted_key: TrustedKeyOpt = None,
     insecure: InsecureOpt = False,
+    registry: RegistryOpt = None,
 ) -> None:
     """The deploy gate: exit 0 if this runtime matches the card, 1 if not, 3 on integrity failure."""
     try:
@@ -53,7 +62,10 @@ def check_env(
             from toolkit.gate import check_env as run_gate
 
             report = run_gate(
-                Path(artifact), policy=policy.value, verify_predictions=verify_predictions, trusted_keys=trusted_key
+                artifact_arg(artifact, registry),
+                policy=policy.value,
+                verify_predictions=verify_predictions,
+                trusted_keys=trusted_key,
             )
     except ToolkitError as e:
         if as_json:  # scripts parsing stdout still get one object
@@ -98,12 +110,15 @@ def _print_differences(differences: tuple[Difference, ...]) -> None:
 
 
 @app.command()
-def verify(artifact: ArtifactArg, as_json: JsonOpt = False, trusted_key: TrustedKeyOpt = None) -> None:
+def verify(
+    artifact: ArtifactRefArg, as_json: JsonOpt = False, trusted_key: TrustedKeyOpt = None, registry: RegistryOpt = None
+) -> None:
     """Integrity only: card valid, sha256 matching (and the signature, with trust). Never unpickles."""
     from toolkit.artifact import verify as run_verify
 
     try:
-        card = run_verify(artifact, trusted_keys=trusted_key)
+        path = artifact_arg(artifact, registry)
+        card = run_verify(path, trusted_keys=trusted_key)
     except ToolkitError as e:
         if as_json:  # scripts parsing stdout still get one object
             print_json({"ok": False, "exit_code": e.exit_code, "artifact": str(artifact), "error": str(e)})
@@ -113,7 +128,7 @@ def verify(artifact: ArtifactArg, as_json: JsonOpt = False, trusted_key: Trusted
             {
                 "ok": True,
                 "exit_code": 0,
-                "artifact": str(artifact),
+                "artifact": str(path),
                 "name": card.name,
                 "version": card.version,
                 "sha256": card.artifact.sha256,
@@ -152,7 +167,7 @@ def fingerprint(as_json: JsonOpt = False) -> None:
 
 @app.command()
 def card(
-    artifact: ArtifactArg,
+    artifact: ArtifactRefArg,
     fmt: Annotated[CardFormat, typer.Option("--format", help="md for people, json for machines.")] = CardFormat.md,
     plots: Annotated[
         Path | None,
@@ -164,11 +179,13 @@ def card(
     ] = None,
     policy: PolicyOpt = Policy.strict,
     trusted_key: TrustedKeyOpt = None,
+    registry: RegistryOpt = None,
 ) -> None:
     """Print the artifact's card (validated; nothing is unpickled unless --plots is given)."""
     from toolkit.artifact import read_card
 
-    model_card = read_card(artifact)
+    artifact_file = artifact_arg(artifact, registry)
+    model_card = read_card(artifact_file)
     if plots is not None:
         from toolkit.artifact import load
         from toolkit.evaluate import held_out
@@ -176,7 +193,7 @@ def card(
 
         rows = held_out(model_card)  # before loading: a card that cannot be plotted loads nothing
         written = write_plots(
-            model_card, load(artifact, policy=policy.value, trusted_keys=trusted_key), rows.X, rows.y, plots
+            model_card, load(artifact_file, policy=policy.value, trusted_keys=trusted_key), rows.X, rows.y, plots
         )
         for plot in written:
             typer.echo(f"wrote {plot.file} ({plot.title})", err=True)
@@ -189,15 +206,20 @@ def card(
 
 @app.command()
 def diff(
-    artifact_a: Annotated[Path, typer.Argument(help="First artifact (.joblib).")],
-    artifact_b: Annotated[Path, typer.Argument(help="Second artifact (.joblib).")],
+    artifact_a: Annotated[
+        str, typer.Argument(metavar="ARTIFACT_A", help="First artifact (.joblib, or a reference as for check-env).")
+    ],
+    artifact_b: Annotated[
+        str, typer.Argument(metavar="ARTIFACT_B", help="Second artifact (.joblib, or a reference as for check-env).")
+    ],
     as_json: JsonOpt = False,
+    registry: RegistryOpt = None,
 ) -> None:
     """Two artifacts side by side: model, data, metrics, environment. Exit 1 when they differ."""
     from toolkit.artifact import read_card
     from toolkit.diff import diff_cards
 
-    result = diff_cards(read_card(artifact_a), read_card(artifact_b))
+    result = diff_cards(read_card(artifact_arg(artifact_a, registry)), read_card(artifact_arg(artifact_b, registry)))
     if as_json:
         print_json(result.to_dict())
         raise typer.Exit(1 if result.differ else 0)

@@ -10,9 +10,9 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from toolkit.cli._common import ToolkitGroup, app, err, out, print_json
+from toolkit.cli._common import ToolkitGroup, app, artifact_arg, err, out, print_json
 from toolkit.cli._options import (
-    ArtifactArg,
+    ArtifactRefArg,
     ConfigOpt,
     DatasetOpt,
     JsonOpt,
@@ -161,26 +161,28 @@ def train(
 
 @image_app.command("check")
 def check(
-    artifact: ArtifactArg,
+    artifact: ArtifactRefArg,
     image: ImageOpt = None,
     policy: PolicyOpt = Policy.strict,
     as_json: JsonOpt = False,
     verify_predictions: VerifyPredictionsOpt = False,
     trusted_key: TrustedKeyOpt = None,
+    registry: RegistryOpt = None,
 ) -> None:
     """Run the check-env gate inside the image; its exit code (0 match, 1 mismatch, 3 integrity) is ours."""
     from toolkit.docker import check_in_container, resolve_image
     from toolkit.signing import trusted_keys_from_env
 
+    model = artifact_arg(artifact, registry)
     if trusted_keys_from_env(trusted_key):
         # With trust, the signature is checked here on the host first: the keys never enter the image.
         from toolkit.artifact import verify
 
-        verify(artifact, trusted_keys=trusted_key)
+        verify(model, trusted_keys=trusted_key)
 
     code = check_in_container(
         resolve_image(image),
-        artifact,
+        model,
         policy=policy.value,
         as_json=as_json,
         verify_predictions=verify_predictions,
@@ -191,7 +193,7 @@ def check(
 
 @image_app.command("retrain")
 def retrain(
-    artifact: ArtifactArg,
+    artifact: ArtifactRefArg,
     version: Annotated[str, typer.Option("--version", help="The new version, X.Y.Z.")],
     image: ImageOpt = None,
     dataset: Annotated[
@@ -211,13 +213,14 @@ def retrain(
     from toolkit.registry import Registry, resolve_root
 
     parse_version(version)
-    card = verify(artifact, trusted_keys=trusted_key)  # with trust, the signature here on the host
+    model = artifact_arg(artifact, registry)
+    card = verify(model, trusted_keys=trusted_key)  # with trust, the signature here on the host
     registry_obj = Registry(resolve_root(registry)) if register else None
     if registry_obj is not None:  # a duplicate fails before minutes of training, not after
         with registry_obj:
             registry_obj.require_unregistered(card.name, version)
-    args = [str(artifact), "--version", version]
-    inputs = [artifact]
+    args = [str(model), "--version", version]
+    inputs = [model]
     if dataset is not None:
         args += ["--dataset", dataset]
         if not dataset.startswith("builtin:"):
@@ -241,7 +244,7 @@ def retrain(
 
 @image_app.command("rebuild")
 def rebuild(
-    artifact: ArtifactArg,
+    artifact: ArtifactRefArg,
     tag: Annotated[
         str | None, typer.Option(help="Also tag the rebuilt image so (default: toolkit-runtime:<key>).")
     ] = None,
@@ -251,6 +254,7 @@ def rebuild(
     ] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No build progress.")] = False,
     trusted_key: TrustedKeyOpt = None,
+    registry: RegistryOpt = None,
 ) -> None:
     """Rebuild ARTIFACT's runtime from its card alone (base digest + the card's lock), then gate it
     inside under strict: 0 it passes, 1 it still differs, 2 the card has nothing to rebuild from."""
@@ -261,7 +265,7 @@ def rebuild(
         sys.stderr.flush()
 
     result = run(
-        artifact,
+        artifact_arg(artifact, registry),
         tag=tag,
         context=context,
         wheelhouse=wheelhouse,

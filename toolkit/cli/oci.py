@@ -10,8 +10,8 @@ from typing import Annotated, Any
 
 import typer
 
-from toolkit.cli._common import app, err
-from toolkit.cli._options import ArtifactArg, InsecureOpt, TrustedKeyOpt
+from toolkit.cli._common import app, artifact_arg, err
+from toolkit.cli._options import ArtifactRefArg, InsecureOpt, RegistryOpt, TrustedKeyOpt
 
 __all__: list[str] = []
 
@@ -23,15 +23,16 @@ ReferenceArg = Annotated[str, typer.Argument(help="oci://HOST[:PORT]/REPO:TAG or
 
 @app.command()
 def push(
-    artifact: ArtifactArg,
+    artifact: ArtifactRefArg,
     reference: Annotated[str, typer.Argument(help="oci://HOST[:PORT]/REPO:TAG")],
     insecure: InsecureOpt = False,
+    registry: RegistryOpt = None,
 ) -> None:
     """Push an artifact's files as one OCI manifest; prints the manifest digest."""
     from toolkit import oci
 
     with _progress() as progress:
-        result = oci.push(artifact, reference, insecure=insecure, progress=progress)
+        result = oci.push(artifact_arg(artifact, registry), reference, insecure=insecure, progress=progress)
     err.print(
         f"pushed {result.reference} ({len(result.uploaded)} blob(s) uploaded, {len(result.skipped)} already there)",
         markup=False,

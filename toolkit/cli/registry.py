@@ -1,4 +1,4 @@
-"""``toolkit registry ...``: add, list, show, promote, rollback, compare, history, recover.
+"""``toolkit registry ...``: add, list, show, promote, rollback, compare, check, history, recover.
 
 Every string that came from a card, the index or the user is printed through ``safe``/``plain``
 (cli._common): never as rich markup, never with its control characters.
@@ -13,13 +13,14 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from toolkit.cli._common import ToolkitGroup, app, out, plain, print_json, safe
+from toolkit.cli._common import ToolkitGroup, app, err, out, plain, print_json, safe
 from toolkit.cli._options import ArtifactArg, JsonOpt, Policy, RegistryOpt, TrustedKeyOpt
 from toolkit.errors import IntegrityError, ToolkitError
 
 if TYPE_CHECKING:
     from rich.table import Table
 
+    from toolkit.errors import Difference
     from toolkit.registry import Entry, Registry
 
 __all__ = ["registry_app"]
@@ -52,12 +53,23 @@ def add(
     as_json: JsonOpt = False,
 ) -> None:
     """Copy an artifact in as staging, verifying its checksum on the way in."""
+    from toolkit.registry_check import same_bytes
+
     with _opened(registry, as_json, trusted_key) as reg:
         entry = reg.add(artifact, name=name, reason=reason)
+        twins = same_bytes(reg, entry)
         if as_json:
-            print_json(entry.to_dict())
+            print_json({**entry.to_dict(), "same_bytes_as": twins})
         else:
             out.print(plain(f"registered {entry.name} {entry.version} as {entry.status}: {entry.path}"), markup=False)
+        if twins and not as_json:
+            err.print(
+                plain(
+                    f"note: the same bytes (sha256 {entry.sha256[:12]}…) are already registered as "
+                    f"{entry.name} {', '.join(twins)}; registered anyway"
+                ),
+                markup=False,
+            )
 
 
 @registry_app.command("list")
@@ -222,13 +234,19 @@ def compare(
     ] = None,
     target: Annotated[str | None, typer.Option(help="Target column of --dataset (default: the card's).")] = None,
     policy: PolicyOpt = Policy.compatible,
+    resamples: Annotated[
+        int, typer.Option(min=0, help="Paired bootstrap resamples for each difference's 95% interval (0: none).")
+    ] = 1000,
+    seed: Annotated[int, typer.Option(help="Seed of the bootstrap (the same seed gives the same interval).")] = 0,
     registry: RegistryOpt = None,
     trusted_key: TrustedKeyOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Re-score two versions on the same held-out data and show them side by side."""
+    """Re-score two versions on the same held-out data; each difference with a paired bootstrap 95% interval."""
     with _opened(registry, as_json, trusted_key) as reg:
-        result = reg.compare(name, v1, v2, dataset=dataset, target=target, policy=policy.value)
+        result = reg.compare(
+            name, v1, v2, dataset=dataset, target=target, policy=policy.value, resamples=resamples, seed=seed
+        )
         if as_json:
             print_json(result.to_dict())
             return
@@ -238,13 +256,76 @@ def compare(
             v1,
             v2,
             f"{v2} - {v1}",
+            f"{round(result.bootstrap['level'] * 100)}% interval",
             title=f"{name}: {d['how']} of {d['source']} ({d['rows']} rows, sha256 {d['sha256'][:12]})",
         )
         s1, s2 = result.scores[v1], result.scores[v2]
         for k in sorted(set(s1) | set(s2)):
             diff = result.difference.get(k)
-            _add_row(table, k, _num(s1.get(k)), _num(s2.get(k)), "-" if diff is None else f"{diff:+.4f}")
+            _add_row(
+                table,
+                k,
+                _num(s1.get(k)),
+                _num(s2.get(k)),
+                "-" if diff is None else f"{diff:+.4f}",
+                _interval(result.interval.get(k)),
+            )
         out.print(table)
+        b = result.bootstrap
+        skipped = f", {b['skipped']} skipped (a metric undefined on the drawn rows)" if b["skipped"] else ""
+        out.print(
+            plain(
+                f"intervals: paired bootstrap, {b['resamples']} resamples of the same {d['rows']} rows for both "
+                f"versions (seed {b['seed']}){skipped}; an interval that excludes 0 is a difference these rows support"
+            ),
+            markup=False,
+        )
+
+
+@registry_app.command("check")
+def check(
+    name: Annotated[str | None, typer.Argument(help="Check this name's versions; without it, every version.")] = None,
+    policy: Annotated[
+        Policy,
+        typer.Option(help="compatible: would it load (what the pickle needs); strict: everything equal."),
+    ] = Policy.compatible,
+    registry: RegistryOpt = None,
+    trusted_key: TrustedKeyOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Which registered versions would load in this runtime, why not, and what to do (never unpickles).
+
+    Exit 0 when all would load, 1 when any would not, 3 when any fails its checksum.
+    """
+    from toolkit.registry_check import check_registry
+
+    with _opened(registry, as_json, trusted_key) as reg:
+        result = check_registry(reg, name, policy=policy.value, trusted_keys=trusted_key)
+    if as_json:
+        print_json(result.to_dict())
+        raise typer.Exit(result.exit_code)
+    if not result.versions:
+        out.print(plain(f"no models registered in {result.root}"), markup=False)
+    for v in result.versions:
+        head = f"{v.name} {v.version} ({v.status})"
+        if v.report is None:
+            out.print(plain(f"{head}: FAILS INTEGRITY: {v.error}"), markup=False)
+        elif v.report.ok:
+            out.print(plain(f"{head}: loads here"), markup=False)
+        else:
+            out.print(plain(f"{head}: would not load here: {_summary(v.report.differences)}"), markup=False)
+            for remedy in v.report.remedies:
+                out.print(plain(f"    what to do: {remedy}"), markup=False)
+    n = len(result.versions)
+    out.print(
+        plain(
+            f"{n} version{'s' if n != 1 else ''} checked under policy {result.policy}: {result.count('loads')} "
+            f"load{'s' if result.count('loads') == 1 else ''}, {result.count('mismatch')} would not, "
+            f"{result.count('integrity')} fail{'s' if result.count('integrity') == 1 else ''} integrity"
+        ),
+        markup=False,
+    )
+    raise typer.Exit(result.exit_code)
 
 
 @registry_app.command("history")
@@ -325,6 +406,18 @@ def _opened(root: Path | None, as_json: bool, trusted_keys: list[Path] | None = 
         reg.close()
 
 
+def _summary(differences: tuple[Difference, ...], shown: int = 3) -> str:
+    # One line per version: the first few differences, then how many more (--json has them all).
+    parts = [f"{d.name} {d.expected or '(absent)'} in the card, {d.actual or '(absent)'} here" for d in differences]
+    more = len(parts) - shown
+    n = len(parts)
+    return (
+        f"{n} difference{'s' if n != 1 else ''}: "
+        + "; ".join(parts[:shown])
+        + (f"; and {more} more" if more > 0 else "")
+    )
+
+
 def _status(entry: Entry) -> str:
     return f"{entry.status} (rolled back)" if entry.rolled_back else entry.status
 
@@ -345,6 +438,10 @@ def _add_row(table: Table, *cells: str) -> None:
 
 def _short_time(iso: str) -> str:
     return iso[:19].replace("T", " ")
+
+
+def _interval(bounds: tuple[float, float] | None) -> str:
+    return "-" if bounds is None else f"[{bounds[0]:+.4f}, {bounds[1]:+.4f}]"
 
 
 def _num(value: Any) -> str:

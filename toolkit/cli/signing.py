@@ -7,8 +7,8 @@ from typing import Annotated
 
 import typer
 
-from toolkit.cli._common import app, err, out
-from toolkit.cli._options import ArtifactArg
+from toolkit.cli._common import app, artifact_arg, err, out
+from toolkit.cli._options import ArtifactRefArg, RegistryOpt
 
 __all__: list[str] = []
 
@@ -29,10 +29,11 @@ def keygen(
 
 @app.command()
 def sign(
-    artifact: ArtifactArg,
+    artifact: ArtifactRefArg,
     key: Annotated[Path, typer.Option("--key", metavar="PREFIX.key", help="The private key from `toolkit keygen`.")],
+    registry: RegistryOpt = None,
 ) -> None:
     """Sign the artifact's .joblib, .card.json and .card.md; writes <stem>.sig beside them."""
     from toolkit.signing import sign as run_sign
 
-    out.print(str(run_sign(artifact, key)), markup=False)
+    out.print(str(run_sign(artifact_arg(artifact, registry), key)), markup=False)

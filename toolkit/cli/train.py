@@ -9,9 +9,9 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from toolkit.cli._common import app, err, out
+from toolkit.cli._common import app, artifact_arg, err, out
 from toolkit.cli._options import (
-    ArtifactArg,
+    ArtifactRefArg,
     ConfigOpt,
     DatasetOpt,
     ModelOpt,
@@ -98,11 +98,12 @@ def train(
 
 @app.command()
 def predict(
-    artifact: ArtifactArg,
+    artifact: ArtifactRefArg,
     input_file: Annotated[Path, typer.Argument(metavar="INPUT", help="CSV (or Parquet) with the feature columns.")],
     out_file: Annotated[Path | None, typer.Option("--out", help="Write the CSV here instead of stdout.")] = None,
     policy: PolicyOpt = Policy.strict,
     trusted_key: TrustedKeyOpt = None,
+    registry: RegistryOpt = None,
 ) -> None:
     """Predict with a guarded load: one row per input row, the class and each class's probability.
 
@@ -113,11 +114,12 @@ def predict(
     from toolkit.prediction import check_output, write_csv
     from toolkit.prediction import predict as run_predict
 
-    paths = artifact_paths(artifact)
+    model = artifact_arg(artifact, registry)
+    paths = artifact_paths(model)
     inputs = (input_file, paths.model, paths.card_json, paths.card_md)
     if out_file is not None:
         check_output(out_file, sources=inputs)  # before minutes of loading and predicting
-    result = run_predict(artifact, input_file, policy=policy.value, trusted_keys=trusted_key)
+    result = run_predict(model, input_file, policy=policy.value, trusted_keys=trusted_key)
     if result.ignored:
         shown = ", ".join(result.ignored[:5]) + (", ..." if len(result.ignored) > 5 else "")
         err.print(f"note: ignoring {len(result.ignored)} column(s) the model does not use: {shown}", markup=False)

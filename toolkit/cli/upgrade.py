@@ -11,8 +11,8 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from toolkit.cli._common import app, err, out, print_json
-from toolkit.cli._options import ArtifactArg, JsonOpt, RegistryOpt, TrustedKeyOpt
+from toolkit.cli._common import app, artifact_arg, err, out, print_json
+from toolkit.cli._options import ArtifactRefArg, JsonOpt, RegistryOpt, TrustedKeyOpt
 
 if TYPE_CHECKING:
     from toolkit.retrain import RetrainResult
@@ -98,7 +98,7 @@ def upgrade_check(
 
 @app.command("retrain")
 def retrain(
-    artifact: ArtifactArg,
+    artifact_ref: ArtifactRefArg,
     version: Annotated[str, typer.Option("--version", help="The new version, X.Y.Z.")],
     dataset: Annotated[
         str | None, typer.Option(help="The training data, if not where the card's recipe found it (same sha256).")
@@ -120,6 +120,7 @@ def retrain(
     from toolkit.retrain import retrain as run
 
     parse_version(version)
+    artifact = artifact_arg(artifact_ref, registry)
     registry_obj = None
     if register:
         registry_obj = Registry(resolve_root(registry))

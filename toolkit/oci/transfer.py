@@ -243,7 +243,7 @@ def require_signature(directory: Path, layout: Layout, trusted_keys: Any = None)
 
 
 def _write_new(target: Path, data: bytes) -> None:
-    fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), 0o644)
+    fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
     with os.fdopen(fd, "wb") as f:
         f.write(data)
         f.flush()
@@ -251,7 +251,7 @@ def _write_new(target: Path, data: bytes) -> None:
 
 
 def _download(client: Client, repository: str, desc: Descriptor, target: Path, progress: Progress | None) -> None:
-    fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), 0o644)
+    fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
     with os.fdopen(fd, "wb") as f:
         client.fetch_blob(repository, desc, f, progress=progress)
         f.flush()

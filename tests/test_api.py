@@ -1,0 +1,43 @@
+"""The public API: what ``import toolkit`` offers, and that it stays light."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+import toolkit
+
+
+@pytest.mark.parametrize("name", toolkit.__all__)
+def test_every_public_name_resolves(name: str) -> None:
+    assert getattr(toolkit, name) is not None
+
+
+def test_errors_and_the_warning_are_exported_with_their_exit_codes() -> None:
+    assert issubclass(toolkit.EnvironmentMismatchWarning, UserWarning)
+    expected = {
+        toolkit.UsageError: 2,
+        toolkit.DataError: 2,
+        toolkit.IntegrityError: 3,
+        toolkit.SignatureError: 3,
+        toolkit.RegistryError: 4,
+        toolkit.InvalidName: 4,
+        toolkit.DockerError: 5,
+        toolkit.RemoteError: 6,
+        toolkit.EnvironmentMismatch: 1,
+    }
+    assert {cls: cls.exit_code for cls in expected} == expected
+    from toolkit.artifact import EnvironmentMismatchWarning
+
+    assert EnvironmentMismatchWarning is toolkit.EnvironmentMismatchWarning
+
+
+def test_import_toolkit_pulls_in_nothing_heavy() -> None:
+    code = (
+        "import sys, toolkit; toolkit.UsageError; toolkit.EnvironmentMismatchWarning; "
+        "print(sorted(m for m in ('sklearn', 'joblib', 'pandas', 'numpy', 'rich', 'cryptography') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
