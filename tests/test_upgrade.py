@@ -419,3 +419,13 @@ def test_upgrade_check_of_an_unknown_name_exits_4(artifact: Path, tmp_path: Path
     assert result.exit_code == 4, result.output
     assert result.output.startswith("error: ") and "nope" in result.output
     assert len(result.output.strip().splitlines()) == 1
+
+
+def test_retrain_takes_a_registry_reference(wine: Path, tmp_path: Path) -> None:
+    registry = tmp_path / "reg"
+    with Registry(registry) as reg:
+        reg.add(wine)
+    result = CliRunner().invoke(app, ["retrain", "wine:1.0.0", "--version", "1.0.1", "--registry", str(registry)])
+    assert result.exit_code == 0, result.output
+    card = read_card(Registry(registry).get("wine", "1.0.1").path)
+    assert card.lineage is not None and card.lineage.parent == "wine@1.0.0"
