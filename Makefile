@@ -70,18 +70,24 @@ engine:
 base: engine
 	@scripts/base.sh >/dev/null
 
+# V=1 shows every build step (a failed build always shows its log's tail).
+V ?=
 image: $(VENV)/.stamp $(WHEELHOUSE)/.stamp engine $(if $(BASE_IMAGE),,base)
-	$(TOOLKIT) image build --tag $(IMAGE) $(if $(BASE_IMAGE),--base-image '$(BASE_IMAGE)') $(if $(CI),--quiet)
+	@$(TOOLKIT) image build --tag $(IMAGE) $(if $(BASE_IMAGE),--base-image '$(BASE_IMAGE)') \
+	    $(if $(V),--verbose) $(if $(CI),--quiet)
 
 # The main job: wheelhouse -> base -> image -> train inside the container -> register into $(REGISTRY).
 train: image
-	$(TOOLKIT) image train --image $(IMAGE) --config $(TRAIN_CONFIG) --registry $(REGISTRY) \
+	@$(TOOLKIT) image train --image $(IMAGE) --config $(TRAIN_CONFIG) --registry $(REGISTRY) \
 	    $(if $(SIGNING_KEY),--sign-key '$(SIGNING_KEY)') $(TRAIN_ARGS)
 
-# The gate, inside the image: exit 0 match, 1 mismatch, 3 integrity failure.
-check-env: $(if $(MODEL),image)
+# The gate, inside the image: exit 0 match, 1 mismatch, 3 integrity failure. It checks the image
+# that exists (the one the model was trained in), and builds one only when there is none, saying so.
+check-env: $(VENV)/.stamp
 	@test -n "$(MODEL)" || { echo "usage: make check-env MODEL=models/NAME/VERSION/NAME-VERSION.joblib" >&2; exit 2; }
-	$(TOOLKIT) image check --image $(IMAGE) '$(MODEL)'
+	@docker image inspect $(IMAGE) >/dev/null 2>&1 || { \
+	    echo "no image $(IMAGE) here: building it first (make image)" >&2; $(MAKE) --no-print-directory image; }
+	@$(TOOLKIT) image check --image $(IMAGE) '$(MODEL)'
 
 PIP_COMPILE = $(BIN)/pip-compile --quiet --generate-hashes --allow-unsafe --strip-extras \
 	    --no-emit-index-url --no-emit-find-links

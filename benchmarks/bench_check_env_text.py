@@ -49,6 +49,7 @@ def _make_artifact(directory: Path) -> Path:
     from sklearn.pipeline import make_pipeline
 
     from toolkit.artifact import artifact_paths, save
+    from toolkit.card import ModelCard
 
     X, y = load_iris(return_X_y=True, as_frame=True)
     path = directory / "wide-1.0.0.joblib"
@@ -58,6 +59,9 @@ def _make_artifact(directory: Path) -> Path:
     card["environment"]["packages"].update({f"pkg-{i:06d}": f"1.{i % 100}.0" for i in range(PACKAGES)})
     card_json.chmod(0o644)
     card_json.write_text(json.dumps(card))
+    md = artifact_paths(path).card_md
+    md.chmod(0o644)
+    md.write_text(ModelCard.from_dict(card).to_markdown())  # the gate checks it is the card's rendering
     return path
 
 

@@ -87,7 +87,9 @@ def image(client: Any, base_ref: str) -> str:
 def trained(image: str, tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("registry")
     with _timed("train in image"):
-        done = _toolkit("image", "train", "--image", image, "--config", "configs/train.toml", "--registry", str(root))
+        done = _toolkit(
+            "image", "train", "--image", image, "--config", "configs/train.toml", "--registry", str(root), "--quiet"
+        )
     assert done.returncode == 0, done.stdout + done.stderr
     path = Path(done.stdout.strip().splitlines()[-1])
     assert path.is_file() and path.is_relative_to(root), done.stdout

@@ -330,3 +330,43 @@ def test_out_that_is_one_of_the_artifact_files_is_refused(
     assert result.exit_code == 2, result.output
     assert result.stderr == f"error: --out {out} is the input file {out}; write the predictions elsewhere\n"
     assert listing(tmp_path) == before
+
+
+# --- --id COLUMN: an identifier passed through, first ----------------------------------------
+
+
+def test_id_column_is_passed_through_first_as_text(
+    credit_artifact: Path, test_rows: pd.DataFrame, tmp_path: Path, runner: CliRunner
+) -> None:
+    ids = [f"{i:04d}" for i in range(len(test_rows))]  # leading zeros must survive (read as text)
+    path = write_csv(tmp_path, test_rows.assign(customer=ids))
+    out = tmp_path / "scores.csv"
+    result = runner.invoke(app, ["predict", str(credit_artifact), str(path), "--id", "customer", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    table = pd.read_csv(out, dtype={"customer": str})
+    assert list(table.columns) == ["customer", "prediction", "proba_0", "proba_1"]
+    assert table["customer"].tolist() == ids
+    plain = runner.invoke(app, ["predict", str(credit_artifact), str(path)])
+    assert table["prediction"].tolist() == pd.read_csv(io.StringIO(plain.stdout))["prediction"].tolist()
+    # The id is not a column "the model does not use" worth a note; the target still is.
+    assert "ignoring 1 column(s) the model does not use: default" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("column", "needle"),
+    [
+        ("nope", "--id 'nope': no such column in"),
+        ("prediction", "--id 'prediction': the output already has a column of that name"),
+        ("proba_1", "--id 'proba_1': the output already has a column of that name"),
+    ],
+)
+def test_a_bad_id_column_is_exit_2_and_writes_nothing(
+    credit_artifact: Path, test_rows: pd.DataFrame, tmp_path: Path, runner: CliRunner, column: str, needle: str
+) -> None:
+    path = write_csv(tmp_path, test_rows)
+    out = tmp_path / "scores.csv"
+    result = runner.invoke(app, ["predict", str(credit_artifact), str(path), "--id", column, "--out", str(out)])
+    assert result.exit_code == 2, result.output
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: ") and needle in lines[0], result.output
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.csv"]

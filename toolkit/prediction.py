@@ -26,7 +26,7 @@ if TYPE_CHECKING:
     from toolkit.card import ModelCard
     from toolkit.signing import TrustedKeys
 
-__all__ = ["Predictions", "check_output", "feature_columns", "predict", "read_input", "write_csv"]
+__all__ = ["Predictions", "check_output", "feature_columns", "predict", "publish_csv", "read_input", "write_csv"]
 
 
 @dataclass(frozen=True, kw_only=True, slots=True, eq=False)
@@ -37,15 +37,20 @@ class Predictions:
     classes: tuple[Any, ...] | None  # the order of the probability columns (None: no probabilities)
     probabilities: Any | None  # numpy array of shape (rows, classes), or None
     ignored: tuple[str, ...]  # input columns the model does not use (e.g. the target)
+    ids: Any | None = None  # the --id column's values, passed through (None: no id column)
+    id_column: str | None = None
 
     def __len__(self) -> int:
         return len(self.predictions)
 
     def to_frame(self) -> pd.DataFrame:
-        """``prediction``, then ``proba_<class>`` per class."""
+        """The id column (when asked for), ``prediction``, then ``proba_<class>`` per class."""
         import pandas as pd
 
-        columns: dict[str, Any] = {"prediction": self.predictions}
+        columns: dict[str, Any] = {}
+        if self.id_column is not None:
+            columns[self.id_column] = self.ids
+        columns["prediction"] = self.predictions
         if self.probabilities is not None and self.classes is not None:
             for i, cls in enumerate(self.classes):
                 columns[f"proba_{cls}"] = self.probabilities[:, i]
@@ -87,9 +92,12 @@ def predict(
     policy: str = "strict",
     allow_mismatch: bool = False,
     trusted_keys: TrustedKeys = None,
+    id_column: str | None = None,
 ) -> Predictions:
     """Predict with the artifact's pipeline on ``frame`` (a DataFrame, or a CSV/Parquet path).
 
+    ``id_column`` is passed through, as read (text), as the output's first column; it must
+    exist and must not be named like an output column (UsageError, before loading anything).
     Columns are matched by name; extra ones are ignored and listed in ``ignored``. The
     input is checked (missing columns, text or infinity in a numeric column) before the
     pipeline is loaded; the load is ``toolkit.load``'s, with ``policy`` and ``allow_mismatch``.
@@ -99,14 +107,20 @@ def predict(
     from toolkit.datasets import coerce_features
 
     features = feature_columns(read_card(artifact))
+    if id_column is not None and (id_column == "prediction" or id_column.startswith("proba_")):
+        raise UsageError(f"--id {id_column!r}: the output already has a column of that name; the id cannot take it")
     if isinstance(frame, (str, os.PathLike)):
         source = str(frame)
-        frame = _read_table(frame, features)
+        frame = _read_table(frame, features, id_column)
     else:
         source = "input"
+    if id_column is not None and id_column not in frame.columns:
+        shown = ", ".join(str(c) for c in list(frame.columns)[:10]) + (", ..." if len(frame.columns) > 10 else "")
+        raise UsageError(f"--id {id_column!r}: no such column in {source} (its columns: {shown})")
     X = coerce_features(frame, features, source)
-    used = {name for name, _ in features}
+    used = {name for name, _ in features} | ({id_column} if id_column is not None else set())
     ignored = tuple(str(c) for c in frame.columns if c not in used)
+    ids = frame[id_column].to_numpy() if id_column is not None else None
     pipeline = load(artifact, policy=policy, allow_mismatch=allow_mismatch, trusted_keys=trusted_keys)
     predicted = pipeline.predict(X)
     if hasattr(pipeline, "predict_proba"):
@@ -115,8 +129,12 @@ def predict(
             classes=tuple(pipeline.classes_),
             probabilities=pipeline.predict_proba(X),
             ignored=ignored,
+            ids=ids,
+            id_column=id_column,
         )
-    return Predictions(predictions=predicted, classes=None, probabilities=None, ignored=ignored)
+    return Predictions(
+        predictions=predicted, classes=None, probabilities=None, ignored=ignored, ids=ids, id_column=id_column
+    )
 
 
 def check_output(out: str | os.PathLike[str], *, sources: Sequence[str | os.PathLike[str]] = ()) -> None:
@@ -156,17 +174,26 @@ def write_csv(
     A failure (disk full) leaves ``out`` as it was and no temp file behind.
     Raises: UsageError (``check_output``'s, or the write failed; the message names ``out``).
     """
+    publish_csv(predictions.to_csv(), out, sources=sources)
+
+
+def publish_csv(data: bytes, out: str | os.PathLike[str], *, sources: Sequence[str | os.PathLike[str]] = ()) -> None:
+    """Write CSV bytes (e.g. from a container) to ``out`` as ``write_csv`` does. Raises: UsageError."""
     check_output(out, sources=sources)
     final = Path(out)
-    data = predictions.to_csv()
     try:
         _files.publish(_files.write_temp(final, data), final, overwrite=True)
     except OSError as e:
         raise UsageError(f"--out {final}: cannot write the predictions: {e.strerror or e}") from e
 
 
-def _read_table(path: str | os.PathLike[str], features: tuple[tuple[str, str], ...]) -> pd.DataFrame:
+def _read_table(
+    path: str | os.PathLike[str], features: tuple[tuple[str, str], ...], id_column: str | None = None
+) -> pd.DataFrame:
     from toolkit.datasets import read_table
 
-    # Text columns as text: a category "007" must not become the number 7.
-    return read_table(Path(path), text_columns=tuple(n for n, dtype in features if dtype == "object"))
+    # Text columns as text: a category "007" must not become the number 7, nor an id "007" 7.
+    text = tuple(n for n, dtype in features if dtype == "object")
+    if id_column is not None and id_column not in text:
+        text += (id_column,)
+    return read_table(Path(path), text_columns=text)

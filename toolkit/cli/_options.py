@@ -13,6 +13,7 @@ __all__ = [
     "ArtifactRefArg",
     "ConfigOpt",
     "DatasetOpt",
+    "IdOpt",
     "InsecureOpt",
     "JsonOpt",
     "ModelOpt",
@@ -93,6 +94,10 @@ NameOpt = Annotated[str | None, typer.Option(help="Artifact name (default: from 
 VersionOpt = Annotated[str | None, typer.Option(help="Semantic version X.Y.Z (default 1.0.0).")]
 OutOpt = Annotated[
     Path | None, typer.Option("--out", help="With --no-register: where the artifact goes (default ./out).")
+]
+IdOpt = Annotated[
+    str | None,
+    typer.Option("--id", metavar="COLUMN", help="Pass this input column through, first, to identify each row."),
 ]
 RegisterOpt = Annotated[
     bool | None, typer.Option("--register/--no-register", help="Register the result (default: the config's, yes).")

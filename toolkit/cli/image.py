@@ -6,15 +6,16 @@ import shutil
 import sys
 import tempfile
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from toolkit.cli._common import ToolkitGroup, app, artifact_arg, err, out, print_json
+from toolkit.cli._common import ToolkitGroup, app, artifact_arg, err, out, plain, print_json
 from toolkit.cli._options import (
     ArtifactRefArg,
     ConfigOpt,
     DatasetOpt,
+    IdOpt,
     JsonOpt,
     ModelOpt,
     NameOpt,
@@ -58,7 +59,10 @@ def build(
     ] = None,
     context: Annotated[Path, typer.Option(help="The repository root: Dockerfile, pyproject.toml, toolkit/.")] = Path(),
     no_cache: Annotated[bool, typer.Option("--no-cache", help="Rebuild every layer.")] = False,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No build progress.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print only the result line.")] = False,
+    verbose: Annotated[
+        bool, typer.Option("--verbose", "-v", help="Show every build step (a failed build shows its log's tail).")
+    ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object about the built image.")] = False,
 ) -> None:
     """Build the image from a digest-pinned base and the hash-locked wheels, network off."""
@@ -66,7 +70,7 @@ def build(
 
     base = resolve_base_image(base_image, base_file=context / DEFAULT_BASE_FILE)
     if not quiet:
-        err.print(f"building {tag} from {base}", markup=False)
+        err.print(f"building {tag} from {base}" + ("" if verbose else " (-v shows each step)"), markup=False)
 
     def progress(text: str) -> None:
         sys.stderr.write(text)
@@ -79,7 +83,7 @@ def build(
         lock=lock,
         wheelhouse=wheelhouse,
         no_cache=no_cache,
-        on_progress=None if quiet else progress,
+        on_progress=progress if verbose and not quiet else None,
     )
     if as_json:
         print_json(result.to_dict())
@@ -119,6 +123,7 @@ def train(
     register: RegisterOpt = None,
     out_dir: OutOpt = None,
     sign_key: SignKeyOpt = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress or summary; print only the path.")] = False,
 ) -> None:
     """Train inside the image (network off), then sign (with --sign-key) and register it on the host.
 
@@ -138,25 +143,39 @@ def train(
         from toolkit.signing import load_signing_key
 
         load_signing_key(sign_key)
+    # A terminal for the container only when ours is one: its progress and colours, as on the host.
+    tty = not quiet and sys.stdout.isatty()
     staging = Path(tempfile.mkdtemp(prefix="toolkit-image-train-"))
     try:
-        staged = train_in_container(tag, command, staging=staging, on_output=_passthrough)
+        staged = train_in_container(tag, command, staging=staging, on_output=None if quiet else _passthrough, tty=tty)
+        signed = None
         if sign_key is not None:  # here, on the host: the private key never enters the container
             from toolkit.signing import sign
 
-            err.print(f"signed {sign(staged, sign_key).name}", markup=False)
-        # The container's own summary speaks of /out; say where the artifact went on this host.
+            signed = sign(staged, sign_key).name
+        card = _read_staged_card(staged)
         if registry_obj is not None:
             with registry_obj:
                 entry = registry_obj.add(staged)
-            err.print(f"registered {entry.name} {entry.version} ({entry.status}) in {registry_obj.root}", markup=False)
-            out.print(str(entry.path), markup=False)
+            final = Path(entry.path)
+            how = f"{entry.status}, signed" if signed is not None else entry.status
+            closing = f"registered {entry.name} {entry.version} ({how}) in {registry_obj.root}"
         else:
             final = _move_artifact(staged, cfg.out)
-            err.print(f"not registered; artifact written to {final.parent}", markup=False)
-            out.print(str(final), markup=False)
+            closing = f"wrote {card.name} {card.version} to {final.parent} (--no-register: not in a registry)"
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+    if quiet:
+        out.print(str(final), markup=False)
+        return
+    # One summary, with this host's paths, ending with what happened to the artifact.
+    from toolkit.cli.train import print_result
+
+    print_result(card, card.metrics, final)
+    out.print(f"  image     {tag}", markup=False)
+    if signed is not None:
+        out.print(f"  signed    {final.with_name(signed)} (key {sign_key})", markup=False)
+    out.print(plain(closing), markup=False)
 
 
 @image_app.command("check")
@@ -169,26 +188,101 @@ def check(
     trusted_key: TrustedKeyOpt = None,
     registry: RegistryOpt = None,
 ) -> None:
-    """Run the check-env gate inside the image; its exit code (0 match, 1 mismatch, 3 integrity) is ours."""
+    """Run the check-env gate inside the image; exit codes as check-env's (0 match, 1 mismatch, 3 integrity).
+
+    2: bad usage; 5: Docker (no engine, the image is not built, the container was killed).
+    The output names this host's paths and the image checked (its tag and ID).
+    """
     from toolkit.docker import check_in_container, resolve_image
+    from toolkit.errors import ToolkitError
     from toolkit.signing import trusted_keys_from_env
 
     model = artifact_arg(artifact, registry)
-    if trusted_keys_from_env(trusted_key):
-        # With trust, the signature is checked here on the host first: the keys never enter the image.
+    tag = resolve_image(image)
+    captured = bytearray()
+    image_ids: list[str] = []
+
+    def keep_json(stream: str, chunk: bytes) -> None:
+        # The gate's one JSON object gets the image added before it is printed.
+        if stream == "stdout":
+            captured.extend(chunk)
+        else:
+            _passthrough(stream, chunk)
+
+    try:
+        if trusted_keys_from_env(trusted_key):
+            # With trust, the signature is checked here on the host first: the keys never enter the image.
+            from toolkit.artifact import verify
+
+            verify(model, trusted_keys=trusted_key)
+        code = check_in_container(
+            tag,
+            model,
+            policy=policy.value,
+            as_json=as_json,
+            verify_predictions=verify_predictions,
+            on_output=keep_json if as_json else _passthrough,
+            on_image=image_ids.append,
+        )
+    except ToolkitError as e:
+        if as_json:  # as check-env: scripts parsing stdout still get one object
+            image_info = {"tag": tag, "id": None}
+            print_json(
+                {"ok": False, "exit_code": e.exit_code, "artifact": str(artifact), "error": str(e), "image": image_info}
+            )
+        raise
+    image_id = image_ids[0] if image_ids and image_ids[0] else None
+    if as_json:
+        _print_with_image(bytes(captured), {"tag": tag, "id": image_id})
+    else:
+        out.print(plain(f"checked in image {tag}" + (f" ({image_id})" if image_id else "")), markup=False)
+    raise typer.Exit(code)
+
+
+@image_app.command("predict")
+def predict(
+    artifact: ArtifactRefArg,
+    input_file: Annotated[Path, typer.Argument(metavar="INPUT", help="CSV (or Parquet) with the feature columns.")],
+    out_file: Annotated[
+        Path | None, typer.Option("--out", help="Write the CSV here (atomically) instead of stdout.")
+    ] = None,
+    id_column: IdOpt = None,
+    image: ImageOpt = None,
+    policy: PolicyOpt = Policy.strict,
+    trusted_key: TrustedKeyOpt = None,
+    registry: RegistryOpt = None,
+) -> None:
+    """Predict inside the image the model was trained in (network off, inputs read-only); as `toolkit predict`.
+
+    The CSV is written on this host: to stdout, or atomically to --out (never over an input).
+    """
+    from toolkit.artifact import artifact_paths
+    from toolkit.docker import predict_in_container, resolve_image
+    from toolkit.prediction import check_output, publish_csv
+    from toolkit.signing import trusted_keys_from_env
+
+    model = artifact_arg(artifact, registry)
+    paths = artifact_paths(model)
+    inputs = (input_file, paths.model, paths.card_json, paths.card_md)
+    if out_file is not None:
+        check_output(out_file, sources=inputs)  # before starting a container
+    if trusted_keys_from_env(trusted_key):  # on the host: the keys never enter the image
         from toolkit.artifact import verify
 
         verify(model, trusted_keys=trusted_key)
-
-    code = check_in_container(
-        resolve_image(image),
-        model,
-        policy=policy.value,
-        as_json=as_json,
-        verify_predictions=verify_predictions,
-        on_output=_passthrough,
+    tag = resolve_image(image)
+    result = predict_in_container(
+        tag, model, input_file, id_column=id_column, policy=policy.value, on_output=_passthrough
     )
-    raise typer.Exit(code)
+    if result.exit_code != 0:  # the container said why, in one line
+        raise typer.Exit(result.exit_code)
+    if out_file is None:
+        _passthrough("stdout", result.csv)
+        return
+    publish_csv(result.csv, out_file, sources=inputs)
+    err.print(
+        plain(f"wrote {_rows(result.csv)} predictions to {out_file} (in image {tag}, {result.image_id})"), markup=False
+    )
 
 
 @image_app.command("retrain")
@@ -292,6 +386,32 @@ def _passthrough(stream: str, chunk: bytes) -> None:
     else:  # a text-only stream (CliRunner)
         target.write(chunk.decode("utf-8", errors="replace"))
         target.flush()
+
+
+def _print_with_image(data: bytes, image_info: dict[str, Any]) -> None:
+    import json
+
+    try:
+        report = json.loads(data)
+    except ValueError:  # not the gate's JSON (an older image?): passed on as it came
+        _passthrough("stdout", data)
+        return
+    if isinstance(report, dict):
+        report["image"] = image_info
+    print_json(report)
+
+
+def _rows(csv_bytes: bytes) -> int:
+    import csv
+    import io
+
+    return max(sum(1 for _ in csv.reader(io.StringIO(csv_bytes.decode("utf-8", errors="replace")))) - 1, 0)
+
+
+def _read_staged_card(staged: Path) -> Any:
+    from toolkit.artifact import read_card
+
+    return read_card(staged)
 
 
 def _registry_for(cfg: TrainConfig, registry: Path | None) -> Registry:

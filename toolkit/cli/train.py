@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from pathlib import Path
@@ -14,6 +15,7 @@ from toolkit.cli._options import (
     ArtifactRefArg,
     ConfigOpt,
     DatasetOpt,
+    IdOpt,
     ModelOpt,
     NameOpt,
     OutOpt,
@@ -93,6 +95,8 @@ def train(
     if quiet:
         out.print(str(final), markup=False)
         return
+    if os.environ.get("TOOLKIT_TRAIN_SUMMARY") == "0":
+        return  # `image train` runs this in a container: the host prints the summary, with host paths
     _print_summary(result, entry)
 
 
@@ -104,10 +108,12 @@ def predict(
     policy: PolicyOpt = Policy.strict,
     trusted_key: TrustedKeyOpt = None,
     registry: RegistryOpt = None,
+    id_column: IdOpt = None,
 ) -> None:
     """Predict with a guarded load: one row per input row, the class and each class's probability.
 
-    Input columns are matched by name; extra columns (e.g. the target) are ignored.
+    Input columns are matched by name; extra columns (e.g. the target) are ignored; --id COLUMN
+    passes an identifier column through, as the output's first column.
     --out is written atomically and never over the input itself.
     """
     from toolkit.artifact import artifact_paths
@@ -119,7 +125,7 @@ def predict(
     inputs = (input_file, paths.model, paths.card_json, paths.card_md)
     if out_file is not None:
         check_output(out_file, sources=inputs)  # before minutes of loading and predicting
-    result = run_predict(model, input_file, policy=policy.value, trusted_keys=trusted_key)
+    result = run_predict(model, input_file, policy=policy.value, trusted_keys=trusted_key, id_column=id_column)
     if result.ignored:
         shown = ", ".join(result.ignored[:5]) + (", ..." if len(result.ignored) > 5 else "")
         err.print(f"note: ignoring {len(result.ignored)} column(s) the model does not use: {shown}", markup=False)
@@ -161,22 +167,26 @@ class _StageDisplay:
 
 
 def _print_summary(result: Any, entry: Any) -> None:
-    card = result.card
+    print_result(result.card, result.metrics, result.path)
+    if entry is not None:
+        out.print(f"  registered {_escape(str(entry.path))} ({entry.status})")
+    else:
+        out.print("  not registered (--no-register)")
+
+
+def print_result(card: Any, metrics: Any, path: Any) -> None:
+    """The summary's head: what was trained, its scores, where the artifact is (shared with ``image train``)."""
     out.print(f"[bold]{_escape(card.name)} {card.version}[/] {card.algorithm} on {_escape(card.data.source or '?')}")
-    cv = result.metrics.get("cv", {})
-    test = result.metrics.get("test", {})
+    cv = metrics.get("cv", {})
+    test = metrics.get("test", {})
     keys = [k for k in test if not k.endswith("_std")]
     out.print(
         "  cv    " + "  ".join(f"{k} {cv.get(k, float('nan')):.3f} ± {cv.get(k + '_std', 0.0):.3f}" for k in keys)
     )
     out.print("  test  " + "  ".join(f"{k} {test[k]:.3f}" for k in keys))
-    out.print(f"  artifact  {_escape(str(result.path))}")
+    out.print(f"  artifact  {_escape(str(path))}")
     out.print(f"  sha256    {card.artifact.sha256}")
     out.print(f"  data      sha256 {card.data.sha256}")
-    if entry is not None:
-        out.print(f"  registered {_escape(str(entry.path))} ({entry.status})")
-    else:
-        out.print("  not registered (--no-register)")
 
 
 def _escape(text: str) -> str:

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from toolkit.docker.client import Mount, OutputCallback, RunResult, connect, pin_reference
+from toolkit.docker.client import Mount, OutputCallback, RunResult, connect, inspect_image_id, pin_reference
 from toolkit.docker.client import run as _run
 from toolkit.docker.context import lock_sha256
 from toolkit.docker.images import (
@@ -28,10 +28,12 @@ from toolkit.docker.images import (
 )
 from toolkit.docker.jobs import (
     BuildResult,
+    PredictResult,
     TrainCommand,
     build_image,
     check_command,
     check_in_container,
+    predict_in_container,
     train_command,
     train_in_container,
 )
@@ -45,14 +47,17 @@ __all__ = [
     "BuildResult",
     "Mount",
     "OutputCallback",
+    "PredictResult",
     "RunResult",
     "TrainCommand",
     "build_image",
     "check_command",
     "check_in_container",
     "connect",
+    "inspect_image_id",
     "lock_sha256",
     "pin_reference",
+    "predict_in_container",
     "resolve_base_image",
     "resolve_image",
     "run_in_container",

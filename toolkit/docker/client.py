@@ -28,6 +28,7 @@ __all__ = [
     "RunResult",
     "build",
     "connect",
+    "inspect_image_id",
     "pin_reference",
     "run",
 ]
@@ -58,6 +59,7 @@ class RunResult:
 
     exit_code: int
     seconds: float
+    image_id: str = ""  # the ID of the image that ran (a tag can move; the ID names what was used)
 
 
 def connect() -> Any:
@@ -186,8 +188,12 @@ def run(
     environment: Mapping[str, str] | None = None,
     working_dir: str | None = None,
     on_output: OutputCallback | None = None,
+    tty: bool = False,
 ) -> RunResult:
     """Run ``image`` with ``command`` (its entry point is ``toolkit``), network off, root fs read-only.
+
+    With ``tty`` the container gets a terminal (progress and colours; stdout and stderr then
+    arrive together, as ``"stdout"``): only when the caller's own stdout is one.
 
     Output is streamed to ``on_output`` as it comes; the container is removed afterwards,
     also when the caller is interrupted. A non-zero exit is returned, not raised: its meaning
@@ -197,7 +203,7 @@ def run(
     started = time.monotonic()
     with _translated(f"run {image}"):
         try:
-            client.images.get(image)
+            image_id = str(client.images.get(image).id)
         except docker.errors.ImageNotFound:
             raise DockerError(
                 f"image {image} not found: build it first (`make image` or `toolkit image build`)"
@@ -211,6 +217,7 @@ def run(
             volumes={str(m.source): {"bind": m.target, "mode": "ro" if m.read_only else "rw"} for m in mounts},
             network_mode="none",
             read_only=True,
+            tty=tty,
             tmpfs={"/tmp": "rw,nosuid,nodev,size=1g"},
             hostname="toolkit",  # a random hostname must never reach a card or a pickle
             labels={"org.toolkit.role": command[0] if command else ""},
@@ -232,7 +239,19 @@ def run(
     code = status.get("StatusCode", -1)
     if status.get("Error"):
         raise DockerError(f"container of {image} failed: {_one_line(status['Error'])}")
-    return RunResult(exit_code=int(code), seconds=time.monotonic() - started)
+    return RunResult(exit_code=int(code), seconds=time.monotonic() - started, image_id=image_id)
+
+
+def inspect_image_id(client: Any, image: str) -> str:
+    """The ID of the local image ``image``. Raises: DockerError (not built here, engine error)."""
+    docker = _sdk()
+    with _translated(f"inspect {image}"):
+        try:
+            return str(client.images.get(image).id)
+        except docker.errors.ImageNotFound:
+            raise DockerError(
+                f"image {image} not found: build it first (`make image` or `toolkit image build`)"
+            ) from None
 
 
 def _probe_unix_socket(path: str) -> None:

@@ -16,15 +16,18 @@ from typing import Any
 from toolkit.docker.client import Mount, OutputCallback, build, connect, run
 from toolkit.docker.context import git_revision, lock_sha256, locked_wheels, write_context
 from toolkit.docker.images import DEFAULT_IMAGE, IMAGE_UID, validate_base_image
+from toolkit.docker.paths import PathMap, Rewriter
 from toolkit.errors import DockerError, IntegrityError, RegistryError, ToolkitError, UsageError
 from toolkit.identifiers import current_user
 
 __all__ = [
     "BuildResult",
+    "PredictResult",
     "TrainCommand",
     "build_image",
     "check_command",
     "check_in_container",
+    "predict_in_container",
     "train_command",
     "train_in_container",
 ]
@@ -37,6 +40,8 @@ _INNER_ERRORS: dict[int, type[ToolkitError]] = {
     RegistryError.exit_code: RegistryError,
 }
 _GATE_EXIT_CODES = range(6)  # what `toolkit check-env` itself ever returns
+# What `toolkit predict` returns: its one error line is the container's, the code is the caller's.
+_PREDICT_EXIT_CODES = frozenset({0, 1, 2, 3, 4, 70})
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -59,6 +64,15 @@ class BuildResult:
             "revision": self.revision,
             "seconds": round(self.seconds, 2),
         }
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class PredictResult:
+    """How ``toolkit predict`` ended in the image, the CSV it printed, and the image that ran."""
+
+    exit_code: int  # toolkit's own: 0, or the error its one line (already passed on) was about
+    csv: bytes
+    image_id: str
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -157,6 +171,7 @@ def train_in_container(
     workdir: Path = Path(),
     inputs: Sequence[Path] = (),
     on_output: OutputCallback | None = None,
+    tty: bool = False,
     client: Any | None = None,
     command: str = "train",
 ) -> Path:
@@ -169,6 +184,9 @@ def train_in_container(
     ``inputs`` outside ``workdir`` is mounted read-only and rewritten in ``train_args``. The
     artifact files end up owned by the invoking user: a non-root invoker runs the container as
     itself; root runs it as the image's non-root user and gets the files handed back.
+    The container's progress reaches ``on_output`` with host paths in place of its mounts; its
+    summary does not (the caller's own summary names where the artifact went on the host).
+    ``tty`` gives the container a terminal (progress and colours): only when the caller's is one.
     Raises: DockerError (training failed in the container, engine error), UsageError.
     """
     if isinstance(train_args, TrainCommand):
@@ -177,9 +195,16 @@ def train_in_container(
     workdir = workdir.resolve()
     staging = staging.resolve()
     args, mounts = map_inputs(list(train_args), inputs, workdir)
+    rewriter = Rewriter(
+        _host_paths(mounts, workdir),
+        on_output,
+        # The summary is the only thing `toolkit train` prints on stdout; without a terminal the
+        # streams are apart and an image that predates TOOLKIT_TRAIN_SUMMARY is kept quiet too.
+        drop=frozenset() if tty else frozenset({"stdout"}),
+    )
     mounts = [Mount(source=workdir, target="/work"), Mount(source=staging, target="/out", read_only=False), *mounts]
     uid, gid = os.getuid(), os.getgid()
-    environment = _run_environment()
+    environment = {**_run_environment(), "TOOLKIT_TRAIN_SUMMARY": "0", **(_terminal_environment() if tty else {})}
     if uid == 0:
         user = f"{IMAGE_UID}:{IMAGE_UID}"
         os.chown(staging, IMAGE_UID, IMAGE_UID)
@@ -195,9 +220,11 @@ def train_in_container(
             user=user,
             environment=environment,
             working_dir="/work",
-            on_output=on_output,
+            on_output=rewriter,
+            tty=tty,
         )
     finally:
+        rewriter.flush()
         if uid == 0:
             _chown_tree(staging, 0, 0)
     if result.exit_code != 0:
@@ -230,31 +257,103 @@ def check_in_container(
     as_json: bool = False,
     verify_predictions: bool = False,
     on_output: OutputCallback | None = None,
+    on_image: Callable[[str], None] | None = None,
     client: Any | None = None,
 ) -> int:
     """Run ``toolkit check-env`` on ``artifact`` inside ``image``; return the gate's exit code.
 
-    The artifact's directory is mounted read-only. Raises: DockerError when the container
-    ends in a way the gate never does (killed, out of memory), UsageError for a missing artifact.
+    The artifact's directory is mounted read-only; the gate's output reaches ``on_output`` with
+    the host's path for it (as given) in place of ``/artifact``, in text and JSON alike;
+    ``on_image`` is told the ID of the image that ran.
+    Raises: DockerError when the container ends in a way the gate never does (killed, out of
+    memory), IntegrityError for a missing artifact (as ``check-env``'s own exit 3).
     """
+    given = artifact
     artifact = artifact.resolve()
     if not artifact.is_file():
-        raise UsageError(f"{artifact}: no such artifact file")
+        raise IntegrityError(f"{given}: no such artifact file")
     uid = os.getuid()
     if uid == 0:
         require_readable_by_image_user(artifact)
-    result = run(
-        client or connect(),
-        image,
-        check_command(artifact.name, policy=policy, as_json=as_json, verify_predictions=verify_predictions),
-        mounts=[Mount(source=artifact.parent, target="/artifact")],
-        user=None if uid == 0 else f"{uid}:{os.getgid()}",
-        environment={"HOME": "/tmp"} if uid != 0 else {},
-        on_output=on_output,
-    )
+    rewriter = Rewriter(PathMap(prefixes=_folder_prefix("/artifact", given), as_json=as_json), on_output)
+    try:
+        result = run(
+            client or connect(),
+            image,
+            check_command(artifact.name, policy=policy, as_json=as_json, verify_predictions=verify_predictions),
+            mounts=[Mount(source=artifact.parent, target="/artifact")],
+            user=None if uid == 0 else f"{uid}:{os.getgid()}",
+            environment={"HOME": "/tmp"} if uid != 0 else {},
+            on_output=rewriter,
+        )
+    finally:
+        rewriter.flush()
+    if on_image is not None:
+        on_image(result.image_id)
     if result.exit_code not in _GATE_EXIT_CODES:
         raise DockerError(f"check-env in {image} ended with exit code {result.exit_code} (killed or crashed)")
     return result.exit_code
+
+
+def predict_in_container(
+    image: str,
+    artifact: Path,
+    input_file: Path,
+    *,
+    id_column: str | None = None,
+    policy: str = "strict",
+    on_output: OutputCallback | None = None,
+    client: Any | None = None,
+) -> PredictResult:
+    """Run ``toolkit predict`` on ``input_file`` with ``artifact`` inside ``image``; return its CSV.
+
+    The artifact's and the input's folders are mounted read-only; nothing in the container can
+    write anywhere but /tmp. Its messages reach ``on_output`` (stderr) with host paths.
+    A toolkit error in the container is returned as its exit code (its one line went to
+    ``on_output``). Raises: UsageError (missing input), IntegrityError (missing artifact),
+    DockerError (killed, engine error).
+    """
+    given_artifact, given_input = artifact, input_file
+    artifact, input_file = artifact.resolve(), input_file.resolve()
+    if not artifact.is_file():
+        raise IntegrityError(f"{given_artifact}: no such artifact file")
+    if not input_file.is_file():
+        raise UsageError(f"{given_input}: no such input file")
+    uid = os.getuid()
+    if uid == 0:
+        require_readable_by_image_user(artifact)
+        _require_world_readable(input_file)
+    command = ["predict", f"/artifact/{artifact.name}", f"/input/{input_file.name}", "--policy", policy]
+    if id_column is not None:
+        command += ["--id", id_column]
+    prefixes = {**_folder_prefix("/artifact", given_artifact), **_folder_prefix("/input", given_input)}
+    csv = bytearray()  # stdout is the CSV, never shown: the host writes it
+    rewriter = Rewriter(PathMap(prefixes=prefixes), on_output)
+
+    def route(stream: str, chunk: bytes) -> None:
+        if stream == "stdout":
+            csv.extend(chunk)
+        else:
+            rewriter(stream, chunk)
+
+    try:
+        result = run(
+            client or connect(),
+            image,
+            command,
+            mounts=[
+                Mount(source=artifact.parent, target="/artifact"),
+                Mount(source=input_file.parent, target="/input"),
+            ],
+            user=None if uid == 0 else f"{uid}:{os.getgid()}",
+            environment={"HOME": "/tmp"} if uid != 0 else {},
+            on_output=route,
+        )
+    finally:
+        rewriter.flush()
+    if result.exit_code not in _PREDICT_EXIT_CODES:
+        raise DockerError(f"predict in {image} ended with exit code {result.exit_code} (killed or crashed)")
+    return PredictResult(exit_code=result.exit_code, csv=bytes(csv), image_id=result.image_id)
 
 
 def map_inputs(args: list[str], inputs: Sequence[Path], workdir: Path) -> tuple[list[str], list[Mount]]:
@@ -285,6 +384,45 @@ def require_readable_by_image_user(artifact: Path) -> None:
                 f"{path}: not readable by the image's user (uid {IMAGE_UID}); "
                 f"make it world-readable (chmod o+r{'x' if path == folder else ''}) to check it in the image"
             )
+
+
+def _host_paths(mounts: Sequence[Mount], workdir: Path) -> PathMap:
+    """A training container's mounts as the host names them: /work is the working directory."""
+    prefixes = {"/work/": "", "/out/": ""}  # the staged files are moved: their names are what stays
+    for mount in mounts:
+        prefixes[mount.target + "/"] = _relative(mount.source, workdir) + "/"
+    return PathMap(prefixes=prefixes)
+
+
+def _folder_prefix(target: str, given: Path) -> dict[str, str]:
+    """``{target/: the folder of ``given``/}``, as the user wrote it ("" for the working directory)."""
+    folder = given.parent
+    return {target + "/": "" if str(folder) == "." else f"{folder}/"}
+
+
+def _relative(path: Path, workdir: Path) -> str:
+    try:
+        return path.relative_to(workdir).as_posix()
+    except ValueError:
+        return str(path)
+
+
+def _require_world_readable(path: Path) -> None:
+    for target, bits in ((path.parent, 0o005), (path, 0o004)):
+        st = target.stat()
+        if st.st_uid != IMAGE_UID and st.st_mode & bits != bits:
+            raise UsageError(
+                f"{target}: not readable by the image's user (uid {IMAGE_UID}); "
+                f"make it world-readable (chmod o+r{'x' if target == path.parent else ''}) to use it in the image"
+            )
+
+
+def _terminal_environment() -> dict[str, str]:
+    # The host's terminal, so the container's progress fits it (rich reads both).
+    import shutil
+
+    size = shutil.get_terminal_size()
+    return {"TERM": os.environ.get("TERM") or "xterm", "COLUMNS": str(size.columns), "LINES": str(size.lines)}
 
 
 def _run_environment() -> dict[str, str]:
