@@ -273,6 +273,23 @@ def test_image_retrain_reruns_the_recipe_in_the_image_with_lineage(
     assert card.metrics == read_card(parent.path).metrics  # same recipe, same data, same runtime: same model
 
 
+def test_a_candidate_lock_the_toolkit_cannot_run_on_exits_5_in_one_line(
+    in_image: Path, base_ref: str, tmp_path: Path
+) -> None:
+    import re
+
+    text = (REPO / "requirements.lock").read_text()
+    block = re.search(r"^packaging==\S+ \\\n(?:    --hash=sha256:[0-9a-f]{64}(?: \\)?\n)+", text, re.MULTILINE)
+    assert block is not None
+    lock = tmp_path / "packaging-only.lock"
+    lock.write_text(block.group(0))
+    done = _toolkit(*_check_args(lock, in_image, base_ref), "--json")
+    assert done.returncode == 5, done.stdout + done.stderr
+    assert done.stdout == ""
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: image build failed: "), done.stderr
+
+
 # --- image rebuild -----------------------------------------------------------------------------
 
 
