@@ -429,3 +429,22 @@ def test_retrain_takes_a_registry_reference(wine: Path, tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
     card = read_card(Registry(registry).get("wine", "1.0.1").path)
     assert card.lineage is not None and card.lineage.parent == "wine@1.0.0"
+
+
+def test_retrain_in_upgrade_check_is_once_per_name_from_production_as_the_next_free_patch(
+    wine: Path, tmp_path: Path
+) -> None:
+    from toolkit.upgrade_check import _retrain_versions, select
+
+    registry = tmp_path / "reg"
+    second = tmp_path / "second"
+    second.mkdir()
+    train(TrainConfig(dataset="builtin:wine", model="logistic_regression", name="wine", version="1.0.1", out=second))
+    with Registry(registry) as reg:
+        reg.add(wine)
+        reg.add(second / "wine-1.0.1.joblib")
+        reg.promote("wine", "1.0.0")
+    selected = select(registry, stage="all")
+    assert [(s.version, s.status) for s in selected] == [("1.0.0", "production"), ("1.0.1", "staging")]
+    assert _retrain_versions(registry, selected) == {("wine", "1.0.0"): "1.0.2"}
+    assert _retrain_versions(registry, select(registry, stage="staging")) == {("wine", "1.0.1"): "1.0.2"}

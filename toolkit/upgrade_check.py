@@ -135,7 +135,7 @@ def upgrade_check(
     )
     timings["image"] = time.monotonic() - phase
     emit(f"candidate image {image.tag}" + (" (cached)" if image.cached else " (built)"))
-    versions = {s.name: next_patch(registry, s.name) for s in selected} if retrain else {}
+    versions = _retrain_versions(registry, selected) if retrain else {}
     phase = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="toolkit-upgrade-") as tmp:
         job = Path(tmp)
@@ -192,7 +192,7 @@ def _run_in_image(
     image: str,
     selected: Sequence[Selected],
     job: Path,
-    versions: dict[str, str],
+    versions: dict[tuple[str, str], str],
     *,
     emit: Progress,
     client: Any,
@@ -208,7 +208,7 @@ def _run_in_image(
             {
                 "path": f"{target}/{item.path.name}",
                 "status": item.status,
-                "retrain_version": versions.get(item.name),
+                "retrain_version": versions.get((item.name, item.version)),
             }
         )
     (job / _MANIFEST).write_text(json.dumps({"models": models}), encoding="utf-8")
@@ -249,6 +249,15 @@ def _run_in_image(
     if len(checks) != len(selected):
         raise DockerError(f"upgrade-check in {image} reported {len(checks)} models, expected {len(selected)}")
     return checks
+
+
+def _retrain_versions(registry: Path, selected: Sequence[Selected]) -> dict[tuple[str, str], str]:
+    """One retrain per name (its production version when selected, else its highest), as the next patch."""
+    chosen: dict[str, Selected] = {}
+    for item in selected:  # by name, then ascending version: production wins, else the last one seen
+        if chosen.get(item.name) is None or chosen[item.name].status != "production":
+            chosen[item.name] = item
+    return {(c.name, c.version): next_patch(registry, c.name) for c in chosen.values()}
 
 
 def _register_retrained(checks: list[ModelCheck], job: Path, registry: Path, *, emit: Progress) -> list[ModelCheck]:
