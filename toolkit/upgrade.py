@@ -19,7 +19,7 @@ from __future__ import annotations
 import math
 import time
 import warnings
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -274,18 +274,6 @@ def check_artifact(path: Path, *, status: str | None = None) -> ModelCheck:
     if recorded:
         reason += f"; {len(recorded)} warning(s) while loading"
     return verdict("safe", reason, recorded=recorded, probe=result)
-
-
-def check_artifacts(
-    items: Sequence[tuple[Path, str | None]], *, progress: Callable[[int, int, str], None] | None = None
-) -> list[ModelCheck]:
-    """``check_artifact`` for each ``(path, status)``, in order, in this one interpreter."""
-    checks = []
-    for index, (path, status) in enumerate(items, start=1):
-        if progress is not None:
-            progress(index, len(items), path.name)
-        checks.append(check_artifact(path, status=status))
-    return checks
 
 
 def junit_xml(report: UpgradeReport) -> bytes:
