@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -72,3 +72,55 @@ def base_artifact(tmp_path_factory: pytest.TempPathFactory, tiny_pipeline: Any, 
         metrics={"test": {"roc_auc": 0.9, "accuracy": 0.8}, "cv": {"roc_auc": 0.85, "accuracy": 0.8}},
     )
     return path
+
+
+@pytest.fixture(scope="session")
+def pg_server() -> Iterator[Any]:
+    """A real PostgreSQL server for the whole session (scripts/postgres.sh); fails, never skips."""
+    from _postgres import pg_server as start
+
+    try:
+        with start() as server:
+            yield server
+    except RuntimeError as e:
+        pytest.fail(f"cannot start PostgreSQL for the team-registry tests: {e}")
+
+
+@pytest.fixture
+def pg_url(pg_server: Any) -> Iterator[str]:
+    """A fresh, empty database on the session's PostgreSQL server, as a libpq URL."""
+    from _postgres import scratch_database
+
+    with scratch_database(pg_server) as url:
+        yield url
+
+
+@pytest.fixture(scope="session")
+def team_oci(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """A real `docker-registry` on a free loopback port for the team-registry tests (never :5000)."""
+    from _oci_support import LoopbackRegistry
+
+    registry = LoopbackRegistry(tmp_path_factory.mktemp("team-oci"))
+    yield registry
+    registry.stop()
+
+
+@pytest.fixture
+def team(pg_url: str, team_oci: Any) -> Any:
+    """A team registry: a fresh PostgreSQL database and a fresh repository in the session's OCI registry."""
+    import uuid
+
+    from _postgres import Team
+
+    return Team(url=pg_url, store=f"oci://{team_oci.host}/teamreg/t{uuid.uuid4().hex[:12]}", oci=team_oci)
+
+
+@pytest.fixture
+def own_team(pg_url: str, tmp_path: Path) -> Iterator[Any]:
+    """A team registry on its own OCI registry process, for tests that tamper with its blobs on disk."""
+    from _oci_support import LoopbackRegistry
+    from _postgres import Team
+
+    registry = LoopbackRegistry(tmp_path / "own-oci")
+    yield Team(url=pg_url, store=f"oci://{registry.host}/teamreg/own", oci=registry)
+    registry.stop()

@@ -213,22 +213,24 @@ def test_kill_9_at_random_moments_never_breaks_the_registry(base_artifact: Path,
 _KILL_AT = """
 import os, signal, sys
 from pathlib import Path
+import toolkit._files, toolkit._registry_sqlite
 import toolkit.registry as R
 point, root, arg = sys.argv[1], Path(sys.argv[2]), sys.argv[3]
 def die(*args, **kwargs):
     os.kill(os.getpid(), signal.SIGKILL)
 reg = R.Registry(root)
 if point == "add-before-rename":
-    R._files.fsync_dir = die  # the first fsync is of the staged copy, just before the rename
+    toolkit._files.fsync_dir = die  # the first fsync is of the staged copy, just before the rename
     reg.add(arg)
 elif point == "add-before-commit":
-    R.Registry._log = die  # files renamed into place, row inserted, not committed
+    toolkit._registry_sqlite._SqliteWriter.log = die  # files renamed into place, row inserted, not committed
     reg.add(arg)
 elif point == "promote-mid-transaction":
-    R.Registry._log = die  # old production already set to archived, new one not yet production
+    # old production already set to archived, new one not yet production
+    toolkit._registry_sqlite._SqliteWriter.log = die
     reg.promote("iris", arg)
 elif point == "rollback-mid-transaction":
-    R.Registry._log = die
+    toolkit._registry_sqlite._SqliteWriter.log = die
     reg.rollback("iris")
 """
 

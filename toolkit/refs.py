@@ -17,9 +17,13 @@ import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from toolkit.errors import RegistryError, UsageError
 from toolkit.identifiers import is_name, parse_version
+
+if TYPE_CHECKING:
+    from toolkit.registry import Entry
 
 __all__ = ["STAGES", "Reference", "parse_reference", "resolve_artifact"]
 
@@ -82,9 +86,17 @@ def resolve_artifact(value: str | os.PathLike[str], registry: Path | str | None)
 
     with Registry(resolve_root(registry)) as reg:
         if ref.version is not None:
-            return reg.get(ref.name, ref.version).path
+            return _local(reg.get(ref.name, ref.version))
         # list_versions is newest first: the first at the stage is the one meant.
         for entry in reg.list_versions(ref.name):
             if entry.status == ref.stage:
-                return entry.path
-        raise RegistryError(f"{ref.name} has no {ref.stage} version in the registry {reg.root}")
+                return _local(entry)
+        raise RegistryError(f"{ref.name} has no {ref.stage} version in the registry {reg.location}")
+
+
+def _local(entry: Entry) -> Path:
+    if entry.path is None:  # a team registry: the files are in its OCI store, not on this machine
+        raise UsageError(
+            f"{entry.name} {entry.version} is in a team registry's store; pull it first: toolkit pull {entry.location}"
+        )
+    return entry.path

@@ -1,6 +1,11 @@
 """The model registry: versions of named pipelines, promotion, rollback and an audit history.
 
-Layout of a registry root (default ``./models``)::
+One set of rules (``_registry_rules``) over two seams: an index (``_registry_index``: SQLite in
+the registry directory, or PostgreSQL for a team) and a store (``_registry_store``: the
+registry directory, or an OCI repository). ``Registry(DIR)`` is the local, embedded registry;
+``Registry("postgresql://USER@HOST:PORT/DB", store="oci://HOST[:PORT]/REPO")`` is a team's.
+
+Layout of a local registry root (default ``./models``)::
 
     registry.db                       SQLite index + append-only history (WAL)
     <name>/<version>/<stem>.joblib    each version is the three files of an artifact,
@@ -8,12 +13,10 @@ Layout of a registry root (default ``./models``)::
     <name>/<version>/<stem>.card.md
     .tmp/                             copies in flight; anything here is ignored
 
-Crash ordering for ``add``: the files are copied and fsynced into ``.tmp`` with an
-``.uncommitted`` marker beside them, then under the index's write lock the directory is renamed
-into place and only then is the row committed; the marker is removed after the commit. A kill
-before the commit leaves a marked directory no row points at (ignored, and replaced the next
-time that version is added); a row therefore never points at missing or partial files.
-Promote and rollback only change rows, in one transaction each.
+Crash ordering for ``add``, both backends: the files are complete in the store before the
+index row that points at them commits (``_registry_dirstore``, ``_registry_ocistore``), so a
+kill leaves files no row points at, never a row without its files. Promote and rollback only
+change rows, in one transaction each.
 
 The registry never deletes or replaces a version directory unless its own index says so: only
 a marked directory without a row is its own leftover. An unmarked directory without a row is a
@@ -24,48 +27,36 @@ directories exist is refused (exit 4) until ``recover`` rebuilds it from the car
 from __future__ import annotations
 
 import errno
-import hashlib
-import json
-import math
 import os
 import re
-import shutil
-import sqlite3
-import tempfile
-import time
-import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager, suppress
+from contextlib import ExitStack
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from toolkit import _files
-from toolkit._registry_db import (
-    DB_FILE,
-    ReadOnlyRegistry,
-    connect,
-    connect_readonly,
-    has_schema,
-    write_transaction,
-)
-from toolkit.errors import DataError, EnvironmentMismatch, IntegrityError, RegistryError, ToolkitError, UsageError
-from toolkit.identifiers import VERSION_RE, current_user, is_name, parse_version, validate_name
+from toolkit._registry_db import ReadOnlyRegistry
+from toolkit._registry_dirstore import DirStore
+from toolkit._registry_index import HistoryRow, VersionRow
+from toolkit._registry_pg import describe as describe_postgres
+from toolkit._registry_pg import is_postgres_url
+from toolkit._registry_rules import Rules
+from toolkit._registry_sqlite import SqliteIndex
+from toolkit._registry_store import TagState
+from toolkit.errors import DataError, IntegrityError, RegistryError, ToolkitError, UsageError
+from toolkit.identifiers import current_user, parse_version, validate_name
 from toolkit.policy import validate_policy
-from toolkit.signing import TrustedKeys, copy_signature
-
-try:
-    import fcntl
-except ImportError:  # not POSIX: leftovers are then only swept by age
-    fcntl = None  # type: ignore[assignment]
+from toolkit.signing import TrustedKeys
 
 if TYPE_CHECKING:
-    from toolkit.artifact import ArtifactPaths
+    from toolkit._registry_migrate import Migration
+    from toolkit._registry_ocistore import OciStore
+    from toolkit.card import ModelCard
 
 __all__ = [
     "DEFAULT_ROOT",
     "ENV_VAR",
+    "STORE_ENV_VAR",
+    "Audit",
     "Change",
     "Comparison",
     "Entry",
@@ -76,23 +67,18 @@ __all__ = [
     "parse_metric",
     "parse_version",
     "resolve_root",
+    "resolve_store",
     "validate_name",
 ]
 
 DEFAULT_ROOT = Path("models")
 ENV_VAR = "TOOLKIT_REGISTRY"
+STORE_ENV_VAR = "TOOLKIT_STORE"
 # Promotion usually happens on a workstation or CI host, not in the training image, so the
 # default asks what matters for unpickling (Python minor + the pickle's own libraries).
 DEFAULT_POLICY = "compatible"
 
 _METRIC_RE = re.compile(r"(?:([a-z][a-z0-9_]*)\.)?([a-z][a-z0-9_]*)")
-_TMP_DIR = ".tmp"
-_LOCK_SUFFIX = ".lock"
-_STALE_TMP_S = 24 * 3600
-_COPY_CHUNK = 1 << 20
-# Put in a staged copy by ``add`` and removed after its row is committed: a version directory
-# that has it and no row is the registry's own leftover, the only kind it ever deletes.
-_UNCOMMITTED = ".uncommitted"
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -102,7 +88,8 @@ class Entry:
     name: str
     version: str
     status: str
-    path: Path  # the registered .joblib; the cards sit beside it
+    path: Path | None  # the registered .joblib in a directory registry (cards beside it); None if remote
+    location: str  # where the model is: that path, or the pinned OCI reference
     sha256: str
     size: int
     metrics: dict[str, dict[str, float]]
@@ -117,7 +104,8 @@ class Entry:
             "version": self.version,
             "status": self.status,
             "rolled_back": self.rolled_back,
-            "path": str(self.path),
+            "path": None if self.path is None else str(self.path),
+            "location": self.location,
             "sha256": self.sha256,
             "size": self.size,
             "metrics": self.metrics,
@@ -179,6 +167,7 @@ class Change:
     previous: str | None  # production before
     changed: bool  # False: it already was production, nothing was written
     detail: str | None = None
+    warning: str | None = None  # done, but a team store's tag could not follow (the index is the truth)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -187,6 +176,7 @@ class Change:
             "previous": self.previous,
             "changed": self.changed,
             "detail": self.detail,
+            "warning": self.warning,
         }
 
 
@@ -232,12 +222,49 @@ class Recovery:
         }
 
 
-def resolve_root(cli_value: Path | str | None) -> Path:
-    """The registry root: the ``--registry`` flag, else ``$TOOLKIT_REGISTRY``, else ``./models``."""
-    if cli_value is not None and str(cli_value) != "":
-        return Path(cli_value).expanduser()
-    env = os.environ.get(ENV_VAR, "")
-    return Path(env).expanduser() if env else DEFAULT_ROOT
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Audit:
+    """What ``recover`` found in a team registry: each row's artifact pulled and verified, tags re-pointed.
+
+    A team index is never lost with a directory, so nothing is rebuilt: every row is
+    checked against its artifact in the store, and tags that drifted from the index go back.
+    """
+
+    location: str
+    store: str
+    checked: int
+    failed: tuple[tuple[str, str, str], ...]  # (name, version, why)
+    retagged: tuple[str, ...]  # "tag T was at X, now at Y"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "registry": self.location,
+            "store": self.store,
+            "checked": self.checked,
+            "failed": [{"name": n, "version": v, "error": e} for n, v, e in self.failed],
+            "retagged": list(self.retagged),
+        }
+
+
+def resolve_root(cli_value: Path | str | None) -> Path | str:
+    """The registry: ``--registry``, else ``$TOOLKIT_REGISTRY``, else ``./models``.
+
+    A ``postgresql://`` connection string stays a string (a team registry); anything else is a directory.
+    """
+    value = str(cli_value) if cli_value is not None and str(cli_value) != "" else os.environ.get(ENV_VAR, "")
+    if is_postgres_url(value):
+        return value
+    if value.startswith(("postgresql:/", "postgres:/")):
+        # A URL that went through a Path (a command whose --registry is a directory): never a directory.
+        raise UsageError("this command registers into a directory; add to a team registry with `toolkit registry add`")
+    return Path(value).expanduser() if value else DEFAULT_ROOT
+
+
+def resolve_store(cli_value: str | None) -> str | None:
+    """The team store: ``--store``, else ``$TOOLKIT_STORE``, else None."""
+    if cli_value:
+        return cli_value
+    return os.environ.get(STORE_ENV_VAR) or None
 
 
 def parse_metric(metric: str) -> tuple[str, str]:
@@ -257,14 +284,47 @@ def parse_metric(metric: str) -> tuple[str, str]:
 
 
 class Registry:
-    """A registry rooted at a directory; cheap to create, opens its index on first use."""
+    """A registry: a directory, or a team's PostgreSQL index with an OCI store. Connects on first use."""
 
-    def __init__(self, root: Path | str, *, trusted_keys: TrustedKeys = None) -> None:
-        self.root = Path(root)
+    def __init__(self, root: Path | str, *, store: str | None = None, trusted_keys: TrustedKeys = None) -> None:
+        text = str(root)
         # With trusted keys (these or $TOOLKIT_TRUSTED_KEYS) add, promote, rollback and compare require signatures.
         self.trusted_keys = trusted_keys
-        self._conn: sqlite3.Connection | None = None
-        self._writable = False
+        self._oci: OciStore | None = None
+        self.root: Path | None
+        if is_postgres_url(text):
+            from toolkit._registry_ocistore import OciStore, is_oci_url
+            from toolkit._registry_pg import PgIndex
+
+            store = resolve_store(store)
+            if store is None or not is_oci_url(store):
+                raise UsageError(
+                    f"a team registry ({describe_postgres(text)}) keeps its files in an OCI repository: "
+                    f"give --store oci://HOST[:PORT]/REPO (or ${STORE_ENV_VAR})"
+                )
+            self._oci = OciStore(store)
+            self.root = None
+            self.location = describe_postgres(text)
+            self._rules = Rules(PgIndex(text), self._oci, trusted_keys=trusted_keys)
+        else:
+            if store is not None:
+                raise UsageError(
+                    "--store is for a team registry (--registry postgresql://...); a directory stores its own files"
+                )
+            self.root = Path(root)
+            self.location = str(self.root)
+            self._dir = DirStore(self.root)
+            self._rules = Rules(
+                SqliteIndex(self.root, self._dir.refuse_lost_index), self._dir, trusted_keys=trusted_keys
+            )
+
+    @property
+    def is_team(self) -> bool:
+        return self._oci is not None
+
+    @property
+    def store_location(self) -> str:
+        return self._rules.store.location
 
     def __enter__(self) -> Registry:
         return self
@@ -274,9 +334,9 @@ class Registry:
 
     def close(self) -> None:
         """Close the index connection (the object can be used again afterwards)."""
-        if self._conn is not None:
-            self._conn.close()
-            self._conn = None
+        self._rules.index.close()
+        if self._oci is not None:
+            self._oci.close()
 
     # -- writing ----------------------------------------------------------------------------
 
@@ -287,28 +347,22 @@ class Registry:
             IntegrityError: a file is missing or unreadable, the card is invalid, or the bytes
                 do not hash to the card's sha256.
             RegistryError: invalid name or version, or NAME+VERSION is already registered.
+            RemoteError: the team index or store cannot be reached.
         """
         from toolkit.artifact import artifact_paths
 
         if name is not None:
             validate_name(name)
         src = artifact_paths(Path(artifact_path))
-        for p in (src.model, src.card_json, src.card_md):
-            if not p.is_file():
-                raise IntegrityError(f"artifact file missing: {p}")
-        tmp_root = self.root / _TMP_DIR
         try:
-            tmp_root.mkdir(parents=True, exist_ok=True)
-            _sweep_stale(tmp_root)
-            with _staging_dir(tmp_root) as tmp:
-                reg_name, version = self._add_from(src, tmp, tmp_root, name=name, reason=reason)
+            row = self._rules.add(src, name=name, reason=reason, user=current_user())
         except OSError as e:
-            if e.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
+            if e.errno in (errno.EROFS, errno.EACCES, errno.EPERM) and not self.is_team:
                 raise ReadOnlyRegistry(
                     f"the registry {self.root} is read-only here ({e.strerror}); reading works, writing does not"
                 ) from e
-            raise RegistryError(f"cannot write into the registry {self.root}: {e}") from e
-        return self.get(reg_name, version)
+            raise RegistryError(f"cannot write into the registry {self.location}: {e}") from e
+        return self._entry(row)
 
     def promote(
         self,
@@ -331,42 +385,13 @@ class Registry:
         validate_policy(policy)
         if (version is None) == (best_by is None):
             raise UsageError("promote takes a VERSION or --best-by METRIC (exactly one)")
-        conn = self._require_db(name, write=True)
-        detail = None
-        if best_by is not None:
-            version, detail = self._best_by(conn, name, best_by)
-        else:
+        if version is not None:
             parse_version(version)
-        assert version is not None
-        entry = self.get(name, version)
-        self._check_artifact(entry, policy)
-        detail = "; ".join(x for x in (detail, f"policy {policy}") if x)
-        with write_transaction(conn):
-            row = self._existing_row(conn, name, version)
-            current = self._production(conn, name)
-            if current == version:
-                return Change(name=name, version=version, previous=current, changed=False, detail=detail)
-            now, user = _now(), current_user()
-            if current is not None:
-                conn.execute("UPDATE versions SET status = 'archived' WHERE name = ? AND version = ?", (name, current))
-                self._log(
-                    conn,
-                    name,
-                    current,
-                    "archive",
-                    "production",
-                    "archived",
-                    reason,
-                    f"replaced by {version}",
-                    now=now,
-                    user=user,
-                )
-            conn.execute(
-                "UPDATE versions SET status = 'production', rolled_back = 0 WHERE name = ? AND version = ?",
-                (name, version),
-            )
-            self._log(conn, name, version, "promote", row["status"], "production", reason, detail, now=now, user=user)
-        return Change(name=name, version=version, previous=current, changed=True, detail=detail)
+        metric = parse_metric(best_by) if best_by is not None else None
+        s = self._rules.promote(name, version, best_by=metric, policy=policy, reason=reason, user=current_user())
+        return Change(
+            name=s.name, version=s.version, previous=s.previous, changed=s.changed, detail=s.detail, warning=s.warning
+        )
 
     def rollback(self, name: str, *, policy: str = DEFAULT_POLICY, reason: str | None = None) -> Change:
         """Put back the previous production version; the current one is archived and marked rolled back.
@@ -378,147 +403,47 @@ class Registry:
         """
         validate_name(name)
         validate_policy(policy)
-        conn = self._require_db(name, write=True)
-        current, target = self._rollback_target(conn, name)
-        self._check_artifact(self.get(name, target), policy)
-        with write_transaction(conn):
-            if self._rollback_target(conn, name) != (current, target):
-                raise RegistryError(f"production of {name} changed while rolling back; run the rollback again")
-            now, user = _now(), current_user()
-            conn.execute(
-                "UPDATE versions SET status = 'archived', rolled_back = 1 WHERE name = ? AND version = ?",
-                (name, current),
-            )
-            self._log(
-                conn,
-                name,
-                current,
-                "rolled_back",
-                "production",
-                "archived",
-                reason,
-                f"rolled back to {target}",
-                now=now,
-                user=user,
-            )
-            prev_status = self._existing_row(conn, name, target)["status"]
-            conn.execute(
-                "UPDATE versions SET status = 'production', rolled_back = 0 WHERE name = ? AND version = ?",
-                (name, target),
-            )
-            self._log(
-                conn,
-                name,
-                target,
-                "rollback",
-                prev_status,
-                "production",
-                reason,
-                f"back from {current}; policy {policy}",
-                now=now,
-                user=user,
-            )
-        return Change(name=name, version=target, previous=current, changed=True, detail=f"policy {policy}")
+        s = self._rules.rollback(name, policy=policy, reason=reason, user=current_user())
+        return Change(
+            name=s.name, version=s.version, previous=s.previous, changed=s.changed, detail=s.detail, warning=s.warning
+        )
 
-    def recover(self) -> Recovery:
-        """Rebuild a missing or empty index from the cards in the version directories.
-
-        Every version whose files verify comes back as ``staging`` with a ``recovered``
-        event; the old statuses and history are not on disk, so they are gone. A directory
-        whose files fail their checksum or card is reported and left exactly as it is.
+    def recover(self) -> Recovery | Audit:
+        """A directory: rebuild a missing or empty index from the cards on disk (``Recovery``).
+        A team registry: pull and verify every row's artifact and re-point drifted tags (``Audit``).
 
         Raises:
-            RegistryError: the index still lists versions (nothing to recover), or it is busy.
+            RegistryError: the directory's index still lists versions, or it is busy.
             ReadOnlyRegistry: the registry cannot be written.
         """
-        from toolkit.artifact import verify
+        if self._oci is None:
+            self.close()
+            assert self.root is not None
+            from toolkit._registry_recover import recover_directory
 
-        db = self.root / DB_FILE
-        self.close()
-        if db.exists():
-            conn = connect_readonly(self.root)
-            if conn is not None:
-                try:
-                    n = conn.execute("SELECT count(*) FROM versions").fetchone()[0] if has_schema(conn) else 0
-                finally:
-                    conn.close()
-                if n:
-                    raise RegistryError(
-                        f"the registry index {db} lists {n} version(s); recover only rebuilds a missing or empty index"
-                    )
-        good: list[tuple[str, str, Path, Any]] = []
-        failed: list[tuple[Path, str]] = []
-        for vdir in _registered_dirs(self.root) + _own_leftovers(self.root):
-            name, version = vdir.parent.name, vdir.name
-            try:
-                models = sorted(p for p in vdir.iterdir() if p.name.endswith(".joblib"))
-                if len(models) != 1:
-                    raise IntegrityError(f"expected one .joblib, found {len(models)}")
-                card = verify(models[0])  # card valid, names this file, bytes hash to its sha256
-                if card.version != version:
-                    raise IntegrityError(f"the card says version {card.version!r}")
-            except (ToolkitError, OSError) as e:
-                failed.append((vdir, str(e)))
-                continue
-            good.append((name, version, models[0], card))
-        now, user = _now(), current_user()
-        detail = "index rebuilt from the card on disk; earlier statuses and history are lost"
-        tmp_db = self.root / f".{DB_FILE}.recover-{uuid.uuid4().hex}"
-        try:
-            conn = _new_index(tmp_db)
-            try:
-                with write_transaction(conn):
-                    for name, version, model, card in good:
-                        major, minor, patch = parse_version(version)
-                        metrics = {
-                            str(k): {str(m): float(v) for m, v in sec.items()} for k, sec in card.metrics.items()
-                        }
-                        conn.execute(
-                            "INSERT INTO versions (name, version, major, minor, patch, status, model_file, sha256,"
-                            " size, metrics, data_sha256, registered_at, registered_by)"
-                            " VALUES (?, ?, ?, ?, ?, 'staging', ?, ?, ?, ?, ?, ?, ?)",
-                            (
-                                name,
-                                version,
-                                major,
-                                minor,
-                                patch,
-                                model.name,
-                                card.artifact.sha256,
-                                card.artifact.size,
-                                json.dumps(metrics, sort_keys=True),
-                                card.data.sha256 if card.data else None,
-                                now,
-                                user,
-                            ),
-                        )
-                        self._log(conn, name, version, "recovered", None, "staging", None, detail, now=now, user=user)
-                conn.execute("PRAGMA journal_mode = DELETE")  # one self-contained file to move into place
-            finally:
-                conn.close()
-            _retire_index(db)
-            os.replace(tmp_db, db)
-            _files.fsync_dir(self.root)
-        except OSError as e:
-            if e.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
-                raise ReadOnlyRegistry(
-                    f"the registry {self.root} is read-only here ({e.strerror}); cannot recover"
-                ) from e
-            raise RegistryError(f"cannot write the registry index {db}: {e}") from e
-        except sqlite3.Error as e:
-            raise RegistryError(f"cannot write the registry index {db}: {e}") from e
-        finally:
-            for leftover in (tmp_db, Path(f"{tmp_db}-wal"), Path(f"{tmp_db}-shm"), Path(f"{tmp_db}-journal")):
-                with suppress(FileNotFoundError):
-                    leftover.unlink()
-        for name, version, _, _ in good:  # recovered: no longer a leftover to discard
-            with suppress(OSError):
-                (self.root / name / version / _UNCOMMITTED).unlink()
-        return Recovery(
-            root=self.root,
-            recovered=tuple((n, v) for n, v, _, _ in good),
-            failed=tuple(failed),
-        )
+            recovered, failed = recover_directory(self.root, current_user())
+            return Recovery(root=self.root, recovered=recovered, failed=failed)
+        return self._audit(self._oci)
+
+    def migrate_from(self, source: Path | str) -> Migration:
+        """Move a local registry (its versions, stages, history and files) into this team registry.
+
+        Raises:
+            UsageError: this is not a team registry, or SOURCE is not a registry directory.
+            RegistryError: a version on both sides with different bytes, or a name with
+                another history here (nothing written).
+        """
+        from toolkit._registry_migrate import migrate
+
+        if not self.is_team:
+            raise UsageError(f"migrate moves a directory into a team registry; {self.location} is a directory")
+        src = Path(source)
+        if is_postgres_url(str(source)) or not src.is_dir():
+            raise UsageError(f"--from must be a local registry directory, got {str(source)[:120]!r}")
+        with Registry(src) as local:
+            if not local._rules.index.exists():
+                raise RegistryError(f"{src} holds no registry index ({src / 'registry.db'}); nothing to migrate")
+            return migrate(local._rules, self._rules)
 
     # -- reading ----------------------------------------------------------------------------
 
@@ -530,8 +455,7 @@ class Registry:
         """
         validate_name(name)
         parse_version(version)
-        conn = self._db(write=False)
-        return conn is not None and self._row(conn, name, version) is not None
+        return self._rules.has(name, version)
 
     def require_unregistered(self, name: str, version: str) -> None:
         """Refuse NAME VERSION if it is registered: callers check before minutes of training.
@@ -541,7 +465,7 @@ class Registry:
         """
         if self.has(name, version):
             raise RegistryError(
-                f"{name} {version} is already registered in {self.root}; "
+                f"{name} {version} is already registered in {self.location}; "
                 "versions are never overwritten (choose another --version)"
             )
 
@@ -554,40 +478,31 @@ class Registry:
         validate_name(name)
         if version is not None:
             parse_version(version)
-        conn = self._require_db(name)
-        if version is None:
-            # Two index lookups (production, else highest version), never a sort of every version.
-            row = (
-                conn.execute("SELECT * FROM versions WHERE name = ? AND status = 'production'", (name,)).fetchone()
-                or conn.execute(
-                    "SELECT * FROM versions WHERE name = ? ORDER BY major DESC, minor DESC, patch DESC LIMIT 1", (name,)
-                ).fetchone()
-            )
-            if row is None:
-                raise _unknown_name(name, self.root)
-            return self._entry(row)
-        row = self._row(conn, name, version)
-        if row is None:
-            if not self._name_exists(conn, name):
-                raise _unknown_name(name, self.root)
-            raise RegistryError(f"{name} has no version {version} in {self.root}")
-        return self._entry(row)
+        return self._entry(self._rules.get(name, version))
+
+    def read_card(self, entry: Entry) -> ModelCard:
+        """The card of a registered version (from the store; for OCI, the card blob only).
+
+        Raises:
+            IntegrityError, CardError: the card is missing, unreadable or invalid.
+            RemoteError: the store cannot be reached.
+        """
+        from toolkit.artifact import read_card
+
+        if entry.path is not None:
+            return read_card(entry.path)
+        assert self._oci is not None
+        return self._oci.card(self._rules.get(entry.name, entry.version))
+
+    def disagreements(self, entry: Entry) -> list[TagState]:
+        """Store tags about ENTRY (its own, its name's production tag) that disagree with the index."""
+        return self._rules.disagreements(self._rules.get(entry.name, entry.version))
 
     def list_names(self) -> list[NameSummary]:
         """Every name with its version count, production version and latest version."""
-        conn = self._db(write=False)
-        if conn is None:
-            return []
-        # Per name: a counter row and two index lookups, whatever the number of versions.
-        rows = conn.execute(
-            "SELECT n.name, n.versions AS n,"
-            " (SELECT p.version FROM versions p WHERE p.name = n.name AND p.status = 'production') AS production,"
-            " (SELECT l.version FROM versions l WHERE l.name = n.name"
-            "  ORDER BY l.major DESC, l.minor DESC, l.patch DESC LIMIT 1) AS latest"
-            " FROM names n ORDER BY n.name"
-        ).fetchall()
         return [
-            NameSummary(name=r["name"], versions=r["n"], production=r["production"], latest=r["latest"]) for r in rows
+            NameSummary(name=n.name, versions=n.versions, production=n.production, latest=n.latest)
+            for n in self._rules.names()
         ]
 
     def list_versions(self, name: str, *, limit: int | None = None) -> list[Entry]:
@@ -597,23 +512,12 @@ class Registry:
             RegistryError: invalid or unknown name.
         """
         validate_name(name)
-        conn = self._require_db(name)
-        rows = conn.execute(
-            "SELECT * FROM versions WHERE name = ? ORDER BY major DESC, minor DESC, patch DESC LIMIT ?",
-            (name, -1 if limit is None else max(limit, 0)),
-        ).fetchall()
-        if not rows and not self._name_exists(conn, name):
-            raise _unknown_name(name, self.root)
-        return [self._entry(r) for r in rows]
+        return [self._entry(r) for r in self._rules.versions(name, limit=limit)]
 
     def count(self, name: str) -> int:
         """How many versions NAME has (0 if none)."""
         validate_name(name)
-        conn = self._db(write=False)
-        if conn is None:
-            return 0
-        row = conn.execute("SELECT versions FROM names WHERE name = ?", (name,)).fetchone()
-        return 0 if row is None else int(row[0])
+        return self._rules.count(name)
 
     def history(self, name: str) -> list[Event]:
         """Every event for NAME, oldest first.
@@ -622,11 +526,7 @@ class Registry:
             RegistryError: invalid or unknown name.
         """
         validate_name(name)
-        conn = self._require_db(name)
-        rows = conn.execute("SELECT * FROM history WHERE name = ? ORDER BY id", (name,)).fetchall()
-        if not rows:
-            raise _unknown_name(name, self.root)
-        return [Event(**{k: r[k] for k in r.keys()}) for r in rows]  # noqa: SIM118 (a Row iterates values)
+        return [_event(e) for e in self._rules.history(name)]
 
     def compare(
         self,
@@ -658,42 +558,47 @@ class Registry:
         validate_policy(policy)
         if v1 == v2:
             raise UsageError(f"compare needs two different versions, got {v1} twice")
-        e1, e2 = self.get(name, v1), self.get(name, v2)
-        c1, c2 = read_card(e1.path), read_card(e2.path)
-        if dataset is not None:
-            ds = load_dataset(dataset, target if target is not None else (c1.data.target if c1.data else None))
-            X, y = ds.X, ds.y
-            how = "whole dataset"
-        else:
-            d1, d2 = c1.data, c2.data
-            if d1 is None or d2 is None or not d1.sha256 or not d1.source:
-                raise RegistryError(
-                    f"{name} {v1 if d1 is None or not d1.source else v2}: the card does not "
-                    "say where its data came from; name one with --dataset"
-                )
-            if d1.sha256 != d2.sha256:
-                raise RegistryError(
-                    f"{name} {v1} was trained on data sha256 {d1.sha256[:12]}, {v2} on "
-                    f"{(d2.sha256 or 'unknown')[:12]}: there is no common held-out set; name one with --dataset"
-                )
-            if not d1.split or d1.split != d2.split:
-                raise RegistryError(
-                    f"{name} {v1} and {v2} were split differently ({d1.split} vs {d2.split}): one's test rows "
-                    "are the other's training rows; name a dataset with --dataset"
-                )
-            ds = load_dataset(d1.source, target if target is not None else d1.target)
-            if ds.sha256 != d1.sha256:
-                raise DataError(
-                    f"{d1.source} now hashes to {ds.sha256[:12]}, the cards recorded {d1.sha256[:12]}: "
-                    "the data changed; name a dataset with --dataset"
-                )
-            _, X, _, y = split(ds, test_size=float(d1.split["test_size"]), seed=int(d1.split["seed"]))
-            how = "held-out test split"
-        pipelines = []
-        for entry, card in ((e1, c1), (e2, c2)):
-            if card.artifact.sha256 != entry.sha256:
-                raise IntegrityError(f"{entry.path}: card sha256 differs from the one registered")
-            pipelines.append(load(entry.path, policy=policy, trusted_keys=self.trusted_keys))
+        validate_name(name)
+        r1, r2 = self._rules.get(name, _checked(v1)), self._rules.get(name, _checked(v2))
+        with ExitStack() as stack:
+            p1 = stack.enter_context(self._rules.store.local(r1))
+            p2 = stack.enter_context(self._rules.store.local(r2))
+            c1, c2 = read_card(p1), read_card(p2)
+            if dataset is not None:
+                ds = load_dataset(dataset, target if target is not None else (c1.data.target if c1.data else None))
+                X, y = ds.X, ds.y
+                how = "whole dataset"
+            else:
+                d1, d2 = c1.data, c2.data
+                if d1 is None or d2 is None or not d1.sha256 or not d1.source:
+                    raise RegistryError(
+                        f"{name} {v1 if d1 is None or not d1.source else v2}: the card does not "
+                        "say where its data came from; name one with --dataset"
+                    )
+                if d1.sha256 != d2.sha256:
+                    raise RegistryError(
+                        f"{name} {v1} was trained on data sha256 {d1.sha256[:12]}, {v2} on "
+                        f"{(d2.sha256 or 'unknown')[:12]}: there is no common held-out set; name one with --dataset"
+                    )
+                if not d1.split or d1.split != d2.split:
+                    raise RegistryError(
+                        f"{name} {v1} and {v2} were split differently ({d1.split} vs {d2.split}): one's test rows "
+                        "are the other's training rows; name a dataset with --dataset"
+                    )
+                ds = load_dataset(d1.source, target if target is not None else d1.target)
+                if ds.sha256 != d1.sha256:
+                    raise DataError(
+                        f"{d1.source} now hashes to {ds.sha256[:12]}, the cards recorded {d1.sha256[:12]}: "
+                        "the data changed; name a dataset with --dataset"
+                    )
+                _, X, _, y = split(ds, test_size=float(d1.split["test_size"]), seed=int(d1.split["seed"]))
+                how = "held-out test split"
+            pipelines = []
+            for row, card, path in ((r1, c1, p1), (r2, c2, p2)):
+                if card.artifact.sha256 != row.sha256:
+                    where = self._rules.store.describe(row)
+                    raise IntegrityError(f"{where}: card sha256 differs from the one registered")
+                pipelines.append(load(path, policy=policy, trusted_keys=self.trusted_keys))
         # Scoring lives in toolkit.evaluate: the registry stores and checks, it does not score.
         paired = paired_scores(pipelines[0], pipelines[1], X, y, resamples=resamples, seed=seed)
         data = {"source": ds.source, "sha256": ds.sha256, "rows": len(y), "how": how}
@@ -709,450 +614,62 @@ class Registry:
 
     # -- internals ----------------------------------------------------------------------------
 
-    def _add_from(
-        self, src: ArtifactPaths, tmp: Path, tmp_root: Path, *, name: str | None, reason: str | None
-    ) -> tuple[str, str]:
-        from toolkit.artifact import read_card
-
-        # The card is read from our own copy, so what we check is what stays registered.
-        card_json = tmp / src.card_json.name
-        _copy_file(src.card_json, card_json)
-        card = read_card(card_json)
-        reg_name = validate_name(name if name is not None else card.name)
-        version = card.version
-        major, minor, patch = parse_version(version)
-        if card.artifact.file != src.model.name:
-            raise IntegrityError(
-                f"{src.card_json} describes {card.artifact.file!r}, not {src.model.name!r}; refusing to register it"
-            )
-        conn = self._db(write=True, create=True)
-        assert conn is not None
-        if self._row(conn, reg_name, version) is not None:  # fail before copying a large pickle
-            raise _duplicate(reg_name, version)
-        digest, size = _copy_file(src.model, tmp / src.model.name, hash_it=True)
-        if digest != card.artifact.sha256 or size != card.artifact.size:
-            raise IntegrityError(
-                f"checksum mismatch for {src.model}: card says sha256 {card.artifact.sha256} "
-                f"({card.artifact.size} bytes), file has {digest} ({size} bytes)"
-            )
-        _copy_file(src.card_md, tmp / src.card_md.name)
-        copy_signature(src, tmp, self.trusted_keys, known={tmp / src.model.name: digest})
-        for p in tmp.iterdir():
-            p.chmod(0o444)  # registered files are immutable; this keeps honest mistakes out
-        (tmp / _UNCOMMITTED).write_bytes(b"")
-        _files.fsync_dir(tmp)
-        metrics = {str(k): {str(m): float(v) for m, v in sec.items()} for k, sec in card.metrics.items()}
-        now, user = _now(), current_user()
-        parent = self.root / reg_name
-        final = parent / version
-        with write_transaction(conn):
-            if self._row(conn, reg_name, version) is not None:
-                raise _duplicate(reg_name, version)
-            parent.mkdir(exist_ok=True)
-            # Directories left by processes killed between rename and commit: no row points at them.
-            self._discard_orphans(conn, reg_name, parent, tmp_root)
-            if os.path.lexists(final):
-                if not _is_own_leftover(final):
-                    raise RegistryError(
-                        f"{final} holds files the index does not list (a registered version whose row is lost?); "
-                        f"not replacing them: run `toolkit registry recover --registry {self.root}`"
-                    )
-                _discard(final, tmp_root)
-            os.rename(tmp, final)  # files in place first ...
-            try:
-                _files.fsync_dir(parent)
-                _files.fsync_dir(self.root)
-                conn.execute(
-                    "INSERT INTO versions (name, version, major, minor, patch, status, model_file, sha256, size,"
-                    " metrics, data_sha256, registered_at, registered_by)"
-                    " VALUES (?, ?, ?, ?, ?, 'staging', ?, ?, ?, ?, ?, ?, ?)",
-                    (
-                        reg_name,
-                        version,
-                        major,
-                        minor,
-                        patch,
-                        src.model.name,
-                        digest,
-                        size,
-                        json.dumps(metrics, sort_keys=True),
-                        card.data.sha256 if card.data else None,
-                        now,
-                        user,
-                    ),
-                )
-                self._log(
-                    conn,
-                    reg_name,
-                    version,
-                    "register",
-                    None,
-                    "staging",
-                    reason,
-                    None if reg_name == card.name else f"card name {card.name!r}",
-                    now=now,
-                    user=user,
-                )
-            except BaseException:
-                # Still under the lock: take the directory back out of sight before rolling back.
-                _discard(final, tmp_root)
-                raise
-        # ... then the row, committed on leaving the block: a row never points at missing files.
-        # Only now is the directory no longer "ours to discard"; a kill before this unlink leaves
-        # a marker beside a row, which the row outranks (only rowless marked directories go).
-        with suppress(OSError):
-            (final / _UNCOMMITTED).unlink()
-            _files.fsync_dir(final)
-        return reg_name, version
-
-    def _discard_orphans(self, conn: sqlite3.Connection, name: str, parent: Path, tmp_root: Path) -> None:
-        # Called under the write lock, when nobody else can be renaming a version into place.
-        on_disk = [e.name for e in os.scandir(parent) if VERSION_RE.match(e.name)]
-        counted = conn.execute("SELECT versions FROM names WHERE name = ?", (name,)).fetchone()
-        if len(on_disk) <= (counted[0] if counted else 0):
-            return  # every row has its directory, so there is nothing extra (the common case: no listing of rows)
-        known = {r[0] for r in conn.execute("SELECT version FROM versions WHERE name = ?", (name,))}
-        for version in on_disk:
-            # Only what this registry staged and never committed; a directory without the
-            # marker is a registered version whose row is missing, and is never touched.
-            if version not in known and _is_own_leftover(parent / version):
-                _discard(parent / version, tmp_root)
-
-    def _db(self, *, write: bool, create: bool = False) -> sqlite3.Connection | None:
-        """The index connection: read-only for reads (no write access needed), read-write for writes.
-
-        Whatever the mode, an index that is missing or empty while registered version
-        directories exist is refused before anything is read or written.
-        """
-        if self._conn is not None and (self._writable or not write):
-            return self._conn
-        self.close()
-        if not (self.root / DB_FILE).exists():
-            self._refuse_lost_index("missing")
-        if write:
-            conn = connect(self.root, create=create)
-        else:
-            conn = connect_readonly(self.root)
-            if conn is not None and not has_schema(conn):
-                conn.close()  # an index killed while being created by an older toolkit: no tables yet
-                self._refuse_lost_index("empty")
-                return None
-        if conn is None:
-            return None
-        try:
-            if conn.execute("SELECT 1 FROM versions LIMIT 1").fetchone() is None:
-                self._refuse_lost_index("empty")
-        except BaseException:
-            conn.close()
-            raise
-        self._conn, self._writable = conn, write
-        return conn
-
-    def _refuse_lost_index(self, state: str) -> None:
-        found = _registered_dirs(self.root)
-        # A directory loses its marker only after its row is committed, so if the index has rows
-        # now, a concurrent add created or filled it between our look at it and the scan: not lost.
-        if found and not _index_has_rows(self.root):
-            example = found[0].relative_to(self.root)
-            raise RegistryError(
-                f"the registry index {self.root / DB_FILE} is {state} but {self.root} holds {len(found)} registered "
-                f"version director{'y' if len(found) == 1 else 'ies'} (e.g. {example}); refusing to use it: "
-                f"run `toolkit registry recover --registry {self.root}` to rebuild the index from their cards"
-            )
-
-    def _require_db(self, name: str, *, write: bool = False) -> sqlite3.Connection:
-        conn = self._db(write=write)
-        if conn is None:
-            raise _unknown_name(name, self.root)
-        return conn
-
-    def _row(self, conn: sqlite3.Connection, name: str, version: str) -> sqlite3.Row | None:
-        row: sqlite3.Row | None = conn.execute(
-            "SELECT * FROM versions WHERE name = ? AND version = ?", (name, version)
-        ).fetchone()
-        return row
-
-    def _existing_row(self, conn: sqlite3.Connection, name: str, version: str) -> sqlite3.Row:
-        row = self._row(conn, name, version)
-        if row is None:  # checked before the transaction; rows are never deleted
-            raise RegistryError(f"{name} has no version {version} in {self.root}")
-        return row
-
-    def _name_exists(self, conn: sqlite3.Connection, name: str) -> bool:
-        return conn.execute("SELECT 1 FROM versions WHERE name = ? LIMIT 1", (name,)).fetchone() is not None
-
-    def _production(self, conn: sqlite3.Connection, name: str) -> str | None:
-        row = conn.execute("SELECT version FROM versions WHERE name = ? AND status = 'production'", (name,)).fetchone()
-        return None if row is None else row[0]
-
-    def _entry(self, row: sqlite3.Row) -> Entry:
+    def _entry(self, row: VersionRow) -> Entry:
+        path = None if self.root is None else self.root / row.name / row.version / row.model_file
         return Entry(
-            name=row["name"],
-            version=row["version"],
-            status=row["status"],
-            path=self.root / row["name"] / row["version"] / row["model_file"],
-            sha256=row["sha256"],
-            size=row["size"],
-            metrics=json.loads(row["metrics"]),
-            data_sha256=row["data_sha256"],
-            registered_at=row["registered_at"],
-            registered_by=row["registered_by"],
-            rolled_back=bool(row["rolled_back"]),
+            name=row.name,
+            version=row.version,
+            status=row.status,
+            path=path,
+            location=self._rules.store.describe(row),
+            sha256=row.sha256,
+            size=row.size,
+            metrics=row.metrics,
+            data_sha256=row.data_sha256,
+            registered_at=row.registered_at,
+            registered_by=row.registered_by,
+            rolled_back=row.rolled_back,
         )
 
-    def _log(
-        self,
-        conn: sqlite3.Connection,
-        name: str,
-        version: str,
-        event: str,
-        from_status: str | None,
-        to_status: str,
-        reason: str | None,
-        detail: str | None,
-        *,
-        now: str,
-        user: str,
-    ) -> None:
-        conn.execute(
-            "INSERT INTO history (at, user, name, version, event, from_status, to_status, reason, detail)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (now, user, name, version, event, from_status, to_status, reason or None, detail),
+    def _audit(self, store: OciStore) -> Audit:
+        checked = 0
+        failed: list[tuple[str, str, str]] = []
+        retagged: list[str] = []
+        for summary in self._rules.names():
+            rows = self._rules.versions(summary.name)
+            for row in rows:
+                checked += 1
+                try:
+                    self._rules.verify_files(row)
+                except ToolkitError as e:
+                    failed.append((row.name, row.version, str(e)))
+            production = next((r for r in rows if r.status == "production"), None)
+            retagged += [str(t) for t in store.repair_tags(rows, production)]
+        return Audit(
+            location=self.location,
+            store=store.location,
+            checked=checked,
+            failed=tuple(failed),
+            retagged=tuple(retagged),
         )
 
-    def _best_by(self, conn: sqlite3.Connection, name: str, metric: str) -> tuple[str, str]:
-        section, key = parse_metric(metric)
-        best: tuple[float, tuple[int, int, int], str] | None = None
-        # Rolled-back versions are out: re-promoting one "because it scores best" would undo the rollback.
-        rows = conn.execute(
-            "SELECT version, major, minor, patch, metrics FROM versions WHERE name = ? AND rolled_back = 0", (name,)
-        ).fetchall()
-        if not rows and not self._name_exists(conn, name):
-            raise _unknown_name(name, self.root)
-        candidates = []
-        for r in rows:
-            value = json.loads(r["metrics"]).get(section, {}).get(key)
-            if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value):
-                continue
-            candidate = (float(value), (r["major"], r["minor"], r["patch"]), r["version"])
-            candidates.append(candidate)
-            # The tie rule (README): the best value wins; between equal values, the highest version.
-            if best is None or candidate[:2] > best[:2]:
-                best = candidate
-        if best is None:
-            raise RegistryError(f"no version of {name} records metric {section}.{key} (rolled-back versions excluded)")
-        detail = f"best by {section}.{key} = {best[0]:.6g}"
-        tied = sorted((c[1], c[2]) for c in candidates if c[0] == best[0])
-        if len(tied) > 1:
-            versions = ", ".join(v for _, v in tied)
-            detail += f"; tie on {section}.{key} {best[0]:.6g} between {versions}: the highest version wins"
-        return best[2], detail
 
-    def _rollback_target(self, conn: sqlite3.Connection, name: str) -> tuple[str, str]:
-        current = self._production(conn, name)
-        if current is None:
-            if not self._name_exists(conn, name):
-                raise _unknown_name(name, self.root)
-            raise RegistryError(f"{name} has no production version to roll back")
-        # Replay the history: each promote pushes, each rollback pops. The history is the
-        # record of what production was, so it (not a mutable column) decides "previous".
-        stack: list[str] = []
-        for event, version in conn.execute(
-            "SELECT event, version FROM history WHERE name = ? AND event IN ('promote', 'rollback') ORDER BY id",
-            (name,),
-        ):
-            if event == "promote":
-                stack.append(version)
-            elif stack:
-                stack.pop()
-        if len(stack) < 2 or stack[-1] != current:
-            raise RegistryError(f"{name} {current} has no earlier production version to roll back to")
-        return current, stack[-2]
-
-    def _check_artifact(self, entry: Entry, policy: str) -> None:
-        from toolkit.gate import check_env
-
-        # check_env verifies the checksum and the card first (IntegrityError), never unpickles.
-        report = check_env(entry.path, policy=policy, trusted_keys=self.trusted_keys)
-        if report.sha256 != entry.sha256:
-            # The joblib and its card were swapped together: consistent, but not what was registered.
-            raise IntegrityError(
-                f"{entry.path}: card sha256 {report.sha256} differs from the registered {entry.sha256}"
-            )
-        if not report.ok:
-            raise EnvironmentMismatch(
-                report.differences, policy=policy, detail=f"{entry.name} {entry.version} refused, production unchanged"
-            )
+def _checked(version: str) -> str:
+    parse_version(version)
+    return version
 
 
-def _duplicate(name: str, version: str) -> RegistryError:
-    return RegistryError(f"{name} {version} is already registered; a version is registered once (bump the version)")
-
-
-def _unknown_name(name: str, root: Path) -> RegistryError:
-    return RegistryError(f"no model named {name!r} in the registry {root}")
-
-
-def _now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
-def _copy_file(src: Path, dst: Path, *, hash_it: bool = False) -> tuple[str, int]:
-    h = hashlib.sha256() if hash_it else None
-    size = 0
-    # Same refusals as the loader: no symlinks, FIFOs or devices are copied in.
-    fd, _ = _files.open_regular(src, "artifact file")
-    with os.fdopen(fd, "rb") as fin, open(dst, "xb") as fout:
-        while True:
-            try:
-                chunk = fin.read(_COPY_CHUNK)
-            except OSError as e:
-                raise IntegrityError(f"artifact file unreadable: {src}: {e.strerror}") from e
-            if not chunk:
-                break
-            if h is not None:
-                h.update(chunk)
-            fout.write(chunk)
-            size += len(chunk)
-        fout.flush()
-        os.fsync(fout.fileno())
-    return (h.hexdigest() if h is not None else ""), size
-
-
-def _index_has_rows(root: Path) -> bool:
-    conn = connect_readonly(root)
-    if conn is None:
-        return False
-    try:
-        return has_schema(conn) and conn.execute("SELECT 1 FROM versions LIMIT 1").fetchone() is not None
-    finally:
-        conn.close()
-
-
-def _new_index(path: Path) -> sqlite3.Connection:
-    from toolkit._registry_db import BUSY_TIMEOUT_S, _configure, _ensure_schema
-
-    conn = sqlite3.connect(path, timeout=BUSY_TIMEOUT_S, isolation_level=None)
-    try:
-        _configure(conn)
-        _ensure_schema(conn, path)
-    except BaseException:
-        conn.close()
-        raise
-    return conn
-
-
-def _retire_index(db: Path) -> None:
-    # The empty index being replaced may still have a -wal file; SQLite would replay it
-    # into the new one, so fold it back first (and make the old file self-contained).
-    if db.exists():
-        with suppress(sqlite3.Error):
-            old = sqlite3.connect(db, isolation_level=None)
-            try:
-                old.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-                old.execute("PRAGMA journal_mode = DELETE")
-            finally:
-                old.close()
-    for side in (f"{db}-wal", f"{db}-shm"):
-        with suppress(FileNotFoundError):
-            os.unlink(side)
-
-
-def _own_leftovers(root: Path) -> list[Path]:
-    """Marked version directories: copies whose add may or may not have committed before a kill."""
-    found: list[Path] = []
-    with suppress(OSError):
-        for name_dir in sorted(root.iterdir()):
-            if is_name(name_dir.name) and name_dir.is_dir() and not name_dir.is_symlink():
-                found += [d for d in sorted(name_dir.iterdir()) if VERSION_RE.match(d.name) and _is_own_leftover(d)]
-    return found
-
-
-def _is_own_leftover(version_dir: Path) -> bool:
-    return os.path.lexists(version_dir / _UNCOMMITTED)
-
-
-def _registered_dirs(root: Path) -> list[Path]:
-    """Version directories (``<name>/<X.Y.Z>/``) that ``add`` committed: no ``.uncommitted`` marker."""
-    found: list[Path] = []
-    try:
-        names = sorted(e.name for e in os.scandir(root) if is_name(e.name) and e.is_dir(follow_symlinks=False))
-    except (FileNotFoundError, NotADirectoryError):
-        return found
-    except OSError as e:
-        raise RegistryError(f"cannot read the registry {root}: {e.strerror or e}") from e
-    for name in names:
-        with suppress(OSError):
-            for entry in sorted(os.scandir(root / name), key=lambda x: x.name):
-                if (
-                    VERSION_RE.match(entry.name)
-                    and entry.is_dir(follow_symlinks=False)
-                    and not _is_own_leftover(Path(entry.path))
-                ):
-                    found.append(Path(entry.path))
-    return found
-
-
-def _discard(path: Path, tmp_root: Path) -> None:
-    # Rename first (atomic: the version path is gone at once), delete at leisure.
-    trash = tmp_root / f"trash-{uuid.uuid4().hex}"
-    os.rename(path, trash)
-    shutil.rmtree(trash, ignore_errors=True)
-
-
-@contextmanager
-def _staging_dir(tmp_root: Path) -> Iterator[Path]:
-    """A private directory for one add, guarded by a held flock on ``<dir>.lock`` beside it.
-
-    The kernel drops the lock when its process dies (even by SIGKILL), so the next add
-    can tell a copy in flight from a dead one's leftovers without guessing from ages or pids.
-    """
-    fd, lock_path = tempfile.mkstemp(prefix="add-", suffix=_LOCK_SUFFIX, dir=tmp_root)
-    try:
-        if fcntl is not None:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # a brand-new file: never contended
-        tmp = Path(lock_path[: -len(_LOCK_SUFFIX)])
-        tmp.mkdir(mode=0o755)
-        try:
-            yield tmp
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)  # gone already when it was renamed into place
-    finally:
-        with suppress(FileNotFoundError):
-            os.unlink(lock_path)  # unlink before close: a sweeper never locks a file still in use
-        os.close(fd)
-
-
-def _sweep_stale(tmp_root: Path) -> None:
-    """Remove what killed processes left in ``.tmp``: unlocked copies, trash, and old strays."""
-    cutoff = time.time() - _STALE_TMP_S
-    for p in tmp_root.iterdir():
-        with suppress(OSError):
-            if p.name.endswith(_LOCK_SUFFIX):
-                _remove_if_abandoned(p)
-            elif p.name.startswith("trash-"):
-                shutil.rmtree(p, ignore_errors=True)
-            elif not os.path.lexists(f"{p}{_LOCK_SUFFIX}") and p.lstat().st_mtime < cutoff:
-                # No lock file to ask (its owner died between creating the two): only age tells.
-                if p.is_dir():
-                    shutil.rmtree(p, ignore_errors=True)
-                else:
-                    p.unlink()
-
-
-def _remove_if_abandoned(lock_path: Path) -> None:
-    if fcntl is None:
-        if lock_path.lstat().st_mtime < time.time() - _STALE_TMP_S:
-            shutil.rmtree(str(lock_path)[: -len(_LOCK_SUFFIX)], ignore_errors=True)
-            lock_path.unlink()
-        return
-    fd = os.open(lock_path, os.O_RDWR | os.O_NOFOLLOW)
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            return  # its owner is alive and copying
-        shutil.rmtree(str(lock_path)[: -len(_LOCK_SUFFIX)], ignore_errors=True)
-        lock_path.unlink()
-    finally:
-        os.close(fd)
+def _event(e: HistoryRow) -> Event:
+    assert e.id is not None
+    return Event(
+        id=e.id,
+        at=e.at,
+        user=e.user,
+        name=e.name,
+        version=e.version,
+        event=e.event,
+        from_status=e.from_status,
+        to_status=e.to_status,
+        reason=e.reason,
+        detail=e.detail,
+    )

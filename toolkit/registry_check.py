@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from toolkit.errors import EnvironmentMismatch, IntegrityError
+from toolkit.errors import EnvironmentMismatch, IntegrityError, UsageError
 from toolkit.policy import validate_policy
 
 if TYPE_CHECKING:
@@ -99,10 +99,16 @@ def check_registry(
     """Run the gate on every registered version (or NAME's), newest first within each name.
 
     Raises:
-        UsageError: an unknown policy or an unreadable trusted key.
+        UsageError: an unknown policy or an unreadable trusted key; a team registry.
         RegistryError: NAME is invalid or unknown; the index cannot be read.
     """
     validate_policy(policy)
+    if registry.root is None:
+        # The gate reads local files; a team registry's live in its OCI store (not checked here yet).
+        raise UsageError(
+            "registry check runs on a directory registry; on a team registry, `registry recover` pulls and "
+            "verifies every version"
+        )
     if name is not None:
         entries = registry.list_versions(name)
     else:
@@ -128,6 +134,7 @@ def same_bytes(registry: Registry, entry: Entry) -> list[str]:
 def _check(entry: Entry, policy: str, trusted_keys: TrustedKeys) -> VersionCheck:
     from toolkit.gate import check_env
 
+    assert entry.path is not None  # check_registry refuses registries without local files
     common: dict[str, Any] = {"name": entry.name, "version": entry.version, "status": entry.status, "path": entry.path}
     try:
         report = check_env(entry.path, policy=policy, trusted_keys=trusted_keys)

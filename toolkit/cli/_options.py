@@ -9,6 +9,7 @@ from typing import Annotated
 import typer
 
 __all__ = [
+    "AnyRegistryOpt",
     "ArtifactArg",
     "ArtifactRefArg",
     "ConfigOpt",
@@ -24,6 +25,7 @@ __all__ = [
     "RegisterOpt",
     "RegistryOpt",
     "SignKeyOpt",
+    "StoreOpt",
     "TargetOpt",
     "TrustedKeyOpt",
     "VerifyPredictionsOpt",
@@ -81,6 +83,25 @@ InsecureOpt = Annotated[
 RegistryOpt = Annotated[
     Path | None,
     typer.Option("--registry", help="Registry root (default: $TOOLKIT_REGISTRY, else ./models).", show_default=False),
+]
+# The registry commands also take a team registry; `train` registers into a directory.
+AnyRegistryOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--registry",
+        help="Registry: a directory, or postgresql://USER@HOST:PORT/DB for a team's (default: $TOOLKIT_REGISTRY, "
+        "else ./models).",
+        show_default=False,
+    ),
+]
+StoreOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--store",
+        metavar="oci://HOST[:PORT]/REPO",
+        help="A team registry's artifact store (default: $TOOLKIT_STORE).",
+        show_default=False,
+    ),
 ]
 
 # `toolkit train` and `toolkit image train` take the same training options.

@@ -157,6 +157,10 @@ def train(
         if registry_obj is not None:
             with registry_obj:
                 entry = registry_obj.add(staged)
+            if entry.path is None:  # only a team registry stores no local file; _registry_for is a directory's
+                from toolkit.errors import RegistryError
+
+                raise RegistryError(f"registered {entry.name} {entry.version}, but the registry kept no local file")
             final = Path(entry.path)
             how = f"{entry.status}, signed" if signed is not None else entry.status
             closing = f"registered {entry.name} {entry.version} ({how}) in {registry_obj.root}"

@@ -1,4 +1,4 @@
-"""``toolkit registry ...``: add, list, show, promote, rollback, compare, check, history, recover.
+"""``toolkit registry ...``: add, list, show, promote, rollback, compare, check, history, recover, migrate.
 
 Every string that came from a card, the index or the user is printed through ``safe``/``plain``
 (cli._common): never as rich markup, never with its control characters.
@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from toolkit.cli._common import ToolkitGroup, app, err, out, plain, print_json, safe
-from toolkit.cli._options import ArtifactArg, JsonOpt, Policy, RegistryOpt, TrustedKeyOpt
+from toolkit.cli._options import AnyRegistryOpt, ArtifactArg, JsonOpt, Policy, StoreOpt, TrustedKeyOpt
 from toolkit.errors import IntegrityError, ToolkitError
 
 if TYPE_CHECKING:
@@ -48,20 +48,23 @@ def add(
     artifact: ArtifactArg,
     name: Annotated[str | None, typer.Option(help="Register under this name instead of the card's.")] = None,
     reason: ReasonOpt = None,
-    registry: RegistryOpt = None,
+    registry: AnyRegistryOpt = None,
+    store: StoreOpt = None,
     trusted_key: TrustedKeyOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Copy an artifact in as staging, verifying its checksum on the way in."""
     from toolkit.registry_check import same_bytes
 
-    with _opened(registry, as_json, trusted_key) as reg:
+    with _opened(registry, as_json, trusted_key, store=store) as reg:
         entry = reg.add(artifact, name=name, reason=reason)
         twins = same_bytes(reg, entry)
         if as_json:
             print_json({**entry.to_dict(), "same_bytes_as": twins})
         else:
-            out.print(plain(f"registered {entry.name} {entry.version} as {entry.status}: {entry.path}"), markup=False)
+            out.print(
+                plain(f"registered {entry.name} {entry.version} as {entry.status}: {entry.location}"), markup=False
+            )
         if twins and not as_json:
             err.print(
                 plain(
@@ -81,20 +84,21 @@ def list_(
             help=f"Newest N versions (table default {_DEFAULT_LIMIT}, JSON default all; 0 = all).", show_default=False
         ),
     ] = None,
-    registry: RegistryOpt = None,
+    registry: AnyRegistryOpt = None,
+    store: StoreOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Names with their production and latest version, or one name's versions (newest first)."""
-    with _opened(registry, as_json) as reg:
+    with _opened(registry, as_json, store=store) as reg:
         if name is None:
             names = reg.list_names()
             if as_json:
                 print_json([n.to_dict() for n in names])
                 return
             if not names:
-                out.print(plain(f"no models registered in {reg.root}"), markup=False)
+                out.print(plain(f"no models registered in {reg.location}"), markup=False)
                 return
-            table = _table("name", "versions", "production", "latest", title=f"registry {reg.root}")
+            table = _table("name", "versions", "production", "latest", title=f"registry {reg.location}")
             for n in names:
                 _add_row(table, n.name, str(n.versions), n.production or "-", n.latest)
             out.print(table)
@@ -128,25 +132,33 @@ def list_(
 def show(
     name: NameArg,
     version: Annotated[str | None, typer.Argument(help="Default: the production version, else the latest.")] = None,
-    registry: RegistryOpt = None,
+    registry: AnyRegistryOpt = None,
+    store: StoreOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """One version: status, files, checksum, metrics and what its card says."""
-    from toolkit.artifact import read_card
-
-    with _opened(registry, as_json) as reg:
+    """One version: status, files, checksum, metrics and what its card says (and any store tag that disagrees)."""
+    with _opened(registry, as_json, store=store) as reg:
         entry = reg.get(name, version)
         card, card_error = None, None
         try:
-            card = read_card(entry.path)
+            card = reg.read_card(entry)
         except ToolkitError as e:  # show what the index knows even when the files are broken
             card_error = str(e)
+        # Tags are pointers anyone can move; the index is the truth, and says so when they differ.
+        tags = [str(t) for t in reg.disagreements(entry)]
         if as_json:
-            print_json({**entry.to_dict(), "card": card.to_dict() if card else None, "card_error": card_error})
+            print_json(
+                {
+                    **entry.to_dict(),
+                    "card": card.to_dict() if card else None,
+                    "card_error": card_error,
+                    "tag_disagreements": tags,
+                }
+            )
             return
         table = _table("field", "value", show_header=False, title=f"{entry.name} {entry.version}")
         _add_row(table, "status", _status(entry))
-        _add_row(table, "path", str(entry.path))
+        _add_row(table, "path" if entry.path is not None else "location", entry.location)
         _add_row(table, "sha256", f"{entry.sha256} ({entry.size} bytes)")
         _add_row(table, "registered", f"{entry.registered_at} by {entry.registered_by}")
         if card is not None:
@@ -170,6 +182,8 @@ def show(
             _add_row(table, "card", f"unreadable: {card_error}")
         for section, values in sorted(entry.metrics.items()):
             _add_row(table, f"metrics {section}", ", ".join(f"{k} {_num(v)}" for k, v in sorted(values.items())))
+        for tag in tags:
+            _add_row(table, "warning", f"{tag} (the index is the truth; `registry recover` re-points it)")
         out.print(table)
 
 
@@ -187,13 +201,16 @@ def promote(
     ] = None,
     policy: PolicyOpt = Policy.compatible,
     reason: ReasonOpt = None,
-    registry: RegistryOpt = None,
+    registry: AnyRegistryOpt = None,
+    store: StoreOpt = None,
     trusted_key: TrustedKeyOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Make a version production (checksum and environment checked first); the old one is archived."""
-    with _opened(registry, as_json, trusted_key) as reg:
+    with _opened(registry, as_json, trusted_key, store=store) as reg:
         change = reg.promote(name, version, best_by=best_by, policy=policy.value, reason=reason)
+        if change.warning:
+            err.print(plain(f"warning: {change.warning}"), markup=False)
         if as_json:
             print_json(change.to_dict())
         elif not change.changed:
@@ -208,13 +225,16 @@ def rollback(
     name: NameArg,
     policy: PolicyOpt = Policy.compatible,
     reason: ReasonOpt = None,
-    registry: RegistryOpt = None,
+    registry: AnyRegistryOpt = None,
+    store: StoreOpt = None,
     trusted_key: TrustedKeyOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Production goes back to the previous production version; the current one is marked rolled back."""
-    with _opened(registry, as_json, trusted_key) as reg:
+    with _opened(registry, as_json, trusted_key, store=store) as reg:
         change = reg.rollback(name, policy=policy.value, reason=reason)
+        if change.warning:
+            err.print(plain(f"warning: {change.warning}"), markup=False)
         if as_json:
             print_json(change.to_dict())
         else:
@@ -238,12 +258,13 @@ def compare(
         int, typer.Option(min=0, help="Paired bootstrap resamples for each difference's 95% interval (0: none).")
     ] = 1000,
     seed: Annotated[int, typer.Option(help="Seed of the bootstrap (the same seed gives the same interval).")] = 0,
-    registry: RegistryOpt = None,
+    registry: AnyRegistryOpt = None,
+    store: StoreOpt = None,
     trusted_key: TrustedKeyOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Re-score two versions on the same held-out data; each difference with a paired bootstrap 95% interval."""
-    with _opened(registry, as_json, trusted_key) as reg:
+    with _opened(registry, as_json, trusted_key, store=store) as reg:
         result = reg.compare(
             name, v1, v2, dataset=dataset, target=target, policy=policy.value, resamples=resamples, seed=seed
         )
@@ -289,7 +310,8 @@ def check(
         Policy,
         typer.Option(help="compatible: would it load (what the pickle needs); strict: everything equal."),
     ] = Policy.compatible,
-    registry: RegistryOpt = None,
+    registry: AnyRegistryOpt = None,
+    store: StoreOpt = None,
     trusted_key: TrustedKeyOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
@@ -299,7 +321,7 @@ def check(
     """
     from toolkit.registry_check import check_registry
 
-    with _opened(registry, as_json, trusted_key) as reg:
+    with _opened(registry, as_json, trusted_key, store=store) as reg:
         result = check_registry(reg, name, policy=policy.value, trusted_keys=trusted_key)
     if as_json:
         print_json(result.to_dict())
@@ -329,9 +351,9 @@ def check(
 
 
 @registry_app.command("history")
-def history(name: NameArg, registry: RegistryOpt = None, as_json: JsonOpt = False) -> None:
+def history(name: NameArg, registry: AnyRegistryOpt = None, store: StoreOpt = None, as_json: JsonOpt = False) -> None:
     """Every register, promote, archive and rollback of NAME, oldest first (append-only)."""
-    with _opened(registry, as_json) as reg:
+    with _opened(registry, as_json, store=store) as reg:
         events = reg.history(name)
         if as_json:
             print_json([e.to_dict() for e in events])
@@ -358,13 +380,16 @@ def history(name: NameArg, registry: RegistryOpt = None, as_json: JsonOpt = Fals
 
 
 @registry_app.command("recover")
-def recover(registry: RegistryOpt = None, as_json: JsonOpt = False) -> None:
-    """Rebuild a missing or empty index from the cards on disk (every version back as staging).
+def recover(registry: AnyRegistryOpt = None, store: StoreOpt = None, as_json: JsonOpt = False) -> None:
+    """A directory: rebuild a missing or empty index from the cards on disk (every version back as staging).
+    A team registry: pull and verify every version's artifact, and re-point store tags that drifted.
 
-    The old statuses and history are not on disk and are gone; versions whose files fail
-    their checksum are reported, left in place and left out (exit 3).
+    In a directory the old statuses and history are not on disk and are gone; versions whose files
+    fail their checksum are reported, left in place and left out (exit 3).
     """
-    with _opened(registry, as_json) as reg:
+    from toolkit.registry import Audit
+
+    with _opened(registry, as_json, store=store) as reg:
         result = reg.recover()
         if as_json:
             # One object either way; with failures it is the integrity exit, without a second object.
@@ -372,18 +397,32 @@ def recover(registry: RegistryOpt = None, as_json: JsonOpt = False) -> None:
             if result.failed:
                 raise typer.Exit(IntegrityError.exit_code)
             return
-        else:
-            n = len(result.recovered)
+        if isinstance(result, Audit):
             out.print(
                 plain(
-                    f"rebuilt the index of {result.root} from the cards on disk: {n} version{'s' if n != 1 else ''} "
-                    "back as staging. The old history (statuses, promotions, rollbacks) is gone: promote the "
-                    "production version again."
+                    f"checked {result.checked} version{'s' if result.checked != 1 else ''} of {result.location}: "
+                    f"{result.checked - len(result.failed)} pulled from {result.store} and verified"
                 ),
                 markup=False,
             )
-            for path, error in result.failed:
-                out.print(plain(f"not recovered (left in place): {path}: {error}"), markup=False)
+            for line in result.retagged:
+                out.print(plain(f"re-pointed: {line}"), markup=False)
+            for failed_name, failed_version, error in result.failed:
+                out.print(plain(f"FAILED {failed_name} {failed_version}: {error}"), markup=False)
+            if result.failed:
+                raise IntegrityError(f"{len(result.failed)} registered version(s) failed verification in the store")
+            return
+        n = len(result.recovered)
+        out.print(
+            plain(
+                f"rebuilt the index of {result.root} from the cards on disk: {n} version{'s' if n != 1 else ''} "
+                "back as staging. The old history (statuses, promotions, rollbacks) is gone: promote the "
+                "production version again."
+            ),
+            markup=False,
+        )
+        for path, error in result.failed:
+            out.print(plain(f"not recovered (left in place): {path}: {error}"), markup=False)
         if result.failed:
             raise IntegrityError(
                 f"{len(result.failed)} version director{'y' if len(result.failed) == 1 else 'ies'} failed verification "
@@ -391,11 +430,49 @@ def recover(registry: RegistryOpt = None, as_json: JsonOpt = False) -> None:
             )
 
 
+@registry_app.command("migrate")
+def migrate(
+    source: Annotated[Path, typer.Option("--from", help="The local registry directory to move.", show_default=False)],
+    to: Annotated[
+        str | None,
+        typer.Option(
+            "--to",
+            metavar="postgresql://USER@HOST:PORT/DB",
+            help="The team registry (default: $TOOLKIT_REGISTRY).",
+            show_default=False,
+        ),
+    ] = None,
+    store: StoreOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Move a local registry (versions, stages, history, files) into a team registry; safe to run twice."""
+    with _opened(to, as_json, store=store) as reg:
+        result = reg.migrate_from(source)
+        if as_json:
+            print_json(result.to_dict())
+            return
+        out.print(
+            plain(
+                f"migrated {len(result.migrated)} name(s) ({result.versions} versions, {result.events} history events) "
+                f"from {result.source} into {result.target}"
+                + (f"; already there, unchanged: {', '.join(result.unchanged)}" if result.unchanged else "")
+            ),
+            markup=False,
+        )
+
+
 @contextmanager
-def _opened(root: Path | None, as_json: bool, trusted_keys: list[Path] | None = None) -> Iterator[Registry]:
+def _opened(
+    root: str | None, as_json: bool, trusted_keys: list[Path] | None = None, *, store: str | None = None
+) -> Iterator[Registry]:
     from toolkit.registry import Registry, resolve_root
 
-    reg = Registry(resolve_root(root), trusted_keys=trusted_keys)
+    try:
+        reg = Registry(resolve_root(root), store=store, trusted_keys=trusted_keys)
+    except ToolkitError as e:
+        if as_json:
+            print_json({"ok": False, "exit_code": e.exit_code, "error": str(e)})
+        raise
     try:
         yield reg
     except ToolkitError as e:

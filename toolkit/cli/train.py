@@ -91,7 +91,7 @@ def train(
     if registry_obj is not None:
         with registry_obj:
             entry = registry_obj.add(result.path)
-    final = Path(entry.path) if entry is not None else path
+    final = entry.path if entry is not None and entry.path is not None else path
     if quiet:
         out.print(str(final), markup=False)
         return
