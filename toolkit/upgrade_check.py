@@ -63,6 +63,10 @@ def select(registry: Path, *, name: str | None = None, stage: str = "production"
         for each in names:
             for entry in reversed(reg.list_versions(each)):
                 if entry.status in wanted:
+                    if entry.path is None:
+                        raise UsageError(
+                            f"{entry.name} {entry.version}: not a local file; upgrade-check needs a directory registry"
+                        )
                     chosen.append(
                         Selected(name=entry.name, version=entry.version, status=entry.status, path=entry.path)
                     )

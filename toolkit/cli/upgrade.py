@@ -74,10 +74,13 @@ def upgrade_check(
     if stage not in STAGES:
         raise UsageError(f"--stage: unknown stage {stage!r}; choose one of {', '.join(STAGES)}")
     base = resolve_base_image(base_image, base_file=context / ".cache" / "base-image")
+    root = resolve_root(registry)
+    if not isinstance(root, Path):
+        raise UsageError(f"upgrade-check needs a registry directory (mounted into the candidate image), not {root}")
     with _progress() as emit:
         report = run(
             lock,
-            registry=resolve_root(registry),
+            registry=root,
             base_image=base,
             name=name,
             stage=stage,
@@ -145,7 +148,7 @@ def retrain(
             with registry_obj:
                 entry = registry_obj.add(path, reason=f"retrained from {result.parent.name}@{result.parent.version}")
             err.print(f"registered {entry.name} {entry.version} ({entry.status}) in {registry_obj.root}", markup=False)
-            path = entry.path
+            path = entry.path or path
     if as_json:
         print_json({**result.to_dict(), "path": str(path), "registered": registry_obj is not None})
         return
