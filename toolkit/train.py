@@ -33,7 +33,7 @@ from toolkit.source_date import source_date_epoch
 if TYPE_CHECKING:
     import pandas as pd
 
-    from toolkit.card import ModelCard, Training
+    from toolkit.card import Lineage, ModelCard, Training
 
 __all__ = [
     "DEFAULT_PARAMS",
@@ -116,8 +116,9 @@ class TrainResult:
     timings: dict[str, float] = field(default_factory=dict)  # seconds per stage
 
 
-def train(config: TrainConfig, *, progress: Progress | None = None) -> TrainResult:
-    """Run the whole job for ``config``: data, split, CV, fit, evaluate, save.
+def train(config: TrainConfig, *, progress: Progress | None = None, lineage: Lineage | None = None) -> TrainResult:
+    """Run the whole job for ``config``: data, split, CV, fit, evaluate, save (with ``lineage``
+    when it is a retrain of another model).
 
     Everything that can be checked before fitting is: a dataset this accepts yields a card
     the toolkit accepts, and the artifact can be written where it is going.
@@ -170,6 +171,7 @@ def train(config: TrainConfig, *, progress: Progress | None = None) -> TrainResu
         path=path,
         progress=emit,
         timings=timings,
+        lineage=lineage,
     )
     return result
 
@@ -184,6 +186,7 @@ def fit_and_save(
     path: Path,
     progress: Progress | None = None,
     timings: dict[str, float] | None = None,
+    lineage: Lineage | None = None,
 ) -> TrainResult:
     """Fit ``pipeline`` on the training part, score it on the test part and save it with its card."""
     from toolkit import artifact
@@ -226,6 +229,7 @@ def fit_and_save(
             limitations=config.limitations,
             author=config.author,
             training=training_recipe(config, dataset, pipeline[-1]),
+            lineage=lineage,
         )
         note(str(path))
     return TrainResult(path=path, card=card, dataset=dataset, metrics=metrics, timings=timings)

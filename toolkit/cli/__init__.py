@@ -30,6 +30,8 @@ _MODULE_OF = {
     "push": "oci",
     "pull": "oci",
     "data": "data",
+    "upgrade-check": "upgrade",
+    "retrain": "upgrade",
 }
 
 

@@ -333,6 +333,93 @@ def run(
     raise typer.Exit(code)
 
 
+@image_app.command("retrain")
+def retrain(
+    artifact: ArtifactRefArg,
+    version: Annotated[str, typer.Option("--version", help="The new version, X.Y.Z.")],
+    image: ImageOpt = None,
+    dataset: Annotated[
+        str | None, typer.Option(help="The training data, if not where the card's recipe found it (same sha256).")
+    ] = None,
+    registry: RegistryOpt = None,
+    register: Annotated[
+        bool, typer.Option("--register/--no-register", help="Register as staging (default yes).")
+    ] = True,
+    out_dir: Annotated[Path | None, typer.Option("--out", help="Where to write it when not registering.")] = None,
+    trusted_key: TrustedKeyOpt = None,
+) -> None:
+    """Retrain ARTIFACT from its card's recipe inside the image (network off), then register it on the host."""
+    from toolkit.artifact import verify
+    from toolkit.docker import resolve_image, train_in_container
+    from toolkit.identifiers import parse_version
+    from toolkit.registry import Registry, resolve_root
+
+    parse_version(version)
+    model = artifact_arg(artifact, registry)
+    card = verify(model, trusted_keys=trusted_key)  # with trust, the signature here on the host
+    registry_obj = Registry(resolve_root(registry)) if register else None
+    if registry_obj is not None:  # a duplicate fails before minutes of training, not after
+        with registry_obj:
+            registry_obj.require_unregistered(card.name, version)
+    args = [str(model), "--version", version]
+    inputs = [model]
+    if dataset is not None:
+        args += ["--dataset", dataset]
+        if not dataset.startswith("builtin:"):
+            inputs.append(Path(dataset))
+    staging = Path(tempfile.mkdtemp(prefix="toolkit-image-retrain-"))
+    try:
+        staged = train_in_container(
+            resolve_image(image), args, staging=staging, inputs=inputs, on_output=_passthrough, command="retrain"
+        )
+        if registry_obj is not None:
+            with registry_obj:
+                entry = registry_obj.add(staged, reason=f"retrained from {card.name}@{card.version} in the image")
+            err.print(f"registered {entry.name} {entry.version} ({entry.status}) in {registry_obj.root}", markup=False)
+            out.print(str(entry.path), markup=False)
+        else:
+            final = _move_artifact(staged, out_dir or Path("out"))
+            out.print(str(final), markup=False)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+@image_app.command("rebuild")
+def rebuild(
+    artifact: ArtifactRefArg,
+    tag: Annotated[
+        str | None, typer.Option(help="Also tag the rebuilt image so (default: toolkit-runtime:<key>).")
+    ] = None,
+    context: Annotated[Path, typer.Option(help="The repository root: Dockerfile, pyproject.toml, toolkit/.")] = Path(),
+    wheelhouse: Annotated[
+        Path | None, typer.Option(help="Where the card's locked wheels are downloaded (default CONTEXT/wheelhouse).")
+    ] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No build progress.")] = False,
+    trusted_key: TrustedKeyOpt = None,
+    registry: RegistryOpt = None,
+) -> None:
+    """Rebuild ARTIFACT's runtime from its card alone (base digest + the card's lock), then gate it
+    inside under strict: 0 it passes, 1 it still differs, 2 the card has nothing to rebuild from."""
+    from toolkit.runtime_image import rebuild as run
+
+    def progress(text: str) -> None:
+        sys.stderr.write(text)
+        sys.stderr.flush()
+
+    result = run(
+        artifact_arg(artifact, registry),
+        tag=tag,
+        context=context,
+        wheelhouse=wheelhouse,
+        on_progress=None if quiet else progress,
+        on_output=_passthrough,
+        trusted_keys=trusted_key,
+    )
+    how = "reused (cache hit)" if result.image.cached else f"built in {result.image.seconds:.1f}s"
+    err.print(f"runtime {result.image.tag} ({result.image.image_id[:19]}) {how}", markup=False)
+    raise typer.Exit(result.exit_code)
+
+
 # --- helpers -------------------------------------------------------------------------------
 
 

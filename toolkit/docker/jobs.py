@@ -173,8 +173,11 @@ def train_in_container(
     on_output: OutputCallback | None = None,
     tty: bool = False,
     client: Any | None = None,
+    command: str = "train",
 ) -> Path:
     """Run ``toolkit train --out /out --no-register TRAIN_ARGS`` in ``image``; return the staged .joblib.
+
+    ``command="retrain"`` runs ``toolkit retrain`` the same way (its ARTIFACT listed in ``inputs``).
 
     ``staging`` (an empty host directory) is mounted at /out; ``workdir`` read-only at /work, so
     relative paths in the arguments and configs mean what they mean on the host; each path in
@@ -212,7 +215,7 @@ def train_in_container(
         result = run(
             client or connect(),
             image,
-            ["train", "--out", "/out", "--no-register", *args],
+            [command, "--out", "/out", "--no-register", *args],
             mounts=mounts,
             user=user,
             environment=environment,
