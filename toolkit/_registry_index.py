@@ -27,6 +27,7 @@ __all__ = [
     "IndexWriter",
     "NameRow",
     "VersionRow",
+    "is_postgres_url",
 ]
 
 STATUSES = ("staging", "production", "archived")
@@ -207,3 +208,15 @@ class EmptyReader:
 
     def tied(self, name: str, section: str, key: str, value: float) -> list[str]:
         return []
+
+
+_URL_PREFIXES = ("postgresql://", "postgres://")
+
+
+def is_postgres_url(value: object) -> bool:
+    """Whether ``--registry``/``TOOLKIT_REGISTRY`` names a PostgreSQL server rather than a directory.
+
+    Here, not in ``_registry_pg``: telling the two apart must not import psycopg (an old stack or
+    a lean serving host has none and still reads a directory registry).
+    """
+    return isinstance(value, str) and value.startswith(_URL_PREFIXES)

@@ -32,7 +32,15 @@ from psycopg import errors as pgerrors
 from psycopg.conninfo import conninfo_to_dict
 from psycopg.rows import dict_row
 
-from toolkit._registry_index import DuplicateVersion, EmptyReader, HistoryRow, IndexReader, NameRow, VersionRow
+from toolkit._registry_index import (
+    DuplicateVersion,
+    EmptyReader,
+    HistoryRow,
+    IndexReader,
+    NameRow,
+    VersionRow,
+    is_postgres_url,
+)
 from toolkit.errors import RegistryError, RemoteError, UsageError
 
 __all__ = [
@@ -51,7 +59,6 @@ CONNECT_TIMEOUT_S = 5
 # Writers hold a name's lock for milliseconds (files are stored before it is taken),
 # so a long wait means something is wrong rather than busy.
 LOCK_TIMEOUT_S = 60
-_URL_PREFIXES = ("postgresql://", "postgres://")
 # One constant key for "creating the schema": every first-use process queues on it.
 _SCHEMA_LOCK_KEY = 0x746F6F6C6B6974  # "toolkit"
 
@@ -149,11 +156,6 @@ _VERSION_COLUMNS = (
     " metrics, data_sha256, registered_at, registered_by, store_ref"
 )
 _ORDER_NEWEST = "major DESC, minor DESC, patch DESC"
-
-
-def is_postgres_url(value: object) -> bool:
-    """Whether ``--registry``/``TOOLKIT_REGISTRY`` names a PostgreSQL server rather than a directory."""
-    return isinstance(value, str) and value.startswith(_URL_PREFIXES)
 
 
 def describe(url: str) -> str:

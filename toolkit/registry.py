@@ -36,9 +36,7 @@ from typing import TYPE_CHECKING, Any
 
 from toolkit._registry_db import ReadOnlyRegistry
 from toolkit._registry_dirstore import DirStore
-from toolkit._registry_index import HistoryRow, VersionRow
-from toolkit._registry_pg import describe as describe_postgres
-from toolkit._registry_pg import is_postgres_url
+from toolkit._registry_index import HistoryRow, VersionRow, is_postgres_url
 from toolkit._registry_rules import Rules
 from toolkit._registry_sqlite import SqliteIndex
 from toolkit._registry_store import TagState
@@ -272,6 +270,7 @@ class Registry:
         if is_postgres_url(text):
             from toolkit._registry_ocistore import OciStore, is_oci_url
             from toolkit._registry_pg import PgIndex
+            from toolkit._registry_pg import describe as describe_postgres
 
             store = resolve_store(store)
             if store is None or not is_oci_url(store):
