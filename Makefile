@@ -7,6 +7,9 @@ WHEELHOUSE := wheelhouse
 
 # Only PyPI and the lock decide what gets installed: ignore machine-wide pip config
 # (extra indexes, find-links) so every machine resolves the same files.
+# A make run inside another (CI's make test, a test running make train) prints no
+# "Entering directory" lines: what the user reads is the toolkit's own story.
+MAKEFLAGS += --no-print-directory
 export PIP_CONFIG_FILE := /dev/null
 unexport PIP_FIND_LINKS
 export PIP_DISABLE_PIP_VERSION_CHECK := 1

@@ -61,7 +61,8 @@ def make_train(clone: Path, base_ref: str, tmp_path_factory: pytest.TempPathFact
         f"BASE_IMAGE={base_ref} 'TOOLKIT={sys.executable} -m toolkit'"
     )
     env = {**os.environ, "PYTHONPATH": str(clone), "SOURCE_DATE_EPOCH": EPOCH, "TERM": "xterm-256color"}
-    for name in ("CI", "COLUMNS", "NO_COLOR", "V"):
+    # As a user at a terminal runs it: not as a sub-make of `make test` (no MAKELEVEL, no flags).
+    for name in ("CI", "COLUMNS", "NO_COLOR", "V", "MAKEFLAGS", "MAKELEVEL", "MFLAGS"):
         env.pop(name, None)
     done = subprocess.run(
         ["script", "-qec", make, "/dev/null"],

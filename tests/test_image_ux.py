@@ -215,7 +215,8 @@ def test_make_check_env_uses_the_image_there_is() -> None:
         capture_output=True,
         text=True,
         check=True,
-        env={**os.environ, "MAKEFLAGS": ""},
+        # As a user runs it: not as a sub-make of `make test` (no MAKELEVEL, no inherited flags).
+        env={k: v for k, v in os.environ.items() if k not in ("MAKEFLAGS", "MAKELEVEL", "MFLAGS")},
     )
     # The gate runs in the image that exists; a build only when there is none, and it says so.
     guard = dry.stdout.index("docker image inspect toolkit:imageux-none")

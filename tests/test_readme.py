@@ -54,7 +54,9 @@ def test_every_readme_command_runs_in_a_fresh_clone(tmp_path: Path) -> None:
         "TOOLKIT_REGISTRY": "",
         "PYTHONDONTWRITEBYTECODE": "1",
     }
-    env.pop("TOOLKIT_TRUSTED_KEYS", None)
+    # A reader's shell: no trust configured, and not a sub-make of `make test`.
+    for name in ("TOOLKIT_TRUSTED_KEYS", "MAKEFLAGS", "MAKELEVEL", "MFLAGS"):
+        env.pop(name, None)
     # One shell for the whole walk-through, as a reader's terminal: each command's exit code is
     # printed after a marker so it can be checked against the README's comment.
     script = "".join(f'{command}\necho "@@exit $? {i}"\n' for i, (command, _) in enumerate(commands))
