@@ -72,6 +72,21 @@ class HistoryRow:
     reason: str | None
     detail: str | None
 
+    def insert_values(self) -> tuple[Any, ...]:
+        """The row as both indexes insert it: (at, user, name, version, event, from_status,
+        to_status, reason, detail); an empty reason is stored as NULL."""
+        return (
+            self.at,
+            self.user,
+            self.name,
+            self.version,
+            self.event,
+            self.from_status,
+            self.to_status,
+            self.reason or None,
+            self.detail,
+        )
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "id": self.id,

@@ -449,17 +449,7 @@ class _PgWriter(_PgReader):
         self._cur.execute(
             f'INSERT INTO {SCHEMA}.history (at, "user", name, version, event, from_status, to_status, reason, detail)'
             " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)",
-            (
-                event.at,
-                event.user,
-                event.name,
-                event.version,
-                event.event,
-                event.from_status,
-                event.to_status,
-                event.reason or None,
-                event.detail,
-            ),
+            event.insert_values(),
         )
 
 

@@ -231,17 +231,7 @@ class _SqliteWriter(_SqliteReader):
         self._conn.execute(
             "INSERT INTO history (at, user, name, version, event, from_status, to_status, reason, detail)"
             " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (
-                event.at,
-                event.user,
-                event.name,
-                event.version,
-                event.event,
-                event.from_status,
-                event.to_status,
-                event.reason or None,
-                event.detail,
-            ),
+            event.insert_values(),
         )
 
 
