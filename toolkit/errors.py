@@ -18,6 +18,7 @@ __all__ = [
     "InvalidName",
     "InvalidVersion",
     "ProbeMismatch",
+    "ProvenanceError",
     "RegistryError",
     "RemoteError",
     "ToolkitError",
@@ -53,6 +54,10 @@ class IntegrityError(ToolkitError):
 
 class CardError(IntegrityError):
     """The card is not valid; the message names the offending field."""
+
+
+class ProvenanceError(IntegrityError):
+    """Provenance missing, malformed, unsigned, untrusted, or not matching the files, the card or an expectation."""
 
 
 class RegistryError(ToolkitError):

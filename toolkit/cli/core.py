@@ -45,9 +45,21 @@ def check_env(
     trusted_key: TrustedKeyOpt = None,
     insecure: InsecureOpt = False,
     registry: RegistryOpt = None,
+    require_provenance: Annotated[
+        bool,
+        typer.Option(
+            "--require-provenance",
+            help="Also require <stem>.provenance.json signed by a --trusted-key, naming this card's base, "
+            "lock and dataset (exit 3 otherwise).",
+        ),
+    ] = False,
 ) -> None:
     """The deploy gate: exit 0 if this runtime matches the card, 1 if not, 3 on integrity failure."""
     try:
+        if require_provenance and artifact.startswith("oci://"):
+            from toolkit.errors import UsageError
+
+            raise UsageError("--require-provenance checks a local artifact: `toolkit pull` it first")
         if artifact.startswith("oci://"):  # manifest and card only; the model stays in the registry
             from toolkit.remote_gate import check_env as run_remote_gate
 
@@ -66,6 +78,7 @@ def check_env(
                 policy=policy.value,
                 verify_predictions=verify_predictions,
                 trusted_keys=trusted_key,
+                require_provenance=require_provenance,
             )
     except ToolkitError as e:
         if as_json:  # scripts parsing stdout still get one object
