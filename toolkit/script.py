@@ -128,8 +128,9 @@ def run_script(
     except OSError as e:
         raise UsageError(f"script {script}: cannot start it ({e.strerror or e})") from e
     assert process.stdout is not None and process.stderr is not None
-    for stream, chunk in _interleaved(process.stdout, process.stderr):
-        tail(stream, chunk)
+    with process:  # closes both pipes when done (a left-open pipe is a ResourceWarning) and waits
+        for stream, chunk in _interleaved(process.stdout, process.stderr):
+            tail(stream, chunk)
     code = process.wait()
     if code != 0:
         raise script_failed(script, code, tail.lines())

@@ -20,8 +20,8 @@ if TYPE_CHECKING:
     from toolkit.card import ModelCard
 
 __all__ = [
-    "BUILD_TYPE",
     "BUILDER_ID",
+    "BUILD_TYPE",
     "DEP_BASE_IMAGE",
     "DEP_DATASET",
     "DEP_LOCK",

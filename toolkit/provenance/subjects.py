@@ -22,8 +22,9 @@ REFERENCE_INFIX = ".reference."
 _MAX_COMPANIONS = 16
 
 
-def artifact_files(paths: ArtifactPaths) -> list[Path]:
-    """The artifact's files on disk: the three, plus any reference companion beside them, by name.
+def artifact_files(paths: ArtifactPaths, *, present_only: bool = False) -> list[Path]:
+    """The artifact's files: the three (only those on disk with ``present_only``), plus any
+    reference companion beside them, by name.
 
     A companion is found by its name on disk, not by the card's word: a file added beside the
     artifact must be seen (and refused when it is not a subject), whatever the card says.
@@ -37,7 +38,10 @@ def artifact_files(paths: ArtifactPaths) -> list[Path]:
     if len(names) > _MAX_COMPANIONS:
         raise IntegrityError(f"{paths.model.parent}: {len(names)} reference files beside {paths.model.name}; refused")
     companions = [paths.model.with_name(n) for n in names if not n.endswith(".tmp")]
-    return [paths.model, paths.card_json, paths.card_md, *companions]
+    three = [paths.model, paths.card_json, paths.card_md]
+    if present_only:
+        three = [p for p in three if os.path.lexists(p)]
+    return [*three, *companions]
 
 
 def digests_of(files: list[Path], known: Mapping[Path, str] | None = None) -> dict[str, str]:

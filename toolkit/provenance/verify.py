@@ -121,12 +121,12 @@ def require_provenance(
         ("dataset", verified.dataset_sha256, card_dataset),
     ):
         if theirs != ours:
-            raise ProvenanceError(
-                f"{verified.path}: names {what} {_short(theirs)}, its card {_short(ours)}; refused"
-            )
+            raise ProvenanceError(f"{verified.path}: names {what} {_short(theirs)}, its card {_short(ours)}; refused")
     if verified.base_image is not None and env.base_image is not None and verified.base_image != env.base_image:
-        raise ProvenanceError(f"{verified.path}: names base image {_shown(verified.base_image)}, its card "
-                              f"{_shown(env.base_image)}; refused")
+        raise ProvenanceError(
+            f"{verified.path}: names base image {_shown(verified.base_image)}, its card "
+            f"{_shown(env.base_image)}; refused"
+        )
     return verified
 
 
@@ -225,8 +225,10 @@ def _check_expectations(verified: Verified, expect: Expectations, where: Path) -
             raise ProvenanceError(f"{where}: {what} sha256 is {_short(theirs)}, expected {_short(wanted)}; refused")
 
 
-def _check_subjects(paths: ArtifactPaths, subjects: Mapping[str, str], known: Mapping[Path, str] | None, where: Path) -> None:
-    on_disk = {p.name: p for p in artifact_files(paths)}
+def _check_subjects(
+    paths: ArtifactPaths, subjects: Mapping[str, str], known: Mapping[Path, str] | None, where: Path
+) -> None:
+    on_disk = {p.name: p for p in artifact_files(paths, present_only=True)}
     missing = sorted(set(subjects) - set(on_disk))
     if missing:
         shown = ", ".join(_shown(n) for n in missing[:5])
