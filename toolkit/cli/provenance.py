@@ -55,7 +55,7 @@ def verify_provenance(
     trusted_key: TrustedKeyOpt = None,
     expect_base: Annotated[
         str | None,
-        typer.Option("--expect-base", metavar="DIGEST", help="Require this base image (name@sha256:HEX or sha256:HEX)."),
+        typer.Option("--expect-base", metavar="DIGEST", help="Require this base image: name@sha256:HEX or sha256:HEX."),
     ] = None,
     expect_lock: Annotated[
         str | None, typer.Option("--expect-lock", metavar="SHA256", help="Require this requirements.lock sha256.")
