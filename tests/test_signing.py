@@ -611,6 +611,7 @@ def test_image_train_without_registering_moves_the_signature_too(
         "iris-1.0.0.card.json",
         "iris-1.0.0.card.md",
         "iris-1.0.0.joblib",
+        "iris-1.0.0.provenance.json",
         "iris-1.0.0.sig",
     ]
     assert _run(runner, "verify", out / "iris-1.0.0.joblib", "--trusted-key", keys["pub"]).exit_code == 0

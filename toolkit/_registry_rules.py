@@ -20,6 +20,7 @@ from toolkit._registry_index import DuplicateVersion, HistoryRow, Index, IndexRe
 from toolkit._registry_store import Incoming, Store, TagState
 from toolkit.errors import EnvironmentMismatch, IntegrityError, RegistryError, ToolkitError
 from toolkit.metrics import direction
+from toolkit.provenance.carry import copy_provenance
 from toolkit.signing import TrustedKeys, copy_signature
 
 if TYPE_CHECKING:
@@ -111,6 +112,7 @@ class Rules:
             )
         copy_file(src.card_md, tmp / src.card_md.name)
         copy_signature(src, tmp, self.trusted_keys, known={tmp / src.model.name: digest})
+        copy_provenance(src, tmp, self.trusted_keys, known={tmp / src.model.name: digest})
         for p in tmp.iterdir():
             p.chmod(0o444)  # registered files are immutable; this keeps honest mistakes out
         _files.fsync_dir(tmp)

@@ -148,10 +148,14 @@ def register_or_move(
     from toolkit.artifact import artifact_paths
 
     if sign_key is not None:  # on this host, before registering: with trust configured, add requires it
+        from toolkit.provenance.attest import attest, script_of
         from toolkit.signing import sign
 
+        # The provenance names the script the host ran (the card knows nothing of it).
+        script = None if cfg.script is None else script_of(cfg.script, cfg.script.as_posix(), cfg.script_args)
         for path in staged:
             sign(path, sign_key)
+            attest(path, sign_key, script=script)
 
     if cfg.register:
         from toolkit.registry import Registry, resolve_root
@@ -167,8 +171,9 @@ def register_or_move(
 
     for path in staged:
         files = artifact_paths(path)
-        signature = files.signature
-        present = [p for p in (files.model, files.card_json, files.card_md, signature) if p.exists()]
+        present = [
+            p for p in (files.model, files.card_json, files.card_md, files.signature, files.provenance) if p.exists()
+        ]
         targets = [(p, cfg.out / p.name) for p in present]
         existing = [t for _, t in targets if t.exists()]
         if existing:

@@ -172,9 +172,11 @@ def train(
         staged = train_in_container(tag, command, staging=staging, on_output=None if quiet else _passthrough, tty=tty)
         signed = None
         if sign_key is not None:  # here, on the host: the private key never enters the container
+            from toolkit.provenance.attest import attest
             from toolkit.signing import sign
 
             signed = sign(staged, sign_key).name
+            attest(staged, sign_key)  # <stem>.provenance.json, by the same key, carried with the .sig
         card = _read_staged_card(staged)
         if registry_obj is not None:
             with registry_obj:
@@ -524,9 +526,9 @@ def _move_artifact(staged: Path, out_dir: Path) -> Path:
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
         moved = []
-        signature = source.signature
-        for path in (source.model, source.card_json, source.card_md, signature):
-            if path == signature and not path.exists():
+        optional = (source.signature, source.provenance)
+        for path in (source.model, source.card_json, source.card_md, *optional):
+            if path in optional and not path.exists():
                 continue
             target = out_dir / path.name
             if target.exists():

@@ -134,9 +134,11 @@ def train(
         if display is not None:
             display.stop()
     if sign_key is not None:  # before registering: with trust configured, add requires it
+        from toolkit.provenance.attest import attest
         from toolkit.signing import sign
 
         sign(result.path, sign_key)
+        attest(result.path, sign_key)  # <stem>.provenance.json beside it, by the same key
     entry = None
     if registry_obj is not None:
         with registry_obj:
