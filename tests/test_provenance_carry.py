@@ -179,6 +179,14 @@ def test_push_adds_it_as_a_layer_and_pull_verifies_and_writes_it(
     pulled = out / attested.name
     assert artifact_paths(pulled).provenance.read_bytes() == artifact_paths(attested).provenance.read_bytes()
 
+    # The remote gate checks it with the model still in the registry.
+    runner = CliRunner()
+    gate = ("check-env", ref, "--require-provenance", "--trusted-key", keys["pub"])
+    result = _run(runner, *gate)
+    assert result.exit_code == 0, result.output
+    result = _run(runner, "check-env", ref, "--require-provenance")
+    assert result.exit_code == 2  # no trusted key: the rule cannot be checked
+
     # A provenance by another key travels too, but a pull with trust refuses it: nothing lands.
     statement = _statement(attested)
     artifact_paths(attested).provenance.write_bytes(
@@ -190,5 +198,7 @@ def test_push_adds_it_as_a_layer_and_pull_verifies_and_writes_it(
     with pytest.raises(signing.SignatureError, match="untrusted key"):
         oci.pull(bad, refused, trusted_keys=[keys["pub"]])
     assert not refused.exists() or not list(refused.iterdir())
+    result = _run(runner, "check-env", bad, "--require-provenance", "--trusted-key", keys["pub"])
+    assert result.exit_code == 3 and "untrusted key" in result.stderr, result.output
     oci.pull(bad, tmp_path / "untrusting")  # without trust it is carried as it is, like the .sig
     assert (tmp_path / "untrusting" / "iris-1.0.0.provenance.json").is_file()

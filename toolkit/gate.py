@@ -80,6 +80,10 @@ def check_env(
     or key file; provenance required with no trusted key).
     """
     validate_policy(policy)
+    if require_provenance:  # no trusted key: a usage error before a gigabyte is hashed
+        from toolkit.provenance.verify import require_trust
+
+        require_trust(trusted_keys)
     card = verify(path, trusted_keys=trusted_keys)
     if require_provenance:
         from toolkit.artifact import artifact_paths

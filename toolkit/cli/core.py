@@ -56,10 +56,6 @@ def check_env(
 ) -> None:
     """The deploy gate: exit 0 if this runtime matches the card, 1 if not, 3 on integrity failure."""
     try:
-        if require_provenance and artifact.startswith("oci://"):
-            from toolkit.errors import UsageError
-
-            raise UsageError("--require-provenance checks a local artifact: `toolkit pull` it first")
         if artifact.startswith("oci://"):  # manifest and card only; the model stays in the registry
             from toolkit.remote_gate import check_env as run_remote_gate
 
@@ -69,6 +65,7 @@ def check_env(
                 verify_predictions=verify_predictions,
                 insecure=insecure,
                 trusted_keys=trusted_key,
+                require_provenance=require_provenance,
             )
         else:
             from toolkit.gate import check_env as run_gate

@@ -29,13 +29,13 @@ from toolkit.provenance.statement import (
     base_image_digest,
 )
 from toolkit.provenance.subjects import artifact_files, digests_of
-from toolkit.signing import TrustedKeys, _shown, _strict_json, trusted_keys_from_env
+from toolkit.signing import TrustedKey, TrustedKeys, _shown, _strict_json, trusted_keys_from_env
 
 if TYPE_CHECKING:
     from toolkit.artifact import ArtifactPaths
     from toolkit.card import ModelCard
 
-__all__ = ["Expectations", "Verified", "require_provenance", "verify_provenance"]
+__all__ = ["Expectations", "Verified", "require_provenance", "require_trust", "verify_provenance"]
 
 _HEX64_RE = re.compile(r"^[0-9a-f]{64}\Z")
 _MAX_SUBJECTS = 64
@@ -83,9 +83,7 @@ def verify_provenance(
     from toolkit.artifact import artifact_paths
 
     expectations = _checked(expect or Expectations())
-    keys = trusted_keys_from_env(trusted_keys)
-    if not keys:
-        raise UsageError("checking provenance needs a trusted key: --trusted-key PUB (or $TOOLKIT_TRUSTED_KEYS)")
+    keys = require_trust(trusted_keys)
     paths = artifact_paths(artifact)
     where = Path(provenance) if provenance is not None else paths.provenance
     raw = _read(where, paths)
@@ -128,6 +126,15 @@ def require_provenance(
             f"{_shown(env.base_image)}; refused"
         )
     return verified
+
+
+def require_trust(trusted_keys: TrustedKeys = None) -> tuple[TrustedKey, ...]:
+    """The trusted keys (given, or ``$TOOLKIT_TRUSTED_KEYS``); a provenance check without any is
+    a usage error, raised before anything is read or fetched. Raises: UsageError."""
+    keys = trusted_keys_from_env(trusted_keys)
+    if not keys:
+        raise UsageError("checking provenance needs a trusted key: --trusted-key PUB (or $TOOLKIT_TRUSTED_KEYS)")
+    return keys
 
 
 # -- the steps ----------------------------------------------------------------------------------
@@ -229,6 +236,9 @@ def _check_subjects(
     paths: ArtifactPaths, subjects: Mapping[str, str], known: Mapping[Path, str] | None, where: Path
 ) -> None:
     on_disk = {p.name: p for p in artifact_files(paths, present_only=True)}
+    # A file the caller already hashed counts as present (the remote gate: the model stays in
+    # the registry, its digest the manifest's, which the card's sha256 must equal).
+    on_disk |= {p.name: p for p in known or {} if p.parent == paths.model.parent}
     missing = sorted(set(subjects) - set(on_disk))
     if missing:
         shown = ", ".join(_shown(n) for n in missing[:5])
