@@ -195,8 +195,8 @@ def _replace_payload(bundle: dict[str, Any], statement: dict[str, Any]) -> None:
 
 def _signed_over(artifact: Path, key: Path, digests: dict[str, str]) -> None:
     private = signing.load_signing_key(key)
-    payload = signing._statement("iris-1.0.0", digests, _sig(artifact).name)
-    _sig(artifact).write_bytes(signing._bundle(private, payload))
+    payload = signing._bundle.statement("iris-1.0.0", digests, _sig(artifact).name)
+    _sig(artifact).write_bytes(signing._bundle.envelope(private, payload))
 
 
 def _digests(artifact: Path) -> dict[str, str]:

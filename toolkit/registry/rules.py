@@ -16,10 +16,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from toolkit import _files
-from toolkit._registry_index import DuplicateVersion, HistoryRow, Index, IndexReader, NameRow, VersionRow
-from toolkit._registry_store import Incoming, Store, TagState
 from toolkit.errors import EnvironmentMismatch, IntegrityError, RegistryError, ToolkitError
 from toolkit.metrics import direction
+from toolkit.registry.index import DuplicateVersion, HistoryRow, Index, IndexReader, NameRow, VersionRow
+from toolkit.registry.store import Incoming, Store, TagState
 from toolkit.signing import TrustedKeys, copy_signature
 
 if TYPE_CHECKING:

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 from toolkit.errors import UsageError
 
 if TYPE_CHECKING:
-    from toolkit.config import TrainConfig
+    from toolkit.training.config import TrainConfig
 
 __all__ = [
     "OUT_ENV",
@@ -153,7 +153,7 @@ def register_or_move(
             sign(path, sign_key)
 
     if cfg.register:
-        from toolkit.registry import Registry, resolve_root
+        from toolkit.registry.registry import Registry, resolve_root
 
         registry = Registry(resolve_root(cfg.registry))
         with registry:
