@@ -172,7 +172,7 @@ def train(
         staged = train_in_container(tag, command, staging=staging, on_output=None if quiet else _passthrough, tty=tty)
         signed = None
         if sign_key is not None:  # here, on the host: the private key never enters the container
-            from toolkit.signing import sign
+            from toolkit.artifact import sign
 
             signed = sign(staged, sign_key).name
         card = _read_staged_card(staged)

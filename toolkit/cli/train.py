@@ -134,7 +134,7 @@ def train(
         if display is not None:
             display.stop()
     if sign_key is not None:  # before registering: with trust configured, add requires it
-        from toolkit.signing import sign
+        from toolkit.artifact import sign
 
         sign(result.path, sign_key)
     entry = None

@@ -110,7 +110,11 @@ class Rules:
                 f"({card.artifact.size} bytes), file has {digest} ({size} bytes)"
             )
         copy_file(src.card_md, tmp / src.card_md.name)
-        copy_signature(src, tmp, self.trusted_keys, known={tmp / src.model.name: digest})
+        from toolkit.artifact import artifact_paths
+
+        copy_signature(
+            src, artifact_paths(tmp / src.model.name), self.trusted_keys, known={tmp / src.model.name: digest}
+        )
         for p in tmp.iterdir():
             p.chmod(0o444)  # registered files are immutable; this keeps honest mistakes out
         _files.fsync_dir(tmp)

@@ -47,7 +47,6 @@ __all__ = [
     "ENV_VAR",
     "MAX_BUNDLE_BYTES",
     "PREDICATE_TYPE",
-    "SIG_SUFFIX",
     "SignatureError",
     "TrustedKey",
     "TrustedKeys",
@@ -56,13 +55,11 @@ __all__ = [
     "load_public_key",
     "load_signing_key",
     "require_signature",
-    "sign",
-    "signature_path",
     "trusted_keys_from_env",
+    "write_signature",
 ]
 
 ENV_VAR = "TOOLKIT_TRUSTED_KEYS"
-SIG_SUFFIX = ".sig"  # the signature beside an artifact (toolkit.artifact re-exports it)
 _MAX_KEY_BYTES = 64 * 1024
 _CURVES = {"secp256r1": 256, "secp384r1": 384, "secp521r1": 521}
 
@@ -150,30 +147,24 @@ def trusted_keys_from_env(cli_keys: TrustedKeys = None) -> tuple[TrustedKey, ...
 # -- signing ------------------------------------------------------------------------------------
 
 
-def signature_path(paths: ArtifactPaths) -> Path:
-    """``<stem>.sig`` beside the artifact."""
-    return paths.signature
-
-
-def sign(artifact: str | os.PathLike[str], key_path: str | os.PathLike[str]) -> Path:
+def write_signature(
+    paths: ArtifactPaths, key_path: str | os.PathLike[str], *, model_sha256: str, model_size: int
+) -> Path:
     """Sign an artifact's three files with a private key; write ``<stem>.sig`` atomically.
 
-    Each file is hashed once; the ``.joblib``'s digest is also checked against its card, so
-    a tampered artifact is never signed.
-    Raises: UsageError (bad key or path), IntegrityError/CardError (the artifact fails its card).
+    Each file is hashed once; the ``.joblib``'s digest is also checked against the card's
+    (``model_sha256``, ``model_size``, which the caller read), so a tampered artifact is never
+    signed. ``toolkit.artifact.sign`` is the entry point that reads the card.
+    Raises: UsageError (bad key or path), IntegrityError (the artifact fails its card).
     """
-    from toolkit.artifact import artifact_paths, read_card
-
     private = load_signing_key(key_path)
-    paths = artifact_paths(artifact)
-    card = read_card(paths.model)
     digests = {}
     for p in (paths.card_json, paths.card_md, paths.model):
         digest, size = _files.sha256_file(p, "artifact file")
         digests[p.name] = digest
-        if p == paths.model and (digest != card.artifact.sha256 or size != card.artifact.size):
+        if p == paths.model and (digest != model_sha256 or size != model_size):
             raise IntegrityError(f"{p}: sha256 does not match its card; refusing to sign it")
-    target = signature_path(paths)
+    target = paths.signature
     bundle = envelope(private, statement(paths.stem, digests, target.name))
     _files.publish(_files.write_temp(target, bundle), target, overwrite=True)
     return target
@@ -200,7 +191,7 @@ def require_signature(
     keys = trusted_keys_from_env(trusted_keys)
     if not keys:
         return None
-    sig = signature_path(paths)
+    sig = paths.signature
     try:
         raw = _files.read_regular(sig, "signature", limit=MAX_BUNDLE_BYTES)
     except IntegrityError as e:
@@ -236,24 +227,26 @@ def require_signature(
 
 
 def copy_signature(
-    src: ArtifactPaths, dest_dir: Path, trusted_keys: TrustedKeys = None, *, known: Mapping[Path, str] | None = None
+    src: ArtifactPaths,
+    dest: ArtifactPaths,
+    trusted_keys: TrustedKeys = None,
+    *,
+    known: Mapping[Path, str] | None = None,
 ) -> None:
-    """Copy ``<stem>.sig`` (if there is one) into ``dest_dir``, where the three files were copied,
+    """Copy ``<stem>.sig`` (if there is one) beside ``dest``, where the three files were copied,
     then require the signature of the copies: what is checked is what stays (the registry's add).
 
     ``known`` maps the copies already hashed (the ``.joblib``) to their digests.
     Raises: as ``require_signature``; IntegrityError for a signature that is not a regular file.
     """
-    from toolkit.artifact import artifact_paths
-
-    sig = signature_path(src)
+    sig = src.signature
     if os.path.lexists(sig):
         data = _files.read_regular(sig, "signature", limit=MAX_BUNDLE_BYTES)
-        with open(dest_dir / sig.name, "xb") as f:
+        with open(dest.signature, "xb") as f:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
-    require_signature(artifact_paths(dest_dir / src.model.name), trusted_keys, known=known)
+    require_signature(dest, trusted_keys, known=known)
 
 
 def _check_signed(
