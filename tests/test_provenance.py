@@ -16,7 +16,7 @@ from typer.testing import CliRunner
 
 import toolkit
 from toolkit import signing
-from toolkit.artifact import artifact_paths, read_card
+from toolkit.artifact import artifact_paths, read_card, sign
 from toolkit.card import DataInfo, Feature
 from toolkit.cli import app
 from toolkit.errors import ProvenanceError, UsageError
@@ -212,7 +212,7 @@ def test_out_file_and_a_tampered_artifact_is_never_attested(
 
 def test_script_model_names_the_script_and_its_local_modules(tmp_path: Path, keys: dict[str, Path]) -> None:
     """A model a user's script saved with toolkit.save, run as `toolkit train --script` runs it."""
-    from toolkit.script import run_script
+    from toolkit.training.script import run_script
 
     work = tmp_path / "project"
     work.mkdir()
@@ -455,7 +455,7 @@ def test_trusted_keys_from_the_environment_count(attested: Path, keys: dict[str,
 @pytest.fixture
 def gated(artifact: Path, keys: dict[str, Path]) -> Path:
     """A signed (.sig) and attested artifact of this runtime: the gate passes it."""
-    signing.sign(artifact, keys["key"])
+    sign(artifact, keys["key"])
     attest(artifact, keys["key"])
     return artifact
 
@@ -498,7 +498,7 @@ def test_gate_refuses_missing_unsigned_or_another_base_lock_dataset(
 def test_gate_refuses_a_provenance_for_another_base_than_the_card(
     recipe_model: Path, keys: dict[str, Path], runner: CliRunner
 ) -> None:
-    signing.sign(recipe_model, keys["key"])
+    sign(recipe_model, keys["key"])
     attest(recipe_model, keys["key"])
     statement = _statement(recipe_model)
     base = _deps(statement)["base-image"]

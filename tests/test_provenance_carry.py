@@ -15,7 +15,7 @@ from _oci_support import LoopbackRegistry
 from typer.testing import CliRunner
 
 from toolkit import oci, signing
-from toolkit.artifact import artifact_paths
+from toolkit.artifact import artifact_paths, sign
 from toolkit.cli import app
 from toolkit.provenance.attest import attest
 from toolkit.provenance.envelope import seal
@@ -46,7 +46,7 @@ def _no_keys_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
 
 @pytest.fixture
 def attested(artifact: Path, keys: dict[str, Path]) -> Path:
-    signing.sign(artifact, keys["key"])
+    sign(artifact, keys["key"])
     attest(artifact, keys["key"])
     return artifact
 

@@ -16,19 +16,9 @@ import json
 from pathlib import Path
 from typing import Any
 
-from toolkit.errors import ProvenanceError
-from toolkit.signing import (
-    PAYLOAD_TYPE,
-    SignatureError,
-    TrustedKey,
-    _b64,
-    _check_signed,
-    _hash_for,
-    _pae,
-    _public_pem,
-    _shown,
-    _strict_json,
-)
+from toolkit.errors import ProvenanceError, SignatureError
+from toolkit.signing import TrustedKey, _check_signed
+from toolkit.signing._bundle import PAYLOAD_TYPE, _b64, hash_for, pae, public_pem, shown, strict_json
 
 __all__ = ["MAX_ENVELOPE_BYTES", "MAX_PAYLOAD_BYTES", "open_envelope", "seal"]
 
@@ -44,12 +34,12 @@ def seal(private: Any, payload: bytes) -> bytes:
     from cryptography.hazmat.primitives.asymmetric import ec
 
     public = private.public_key()
-    signature = private.sign(_pae(payload), ec.ECDSA(_hash_for(public)))
+    signature = private.sign(pae(payload), ec.ECDSA(hash_for(public)))
     envelope = {
         "payloadType": PAYLOAD_TYPE,
         "payload": base64.b64encode(payload).decode(),
         "signatures": [
-            {"keyid": hashlib.sha256(_public_pem(public)).hexdigest(), "sig": base64.b64encode(signature).decode()}
+            {"keyid": hashlib.sha256(public_pem(public)).hexdigest(), "sig": base64.b64encode(signature).decode()}
         ],
     }
     return (json.dumps(envelope, separators=(",", ":")) + "\n").encode()
@@ -65,13 +55,13 @@ def open_envelope(raw: bytes, keys: tuple[TrustedKey, ...], where: Path) -> byte
     if len(raw) > MAX_ENVELOPE_BYTES:
         raise ProvenanceError(f"{bad}: {len(raw)} bytes is over the {MAX_ENVELOPE_BYTES}-byte limit")
     try:
-        envelope = _strict_json(raw, bad)
+        envelope = strict_json(raw, bad)
     except SignatureError as e:
         raise ProvenanceError(str(e)) from e
     if not isinstance(envelope, dict) or set(envelope) - {"payloadType", "payload", "signatures"}:
         raise ProvenanceError(f"{bad}: not a DSSE envelope (payloadType, payload, signatures)")
     if envelope.get("payloadType") != PAYLOAD_TYPE:
-        raise ProvenanceError(f"{bad}: payloadType {_shown(envelope.get('payloadType'))} is not {PAYLOAD_TYPE}")
+        raise ProvenanceError(f"{bad}: payloadType {shown(envelope.get('payloadType'))} is not {PAYLOAD_TYPE}")
     signatures = envelope.get("signatures")
     if signatures is None or signatures == []:
         raise ProvenanceError(f"{where}: provenance is unsigned (no DSSE signature); refused")

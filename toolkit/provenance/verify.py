@@ -29,7 +29,8 @@ from toolkit.provenance.statement import (
     base_image_digest,
 )
 from toolkit.provenance.subjects import artifact_files, digests_of
-from toolkit.signing import TrustedKey, TrustedKeys, _shown, _strict_json, trusted_keys_from_env
+from toolkit.signing import TrustedKey, TrustedKeys, trusted_keys_from_env
+from toolkit.signing._bundle import shown, strict_json
 
 if TYPE_CHECKING:
     from toolkit.artifact import ArtifactPaths
@@ -122,8 +123,7 @@ def require_provenance(
             raise ProvenanceError(f"{verified.path}: names {what} {_short(theirs)}, its card {_short(ours)}; refused")
     if verified.base_image is not None and env.base_image is not None and verified.base_image != env.base_image:
         raise ProvenanceError(
-            f"{verified.path}: names base image {_shown(verified.base_image)}, its card "
-            f"{_shown(env.base_image)}; refused"
+            f"{verified.path}: names base image {shown(verified.base_image)}, its card {shown(env.base_image)}; refused"
         )
     return verified
 
@@ -154,13 +154,13 @@ def _read(where: Path, paths: ArtifactPaths) -> bytes:
 def _parse_statement(payload: bytes, where: Path) -> dict[str, Any]:
     bad = f"{where}: malformed provenance"
     try:
-        statement = _strict_json(payload, f"{bad}: payload")
+        statement = strict_json(payload, f"{bad}: payload")
     except IntegrityError as e:
         raise ProvenanceError(str(e)) from e
     if not isinstance(statement, dict) or statement.get("_type") != STATEMENT_TYPE:
         raise ProvenanceError(f"{bad}: the payload is not an in-toto Statement v1")
     if statement.get("predicateType") != PREDICATE_TYPE:
-        raise ProvenanceError(f"{bad}: predicateType {_shown(statement.get('predicateType'))} is not {PREDICATE_TYPE}")
+        raise ProvenanceError(f"{bad}: predicateType {shown(statement.get('predicateType'))} is not {PREDICATE_TYPE}")
     predicate = statement.get("predicate")
     if not isinstance(predicate, dict) or not isinstance(predicate.get("buildDefinition"), dict):
         raise ProvenanceError(f"{bad}: the predicate has no buildDefinition")
@@ -181,7 +181,7 @@ def _subjects(statement: Mapping[str, Any], where: Path) -> dict[str, str]:
             raise ProvenanceError(f"{bad}: each subject needs a plain file name and a sha256 digest")
         assert isinstance(name, str)
         if name in out:
-            raise ProvenanceError(f"{bad}: subject {_shown(name)} is listed twice")
+            raise ProvenanceError(f"{bad}: subject {shown(name)} is listed twice")
         out[name] = sha
     return out
 
@@ -222,8 +222,8 @@ def _check_expectations(verified: Verified, expect: Expectations, where: Path) -
     if expect.base is not None:
         name, hex_digest = base_image_digest(expect.base)
         if verified.base_digest != hex_digest or (name is not None and verified.base_image != expect.base):
-            shown = verified.base_image or _short(verified.base_digest)
-            raise ProvenanceError(f"{where}: base image is {_shown(shown)}, expected {expect.base}; refused")
+            named = verified.base_image or _short(verified.base_digest)
+            raise ProvenanceError(f"{where}: base image is {shown(named)}, expected {expect.base}; refused")
     for what, theirs, wanted in (
         ("requirements.lock", verified.lock_sha256, expect.lock),
         ("dataset", verified.dataset_sha256, expect.dataset),
@@ -241,8 +241,8 @@ def _check_subjects(
     on_disk |= {p.name: p for p in known or {} if p.parent == paths.model.parent}
     missing = sorted(set(subjects) - set(on_disk))
     if missing:
-        shown = ", ".join(_shown(n) for n in missing[:5])
-        raise ProvenanceError(f"{where}: subject {shown} is not beside the artifact (a subject removed); refused")
+        names = ", ".join(shown(n) for n in missing[:5])
+        raise ProvenanceError(f"{where}: subject {names} is not beside the artifact (a subject removed); refused")
     extra = sorted(set(on_disk) - set(subjects))
     if extra:
         raise ProvenanceError(f"{where}: {', '.join(extra)} is beside the artifact but not a subject; refused")
