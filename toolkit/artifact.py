@@ -43,13 +43,14 @@ from toolkit.errors import (
 from toolkit.fingerprint import Fingerprint, capture
 from toolkit.identifiers import current_user, validate_name, validate_version
 from toolkit.policy import differences, validate_policy
-from toolkit.signing import SIG_SUFFIX, TrustedKeys, require_signature
+from toolkit.signing import TrustedKeys, require_signature, write_signature
 from toolkit.source_date import source_date_epoch
 
 __all__ = [
     "CARD_JSON_SUFFIX",
     "CARD_MD_SUFFIX",
     "MODEL_SUFFIX",
+    "PROVENANCE_SUFFIX",
     "SIG_SUFFIX",
     "ArtifactPaths",
     "EnvironmentMismatchWarning",
@@ -61,6 +62,7 @@ __all__ = [
     "read_card",
     "runtime_differences",
     "save",
+    "sign",
     "verify",
 ]
 
@@ -68,6 +70,9 @@ __all__ = [
 MODEL_SUFFIX = ".joblib"
 CARD_JSON_SUFFIX = ".card.json"
 CARD_MD_SUFFIX = ".card.md"
+SIG_SUFFIX = ".sig"  # the signature beside them (toolkit.signing), present only when signed
+# The signed SLSA provenance (a DSSE envelope) beside an artifact; like the .sig, not covered by it.
+PROVENANCE_SUFFIX = ".provenance.json"
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -86,6 +91,11 @@ class ArtifactPaths:
     def signature(self) -> Path:
         """``<stem>.sig`` beside the three files (present only when signed)."""
         return self.model.with_name(self.stem + SIG_SUFFIX)
+
+    @property
+    def provenance(self) -> Path:
+        """``<stem>.provenance.json`` beside the three files (present only when attested)."""
+        return self.model.with_name(self.stem + PROVENANCE_SUFFIX)
 
 
 def artifact_paths(path: str | os.PathLike[str]) -> ArtifactPaths:
@@ -135,6 +145,18 @@ def verify(path: str | os.PathLike[str], *, trusted_keys: TrustedKeys = None) ->
     check_companions(paths, card)
     _check_digest(paths.model, card.artifact, digest, size)
     return card
+
+
+def sign(path: str | os.PathLike[str], key_path: str | os.PathLike[str]) -> Path:
+    """Sign an artifact's three files with a private key; write ``<stem>.sig`` atomically.
+
+    The ``.joblib``'s digest is checked against its card first, so a tampered artifact is
+    never signed. Raises: UsageError (bad key or path), IntegrityError/CardError (the artifact
+    fails its card).
+    """
+    paths = artifact_paths(path)
+    card = read_card(paths.model)
+    return write_signature(paths, key_path, model_sha256=card.artifact.sha256, model_size=card.artifact.size)
 
 
 def save(
@@ -289,6 +311,7 @@ def load(
     policy: str = "strict",
     allow_mismatch: bool = False,
     trusted_keys: TrustedKeys = None,
+    require_provenance: bool = False,
 ) -> Any:
     """Unpickle an artifact only after its checksum and this runtime pass the card.
 
@@ -298,11 +321,18 @@ def load(
     signature by one of them is required before anything is unpickled.
     Raises: IntegrityError, CardError, EnvironmentMismatch (also when unpickling fails in
     a mismatched runtime), ProbeMismatch (loaded, but the probe predictions disagree),
-    SignatureError (trust configured and no valid trusted signature).
+    SignatureError (trust configured and no valid trusted signature). With ``require_provenance``,
+    ProvenanceError as the gate's ``--require-provenance`` (checked before anything is unpickled).
     """
     from toolkit import probe
 
-    loaded = load_verified(path, policy=policy, allow_mismatch=allow_mismatch, trusted_keys=trusted_keys)
+    loaded = load_verified(
+        path,
+        policy=policy,
+        allow_mismatch=allow_mismatch,
+        trusted_keys=trusted_keys,
+        require_provenance=require_provenance,
+    )
     if loaded.differences:
         result = probe.check(loaded.card.probe, loaded.pipeline)
         if not result.ok:
@@ -320,7 +350,12 @@ class Loaded:
 
 
 def load_verified(
-    path: str | os.PathLike[str], *, policy: str, allow_mismatch: bool, trusted_keys: TrustedKeys = None
+    path: str | os.PathLike[str],
+    *,
+    policy: str,
+    allow_mismatch: bool,
+    trusted_keys: TrustedKeys = None,
+    require_provenance: bool = False,
 ) -> Loaded:
     """The guarded unpickle shared by ``load`` and the gate; does not re-check the probe.
 
@@ -333,6 +368,10 @@ def load_verified(
     # _read_verified proved the bytes in memory hash to the card's sha256: no second pass.
     require_signature(paths, trusted_keys, known={paths.model: card.artifact.sha256})
     check_companions(paths, card)
+    if require_provenance:
+        from toolkit.provenance.verify import require_provenance as check_provenance
+
+        check_provenance(paths, card, trusted_keys, known={paths.model: card.artifact.sha256})
     diffs = runtime_differences(card, policy=policy)
     if diffs and not allow_mismatch:
         raise EnvironmentMismatch(diffs, policy=policy)

@@ -18,8 +18,10 @@ __all__ = [
     "InvalidName",
     "InvalidVersion",
     "ProbeMismatch",
+    "ProvenanceError",
     "RegistryError",
     "RemoteError",
+    "SignatureError",
     "ToolkitError",
     "UsageError",
 ]
@@ -53,6 +55,14 @@ class IntegrityError(ToolkitError):
 
 class CardError(IntegrityError):
     """The card is not valid; the message names the offending field."""
+
+
+class SignatureError(IntegrityError):
+    """No signature, a malformed bundle, an untrusted key, or a covered file changed (exit 3)."""
+
+
+class ProvenanceError(IntegrityError):
+    """Provenance missing, malformed, unsigned, untrusted, or not matching the files, the card or an expectation."""
 
 
 class RegistryError(ToolkitError):

@@ -66,6 +66,7 @@ def check_env(
     policy: str = "strict",
     verify_predictions: bool = False,
     trusted_keys: TrustedKeys = None,
+    require_provenance: bool = False,
 ) -> Report:
     """Check integrity, then this runtime against the card, under ``policy``.
 
@@ -73,10 +74,24 @@ def check_env(
     With it, the artifact is loaded through the guarded loader (explicitly allowing a
     mismatch, so the report can say whether predictions still agree) and the probe re-run.
     With trusted keys (or $TOOLKIT_TRUSTED_KEYS) the signature is checked too, before any unpickling.
-    Raises: IntegrityError, CardError, SignatureError, UsageError (unknown policy or key file).
+    With ``require_provenance`` (which needs a trusted key), also ``<stem>.provenance.json``: signed
+    by a trusted key, its subjects these very files, its base image, lock and dataset the card's.
+    Raises: IntegrityError, CardError, SignatureError, ProvenanceError, UsageError (unknown policy
+    or key file; provenance required with no trusted key).
     """
     validate_policy(policy)
+    if require_provenance:  # no trusted key: a usage error before a gigabyte is hashed
+        from toolkit.provenance.verify import require_trust
+
+        require_trust(trusted_keys)
     card = verify(path, trusted_keys=trusted_keys)
+    if require_provenance:
+        from toolkit.artifact import artifact_paths
+        from toolkit.provenance.verify import require_provenance as check_provenance
+
+        paths = artifact_paths(path)
+        # verify() proved the .joblib hashes to the card's sha256: it is not hashed again.
+        check_provenance(paths, card, trusted_keys, known={paths.model: card.artifact.sha256})
     predictions = _probe(path, policy, trusted_keys) if verify_predictions else None
     return assess(card, artifact=str(path), policy=policy, predictions=predictions)
 

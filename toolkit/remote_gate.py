@@ -40,14 +40,21 @@ def check_env(
     insecure: bool = False,
     client: Client | None = None,
     trusted_keys: Any = None,
+    require_provenance: bool = False,
 ) -> Report:
     """The gate's report for ``oci://HOST[:PORT]/REPO(:TAG|@sha256:HEX)``.
 
+    With ``require_provenance``, the provenance layer is fetched (the model still is not) and
+    checked as the file gate checks it, the model's digest vouched for by the manifest.
     Raises: UsageError, RegistryError (unknown repository or tag), IntegrityError/CardError,
-    RemoteError (unreachable, credentials refused, registry error).
+    ProvenanceError, RemoteError (unreachable, credentials refused, registry error).
     """
     ref = parse_reference(reference)
     validate_policy(policy)
+    if require_provenance:  # no trusted key: a usage error before any network
+        from toolkit.provenance.verify import require_trust
+
+        require_trust(trusted_keys)
     own = client is None
     c = client or Client(ref.host, insecure=insecure)
     try:
@@ -55,13 +62,21 @@ def check_env(
             staging = Path(tempfile.mkdtemp(prefix="toolkit-gate-"))
             try:
                 pulled = pull(ref, staging / "artifact", client=c, trusted_keys=trusted_keys)
-                report = check_file(pulled.files[0], policy=policy, verify_predictions=True)
+                report = check_file(
+                    pulled.files[0],
+                    policy=policy,
+                    verify_predictions=True,
+                    trusted_keys=trusted_keys if require_provenance else None,  # pull checked the .sig
+                    require_provenance=require_provenance,
+                )
                 return dataclasses.replace(report, artifact=str(pulled.reference))
             finally:
                 shutil.rmtree(staging, ignore_errors=True)
         remote = fetch_card(c, ref)
         if trust_configured(trusted_keys):
             _require_remote_signature(c, remote, trusted_keys)
+        if require_provenance:
+            _require_remote_provenance(c, remote, trusted_keys)
     finally:
         if own:
             c.close()
@@ -81,5 +96,32 @@ def _require_remote_signature(client: Client, remote: RemoteCard, trusted_keys: 
             data = client.fetch_blob_bytes(remote.reference.repository, desc, limit=4 * MAX_CARD_BYTES)
             (staging / str(desc.file_name)).write_bytes(data)
         require_signature(staging, layout, trusted_keys)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def _require_remote_provenance(client: Client, remote: RemoteCard, trusted_keys: Any) -> None:
+    """The provenance layer and both cards, fetched into a private temp dir and checked there as
+    the file gate checks them; the model's digest is the manifest's (equal to the card's)."""
+    from toolkit.artifact import artifact_paths
+    from toolkit.provenance.envelope import MAX_ENVELOPE_BYTES
+    from toolkit.provenance.verify import require_provenance
+
+    layout = remote.layout
+    staging = Path(tempfile.mkdtemp(prefix="toolkit-gate-provenance-"))
+    try:
+        (staging / str(layout.card_json.file_name)).write_bytes(remote.card_json)
+        data = client.fetch_blob_bytes(remote.reference.repository, layout.card_md, limit=4 * MAX_CARD_BYTES)
+        (staging / str(layout.card_md.file_name)).write_bytes(data)
+        if layout.provenance is not None:  # without one, the check says "no provenance"
+            data = client.fetch_blob_bytes(remote.reference.repository, layout.provenance, limit=MAX_ENVELOPE_BYTES)
+            (staging / str(layout.provenance.file_name)).write_bytes(data)
+        known = {
+            staging / str(d.file_name): d.digest.removeprefix("sha256:")
+            for d in (layout.model, layout.card_json, layout.card_md)
+        }
+        require_provenance(
+            artifact_paths(staging / str(layout.model.file_name)), remote.card, trusted_keys, known=known
+        )
     finally:
         shutil.rmtree(staging, ignore_errors=True)

@@ -45,6 +45,14 @@ def check_env(
     trusted_key: TrustedKeyOpt = None,
     insecure: InsecureOpt = False,
     registry: RegistryOpt = None,
+    require_provenance: Annotated[
+        bool,
+        typer.Option(
+            "--require-provenance",
+            help="Also require <stem>.provenance.json signed by a --trusted-key, naming this card's base, "
+            "lock and dataset (exit 3 otherwise).",
+        ),
+    ] = False,
 ) -> None:
     """The deploy gate: exit 0 if this runtime matches the card, 1 if not, 3 on integrity failure."""
     try:
@@ -57,6 +65,7 @@ def check_env(
                 verify_predictions=verify_predictions,
                 insecure=insecure,
                 trusted_keys=trusted_key,
+                require_provenance=require_provenance,
             )
         else:
             from toolkit.gate import check_env as run_gate
@@ -66,6 +75,7 @@ def check_env(
                 policy=policy.value,
                 verify_predictions=verify_predictions,
                 trusted_keys=trusted_key,
+                require_provenance=require_provenance,
             )
     except ToolkitError as e:
         if as_json:  # scripts parsing stdout still get one object
@@ -188,8 +198,8 @@ def card(
     model_card = read_card(artifact_file)
     if plots is not None:
         from toolkit.artifact import load
-        from toolkit.evaluate import held_out
-        from toolkit.plots import write_plots
+        from toolkit.training.plots import write_plots
+        from toolkit.training.scoring import held_out
 
         rows = held_out(model_card)  # before loading: a card that cannot be plotted loads nothing
         written = write_plots(

@@ -34,8 +34,8 @@ from toolkit.cli._options import (
 from toolkit.docker.images import DEFAULT_BASE_FILE, DEFAULT_IMAGE, ENV_BUILD_BASE, ENV_IMAGE, PIN_HINT
 
 if TYPE_CHECKING:
-    from toolkit.config import TrainConfig
-    from toolkit.registry import Registry
+    from toolkit.registry.registry import Registry
+    from toolkit.training.config import TrainConfig
 
 __all__ = ["image_app"]
 
@@ -134,9 +134,9 @@ def train(
     under `image run`, with the extra arguments as its ARGS, and every artifact it saves is
     registered.
     """
-    from toolkit.config import resolve_config
     from toolkit.docker import resolve_image, train_command, train_in_container
     from toolkit.errors import UsageError
+    from toolkit.training.config import resolve_config
 
     tag = resolve_image(image)
     if script is not None or _config_script(config):
@@ -172,9 +172,11 @@ def train(
         staged = train_in_container(tag, command, staging=staging, on_output=None if quiet else _passthrough, tty=tty)
         signed = None
         if sign_key is not None:  # here, on the host: the private key never enters the container
-            from toolkit.signing import sign
+            from toolkit.artifact import sign
+            from toolkit.provenance.attest import attest
 
             signed = sign(staged, sign_key).name
+            attest(staged, sign_key)  # <stem>.provenance.json, by the same key, carried with the .sig
         card = _read_staged_card(staged)
         if registry_obj is not None:
             with registry_obj:
@@ -352,7 +354,7 @@ def retrain(
     from toolkit.artifact import verify
     from toolkit.docker import resolve_image, train_in_container
     from toolkit.identifiers import parse_version
-    from toolkit.registry import Registry, resolve_root
+    from toolkit.registry.registry import Registry, resolve_root
 
     parse_version(version)
     model = artifact_arg(artifact, registry)
@@ -400,7 +402,7 @@ def rebuild(
 ) -> None:
     """Rebuild ARTIFACT's runtime from its card alone (base digest + the card's lock), then gate it
     inside under strict: 0 it passes, 1 it still differs, 2 the card has nothing to rebuild from."""
-    from toolkit.runtime_image import rebuild as run
+    from toolkit.upgrade.runtime_image import rebuild as run
 
     def progress(text: str) -> None:
         sys.stderr.write(text)
@@ -424,7 +426,7 @@ def rebuild(
 
 
 def _config_script(config: Path | None) -> bool:
-    from toolkit.config import load_config
+    from toolkit.training.config import load_config
 
     return config is not None and "script" in load_config(config)
 
@@ -440,9 +442,9 @@ def _train_script_in_image(
     register: bool | None,
     sign_key: Path | None,
 ) -> None:
-    from toolkit.config import resolve_config
     from toolkit.docker.usercode import run_script_in_container
-    from toolkit.script import register_or_move
+    from toolkit.training.config import resolve_config
+    from toolkit.training.script import register_or_move
 
     cfg = resolve_config(config, script=script, out=out_dir, registry=registry, register=register)
     assert cfg.script is not None
@@ -508,7 +510,7 @@ def _read_staged_card(staged: Path) -> Any:
 
 def _registry_for(cfg: TrainConfig, registry: Path | None) -> Registry:
     """The host registry, refusing a duplicate version before minutes of training, not after."""
-    from toolkit.registry import Registry, resolve_root
+    from toolkit.registry.registry import Registry, resolve_root
 
     registry_obj = Registry(resolve_root(registry if registry is not None else cfg.registry))
     with registry_obj:
@@ -524,9 +526,9 @@ def _move_artifact(staged: Path, out_dir: Path) -> Path:
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
         moved = []
-        signature = source.signature
-        for path in (source.model, source.card_json, source.card_md, signature):
-            if path == signature and not path.exists():
+        optional = (source.signature, source.provenance)
+        for path in (source.model, source.card_json, source.card_md, *optional):
+            if path in optional and not path.exists():
                 continue
             target = out_dir / path.name
             if target.exists():

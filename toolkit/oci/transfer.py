@@ -19,6 +19,7 @@ from toolkit.oci.manifest import (
     ANNOTATION_CARD_SHA256,
     CONFIG_MEDIA_TYPE,
     DOC_MEDIA_TYPE,
+    PROVENANCE_MEDIA_TYPE,
     SIGNATURE_MEDIA_TYPE,
     WEIGHT_MEDIA_TYPE,
     Descriptor,
@@ -113,6 +114,12 @@ def push(
         sources.append(
             (layer_descriptor(SIGNATURE_MEDIA_TYPE, sig_path.name, digest_of(signature), len(signature)), signature)
         )
+    prov_path = paths.provenance
+    if os.path.lexists(prov_path):  # carried like the .sig; pull checks it with trust
+        from toolkit.provenance.envelope import MAX_ENVELOPE_BYTES
+
+        prov = _files.read_regular(prov_path, "provenance", limit=MAX_ENVELOPE_BYTES)
+        sources.append((layer_descriptor(PROVENANCE_MEDIA_TYPE, prov_path.name, digest_of(prov), len(prov)), prov))
     raw, config = build_manifest(card, card_json, [d for d, _ in sources])
     config_desc = Descriptor(media_type=CONFIG_MEDIA_TYPE, digest=digest_of(config), size=len(config), annotations={})
     uploaded: list[str] = []
@@ -171,7 +178,8 @@ def pull(
     try:
         remote = fetch_card(c, ref)
         layout = remote.layout
-        order = [layout.model, layout.card_md, *([layout.signature] if layout.signature else []), layout.card_json]
+        extra = [d for d in (layout.signature, layout.provenance) if d is not None]
+        order = [layout.model, layout.card_md, *extra, layout.card_json]
         targets = [out_dir / str(d.file_name) for d in order]
         for target in targets:  # fail before downloading anything
             if os.path.lexists(target):
@@ -193,6 +201,7 @@ def pull(
                 else:
                     _download(c, ref.repository, desc, target, progress)
             require_signature(staging, layout, trusted_keys)
+            _require_provenance(staging, layout, trusted_keys)
             _publish_all([(staging / t.name, t) for t in targets])
         finally:
             shutil.rmtree(staging, ignore_errors=True)
@@ -238,6 +247,21 @@ def require_signature(directory: Path, layout: Layout, trusted_keys: Any = None)
         for d in (layout.model, layout.card_json, layout.card_md)
     }
     signing.require_signature(artifact_paths(directory / str(layout.model.file_name)), trusted_keys, known=known)
+
+
+def _require_provenance(directory: Path, layout: Layout, trusted_keys: Any = None) -> None:
+    """With trust configured, a provenance layer must verify against the staged files (the
+    layers' digests, each checked on download, are passed as known: nothing is hashed twice)."""
+    if layout.provenance is None:
+        return
+    from toolkit.artifact import artifact_paths
+    from toolkit.provenance.carry import require_if_trusted
+
+    known = {
+        directory / str(d.file_name): d.digest.removeprefix("sha256:")
+        for d in (layout.model, layout.card_json, layout.card_md)
+    }
+    require_if_trusted(artifact_paths(directory / str(layout.model.file_name)), trusted_keys, known=known)
 
 
 def _write_new(target: Path, data: bytes) -> None:
