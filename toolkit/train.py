@@ -190,7 +190,7 @@ def fit_and_save(
 ) -> TrainResult:
     """Fit ``pipeline`` on the training part, score it on the test part and save it with its card."""
     from toolkit import artifact
-    from toolkit.card import DataInfo, Feature
+    from toolkit.card import DataInfo, Feature, Split
 
     emit = progress or _silent
     timings = {} if timings is None else timings
@@ -211,7 +211,7 @@ def fit_and_save(
             features=tuple(Feature(name=str(c), dtype=str(X_train[c].dtype)) for c in X_train.columns),
             target=dataset.target,
             classes=tuple(_native(c) for c in pipeline.classes_) if hasattr(pipeline, "classes_") else (),
-            split={"test_size": config.test_size, "seed": config.seed},
+            split=Split(test_size=config.test_size, seed=config.seed),
         )
         # save makes the folder, and turns a full or read-only disk into one UsageError naming the path.
         card = artifact.save(
