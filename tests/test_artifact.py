@@ -309,6 +309,9 @@ def test_a_schema1_card_still_verifies_gates_and_loads(artifact: Path, iris_fram
 
     def to_schema1(d: dict[str, Any]) -> None:
         d["schema_version"] = 1
+        for key in ("image", "system_packages", "threads"):  # schema 3
+            d["environment"].pop(key)
+        d.pop("reference")
         del d["environment"]["lock"], d["references"]["globals"], d["references"]["local_modules"]
         del d["training"], d["lineage"]
 

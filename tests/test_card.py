@@ -275,9 +275,11 @@ def test_schema2_card_still_parses_and_round_trips_to_the_same_bytes(artifact: P
     for field in ("reference",):  # a schema 2 card cannot carry schema 3 fields
         with pytest.raises(CardError, match=f"unknown field '{field}'"):
             parse_card(json.dumps({**d, field: None}).encode())
-    with pytest.raises(CardError, match="unknown field 'environment.threads'"):
+    with pytest.raises(CardError, match=r"unknown field 'environment\.threads'"):
         parse_card(json.dumps({**d, "environment": {**d["environment"], "threads": None}}).encode())
-    with pytest.raises(UsageError, match=r"^upgrade-check --certify needs a card of schema 3; iris 1\.0\.0 has schema 2"):
+    with pytest.raises(
+        UsageError, match=r"^upgrade-check --certify needs a card of schema 3; iris 1\.0\.0 has schema 2"
+    ):
         require_schema3(card, "upgrade-check --certify")
 
 

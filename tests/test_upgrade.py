@@ -36,6 +36,9 @@ def _rewrite_card(artifact: Path, change: Callable[[dict[str, Any]], None]) -> N
 
 def _to_schema1(d: dict[str, Any]) -> None:
     d["schema_version"] = 1
+    for key in ("image", "system_packages", "threads"):  # schema 3
+        d["environment"].pop(key)
+    d.pop("reference")
     del d["environment"]["lock"], d["references"]["globals"], d["references"]["local_modules"]
     del d["training"], d["lineage"]
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import warnings
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from toolkit.artifact import runtime_differences, verify
 from toolkit.card import ModelCard
@@ -14,6 +14,9 @@ from toolkit.fingerprint import capture
 from toolkit.policy import validate_policy
 from toolkit.probe import ProbeResult
 from toolkit.signing import TrustedKeys
+
+if TYPE_CHECKING:
+    from toolkit.reference import ReferenceResult
 
 __all__ = ["Report", "assess", "check_env"]
 
@@ -28,7 +31,8 @@ class Report:
     sha256: str
     policy: str
     differences: tuple[Difference, ...]
-    predictions: ProbeResult | None = None  # only with verify_predictions
+    # Only with verify_predictions: a ReferenceResult (card schema 3) or a ProbeResult.
+    predictions: ProbeResult | ReferenceResult | None = None
     remedies: tuple[str, ...] = ()  # what would make it pass, most direct first
 
     @property
@@ -41,7 +45,16 @@ class Report:
 
     @property
     def exit_code(self) -> int:
+        """0 when the runtime matches the card. Otherwise 1, even when ``--verify-predictions``
+        found every output in agreement: the gate answers "is this the card's runtime?", and
+        agreement on the rows checked is evidence for a decision (a looser policy, a
+        certification), not that decision. ``outputs_agree`` says which kind of 1 it is."""
         return 0 if self.ok else EnvironmentMismatch.exit_code
+
+    @property
+    def outputs_agree(self) -> bool | None:
+        """With ``--verify-predictions``: whether every output agreed; else None."""
+        return None if self.predictions is None else self.predictions.ok
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -56,6 +69,7 @@ class Report:
             "environment_ok": self.environment_ok,
             "differences": [d.to_dict() for d in self.differences],
             "predictions": None if self.predictions is None else self.predictions.to_dict(),
+            "outputs_agree": self.outputs_agree,
             "remedies": list(self.remedies),
         }
 
@@ -81,7 +95,9 @@ def check_env(
     return assess(card, artifact=str(path), policy=policy, predictions=predictions)
 
 
-def assess(card: ModelCard, *, artifact: str, policy: str, predictions: ProbeResult | None = None) -> Report:
+def assess(
+    card: ModelCard, *, artifact: str, policy: str, predictions: ProbeResult | ReferenceResult | None = None
+) -> Report:
     """The verdict on a card already checked for integrity: its differences from this runtime
     under ``policy``, and the remedies that apply (shared by the file and the remote gate)."""
     from toolkit.remedy import remedies
@@ -104,9 +120,8 @@ def assess(card: ModelCard, *, artifact: str, policy: str, predictions: ProbeRes
     )
 
 
-def _probe(path: str | os.PathLike[str], policy: str, trusted_keys: TrustedKeys) -> ProbeResult:
-    from toolkit import probe
-    from toolkit.artifact import load_verified
+def _probe(path: str | os.PathLike[str], policy: str, trusted_keys: TrustedKeys) -> ProbeResult | ReferenceResult:
+    from toolkit.artifact import check_outputs, load_verified
 
     try:
         with warnings.catch_warnings():
@@ -116,4 +131,5 @@ def _probe(path: str | os.PathLike[str], policy: str, trusted_keys: TrustedKeys)
         return ProbeResult(
             ok=False, rows=0, label_mismatches=0, max_abs_diff=float("inf"), tolerance=0.0, error=e.detail or str(e)
         )
-    return probe.check(loaded.card.probe, loaded.pipeline)
+    result: ProbeResult | ReferenceResult = check_outputs(path, loaded)
+    return result

@@ -9,7 +9,7 @@ from toolkit.errors import Difference, UsageError
 from toolkit.fingerprint import Fingerprint
 
 if TYPE_CHECKING:
-    from toolkit.pickle_audit import LocalModule
+    from toolkit.card.records import LocalModule
 
 __all__ = ["POLICIES", "SELF_DISTRIBUTION", "differences", "validate_policy"]
 
@@ -39,7 +39,8 @@ def differences(
 ) -> tuple[Difference, ...]:
     """What in ``runtime`` differs from ``recorded`` under ``policy``; empty means a match.
 
-    strict: interpreter, OS, machine, libc, every distribution, and the base image.
+    strict: interpreter, OS, machine, libc, every distribution, the base image, and (card
+    schema 3) the Debian packages a project added on top of it.
     compatible: interpreter and Python major.minor, plus the exact versions of the
     distributions the pickle references (``referenced``, already closed over their
     dependencies when the card was written).
@@ -64,8 +65,21 @@ def differences(
     found += [_package(name, recorded.packages.get(name), runtime.packages.get(name)) for name in names]
     if policy == "strict":
         found.append(_field("base_image", recorded.base_image, runtime.base_image))
+        if recorded.system_packages is not None:  # card schema 3: the Debian packages a project added
+            found += _system_packages(recorded, runtime)
     found += [_local(m.module, m.sha256) for m in local_modules]
     return tuple(d for d in found if d is not None)
+
+
+def _system_packages(recorded: Fingerprint, runtime: Fingerprint) -> list[Difference | None]:
+    expected = {p.name: p.version for p in recorded.system_packages or ()}
+    actual = {p.name: p.version for p in runtime.system_packages or ()}
+    return [
+        None
+        if expected.get(name) == actual.get(name)
+        else Difference(field="system_package", name=name, expected=expected.get(name), actual=actual.get(name))
+        for name in sorted(set(expected) | set(actual))
+    ]
 
 
 def _local(module: str, expected: str) -> Difference | None:

@@ -21,7 +21,6 @@ and parsed without pickle; the card records its sha256 and size, which are check
 from __future__ import annotations
 
 import contextlib
-import gzip
 import io
 import json
 import math
@@ -153,6 +152,8 @@ def encode(recorded: Recorded) -> bytes:
         "rows": [list(r) for r in recorded.rows],
         "outputs": recorded.outputs,
     }
+    import gzip
+
     text = json.dumps(doc, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
     buffer = io.BytesIO()
     with gzip.GzipFile(fileobj=buffer, mode="wb", compresslevel=6, mtime=0) as f:
@@ -165,6 +166,8 @@ def decode(data: bytes, info: ReferenceSet, *, where: str) -> Recorded:
 
     Raises: IntegrityError naming the file and what is wrong.
     """
+    import gzip
+
     from toolkit.card.parse import _no_constants, _no_duplicates  # the card's own strict JSON rules
 
     if len(data) > MAX_FILE_BYTES:

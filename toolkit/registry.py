@@ -560,8 +560,8 @@ class Registry:
                     )
                 if not d1.split or d1.split != d2.split:
                     raise RegistryError(
-                        f"{name} {v1} and {v2} were split differently ({_split(d1.split)} vs {_split(d2.split)}): one's test rows "
-                        "are the other's training rows; name a dataset with --dataset"
+                        f"{name} {v1} and {v2} were split differently ({_split(d1.split)} vs {_split(d2.split)}): "
+                        "one's test rows are the other's training rows; name a dataset with --dataset"
                     )
                 ds = load_dataset(d1.source, target if target is not None else d1.target, task=task_of(c1))
                 if ds.sha256 != d1.sha256:

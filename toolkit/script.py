@@ -167,7 +167,7 @@ def register_or_move(
     for path in staged:
         files = artifact_paths(path)
         signature = files.signature
-        present = [p for p in (files.model, files.card_json, files.card_md, signature) if p.exists()]
+        present = [p for p in (*files.files(), signature) if p.exists()]
         targets = [(p, cfg.out / p.name) for p in present]
         existing = [t for _, t in targets if t.exists()]
         if existing:

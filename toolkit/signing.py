@@ -172,11 +172,16 @@ def sign(artifact: str | os.PathLike[str], key_path: str | os.PathLike[str]) -> 
     paths = artifact_paths(artifact)
     card = read_card(paths.model)
     digests = {}
-    for p in (paths.card_json, paths.card_md, paths.model):
+    for p in paths.files():  # the three, and the reference set when there is one
         digest, size = _files.sha256_file(p, "artifact file")
         digests[p.name] = digest
         if p == paths.model and (digest != card.artifact.sha256 or size != card.artifact.size):
             raise IntegrityError(f"{p}: sha256 does not match its card; refusing to sign it")
+        ref = card.reference
+        if p == paths.reference and (ref is None or digest != ref.sha256 or size != ref.size):
+            raise IntegrityError(f"{p}: sha256 does not match its card; refusing to sign it")
+    if card.reference is not None and paths.reference.name not in digests:
+        raise IntegrityError(f"{paths.reference}: missing; its card records a reference set; refusing to sign it")
     target = signature_path(paths)
     bundle = _bundle(private, _statement(paths.stem, digests, target.name))
     _files.publish(_files.write_temp(target, bundle), target, overwrite=True)
@@ -259,7 +264,7 @@ def require_signature(
     payload, signatures, hint = _parse_bundle(raw, sig)
     _check_signed(keys, payload, signatures, hint, sig)
     signed = _parse_statement(payload, sig)
-    covered = {p.name: p for p in (paths.card_json, paths.card_md, paths.model)}
+    covered = {p.name: p for p in sorted(paths.files(), key=lambda p: p.name)}  # messages name them in this order
     extra = sorted(set(signed) - set(covered))
     missing = sorted(set(covered) - set(signed))
     if extra or missing:

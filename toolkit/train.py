@@ -220,6 +220,7 @@ def fit_and_save(
             name=config.model_name,
             version=config.version,
             probe=select_probe(X_test),
+            reference=X_test,  # the held-out rows: up to toolkit.reference.CAP of them, beside the card
             data=data,
             metrics=metrics,
             params=model_params(pipeline[-1]),
@@ -646,7 +647,7 @@ def _refuse_existing(path: Path) -> None:
     from toolkit.artifact import artifact_paths
 
     paths = artifact_paths(path)
-    siblings = (paths.model, paths.card_json, paths.card_md)
+    siblings = (paths.model, paths.reference, paths.card_json, paths.card_md)
     existing = [p for p in siblings if p.exists()]
     if existing:
         raise UsageError(f"{existing[0]} already exists; a version is never overwritten (choose another --version)")

@@ -4,10 +4,14 @@
 for ``toolkit upgrade-check``): the environment diff against the card, a guarded load with
 the mismatch allowed (the checksum still checked, only the card's globals importable, every
 warning recorded: scikit-learn's ``InconsistentVersionWarning`` says which estimators were
-pickled by another release), then the card's probe predictions. Verdicts:
+pickled by another release), then the outputs on the card's reference set (card schema 3,
+the same batches and thread limit as at save), else on its probe rows. Verdicts:
 
-- ``safe``: loads, and the probe predictions are within the card's tolerance;
-- ``drift``: loads, but the predictions moved (the silent kind of break);
+- ``safe``: loads, and every output on every reference row is within the card's tolerance;
+- ``warn``: as ``safe``, but the library warned that the unpickle is unsupported
+  (``InconsistentVersionWarning``): the rows checked agree, the rows not checked are not
+  vouched for by the library. Safe to merge (exit 0), and the warnings' text is shown;
+- ``drift``: loads, but the outputs moved (the silent kind of break), with how much;
 - ``broken``: does not load, or raises when it predicts.
 
 The records here are also what the host reads back from the container (``from_dict``), and
@@ -35,7 +39,7 @@ __all__ = [
     "junit_xml",
 ]
 
-VERDICTS = ("safe", "drift", "broken")
+VERDICTS = ("safe", "warn", "drift", "broken")
 _REASON_CHARS = 400  # a reason is one line; a library's message can be a page
 _SELF = "toolkit"  # the checker, not the payload (see toolkit.policy)
 
@@ -105,7 +109,7 @@ class ModelCheck:
 
     @property
     def ok(self) -> bool:
-        return self.verdict == "safe"
+        return self.verdict in ("safe", "warn")
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -209,8 +213,7 @@ class UpgradeReport:
 def check_artifact(path: Path, *, status: str | None = None) -> ModelCheck:
     """The verdict for one artifact in *this* runtime (the candidate's). Never raises for the
     model's own faults: a model that cannot be read, loaded or run is ``broken``, with why."""
-    from toolkit import probe as probes
-    from toolkit.artifact import read_card, runtime_differences
+    from toolkit.artifact import Loaded, check_outputs, read_card, runtime_differences
     from toolkit.errors import ToolkitError
 
     started = time.monotonic()
@@ -248,32 +251,43 @@ def check_artifact(path: Path, *, status: str | None = None) -> ModelCheck:
         return verdict("broken", f"does not load: {e.reason}", recorded=e.recorded)
     except ToolkitError as e:
         return verdict("broken", f"does not load: {e}")
-    result = probes.check(card.probe, pipeline)
+    try:
+        result = check_outputs(path, Loaded(pipeline=pipeline, card=card, differences=differences))
+    except ToolkitError as e:  # the reference file fails its card
+        return verdict("broken", f"reference set refused: {e}", recorded=recorded)
+    what = "reference" if card.reference is not None else "probe"
     if result.error is not None:
         return verdict("broken", f"loads, but predict raises {result.error}", recorded=recorded, probe=result)
     if not result.ok:
-        moved = (
-            f"{result.label_mismatches} of {result.rows} probe predictions changed"
-            if result.label_mismatches
-            else "no probe label changed"
-        )
-        diff = "inf" if not math.isfinite(result.max_abs_diff) else f"{result.max_abs_diff:.3g}"
-        return verdict(
-            "drift",
-            f"loads, but predictions moved: {moved}, max |diff| {diff} > tolerance {result.tolerance:g}",
-            recorded=recorded,
-            probe=result,
-        )
+        return verdict("drift", f"loads, but outputs moved: {_moved(result, what)}", recorded=recorded, probe=result)
     if not differences:
-        reason = "same runtime as the card; probe predictions agree"
+        reason = f"same runtime as the card; {what} outputs agree on {result.rows} rows"
     else:
         reason = (
-            f"loads despite {len(differences)} runtime difference(s); probe predictions agree "
+            f"loads despite {len(differences)} runtime difference(s); {what} outputs agree on {result.rows} rows "
             f"(max |diff| {result.max_abs_diff:.3g})"
         )
+    unsupported = [w for w in recorded if w.startswith("InconsistentVersionWarning")]
+    if unsupported:
+        # Agreement on the rows checked, but the library itself says this unpickle is unsupported.
+        return verdict("warn", f"{reason}; but {unsupported[0]}", recorded=recorded, probe=result)
     if recorded:
         reason += f"; {len(recorded)} warning(s) while loading"
     return verdict("safe", reason, recorded=recorded, probe=result)
+
+
+def _moved(result: Any, what: str) -> str:
+    """How much moved, per output for a reference set; a regressor's values never say "label"."""
+    outputs = getattr(result, "outputs", None)
+    if outputs is not None:
+        return "; ".join(str(o) for o in outputs if o.differing) or "lengths differ"
+    moved = (
+        f"{result.label_mismatches} of {result.rows} {what} predictions changed"
+        if result.label_mismatches
+        else f"no {what} label changed"
+    )
+    diff = "inf" if not math.isfinite(result.max_abs_diff) else f"{result.max_abs_diff:.3g}"
+    return f"{moved}, max |diff| {diff} > tolerance {result.tolerance:g}"
 
 
 def junit_xml(report: UpgradeReport) -> bytes:

@@ -84,6 +84,11 @@ def check_env(
             _print_differences(report.differences)
         if report.predictions is not None:
             out.print(plain(report.predictions), markup=False)
+            if report.differences and report.predictions.ok:
+                typer.echo(
+                    "outputs agree, but the runtime is not the card's: exit 1 all the same "
+                    "(the gate answers for the runtime; the agreement is evidence for a remedy)"
+                )
         for remedy in report.remedies:
             typer.echo(plain(f"what to do: {remedy}"))
     raise typer.Exit(report.exit_code)

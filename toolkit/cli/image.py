@@ -525,7 +525,7 @@ def _move_artifact(staged: Path, out_dir: Path) -> Path:
         out_dir.mkdir(parents=True, exist_ok=True)
         moved = []
         signature = source.signature
-        for path in (source.model, source.card_json, source.card_md, signature):
+        for path in (*source.files(), signature):
             if path == signature and not path.exists():
                 continue
             target = out_dir / path.name

@@ -20,7 +20,7 @@ if TYPE_CHECKING:
 
 __all__ = ["retrain", "upgrade_check"]
 
-_VERDICT_STYLE = {"safe": "green", "drift": "yellow", "broken": "red"}
+_VERDICT_STYLE = {"safe": "green", "warn": "yellow", "drift": "yellow", "broken": "red"}
 
 
 @app.command("upgrade-check")
@@ -181,15 +181,18 @@ def _print_report(report: UpgradeReport) -> None:
             Text(check.reason),
         )
     out.print(table)
-    changed: dict[str, str] = {}
-    # Upgrades and downgrades first: they are what a lock bump is about; then added and removed.
+    # One line per stack (models whose cards record the same versions share one): a registry
+    # of five stacks has five different diffs, and one merged line would show one of them.
+    stacks: dict[tuple[str, ...], list[str]] = {}
     for check in report.models:
-        for change in sorted(check.packages, key=lambda c: (c.card is None or c.candidate is None, c.name)):
-            changed.setdefault(change.name, str(change))
-    if changed:
-        shown = sorted(changed.values(), key=lambda line: ("(absent)" in line, line))
+        # Upgrades and downgrades first: they are what a lock bump is about; then added and removed.
+        lines = tuple(sorted((str(c) for c in check.packages), key=lambda line: ("(absent)" in line, line)))
+        if lines:
+            stacks.setdefault(lines, []).append(f"{check.name} {check.version}")
+    for shown, models in stacks.items():
         more = f" and {len(shown) - 10} more" if len(shown) > 10 else ""
-        out.print("packages that change for these models: " + "; ".join(shown[:10]) + more, markup=False)
+        who = "these models" if len(stacks) == 1 else ", ".join(models)
+        out.print(f"packages that change for {who}: " + "; ".join(shown[:10]) + more, markup=False)
     retrained = [c for c in report.models if c.retrain is not None]
     if retrained:
         out.print("retrained in the candidate image:", markup=False)
@@ -201,7 +204,9 @@ def _print_report(report: UpgradeReport) -> None:
                 continue
             kept = "registered as staging" if r.registered else "not registered"
             out.print(f"  {check.name} {check.version} -> {r.version} ({kept}): {_metric_pairs(r)}", markup=False)
-    summary = ", ".join(f"{counts[v]} {v}" for v in ("safe", "drift", "broken"))
+    # "warn" is named only when there is one, so the line reads as it always did otherwise.
+    shown = ("safe", "warn", "drift", "broken") if counts.get("warn") else ("safe", "drift", "broken")
+    summary = ", ".join(f"{counts[v]} {v}" for v in shown)
     out.print(f"{len(report.models)} models: {summary} -> {'safe to merge' if report.ok else 'NOT safe'}", markup=False)
 
 

@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from toolkit.artifact import CARD_JSON_SUFFIX, CARD_MD_SUFFIX, MODEL_SUFFIX, SIG_SUFFIX
+from toolkit.artifact import CARD_JSON_SUFFIX, CARD_MD_SUFFIX, MODEL_SUFFIX, REFERENCE_SUFFIX, SIG_SUFFIX
 from toolkit.card import ModelCard
 from toolkit.errors import IntegrityError
 from toolkit.oci.reference import DIGEST_RE
@@ -34,6 +34,7 @@ __all__ = [
     "MANIFEST_MEDIA_TYPE",
     "MAX_MANIFEST_BYTES",
     "MODEL_SUFFIX",
+    "REFERENCE_MEDIA_TYPE",
     "SIGNATURE_MEDIA_TYPE",
     "SIG_SUFFIX",
     "TITLE_ANNOTATION",
@@ -56,6 +57,8 @@ WEIGHT_MEDIA_TYPE = "application/vnd.cncf.model.weight.v1.raw"
 DOC_MEDIA_TYPE = "application/vnd.cncf.model.doc.v1.raw"
 # ModelPack has no place for a signature; <stem>.sig is a Sigstore bundle v0.3 (SPEC: Signatures).
 SIGNATURE_MEDIA_TYPE = "application/vnd.dev.sigstore.bundle.v0.3+json"
+# Nor for a model's reference outputs: <stem>.reference.json.gz (card schema 3) is the toolkit's own.
+REFERENCE_MEDIA_TYPE = "application/vnd.toolkit.reference.v1+json+gzip"
 FILEPATH_ANNOTATION = "org.cncf.model.filepath"
 TITLE_ANNOTATION = "org.opencontainers.image.title"
 # What ModelPack has no place for goes into the manifest's own annotations.
@@ -144,10 +147,12 @@ class Layout:
     card_json: Descriptor
     card_md: Descriptor
     signature: Descriptor | None
+    reference: Descriptor | None = None  # card schema 3: the reference set
 
     @property
     def layers(self) -> tuple[Descriptor, ...]:
-        return (self.model, self.card_json, self.card_md, *((self.signature,) if self.signature else ()))
+        extra = tuple(d for d in (self.reference, self.signature) if d is not None)
+        return (self.model, self.card_json, self.card_md, *extra)
 
 
 def layout_of(manifest: Manifest, *, where: str) -> Layout:
@@ -179,6 +184,7 @@ def layout_of(manifest: Manifest, *, where: str) -> Layout:
         stem + CARD_JSON_SUFFIX: DOC_MEDIA_TYPE,
         stem + CARD_MD_SUFFIX: DOC_MEDIA_TYPE,
         stem + SIG_SUFFIX: SIGNATURE_MEDIA_TYPE,
+        stem + REFERENCE_SUFFIX: REFERENCE_MEDIA_TYPE,
     }
     for name, layer in by_name.items():
         if name not in wanted:
@@ -193,6 +199,7 @@ def layout_of(manifest: Manifest, *, where: str) -> Layout:
         card_json=by_name[stem + CARD_JSON_SUFFIX],
         card_md=by_name[stem + CARD_MD_SUFFIX],
         signature=by_name.get(stem + SIG_SUFFIX),
+        reference=by_name.get(stem + REFERENCE_SUFFIX),
     )
 
 
