@@ -255,17 +255,17 @@ def check_artifact(path: Path, *, status: str | None = None) -> ModelCheck:
         result = check_outputs(path, Loaded(pipeline=pipeline, card=card, differences=differences))
     except ToolkitError as e:  # the reference file fails its card
         return verdict("broken", f"reference set refused: {e}", recorded=recorded)
-    what = "reference" if card.reference is not None else "probe"
+    # The probe's wording stays as it was; a reference set says how many rows it checked.
+    agree = "probe predictions agree" if card.reference is None else f"reference outputs agree on {result.rows} rows"
     if result.error is not None:
         return verdict("broken", f"loads, but predict raises {result.error}", recorded=recorded, probe=result)
     if not result.ok:
-        return verdict("drift", f"loads, but outputs moved: {_moved(result, what)}", recorded=recorded, probe=result)
+        return verdict("drift", f"loads, but predictions moved: {_moved(result)}", recorded=recorded, probe=result)
     if not differences:
-        reason = f"same runtime as the card; {what} outputs agree on {result.rows} rows"
+        reason = f"same runtime as the card; {agree}"
     else:
         reason = (
-            f"loads despite {len(differences)} runtime difference(s); {what} outputs agree on {result.rows} rows "
-            f"(max |diff| {result.max_abs_diff:.3g})"
+            f"loads despite {len(differences)} runtime difference(s); {agree} (max |diff| {result.max_abs_diff:.3g})"
         )
     unsupported = [w for w in recorded if w.startswith("InconsistentVersionWarning")]
     if unsupported:
@@ -276,15 +276,15 @@ def check_artifact(path: Path, *, status: str | None = None) -> ModelCheck:
     return verdict("safe", reason, recorded=recorded, probe=result)
 
 
-def _moved(result: Any, what: str) -> str:
+def _moved(result: Any) -> str:
     """How much moved, per output for a reference set; a regressor's values never say "label"."""
     outputs = getattr(result, "outputs", None)
     if outputs is not None:
         return "; ".join(str(o) for o in outputs if o.differing) or "lengths differ"
     moved = (
-        f"{result.label_mismatches} of {result.rows} {what} predictions changed"
+        f"{result.label_mismatches} of {result.rows} probe predictions changed"
         if result.label_mismatches
-        else f"no {what} label changed"
+        else "no probe label changed"
     )
     diff = "inf" if not math.isfinite(result.max_abs_diff) else f"{result.max_abs_diff:.3g}"
     return f"{moved}, max |diff| {diff} > tolerance {result.tolerance:g}"
