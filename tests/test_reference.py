@@ -82,7 +82,7 @@ def test_a_small_held_out_set_is_kept_whole_and_two_saves_write_the_same_bytes(
     monkeypatch.setenv("SOURCE_DATE_EPOCH", "1700000000")
     X, _ = blobs
     a = _save(forest, tmp_path / "a" / "f-1.0.0.joblib", X.head(500))
-    b = _save(forest, tmp_path / "b" / "f-1.0.0.joblib", X.head(500))
+    _save(forest, tmp_path / "b" / "f-1.0.0.joblib", X.head(500))
     assert a.reference is not None and (a.reference.rows, a.reference.seed) == (500, None)
     for name in ("f-1.0.0.reference.json.gz", "f-1.0.0.card.json", "f-1.0.0.card.md", "f-1.0.0.joblib"):
         assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes(), name
@@ -144,7 +144,7 @@ def test_a_hostile_reference_file_is_one_integrity_error_never_a_crash(
 
 
 def test_save_takes_reference_or_probe(forest: Any, blobs: tuple[Any, Any], tmp_path: Path) -> None:
-    with pytest.raises(UsageError, match="reference= .* or probe="):
+    with pytest.raises(UsageError, match=r"reference= .* or probe="):
         toolkit.save(forest, tmp_path / "f-1.0.0.joblib", name="f", version="1.0.0")
     with pytest.raises(UsageError, match="reference has no rows"):
         toolkit.save(forest, tmp_path / "f-1.0.0.joblib", name="f", version="1.0.0", reference=blobs[0].head(0))
