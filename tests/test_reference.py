@@ -289,3 +289,36 @@ def test_the_same_check_at_1_and_2_threads_gives_the_same_verdict_and_counts(tmp
     one, two = _verdict_at(path, "1"), _verdict_at(path, "2")
     assert one["ok"] is True and one == two
     assert one["thread_limit"] == 1 and one["rows"] == 500
+
+
+def test_agreement_while_the_library_warns_the_unpickle_is_unsupported_is_warn_with_its_text(
+    forest: Any, blobs: tuple[Any, Any], tmp_path: Path
+) -> None:
+    """The pickle says another scikit-learn release wrote it (the version string in its state
+    edited to one of the same length): every reference row agrees, and the library warns."""
+    import dataclasses
+    import hashlib
+
+    import sklearn
+
+    from toolkit.upgrade import ModelCheck
+
+    path = tmp_path / "f-1.0.0.joblib"
+    card = _save(forest, path, blobs[0].head(300))
+    installed = sklearn.__version__.encode()
+    other = b"0" * len(installed)
+    data = path.read_bytes()
+    assert installed in data
+    data = data.replace(installed, other)
+    path.write_bytes(data)
+    info = dataclasses.replace(card.artifact, sha256=hashlib.sha256(data).hexdigest(), size=len(data))
+    card = dataclasses.replace(card, artifact=info)
+    paths = artifact_paths(path)
+    paths.card_json.write_bytes(card.to_json())
+    paths.card_md.write_text(card.to_markdown())
+    check = check_artifact(path)
+    assert check.verdict == "warn", check.reason
+    assert check.ok  # safe to merge, but said
+    assert "reference outputs agree on 300 rows" in check.reason
+    assert "InconsistentVersionWarning: Trying to unpickle estimator" in check.reason
+    assert ModelCheck.from_dict(check.to_dict()).verdict == "warn"
