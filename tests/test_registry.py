@@ -572,6 +572,6 @@ def test_add_copies_the_reference_set_and_refuses_one_that_fails_its_card(
         data = bytearray(ref.read_bytes())
         data[-3] ^= 1
         ref.write_bytes(bytes(data))
-        with pytest.raises(IntegrityError, match="checksum mismatch for .*reference.json.gz"):
+        with pytest.raises(IntegrityError, match=r"checksum mismatch for .*reference\.json\.gz"):
             reg.add(other)
         assert [e.version for e in reg.list_versions("ref")] == ["1.0.0"]
