@@ -19,7 +19,7 @@ from toolkit.artifact import artifact_paths, read_card, read_reference, verify
 from toolkit.card import parse_card
 from toolkit.errors import IntegrityError, UsageError
 from toolkit.gate import check_env
-from toolkit.upgrade import check_artifact
+from toolkit.upgrade.verdict import check_artifact
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -301,7 +301,7 @@ def test_agreement_while_the_library_warns_the_unpickle_is_unsupported_is_warn_w
 
     import sklearn
 
-    from toolkit.upgrade import ModelCheck
+    from toolkit.upgrade.verdict import ModelCheck
 
     path = tmp_path / "f-1.0.0.joblib"
     card = _save(forest, path, blobs[0].head(300))

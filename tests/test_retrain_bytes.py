@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from toolkit.config import TrainConfig
-from toolkit.retrain import retrain
-from toolkit.train import train
+from toolkit.training.config import TrainConfig
+from toolkit.training.retrain import retrain
+from toolkit.training.train import train
 
 KINDS = [
     ("builtin:wine", "random_forest"),
