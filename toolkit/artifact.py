@@ -178,7 +178,7 @@ def _reference_bytes(paths: ArtifactPaths, card: ModelCard) -> bytes | None:
     describe is refused too (it would change what a signature or a copy covers)."""
     import hashlib
 
-    from toolkit.reference import MAX_FILE_BYTES
+    from toolkit.card.records import MAX_REFERENCE_BYTES
 
     info = card.reference
     if info is None:
@@ -187,7 +187,7 @@ def _reference_bytes(paths: ArtifactPaths, card: ModelCard) -> bytes | None:
         return None
     if info.file != paths.reference.name:
         raise IntegrityError(f"{paths.card_json} names reference {info.file!r}, not {paths.reference.name!r}; refused")
-    data = _files.read_regular(paths.reference, "reference set", limit=min(info.size, MAX_FILE_BYTES))
+    data = _files.read_regular(paths.reference, "reference set", limit=min(info.size, MAX_REFERENCE_BYTES))
     digest = hashlib.sha256(data).hexdigest()
     if len(data) != info.size or digest != info.sha256:
         raise IntegrityError(

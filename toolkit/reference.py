@@ -29,7 +29,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from toolkit.card import ReferenceSet, jsonable
+from toolkit.card.records import MAX_REFERENCE_BYTES, ReferenceSet, jsonable
 from toolkit.errors import IntegrityError, UsageError
 
 __all__ = [
@@ -57,8 +57,7 @@ BATCH_SIZE = 256  # rows per predict call, the same at save and at every re-chec
 THREAD_LIMIT = 1  # BLAS and OpenMP threads, the same at save and at every re-check
 DEFAULT_TOLERANCE = 1e-6  # as the probe's: absolute, relative beyond 1; labels exactly
 FORMAT = 1
-# 2,000 rows of a few hundred columns compress to a few MB; anything far larger is not ours.
-MAX_FILE_BYTES = 64 * 1024 * 1024
+MAX_FILE_BYTES = MAX_REFERENCE_BYTES  # the card's rule, so the gate need not import this module
 MAX_JSON_BYTES = 512 * 1024 * 1024
 _THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "BLIS_NUM_THREADS")
 

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from toolkit.card import MAX_CARD_BYTES
+from toolkit.card.records import MAX_REFERENCE_BYTES as _MAX_REFERENCE_BYTES
 from toolkit.gate import Report, assess
 from toolkit.gate import check_env as check_file
 from toolkit.oci import (
@@ -28,7 +29,6 @@ from toolkit.oci import (
     trust_configured,
 )
 from toolkit.policy import validate_policy
-from toolkit.reference import MAX_FILE_BYTES as _MAX_REFERENCE_BYTES
 
 __all__ = ["check_env"]
 

@@ -19,6 +19,7 @@ from toolkit.fingerprint import Fingerprint
 
 __all__ = [
     "MAX_CARD_BYTES",
+    "MAX_REFERENCE_BYTES",
     "NAME_RE",
     "SCHEMAS",
     "SCHEMA_VERSION",
@@ -48,6 +49,9 @@ MAX_DEPTH = 64
 # Checked before a card is read: a card is small (the probe is a few rows), so anything
 # larger is not a card and must not be parsed into memory.
 MAX_CARD_BYTES = 4 * 1024 * 1024
+# The reference-set file beside the card (toolkit.reference): 2,000 rows of a few hundred
+# columns compress to a few MB; anything far larger is not ours and is not read.
+MAX_REFERENCE_BYTES = 64 * 1024 * 1024
 
 # \Z, not $: "$" also matches before a trailing newline, which would let "name\n" through.
 # One rule per identifier (toolkit.identifiers); kept under these names for importers.
