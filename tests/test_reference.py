@@ -322,3 +322,22 @@ def test_agreement_while_the_library_warns_the_unpickle_is_unsupported_is_warn_w
     assert "reference outputs agree on 300 rows" in check.reason
     assert "InconsistentVersionWarning: Trying to unpickle estimator" in check.reason
     assert ModelCheck.from_dict(check.to_dict()).verdict == "warn"
+
+
+def test_the_remedy_names_the_exact_versions_to_install(make_artifact: Any, runner: Any) -> None:
+    import dataclasses
+
+    from toolkit.cli import app
+
+    path = make_artifact(name="pins")
+    paths = artifact_paths(path)
+    card = read_card(path)
+    packages = {**card.environment.packages, "numpy": "0.0.1", "not-here": "9.9"}
+    edited = dataclasses.replace(card, environment=dataclasses.replace(card.environment, packages=packages))
+    paths.card_json.write_bytes(edited.to_json())
+    paths.card_md.write_text(edited.to_markdown())
+    report = check_env(path)
+    line = next(r for r in report.remedies if "pip install" in r)
+    assert "numpy==0.0.1" in line and "not-here==9.9" in line
+    shown = runner.invoke(app, ["check-env", str(path)])
+    assert shown.exit_code == 1 and "pip install " in shown.output
