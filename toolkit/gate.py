@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import warnings
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from toolkit.artifact import runtime_differences, verify
@@ -33,6 +34,11 @@ class Report:
     differences: tuple[Difference, ...]
     # Only with verify_predictions: a ReferenceResult (card schema 3) or a ProbeResult.
     predictions: ProbeResult | ReferenceResult | None = None
+    # Under the certified policy: the certification that accepted this runtime's differences
+    # (they are then in ``certified_differences``, not ``differences``), and the ones refused.
+    certification: str | None = None
+    certified_differences: tuple[Difference, ...] = ()
+    refused_certifications: tuple[str, ...] = ()
     remedies: tuple[str, ...] = ()  # what would make it pass, most direct first
 
     @property
@@ -70,6 +76,9 @@ class Report:
             "differences": [d.to_dict() for d in self.differences],
             "predictions": None if self.predictions is None else self.predictions.to_dict(),
             "outputs_agree": self.outputs_agree,
+            "certification": self.certification,
+            "certified_differences": [d.to_dict() for d in self.certified_differences],
+            "refused_certifications": list(self.refused_certifications),
             "remedies": list(self.remedies),
         }
 
@@ -80,6 +89,7 @@ def check_env(
     policy: str = "strict",
     verify_predictions: bool = False,
     trusted_keys: TrustedKeys = None,
+    certifications: str | os.PathLike[str] | None = None,
 ) -> Report:
     """Check integrity, then this runtime against the card, under ``policy``.
 
@@ -92,7 +102,41 @@ def check_env(
     validate_policy(policy)
     card = verify(path, trusted_keys=trusted_keys)
     predictions = _probe(path, policy, trusted_keys) if verify_predictions else None
-    return assess(card, artifact=str(path), policy=policy, predictions=predictions)
+    report = assess(card, artifact=str(path), policy=policy, predictions=predictions)
+    if policy == "certified" and report.differences and certifications is not None:
+        report = _certified(report, card, Path(certifications), trusted_keys)
+    return report
+
+
+def _certified(report: Report, card: ModelCard, directory: Path, trusted_keys: TrustedKeys) -> Report:
+    """The report with its differences accepted by the certification for this model and this
+    runtime (its lock and base), or with the refusals listed. Raises: UsageError (no folder)."""
+    import dataclasses
+
+    from toolkit.certification import find
+
+    runtime = capture(blas=False)
+    found = find(
+        directory,
+        model_sha256=card.artifact.sha256,
+        lock_sha256=runtime.lock_sha256,
+        base_image=runtime.base_image,
+        trusted_keys=trusted_keys,
+    )
+    if found.certification is None:
+        remedy = (
+            f"certify this model under this runtime's lock (toolkit upgrade-check --lock LOCK --certify {directory}): "
+            f"model sha256 {card.artifact.sha256[:12]}, lock {(runtime.lock_sha256 or 'none')[:12]}"
+        )
+        return dataclasses.replace(report, refused_certifications=found.refused, remedies=(*report.remedies, remedy))
+    return dataclasses.replace(
+        report,
+        differences=(),
+        certified_differences=report.differences,
+        certification=str(found.certification),
+        refused_certifications=found.refused,
+        remedies=(),
+    )
 
 
 def assess(

@@ -13,7 +13,9 @@ if TYPE_CHECKING:
 
 __all__ = ["POLICIES", "SELF_DISTRIBUTION", "differences", "validate_policy"]
 
-POLICIES = ("strict", "compatible")
+# certified: compared as strict; a certification for this model and this runtime (see
+# toolkit.certification), where the caller gives certifications, accepts the differences.
+POLICIES = ("strict", "compatible", "certified")
 
 # The toolkit is the checker, not the payload: its own version is recorded in the card for
 # information but is not compared under strict, so a newer toolkit can gate (and rebuild the
@@ -49,6 +51,8 @@ def differences(
     """
     validate_policy(policy)
     referenced = set(referenced)
+    if policy == "certified":
+        policy = "strict"  # the certifications are the gate's to weigh, on top of these differences
     found = [_field("python_implementation", recorded.python_implementation, runtime.python_implementation)]
     if policy == "strict":
         found += [

@@ -45,6 +45,13 @@ def check_env(
     trusted_key: TrustedKeyOpt = None,
     insecure: InsecureOpt = False,
     registry: RegistryOpt = None,
+    certifications: Annotated[
+        Path | None,
+        typer.Option(
+            "--certifications",
+            help="With --policy certified: the folder of certifications (upgrade-check --certify) to honour.",
+        ),
+    ] = None,
 ) -> None:
     """The deploy gate: exit 0 if this runtime matches the card, 1 if not, 3 on integrity failure."""
     try:
@@ -66,6 +73,7 @@ def check_env(
                 policy=policy.value,
                 verify_predictions=verify_predictions,
                 trusted_keys=trusted_key,
+                certifications=certifications,
             )
     except ToolkitError as e:
         if as_json:  # scripts parsing stdout still get one object
@@ -82,6 +90,11 @@ def check_env(
         )
         if report.differences:
             _print_differences(report.differences)
+        if report.certification is not None:
+            accepted = len(report.certified_differences)
+            typer.echo(plain(f"{accepted} difference(s) accepted by certification {report.certification}"))
+        for refused in report.refused_certifications:
+            typer.echo(plain(f"certification refused: {refused}"))
         if report.predictions is not None:
             out.print(plain(report.predictions), markup=False)
             if report.differences and report.predictions.ok:

@@ -48,6 +48,17 @@ def upgrade_check(
         Path | None, typer.Option(help="Where the candidate's wheels are downloaded (default CONTEXT/wheelhouse).")
     ] = None,
     trusted_key: TrustedKeyOpt = None,
+    certify: Annotated[
+        Path | None,
+        typer.Option(
+            "--certify",
+            help="Write a certification into this folder for each model safe under the candidate lock "
+            "(check-env --policy certified --certifications honours them).",
+        ),
+    ] = None,
+    key: Annotated[
+        Path | None, typer.Option("--key", help="With --certify: sign each certification with this private key.")
+    ] = None,
     job: Annotated[
         Path | None, typer.Option("--job", hidden=True, help="Inside the candidate image: the job folder.")
     ] = None,
@@ -73,6 +84,12 @@ def upgrade_check(
         raise UsageError("--lock CANDIDATE.lock is required")
     if stage not in STAGES:
         raise UsageError(f"--stage: unknown stage {stage!r}; choose one of {', '.join(STAGES)}")
+    if key is not None:
+        if certify is None:
+            raise UsageError("--key signs certifications: give --certify DIR with it")
+        from toolkit.signing import load_signing_key
+
+        load_signing_key(key)  # a bad key fails now, not after the candidate image is built
     base = resolve_base_image(base_image, base_file=context / ".cache" / "base-image")
     root = resolve_root(registry)
     if not isinstance(root, Path):
@@ -92,6 +109,11 @@ def upgrade_check(
         )
     if junit is not None:
         _write_junit(junit, report)
+    if certify is not None:
+        from toolkit.certification import certify as write_certifications
+
+        for path in write_certifications(report, registry=root, directory=certify, key=key):
+            err.print(f"certified: {path}", markup=False)
     if as_json:
         print_json(report.to_dict())
     else:
