@@ -134,7 +134,7 @@ def test_a_certification_for_another_model_lock_or_an_edited_or_forged_one_is_re
     monkeypatch.setenv("TOOLKIT_LOCK_SHA256", LOCK)
 
     original = mine.read_bytes()
-    mine.write_bytes(original.replace(b'"verdict": "safe"', b'"verdict": "warn"'))  # edited after signing
+    mine.write_bytes(original.replace(b'"at": "', b'"at": "1'))  # edited after signing
     report = check_env(deployed, policy="certified", certifications=certs, trusted_keys=[public])
     assert report.exit_code == 1 and any("changed since it was signed" in r for r in report.refused_certifications)
 

@@ -153,7 +153,7 @@ def test_report_json_round_trips_every_model_field() -> None:
     report = _report()
     d = json.loads(json.dumps(report.to_dict()))
     assert (d["ok"], d["exit_code"]) == (False, 1)
-    assert d["summary"] == {"safe": 1, "warn": 0, "drift": 1, "broken": 1, "total": 3}
+    assert d["summary"] == {"safe": 1, "drift": 1, "broken": 1, "total": 3}
     assert d["candidate"]["cached"] is True and d["candidate"]["lock_sha256"] == "ab" * 32
     assert [ModelCheck.from_dict(m) for m in d["models"]] == list(report.models)
 

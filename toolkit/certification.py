@@ -1,6 +1,6 @@
 """Certifications: "this model was checked safe in that runtime", recorded once, honoured by the gate.
 
-``upgrade-check --certify DIR`` writes one for each model whose verdict is ``safe`` or ``warn``
+``upgrade-check --certify DIR`` writes one for each model whose verdict is ``safe``
 under a candidate lock: the model's sha256, the candidate lock's sha256, the base image digest,
 the reference-set result and when. With a signing key it is signed as an artifact is (an
 OpenSSF model-signing bundle, DSSE, over the certification file). The gate, under the
@@ -47,7 +47,7 @@ class Certification:
     model_sha256: str
     lock_sha256: str
     base_image: str | None
-    verdict: str  # "safe" or "warn"
+    verdict: str  # "safe"
     result: Mapping[str, Any]  # the reference (or probe) result, as check-env --json shows it
     at: str  # UTC ISO-8601
 
@@ -164,7 +164,7 @@ def _parse(data: bytes, path: Path) -> Certification:
         and _HEX64.match(raw["model_sha256"])
         and _HEX64.match(raw["lock_sha256"])
         and (raw["base_image"] is None or (isinstance(raw["base_image"], str) and _BASE_RE.match(raw["base_image"])))
-        and raw["verdict"] in ("safe", "warn")
+        and raw["verdict"] == "safe"
         and isinstance(raw["result"], dict)
         and raw["result"].get("ok") is True
     )
@@ -204,7 +204,7 @@ def certify(
     report: Any, *, registry: Path, directory: Path, key: str | os.PathLike[str] | None = None
 ) -> tuple[Path, ...]:
     """``upgrade-check --certify``: a certification for each model of ``report`` (an
-    ``UpgradeReport``) whose verdict is ``safe`` or ``warn``, under its candidate lock and base,
+    ``UpgradeReport``) whose verdict is ``safe``, under its candidate lock and base,
     the model's sha256 read from ``registry``. Returns the files written.
 
     Raises: UsageError (the folder or key), RegistryError.
@@ -217,7 +217,7 @@ def certify(
     written = []
     with Registry(registry) as reg:
         for check in report.models:
-            if check.verdict not in ("safe", "warn") or check.probe is None:
+            if check.verdict != "safe" or check.probe is None:
                 continue
             entry = reg.get(check.name, check.version)
             cert = Certification(

@@ -20,7 +20,7 @@ if TYPE_CHECKING:
 
 __all__ = ["retrain", "upgrade_check"]
 
-_VERDICT_STYLE = {"safe": "green", "warn": "yellow", "drift": "yellow", "broken": "red"}
+_VERDICT_STYLE = {"safe": "green", "drift": "yellow", "broken": "red"}
 
 
 @app.command("upgrade-check")
@@ -226,9 +226,7 @@ def _print_report(report: UpgradeReport) -> None:
                 continue
             kept = "registered as staging" if r.registered else "not registered"
             out.print(f"  {check.name} {check.version} -> {r.version} ({kept}): {_metric_pairs(r)}", markup=False)
-    # "warn" is named only when there is one, so the line reads as it always did otherwise.
-    shown = ("safe", "warn", "drift", "broken") if counts.get("warn") else ("safe", "drift", "broken")
-    summary = ", ".join(f"{counts[v]} {v}" for v in shown)
+    summary = ", ".join(f"{counts[v]} {v}" for v in ("safe", "drift", "broken"))
     out.print(f"{len(report.models)} models: {summary} -> {'safe to merge' if report.ok else 'NOT safe'}", markup=False)
 
 

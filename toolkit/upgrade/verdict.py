@@ -8,9 +8,10 @@ pickled by another release), then the outputs on the card's reference set (card 
 the same batches and thread limit as at save), else on its probe rows. Verdicts:
 
 - ``safe``: loads, and every output on every reference row is within the card's tolerance;
-- ``warn``: as ``safe``, but the library warned that the unpickle is unsupported
-  (``InconsistentVersionWarning``): the rows checked agree, the rows not checked are not
-  vouched for by the library. Safe to merge (exit 0), and the warnings' text is shown;
+  When the library warned that the unpickle is unsupported (``InconsistentVersionWarning``),
+  the verdict stays ``safe`` (the documented rule: the reference rows are the evidence, and a
+  control pickled by an older release that agrees everywhere is safe) and its reason carries
+  the warning's text, so nobody reads "safe" without seeing it;
 - ``drift``: loads, but the outputs moved (the silent kind of break), with how much;
 - ``broken``: does not load, or raises when it predicts.
 
@@ -39,7 +40,7 @@ __all__ = [
     "junit_xml",
 ]
 
-VERDICTS = ("safe", "warn", "drift", "broken")
+VERDICTS = ("safe", "drift", "broken")
 _REASON_CHARS = 400  # a reason is one line; a library's message can be a page
 _SELF = "toolkit"  # the checker, not the payload (see toolkit.policy)
 
@@ -109,7 +110,7 @@ class ModelCheck:
 
     @property
     def ok(self) -> bool:
-        return self.verdict in ("safe", "warn")
+        return self.verdict == "safe"
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -269,8 +270,11 @@ def check_artifact(path: Path, *, status: str | None = None) -> ModelCheck:
         )
     unsupported = [w for w in recorded if w.startswith("InconsistentVersionWarning")]
     if unsupported:
-        # Agreement on the rows checked, but the library itself says this unpickle is unsupported.
-        return verdict("warn", f"{reason}; but {unsupported[0]}", recorded=recorded, probe=result)
+        # Agreement on the rows checked, while the library says this unpickle is unsupported:
+        # still safe (the rule), with the library's own words in the reason.
+        more = f" (and {len(recorded) - 1} more warning(s))" if len(recorded) > 1 else ""
+        reason += f"; but scikit-learn warns the unpickle is unsupported: {unsupported[0]}{more}"
+        return verdict("safe", reason, recorded=recorded, probe=result)
     if recorded:
         reason += f"; {len(recorded)} warning(s) while loading"
     return verdict("safe", reason, recorded=recorded, probe=result)
