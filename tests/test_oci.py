@@ -782,7 +782,8 @@ def test_a_pull_killed_mid_download_publishes_nothing(
 def test_the_reference_set_travels_as_a_layer_signed_with_the_rest(
     make_artifact: Any, iris_frame: Any, registry: LoopbackRegistry, tmp_path: Path, docker_config: Path
 ) -> None:
-    from toolkit.signing import keygen, sign
+    from toolkit.artifact import sign
+    from toolkit.signing import keygen
 
     X, _ = iris_frame
     artifact = make_artifact(name="ref", directory=tmp_path / "src", reference=X)
