@@ -274,7 +274,7 @@ def _listing(directory: Path) -> list[str]:
     return sorted(p.name for p in directory.iterdir())
 
 
-def test_save_writes_schema_2_with_globals_training_and_lineage(make_artifact: Callable[..., Path]) -> None:
+def test_save_writes_schema_3_with_globals_training_and_lineage(make_artifact: Callable[..., Path]) -> None:
     recipe = {
         "dataset": {"source": "builtin:iris", "sha256": "c" * 64},
         "target": "target",
@@ -287,7 +287,7 @@ def test_save_writes_schema_2_with_globals_training_and_lineage(make_artifact: C
     }
     path = make_artifact(training=recipe, lineage={"parent": "iris@0.9.0", "reason": "new data"})
     card = read_card(path)
-    assert card.schema_version == 2
+    assert card.schema_version == 3
     assert card.training is not None and card.training.to_dict() == recipe
     assert card.lineage is not None and card.lineage.parent == "iris@0.9.0"
     assert card.references.globals and ("sklearn.pipeline", "Pipeline") in card.references.globals
@@ -309,6 +309,9 @@ def test_a_schema1_card_still_verifies_gates_and_loads(artifact: Path, iris_fram
 
     def to_schema1(d: dict[str, Any]) -> None:
         d["schema_version"] = 1
+        for key in ("image", "system_packages", "threads"):  # schema 3
+            d["environment"].pop(key)
+        d.pop("reference")
         del d["environment"]["lock"], d["references"]["globals"], d["references"]["local_modules"]
         del d["training"], d["lineage"]
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -10,7 +11,7 @@ import pytest
 
 import toolkit
 from toolkit.artifact import artifact_paths, read_card
-from toolkit.card import MAX_CARD_BYTES, SCHEMA_VERSION, ModelCard, parse_card, require_schema2
+from toolkit.card import MAX_CARD_BYTES, SCHEMA_VERSION, ModelCard, parse_card, require_schema2, require_schema3
 from toolkit.errors import CardError, IntegrityError, UsageError
 
 
@@ -214,7 +215,7 @@ def test_schema2_fields_are_parsed_strictly_naming_the_field(
     artifact: Path, field: str, value: Any, message: str
 ) -> None:
     d = _card_dict(artifact)
-    assert d["schema_version"] == 2
+    assert d["schema_version"] == 3  # what save writes; schema 2 fields are still there
     _mutate(d, field, value)
     with pytest.raises(CardError, match=message.replace("[", r"\[").replace("]", r"\]")):
         parse_card(json.dumps(d).encode())
@@ -239,6 +240,7 @@ def test_schema2_round_trips_training_lineage_and_the_lock(artifact: Path) -> No
 def test_schema1_card_still_parses_and_round_trips_to_the_same_bytes(artifact: Path) -> None:
     d = _card_dict(artifact)
     d["schema_version"] = 1
+    _drop_schema3(d)
     del d["environment"]["lock"], d["references"]["globals"], d["references"]["local_modules"]
     del d["training"], d["lineage"]
     raw = json.dumps(d, indent=2, ensure_ascii=False).encode() + b"\n"
@@ -252,6 +254,113 @@ def test_schema1_card_still_parses_and_round_trips_to_the_same_bytes(artifact: P
     with pytest.raises(UsageError, match=r"^image rebuild needs a card of schema 2; iris 1\.0\.0 has schema 1"):
         require_schema2(card, "image rebuild")
     require_schema2(parse_card(artifact_paths(artifact).card_json.read_bytes()), "image rebuild")
+
+
+def _drop_schema3(d: dict[str, Any]) -> None:
+    for key in ("image", "system_packages", "threads"):
+        del d["environment"][key]
+    del d["reference"]
+
+
+def test_schema2_card_still_parses_and_round_trips_to_the_same_bytes(artifact: Path) -> None:
+    d = _card_dict(artifact)
+    d["schema_version"] = 2
+    _drop_schema3(d)
+    raw = json.dumps(d, indent=2, ensure_ascii=False).encode() + b"\n"
+    card = parse_card(raw)
+    assert card.schema_version == 2 and card.reference is None and card.environment.system_packages is None
+    assert card.to_json() == raw
+    md = card.to_markdown()
+    assert "## Training recipe" in md and "## Reference set" not in md and "## Runtime image" not in md
+    for field in ("reference",):  # a schema 2 card cannot carry schema 3 fields
+        with pytest.raises(CardError, match=f"unknown field '{field}'"):
+            parse_card(json.dumps({**d, field: None}).encode())
+    with pytest.raises(CardError, match=r"unknown field 'environment\.threads'"):
+        parse_card(json.dumps({**d, "environment": {**d["environment"], "threads": None}}).encode())
+    with pytest.raises(
+        UsageError, match=r"^upgrade-check --certify needs a card of schema 3; iris 1\.0\.0 has schema 2"
+    ):
+        require_schema3(card, "upgrade-check --certify")
+
+
+def test_schema3_card_records_the_runtime_and_renders_its_sections(artifact: Path) -> None:
+    card = parse_card(artifact_paths(artifact).card_json.read_bytes())
+    assert card.schema_version == 3
+    env = card.environment
+    assert env.system_packages == () and env.image is None  # not in an image: nothing added, no image named
+    assert env.threads is not None and env.threads.limit == 1
+    assert set(env.threads.variables) >= {"OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"}
+    md = card.to_markdown()
+    assert "## Runtime image" in md and "## Reference set" in md
+    assert "- **Reference outputs computed under:** 1 thread(s)" in md
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [
+        ("data.split", {"test_size": 0.2}, "missing field 'data.split.seed'"),
+        ("data.split", {"test_size": "0.2", "seed": 1}, "'data.split.test_size' must be a number"),
+        ("data.split", {"test_size": 2, "seed": 1}, "'data.split.test_size' must be between 0 and 1"),
+        ("data.split", {"test_size": 0.2, "seed": -1}, "'data.split.seed' must not be negative"),
+        ("data.split", {"test_size": 0.2, "seed": 1, "x": 1}, "unknown field 'data.split.x'"),
+        ("data.split", [0.2, 1], "'data.split' must be an object or null"),
+        ("environment.image", {"ref": "x", "id": "sha256:abc"}, "'environment.image.id' is not sha256:<64 hex>"),
+        ("environment.image", {"id": "sha256:" + "0" * 64}, "missing field 'environment.image.ref'"),
+        ("environment.system_packages", None, "'environment.system_packages' must be a list"),
+        ("environment.system_packages", [{"name": "curl"}], "missing field 'environment.system_packages[0].version'"),
+        (
+            "environment.system_packages",
+            [{"name": "b", "version": "1"}, {"name": "a", "version": "1"}],
+            "'environment.system_packages' must be sorted",
+        ),
+        ("environment.threads", {"variables": {}}, "missing field 'environment.threads.blas'"),
+        ("reference", {"file": "x"}, "'reference.file' is not a <stem>.reference.json.gz file name"),
+    ],
+)
+def test_schema3_fields_are_parsed_strictly_naming_the_field(
+    artifact: Path, field: str, value: Any, message: str
+) -> None:
+    d = _card_dict(artifact)
+    *parents, key = field.split(".")
+    target = d
+    for part in parents:
+        target = target[part]
+    target[key] = value
+    with pytest.raises(CardError, match=re.escape(message)):
+        parse_card(json.dumps(d).encode())
+
+
+def test_a_malformed_split_is_exit_3_for_card_plots_not_a_crash(artifact: Path, runner: Any, tmp_path: Path) -> None:
+    """Issue 22's bug: a card whose data.split is malformed passed the parser, then
+    ``card --plots`` crashed (exit 70). The parser now refuses it: exit 3, one line."""
+    from toolkit.cli import app
+
+    paths = artifact_paths(artifact)
+    d = json.loads(paths.card_json.read_text())
+    d["data"]["split"] = {"test_size": "a fifth", "seed": 42}
+    paths.card_json.write_text(json.dumps(d, indent=2) + "\n")
+    result = runner.invoke(app, ["card", str(artifact), "--plots", str(tmp_path / "plots")])
+    assert result.exit_code == 3, result.output
+    assert "'data.split.test_size' must be a number" in result.output
+    assert "Traceback" not in result.output
+
+
+def test_save_refuses_a_malformed_split_before_writing_anything(
+    tmp_path: Path, tiny_pipeline: Any, iris_frame: tuple[Any, Any]
+) -> None:
+    from toolkit.card import DataInfo
+
+    pipeline, (X, _) = tiny_pipeline, iris_frame
+    with pytest.raises(UsageError, match=r"'data\.split\.seed' must not be negative"):
+        toolkit.save(
+            pipeline,
+            tmp_path / "m.joblib",
+            name="m",
+            version="1.0.0",
+            probe=X.head(4),
+            data=DataInfo(split={"test_size": 0.2, "seed": -3}),  # type: ignore[arg-type]
+        )
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_a_card_nested_thousands_deep_is_a_card_error(artifact: Path, runner: Any) -> None:

@@ -34,7 +34,12 @@ VARIANT_IMAGE = f"toolkit:{_TAG}-variant"
 # Another scikit-learn release that installs with the lock's numpy and scipy.
 VARIANT_SKLEARN = "1.8.0"
 EPOCH = "1700000000"  # SOURCE_DATE_EPOCH for every training here: cards must be byte-identical
-ARTIFACT_FILES = ("credit-1.0.0.joblib", "credit-1.0.0.card.json", "credit-1.0.0.card.md")
+ARTIFACT_FILES = (
+    "credit-1.0.0.joblib",
+    "credit-1.0.0.reference.json.gz",
+    "credit-1.0.0.card.json",
+    "credit-1.0.0.card.md",
+)
 
 _timings: dict[str, float] = {}
 
@@ -219,7 +224,12 @@ def test_train_in_image_from_a_parquet_file(image: str, tmp_path: Path) -> None:
     assert card["data"]["sha256"] == hashlib.sha256(data.read_bytes()).hexdigest()
     assert card["data"]["n_train"] + card["data"]["n_test"] == rows
     assert [f["name"] for f in card["data"]["features"]] == ["x1", "x2"]
-    assert sorted(p.name for p in out.iterdir()) == ["toy-1.0.0.card.json", "toy-1.0.0.card.md", "toy-1.0.0.joblib"]
+    assert sorted(p.name for p in out.iterdir()) == [
+        "toy-1.0.0.card.json",
+        "toy-1.0.0.card.md",
+        "toy-1.0.0.joblib",
+        "toy-1.0.0.reference.json.gz",
+    ]
 
 
 # --- 5. an unpinned base is refused ----------------------------------------------------------

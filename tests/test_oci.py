@@ -777,3 +777,28 @@ def test_a_pull_killed_mid_download_publishes_nothing(
     assert staged, "the pull finished before it could be killed"
     assert [p.name for p in out.iterdir() if not p.name.startswith(".")] == []
     assert oci.pull(ref, out).files[0] == out / artifact.name
+
+
+def test_the_reference_set_travels_as_a_layer_signed_with_the_rest(
+    make_artifact: Any, iris_frame: Any, registry: LoopbackRegistry, tmp_path: Path, docker_config: Path
+) -> None:
+    from toolkit.artifact import sign
+    from toolkit.signing import keygen
+
+    X, _ = iris_frame
+    artifact = make_artifact(name="ref", directory=tmp_path / "src", reference=X)
+    private, public = keygen(tmp_path / "k")
+    sign(artifact, private)
+    ref = f"oci://{registry.host}/models/ref:1.0.0"
+    oci.push(artifact, ref)
+    with oci.Client(registry.host) as client:
+        layout = oci.layout_of(client.get_manifest(oci.parse_reference(ref)), where=ref)
+    assert layout.reference is not None and layout.reference.media_type == oci.REFERENCE_MEDIA_TYPE
+    assert layout.reference.file_name == "ref-1.0.0.reference.json.gz"
+    out = tmp_path / "pulled"
+    oci.pull(ref, out, trusted_keys=[public])
+    assert files_of(out / artifact.name) == files_of(artifact)
+    assert "ref-1.0.0.reference.json.gz" in files_of(artifact)
+    # The remote gate checks the signature over the four files, the reference set fetched too.
+    gated = cli("check-env", ref, "--trusted-key", str(public))
+    assert gated.returncode == 0, gated.stderr

@@ -254,6 +254,9 @@ def test_changed_or_missing_local_module_is_a_difference_under_both_policies(
 
 def _as_schema1(d: dict[str, Any]) -> None:
     d["schema_version"] = 1
+    for key in ("image", "system_packages", "threads"):  # schema 3
+        d["environment"].pop(key)
+    d.pop("reference")
     del d["environment"]["lock"], d["references"]["globals"], d["references"]["local_modules"]
     del d["training"], d["lineage"]
 

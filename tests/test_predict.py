@@ -42,10 +42,11 @@ def write_csv(tmp_path: Path, frame: pd.DataFrame, name: str = "in.csv") -> Path
 
 
 def copy_artifact(artifact: Path, directory: Path) -> Path:
-    """A copy of the artifact's three files, safe to tamper with; returns the new .joblib."""
-    for suffix in (".joblib", ".card.json", ".card.md"):
+    """A copy of the artifact's files, safe to tamper with; returns the new .joblib."""
+    for suffix in (".joblib", ".reference.json.gz", ".card.json", ".card.md"):
         src = artifact.with_name(artifact.name.replace(".joblib", suffix))
-        (directory / src.name).write_bytes(src.read_bytes())
+        if src.exists():  # the reference set: when it was saved with one
+            (directory / src.name).write_bytes(src.read_bytes())
     return directory / artifact.name
 
 

@@ -276,6 +276,10 @@ def test_schema1_card_still_attests(artifact: Path, keys: dict[str, Path], runne
         del card[key]
     del card["environment"]["lock"]
     del card["references"]["globals"], card["references"]["local_modules"]
+    for key in ("image", "system_packages", "threads"):  # card schema 3
+        card["environment"].pop(key, None)
+    if card.pop("reference", None) is not None:
+        artifact_paths(artifact).reference.unlink()
     from toolkit.card import parse_card
 
     parsed = parse_card(json.dumps(card).encode())
@@ -543,42 +547,38 @@ def test_gate_with_provenance_stays_lean(gated: Path, keys: dict[str, Path]) -> 
     assert "EXIT 0 HEAVY \n" in done.stdout + "\n", done.stdout + done.stderr
 
 
-class _Schema3:
-    """A card as schema 3 (branch `verdicts`) will read: the real card's fields, plus
-    environment.image and environment.system_packages (a stand-in until that schema lands)."""
-
-    def __init__(self, wrapped: Any, **extra: Any) -> None:
-        self._wrapped, self._extra = wrapped, extra
-
-    def __getattr__(self, name: str) -> Any:
-        return self._extra[name] if name in self._extra else getattr(self._wrapped, name)
-
-
 def test_schema3_fields_are_read_when_present(artifact: Path) -> None:
+    import dataclasses
+
+    from toolkit.fingerprint import ImageInfo, SystemPackage
     from toolkit.provenance.sbom import build_sbom
     from toolkit.provenance.statement import build_statement
 
     card = read_card(artifact)
     image_id = "sha256:" + "12" * 32
-    environment = _Schema3(
+    environment = dataclasses.replace(
         card.environment,
-        image={"ref": "toolkit:latest", "id": image_id},
-        system_packages=[{"name": "libgomp1", "version": "12.2.0-14"}],
+        image=ImageInfo(ref="toolkit:latest", id=image_id),
+        system_packages=(SystemPackage(name="libgomp1", version="12.2.0-14"),),
     )
-    newer = _Schema3(card, environment=environment, schema_version=3)
-    statement = build_statement(newer, {"a.joblib": "00" * 32}, toolkit_version="9.9.9")  # type: ignore[arg-type]
+    newer = dataclasses.replace(card, environment=environment)
+    statement = build_statement(newer, {"a.joblib": "00" * 32}, toolkit_version="9.9.9")
     run = statement.document["predicate"]["runDetails"]
     assert run["builder"]["id"] == f"urn:toolkit:builder:image:{image_id}"
     assert not any("names no training image" in n for n in statement.notes)
     deps = {d["name"]: d for d in statement.document["predicate"]["buildDefinition"]["resolvedDependencies"]}
     assert deps["deb:libgomp1"]["uri"] == "pkg:deb/debian/libgomp1@12.2.0-14"
-    bom = build_sbom(newer, card_sha256="00" * 32)  # type: ignore[arg-type]
+    bom = build_sbom(newer, card_sha256="00" * 32)
     [training_image] = [c for c in bom["components"] if c["bom-ref"] == "training-image"]
     assert training_image["hashes"] == [{"alg": "SHA-256", "content": "12" * 32}]
-    # And an older card says, in one line, that it names no image.
-    older = build_statement(card, {"a.joblib": "00" * 32}, toolkit_version="9.9.9")
+    # And a card that names no image says so in one line.
+    older = build_statement(
+        dataclasses.replace(card, environment=dataclasses.replace(card.environment, image=None)),
+        {"a.joblib": "00" * 32},
+        toolkit_version="9.9.9",
+    )
     assert older.document["predicate"]["runDetails"]["builder"]["id"] == "urn:toolkit:builder"
-    assert "card schema 2 names no training image: the builder is the toolkit alone" in older.notes
+    assert f"card schema {card.schema_version} names no training image: the builder is the toolkit alone" in older.notes
 
 
 def test_a_reference_companion_is_a_subject(artifact: Path, keys: dict[str, Path], runner: CliRunner) -> None:

@@ -8,6 +8,7 @@ import sqlite3
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 from _registry_support import clone_artifact, registry_rows, tamper
@@ -553,3 +554,24 @@ def test_one_bad_name_is_one_error_class_and_exit_4_from_save_and_the_registry(
     assert all(e.exit_code == 4 and isinstance(e, UsageError) and isinstance(e, RegistryError) for e in errors)
     assert all(str(e) == "invalid model name 'Bad Name': must match ^[a-z0-9][a-z0-9._-]{0,63}$" for e in errors)
     assert list(tmp_path.glob("x*")) == []
+
+
+def test_add_copies_the_reference_set_and_refuses_one_that_fails_its_card(
+    make_artifact: Any, iris_frame: Any, tmp_path: Path
+) -> None:
+    X, _ = iris_frame
+    artifact = make_artifact(name="ref", directory=tmp_path / "src", reference=X)
+    with Registry(tmp_path / "reg") as reg:
+        entry = reg.add(artifact)
+        assert entry.path is not None
+        stored = artifact_paths(entry.path).reference
+        assert stored.read_bytes() == artifact_paths(artifact).reference.read_bytes()
+        verify(entry.path)
+        other = make_artifact(name="ref", version="1.0.1", directory=tmp_path / "src2", reference=X)
+        ref = artifact_paths(other).reference
+        data = bytearray(ref.read_bytes())
+        data[-3] ^= 1
+        ref.write_bytes(bytes(data))
+        with pytest.raises(IntegrityError, match=r"checksum mismatch for .*reference\.json\.gz"):
+            reg.add(other)
+        assert [e.version for e in reg.list_versions("ref")] == ["1.0.0"]

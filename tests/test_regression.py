@@ -47,7 +47,7 @@ def _rescore(result: Any) -> dict[str, float]:
     """Load the saved artifact and score it on the same held-out rows the card describes."""
     card = result.card
     dataset = load_dataset(card.data.source, card.data.target, task="regression")
-    _, X_test, _, y_test = split(dataset, test_size=card.data.split["test_size"], seed=card.data.split["seed"])
+    _, X_test, _, y_test = split(dataset, test_size=card.data.split.test_size, seed=card.data.split.seed)
     return score(toolkit.load(result.path), X_test, y_test)
 
 

@@ -457,7 +457,12 @@ def test_disk_full_while_saving_names_the_path_and_leaves_nothing(
     assert _files_under(tmp_path) == ["out"]
     retry = runner.invoke(app, [*args, "--out", str(out)])  # nothing blocks the retry
     assert retry.exit_code == 0, retry.output
-    assert _files_under(out) == ["wine-1.0.0.card.json", "wine-1.0.0.card.md", "wine-1.0.0.joblib"]
+    assert _files_under(out) == [
+        "wine-1.0.0.card.json",
+        "wine-1.0.0.card.md",
+        "wine-1.0.0.joblib",
+        "wine-1.0.0.reference.json.gz",
+    ]
 
 
 def _wide_csv(path: Path, columns: int, rows: int = 40, text: str = "") -> Path:

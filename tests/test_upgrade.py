@@ -36,6 +36,9 @@ def _rewrite_card(artifact: Path, change: Callable[[dict[str, Any]], None]) -> N
 
 def _to_schema1(d: dict[str, Any]) -> None:
     d["schema_version"] = 1
+    for key in ("image", "system_packages", "threads"):  # schema 3
+        d["environment"].pop(key)
+    d.pop("reference")
     del d["environment"]["lock"], d["references"]["globals"], d["references"]["local_modules"]
     del d["training"], d["lineage"]
 
@@ -286,6 +289,7 @@ def test_retrain_refuses_other_data_naming_both_hashes(tmp_path: Path) -> None:
 def test_retrain_of_a_schema1_card_exits_2_in_one_line(wine: Path, tmp_path: Path) -> None:
     model = _copy(wine, tmp_path)
     _rewrite_card(model, _to_schema1)
+    model.with_name("wine-1.0.0.reference.json.gz").unlink()  # a schema 1 card has none
     result = CliRunner().invoke(
         app, ["retrain", str(model), "--version", "1.0.1", "--no-register", "--out", str(tmp_path / "r")]
     )

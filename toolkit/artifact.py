@@ -7,6 +7,7 @@ its checksum and environment check pass, and there is no fallback to a plain job
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 import warnings
@@ -19,6 +20,7 @@ from typing import Any
 from toolkit import _files
 from toolkit.card import (
     MAX_CARD_BYTES,
+    REFERENCE_SUFFIX,
     ArtifactInfo,
     DataInfo,
     Feature,
@@ -29,6 +31,7 @@ from toolkit.card import (
     jsonable,
     lineage_from,
     parse_card,
+    split_from,
     training_from,
 )
 from toolkit.errors import (
@@ -51,6 +54,7 @@ __all__ = [
     "CARD_MD_SUFFIX",
     "MODEL_SUFFIX",
     "PROVENANCE_SUFFIX",
+    "REFERENCE_SUFFIX",
     "SIG_SUFFIX",
     "ArtifactPaths",
     "EnvironmentMismatchWarning",
@@ -60,6 +64,7 @@ __all__ = [
     "load",
     "load_verified",
     "read_card",
+    "read_reference",
     "runtime_differences",
     "save",
     "sign",
@@ -67,6 +72,8 @@ __all__ = [
 ]
 
 # The one place the artifact's file names are spelled (the OCI layers and the signature use them).
+# REFERENCE_SUFFIX (".reference.json.gz", the reference set, card schema 3) is the card
+# parser's, which checks the card's ``reference.file`` with it; it is re-exported here.
 MODEL_SUFFIX = ".joblib"
 CARD_JSON_SUFFIX = ".card.json"
 CARD_MD_SUFFIX = ".card.md"
@@ -96,6 +103,17 @@ class ArtifactPaths:
     def provenance(self) -> Path:
         """``<stem>.provenance.json`` beside the three files (present only when attested)."""
         return self.model.with_name(self.stem + PROVENANCE_SUFFIX)
+
+    @property
+    def reference(self) -> Path:
+        """``<stem>.reference.json.gz`` beside the three files (present when the card has a reference set)."""
+        return self.model.with_name(self.stem + REFERENCE_SUFFIX)
+
+    def files(self) -> tuple[Path, ...]:
+        """Every file of the artifact that is there, the signature aside: the three, and the
+        reference set when present. What a signature covers and what every copy carries."""
+        extra = (self.reference,) if os.path.lexists(self.reference) else ()
+        return (self.model, *extra, self.card_md, self.card_json)
 
 
 def artifact_paths(path: str | os.PathLike[str]) -> ArtifactPaths:
@@ -144,7 +162,46 @@ def verify(path: str | os.PathLike[str], *, trusted_keys: TrustedKeys = None) ->
     require_signature(paths, trusted_keys, known={paths.model: digest})
     check_companions(paths, card)
     _check_digest(paths.model, card.artifact, digest, size)
+    _reference_bytes(paths, card)
     return card
+
+
+def read_reference(path: str | os.PathLike[str], card: ModelCard) -> Any:
+    """The reference set beside an artifact (``toolkit.reference.Recorded``), its size and
+    sha256 checked against ``card`` before it is parsed; None when the card has none.
+
+    Raises: IntegrityError.
+    """
+    from toolkit import reference
+
+    paths = artifact_paths(path)
+    data = _reference_bytes(paths, card)
+    if data is None or card.reference is None:
+        return None
+    return reference.decode(data, card.reference, where=str(paths.reference))
+
+
+def _reference_bytes(paths: ArtifactPaths, card: ModelCard) -> bytes | None:
+    """The reference file's bytes, checked against the card; a file the card does not
+    describe is refused too (it would change what a signature or a copy covers)."""
+    import hashlib
+
+    from toolkit.card.records import MAX_REFERENCE_BYTES
+
+    info = card.reference
+    if info is None:
+        if os.path.lexists(paths.reference):
+            raise IntegrityError(f"{paths.reference}: the card records no reference set; refused")
+        return None
+    if info.file != paths.reference.name:
+        raise IntegrityError(f"{paths.card_json} names reference {info.file!r}, not {paths.reference.name!r}; refused")
+    data = _files.read_regular(paths.reference, "reference set", limit=min(info.size, MAX_REFERENCE_BYTES))
+    digest = hashlib.sha256(data).hexdigest()
+    if len(data) != info.size or digest != info.sha256:
+        raise IntegrityError(
+            f"{paths.reference}: sha256 {digest[:12]}… does not match the card's {info.sha256[:12]}…; refused"
+        )
+    return data
 
 
 def sign(path: str | os.PathLike[str], key_path: str | os.PathLike[str]) -> Path:
@@ -156,7 +213,10 @@ def sign(path: str | os.PathLike[str], key_path: str | os.PathLike[str]) -> Path
     """
     paths = artifact_paths(path)
     card = read_card(paths.model)
-    return write_signature(paths, key_path, model_sha256=card.artifact.sha256, model_size=card.artifact.size)
+    ref = None if card.reference is None else (card.reference.sha256, card.reference.size)
+    return write_signature(
+        paths, key_path, model_sha256=card.artifact.sha256, model_size=card.artifact.size, reference=ref
+    )
 
 
 def save(
@@ -165,7 +225,8 @@ def save(
     *,
     name: str,
     version: str,
-    probe: Any,
+    probe: Any = None,
+    reference: Any = None,
     data: DataInfo | None = None,
     metrics: Mapping[str, Mapping[str, float]] | None = None,
     params: Mapping[str, Any] | None = None,
@@ -178,9 +239,13 @@ def save(
     training: Training | Mapping[str, Any] | None = None,
     lineage: Lineage | Mapping[str, Any] | None = None,
 ) -> ModelCard:
-    """Pickle ``pipeline`` with joblib and write it with its card (schema 2), each file atomically.
+    """Pickle ``pipeline`` with joblib and write it with its card (schema 3), each file atomically.
 
-    ``probe`` is a small fixed DataFrame of inputs whose outputs the card records.
+    ``reference`` is the held-out rows (a DataFrame): up to ``toolkit.reference.CAP`` of them
+    (a seeded sample beyond) and the pipeline's outputs on them go to ``<stem>.reference.json.gz``,
+    which the card describes and hashes. ``probe`` is a small fixed DataFrame of inputs whose
+    outputs the card itself records (default: the reference's first 16 rows); one of the two
+    is required.
     ``training`` is the recipe that made the pipeline (null in the card when not given);
     ``lineage`` is ``{"parent": "NAME@VERSION", "reason": ...}`` for a retrained model.
     The pipeline is pickled once, straight into a temp file, hashing as it goes and
@@ -194,6 +259,7 @@ def save(
 
     from toolkit import pickle_audit
     from toolkit import probe as probe_mod
+    from toolkit import reference as reference_mod
 
     validate_name(name)
     validate_version(version)
@@ -205,8 +271,14 @@ def save(
     scores = _metrics_of(metrics)
     created_at = _created_at()
     _check_pipeline(pipeline)
+    if reference is not None:
+        reference_mod.require_rows(reference)
+        if probe is None:
+            probe = reference.head(_PROBE_ROWS)
+    elif probe is None:
+        raise UsageError("save needs reference= (the held-out rows) or probe= (a few input rows)")
     if not overwrite:
-        for p in (paths.model, paths.card_json, paths.card_md):
+        for p in (paths.model, paths.reference, paths.card_json, paths.card_md):
             if os.path.lexists(p):
                 raise UsageError(f"{p} already exists; refusing to overwrite it")
     try:
@@ -218,6 +290,24 @@ def save(
         recorded_probe = probe_mod.record(pipeline, probe)
     except Exception as e:  # an unfitted or broken pipeline, or probe rows it cannot take
         raise UsageError(f"the pipeline cannot predict its probe rows: {type(e).__name__}: {e}") from e
+    reference_file: bytes | None = None
+    reference_info = None
+    if reference is not None:
+        try:
+            recorded, seed = reference_mod.record(pipeline, reference)
+        except Exception as e:  # rows the pipeline cannot take
+            raise UsageError(f"the pipeline cannot predict its reference rows: {type(e).__name__}: {e}") from e
+        reference_file = reference_mod.encode(recorded)
+        import hashlib
+
+        reference_info = reference_mod.describe(
+            recorded,
+            file=paths.reference.name,
+            sha256=hashlib.sha256(reference_file).hexdigest(),
+            size=len(reference_file),
+            source_rows=len(reference),
+            seed=seed,
+        )
     card_fields: dict[str, Any] = {
         "name": name,
         "version": version,
@@ -226,13 +316,14 @@ def save(
         "author": author,
         "intended_use": intended_use,
         "limitations": limitations,
-        "data": data or DataInfo(features=_features_of(probe)),
+        "data": _data_of(data, probe),
         "metrics": scores,
         "params": params,
         "preprocessing": tuple(preprocessing),
         "probe": recorded_probe,
         "training": recipe,
         "lineage": parent,
+        "reference": reference_info,
     }
 
     temps: list[Path] = []
@@ -254,10 +345,18 @@ def save(
                 card, card_json = _make_card(pipeline, paths, pairs, digest, writer.size, **card_fields)
             finally:
                 synced.result()
-        for target, content in ((paths.card_md, card.to_markdown().encode()), (paths.card_json, card_json)):
+        order = [paths.model]
+        contents = [(paths.card_md, card.to_markdown().encode()), (paths.card_json, card_json)]
+        if reference_file is not None:
+            contents.insert(0, (paths.reference, reference_file))
+        for target, content in contents:
             temps.append(_files.write_temp(target, content))
+            order.append(target)
+        if reference_file is None and overwrite:  # an older save's reference set is not this card's
+            target = paths.reference
+            paths.reference.unlink(missing_ok=True)
         # Model first, card JSON last: the card is what makes the artifact loadable.
-        for target, tmp in zip((paths.model, paths.card_md, paths.card_json), temps, strict=True):
+        for target, tmp in zip(order, temps, strict=True):
             _files.publish(tmp, target, overwrite=overwrite)
             published.append(target)
     except BaseException as e:
@@ -281,8 +380,9 @@ def _make_card(
 ) -> tuple[ModelCard, bytes]:
     """The card of a just-pickled pipeline, and its JSON (checked by this toolkit's own parser)."""
     from toolkit import pickle_audit
+    from toolkit.reference import THREAD_LIMIT
 
-    environment = capture(blas=True, lock=True)
+    environment = capture(blas=True, lock=True, thread_limit=THREAD_LIMIT)
     modules = tuple(sorted({module for module, _ in pairs}))
     distributions, provided = pickle_audit.distributions_for(modules, dict(environment.packages))
     params = fields.pop("params")
@@ -324,8 +424,6 @@ def load(
     SignatureError (trust configured and no valid trusted signature). With ``require_provenance``,
     ProvenanceError as the gate's ``--require-provenance`` (checked before anything is unpickled).
     """
-    from toolkit import probe
-
     loaded = load_verified(
         path,
         policy=policy,
@@ -334,10 +432,25 @@ def load(
         require_provenance=require_provenance,
     )
     if loaded.differences:
-        result = probe.check(loaded.card.probe, loaded.pipeline)
+        result = check_outputs(path, loaded)
         if not result.ok:
             raise ProbeMismatch(loaded.differences, policy=policy, detail=str(result))
     return loaded.pipeline
+
+
+def check_outputs(path: str | os.PathLike[str], loaded: Loaded) -> Any:
+    """Re-check a loaded pipeline: on its reference set when the card has one (same batches,
+    same thread limit as at save), else on the card's probe rows. Returns a
+    ``toolkit.reference.ReferenceResult`` or a ``toolkit.probe.ProbeResult``.
+
+    Raises: IntegrityError (the reference file fails its card).
+    """
+    from toolkit import probe, reference
+
+    recorded = read_reference(path, loaded.card)
+    if recorded is None or loaded.card.reference is None:
+        return probe.check(loaded.card.probe, loaded.pipeline)
+    return reference.check(loaded.card.reference, recorded, loaded.pipeline)
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -372,6 +485,7 @@ def load_verified(
         from toolkit.provenance.verify import require_provenance as check_provenance
 
         check_provenance(paths, card, trusted_keys, known={paths.model: card.artifact.sha256})
+    _reference_bytes(paths, card)
     diffs = runtime_differences(card, policy=policy)
     if diffs and not allow_mismatch:
         raise EnvironmentMismatch(diffs, policy=policy)
@@ -496,6 +610,20 @@ def _params_of(pipeline: Any) -> dict[str, Any]:
     estimator = _final_estimator(pipeline)
     get_params = getattr(estimator, "get_params", None)
     return jsonable(get_params(deep=False)) if callable(get_params) else {}
+
+
+def _data_of(data: DataInfo | None, probe: Any) -> DataInfo:
+    """The card's data section; a split given as a mapping is parsed strictly into a Split.
+
+    Raises: UsageError naming the field.
+    """
+    if data is None:
+        return DataInfo(features=_features_of(probe))
+    split = split_from(data.split)
+    return data if split is data.split else dataclasses.replace(data, split=split)
+
+
+_PROBE_ROWS = 16  # the card's own few rows when only a reference set is given
 
 
 def _features_of(frame: Any) -> tuple[Feature, ...]:

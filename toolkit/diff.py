@@ -97,7 +97,7 @@ def _facts(card: ModelCard) -> dict[str, str | None]:
         "data.sha256": card.data.sha256,
         "data.target": card.data.target,
         "data.features": ", ".join(f"{f.name}:{f.dtype}" for f in card.data.features),
-        "data.split": json.dumps(card.data.split, sort_keys=True),
+        "data.split": json.dumps(None if card.data.split is None else card.data.split.to_dict(), sort_keys=True),
         "preprocessing": "; ".join(card.preprocessing),
     }
     for key, value in card.params.items():

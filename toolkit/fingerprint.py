@@ -20,9 +20,17 @@ if TYPE_CHECKING:
 
 __all__ = [
     "BASE_IMAGE_RE",
+    "IMAGE_ID_RE",
+    "SYSTEM_PACKAGES_FILE",
+    "THREAD_VARIABLES",
     "Fingerprint",
+    "ImageInfo",
+    "SystemPackage",
+    "Threads",
     "capture",
+    "capture_threads",
     "installed_distributions",
+    "read_system_packages",
 ]
 
 # `name@sha256:<64 hex>`; the name may carry a registry host with a port.
@@ -42,6 +50,71 @@ ENV_LOCK_FILE = "TOOLKIT_LOCK_FILE"
 # A lock is a few hundred KB at most; the card has a 4 MiB limit.
 _MAX_LOCK_BYTES = 1024 * 1024
 ENV_IN_CONTAINER = "TOOLKIT_IN_CONTAINER"
+# Set by the host when it starts a container (image train/run/retrain): the image the
+# model is trained in. Informational (card schema 3): no policy compares it.
+ENV_IMAGE = "TOOLKIT_IMAGE"
+ENV_IMAGE_ID = "TOOLKIT_IMAGE_ID"
+IMAGE_ID_RE = re.compile(r"^sha256:[0-9a-f]{64}\Z")
+# The Debian packages a project added on top of the base, written by the image build.
+SYSTEM_PACKAGES_FILE = "/opt/toolkit/system-packages.json"
+_MAX_SYSTEM_PACKAGES_BYTES = 1024 * 1024
+# The variables that set BLAS and OpenMP thread pools, recorded as the runtime has them.
+THREAD_VARIABLES = (
+    "OMP_NUM_THREADS",
+    "OPENBLAS_NUM_THREADS",
+    "MKL_NUM_THREADS",
+    "BLIS_NUM_THREADS",
+    "VECLIB_MAXIMUM_THREADS",
+    "NUMEXPR_NUM_THREADS",
+)
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class ImageInfo:
+    """The image a model was trained in, as the host that started the container named it."""
+
+    ref: str | None  # the tag or name as given, or None
+    id: str  # "sha256:<64 hex>"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"ref": self.ref, "id": self.id}
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class SystemPackage:
+    """One Debian package a project added on top of the base image."""
+
+    name: str
+    version: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "version": self.version}
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Threads:
+    """The runtime's thread settings, and the limit reference outputs are computed under.
+
+    ``variables`` are the thread environment variables as set (None: unset); ``blas`` and
+    ``openmp`` the largest pool threadpoolctl saw (None: no such library loaded); ``cpus``
+    the CPUs the process may use. Recorded, never compared: the reference outputs are
+    computed and re-checked under ``limit`` threads whatever the machine has.
+    """
+
+    variables: Mapping[str, str | None]
+    blas: int | None
+    openmp: int | None
+    cpus: int | None
+    limit: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "variables": dict(self.variables),
+            "blas": self.blas,
+            "openmp": self.openmp,
+            "cpus": self.cpus,
+            "limit": self.limit,
+        }
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -60,6 +133,10 @@ class Fingerprint:
     base_image: str | None = None  # "name@sha256:<digest>" of the image's base, or None
     lock_sha256: str | None = None  # sha256 of the requirements.lock the image was built from
     lock: str | None = None  # that lock's full text (card schema 2); captured only when asked for
+    # Card schema 3 (None: not recorded; an older card, or not captured):
+    image: ImageInfo | None = None  # informational, never compared
+    system_packages: tuple[SystemPackage, ...] | None = None  # compared under strict
+    threads: Threads | None = None  # informational, never compared
 
     @property
     def python_minor(self) -> str:
@@ -79,15 +156,20 @@ class Fingerprint:
             "base_image": self.base_image,
             "lock_sha256": self.lock_sha256,
             "lock": self.lock,
+            "image": None if self.image is None else self.image.to_dict(),
+            "system_packages": None if self.system_packages is None else [p.to_dict() for p in self.system_packages],
+            "threads": None if self.threads is None else self.threads.to_dict(),
         }
 
 
-def capture(*, blas: bool = True, lock: bool = False) -> Fingerprint:
+def capture(*, blas: bool = True, lock: bool = False, thread_limit: int | None = None) -> Fingerprint:
     """Fingerprint this runtime; ``blas=False`` skips importing numpy (fast path for the gate);
-    ``lock=True`` also reads the lock file's text (what a card records).
+    ``lock=True`` also reads the lock file's text and the image the host named (what a card
+    records); ``thread_limit`` (with ``blas``) records the thread settings and that limit.
 
     Raises: IntegrityError when ``lock`` and the lock file is unreadable or is not the
-    lock whose sha256 the runtime declares.
+    lock whose sha256 the runtime declares, or when the system packages file or the image
+    variables are malformed.
     """
     lock_sha256 = os.environ.get(ENV_LOCK_SHA256) or None
     lock_text = None
@@ -106,6 +188,93 @@ def capture(*, blas: bool = True, lock: bool = False) -> Fingerprint:
         base_image=os.environ.get(ENV_BASE_IMAGE) or None,
         lock_sha256=lock_sha256,
         lock=lock_text,
+        image=_image() if lock else None,
+        system_packages=read_system_packages(),
+        threads=capture_threads(thread_limit) if blas and thread_limit is not None else None,
+    )
+
+
+def _image() -> ImageInfo | None:
+    from toolkit.errors import IntegrityError
+
+    image_id = os.environ.get(ENV_IMAGE_ID) or None
+    ref = os.environ.get(ENV_IMAGE) or None
+    if image_id is None:
+        return None  # not started by the toolkit's host side: nothing to record
+    if not IMAGE_ID_RE.match(image_id):
+        raise IntegrityError(f"{ENV_IMAGE_ID}={image_id[:80]!r} is not sha256:<64 hex>")
+    if ref is not None and (len(ref) > 512 or not ref.isprintable()):
+        raise IntegrityError(f"{ENV_IMAGE}: not an image reference")
+    return ImageInfo(ref=ref, id=image_id)
+
+
+def read_system_packages(path: str = SYSTEM_PACKAGES_FILE) -> tuple[SystemPackage, ...]:
+    """The Debian packages the image build added on top of the base (absent file: none).
+
+    Raises: IntegrityError when the file is unreadable or not a JSON list of
+    ``{"name": str, "version": str}`` objects.
+    """
+    import json
+
+    from toolkit.errors import IntegrityError
+
+    try:
+        with open(path, "rb") as f:
+            data = f.read(_MAX_SYSTEM_PACKAGES_BYTES + 1)
+    except FileNotFoundError:
+        return ()
+    except OSError as e:
+        raise IntegrityError(f"{path}: unreadable: {e.strerror}") from e
+    if len(data) > _MAX_SYSTEM_PACKAGES_BYTES:
+        raise IntegrityError(f"{path}: over {_MAX_SYSTEM_PACKAGES_BYTES} bytes, not a package list")
+    try:
+        raw = json.loads(data.decode("utf-8"), parse_constant=_refuse_constant)
+    except (UnicodeDecodeError, ValueError, RecursionError) as e:
+        raise IntegrityError(f"{path}: not a JSON package list") from e
+    ok = isinstance(raw, list) and all(
+        isinstance(p, dict)
+        and set(p) == {"name", "version"}
+        and isinstance(p["name"], str)
+        and isinstance(p["version"], str)
+        and p["name"]
+        for p in raw
+    )
+    if not ok:
+        raise IntegrityError(f'{path}: must be a JSON list of {{"name": str, "version": str}} objects')
+    packages = sorted((p["name"], p["version"]) for p in raw)
+    if len({name for name, _ in packages}) != len(packages):
+        raise IntegrityError(f"{path}: a package is listed twice")
+    return tuple(SystemPackage(name=n, version=v) for n, v in packages)
+
+
+def _refuse_constant(name: str) -> Any:
+    raise ValueError(name)
+
+
+def capture_threads(limit: int) -> Threads:
+    """The thread settings of this runtime (numpy and threadpoolctl loaded), and ``limit``."""
+    try:
+        import numpy  # noqa: F401  (loads the BLAS that threadpoolctl then reports)
+        import threadpoolctl
+
+        pools = threadpoolctl.threadpool_info()
+    except ImportError:
+        pools = []
+
+    def widest(api: str) -> int | None:
+        sizes = [int(p["num_threads"]) for p in pools if p.get("user_api") == api and p.get("num_threads")]
+        return max(sizes) if sizes else None
+
+    try:
+        cpus: int | None = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        cpus = os.cpu_count()
+    return Threads(
+        variables={name: os.environ.get(name) for name in THREAD_VARIABLES},
+        blas=widest("blas"),
+        openmp=widest("openmp"),
+        cpus=cpus,
+        limit=limit,
     )
 
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 import os
 import warnings
 from dataclasses import dataclass
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from toolkit.artifact import runtime_differences, verify
 from toolkit.card import ModelCard
@@ -14,6 +15,9 @@ from toolkit.fingerprint import capture
 from toolkit.policy import validate_policy
 from toolkit.probe import ProbeResult
 from toolkit.signing import TrustedKeys
+
+if TYPE_CHECKING:
+    from toolkit.reference import ReferenceResult
 
 __all__ = ["Report", "assess", "check_env"]
 
@@ -28,7 +32,13 @@ class Report:
     sha256: str
     policy: str
     differences: tuple[Difference, ...]
-    predictions: ProbeResult | None = None  # only with verify_predictions
+    # Only with verify_predictions: a ReferenceResult (card schema 3) or a ProbeResult.
+    predictions: ProbeResult | ReferenceResult | None = None
+    # Under the certified policy: the certification that accepted this runtime's differences
+    # (they are then in ``certified_differences``, not ``differences``), and the ones refused.
+    certification: str | None = None
+    certified_differences: tuple[Difference, ...] = ()
+    refused_certifications: tuple[str, ...] = ()
     remedies: tuple[str, ...] = ()  # what would make it pass, most direct first
 
     @property
@@ -41,7 +51,16 @@ class Report:
 
     @property
     def exit_code(self) -> int:
+        """0 when the runtime matches the card. Otherwise 1, even when ``--verify-predictions``
+        found every output in agreement: the gate answers "is this the card's runtime?", and
+        agreement on the rows checked is evidence for a decision (a looser policy, a
+        certification), not that decision. ``outputs_agree`` says which kind of 1 it is."""
         return 0 if self.ok else EnvironmentMismatch.exit_code
+
+    @property
+    def outputs_agree(self) -> bool | None:
+        """With ``--verify-predictions``: whether every output agreed; else None."""
+        return None if self.predictions is None else self.predictions.ok
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -56,6 +75,10 @@ class Report:
             "environment_ok": self.environment_ok,
             "differences": [d.to_dict() for d in self.differences],
             "predictions": None if self.predictions is None else self.predictions.to_dict(),
+            "outputs_agree": self.outputs_agree,
+            "certification": self.certification,
+            "certified_differences": [d.to_dict() for d in self.certified_differences],
+            "refused_certifications": list(self.refused_certifications),
             "remedies": list(self.remedies),
         }
 
@@ -67,6 +90,7 @@ def check_env(
     verify_predictions: bool = False,
     trusted_keys: TrustedKeys = None,
     require_provenance: bool = False,
+    certifications: str | os.PathLike[str] | None = None,
 ) -> Report:
     """Check integrity, then this runtime against the card, under ``policy``.
 
@@ -93,10 +117,46 @@ def check_env(
         # verify() proved the .joblib hashes to the card's sha256: it is not hashed again.
         check_provenance(paths, card, trusted_keys, known={paths.model: card.artifact.sha256})
     predictions = _probe(path, policy, trusted_keys) if verify_predictions else None
-    return assess(card, artifact=str(path), policy=policy, predictions=predictions)
+    report = assess(card, artifact=str(path), policy=policy, predictions=predictions)
+    if policy == "certified" and report.differences and certifications is not None:
+        report = _certified(report, card, Path(certifications), trusted_keys)
+    return report
 
 
-def assess(card: ModelCard, *, artifact: str, policy: str, predictions: ProbeResult | None = None) -> Report:
+def _certified(report: Report, card: ModelCard, directory: Path, trusted_keys: TrustedKeys) -> Report:
+    """The report with its differences accepted by the certification for this model and this
+    runtime (its lock and base), or with the refusals listed. Raises: UsageError (no folder)."""
+    import dataclasses
+
+    from toolkit.certification import find
+
+    runtime = capture(blas=False)
+    found = find(
+        directory,
+        model_sha256=card.artifact.sha256,
+        lock_sha256=runtime.lock_sha256,
+        base_image=runtime.base_image,
+        trusted_keys=trusted_keys,
+    )
+    if found.certification is None:
+        remedy = (
+            f"certify this model under this runtime's lock (toolkit upgrade-check --lock LOCK --certify {directory}): "
+            f"model sha256 {card.artifact.sha256[:12]}, lock {(runtime.lock_sha256 or 'none')[:12]}"
+        )
+        return dataclasses.replace(report, refused_certifications=found.refused, remedies=(*report.remedies, remedy))
+    return dataclasses.replace(
+        report,
+        differences=(),
+        certified_differences=report.differences,
+        certification=str(found.certification),
+        refused_certifications=found.refused,
+        remedies=(),
+    )
+
+
+def assess(
+    card: ModelCard, *, artifact: str, policy: str, predictions: ProbeResult | ReferenceResult | None = None
+) -> Report:
     """The verdict on a card already checked for integrity: its differences from this runtime
     under ``policy``, and the remedies that apply (shared by the file and the remote gate)."""
     from toolkit.remedy import remedies
@@ -119,9 +179,8 @@ def assess(card: ModelCard, *, artifact: str, policy: str, predictions: ProbeRes
     )
 
 
-def _probe(path: str | os.PathLike[str], policy: str, trusted_keys: TrustedKeys) -> ProbeResult:
-    from toolkit import probe
-    from toolkit.artifact import load_verified
+def _probe(path: str | os.PathLike[str], policy: str, trusted_keys: TrustedKeys) -> ProbeResult | ReferenceResult:
+    from toolkit.artifact import check_outputs, load_verified
 
     try:
         with warnings.catch_warnings():
@@ -131,4 +190,5 @@ def _probe(path: str | os.PathLike[str], policy: str, trusted_keys: TrustedKeys)
         return ProbeResult(
             ok=False, rows=0, label_mismatches=0, max_abs_diff=float("inf"), tolerance=0.0, error=e.detail or str(e)
         )
-    return probe.check(loaded.card.probe, loaded.pipeline)
+    result: ProbeResult | ReferenceResult = check_outputs(path, loaded)
+    return result

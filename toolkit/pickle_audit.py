@@ -6,9 +6,8 @@ its GLOBAL/STACK_GLOBAL opcodes write, as they are written: no second pickling p
 card lists; anything else is refused before it is imported. Nested object-array streams
 (which joblib writes and reads with a separate pickler) go through the same two hooks.
 
-The callables that only an attack needs are listed once, here (``DENIED_MODULES`` and
-``DENIED_GLOBALS``): ``save`` refuses a pipeline that references them, and the card parser
-refuses a card that lists them, so no card can ever allow them.
+The callables that only an attack needs are listed once, in ``toolkit.forbidden``: ``save``
+refuses a pipeline that references them, and the card parser refuses a card that lists them.
 """
 
 from __future__ import annotations
@@ -25,8 +24,10 @@ from pathlib import Path
 from types import FunctionType
 from typing import IO, TYPE_CHECKING, Any
 
+from toolkit.card.records import LocalModule
 from toolkit.errors import IntegrityError, UsageError
 from toolkit.fingerprint import _name_and_version, canonical_name
+from toolkit.forbidden import DENIED_GLOBALS, DENIED_MODULES, denied
 
 if TYPE_CHECKING:
     from importlib import metadata
@@ -43,104 +44,6 @@ __all__ = [
     "local_module_sha256",
     "local_modules",
 ]
-
-# Whole modules whose every callable runs commands, code, imports, raw memory or I/O:
-# nothing a fitted scikit-learn pipeline needs to rebuild itself. A submodule is
-# covered by its parent ("os.path" is posixpath, which is not listed).
-DENIED_MODULES = frozenset(
-    {
-        "os",
-        "posix",
-        "nt",
-        "subprocess",
-        "_posixsubprocess",
-        "pty",
-        "shutil",
-        "signal",
-        "sys",
-        "importlib",
-        "imp",
-        "pkgutil",
-        "runpy",
-        "code",
-        "codeop",
-        "types",  # CodeType and FunctionType build code objects
-        "marshal",
-        "pickle",
-        "_pickle",
-        "shelve",
-        "dill",
-        "cloudpickle",
-        "ctypes",
-        "_ctypes",
-        "socket",
-        "_socket",
-        "urllib",
-        "http",
-        "ftplib",
-        "smtplib",
-        "telnetlib",
-        "webbrowser",
-        "multiprocessing",
-        "asyncio",
-        "pdb",
-        "bdb",
-        "timeit",
-        "trace",
-        "profile",
-        "cProfile",
-        "gc",
-        "inspect",
-        "tempfile",
-        "__main__",
-    }
-)
-# Single callables in otherwise needed modules. getattr (and attrgetter/methodcaller,
-# getattr in disguise) reaches any function's __globals__ from any allowed class, so it is
-# refused even though a pickled bound method uses it.
-DENIED_GLOBALS = frozenset(
-    {
-        ("builtins", name)
-        for name in (
-            "eval",
-            "exec",
-            "compile",
-            "__import__",
-            "open",
-            "getattr",
-            "setattr",
-            "delattr",
-            "globals",
-            "locals",
-            "vars",
-            "input",
-            "breakpoint",
-            "exit",
-            "quit",
-            "help",
-            "memoryview",
-        )
-    }
-    | {("operator", n) for n in ("attrgetter", "methodcaller")}
-    | {("_operator", n) for n in ("attrgetter", "methodcaller")}
-    | {("io", "open"), ("_io", "open"), ("io", "FileIO"), ("_io", "FileIO"), ("codecs", "open")}
-    | {("numpy", "load"), ("numpy", "fromfile"), ("numpy.lib.npyio", "load"), ("pandas", "read_pickle")}
-    | {("joblib", "load"), ("joblib.numpy_pickle", "load")}
-)
-
-
-def denied(module: str, name: str) -> bool:
-    """True when ``module.name`` is a callable that only an attack needs."""
-    top = module.split(".", 1)[0]
-    return top in DENIED_MODULES or module in DENIED_MODULES or (module, name) in DENIED_GLOBALS
-
-
-@dataclass(frozen=True, kw_only=True, slots=True)
-class LocalModule:
-    """A module the pickle needs that no installed distribution provides, and its source's sha256."""
-
-    module: str
-    sha256: str
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)

@@ -9,11 +9,13 @@ from toolkit.errors import Difference, UsageError
 from toolkit.fingerprint import Fingerprint
 
 if TYPE_CHECKING:
-    from toolkit.pickle_audit import LocalModule
+    from toolkit.card.records import LocalModule
 
 __all__ = ["POLICIES", "SELF_DISTRIBUTION", "differences", "validate_policy"]
 
-POLICIES = ("strict", "compatible")
+# certified: compared as strict; a certification for this model and this runtime (see
+# toolkit.certification), where the caller gives certifications, accepts the differences.
+POLICIES = ("strict", "compatible", "certified")
 
 # The toolkit is the checker, not the payload: its own version is recorded in the card for
 # information but is not compared under strict, so a newer toolkit can gate (and rebuild the
@@ -39,7 +41,8 @@ def differences(
 ) -> tuple[Difference, ...]:
     """What in ``runtime`` differs from ``recorded`` under ``policy``; empty means a match.
 
-    strict: interpreter, OS, machine, libc, every distribution, and the base image.
+    strict: interpreter, OS, machine, libc, every distribution, the base image, and (card
+    schema 3) the Debian packages a project added on top of it.
     compatible: interpreter and Python major.minor, plus the exact versions of the
     distributions the pickle references (``referenced``, already closed over their
     dependencies when the card was written).
@@ -48,6 +51,8 @@ def differences(
     """
     validate_policy(policy)
     referenced = set(referenced)
+    if policy == "certified":
+        policy = "strict"  # the certifications are the gate's to weigh, on top of these differences
     found = [_field("python_implementation", recorded.python_implementation, runtime.python_implementation)]
     if policy == "strict":
         found += [
@@ -64,8 +69,21 @@ def differences(
     found += [_package(name, recorded.packages.get(name), runtime.packages.get(name)) for name in names]
     if policy == "strict":
         found.append(_field("base_image", recorded.base_image, runtime.base_image))
+        if recorded.system_packages is not None:  # card schema 3: the Debian packages a project added
+            found += _system_packages(recorded, runtime)
     found += [_local(m.module, m.sha256) for m in local_modules]
     return tuple(d for d in found if d is not None)
+
+
+def _system_packages(recorded: Fingerprint, runtime: Fingerprint) -> list[Difference | None]:
+    expected = {p.name: p.version for p in recorded.system_packages or ()}
+    actual = {p.name: p.version for p in runtime.system_packages or ()}
+    return [
+        None
+        if expected.get(name) == actual.get(name)
+        else Difference(field="system_package", name=name, expected=expected.get(name), actual=actual.get(name))
+        for name in sorted(set(expected) | set(actual))
+    ]
 
 
 def _local(module: str, expected: str) -> Difference | None:

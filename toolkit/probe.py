@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import contextlib
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, TypeGuard
 
 from toolkit.card import Probe, jsonable
 
-__all__ = ["DEFAULT_TOLERANCE", "ProbeResult", "check", "frame", "record"]
+__all__ = ["DEFAULT_TOLERANCE", "ProbeResult", "check", "frame", "frame_of", "record"]
 
 # Absolute tolerance on probabilities and numeric predictions (relative for predictions
 # larger than 1 in magnitude). Class labels must match exactly. 1e-6 absorbs BLAS
@@ -67,10 +68,15 @@ def record(pipeline: Any, X: Any, *, tolerance: float = DEFAULT_TOLERANCE) -> Pr
 
 def frame(probe: Probe) -> Any:
     """The probe inputs as a DataFrame with their recorded dtypes."""
+    return frame_of(probe.columns, probe.dtypes, probe.rows)
+
+
+def frame_of(columns: Sequence[str], dtypes: Sequence[str], rows: Sequence[Sequence[Any]]) -> Any:
+    """Rows read from JSON as a DataFrame with their recorded dtypes (the probe's and the reference set's)."""
     import pandas as pd
 
-    df = pd.DataFrame([list(r) for r in probe.rows], columns=list(probe.columns))
-    for column, dtype in zip(probe.columns, probe.dtypes, strict=True):  # the card parser checks lengths
+    df = pd.DataFrame([list(r) for r in rows], columns=list(columns))
+    for column, dtype in zip(columns, dtypes, strict=True):  # both parsers check the lengths
         # JSON has one null; in a frame a missing value is NaN (what imputers were fitted on).
         df[column] = df[column].where(df[column].notna(), float("nan"))
         # e.g. an int column that held a null: keep pandas' inferred dtype

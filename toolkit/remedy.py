@@ -45,8 +45,22 @@ def remedies(
             found.append(f"if that image is gone, rebuild it from the card (toolkit image rebuild {artifact})")
     if card.training is not None and (not base or card.environment.lock is None):
         found.append(f"retrain it from the card's recipe in this runtime (toolkit retrain {artifact} --version X.Y.Z)")
+    pins = _pins(differences, "package", "==")
+    if pins:
+        found.append(f"or install the card's exact versions here: pip install {pins}")
+    debs = _pins(differences, "system_package", "=")
+    if debs:
+        found.append(f"or add the card's Debian packages to the image: apt-get install {debs}")
     if not found:
         found.append(
             f"install the versions the card records (toolkit card {artifact} --format json: environment.packages)"
         )
     return tuple(found)
+
+
+def _pins(differences: tuple[Difference, ...], field: str, op: str, shown: int = 10) -> str:
+    """``name==version`` for each differing package the card records (at most ``shown``);
+    one the card does not have is left out: installing cannot remove it."""
+    pins = [f"{d.name}{op}{d.expected}" for d in differences if d.field == field and d.expected]
+    more = f" (and {len(pins) - shown} more)" if len(pins) > shown else ""
+    return " ".join(pins[:shown]) + more

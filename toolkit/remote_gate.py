@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from toolkit.card import MAX_CARD_BYTES
+from toolkit.card.records import MAX_REFERENCE_BYTES as _MAX_REFERENCE_BYTES
 from toolkit.gate import Report, assess
 from toolkit.gate import check_env as check_file
 from toolkit.oci import (
@@ -92,8 +93,11 @@ def _require_remote_signature(client: Client, remote: RemoteCard, trusted_keys: 
     try:
         # No signature layer: nothing to fetch for it, and the check says "no signature".
         (staging / str(layout.card_json.file_name)).write_bytes(remote.card_json)
-        for desc in (layout.card_md, *([layout.signature] if layout.signature else [])):
-            data = client.fetch_blob_bytes(remote.reference.repository, desc, limit=4 * MAX_CARD_BYTES)
+        # The reference set (when there is one) is signed with the rest: it must be there to check.
+        extra = [d for d in (layout.reference, layout.signature) if d is not None]
+        for desc in (layout.card_md, *extra):
+            limit = _MAX_REFERENCE_BYTES if desc is layout.reference else 4 * MAX_CARD_BYTES
+            data = client.fetch_blob_bytes(remote.reference.repository, desc, limit=limit)
             (staging / str(desc.file_name)).write_bytes(data)
         require_signature(staging, layout, trusted_keys)
     finally:

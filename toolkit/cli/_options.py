@@ -50,6 +50,7 @@ class Policy(str, Enum):
 
     strict = "strict"
     compatible = "compatible"
+    certified = "certified"
 
 
 ArtifactArg = Annotated[Path, typer.Argument(help="The artifact's .joblib path (its card sits beside it).")]
@@ -65,7 +66,11 @@ ArtifactRefArg = Annotated[
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON value on stdout instead of text.")]
 PolicyOpt = Annotated[
-    Policy, typer.Option(help="strict: everything equal; compatible: Python minor and what the pickle needs.")
+    Policy,
+    typer.Option(
+        help="strict: everything equal; compatible: Python minor and what the pickle needs; "
+        "certified: strict, or a certification for this model and runtime (check-env --certifications)."
+    ),
 ]
 VerifyPredictionsOpt = Annotated[
     bool, typer.Option("--verify-predictions", help="Also load (guarded) and re-check the probe predictions.")

@@ -53,6 +53,13 @@ def check_env(
             "lock and dataset (exit 3 otherwise).",
         ),
     ] = False,
+    certifications: Annotated[
+        Path | None,
+        typer.Option(
+            "--certifications",
+            help="With --policy certified: the folder of certifications (upgrade-check --certify) to honour.",
+        ),
+    ] = None,
 ) -> None:
     """The deploy gate: exit 0 if this runtime matches the card, 1 if not, 3 on integrity failure."""
     try:
@@ -76,6 +83,7 @@ def check_env(
                 verify_predictions=verify_predictions,
                 trusted_keys=trusted_key,
                 require_provenance=require_provenance,
+                certifications=certifications,
             )
     except ToolkitError as e:
         if as_json:  # scripts parsing stdout still get one object
@@ -92,8 +100,18 @@ def check_env(
         )
         if report.differences:
             _print_differences(report.differences)
+        if report.certification is not None:
+            accepted = len(report.certified_differences)
+            typer.echo(plain(f"{accepted} difference(s) accepted by certification {report.certification}"))
+        for refused in report.refused_certifications:
+            typer.echo(plain(f"certification refused: {refused}"))
         if report.predictions is not None:
             out.print(plain(report.predictions), markup=False)
+            if report.differences and report.predictions.ok:
+                typer.echo(
+                    "outputs agree, but the runtime is not the card's: exit 1 all the same "
+                    "(the gate answers for the runtime; the agreement is evidence for a remedy)"
+                )
         for remedy in report.remedies:
             typer.echo(plain(f"what to do: {remedy}"))
     raise typer.Exit(report.exit_code)

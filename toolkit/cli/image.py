@@ -527,7 +527,7 @@ def _move_artifact(staged: Path, out_dir: Path) -> Path:
         out_dir.mkdir(parents=True, exist_ok=True)
         moved = []
         optional = (source.signature, source.provenance)
-        for path in (source.model, source.card_json, source.card_md, *optional):
+        for path in (*source.files(), *optional):
             if path in optional and not path.exists():
                 continue
             target = out_dir / path.name

@@ -168,7 +168,8 @@ def show(
                 table,
                 "data",
                 f"{card.data.source or '-'} (sha256 {(card.data.sha256 or '-')[:12]}, "
-                f"train {card.data.n_train}, test {card.data.n_test}, split {card.data.split})",
+                f"train {card.data.n_train}, test {card.data.n_test}, "
+                f"split {None if card.data.split is None else card.data.split.to_dict()})",
             )
             env = card.environment
             _add_row(

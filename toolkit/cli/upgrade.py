@@ -48,6 +48,17 @@ def upgrade_check(
         Path | None, typer.Option(help="Where the candidate's wheels are downloaded (default CONTEXT/wheelhouse).")
     ] = None,
     trusted_key: TrustedKeyOpt = None,
+    certify: Annotated[
+        Path | None,
+        typer.Option(
+            "--certify",
+            help="Write a certification into this folder for each model safe under the candidate lock "
+            "(check-env --policy certified --certifications honours them).",
+        ),
+    ] = None,
+    key: Annotated[
+        Path | None, typer.Option("--key", help="With --certify: sign each certification with this private key.")
+    ] = None,
     job: Annotated[
         Path | None, typer.Option("--job", hidden=True, help="Inside the candidate image: the job folder.")
     ] = None,
@@ -73,6 +84,12 @@ def upgrade_check(
         raise UsageError("--lock CANDIDATE.lock is required")
     if stage not in STAGES:
         raise UsageError(f"--stage: unknown stage {stage!r}; choose one of {', '.join(STAGES)}")
+    if key is not None:
+        if certify is None:
+            raise UsageError("--key signs certifications: give --certify DIR with it")
+        from toolkit.signing import load_signing_key
+
+        load_signing_key(key)  # a bad key fails now, not after the candidate image is built
     base = resolve_base_image(base_image, base_file=context / ".cache" / "base-image")
     root = resolve_root(registry)
     if not isinstance(root, Path):
@@ -92,6 +109,11 @@ def upgrade_check(
         )
     if junit is not None:
         _write_junit(junit, report)
+    if certify is not None:
+        from toolkit.certification import certify as write_certifications
+
+        for path in write_certifications(report, registry=root, directory=certify, key=key):
+            err.print(f"certified: {path}", markup=False)
     if as_json:
         print_json(report.to_dict())
     else:
@@ -181,15 +203,18 @@ def _print_report(report: UpgradeReport) -> None:
             Text(check.reason),
         )
     out.print(table)
-    changed: dict[str, str] = {}
-    # Upgrades and downgrades first: they are what a lock bump is about; then added and removed.
+    # One line per stack (models whose cards record the same versions share one): a registry
+    # of five stacks has five different diffs, and one merged line would show one of them.
+    stacks: dict[tuple[str, ...], list[str]] = {}
     for check in report.models:
-        for change in sorted(check.packages, key=lambda c: (c.card is None or c.candidate is None, c.name)):
-            changed.setdefault(change.name, str(change))
-    if changed:
-        shown = sorted(changed.values(), key=lambda line: ("(absent)" in line, line))
+        # Upgrades and downgrades first: they are what a lock bump is about; then added and removed.
+        lines = tuple(sorted((str(c) for c in check.packages), key=lambda line: ("(absent)" in line, line)))
+        if lines:
+            stacks.setdefault(lines, []).append(f"{check.name} {check.version}")
+    for shown, models in stacks.items():
         more = f" and {len(shown) - 10} more" if len(shown) > 10 else ""
-        out.print("packages that change for these models: " + "; ".join(shown[:10]) + more, markup=False)
+        who = "these models" if len(stacks) == 1 else ", ".join(models)
+        out.print(f"packages that change for {who}: " + "; ".join(shown[:10]) + more, markup=False)
     retrained = [c for c in report.models if c.retrain is not None]
     if retrained:
         out.print("retrained in the candidate image:", markup=False)

@@ -14,7 +14,14 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from toolkit.artifact import CARD_JSON_SUFFIX, CARD_MD_SUFFIX, MODEL_SUFFIX, PROVENANCE_SUFFIX, SIG_SUFFIX
+from toolkit.artifact import (
+    CARD_JSON_SUFFIX,
+    CARD_MD_SUFFIX,
+    MODEL_SUFFIX,
+    PROVENANCE_SUFFIX,
+    REFERENCE_SUFFIX,
+    SIG_SUFFIX,
+)
 from toolkit.card import ModelCard
 from toolkit.errors import IntegrityError
 from toolkit.oci.reference import DIGEST_RE
@@ -35,6 +42,7 @@ __all__ = [
     "MAX_MANIFEST_BYTES",
     "MODEL_SUFFIX",
     "PROVENANCE_MEDIA_TYPE",
+    "REFERENCE_MEDIA_TYPE",
     "SIGNATURE_MEDIA_TYPE",
     "SIG_SUFFIX",
     "TITLE_ANNOTATION",
@@ -59,6 +67,8 @@ DOC_MEDIA_TYPE = "application/vnd.cncf.model.doc.v1.raw"
 SIGNATURE_MEDIA_TYPE = "application/vnd.dev.sigstore.bundle.v0.3+json"
 # <stem>.provenance.json: SLSA provenance in a DSSE envelope (the media type in-toto and Sigstore use).
 PROVENANCE_MEDIA_TYPE = "application/vnd.dsse.envelope.v1+json"
+# Nor for a model's reference outputs: <stem>.reference.json.gz (card schema 3) is the toolkit's own.
+REFERENCE_MEDIA_TYPE = "application/vnd.toolkit.reference.v1+json+gzip"
 FILEPATH_ANNOTATION = "org.cncf.model.filepath"
 TITLE_ANNOTATION = "org.opencontainers.image.title"
 # What ModelPack has no place for goes into the manifest's own annotations.
@@ -147,11 +157,12 @@ class Layout:
     card_json: Descriptor
     card_md: Descriptor
     signature: Descriptor | None
+    reference: Descriptor | None = None  # card schema 3: the reference set
     provenance: Descriptor | None = None
 
     @property
     def layers(self) -> tuple[Descriptor, ...]:
-        extra = tuple(d for d in (self.signature, self.provenance) if d is not None)
+        extra = tuple(d for d in (self.reference, self.signature, self.provenance) if d is not None)
         return (self.model, self.card_json, self.card_md, *extra)
 
 
@@ -185,6 +196,7 @@ def layout_of(manifest: Manifest, *, where: str) -> Layout:
         stem + CARD_MD_SUFFIX: DOC_MEDIA_TYPE,
         stem + SIG_SUFFIX: SIGNATURE_MEDIA_TYPE,
         stem + PROVENANCE_SUFFIX: PROVENANCE_MEDIA_TYPE,
+        stem + REFERENCE_SUFFIX: REFERENCE_MEDIA_TYPE,
     }
     for name, layer in by_name.items():
         if name not in wanted:
@@ -199,6 +211,7 @@ def layout_of(manifest: Manifest, *, where: str) -> Layout:
         card_json=by_name[stem + CARD_JSON_SUFFIX],
         card_md=by_name[stem + CARD_MD_SUFFIX],
         signature=by_name.get(stem + SIG_SUFFIX),
+        reference=by_name.get(stem + REFERENCE_SUFFIX),
         provenance=by_name.get(stem + PROVENANCE_SUFFIX),
     )
 

@@ -20,6 +20,7 @@ from toolkit.oci.manifest import (
     CONFIG_MEDIA_TYPE,
     DOC_MEDIA_TYPE,
     PROVENANCE_MEDIA_TYPE,
+    REFERENCE_MEDIA_TYPE,
     SIGNATURE_MEDIA_TYPE,
     WEIGHT_MEDIA_TYPE,
     Descriptor,
@@ -102,6 +103,7 @@ def push(
     card_md = _files.read_regular(paths.card_md, "card (Markdown)", limit=_MAX_MD_BYTES)
     sig_path = paths.signature
     signature = _files.read_regular(sig_path, "signature", limit=_MAX_SIG_BYTES) if os.path.lexists(sig_path) else None
+    ref_info = card.reference  # verify checked the file against it
     sources: list[tuple[Descriptor, Path | bytes]] = [
         (
             layer_descriptor(WEIGHT_MEDIA_TYPE, paths.model.name, "sha256:" + card.artifact.sha256, card.artifact.size),
@@ -110,6 +112,13 @@ def push(
         (layer_descriptor(DOC_MEDIA_TYPE, paths.card_json.name, digest_of(card_json), len(card_json)), card_json),
         (layer_descriptor(DOC_MEDIA_TYPE, paths.card_md.name, digest_of(card_md), len(card_md)), card_md),
     ]
+    if ref_info is not None:
+        sources.append(
+            (
+                layer_descriptor(REFERENCE_MEDIA_TYPE, ref_info.file, "sha256:" + ref_info.sha256, ref_info.size),
+                paths.reference,
+            )
+        )
     if signature is not None:
         sources.append(
             (layer_descriptor(SIGNATURE_MEDIA_TYPE, sig_path.name, digest_of(signature), len(signature)), signature)
@@ -178,7 +187,7 @@ def pull(
     try:
         remote = fetch_card(c, ref)
         layout = remote.layout
-        extra = [d for d in (layout.signature, layout.provenance) if d is not None]
+        extra = [d for d in (layout.reference, layout.signature, layout.provenance) if d is not None]
         order = [layout.model, layout.card_md, *extra, layout.card_json]
         targets = [out_dir / str(d.file_name) for d in order]
         for target in targets:  # fail before downloading anything
@@ -244,7 +253,7 @@ def require_signature(directory: Path, layout: Layout, trusted_keys: Any = None)
 
     known = {
         directory / str(d.file_name): d.digest.removeprefix("sha256:")
-        for d in (layout.model, layout.card_json, layout.card_md)
+        for d in (layout.model, layout.card_json, layout.card_md, *([layout.reference] if layout.reference else []))
     }
     signing.require_signature(artifact_paths(directory / str(layout.model.file_name)), trusted_keys, known=known)
 
@@ -306,6 +315,15 @@ def _check_card_layout(card: ModelCard, layout: Layout, manifest: Manifest, wher
         )
     if model.digest != "sha256:" + card.artifact.sha256 or model.size != card.artifact.size:
         raise IntegrityError(f"{where}: the model layer's digest or size does not match the card's; refused")
+    ref, layer = card.reference, layout.reference
+    if (ref is None) != (layer is None):
+        raise IntegrityError(f"{where}: the reference-set layer and the card's reference disagree; refused")
+    if (
+        ref is not None
+        and layer is not None
+        and (layer.file_name != ref.file or layer.digest != "sha256:" + ref.sha256 or layer.size != ref.size)
+    ):
+        raise IntegrityError(f"{where}: the reference-set layer does not match the card's; refused")
     recorded = manifest.annotations.get(ANNOTATION_CARD_SHA256)
     if recorded is not None and "sha256:" + recorded != layout.card_json.digest:
         raise IntegrityError(f"{where}: the card layer does not match the manifest's {ANNOTATION_CARD_SHA256}")

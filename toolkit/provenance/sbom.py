@@ -213,11 +213,9 @@ def _images(card: ModelCard) -> Iterator[dict[str, Any]]:
         name, hex_digest = base_image_digest(env.base_image)
         assert name is not None  # the card's parser requires name@sha256:HEX
         yield _container("base-image", name, hex_digest)
-    image = _field(env, "image")  # card schema 3: the image the model was trained in
-    image_id = _field(image, "id") if image is not None else None
-    if isinstance(image_id, str) and re.match(r"^sha256:[0-9a-f]{64}\Z", image_id):
-        ref = _field(image, "ref")
-        yield _container("training-image", ref if isinstance(ref, str) and ref else "training-image", image_id[7:])
+    image = env.image  # card schema 3: the image the model was trained in
+    if image is not None:
+        yield _container("training-image", image.ref or "training-image", image.id.removeprefix("sha256:"))
 
 
 def _container(ref: str, name: str, hex_digest: str) -> dict[str, Any]:
@@ -320,9 +318,3 @@ def _logical_lines(text: str) -> Iterator[str]:
 
 def _canonical(name: str) -> str:
     return _SEPARATORS.sub("-", name).lower()
-
-
-def _field(obj: Any, name: str) -> Any:
-    if isinstance(obj, dict):
-        return obj.get(name)
-    return getattr(obj, name, None)

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from toolkit.card import ModelCard
+    from toolkit.fingerprint import Fingerprint
 
 __all__ = [
     "BUILDER_ID",
@@ -46,7 +47,6 @@ DEP_LOCK = "requirements.lock"
 DEP_DATASET = "dataset"
 DEP_PARENT = "parent-model"
 _LOCAL_MODULE = "local-module:"
-_IMAGE_ID_RE = re.compile(r"^sha256:[0-9a-f]{64}\Z")
 _URI_RE = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*:")
 
 
@@ -176,38 +176,22 @@ def _builder(card: ModelCard, toolkit_version: str, notes: list[str]) -> dict[st
 
 def _metadata(card: ModelCard, notes: list[str]) -> dict[str, Any]:
     meta: dict[str, Any] = {"invocationId": f"{card.name}@{card.version}"}
-    started = _field(card, "started_at")  # a later schema may record the run's start
     finished = card.created_at
     if _rfc3339(finished) is None:
         notes.append(f"created_at {finished!r} is not an RFC 3339 time: the run's times are left out")
         return meta
-    if not isinstance(started, str) or _rfc3339(started) is None:
-        notes.append("the card records one time (created_at): startedOn and finishedOn both take it")
-        started = finished
-    meta["startedOn"], meta["finishedOn"] = started, finished
+    notes.append("the card records one time (created_at): startedOn and finishedOn both take it")
+    meta["startedOn"] = meta["finishedOn"] = finished
     return meta
 
 
 def _image_id(card: ModelCard) -> str | None:
-    image = _field(card.environment, "image")
-    image_id = _field(image, "id") if image is not None else None
-    return image_id if isinstance(image_id, str) and _IMAGE_ID_RE.match(image_id) else None
+    image = card.environment.image  # card schema 3; its parser checked the id's form
+    return None if image is None else image.id
 
 
-def _system_packages(env: Any) -> list[tuple[str, str]]:
-    out = []
-    for p in _field(env, "system_packages") or ():
-        name, version = _field(p, "name"), _field(p, "version")
-        if isinstance(name, str) and isinstance(version, str):
-            out.append((name, version))
-    return out
-
-
-def _field(obj: Any, name: str) -> Any:
-    """A field of a record or a mapping that a newer card schema may have; None when absent."""
-    if isinstance(obj, Mapping):
-        return obj.get(name)
-    return getattr(obj, name, None)
+def _system_packages(env: Fingerprint) -> list[tuple[str, str]]:
+    return [(p.name, p.version) for p in env.system_packages or ()]
 
 
 def _rfc3339(value: str) -> datetime | None:

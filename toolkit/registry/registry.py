@@ -560,8 +560,8 @@ class Registry:
                     )
                 if not d1.split or d1.split != d2.split:
                     raise RegistryError(
-                        f"{name} {v1} and {v2} were split differently ({d1.split} vs {d2.split}): one's test rows "
-                        "are the other's training rows; name a dataset with --dataset"
+                        f"{name} {v1} and {v2} were split differently ({_split(d1.split)} vs {_split(d2.split)}): "
+                        "one's test rows are the other's training rows; name a dataset with --dataset"
                     )
                 ds = load_dataset(d1.source, target if target is not None else d1.target, task=task_of(c1))
                 if ds.sha256 != d1.sha256:
@@ -569,7 +569,7 @@ class Registry:
                         f"{d1.source} now hashes to {ds.sha256[:12]}, the cards recorded {d1.sha256[:12]}: "
                         "the data changed; name a dataset with --dataset"
                     )
-                _, X, _, y = split(ds, test_size=float(d1.split["test_size"]), seed=int(d1.split["seed"]))
+                _, X, _, y = split(ds, test_size=d1.split.test_size, seed=d1.split.seed)
                 how = "held-out test split"
             pipelines = []
             for row, card, path in ((r1, c1, p1), (r2, c2, p2)):
@@ -636,3 +636,7 @@ class Registry:
 def _checked(version: str) -> str:
     parse_version(version)
     return version
+
+
+def _split(split: Any) -> str:
+    return "none" if split is None else f"test_size {split.test_size}, seed {split.seed}"

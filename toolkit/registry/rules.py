@@ -63,6 +63,8 @@ class Rules:
         self.trusted_keys = trusted_keys
 
     # -- writing ----------------------------------------------------------------------------
+    # The reference set (card schema 3) travels with the three files: copied, checked against
+    # the card, signed with them, pushed as a layer.
 
     def add(self, src: ArtifactPaths, *, name: str | None, reason: str | None, user: str) -> VersionRow:
         """Copy in and check an artifact, store its files, then commit its row and register event."""
@@ -111,6 +113,7 @@ class Rules:
                 f"({card.artifact.size} bytes), file has {digest} ({size} bytes)"
             )
         copy_file(src.card_md, tmp / src.card_md.name)
+        _copy_reference(src, tmp, card)
         from toolkit.artifact import artifact_paths
 
         copy_signature(
@@ -406,3 +409,21 @@ def _event(
         reason=reason or None,
         detail=detail,
     )
+
+
+def _copy_reference(src: ArtifactPaths, tmp: Path, card: ModelCard) -> None:
+    """Copy the reference set beside the copied files and check it against the card (a card
+    with no reference set and a stray file beside it is refused). Raises: IntegrityError."""
+    info = card.reference
+    if info is None:
+        if os.path.lexists(src.reference):
+            raise IntegrityError(f"{src.reference}: the card records no reference set; refusing to register it")
+        return
+    if info.file != src.reference.name or not src.reference.is_file():
+        raise IntegrityError(f"reference set missing: {src.reference}")
+    digest, size = copy_file(src.reference, tmp / src.reference.name, hash_it=True)
+    if digest != info.sha256 or size != info.size:
+        raise IntegrityError(
+            f"checksum mismatch for {src.reference}: card says sha256 {info.sha256} ({info.size} bytes), "
+            f"file has {digest} ({size} bytes)"
+        )

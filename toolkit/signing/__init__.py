@@ -148,22 +148,33 @@ def trusted_keys_from_env(cli_keys: TrustedKeys = None) -> tuple[TrustedKey, ...
 
 
 def write_signature(
-    paths: ArtifactPaths, key_path: str | os.PathLike[str], *, model_sha256: str, model_size: int
+    paths: ArtifactPaths,
+    key_path: str | os.PathLike[str],
+    *,
+    model_sha256: str,
+    model_size: int,
+    reference: tuple[str, int] | None = None,
 ) -> Path:
-    """Sign an artifact's three files with a private key; write ``<stem>.sig`` atomically.
+    """Sign an artifact's files (the three, and the reference set when there is one) with a
+    private key; write ``<stem>.sig`` atomically.
 
     Each file is hashed once; the ``.joblib``'s digest is also checked against the card's
-    (``model_sha256``, ``model_size``, which the caller read), so a tampered artifact is never
-    signed. ``toolkit.artifact.sign`` is the entry point that reads the card.
+    (``model_sha256``, ``model_size``, which the caller read), and the reference set's against
+    ``reference`` (the card's sha256 and size, or None: the card has none), so a tampered
+    artifact is never signed. ``toolkit.artifact.sign`` is the entry point that reads the card.
     Raises: UsageError (bad key or path), IntegrityError (the artifact fails its card).
     """
     private = load_signing_key(key_path)
     digests = {}
-    for p in (paths.card_json, paths.card_md, paths.model):
+    for p in paths.files():  # the three, and the reference set when there is one
         digest, size = _files.sha256_file(p, "artifact file")
         digests[p.name] = digest
         if p == paths.model and (digest != model_sha256 or size != model_size):
             raise IntegrityError(f"{p}: sha256 does not match its card; refusing to sign it")
+        if p == paths.reference and (reference is None or (digest, size) != reference):
+            raise IntegrityError(f"{p}: sha256 does not match its card; refusing to sign it")
+    if reference is not None and paths.reference.name not in digests:
+        raise IntegrityError(f"{paths.reference}: missing; its card records a reference set; refusing to sign it")
     target = paths.signature
     bundle = envelope(private, statement(paths.stem, digests, target.name))
     _files.publish(_files.write_temp(target, bundle), target, overwrite=True)
@@ -201,7 +212,7 @@ def require_signature(
     payload, signatures, hint = parse_bundle(raw, sig)
     _check_signed(keys, payload, signatures, hint, sig)
     signed = parse_statement(payload, sig)
-    covered = {p.name: p for p in (paths.card_json, paths.card_md, paths.model)}
+    covered = {p.name: p for p in sorted(paths.files(), key=lambda p: p.name)}  # messages name them in this order
     extra = sorted(set(signed) - set(covered))
     missing = sorted(set(covered) - set(signed))
     if extra or missing:

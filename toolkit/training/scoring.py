@@ -56,7 +56,7 @@ def held_out(card: ModelCard) -> HeldOut:
         raise DataError(
             f"{data.source} now hashes to {dataset.sha256[:12]}, the card recorded {data.sha256[:12]}: the data changed"
         )
-    _, X, _, y = split(dataset, test_size=float(data.split["test_size"]), seed=int(data.split["seed"]))
+    _, X, _, y = split(dataset, test_size=data.split.test_size, seed=data.split.seed)
     return HeldOut(X=X, y=y, source=data.source, sha256=dataset.sha256)
 
 

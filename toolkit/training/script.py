@@ -110,9 +110,7 @@ def register_or_move(
 
     for path in staged:
         files = artifact_paths(path)
-        present = [
-            p for p in (files.model, files.card_json, files.card_md, files.signature, files.provenance) if p.exists()
-        ]
+        present = [p for p in (*files.files(), files.signature, files.provenance) if p.exists()]
         targets = [(p, cfg.out / p.name) for p in present]
         existing = [t for _, t in targets if t.exists()]
         if existing:

@@ -16,6 +16,7 @@ import json
 import math
 import os
 import stat
+import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator, Mapping
@@ -190,7 +191,7 @@ def fit_and_save(
 ) -> TrainResult:
     """Fit ``pipeline`` on the training part, score it on the test part and save it with its card."""
     from toolkit import artifact
-    from toolkit.card import DataInfo, Feature
+    from toolkit.card import DataInfo, Feature, Split
 
     emit = progress or _silent
     timings = {} if timings is None else timings
@@ -211,7 +212,7 @@ def fit_and_save(
             features=tuple(Feature(name=str(c), dtype=str(X_train[c].dtype)) for c in X_train.columns),
             target=dataset.target,
             classes=tuple(_native(c) for c in pipeline.classes_) if hasattr(pipeline, "classes_") else (),
-            split={"test_size": config.test_size, "seed": config.seed},
+            split=Split(test_size=config.test_size, seed=config.seed),
         )
         # save makes the folder, and turns a full or read-only disk into one UsageError naming the path.
         card = artifact.save(
@@ -220,6 +221,7 @@ def fit_and_save(
             name=config.model_name,
             version=config.version,
             probe=select_probe(X_test),
+            reference=X_test,  # the held-out rows: up to toolkit.reference.CAP of them, beside the card
             data=data,
             metrics=metrics,
             params=model_params(pipeline[-1]),
@@ -348,7 +350,7 @@ def build_model(
         raise ConfigError("params.random_state: set the top-level 'seed' instead; it seeds everything")
     seeded = {"random_state": seed} if "random_state" in known else {}
     try:
-        estimator.set_params(**{**defaults, **params, **seeded})
+        estimator.set_params(**_same_objects({**defaults, **params, **seeded}, known))
     except (ValueError, TypeError) as e:
         raise ConfigError(f"params: {e}") from e
     validate = getattr(estimator, "_validate_params", None)
@@ -358,6 +360,37 @@ def build_model(
         except (ValueError, TypeError) as e:
             raise ConfigError(f"params: {e}") from e
     return estimator
+
+
+def _same_objects(params: Mapping[str, Any], current: Mapping[str, Any]) -> dict[str, Any]:
+    """``params`` without the ones equal to the estimator's own default, and with text interned.
+
+    Why: pickle writes an object seen before as a reference to it (its memo is by identity),
+    so two equal strings that are two objects pickle to other bytes than one object twice. A
+    retrain passes every hyperparameter from the card's JSON, where training left the
+    defaults alone: the card's ``"sqrt"`` is not the library's ``"sqrt"``, and the pickles
+    differed by one frame. Keeping the default object, and interning the rest (as the
+    library's literals are), makes a retrain in the same runtime byte-identical to its parent.
+    """
+    out: dict[str, Any] = {}
+    for key, value in params.items():
+        default = current.get(key, _MISSING)
+        if _equal(default, value):
+            continue  # the object the estimator already holds
+        out[key] = sys.intern(value) if isinstance(value, str) else value
+    return out
+
+
+_MISSING = object()
+
+
+def _equal(a: Any, b: Any) -> bool:
+    if type(a) is not type(b):
+        return False
+    try:
+        return bool(a == b)
+    except (ValueError, TypeError):  # an array's == is elementwise: not a plain value
+        return False
 
 
 def build_pipeline(X: pd.DataFrame, model: Any, *, scaler: str = "standard") -> Any:
@@ -646,7 +679,7 @@ def _refuse_existing(path: Path) -> None:
     from toolkit.artifact import artifact_paths
 
     paths = artifact_paths(path)
-    siblings = (paths.model, paths.card_json, paths.card_md)
+    siblings = (paths.model, paths.reference, paths.card_json, paths.card_md)
     existing = [p for p in siblings if p.exists()]
     if existing:
         raise UsageError(f"{existing[0]} already exists; a version is never overwritten (choose another --version)")
