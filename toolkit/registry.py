@@ -222,11 +222,15 @@ class Audit:
 
 
 def resolve_root(cli_value: Path | str | None) -> Path | str:
-    """The registry: ``--registry``, else ``$TOOLKIT_REGISTRY``, else ``./models``.
+    """The registry: ``--registry``, else ``$TOOLKIT_REGISTRY``, else toolkit.toml's, else ``./models``.
 
     A ``postgresql://`` connection string stays a string (a team registry); anything else is a directory.
     """
     value = str(cli_value) if cli_value is not None and str(cli_value) != "" else os.environ.get(ENV_VAR, "")
+    if not value:  # a project's toolkit.toml, found by walking up (toolkit.project)
+        from toolkit import project
+
+        value = project.current().registry or ""
     if is_postgres_url(value):
         return value
     if value.startswith(("postgresql:/", "postgres:/")):
