@@ -32,6 +32,9 @@ _MODULE_OF = {
     "data": "data",
     "upgrade-check": "upgrade",
     "retrain": "upgrade",
+    "init": "project",
+    "lock": "project",
+    "base": "project",
 }
 
 
