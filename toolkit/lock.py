@@ -111,7 +111,7 @@ def compile_lock(
             command.append("--upgrade")
         for item in upgrade_packages:
             command += ["--upgrade-package", item]
-        command += [str(requirements), str(runtime_in)]
+        command += [requirements.name, str(runtime_in)]  # run in its folder: annotations name it so
         text = _run(command, cwd=requirements.parent, on_line=on_line, needs=needs, requirements=requirements)
         # Annotations name the temporary file: say what it stands for.
         text = text.replace(f"-r {runtime_in}", "toolkit").replace(str(runtime_in), "toolkit-runtime")

@@ -72,6 +72,7 @@ def build(
     """Build the project's image: a digest-pinned base, its hash-locked wheels, its Debian
     system_packages and this toolkit, with the network off."""
     from toolkit.docker import build_image, resolve_base_image
+    from toolkit.docker.system import resolve as resolve_system_packages
     from toolkit.project import current
     from toolkit.runtime_image import default_wheelhouse, ensure_wheels
 
@@ -84,6 +85,8 @@ def build(
         from toolkit.errors import UsageError
 
         raise UsageError(f"{lock}: no such lock file; run `toolkit lock` first")
+    # Debian packages resolved first: an unknown one is one line (exit 2) before any download or build.
+    packages = resolve_system_packages(settings.system_packages, release=None)
     wheels = wheelhouse or default_wheelhouse(folder)
     if not quiet:
         err.print(f"building {tag} from {base}" + ("" if verbose else " (-v shows each step)"), markup=False)
@@ -109,7 +112,7 @@ def build(
         context=folder,
         lock=lock,
         wheelhouse=wheels,
-        system_packages=settings.system_packages,
+        system_packages=packages,
         no_cache=no_cache,
         on_progress=None if quiet else progress if verbose else steps,
     )

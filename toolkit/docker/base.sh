@@ -65,9 +65,13 @@ apt_updated=""
 need() {  # need COMMAND PACKAGE: install the Debian package when the command is missing
     command -v "$1" >/dev/null 2>&1 && return 0
     [ "$(id -u)" = 0 ] || die "$1 is missing: install the Debian package $2"
-    if [ -z "$apt_updated" ]; then apt-get update -qq; apt_updated=1; fi
+    if [ -z "$apt_updated" ]; then apt-get update -qq >/dev/null 2>&1 || true; apt_updated=1; fi
     say "installing $2"
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$2" >/dev/null
+    # apt's own chatter (debconf, needrestart) goes to a log, shown only when the install fails.
+    mkdir -p "$cache"
+    DEBIAN_FRONTEND=noninteractive NEEDRESTART_SUSPEND=1 NEEDRESTART_MODE=a \
+        apt-get install -y -qq "$2" >"$cache/apt.log" 2>&1 \
+        || { tail -n 20 "$cache/apt.log" >&2; die "apt-get install $2 failed; see $cache/apt.log"; }
 }
 
 # --- the loopback registry: started here with a config of its own, stopped on exit ------------
