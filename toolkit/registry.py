@@ -29,6 +29,7 @@ from __future__ import annotations
 import errno
 import os
 import re
+from collections.abc import Callable
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -343,6 +344,11 @@ class Registry:
                 ) from e
             raise RegistryError(f"cannot write into the registry {self.location}: {e}") from e
         return self._entry(row)
+
+    def gate_in_image(self, gate: Callable[[Path, str], str | None] | None) -> None:
+        """Where this runtime does not match a version's card, promote and rollback run the gate
+        through ``gate`` (model path, policy -> the image it passed in, or None) before refusing."""
+        self._rules.image_gate = gate
 
     def promote(
         self,

@@ -31,7 +31,7 @@ from toolkit.cli._options import (
     VerifyPredictionsOpt,
     VersionOpt,
 )
-from toolkit.docker.images import DEFAULT_BASE_FILE, DEFAULT_IMAGE, ENV_BUILD_BASE, ENV_IMAGE, PIN_HINT
+from toolkit.docker.images import DEFAULT_BASE_FILE, DEFAULT_IMAGE, ENV_BUILD_BASE, ENV_IMAGE, PIN_HINT, recorded_image
 
 if TYPE_CHECKING:
     from toolkit.config import TrainConfig
@@ -100,10 +100,17 @@ def build(
             sys.stderr.write(text if text.endswith("\n") else text + "\n")
             sys.stderr.flush()
 
-    def steps(text: str) -> None:  # without -v: the Dockerfile's steps, one short line each
+    tty = sys.stderr.isatty()
+
+    def steps(text: str) -> None:
+        # Without -v: on a terminal, the Dockerfile's current step on one redrawn line; otherwise
+        # nothing per step (a log gets the start and the result lines). Host-side fetches: a line each.
         for line in text.splitlines():
-            if line.startswith("Step ") or line.startswith("system package "):
-                stage("  " + plain(line.strip())[:100])
+            if line.startswith("system package "):
+                stage(("\r\x1b[2K" if tty else "") + "  " + plain(line.strip()))
+            elif tty and line.startswith("Step "):
+                sys.stderr.write("\r\x1b[2K  " + plain(line.strip())[:100])
+                sys.stderr.flush()
 
     ensure_wheels(lock, wheels, on_progress=stage)
     result = build_image(
@@ -116,6 +123,9 @@ def build(
         no_cache=no_cache,
         on_progress=None if quiet else progress if verbose else steps,
     )
+    if tty and not quiet and not verbose:
+        sys.stderr.write("\r\x1b[2K")
+        sys.stderr.flush()
     if as_json:
         print_json(result.to_dict())
     else:
@@ -264,7 +274,7 @@ def check(
     from toolkit.signing import trusted_keys_from_env
 
     model = artifact_arg(artifact, registry)
-    tag = resolve_image(image, recorded=_recorded_image(model))
+    tag = resolve_image(image, recorded=recorded_image(model))
     captured = bytearray()
     image_ids: list[str] = []
 
@@ -336,7 +346,7 @@ def predict(
         from toolkit.artifact import verify
 
         verify(model, trusted_keys=trusted_key)
-    tag = resolve_image(image, recorded=_recorded_image(model))
+    tag = resolve_image(image, recorded=recorded_image(model))
     result = predict_in_container(
         tag, model, input_file, id_column=id_column, policy=policy.value, on_output=_passthrough
     )
@@ -410,7 +420,7 @@ def retrain(
     staging = Path(tempfile.mkdtemp(prefix="toolkit-image-retrain-"))
     try:
         staged = train_in_container(
-            resolve_image(image, recorded=_recorded_image(model)),
+            resolve_image(image, recorded=recorded_image(model)),
             args,
             staging=staging,
             inputs=inputs,
@@ -474,29 +484,6 @@ def _project_root() -> Path:
     from toolkit.project import current
 
     return current().root
-
-
-def _recorded_image(model: Path) -> str | None:
-    """The image a model's card says it was trained in (card schema 3), else None.
-
-    Only a default: the gate inside the image checks the card for real, so a card that cannot be
-    read here is no error yet (the gate will say what is wrong with it).
-    """
-    from toolkit.artifact import read_card
-    from toolkit.errors import ToolkitError
-
-    try:
-        recorded = getattr(read_card(model).environment, "image", None)
-    except (ToolkitError, OSError, ValueError):
-        return None
-    if recorded is None:
-        return None
-    ref = recorded.get("ref") if isinstance(recorded, dict) else getattr(recorded, "ref", None)
-    image_id = recorded.get("id") if isinstance(recorded, dict) else getattr(recorded, "id", None)
-    for value in (ref, image_id):
-        if isinstance(value, str) and value:
-            return value
-    return None
 
 
 def _config_script(config: Path | None) -> bool:

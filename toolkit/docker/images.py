@@ -23,6 +23,7 @@ __all__ = [
     "IMAGE_UID",
     "PIN_HINT",
     "name_of",
+    "recorded_image",
     "repository_of",
     "resolve_base_image",
     "resolve_image",
@@ -84,6 +85,29 @@ def resolve_image(cli_value: str | None, *, recorded: str | None = None) -> str:
     from toolkit import project
 
     return project.current().image or DEFAULT_IMAGE
+
+
+def recorded_image(model: Path) -> str | None:
+    """The image a model's card says it was trained in (card schema 3), else None.
+
+    Only a default: the gate inside the image checks the card for real, so a card that cannot be
+    read here is no error yet (the gate will say what is wrong with it).
+    """
+    from toolkit.artifact import read_card
+    from toolkit.errors import ToolkitError
+
+    try:
+        recorded = getattr(read_card(model).environment, "image", None)
+    except (ToolkitError, OSError, ValueError):
+        return None
+    if recorded is None:
+        return None
+    ref = recorded.get("ref") if isinstance(recorded, dict) else getattr(recorded, "ref", None)
+    image_id = recorded.get("id") if isinstance(recorded, dict) else getattr(recorded, "id", None)
+    for value in (ref, image_id):
+        if isinstance(value, str) and value:
+            return value
+    return None
 
 
 def write_pin(ref: str, path: Path = DEFAULT_BASE_FILE) -> Path:

@@ -30,6 +30,7 @@ __all__ = [
     "check_command",
     "check_in_container",
     "default_cache",
+    "gate_in_model_image",
     "predict_in_container",
     "train_command",
     "train_in_container",
@@ -193,6 +194,23 @@ def base_release(client: Any, base_image: str) -> str | None:
     if result.exit_code != 0:
         raise DockerError(f"cannot read /etc/os-release in {base_image} (exit {result.exit_code})")
     return release_of(printed.decode("utf-8", errors="replace"))
+
+
+def gate_in_model_image(model: Path, policy: str) -> str | None:
+    """Run the gate on ``model`` in the image it was trained in (its card's, else toolkit.toml's);
+    return that image's name when the gate passes there, else None (no image known, no engine,
+    a mismatch there too). For promote and rollback from a host that lacks the model's packages."""
+    from toolkit.docker.images import recorded_image
+    from toolkit.project import current
+
+    image = recorded_image(model) or current().image
+    if not image:
+        return None
+    try:
+        code = check_in_container(image, model, policy=policy)
+    except (DockerError, UsageError):
+        return None
+    return image if code == 0 else None
 
 
 def train_command(

@@ -81,8 +81,11 @@ def _metadata(version: str) -> tuple[bytes, bytes]:
         dist = importlib.metadata.distribution(_DIST)
     except importlib.metadata.PackageNotFoundError:
         raise UsageError("the toolkit is not installed as a distribution (pip install it): no wheel of it") from None
-    metadata = dist.read_text("METADATA")
-    if metadata is None or dist.version != version:
+    # A wheel's or an editable install's METADATA; an egg-info (a source tree's build) calls it PKG-INFO.
+    metadata = dist.read_text("METADATA") or dist.read_text("PKG-INFO")
+    if metadata is None:
+        raise UsageError(f"the installed toolkit ({dist.version}) has no metadata; reinstall it")
+    if dist.version != version:
         # An editable install whose metadata is older than the code: the image would lie about itself.
         raise UsageError(
             f"the installed toolkit's metadata ({dist.version}) does not match its code ({version}); reinstall it"
