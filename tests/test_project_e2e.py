@@ -153,3 +153,19 @@ def _walk(steps: Steps, tmp: Path) -> None:
     assert (project / "models" / "imbalanced" / "1.0.0" / "imbalanced-1.0.0.joblib").is_file()
     done = steps.run("toolkit registry list", [toolkit, "registry", "list"], cwd=project)
     assert done.returncode == 0 and "imbalanced" in done.stdout, _outcome(done)
+
+    # 9. promote from the same host: the gate runs in the model's image (this host lacks its packages).
+    done = steps.run(
+        "toolkit registry promote imbalanced 1.0.0",
+        [toolkit, "registry", "promote", "imbalanced", "1.0.0"],
+        cwd=project,
+    )
+    assert done.returncode == 0, _outcome(done)
+    assert f"checked in image {IMAGE}" in done.stdout
+
+    # 10. upgrade-check with the project's own lock: the same runtime, every model safe.
+    lock = str(project / "requirements.lock")
+    done = steps.run(
+        "toolkit upgrade-check --lock requirements.lock", [toolkit, "upgrade-check", "--lock", lock], cwd=project
+    )
+    assert done.returncode == 0, _outcome(done)
