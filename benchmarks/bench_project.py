@@ -78,7 +78,7 @@ def _images(project: Path, env: dict[str, str]) -> list[tuple[str, float, float]
     from toolkit.docker.context import lock_sha256, locked_wheels, packaged_dockerfile
     from toolkit.docker.jobs import default_cache
     from toolkit.docker.selfwheel import build_self_wheel
-    from toolkit.runtime_image import ensure_wheels
+    from toolkit.upgrade.runtime_image import ensure_wheels
 
     base = resolve_base_image(None, base_file=REPO / ".cache" / "base-image")
     lock = project / "requirements.lock"

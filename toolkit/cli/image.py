@@ -74,7 +74,7 @@ def build(
     from toolkit.docker import build_image, resolve_base_image
     from toolkit.docker.system import resolve as resolve_system_packages
     from toolkit.project import current
-    from toolkit.runtime_image import default_wheelhouse, ensure_wheels
+    from toolkit.upgrade.runtime_image import default_wheelhouse, ensure_wheels
 
     settings = current()
     folder = context if context is not None else settings.root
