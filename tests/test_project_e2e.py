@@ -169,3 +169,21 @@ def _walk(steps: Steps, tmp: Path) -> None:
         "toolkit upgrade-check --lock requirements.lock", [toolkit, "upgrade-check", "--lock", lock], cwd=project
     )
     assert done.returncode == 0, _outcome(done)
+
+    # 11. the model's runtime rebuilt from its card alone, gated inside under strict.
+    registered = project / "models" / "imbalanced" / "1.0.0" / "imbalanced-1.0.0.joblib"
+    done = steps.run("toolkit image rebuild MODEL", [toolkit, "image", "rebuild", str(registered)], cwd=project)
+    assert done.returncode == 0, _outcome(done)
+
+    # 12. a candidate lock with one package moved, and the verdict on every production model.
+    candidate = ["--upgrade-package", "scikit-learn==1.8.0", "--out", "candidate.lock"]
+    lock_text = (project / "requirements.lock").read_text()
+    done = steps.run("toolkit lock --upgrade-package scikit-learn==1.8.0", [toolkit, "lock", *candidate], cwd=project)
+    assert done.returncode == 0, _outcome(done)
+    assert "~ scikit-learn 1.9.1 -> 1.8.0" in done.stdout
+    assert (project / "requirements.lock").read_text() == lock_text  # the project's own lock is untouched
+    check = [toolkit, "upgrade-check", "--lock", "candidate.lock", "--json"]
+    done = steps.run("toolkit upgrade-check --lock candidate.lock", check, cwd=project)
+    assert done.returncode in (0, 1), _outcome(done)
+    verdicts = {m["name"]: m["verdict"] for m in json.loads(done.stdout)["models"]}
+    assert set(verdicts) == {"imbalanced"} and verdicts["imbalanced"] in ("safe", "drift", "broken")

@@ -113,11 +113,18 @@ def default_wheelhouse(context: Path = Path()) -> Path:
 
 
 def recorded_system_packages(card: ModelCard) -> list[SystemPackage]:
-    """The Debian packages a card records its image added (card schema 3), else none."""
+    """The Debian packages a card records its image added (card schema 3). A card older than that
+    records none: then the current project's ``system_packages`` (toolkit.toml), at today's versions."""
     from toolkit.docker.system import SystemPackage
 
+    recorded = getattr(card.environment, "system_packages", None)
+    if recorded is None:
+        from toolkit.docker.system import resolve
+        from toolkit.project import current
+
+        return resolve(current().system_packages, release=None)
     found = []
-    for item in getattr(card.environment, "system_packages", None) or ():
+    for item in recorded:
         name = item.get("name") if isinstance(item, dict) else getattr(item, "name", None)
         version = item.get("version") if isinstance(item, dict) else getattr(item, "version", None)
         if isinstance(name, str) and isinstance(version, str):
