@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import json
 import subprocess
 import sys
 import tarfile
@@ -663,3 +664,34 @@ def test_base_script_names_no_mirror_host() -> None:
     # `make base` must work behind any mirror: the host comes from apt or DEBIAN_MIRROR only.
     text = (REPO / "toolkit" / "docker" / "base.sh").read_text()
     assert "debian.org" not in text and "MIRROR=${DEBIAN_MIRROR:-}" in text
+
+
+def test_every_container_is_told_its_image_tag_and_id() -> None:
+    # Card schema 3 records environment.image from these two: the host sets them on every run.
+    fake = FakeClient()
+    dclient.run(fake, "toolkit:fake", ["check-env", "/artifact/m.joblib"], environment={"X": "1"})
+    (_, image, kwargs) = next(c for c in fake.calls if c[0] == "create")
+    assert image == "toolkit:fake"
+    assert kwargs["environment"] == {
+        "TOOLKIT_IMAGE": "toolkit:fake",
+        "TOOLKIT_IMAGE_ID": "sha256:" + "c" * 64,
+        "X": "1",
+    }
+
+
+def test_system_packages_manifest_and_apt_candidate() -> None:
+    from toolkit.docker import system
+
+    packages = [system.SystemPackage(name="zlib1g", version="1:1.2.13"), system.SystemPackage(name="a0", version="1")]
+    assert json.loads(system.manifest(packages)) == [
+        {"name": "a0", "version": "1"},
+        {"name": "zlib1g", "version": "1:1.2.13"},
+    ]
+    policy = "libgomp1:\n  Installed: (none)\n  Candidate: 12.2.0-14+deb12u1\n  Version table:\n"
+    assert system._candidate(policy) == "12.2.0-14+deb12u1"
+    assert system._candidate("x:\n  Installed: (none)\n  Candidate: (none)\n") is None
+    assert system._candidate("") is None  # apt-cache policy prints nothing for an unknown name
+    assert system.release_of('NAME="Debian GNU/Linux"\nVERSION_CODENAME=bookworm\n') == "bookworm"
+    text = (REPO / "toolkit" / "docker" / "Dockerfile").read_text()
+    assert "/opt/toolkit/system-packages.json" in text and "dpkg -i" in text
+    assert text.index("dpkg -i") < text.index("USER toolkit")
