@@ -182,3 +182,14 @@ def test_a_lock_is_data_and_changes_are_named() -> None:
     changes = lock_changes(good, "a==1.1\nc==3\n")
     assert changes.added == (("c", "3"),) and changes.removed == (("b", "2.0"),)
     assert changes.moved == (("a", "1.0", "1.1"),)
+
+
+def test_image_pin_records_base_image_in_toolkit_toml(in_tmp: Path, runner: CliRunner) -> None:
+    project.init(in_tmp)
+    (in_tmp / "sub").mkdir()
+    os.chdir(in_tmp / "sub")  # found by walking up
+    done = runner.invoke(app, ["image", "pin", PINNED])
+    assert done.exit_code == 0, done.output
+    assert project.load(in_tmp / "toolkit.toml").base_image == PINNED
+    assert not (in_tmp / "sub" / ".cache").exists()  # the project's file, not a stray pin file
+    assert "recorded base_image in" in done.output
