@@ -50,7 +50,7 @@ $(VENV)/.stamp: $(LOCKS) pyproject.toml $(WHEELHOUSE)/.stamp
 bytecode:
 	env -u PYTHONDONTWRITEBYTECODE $(BIN)/python -m compileall -q toolkit
 
-# --- Docker (see Dockerfile, scripts/engine.sh, scripts/base.sh) -------------------------------
+# --- Docker (the Dockerfile and base recipe ship in the package: toolkit/docker/) ---------------
 # BASE_IMAGE=name@sha256:<digest> pins a base of your own (e.g. a public python:3.11-slim-bookworm
 # digest); without it `make base` builds one offline from Debian packages and pins it.
 BASE_IMAGE ?=
@@ -73,8 +73,9 @@ TOOLKIT := $(BIN)/toolkit
 engine:
 	@docker info >/dev/null 2>&1 || scripts/engine.sh start
 
+# The packaged recipe (what `toolkit base` runs), with its state in this repository's .cache/.
 base: engine
-	@scripts/base.sh >/dev/null
+	@bash toolkit/docker/base.sh >/dev/null
 
 # V=1 shows every build step (a failed build always shows its log's tail).
 V ?=

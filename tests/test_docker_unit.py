@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import json
 import subprocess
 import sys
 import tarfile
@@ -18,12 +19,14 @@ import requests
 from _docker_support import swap_pin
 from typer.testing import CliRunner
 
+import toolkit
 from toolkit import docker as tdocker
 from toolkit.cli import app
 from toolkit.docker import client as dclient
 from toolkit.docker import context as dcontext
 from toolkit.docker import images as dimages
 from toolkit.docker import jobs as djobs
+from toolkit.docker.selfwheel import build_self_wheel
 from toolkit.errors import DockerError, IntegrityError, RegistryError, ToolkitError, UsageError
 
 DIGEST = "sha256:" + "ab" * 32
@@ -127,7 +130,7 @@ def test_locked_wheels_takes_exactly_the_pinned_files(tmp_path: Path) -> None:
 def test_locked_wheels_names_what_is_missing(tmp_path: Path) -> None:
     lock = _lock(tmp_path, {"numpy": "2.4.6"})
     (tmp_path / "wheelhouse").mkdir()
-    with pytest.raises(UsageError, match=r"no wheel for numpy==2\.4\.6 .*make wheelhouse"):
+    with pytest.raises(UsageError, match=r"no wheel for numpy==2\.4\.6 from"):
         dcontext.locked_wheels(lock, tmp_path / "wheelhouse")
     with pytest.raises(UsageError, match="no wheelhouse"):
         dcontext.locked_wheels(lock, tmp_path / "absent")
@@ -141,22 +144,44 @@ def test_build_context_holds_only_what_the_dockerfile_copies(tmp_path: Path) -> 
     link.symlink_to(wheel)
     lock = tmp_path / "elsewhere.lock"
     lock.write_text("typing-extensions==4.16.0 \\\n    --hash=sha256:" + "0" * 64 + "\n")
+    toolkit_wheel = build_self_wheel(tmp_path / "dist")
+    deb = tmp_path / "libgomp1_12.2.0-14+deb12u1_amd64.deb"
+    deb.write_bytes(b"deb bytes")
     buffer = io.BytesIO()
-    dcontext.write_context(buffer, context=REPO, lock=lock, wheels=[link])
+    dcontext.write_context(
+        buffer, lock=lock, wheels=[link], toolkit_wheel=toolkit_wheel, debs=[deb], system_manifest=b"[1]\n"
+    )
     buffer.seek(0)
     with tarfile.open(fileobj=buffer) as tar:
         names = tar.getnames()
         assert tar.extractfile("requirements.lock").read() == lock.read_bytes()  # type: ignore[union-attr]
         # A symlinked wheel goes in as the wheel's bytes.
         assert tar.extractfile(f"wheelhouse/{wheel.name}").read() == b"wheel bytes"  # type: ignore[union-attr]
-    assert {
+        assert tar.extractfile("system/system-packages.json").read() == b"[1]\n"  # type: ignore[union-attr]
+        # The Dockerfile is the package's own, wherever the command runs.
+        assert tar.extractfile("Dockerfile").read() == (REPO / "toolkit/docker/Dockerfile").read_bytes()  # type: ignore[union-attr]
+    assert set(names) == {
         "Dockerfile",
-        "pyproject.toml",
-        "toolkit/__init__.py",
-        "toolkit/docker/__init__.py",
-        "toolkit/docker/client.py",
-    } <= set(names)
-    assert not [n for n in names if "__pycache__" in n or n.startswith((".venv", "tests", ".git", "models"))]
+        "requirements.lock",
+        f"wheelhouse/{wheel.name}",
+        f"dist/{toolkit_wheel.name}",
+        f"system/{deb.name}",
+        "system/system-packages.json",
+    }
+
+
+def test_self_wheel_holds_the_package_and_its_data_and_is_reproducible(tmp_path: Path) -> None:
+    import zipfile
+
+    first = build_self_wheel(tmp_path / "a")
+    second = build_self_wheel(tmp_path / "b")
+    assert first.read_bytes() == second.read_bytes()  # same toolkit, same bytes: the build cache holds
+    with zipfile.ZipFile(first) as wheel:
+        names = set(wheel.namelist())
+        entry_points = wheel.read(f"toolkit-{toolkit.__version__}.dist-info/entry_points.txt").decode()
+    assert {"toolkit/__init__.py", "toolkit/py.typed", "toolkit/docker/Dockerfile", "toolkit/docker/base.sh"} <= names
+    assert "toolkit = toolkit.cli:main" in entry_points
+    assert not [n for n in names if "__pycache__" in n or n.endswith(".pyc")]
 
 
 def test_map_inputs_rewrites_paths_and_mounts_outside_ones(tmp_path: Path) -> None:
@@ -199,7 +224,7 @@ def test_dockerfile_pins_and_bakes_the_contract() -> None:
     ):
         assert needle in text, needle
     # Code after the wheels: a code change must not reinstall the locked packages.
-    assert text.index("COPY wheelhouse/") < text.index("COPY toolkit/")
+    assert text.index("COPY wheelhouse/") < text.index("COPY dist/")
 
 
 def test_cli_refuses_an_unpinned_base_before_docker(tmp_path: Path) -> None:
@@ -596,7 +621,7 @@ def test_pin_reference_with_a_fake_engine(use_client: Callable[[FakeClient], Fak
 
 
 def _debian_mirror(root: Path, suite: str = "bookworm") -> subprocess.CompletedProcess[str]:
-    script = REPO / "scripts" / "debian_mirror.py"
+    script = REPO / "toolkit" / "docker" / "debian_mirror.py"
     return subprocess.run(
         [sys.executable, str(script), suite, "--root", str(root)], capture_output=True, text=True, check=False
     )
@@ -637,5 +662,36 @@ def test_debian_mirror_reads_one_line_sources_and_says_when_there_is_none(tmp_pa
 
 def test_base_script_names_no_mirror_host() -> None:
     # `make base` must work behind any mirror: the host comes from apt or DEBIAN_MIRROR only.
-    text = (REPO / "scripts" / "base.sh").read_text()
+    text = (REPO / "toolkit" / "docker" / "base.sh").read_text()
     assert "debian.org" not in text and "MIRROR=${DEBIAN_MIRROR:-}" in text
+
+
+def test_every_container_is_told_its_image_tag_and_id() -> None:
+    # Card schema 3 records environment.image from these two: the host sets them on every run.
+    fake = FakeClient()
+    dclient.run(fake, "toolkit:fake", ["check-env", "/artifact/m.joblib"], environment={"X": "1"})
+    (_, image, kwargs) = next(c for c in fake.calls if c[0] == "create")
+    assert image == "toolkit:fake"
+    assert kwargs["environment"] == {
+        "TOOLKIT_IMAGE": "toolkit:fake",
+        "TOOLKIT_IMAGE_ID": "sha256:" + "c" * 64,
+        "X": "1",
+    }
+
+
+def test_system_packages_manifest_and_apt_candidate() -> None:
+    from toolkit.docker import system
+
+    packages = [system.SystemPackage(name="zlib1g", version="1:1.2.13"), system.SystemPackage(name="a0", version="1")]
+    assert json.loads(system.manifest(packages)) == [
+        {"name": "a0", "version": "1"},
+        {"name": "zlib1g", "version": "1:1.2.13"},
+    ]
+    policy = "libgomp1:\n  Installed: (none)\n  Candidate: 12.2.0-14+deb12u1\n  Version table:\n"
+    assert system._candidate(policy) == "12.2.0-14+deb12u1"
+    assert system._candidate("x:\n  Installed: (none)\n  Candidate: (none)\n") is None
+    assert system._candidate("") is None  # apt-cache policy prints nothing for an unknown name
+    assert system.release_of('NAME="Debian GNU/Linux"\nVERSION_CODENAME=bookworm\n') == "bookworm"
+    text = (REPO / "toolkit" / "docker" / "Dockerfile").read_text()
+    assert "/opt/toolkit/system-packages.json" in text and "dpkg -i" in text
+    assert text.index("dpkg -i") < text.index("USER toolkit")

@@ -364,19 +364,25 @@ def test_rebuild_refuses_lock_text_that_is_not_the_recorded_lock(wine: Path, tmp
     assert rebuild_source(read_card(model)) == (base, "numpy==1.0\n")
 
 
-def test_cache_key_follows_base_lock_and_toolkit_source(tmp_path: Path) -> None:
-    context = tmp_path / "ctx"
-    (context / "toolkit").mkdir(parents=True)
-    (context / "Dockerfile").write_text("FROM x\n")
-    (context / "pyproject.toml").write_text("[project]\n")
-    (context / "toolkit" / "a.py").write_text("A = 1\n")
+def test_cache_key_follows_base_lock_debs_and_the_installed_toolkit(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from toolkit.docker import selfwheel
+    from toolkit.docker.system import SystemPackage
+
+    # The toolkit the image gets is the installed package, wherever the command runs.
+    source = tmp_path / "a.py"
+    source.write_text("A = 1\n")
+    monkeypatch.setattr(selfwheel, "package_files", lambda: [("toolkit/a.py", source)])
     base = "b@sha256:" + "0" * 64
-    key = cache_key(base_image=base, lock_sha256="1" * 64, context=context)
-    assert key == cache_key(base_image=base, lock_sha256="1" * 64, context=context)
-    assert key != cache_key(base_image="b@sha256:" + "2" * 64, lock_sha256="1" * 64, context=context)
-    assert key != cache_key(base_image=base, lock_sha256="3" * 64, context=context)
-    (context / "toolkit" / "a.py").write_text("A = 2\n")
-    assert key != cache_key(base_image=base, lock_sha256="1" * 64, context=context)
+    key = cache_key(base_image=base, lock_sha256="1" * 64)
+    assert key == cache_key(base_image=base, lock_sha256="1" * 64, context=tmp_path / "anywhere")
+    assert key != cache_key(base_image="b@sha256:" + "2" * 64, lock_sha256="1" * 64)
+    assert key != cache_key(base_image=base, lock_sha256="3" * 64)
+    gomp = SystemPackage(name="libgomp1", version="12.2.0-14+deb12u1")
+    assert key != cache_key(base_image=base, lock_sha256="1" * 64, system_packages=[gomp])
+    source.write_text("A = 2\n")
+    assert key != cache_key(base_image=base, lock_sha256="1" * 64)
 
 
 def test_upgrade_check_with_trusted_keys_refuses_an_unsigned_model_before_docker(

@@ -18,6 +18,7 @@ __all__ = [
     "InvalidName",
     "InvalidVersion",
     "ProbeMismatch",
+    "ProjectError",
     "ProvenanceError",
     "RegistryError",
     "RemoteError",
@@ -41,6 +42,10 @@ class UsageError(ToolkitError):
 
 class ConfigError(UsageError):
     """A config file that is unreadable, has an unknown key or a wrong type."""
+
+
+class ProjectError(ConfigError):
+    """A project's toolkit.toml or its files: unreadable, a bad key, a file that must not be overwritten."""
 
 
 class DataError(UsageError):

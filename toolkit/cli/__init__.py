@@ -35,6 +35,9 @@ _MODULE_OF = {
     "provenance": "provenance",
     "verify-provenance": "provenance",
     "sbom": "provenance",
+    "init": "project",
+    "lock": "project",
+    "base": "project",
 }
 
 

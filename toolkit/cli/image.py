@@ -31,7 +31,7 @@ from toolkit.cli._options import (
     VerifyPredictionsOpt,
     VersionOpt,
 )
-from toolkit.docker.images import DEFAULT_BASE_FILE, DEFAULT_IMAGE, ENV_BUILD_BASE, ENV_IMAGE, PIN_HINT
+from toolkit.docker.images import DEFAULT_BASE_FILE, DEFAULT_IMAGE, ENV_BUILD_BASE, ENV_IMAGE, PIN_HINT, recorded_image
 
 if TYPE_CHECKING:
     from toolkit.registry.registry import Registry
@@ -51,14 +51,17 @@ ImageOpt = Annotated[
 def build(
     base_image: Annotated[
         str | None,
-        typer.Option(help=f"{PIN_HINT} (default ${ENV_BUILD_BASE}, else {DEFAULT_BASE_FILE} from `make base`)."),
+        typer.Option(help=f"{PIN_HINT} (default ${ENV_BUILD_BASE}, else toolkit.toml's base_image: `toolkit base`)."),
     ] = None,
-    tag: Annotated[str, typer.Option(help="Tag for the built image.")] = DEFAULT_IMAGE,
-    lock: Annotated[Path | None, typer.Option(help="Lock file (default CONTEXT/requirements.lock).")] = None,
+    tag: Annotated[str | None, typer.Option(help=f"Tag (default toolkit.toml's image, else {DEFAULT_IMAGE}).")] = None,
+    lock: Annotated[Path | None, typer.Option(help="Lock file (default toolkit.toml's lock).")] = None,
     wheelhouse: Annotated[
-        Path | None, typer.Option(help="Folder with the locked wheels (default CONTEXT/wheelhouse).")
+        Path | None,
+        typer.Option(help="Folder of the locked wheels; missing ones are downloaded (default: a shared cache)."),
     ] = None,
-    context: Annotated[Path, typer.Option(help="The repository root: Dockerfile, pyproject.toml, toolkit/.")] = Path(),
+    context: Annotated[
+        Path | None, typer.Option(hidden=True, help="The project folder (default: toolkit.toml's, else this one).")
+    ] = None,
     no_cache: Annotated[bool, typer.Option("--no-cache", help="Rebuild every layer.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print only the result line.")] = False,
     verbose: Annotated[
@@ -66,10 +69,25 @@ def build(
     ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object about the built image.")] = False,
 ) -> None:
-    """Build the image from a digest-pinned base and the hash-locked wheels, network off."""
+    """Build the project's image: a digest-pinned base, its hash-locked wheels, its Debian
+    system_packages and this toolkit, with the network off."""
     from toolkit.docker import build_image, resolve_base_image
+    from toolkit.docker.system import resolve as resolve_system_packages
+    from toolkit.project import current
+    from toolkit.upgrade.runtime_image import default_wheelhouse, ensure_wheels
 
-    base = resolve_base_image(base_image, base_file=context / DEFAULT_BASE_FILE)
+    settings = current()
+    folder = context if context is not None else settings.root
+    base = resolve_base_image(base_image, base_file=folder / DEFAULT_BASE_FILE)
+    tag = tag or settings.image or DEFAULT_IMAGE
+    lock = lock or settings.lock
+    if not lock.is_file():
+        from toolkit.errors import UsageError
+
+        raise UsageError(f"{lock}: no such lock file; run `toolkit lock` first")
+    # Debian packages resolved first: an unknown one is one line (exit 2) before any download or build.
+    packages = resolve_system_packages(settings.system_packages, release=None)
+    wheels = wheelhouse or default_wheelhouse(folder)
     if not quiet:
         err.print(f"building {tag} from {base}" + ("" if verbose else " (-v shows each step)"), markup=False)
 
@@ -77,36 +95,68 @@ def build(
         sys.stderr.write(text)
         sys.stderr.flush()
 
+    def stage(text: str) -> None:  # the host's own steps: one line each, also without -v
+        if not quiet:
+            sys.stderr.write(text if text.endswith("\n") else text + "\n")
+            sys.stderr.flush()
+
+    tty = sys.stderr.isatty()
+
+    def steps(text: str) -> None:
+        # Without -v: on a terminal, the Dockerfile's current step on one redrawn line; otherwise
+        # nothing per step (a log gets the start and the result lines). Host-side fetches: a line each.
+        for line in text.splitlines():
+            if line.startswith("system package "):
+                stage(("\r\x1b[2K" if tty else "") + "  " + plain(line.strip()))
+            elif tty and line.startswith("Step "):
+                sys.stderr.write("\r\x1b[2K  " + plain(line.strip())[:100])
+                sys.stderr.flush()
+
+    ensure_wheels(lock, wheels, on_progress=stage)
     result = build_image(
         base_image=base,
         tag=tag,
-        context=context,
+        context=folder,
         lock=lock,
-        wheelhouse=wheelhouse,
+        wheelhouse=wheels,
+        system_packages=packages,
         no_cache=no_cache,
-        on_progress=progress if verbose and not quiet else None,
+        on_progress=None if quiet else progress if verbose else steps,
     )
+    if tty and not quiet and not verbose:
+        sys.stderr.write("\r\x1b[2K")
+        sys.stderr.flush()
     if as_json:
         print_json(result.to_dict())
     else:
-        out.print(f"built {result.tag} ({result.image_id[:19]}) in {result.seconds:.1f}s", markup=False)
+        added = ", ".join(f"{p.name}={p.version}" for p in result.system_packages)
+        line = f"built {result.tag} ({result.image_id[:19]}) in {result.seconds:.1f}s"
+        out.print(line + (f"; added {added}" if added else ""), markup=False)
 
 
 @image_app.command("pin")
 def pin(
     ref: Annotated[str, typer.Argument(help="An image reference with a tag, e.g. python:3.11-slim-bookworm.")],
     out_file: Annotated[
-        Path, typer.Option("--out", help="Where the build reads the pinned base from.")
-    ] = DEFAULT_BASE_FILE,
-    write: Annotated[bool, typer.Option("--write/--no-write", help="Write it to --out (default yes).")] = True,
+        Path | None,
+        typer.Option("--out", help=f"Also write it to this file (without a toolkit.toml: {DEFAULT_BASE_FILE})."),
+    ] = None,
+    write: Annotated[bool, typer.Option("--write/--no-write", help="Record it (default yes).")] = True,
 ) -> None:
-    """Resolve REF to name@sha256:<digest> and write it where `image build` reads the base."""
+    """Resolve REF to name@sha256:<digest> and record it as toolkit.toml's base_image."""
     from toolkit.docker import pin_reference, write_pin
+    from toolkit.project import current, record
 
     pinned = pin_reference(ref)
     if write:
-        write_pin(pinned, out_file)
-        err.print(f"wrote {out_file}", markup=False)
+        settings = current()
+        if settings.path is not None and out_file is None:
+            record(settings.path, "base_image", pinned)
+            err.print(plain(f"recorded base_image in {settings.path}"), markup=False)
+        else:
+            target = out_file or DEFAULT_BASE_FILE
+            write_pin(pinned, target)
+            err.print(f"wrote {target}", markup=False)
     out.print(pinned, markup=False)
 
 
@@ -226,7 +276,7 @@ def check(
     from toolkit.signing import trusted_keys_from_env
 
     model = artifact_arg(artifact, registry)
-    tag = resolve_image(image)
+    tag = resolve_image(image, recorded=recorded_image(model))
     captured = bytearray()
     image_ids: list[str] = []
 
@@ -298,7 +348,7 @@ def predict(
         from toolkit.artifact import verify
 
         verify(model, trusted_keys=trusted_key)
-    tag = resolve_image(image)
+    tag = resolve_image(image, recorded=recorded_image(model))
     result = predict_in_container(
         tag, model, input_file, id_column=id_column, policy=policy.value, on_output=_passthrough
     )
@@ -372,7 +422,12 @@ def retrain(
     staging = Path(tempfile.mkdtemp(prefix="toolkit-image-retrain-"))
     try:
         staged = train_in_container(
-            resolve_image(image), args, staging=staging, inputs=inputs, on_output=_passthrough, command="retrain"
+            resolve_image(image, recorded=recorded_image(model)),
+            args,
+            staging=staging,
+            inputs=inputs,
+            on_output=_passthrough,
+            command="retrain",
         )
         if registry_obj is not None:
             with registry_obj:
@@ -392,9 +447,11 @@ def rebuild(
     tag: Annotated[
         str | None, typer.Option(help="Also tag the rebuilt image so (default: toolkit-runtime:<key>).")
     ] = None,
-    context: Annotated[Path, typer.Option(help="The repository root: Dockerfile, pyproject.toml, toolkit/.")] = Path(),
+    context: Annotated[
+        Path | None, typer.Option(hidden=True, help="The project folder (default: toolkit.toml's, else this one).")
+    ] = None,
     wheelhouse: Annotated[
-        Path | None, typer.Option(help="Where the card's locked wheels are downloaded (default CONTEXT/wheelhouse).")
+        Path | None, typer.Option(help="Where the card's locked wheels are downloaded (default: a shared cache).")
     ] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No build progress.")] = False,
     trusted_key: TrustedKeyOpt = None,
@@ -411,7 +468,7 @@ def rebuild(
     result = run(
         artifact_arg(artifact, registry),
         tag=tag,
-        context=context,
+        context=context if context is not None else _project_root(),
         wheelhouse=wheelhouse,
         on_progress=None if quiet else progress,
         on_output=_passthrough,
@@ -423,6 +480,12 @@ def rebuild(
 
 
 # --- helpers -------------------------------------------------------------------------------
+
+
+def _project_root() -> Path:
+    from toolkit.project import current
+
+    return current().root
 
 
 def _config_script(config: Path | None) -> bool:

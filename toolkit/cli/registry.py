@@ -209,7 +209,11 @@ def promote(
     as_json: JsonOpt = False,
 ) -> None:
     """Make a version production (checksum and environment checked first); the old one is archived."""
+    from toolkit.docker.jobs import gate_in_model_image
+
     with _opened(registry, as_json, trusted_key, store=store) as reg:
+        # A host without the model's packages asks the model's own image (card or toolkit.toml).
+        reg.gate_in_image(gate_in_model_image)
         change = reg.promote(name, version, best_by=best_by, policy=policy.value, reason=reason)
         if change.warning:
             err.print(plain(f"warning: {change.warning}"), markup=False)
@@ -233,7 +237,10 @@ def rollback(
     as_json: JsonOpt = False,
 ) -> None:
     """Production goes back to the previous production version; the current one is marked rolled back."""
+    from toolkit.docker.jobs import gate_in_model_image
+
     with _opened(registry, as_json, trusted_key, store=store) as reg:
+        reg.gate_in_image(gate_in_model_image)  # as promote: the model's own image when this host differs
         change = reg.rollback(name, policy=policy.value, reason=reason)
         if change.warning:
             err.print(plain(f"warning: {change.warning}"), markup=False)

@@ -43,9 +43,11 @@ def upgrade_check(
         str | None,
         typer.Option(help="Base of the candidate image, name@sha256:<digest> (default as `image build`)."),
     ] = None,
-    context: Annotated[Path, typer.Option(help="The repository root: Dockerfile, pyproject.toml, toolkit/.")] = Path(),
+    context: Annotated[
+        Path | None, typer.Option(hidden=True, help="The project folder (default: toolkit.toml's, else this one).")
+    ] = None,
     wheelhouse: Annotated[
-        Path | None, typer.Option(help="Where the candidate's wheels are downloaded (default CONTEXT/wheelhouse).")
+        Path | None, typer.Option(help="Where the candidate's wheels are downloaded (default: a shared cache).")
     ] = None,
     trusted_key: TrustedKeyOpt = None,
     certify: Annotated[
@@ -90,7 +92,14 @@ def upgrade_check(
         from toolkit.signing import load_signing_key
 
         load_signing_key(key)  # a bad key fails now, not after the candidate image is built
+    from toolkit.docker.system import resolve as resolve_system_packages
+    from toolkit.project import current
+
+    settings = current()
+    context = context if context is not None else settings.root
     base = resolve_base_image(base_image, base_file=context / ".cache" / "base-image")
+    # The project's Debian packages go into the candidate image too: its models need them to load.
+    system_packages = resolve_system_packages(settings.system_packages, release=None)
     root = resolve_root(registry)
     if not isinstance(root, Path):
         raise UsageError(f"upgrade-check needs a registry directory (mounted into the candidate image), not {root}")
@@ -104,6 +113,7 @@ def upgrade_check(
             retrain=retrain,
             context=context,
             wheelhouse=wheelhouse,
+            system_packages=system_packages,
             on_progress=emit,
             trusted_keys=trusted_key,
         )

@@ -1,7 +1,8 @@
 """The build context: the lock's pins, the wheels that match them, and the tar sent to the engine.
 
-The context is assembled here, not read from a directory: the Dockerfile, the lock (which may
-live anywhere), only the wheels the lock pins, and the package. Nothing here talks to Docker.
+The context is assembled here, not read from a directory: the packaged Dockerfile, the lock
+(which may live anywhere), only the wheels the lock pins, a wheel of the toolkit itself, and a
+project's Debian packages. Nothing here talks to Docker.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from packaging.version import Version
 
 from toolkit.errors import UsageError
 
-__all__ = ["git_revision", "lock_pins", "lock_sha256", "locked_wheels", "write_context"]
+__all__ = ["git_revision", "lock_pins", "lock_sha256", "locked_wheels", "packaged_dockerfile", "write_context"]
 
 # `name==version` at the start of a line, extras dropped; hashes and markers follow it.
 _LOCK_PIN = re.compile(r"^([A-Za-z0-9][A-Za-z0-9._-]*)(?:\[[^\]]*\])?==([^\s;\\]+)", re.MULTILINE)
@@ -60,7 +61,7 @@ def locked_wheels(lock: Path, wheelhouse: Path) -> list[Path]:
 
     pins = lock_pins(lock)
     if not wheelhouse.is_dir():
-        raise UsageError(f"{wheelhouse}: no wheelhouse; run `make wheelhouse` first")
+        raise UsageError(f"{wheelhouse}: no wheelhouse; the build downloads them (or run `make wheelhouse`)")
     chosen: dict[str, list[Path]] = {}
     for path in sorted(wheelhouse.glob("*.whl")):
         try:
@@ -72,30 +73,37 @@ def locked_wheels(lock: Path, wheelhouse: Path) -> list[Path]:
     missing = sorted(f"{n}=={v}" for n, v in pins.items() if n not in chosen)
     if missing:
         shown = ", ".join(missing[:3]) + (f" and {len(missing) - 3} more" if len(missing) > 3 else "")
-        raise UsageError(f"{wheelhouse}: no wheel for {shown} from {lock}; run `make wheelhouse`")
+        raise UsageError(f"{wheelhouse}: no wheel for {shown} from {lock}")
     return [p for paths in chosen.values() for p in paths]
 
 
-def write_context(fileobj: IO[bytes], *, context: Path, lock: Path, wheels: Sequence[Path]) -> None:
-    """Write the build context as a tar to ``fileobj``. Raises: UsageError (a missing or unreadable file)."""
-    dockerfile = context / "Dockerfile"
-    package = context / "toolkit"
-    pyproject = context / "pyproject.toml"
-    for needed in (dockerfile, pyproject, package):
-        if not needed.exists():
-            raise UsageError(f"{needed}: missing; run from the repository root (or pass --context)")
+def packaged_dockerfile() -> Path:
+    """The Dockerfile that ships inside the package (toolkit/docker/Dockerfile)."""
+    return Path(__file__).resolve().parent / "Dockerfile"
+
+
+def write_context(
+    fileobj: IO[bytes],
+    *,
+    lock: Path,
+    wheels: Sequence[Path],
+    toolkit_wheel: Path,
+    debs: Sequence[Path] = (),
+    system_manifest: bytes = b"[]\n",
+    dockerfile: Path | None = None,
+) -> None:
+    """Write the build context as a tar to ``fileobj``: the Dockerfile, the lock, its wheels, the
+    toolkit's wheel, the project's .debs and their manifest. Raises: UsageError (an unreadable file)."""
+    dockerfile = dockerfile or packaged_dockerfile()
     with tarfile.open(fileobj=fileobj, mode="w") as tar:
         _add_file(tar, dockerfile, "Dockerfile")
         _add_file(tar, lock, "requirements.lock")
-        _add_file(tar, pyproject, "pyproject.toml")
-        readme = context / "README.md"
-        if readme.is_file():
-            _add_file(tar, readme, "README.md")
         for wheel in wheels:
             _add_file(tar, wheel, f"wheelhouse/{wheel.name}")
-        for path in sorted(package.rglob("*")):
-            if path.is_file() and "__pycache__" not in path.parts and path.suffix not in (".pyc", ".pyo"):
-                _add_file(tar, path, path.relative_to(context).as_posix())
+        _add_file(tar, toolkit_wheel, f"dist/{toolkit_wheel.name}")
+        for deb in debs:
+            _add_file(tar, deb, f"system/{deb.name}")
+        _add_bytes(tar, system_manifest, "system/system-packages.json")
 
 
 def git_revision(context: Path) -> str:
@@ -110,6 +118,15 @@ def git_revision(context: Path) -> str:
     except (OSError, subprocess.SubprocessError):
         return "unknown"
     return done.stdout.strip() if done.returncode == 0 and done.stdout.strip() else "unknown"
+
+
+def _add_bytes(tar: tarfile.TarFile, data: bytes, arcname: str) -> None:
+    import io
+
+    info = tarfile.TarInfo(arcname)
+    info.size = len(data)
+    info.mode = 0o644
+    tar.addfile(info, io.BytesIO(data))
 
 
 def _add_file(tar: tarfile.TarFile, source: Path, arcname: str) -> None:

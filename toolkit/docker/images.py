@@ -23,6 +23,7 @@ __all__ = [
     "IMAGE_UID",
     "PIN_HINT",
     "name_of",
+    "recorded_image",
     "repository_of",
     "resolve_base_image",
     "resolve_image",
@@ -37,7 +38,7 @@ DEFAULT_BASE_FILE = Path(".cache/base-image")  # written by `make base` and `too
 IMAGE_UID = 10001  # the image's non-root user `toolkit` (see the Dockerfile)
 
 PIN_HINT = "name@sha256:<64 hex>"
-_HOW_TO_PIN = "run `make base`, or `toolkit image pin REF` for an image you have"
+_HOW_TO_PIN = "run `toolkit base`, or `toolkit image pin REF` for an image you have"
 
 
 def validate_base_image(ref: str) -> str:
@@ -57,21 +58,56 @@ def resolve_base_image(cli_value: str | None, *, base_file: Path = DEFAULT_BASE_
     env = os.environ.get(ENV_BUILD_BASE, "").strip()
     if env:
         return validate_base_image(env)
+    from toolkit import project
+
+    settings = project.current()
+    if settings.base_image:  # checked as pinned when toolkit.toml was read
+        return settings.base_image
     try:
         pinned = base_file.read_text(encoding="utf-8").strip()
     except FileNotFoundError:
         raise UsageError(
-            f"no base image: pass --base-image {PIN_HINT}, set {ENV_BUILD_BASE}, "
-            f"or run `make base` (it writes {base_file})"
+            f"no base image: run `toolkit base` (or `toolkit image pin REF`), which records it in toolkit.toml, "
+            f"or pass --base-image {PIN_HINT}"
         ) from None
     except OSError as e:
         raise UsageError(f"{base_file}: cannot read the pinned base image ({e.strerror or e})") from e
     return validate_base_image(pinned)
 
 
-def resolve_image(cli_value: str | None) -> str:
-    """The image to run: ``--image``, else ``$TOOLKIT_IMAGE``, else ``toolkit:latest``."""
-    return cli_value or os.environ.get(ENV_IMAGE) or DEFAULT_IMAGE
+def resolve_image(cli_value: str | None, *, recorded: str | None = None) -> str:
+    """The image to run: ``--image``, else ``$TOOLKIT_IMAGE``, else ``recorded`` (the image a
+    model's card says it was trained in), else toolkit.toml's ``image``, else ``toolkit:latest``."""
+    if cli_value or os.environ.get(ENV_IMAGE):
+        return cli_value or os.environ[ENV_IMAGE]
+    if recorded:
+        return recorded
+    from toolkit import project
+
+    return project.current().image or DEFAULT_IMAGE
+
+
+def recorded_image(model: Path) -> str | None:
+    """The image a model's card says it was trained in (card schema 3), else None.
+
+    Only a default: the gate inside the image checks the card for real, so a card that cannot be
+    read here is no error yet (the gate will say what is wrong with it).
+    """
+    from toolkit.artifact import read_card
+    from toolkit.errors import ToolkitError
+
+    try:
+        recorded = getattr(read_card(model).environment, "image", None)
+    except (ToolkitError, OSError, ValueError):
+        return None
+    if recorded is None:
+        return None
+    ref = recorded.get("ref") if isinstance(recorded, dict) else getattr(recorded, "ref", None)
+    image_id = recorded.get("id") if isinstance(recorded, dict) else getattr(recorded, "id", None)
+    for value in (ref, image_id):
+        if isinstance(value, str) and value:
+            return value
+    return None
 
 
 def write_pin(ref: str, path: Path = DEFAULT_BASE_FILE) -> Path:

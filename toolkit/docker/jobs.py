@@ -17,6 +17,7 @@ from toolkit.docker.client import Mount, OutputCallback, build, connect, run
 from toolkit.docker.context import git_revision, lock_sha256, locked_wheels, write_context
 from toolkit.docker.images import DEFAULT_IMAGE, IMAGE_UID, validate_base_image
 from toolkit.docker.paths import PathMap, Rewriter
+from toolkit.docker.system import SystemPackage
 from toolkit.errors import DockerError, IntegrityError, RegistryError, ToolkitError, UsageError
 from toolkit.identifiers import current_user
 
@@ -24,9 +25,12 @@ __all__ = [
     "BuildResult",
     "PredictResult",
     "TrainCommand",
+    "base_release",
     "build_image",
     "check_command",
     "check_in_container",
+    "default_cache",
+    "gate_in_model_image",
     "predict_in_container",
     "train_command",
     "train_in_container",
@@ -54,6 +58,7 @@ class BuildResult:
     lock_sha256: str
     revision: str
     seconds: float
+    system_packages: tuple[SystemPackage, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -63,6 +68,7 @@ class BuildResult:
             "lock_sha256": self.lock_sha256,
             "revision": self.revision,
             "seconds": round(self.seconds, 2),
+            "system_packages": [p.to_dict() for p in self.system_packages],
         }
 
 
@@ -91,24 +97,56 @@ def build_image(
     lock: Path | None = None,
     wheelhouse: Path | None = None,
     revision: str | None = None,
+    system_packages: Sequence[str | SystemPackage] = (),
+    deb_cache: Path | None = None,
     no_cache: bool = False,
     on_progress: Callable[[str], None] | None = None,
     client: Any | None = None,
 ) -> BuildResult:
-    """Build the image from ``context`` (the repository root) with the network off.
+    """Build the image with the network off: the packaged Dockerfile, ``lock`` and its wheels from
+    ``wheelhouse``, the Debian ``system_packages`` (names resolved to this host's candidate
+    version, or exact ones), and a wheel of this toolkit. ``context`` is the project folder: the
+    default lock and wheelhouse are there, and its git commit is the image's revision label.
 
-    Raises: UsageError (unpinned base, missing lock, Dockerfile or wheels), DockerError.
+    Raises: UsageError (unpinned base, missing lock or wheels, an unknown Debian package: before
+    any build), DockerError.
     """
+    from toolkit.docker import system
+    from toolkit.docker.selfwheel import build_self_wheel
+
     validate_base_image(base_image)
     lock = lock or context / "requirements.lock"
     wheelhouse = wheelhouse or context / "wheelhouse"
     lock_hash = lock_sha256(lock)
     revision = revision or git_revision(context)
     wheels = locked_wheels(lock, wheelhouse)
+    names = [p for p in system_packages if isinstance(p, str)]
+    packages = [p for p in system_packages if isinstance(p, system.SystemPackage)]
+    packages += system.resolve(names, release=None)  # an unknown name: exit 2 before Docker is asked
     client = client or connect()
+    if packages:
+        release = base_release(client, base_image)
+        host = system.host_release()
+        if release != host:
+            raise UsageError(
+                f"system_packages: the base image is Debian {release or '(unknown)'}, this host's apt serves "
+                f"{host or 'no Debian release'}: the .deb files would be for the wrong release"
+            )
+    debs = system.fetch(packages, deb_cache or default_cache() / "debs", on_progress=on_progress)
     started = time.monotonic()
-    with tempfile.TemporaryFile(prefix="toolkit-context-") as fileobj:
-        write_context(fileobj, context=context, lock=lock, wheels=wheels)
+    with (
+        tempfile.TemporaryDirectory(prefix="toolkit-dist-") as dist,
+        tempfile.TemporaryFile(prefix="toolkit-context-") as fileobj,
+    ):
+        toolkit_wheel = build_self_wheel(Path(dist))
+        write_context(
+            fileobj,
+            lock=lock,
+            wheels=wheels,
+            toolkit_wheel=toolkit_wheel,
+            debs=debs,
+            system_manifest=system.manifest(packages),
+        )
         fileobj.seek(0)
         image_id = build(
             client,
@@ -130,7 +168,49 @@ def build_image(
         lock_sha256=lock_hash,
         revision=revision,
         seconds=time.monotonic() - started,
+        system_packages=tuple(sorted(packages, key=lambda p: p.name)),
     )
+
+
+def default_cache() -> Path:
+    """Where downloads are kept across projects: ``$TOOLKIT_CACHE``, else ``$XDG_CACHE_HOME/toolkit``."""
+    explicit = os.environ.get("TOOLKIT_CACHE")
+    if explicit:
+        return Path(explicit).expanduser()
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache").expanduser() / "toolkit"
+
+
+def base_release(client: Any, base_image: str) -> str | None:
+    """The Debian release (``VERSION_CODENAME``) of ``base_image``, read in a network-less container."""
+    from toolkit.docker.system import release_of
+
+    printed = bytearray()
+
+    def keep(stream: str, chunk: bytes) -> None:
+        if stream == "stdout":
+            printed.extend(chunk[: 65536 - len(printed)])
+
+    result = run(client, base_image, ["/etc/os-release"], entrypoint=["cat"], on_output=keep)
+    if result.exit_code != 0:
+        raise DockerError(f"cannot read /etc/os-release in {base_image} (exit {result.exit_code})")
+    return release_of(printed.decode("utf-8", errors="replace"))
+
+
+def gate_in_model_image(model: Path, policy: str) -> str | None:
+    """Run the gate on ``model`` in the image it was trained in (its card's, else toolkit.toml's);
+    return that image's name when the gate passes there, else None (no image known, no engine,
+    a mismatch there too). For promote and rollback from a host that lacks the model's packages."""
+    from toolkit.docker.images import recorded_image
+    from toolkit.project import current
+
+    image = recorded_image(model) or current().image
+    if not image:
+        return None
+    try:
+        code = check_in_container(image, model, policy=policy)
+    except (DockerError, UsageError):
+        return None
+    return image if code == 0 else None
 
 
 def train_command(

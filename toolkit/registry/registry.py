@@ -29,6 +29,7 @@ from __future__ import annotations
 import errno
 import os
 import re
+from collections.abc import Callable
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -222,11 +223,15 @@ class Audit:
 
 
 def resolve_root(cli_value: Path | str | None) -> Path | str:
-    """The registry: ``--registry``, else ``$TOOLKIT_REGISTRY``, else ``./models``.
+    """The registry: ``--registry``, else ``$TOOLKIT_REGISTRY``, else toolkit.toml's, else ``./models``.
 
     A ``postgresql://`` connection string stays a string (a team registry); anything else is a directory.
     """
     value = str(cli_value) if cli_value is not None and str(cli_value) != "" else os.environ.get(ENV_VAR, "")
+    if not value:  # a project's toolkit.toml, found by walking up (toolkit.project)
+        from toolkit import project
+
+        value = project.current().registry or ""
     if is_postgres_url(value):
         return value
     if value.startswith(("postgresql:/", "postgres:/")):
@@ -339,6 +344,11 @@ class Registry:
                 ) from e
             raise RegistryError(f"cannot write into the registry {self.location}: {e}") from e
         return self._entry(row)
+
+    def gate_in_image(self, gate: Callable[[Path, str], str | None] | None) -> None:
+        """Where this runtime does not match a version's card, promote and rollback run the gate
+        through ``gate`` (model path, policy -> the image it passed in, or None) before refusing."""
+        self._rules.image_gate = gate
 
     def promote(
         self,

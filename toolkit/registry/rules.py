@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -61,6 +62,9 @@ class Rules:
         self.store = store
         # With trusted keys (these or $TOOLKIT_TRUSTED_KEYS) add, promote and rollback require signatures.
         self.trusted_keys = trusted_keys
+        # When this runtime does not match a version's card: the gate run in the image the model
+        # was trained in (model path, policy) -> that image's name when it passes there, else None.
+        self.image_gate: Callable[[Path, str], str | None] | None = None
 
     # -- writing ----------------------------------------------------------------------------
     # The reference set (card schema 3) travels with the three files: copied, checked against
@@ -179,8 +183,9 @@ class Rules:
             version, detail = self.best_by(name, *best_by)
         assert version is not None
         row = self.get(name, version)
-        self.check_artifact(row, policy)
-        detail = "; ".join(x for x in (detail, f"policy {policy}") if x)
+        image = self.check_artifact(row, policy)
+        where = f"checked in image {image}" if image else None
+        detail = "; ".join(x for x in (detail, f"policy {policy}", where) if x)
         with self.index.write(name) as w:
             target = w.row(name, version)
             if target is None:  # checked before the transaction; rows are never deleted
@@ -205,7 +210,7 @@ class Rules:
         """The previous production version comes back; the current one is archived and marked rolled back."""
         with self.index.read() as r:
             current, target = rollback_target(r, name, self.index.location)
-        self.check_artifact(self.get(name, target), policy)
+        image = self.check_artifact(self.get(name, target), policy)
         with self.index.write(name) as w:
             if rollback_target(w, name, self.index.location) != (current, target):
                 raise RegistryError(f"production of {name} changed while rolling back; run the rollback again")
@@ -220,7 +225,7 @@ class Rules:
             if prev is None:  # checked before the transaction; rows are never deleted
                 raise RegistryError(f"{name} has no version {target} in {self.index.location}")
             w.set_status(name, target, "production", rolled_back=False)
-            back = f"back from {current}; policy {policy}"
+            back = f"back from {current}; policy {policy}" + (f"; checked in image {image}" if image else "")
             w.log(_event(name, target, "rollback", prev.status, "production", reason, back, at, user))
         warning = self._after_stage_change(name)
         return Switch(
@@ -292,22 +297,28 @@ class Rules:
             production = None
         return self.store.disagreements(row, production=production)
 
-    def check_artifact(self, row: VersionRow, policy: str) -> None:
-        """The version's files pass their checksum and this runtime passes the gate, or it raises."""
+    def check_artifact(self, row: VersionRow, policy: str) -> str | None:
+        """The version's files pass their checksum and this runtime (or, with an ``image_gate``, the
+        model's own image) passes the gate, or it raises. Returns the image it passed in, if not here."""
         from toolkit.gate import check_env
 
         with self.store.local(row) as model:
             # check_env verifies the checksum and the card first (IntegrityError), never unpickles.
             report = check_env(model, policy=policy, trusted_keys=self.trusted_keys)
-        if report.sha256 != row.sha256:
-            # The joblib and its card were swapped together: consistent, but not what was registered.
-            raise IntegrityError(
-                f"{self.store.describe(row)}: card sha256 {report.sha256} differs from the registered {row.sha256}"
-            )
+            if report.sha256 != row.sha256:
+                # The joblib and its card were swapped together: consistent, but not what was registered.
+                raise IntegrityError(
+                    f"{self.store.describe(row)}: card sha256 {report.sha256} differs from the registered {row.sha256}"
+                )
+            if not report.ok and self.image_gate is not None:
+                passed_in = self.image_gate(model, policy)
+                if passed_in is not None:
+                    return passed_in
         if not report.ok:
             raise EnvironmentMismatch(
                 report.differences, policy=policy, detail=f"{row.name} {row.version} refused, production unchanged"
             )
+        return None
 
     def verify_files(self, row: VersionRow) -> None:
         """The version's files, as the store hands them out, hash to what the index registered."""

@@ -24,6 +24,7 @@ from toolkit.errors import DockerError, RegistryError, ToolkitError, UsageError
 from toolkit.upgrade.verdict import ModelCheck, RetrainOutcome, UpgradeReport
 
 if TYPE_CHECKING:
+    from toolkit.docker.system import SystemPackage
     from toolkit.signing import TrustedKeys
 
 __all__ = ["STAGES", "Selected", "next_patch", "run_job", "select", "upgrade_check"]
@@ -94,6 +95,7 @@ def upgrade_check(
     retrain: bool = False,
     context: Path = Path(),
     wheelhouse: Path | None = None,
+    system_packages: Sequence[SystemPackage] = (),
     on_progress: Progress | None = None,
     client: Any | None = None,
     trusted_keys: TrustedKeys = None,
@@ -134,6 +136,7 @@ def upgrade_check(
         lock=lock,
         context=context,
         wheelhouse=wheelhouse,
+        system_packages=system_packages,
         on_progress=_build_lines(emit),
         client=client,
     )

@@ -18,7 +18,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -27,6 +27,7 @@ from toolkit.errors import DockerError, IntegrityError, UsageError
 
 if TYPE_CHECKING:
     from toolkit.card import ModelCard
+    from toolkit.docker.system import SystemPackage
     from toolkit.signing import TrustedKeys
 
 __all__ = [
@@ -34,10 +35,12 @@ __all__ = [
     "RebuildResult",
     "RuntimeImage",
     "cache_key",
+    "default_wheelhouse",
     "ensure_runtime_image",
     "ensure_wheels",
     "rebuild",
     "rebuild_source",
+    "recorded_system_packages",
 ]
 
 RUNTIME_REPOSITORY = "toolkit-runtime"  # tags: toolkit-runtime:<first 16 hex of the cache key>
@@ -77,26 +80,56 @@ class RebuildResult:
     exit_code: int  # the strict gate's, inside the rebuilt image
 
 
-def cache_key(*, base_image: str, lock_sha256: str, context: Path) -> str:
-    """sha256 over the base digest, the lock's sha256 and the toolkit's source as the build sends it."""
+def cache_key(
+    *, base_image: str, lock_sha256: str, context: Path = Path(), system_packages: Sequence[SystemPackage] = ()
+) -> str:
+    """sha256 over the base digest, the lock's sha256, the Debian packages and the toolkit as the
+    build sends it (the packaged Dockerfile and every file of the installed package)."""
+    from toolkit.docker.context import packaged_dockerfile
+    from toolkit.docker.selfwheel import package_files
+
+    del context  # the toolkit comes from its installed package now, wherever the command runs
     digest = hashlib.sha256()
     digest.update(f"base {base_image.rpartition('@')[2]}\nlock {lock_sha256}\n".encode())
-    files = [context / "Dockerfile", context / "pyproject.toml"]
-    files += sorted(
-        p
-        for p in (context / "toolkit").rglob("*")
-        if p.is_file() and "__pycache__" not in p.parts and p.suffix not in (".pyc", ".pyo")
-    )
-    for path in files:
+    for package in sorted(system_packages, key=lambda p: p.name):
+        digest.update(f"deb {package.name}={package.version}\n".encode())
+    for name, path in [("Dockerfile", packaged_dockerfile()), *package_files()]:
         try:
             data = path.read_bytes()
         except OSError as e:
-            raise UsageError(
-                f"{path}: cannot read it for the image ({e.strerror or e}); run from the repository root"
-            ) from e
-        digest.update(f"{path.relative_to(context).as_posix()} {len(data)}\n".encode())
+            raise UsageError(f"{path}: cannot read it for the image ({e.strerror or e})") from e
+        digest.update(f"{name} {len(data)}\n".encode())
         digest.update(data)
     return digest.hexdigest()
+
+
+def default_wheelhouse(context: Path = Path()) -> Path:
+    """``CONTEXT/wheelhouse`` when there is one (this repository's), else the user's wheel cache,
+    shared by every project (a wheel is the same file whoever downloads it; pip checks its hash)."""
+    from toolkit.docker.jobs import default_cache
+
+    local = context / "wheelhouse"
+    return local if local.is_dir() else default_cache() / "wheels"
+
+
+def recorded_system_packages(card: ModelCard) -> list[SystemPackage]:
+    """The Debian packages a card records its image added (card schema 3). A card older than that
+    records none: then the current project's ``system_packages`` (toolkit.toml), at today's versions."""
+    from toolkit.docker.system import SystemPackage
+
+    recorded = getattr(card.environment, "system_packages", None)
+    if recorded is None:
+        from toolkit.docker.system import resolve
+        from toolkit.project import current
+
+        return resolve(current().system_packages, release=None)
+    found = []
+    for item in recorded:
+        name = item.get("name") if isinstance(item, dict) else getattr(item, "name", None)
+        version = item.get("version") if isinstance(item, dict) else getattr(item, "version", None)
+        if isinstance(name, str) and isinstance(version, str):
+            found.append(SystemPackage(name=name, version=version))
+    return found
 
 
 def ensure_wheels(lock: Path, wheelhouse: Path, *, on_progress: Callable[[str], None] | None = None) -> None:
@@ -135,6 +168,7 @@ def ensure_runtime_image(
     context: Path = Path(),
     wheelhouse: Path | None = None,
     tag: str | None = None,
+    system_packages: Sequence[SystemPackage] = (),
     on_progress: Callable[[str], None] | None = None,
     client: Any | None = None,
 ) -> RuntimeImage:
@@ -147,13 +181,13 @@ def ensure_runtime_image(
     started = time.monotonic()
     tdocker.validate_base_image(base_image)
     lock_hash = tdocker.lock_sha256(lock)
-    key = cache_key(base_image=base_image, lock_sha256=lock_hash, context=context)
+    key = cache_key(base_image=base_image, lock_sha256=lock_hash, system_packages=system_packages)
     cache_tag = f"{RUNTIME_REPOSITORY}:{key[:_KEY_CHARS]}"
     client = client or tdocker.connect()
     image_id = _cached(client, cache_tag, base_image=base_image, lock_hash=lock_hash)
     cached = image_id is not None
     if image_id is None:
-        wheelhouse = wheelhouse or context / "wheelhouse"
+        wheelhouse = wheelhouse or default_wheelhouse(context)
         ensure_wheels(lock, wheelhouse, on_progress=on_progress)
         built = tdocker.build_image(
             base_image=base_image,
@@ -161,6 +195,7 @@ def ensure_runtime_image(
             context=context,
             lock=lock,
             wheelhouse=wheelhouse,
+            system_packages=system_packages,
             on_progress=on_progress,
             client=client,
         )
@@ -238,6 +273,7 @@ def rebuild(
             context=context,
             wheelhouse=wheelhouse,
             tag=tag,
+            system_packages=recorded_system_packages(card),
             on_progress=on_progress,
             client=client,
         )
