@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 import os
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -289,6 +289,7 @@ def load(
     policy: str = "strict",
     allow_mismatch: bool = False,
     trusted_keys: TrustedKeys = None,
+    checker_packages: Iterable[str] = (),
 ) -> Any:
     """Unpickle an artifact only after its checksum and this runtime pass the card.
 
@@ -299,10 +300,18 @@ def load(
     Raises: IntegrityError, CardError, EnvironmentMismatch (also when unpickling fails in
     a mismatched runtime), ProbeMismatch (loaded, but the probe predictions disagree),
     SignatureError (trust configured and no valid trusted signature).
+    ``checker_packages``: distributions the loading process itself needs (a server's), not
+    compared under strict when the card does not record them (``toolkit.policy.differences``).
     """
     from toolkit import probe
 
-    loaded = load_verified(path, policy=policy, allow_mismatch=allow_mismatch, trusted_keys=trusted_keys)
+    loaded = load_verified(
+        path,
+        policy=policy,
+        allow_mismatch=allow_mismatch,
+        trusted_keys=trusted_keys,
+        checker_packages=checker_packages,
+    )
     if loaded.differences:
         result = probe.check(loaded.card.probe, loaded.pipeline)
         if not result.ok:
@@ -320,7 +329,12 @@ class Loaded:
 
 
 def load_verified(
-    path: str | os.PathLike[str], *, policy: str, allow_mismatch: bool, trusted_keys: TrustedKeys = None
+    path: str | os.PathLike[str],
+    *,
+    policy: str,
+    allow_mismatch: bool,
+    trusted_keys: TrustedKeys = None,
+    checker_packages: Iterable[str] = (),
 ) -> Loaded:
     """The guarded unpickle shared by ``load`` and the gate; does not re-check the probe.
 
@@ -333,7 +347,7 @@ def load_verified(
     # _read_verified proved the bytes in memory hash to the card's sha256: no second pass.
     require_signature(paths, trusted_keys, known={paths.model: card.artifact.sha256})
     check_companions(paths, card)
-    diffs = runtime_differences(card, policy=policy)
+    diffs = runtime_differences(card, policy=policy, checker=checker_packages)
     if diffs and not allow_mismatch:
         raise EnvironmentMismatch(diffs, policy=policy)
     if diffs:  # before unpickling, so the warning is seen even if unpickling then fails
@@ -341,15 +355,18 @@ def load_verified(
     return Loaded(pipeline=_unpickle(blob, paths.model, card, diffs, policy), card=card, differences=diffs)
 
 
-def runtime_differences(card: ModelCard, *, policy: str, runtime: Fingerprint | None = None) -> tuple[Difference, ...]:
+def runtime_differences(
+    card: ModelCard, *, policy: str, runtime: Fingerprint | None = None, checker: Iterable[str] = ()
+) -> tuple[Difference, ...]:
     """How this runtime (``runtime``, else captured now) differs from the card's under ``policy``,
-    local modules included."""
+    local modules included (``checker``: see ``toolkit.policy.differences``)."""
     return differences(
         card.environment,
         runtime or capture(blas=False),
         policy=policy,
         referenced=card.references.distributions,
         local_modules=card.references.local_modules or (),
+        checker=checker,
     )
 
 
