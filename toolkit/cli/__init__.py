@@ -32,6 +32,7 @@ _MODULE_OF = {
     "data": "data",
     "upgrade-check": "upgrade",
     "retrain": "upgrade",
+    "serve": "serve",
 }
 
 
