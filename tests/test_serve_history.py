@@ -69,7 +69,7 @@ def test_an_old_sqlite_index_takes_served_events_and_keeps_its_rules(base_artifa
 def test_served_names_a_registered_version(base_artifact: Path, tmp_path: Path) -> None:
     with Registry(tmp_path / "reg") as reg:
         reg.add(base_artifact)
-        with pytest.raises(RegistryError, match="no version 9.9.9"):
+        with pytest.raises(RegistryError, match=r"no version 9\.9\.9"):
             reg.record_served("iris", "9.9.9", where="x")
         with pytest.raises(RegistryError):
             reg.record_served("nobody", "1.0.0", where="x")
