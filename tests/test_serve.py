@@ -716,3 +716,16 @@ def test_follow_through_promotes_and_rollbacks_under_load(tmp_path: Path, monkey
     assert served[1].reason == "swap from 1.0.0" and served[0].reason == "ready"
     assert all(e.from_status == e.to_status for e in served)
     print(f"swap lag (stage change -> served): max {max(lags):.3f}s, mean {sum(lags) / len(lags):.3f}s")
+
+
+def test_a_directory_of_one_artifact_is_served_a_directory_of_two_is_refused(
+    models: dict[str, Path], tmp_path: Path
+) -> None:
+    one = tmp_path / "one"
+    _copy(models["classifier"], one)
+    with Served(one) as s:
+        assert s.started()["version"] == "1.0.0"
+    _copy(models["regressor"], one)
+    s = Served(one)
+    event = _refusal(s)
+    assert s.exited() == 1 and event["step"] == "resolve" and "holds 2 .joblib artifacts" in event["message"]

@@ -76,7 +76,7 @@ class Source:
                 yield path
             return
         if self.ref is None:
-            yield Path(self.model)
+            yield _artifact_in(Path(self.model))
             return
         assert current.name is not None and current.version is not None
         with self._open() as reg:
@@ -116,6 +116,18 @@ class Source:
             if entry.status == ref.stage:
                 return entry
         raise RegistryError(f"{ref.name} has no {ref.stage} version in the registry {reg.location}")
+
+
+def _artifact_in(path: Path) -> Path:
+    """``path`` itself, or the one ``.joblib`` in a directory (KServe's /mnt/models, a volume)."""
+    if not path.is_dir():
+        return path
+    found = sorted(p for p in path.glob("*.joblib") if not p.name.startswith("."))
+    if len(found) != 1:
+        raise UsageError(
+            f"{path} holds {len(found)} .joblib artifacts; give the directory of exactly one, or the .joblib itself"
+        )
+    return found[0]
 
 
 @contextmanager
