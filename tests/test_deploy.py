@@ -75,7 +75,7 @@ def test_the_kserve_runtime_points_at_toolkit_serve_over_v2() -> None:
 
 def test_the_compose_file_publishes_on_loopback_only() -> None:
     [compose] = _docs("compose.yaml")
-    [(name, svc)] = compose["services"].items()
+    [(_name, svc)] = compose["services"].items()
     ctx = _accepted(svc["command"])
     assert ctx.params["model"].startswith("/models/")
     assert svc["ports"] == [f"127.0.0.1:8080:{_port(svc['command'])}"]
