@@ -1,13 +1,25 @@
-"""``toolkit serve``."""
+"""``toolkit serve`` and ``toolkit image serve``."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from toolkit.cli._common import app
-from toolkit.cli._options import AnyRegistryOpt, InsecureOpt, Policy, PolicyOpt, StoreOpt, TrustedKeyOpt
+from toolkit.cli._common import app, artifact_arg, err, plain
+from toolkit.cli._options import (
+    AnyRegistryOpt,
+    ArtifactRefArg,
+    InsecureOpt,
+    Policy,
+    PolicyOpt,
+    RegistryOpt,
+    StoreOpt,
+    TrustedKeyOpt,
+)
+from toolkit.cli.image import ImageOpt, image_app
+from toolkit.errors import UsageError
 
 
 @app.command()
@@ -73,5 +85,72 @@ def serve(
             insecure=insecure,
             trusted_keys=trusted_key,
         )
+    )
+    raise typer.Exit(code)
+
+
+@image_app.command("serve")
+def image_serve(
+    artifact: ArtifactRefArg,
+    image: ImageOpt = None,
+    port: Annotated[int, typer.Option(help="Host port, published on 127.0.0.1 only (0: any free one).")] = 8080,
+    policy: PolicyOpt = Policy.strict,
+    on_mismatch: Annotated[
+        str, typer.Option("--on-mismatch", help="exit: exit 1 on a refused model; hold: stay live, never ready.")
+    ] = "exit",
+    max_rows: Annotated[int, typer.Option("--max-rows", help="Most rows in one request (413 beyond).")] = 10_000,
+    max_body: Annotated[int, typer.Option("--max-body", help="Largest request body in bytes (413 beyond).")] = 1 << 20,
+    drain_timeout: Annotated[
+        int, typer.Option("--drain-timeout", help="Seconds SIGTERM waits for in-flight requests.")
+    ] = 30,
+    log_format: Annotated[str, typer.Option("--log-format", help="text, or json (one object per line).")] = "text",
+    trusted_key: TrustedKeyOpt = None,
+    registry: RegistryOpt = None,
+) -> None:
+    """Run `toolkit serve` on ARTIFACT inside the image it was trained in, the port published on 127.0.0.1.
+
+    The image: --image, else the one the card records (environment.image), else $TOOLKIT_IMAGE or
+    toolkit:latest. The checks run in the container, so the gate judges the image itself.
+    """
+    import sys
+
+    from toolkit.artifact import read_card
+    from toolkit.docker import resolve_image
+    from toolkit.serve.image import serve_in_image
+    from toolkit.serve.server import ON_MISMATCH
+    from toolkit.signing import trusted_keys_from_env
+
+    if on_mismatch not in ON_MISMATCH:
+        raise UsageError(f"--on-mismatch {on_mismatch!r}: choose exit or hold")
+    model = artifact_arg(artifact, registry)
+    recorded = getattr(read_card(model).environment, "image", None)
+    tag = image or (getattr(recorded, "ref", None) or getattr(recorded, "id", None) if recorded else None)
+    tag = tag or resolve_image(None)
+    keys = [Path(k.source) for k in trusted_keys_from_env(trusted_key)]
+
+    def output(chunk: bytes) -> None:
+        sys.stderr.buffer.write(chunk)
+        sys.stderr.flush()
+
+    code = serve_in_image(
+        tag,
+        model,
+        serve_args=[
+            "--policy",
+            policy.value,
+            "--on-mismatch",
+            on_mismatch,
+            "--max-rows",
+            str(max_rows),
+            "--max-body",
+            str(max_body),
+            "--log-format",
+            log_format,
+        ],
+        port=port,
+        trusted_keys=keys,
+        drain_timeout=drain_timeout,
+        on_output=output,
+        on_published=lambda url: err.print(plain(f"image {tag}: published on {url}"), markup=False),
     )
     raise typer.Exit(code)
