@@ -681,7 +681,7 @@ def test_follow_through_promotes_and_rollbacks_under_load(tmp_path: Path, monkey
             with Registry(registry) as reg:
                 reg.promote("credit", "2.0.0")
             refused_at = time.monotonic()
-            event = s.wait_for("swap_refused", timeout=30)
+            event = s.wait_for("swap_refused", timeout=90)
             assert event is not None and event["version"] == "2.0.0" and event["step"] == "gate"
             assert event["differences"][0]["field"] == "local_module" and event["serving"] == "1.0.0"
             time.sleep(3 * poll)
@@ -707,7 +707,8 @@ def test_follow_through_promotes_and_rollbacks_under_load(tmp_path: Path, monkey
         assert 'toolkit_serve_model_info{lock_sha256="",name="credit",sha256=' in metrics
         assert metrics.count("toolkit_serve_model_info{") == 1
     finally:
-        assert s.terminate() == 0
+        code = s.terminate()
+    assert code == 0, "".join(s.raw)[-3000:]
     with Registry(registry) as reg:
         served = [e for e in reg.history("credit") if e.event == "served"]
     assert [e.version for e in served] == ["1.0.0"] + [v for i in range(1, 11) for v in (f"1.{i}.0", "1.0.0")]

@@ -64,6 +64,20 @@ def _run(options: ServeOptions, log: Log) -> int:
     except ImportError as e:  # pragma: no cover - the runtime lock has it; an old stack may not
         raise UsageError(f"toolkit serve needs the 'serve' extra (uvicorn, starlette, prometheus-client): {e}") from e
 
+    def stop_early(sig: int, frame: Any) -> None:
+        # Told to stop before serving (a rollout replaced this pod mid-load): nothing to drain.
+        log.event("stopped", f"stopped on {signal.Signals(sig).name} before ready")
+        raise SystemExit(0)
+
+    early = {s: signal.signal(s, stop_early) for s in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        return _serve(options, log, uvicorn)
+    finally:
+        for s, handler in early.items():
+            signal.signal(s, handler)
+
+
+def _serve(options: ServeOptions, log: Log, uvicorn: Any) -> int:
     from toolkit.serve.app import Limits, create_app
     from toolkit.serve.follow import Follower, load_current, record_served
     from toolkit.serve.holder import Holder
@@ -131,7 +145,7 @@ def _run(options: ServeOptions, log: Log) -> int:
     )
     url = f"http://{_url_host(host)}:{port}"
 
-    class _Server(uvicorn.Server):
+    class _Server(uvicorn.Server):  # type: ignore[misc]
         async def startup(self, sockets: list[socket.socket] | None = None) -> None:
             await super().startup(sockets=sockets)
             if not self.started:
