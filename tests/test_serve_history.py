@@ -10,9 +10,9 @@ import pytest
 import requests
 
 from tests._serve_support import Served
-from toolkit import _registry_db as db
 from toolkit.errors import RegistryError
 from toolkit.registry import Registry
+from toolkit.registry.index import sqlite_db as db
 
 _OLD_CHECK = "'recovered')"
 

@@ -2,7 +2,7 @@
 
 Every body is hostile: JSON is parsed strictly (no NaN/Infinity literals, no duplicate keys,
 bounded nesting), shapes and counts are checked against each other before anything is built,
-and the frame goes through ``toolkit.datasets.coerce_features``, the same column rules as
+and the frame goes through ``toolkit.training.datasets.coerce_features``, the same column rules as
 ``toolkit predict`` (so the server and the command answer the same rows the same way).
 A JSON ``null`` is a missing value (NaN), as an empty CSV field is; an infinity is refused.
 """
@@ -251,7 +251,7 @@ def _cell(value: Any, column: str, row: int) -> Any:
 def _frame(columns: dict[str, list[Any]], features: tuple[tuple[str, str], ...], source: str) -> Any:
     import pandas as pd
 
-    from toolkit.datasets import coerce_features
+    from toolkit.training.datasets import coerce_features
 
     frame = pd.DataFrame({n: pd.Series(v, dtype=object) for n, v in columns.items()})
     try:

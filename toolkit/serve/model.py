@@ -73,9 +73,9 @@ def prepare(path: str | os.PathLike[str], *, policy: str, trusted_keys: Any = No
     """
     from toolkit import probe
     from toolkit.artifact import load, verify
+    from toolkit.errors import SignatureError
     from toolkit.gate import assess
     from toolkit.prediction import feature_columns
-    from toolkit.signing import SignatureError
 
     shown = source or str(path)
     checker = checker_packages()

@@ -4,7 +4,7 @@
 or one manifest request for OCI) and ``Source.materialize()`` gives that version's files on
 this machine for the checks: the registry's own path for a directory registry, a private pull
 (every blob and the card checked) for a team registry or an OCI reference. Registry
-references are parsed by ``toolkit.refs``, the rule every other command uses.
+references are parsed by ``toolkit.registry.refs``, the rule every other command uses.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from toolkit.errors import RegistryError, UsageError
-from toolkit.refs import Reference, parse_reference
+from toolkit.registry.refs import Reference, parse_reference
 
 __all__ = ["Current", "Source"]
 
@@ -95,10 +95,10 @@ class Source:
 
     @contextmanager
     def _open(self) -> Iterator[Any]:
-        from toolkit.registry import Registry, resolve_root, resolve_store
+        from toolkit.registry.registry import Registry, resolve_root, resolve_store
 
         root = resolve_root(self._registry)
-        from toolkit._registry_index import is_postgres_url
+        from toolkit.registry.index import is_postgres_url
 
         store = resolve_store(self._store) if is_postgres_url(str(root)) else None
         reg = Registry(root, store=store)
