@@ -462,6 +462,7 @@ def test_a_forged_model_is_never_ready(models: dict[str, Path], tmp_path: Path) 
 
 def test_an_unsigned_model_under_trust_is_never_ready(models: dict[str, Path], tmp_path: Path) -> None:
     from toolkit import signing
+    from toolkit.artifact import sign
 
     _, pub = signing.keygen(tmp_path / "team")
     model = _copy(models["classifier"], tmp_path / "m")
@@ -469,7 +470,7 @@ def test_an_unsigned_model_under_trust_is_never_ready(models: dict[str, Path], t
     event = _refusal(s)
     assert s.exited() == 1 and event["step"] == "signature" and "signature" in event["message"]
     # Signed by that key, the same files are served.
-    signing.sign(model, tmp_path / "team.key")
+    sign(model, tmp_path / "team.key")
     with Served(model, "--trusted-key", str(pub)) as ok:
         assert ok.started()["event"] == "ready"
 
