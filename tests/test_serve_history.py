@@ -101,3 +101,18 @@ def test_a_team_registry_reference_is_served_and_the_event_lands_in_postgresql(t
     with Registry(team.url, store=team.store) as reg:
         served = [e for e in reg.history("iris") if e.event == "served"]
     assert len(served) == 1 and served[0].version == "1.0.0" and served[0].reason == "ready"
+
+
+@pytest.mark.serve
+def test_an_oci_reference_is_pulled_checked_and_served(team_oci: Any, base_artifact: Path) -> None:
+    from toolkit.oci import push
+
+    ref = f"oci://{team_oci.host}/serve/iris:1.0.0"
+    push(base_artifact, ref)
+    with Served(ref) as s:
+        assert s.started()["version"] == "1.0.0"
+        r = requests.get(s.url + "/v2/models/iris", timeout=10)
+        assert r.status_code == 200 and r.json()["parameters"]["sha256"] == r.headers["X-Model-Sha256"]
+    s = Served(f"oci://{team_oci.host}/serve/iris:9.9.9")
+    event = s.wait_for("refused")
+    assert s.exited() == 1 and event is not None and event["step"] == "resolve"
