@@ -731,3 +731,21 @@ def test_a_directory_of_one_artifact_is_served_a_directory_of_two_is_refused(
     s = Served(one)
     event = _refusal(s)
     assert s.exited() == 1 and event["step"] == "resolve" and "holds 2 .joblib artifacts" in event["message"]
+
+
+def test_memory_stays_flat_under_large_refused_bodies(models: dict[str, Path]) -> None:
+    def rss_kb(pid: int) -> int:
+        with open(f"/proc/{pid}/status") as f:
+            return int(next(line for line in f if line.startswith("VmRSS")).split()[1])
+
+    body = json.dumps([{"age": 1}] * 10_000)  # ~120 kB, 10,000 rows, every one missing two columns
+    with Served(models["classifier"]) as s, requests.Session() as session:
+        s.started()
+        session.post(s.url + "/predict", data=body, headers={"Content-Type": "application/json"}, timeout=30)
+        before = rss_kb(s.proc.pid)
+        for _ in range(100):
+            r = session.post(s.url + "/predict", data=body, headers={"Content-Type": "application/json"}, timeout=30)
+            assert r.status_code == 422
+        grown = rss_kb(s.proc.pid) - before
+    # Before refusals were returned across the thread pool instead of raised, this grew ~225 MB.
+    assert grown < 30_000, f"RSS grew {grown} kB over 100 refused bodies"

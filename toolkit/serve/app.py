@@ -118,7 +118,7 @@ def create_app(holder: Holder, metrics: Metrics, limits: Limits) -> Starlette:
     async def infer(request: Request, model: ServedModel | None) -> Response:
         assert model is not None
         body = await _body(request, limits)
-        answer = await run_in_threadpool(_infer, model, body, limits)
+        answer = _raise(await run_in_threadpool(_guarded, _infer, model, body, limits))
         metrics.rows.labels(model=model.name, version=model.version).inc(answer.rows)
         return Response(answer.body, media_type=_JSON)
 
@@ -127,7 +127,7 @@ def create_app(holder: Holder, metrics: Metrics, limits: Limits) -> Starlette:
         body = await _body(request, limits)
         kind = request.headers.get("content-type", _JSON).split(";")[0].strip().lower()
         as_csv = "text/csv" in request.headers.get("accept", "")
-        answer = await run_in_threadpool(_predict, model, body, kind, as_csv, limits)
+        answer = _raise(await run_in_threadpool(_guarded, _predict, model, body, kind, as_csv, limits))
         metrics.rows.labels(model=model.name, version=model.version).inc(answer.rows)
         return Response(answer.body, media_type="text/csv" if as_csv else _JSON)
 
@@ -170,6 +170,25 @@ class _Answer:
 
 class _ModelError(Exception):
     """The pipeline raised while predicting (500, one line)."""
+
+
+def _guarded(fn: Callable[..., _Answer], *args: Any) -> _Answer | BadRequest | _ModelError:
+    """``fn(*args)``, with a refusal returned rather than raised across the thread boundary: a
+    raised one carries a traceback whose frames hold the parsed body, and the exception chain
+    through the thread pool is a reference cycle that only the cyclic collector frees, so a burst
+    of large refused bodies piled up hundreds of MB before a collection."""
+    try:
+        return fn(*args)
+    except BadRequest as e:
+        return BadRequest(str(e), status=e.status)
+    except _ModelError as e:
+        return _ModelError(str(e))
+
+
+def _raise(answer: _Answer | BadRequest | _ModelError) -> _Answer:
+    if isinstance(answer, Exception):
+        raise answer
+    return answer
 
 
 def _check_model(request: Request, model: ServedModel | None) -> None:
