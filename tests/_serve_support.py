@@ -17,10 +17,31 @@ from typing import Any
 START_TIMEOUT_S = 180.0
 
 
+_STARTED: list[Served] = []
+
+
+def started_count() -> int:
+    return len(_STARTED)
+
+
+def kill_leftovers(since: int = 0) -> list[str]:
+    """Kill every server started after the ``since``-th and left running (a failed assertion
+    before its stop); returns their models. Servers of longer-lived fixtures started earlier stay."""
+    left = []
+    while len(_STARTED) > since:
+        served = _STARTED.pop()
+        if served.proc.poll() is None:
+            left.append(served.model)
+            served.proc.kill()
+            served.proc.wait()
+    return left
+
+
 class Served:
     """`python -m toolkit serve MODEL --port 0 --log-format json ...`; the port comes from the log."""
 
     def __init__(self, model: str | Path, *args: str, env: dict[str, str] | None = None, cwd: Path | None = None):
+        self.model = str(model)
         cmd = [sys.executable, "-m", "toolkit", "serve", str(model), "--port", "0", "--log-format", "json", *args]
         full_env = {**os.environ, **(env or {})}
         self.proc = subprocess.Popen(
@@ -32,6 +53,7 @@ class Served:
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()
         self.url = ""
+        _STARTED.append(self)
 
     def _read(self) -> None:
         assert self.proc.stderr is not None

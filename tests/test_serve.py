@@ -23,10 +23,17 @@ import pytest
 import requests
 
 import toolkit
-from tests._serve_support import Served
+from tests._serve_support import Served, kill_leftovers, started_count
 from toolkit.card import parse_card
 
 pytestmark = pytest.mark.serve
+
+
+@pytest.fixture(autouse=True)
+def _no_server_left_running() -> Iterator[None]:
+    before = started_count()  # module-scoped servers are set up before this and stay
+    yield
+    kill_leftovers(before)  # a failed test must not leave a server listening for the next ones
 
 
 # --- models ---------------------------------------------------------------------------------
@@ -404,7 +411,7 @@ def test_slow_client_gets_408_and_the_server_stays_up(classifier_server: Served)
         reply = s.recv(4096).decode()
         waited = time.monotonic() - started
     assert reply.startswith("HTTP/1.1 408"), reply
-    assert 0.8 < waited < 5 and "did not arrive within 1 s" in reply
+    assert 0.8 < waited < 30 and "did not arrive within 1 s" in reply  # the upper bound: a loaded machine
     assert requests.get(classifier_server.url + "/v2/health/ready", timeout=10).status_code == 200
 
 

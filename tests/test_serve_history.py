@@ -3,18 +3,26 @@
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 import requests
 
-from tests._serve_support import Served
+from tests._serve_support import Served, kill_leftovers, started_count
 from toolkit.errors import RegistryError
 from toolkit.registry import Registry
 from toolkit.registry.index import sqlite_db as db
 
 _OLD_CHECK = "'recovered')"
+
+
+@pytest.fixture(autouse=True)
+def _no_server_left_running() -> Iterator[None]:
+    before = started_count()  # module-scoped servers are set up before this and stay
+    yield
+    kill_leftovers(before)  # a failed test must not leave a server listening for the next ones
 
 
 def _old_sqlite_index(root: Path) -> None:
