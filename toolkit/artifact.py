@@ -11,7 +11,7 @@ import dataclasses
 import math
 import os
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -412,6 +412,7 @@ def load(
     allow_mismatch: bool = False,
     trusted_keys: TrustedKeys = None,
     require_provenance: bool = False,
+    checker_packages: Iterable[str] = (),
 ) -> Any:
     """Unpickle an artifact only after its checksum and this runtime pass the card.
 
@@ -423,6 +424,8 @@ def load(
     a mismatched runtime), ProbeMismatch (loaded, but the probe predictions disagree),
     SignatureError (trust configured and no valid trusted signature). With ``require_provenance``,
     ProvenanceError as the gate's ``--require-provenance`` (checked before anything is unpickled).
+    ``checker_packages``: distributions the loading process itself needs (a server's), not
+    compared under strict when the card does not record them (``toolkit.policy.differences``).
     """
     loaded = load_verified(
         path,
@@ -430,6 +433,7 @@ def load(
         allow_mismatch=allow_mismatch,
         trusted_keys=trusted_keys,
         require_provenance=require_provenance,
+        checker_packages=checker_packages,
     )
     if loaded.differences:
         result = check_outputs(path, loaded)
@@ -469,6 +473,7 @@ def load_verified(
     allow_mismatch: bool,
     trusted_keys: TrustedKeys = None,
     require_provenance: bool = False,
+    checker_packages: Iterable[str] = (),
 ) -> Loaded:
     """The guarded unpickle shared by ``load`` and the gate; does not re-check the probe.
 
@@ -486,7 +491,7 @@ def load_verified(
 
         check_provenance(paths, card, trusted_keys, known={paths.model: card.artifact.sha256})
     _reference_bytes(paths, card)
-    diffs = runtime_differences(card, policy=policy)
+    diffs = runtime_differences(card, policy=policy, checker=checker_packages)
     if diffs and not allow_mismatch:
         raise EnvironmentMismatch(diffs, policy=policy)
     if diffs:  # before unpickling, so the warning is seen even if unpickling then fails
@@ -494,15 +499,18 @@ def load_verified(
     return Loaded(pipeline=_unpickle(blob, paths.model, card, diffs, policy), card=card, differences=diffs)
 
 
-def runtime_differences(card: ModelCard, *, policy: str, runtime: Fingerprint | None = None) -> tuple[Difference, ...]:
+def runtime_differences(
+    card: ModelCard, *, policy: str, runtime: Fingerprint | None = None, checker: Iterable[str] = ()
+) -> tuple[Difference, ...]:
     """How this runtime (``runtime``, else captured now) differs from the card's under ``policy``,
-    local modules included."""
+    local modules included (``checker``: see ``toolkit.policy.differences``)."""
     return differences(
         card.environment,
         runtime or capture(blas=False),
         policy=policy,
         referenced=card.references.distributions,
         local_modules=card.references.local_modules or (),
+        checker=checker,
     )
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import warnings
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -155,14 +156,20 @@ def _certified(report: Report, card: ModelCard, directory: Path, trusted_keys: T
 
 
 def assess(
-    card: ModelCard, *, artifact: str, policy: str, predictions: ProbeResult | ReferenceResult | None = None
+    card: ModelCard,
+    *,
+    artifact: str,
+    policy: str,
+    predictions: ProbeResult | ReferenceResult | None = None,
+    checker: Iterable[str] = (),
 ) -> Report:
     """The verdict on a card already checked for integrity: its differences from this runtime
-    under ``policy``, and the remedies that apply (shared by the file and the remote gate)."""
+    under ``policy``, and the remedies that apply (shared by the file and the remote gate).
+    ``checker``: the checking process's own distributions (``toolkit.policy.differences``)."""
     from toolkit.remedy import remedies
 
     runtime = capture(blas=False)
-    diffs = runtime_differences(card, policy=policy, runtime=runtime)
+    diffs = runtime_differences(card, policy=policy, runtime=runtime, checker=checker)
     # Only worth computing for the advice: would the looser policy already pass?
     compatible = (
         runtime_differences(card, policy="compatible", runtime=runtime) if diffs and policy == "strict" else None

@@ -38,6 +38,7 @@ def differences(
     policy: str,
     referenced: Iterable[str] = (),
     local_modules: Iterable[LocalModule] = (),
+    checker: Iterable[str] = (),
 ) -> tuple[Difference, ...]:
     """What in ``runtime`` differs from ``recorded`` under ``policy``; empty means a match.
 
@@ -48,6 +49,9 @@ def differences(
     dependencies when the card was written).
     Both: every local module (user code no distribution provides) must be found here with
     the sha256 its source had at save time.
+    ``checker``: distributions the checking process brought along (``toolkit serve``'s HTTP
+    server): under strict, one that the card does not record is not a difference, exactly as the
+    toolkit's own distribution is not; one the card records is compared as usual.
     """
     validate_policy(policy)
     referenced = set(referenced)
@@ -62,7 +66,8 @@ def differences(
             _field("libc", recorded.libc, runtime.libc),
         ]
         every = set(recorded.packages) | set(runtime.packages)
-        names: Iterable[str] = sorted((every - {SELF_DISTRIBUTION}) | (every & referenced))
+        brought = (set(checker) - set(recorded.packages)) | {SELF_DISTRIBUTION}
+        names: Iterable[str] = sorted((every - brought) | (every & referenced))
     else:
         found.append(_field("python_version", recorded.python_minor, runtime.python_minor))
         names = sorted(referenced)

@@ -24,7 +24,7 @@ _MODULE_OF = {
     "train": "train",
     "predict": "train",
     "registry": "registry",
-    "image": "image",
+    "image": "image",  # and "serve", for `image serve` (_ALSO)
     "keygen": "signing",
     "sign": "signing",
     "push": "oci",
@@ -38,7 +38,12 @@ _MODULE_OF = {
     "init": "project",
     "lock": "project",
     "base": "project",
+    "serve": "serve",
 }
+
+
+# Command groups whose sub-commands live in more than one module.
+_ALSO = {"image": ("serve",)}
 
 
 def main() -> None:
@@ -48,7 +53,8 @@ def main() -> None:
 
 def _with_commands(argv: list[str]) -> Any:
     first = argv[0] if argv else None
-    for module in [_MODULE_OF[first]] if first in _MODULE_OF else dict.fromkeys(_MODULE_OF.values()):
+    modules = [_MODULE_OF[first], *_ALSO.get(first, ())] if first in _MODULE_OF else dict.fromkeys(_MODULE_OF.values())
+    for module in modules:
         import_module(f"toolkit.cli.{module}")
     from toolkit.cli._common import app
 

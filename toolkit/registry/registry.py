@@ -29,8 +29,8 @@ from __future__ import annotations
 import errno
 import os
 import re
-from collections.abc import Callable
-from contextlib import ExitStack
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -432,6 +432,23 @@ class Registry:
             return migrate(local._rules, self._rules)
 
     # -- reading ----------------------------------------------------------------------------
+
+    def record_served(self, name: str, version: str, *, where: str, reason: str | None = None) -> Event:
+        """Append a ``served`` event: a server at ``where`` (host:port, process) serves NAME VERSION now.
+
+        It answers "what was serving at time T"; it changes no status.
+        Raises: RegistryError (unknown name or version, a read-only index), RemoteError.
+        """
+        validate_name(name)
+        parse_version(version)
+        return self._rules.served(name, version, where=where, reason=reason, user=current_user())
+
+    @contextmanager
+    def local_copy(self, entry: Entry) -> Iterator[Path]:
+        """The registered ``.joblib`` of ENTRY on this machine: its own path in a directory, a
+        private pull (every blob and the card checked) from a team registry's store, removed on exit."""
+        with self._rules.store.local(self._rules.get(entry.name, entry.version)) as path:
+            yield path
 
     def has(self, name: str, version: str) -> bool:
         """Whether NAME VERSION is registered.

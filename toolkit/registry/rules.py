@@ -232,6 +232,18 @@ class Rules:
             name=name, version=target, previous=current, changed=True, detail=f"policy {policy}", warning=warning
         )
 
+    def served(self, name: str, version: str, *, where: str, reason: str | None, user: str) -> HistoryRow:
+        """Record that a server at ``where`` now serves NAME VERSION; no status changes."""
+        with self.index.write(name) as w:
+            row = w.row(name, version)
+            if row is None:
+                if not w.name_exists(name):
+                    raise unknown_name(name, self.index.location)
+                raise RegistryError(f"{name} has no version {version} in {self.index.location}")
+            event = _event(name, version, "served", row.status, row.status, reason, where, now(), user)
+            w.log(event)
+        return event
+
     # -- reading ----------------------------------------------------------------------------
 
     def get(self, name: str, version: str | None = None) -> VersionRow:

@@ -18,6 +18,7 @@ from typing import Any, Protocol
 
 __all__ = [
     "EVENTS",
+    "EVENTS_BEFORE_SERVED",
     "STATUSES",
     "DuplicateVersion",
     "EmptyReader",
@@ -31,7 +32,12 @@ __all__ = [
 ]
 
 STATUSES = ("staging", "production", "archived")
-EVENTS = ("register", "promote", "archive", "rollback", "rolled_back", "recovered")
+# "served": a server started serving a version, or swapped to it (``toolkit serve``); it changes
+# no status (from_status == to_status), so the rules that replay promotes and rollbacks skip it.
+EVENTS = ("register", "promote", "archive", "rollback", "rolled_back", "recovered", "served")
+# Indexes created before "served" existed check the older list; each index widens its check
+# in place (same schema version: an older toolkit still reads and writes it) on first use.
+EVENTS_BEFORE_SERVED = EVENTS[:-1]
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)

@@ -34,6 +34,7 @@ from psycopg.rows import dict_row
 
 from toolkit.errors import RegistryError, RemoteError, UsageError
 from toolkit.registry.index import (
+    EVENTS,
     DuplicateVersion,
     EmptyReader,
     HistoryRow,
@@ -104,7 +105,8 @@ CREATE TABLE {SCHEMA}.history (
     name        text NOT NULL,
     version     text NOT NULL,
     event       text NOT NULL
-                CHECK (event IN ('register', 'promote', 'archive', 'rollback', 'rolled_back', 'recovered')),
+                CONSTRAINT history_event_check
+                CHECK (event IN ('register', 'promote', 'archive', 'rollback', 'rolled_back', 'recovered', 'served')),
     from_status text,
     to_status   text NOT NULL,
     reason      text,
@@ -446,10 +448,30 @@ class _PgWriter(_PgReader):
             raise RegistryError(f"{name} has no version {version}")
 
     def log(self, event: HistoryRow) -> None:
+        if event.event == "served":
+            self._widen_events()
         self._cur.execute(
             f'INSERT INTO {SCHEMA}.history (at, "user", name, version, event, from_status, to_status, reason, detail)'
             " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)",
             event.insert_values(),
+        )
+
+    def _widen_events(self) -> None:
+        """An index made before the ``served`` event: widen its check in place, in this
+        transaction (the schema version stays 1; an older toolkit keeps reading and writing it)."""
+        self._cur.execute(
+            "SELECT pg_get_constraintdef(c.oid) AS def FROM pg_constraint c"
+            " JOIN pg_class t ON t.oid = c.conrelid JOIN pg_namespace n ON n.oid = t.relnamespace"
+            " WHERE n.nspname = %s AND t.relname = 'history' AND c.contype = 'c' AND c.conname = 'history_event_check'",
+            (SCHEMA,),
+        )
+        found = self._cur.fetchone()
+        if found is not None and "'served'" in found["def"]:
+            return
+        events = ", ".join(f"'{e}'" for e in EVENTS)
+        self._cur.execute(
+            f"ALTER TABLE {SCHEMA}.history DROP CONSTRAINT IF EXISTS history_event_check,"
+            f" ADD CONSTRAINT history_event_check CHECK (event IN ({events}))"
         )
 
 

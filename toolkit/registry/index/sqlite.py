@@ -228,6 +228,8 @@ class _SqliteWriter(_SqliteReader):
             raise RegistryError(f"{name} has no version {version}")
 
     def log(self, event: HistoryRow) -> None:
+        if event.event == "served":
+            db.widen_history_events(self._conn)
         self._conn.execute(
             "INSERT INTO history (at, user, name, version, event, from_status, to_status, reason, detail)"
             " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",

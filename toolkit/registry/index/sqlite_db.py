@@ -31,6 +31,7 @@ __all__ = [
     "connect",
     "connect_readonly",
     "has_schema",
+    "widen_history_events",
     "write_transaction",
 ]
 
@@ -79,7 +80,7 @@ CREATE TABLE IF NOT EXISTS history (
     name        TEXT NOT NULL,
     version     TEXT NOT NULL,
     event       TEXT NOT NULL
-                CHECK (event IN ('register', 'promote', 'archive', 'rollback', 'rolled_back', 'recovered')),
+                CHECK (event IN ('register', 'promote', 'archive', 'rollback', 'rolled_back', 'recovered', 'served')),
     from_status TEXT,
     to_status   TEXT NOT NULL,
     reason      TEXT,
@@ -285,6 +286,36 @@ def _ensure_schema(conn: sqlite3.Connection, path: Path) -> None:
             for statement in _split_statements(_SCHEMA):
                 conn.execute(statement)
             conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+
+
+_HISTORY_TABLE = _SCHEMA[_SCHEMA.index("CREATE TABLE IF NOT EXISTS history") : _SCHEMA.index("CREATE INDEX")]
+_HISTORY_REST = _SCHEMA[
+    _SCHEMA.index("CREATE INDEX IF NOT EXISTS history_by_name") : _SCHEMA.index(
+        "CREATE TRIGGER IF NOT EXISTS versions_no_delete"
+    )
+]
+
+
+def widen_history_events(conn: sqlite3.Connection) -> None:
+    """Let an index made before the ``served`` event accept it; call inside a write transaction.
+
+    SQLite cannot alter a CHECK constraint, so the history table is rebuilt as SQLite's
+    ALTER TABLE documentation prescribes (new table, copy, drop, rename, then its index and
+    triggers), all in the caller's transaction: another process sees the old table or the
+    new one, never neither. Dropping a table fires no DELETE trigger; every row is copied with
+    its id, and the AUTOINCREMENT counter follows the rename. The schema version stays 1: an
+    older toolkit reads and writes the widened table unchanged.
+    """
+    row = conn.execute("SELECT sql FROM sqlite_master WHERE type = 'table' AND name = 'history'").fetchone()
+    if row is None or "'served'" in row[0]:
+        return
+    table = _HISTORY_TABLE.replace("CREATE TABLE IF NOT EXISTS history", "CREATE TABLE history_widened", 1)
+    conn.execute(table)
+    conn.execute("INSERT INTO history_widened SELECT * FROM history")
+    conn.execute("DROP TABLE history")
+    conn.execute("ALTER TABLE history_widened RENAME TO history")
+    for statement in _split_statements(_HISTORY_REST):
+        conn.execute(statement)
 
 
 def _split_statements(script: str) -> list[str]:

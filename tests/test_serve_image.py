@@ -1,0 +1,132 @@
+"""`toolkit image serve`: a model trained in the pinned image, served from that image on the host's loopback.
+
+Real engine, real image build, real HTTP; fails (never skips) without an engine.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+
+from toolkit import docker as tdocker
+from toolkit.errors import DockerError
+
+pytestmark = [pytest.mark.docker, pytest.mark.serve]
+
+REPO = Path(__file__).resolve().parents[1]
+IMAGE = "toolkit:e2e-serve"
+
+
+def _toolkit(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "toolkit", *args], capture_output=True, text=True, cwd=REPO)
+
+
+@pytest.fixture(scope="module")
+def image() -> str:
+    try:
+        client = tdocker.connect()
+    except DockerError as e:
+        pytest.fail(f"image serve needs a Docker engine: {e}", pytrace=False)
+    done = subprocess.run(["scripts/base.sh"], cwd=REPO, capture_output=True, text=True, timeout=900, check=False)
+    assert done.returncode == 0, done.stderr
+    base = tdocker.validate_base_image(done.stdout.strip().splitlines()[-1])
+    tdocker.build_image(base_image=base, tag=IMAGE, context=REPO, client=client)
+    return IMAGE
+
+
+@pytest.fixture(scope="module")
+def trained(image: str, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("registry")
+    done = _toolkit(
+        "image", "train", "--image", image, "--config", "configs/train.toml", "--registry", str(root), "--quiet"
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    path = Path(done.stdout.strip().splitlines()[-1])
+    os.chmod(root, 0o755)
+    return path
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def test_a_model_trained_in_the_image_is_served_from_it(image: str, trained: Path, tmp_path: Path) -> None:
+    from toolkit.artifact import read_card
+
+    card = read_card(trained)
+    # The card records the server's packages: trained in an image whose lock has them.
+    assert {"uvicorn", "starlette", "prometheus-client"} <= set(card.environment.packages)
+    port = _free_port()
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "toolkit",
+            "image",
+            "serve",
+            str(trained),
+            "--image",
+            image,
+            "--port",
+            str(port),
+            "--log-format",
+            "json",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=REPO,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 120
+        ready: Any = None
+        while time.monotonic() < deadline and proc.poll() is None:
+            try:
+                ready = requests.get(url + "/v2/health/ready", timeout=2)
+                if ready.status_code == 200:
+                    break
+            except requests.ConnectionError:
+                pass
+            time.sleep(0.25)
+        assert ready is not None and ready.status_code == 200, proc.poll()
+        assert ready.json()["model_version"] == card.version
+        assert ready.headers["X-Model-Sha256"] == card.artifact.sha256
+        rows = tmp_path / "rows.csv"
+        from toolkit import probe
+
+        probe.frame(card.probe).to_csv(rows, index=False)
+        r = requests.post(
+            url + "/predict",
+            data=rows.read_bytes(),
+            headers={"Content-Type": "text/csv", "Accept": "text/csv"},
+            timeout=30,
+        )
+        assert r.status_code == 200, r.text
+        predicted = [line.split(",")[0] for line in r.text.splitlines()[1:]]
+        assert predicted == [str(p) for p in card.probe.predictions]
+        # Published on loopback only.
+        inspect = subprocess.run(
+            ["docker", "ps", "--filter", "label=org.toolkit.role=serve", "--format", "{{.Ports}}"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+        assert f"127.0.0.1:{port}->8080/tcp" in inspect and "0.0.0.0" not in inspect
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        _, errors = proc.communicate(timeout=90)
+    assert proc.returncode == 0, errors[-2000:]
+    assert "stopped on SIGTERM" in errors

@@ -1,0 +1,156 @@
+"""``toolkit serve`` and ``toolkit image serve``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from toolkit.cli._common import app, artifact_arg, err, plain
+from toolkit.cli._options import (
+    AnyRegistryOpt,
+    ArtifactRefArg,
+    InsecureOpt,
+    Policy,
+    PolicyOpt,
+    RegistryOpt,
+    StoreOpt,
+    TrustedKeyOpt,
+)
+from toolkit.cli.image import ImageOpt, image_app
+from toolkit.errors import UsageError
+
+
+@app.command()
+def serve(
+    model: Annotated[
+        str,
+        typer.Argument(
+            metavar="MODEL",
+            help="The artifact's .joblib path, NAME@production, NAME@staging, NAME:X.Y.Z (in --registry), "
+            "or oci://HOST[:PORT]/REPO:TAG.",
+            show_default=False,
+        ),
+    ],
+    host: Annotated[str, typer.Option(help="Address to listen on (loopback unless told otherwise).")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="TCP port (0: any free one, printed in the ready line).")] = 8080,
+    policy: PolicyOpt = Policy.strict,
+    on_mismatch: Annotated[
+        str, typer.Option("--on-mismatch", help="exit: exit 1 on a refused model; hold: stay live, never ready.")
+    ] = "exit",
+    follow: Annotated[
+        bool,
+        typer.Option("--follow", help="Watch MODEL's stage; swap to a promoted or rolled-back version that passes."),
+    ] = False,
+    poll_interval: Annotated[float, typer.Option("--poll-interval", help="Seconds between looks at the stage.")] = 5.0,
+    max_rows: Annotated[int, typer.Option("--max-rows", help="Most rows in one request (413 beyond).")] = 10_000,
+    max_body: Annotated[int, typer.Option("--max-body", help="Largest request body in bytes (413 beyond).")] = 1 << 20,
+    body_timeout: Annotated[
+        float, typer.Option("--body-timeout", help="Seconds a client has to send its body (408 after).")
+    ] = 10.0,
+    drain_timeout: Annotated[
+        int, typer.Option("--drain-timeout", help="Seconds SIGTERM waits for in-flight requests.")
+    ] = 30,
+    log_format: Annotated[str, typer.Option("--log-format", help="text, or json (one object per line).")] = "text",
+    trusted_key: TrustedKeyOpt = None,
+    registry: AnyRegistryOpt = None,
+    store: StoreOpt = None,
+    insecure: InsecureOpt = False,
+) -> None:
+    """Serve MODEL over HTTP (Open Inference Protocol v2, /predict, /metrics): ready only after
+    its signature (with trusted keys), checksum, this process's gate, the guarded load and the probe pass.
+
+    A refused model: one log line and exit 1, or with --on-mismatch hold, live and never ready.
+    SIGTERM drains in-flight requests and exits 0.
+    """
+    from toolkit.serve.server import ServeOptions, run
+
+    code = run(
+        ServeOptions(
+            model=model,
+            host=host,
+            port=port,
+            policy=policy.value,
+            on_mismatch=on_mismatch,
+            follow=follow,
+            poll_interval=poll_interval,
+            max_rows=max_rows,
+            max_body=max_body,
+            body_timeout=body_timeout,
+            drain_timeout=drain_timeout,
+            log_format=log_format,
+            registry=registry,
+            store=store,
+            insecure=insecure,
+            trusted_keys=trusted_key,
+        )
+    )
+    raise typer.Exit(code)
+
+
+@image_app.command("serve")
+def image_serve(
+    artifact: ArtifactRefArg,
+    image: ImageOpt = None,
+    port: Annotated[int, typer.Option(help="Host port, published on 127.0.0.1 only (0: any free one).")] = 8080,
+    policy: PolicyOpt = Policy.strict,
+    on_mismatch: Annotated[
+        str, typer.Option("--on-mismatch", help="exit: exit 1 on a refused model; hold: stay live, never ready.")
+    ] = "exit",
+    max_rows: Annotated[int, typer.Option("--max-rows", help="Most rows in one request (413 beyond).")] = 10_000,
+    max_body: Annotated[int, typer.Option("--max-body", help="Largest request body in bytes (413 beyond).")] = 1 << 20,
+    drain_timeout: Annotated[
+        int, typer.Option("--drain-timeout", help="Seconds SIGTERM waits for in-flight requests.")
+    ] = 30,
+    log_format: Annotated[str, typer.Option("--log-format", help="text, or json (one object per line).")] = "text",
+    trusted_key: TrustedKeyOpt = None,
+    registry: RegistryOpt = None,
+) -> None:
+    """Run `toolkit serve` on ARTIFACT inside the image it was trained in, the port published on 127.0.0.1.
+
+    The image: --image, else the one the card records (environment.image), else $TOOLKIT_IMAGE or
+    toolkit:latest. The checks run in the container, so the gate judges the image itself.
+    """
+    import sys
+
+    from toolkit.artifact import read_card
+    from toolkit.docker import resolve_image
+    from toolkit.serve.image import serve_in_image
+    from toolkit.serve.server import ON_MISMATCH
+    from toolkit.signing import trusted_keys_from_env
+
+    if on_mismatch not in ON_MISMATCH:
+        raise UsageError(f"--on-mismatch {on_mismatch!r}: choose exit or hold")
+    model = artifact_arg(artifact, registry)
+    recorded = getattr(read_card(model).environment, "image", None)
+    tag = image or (getattr(recorded, "ref", None) or getattr(recorded, "id", None) if recorded else None)
+    tag = tag or resolve_image(None)
+    keys = [Path(k.source) for k in trusted_keys_from_env(trusted_key)]
+
+    def output(chunk: bytes) -> None:
+        sys.stderr.buffer.write(chunk)
+        sys.stderr.flush()
+
+    code = serve_in_image(
+        tag,
+        model,
+        serve_args=[
+            "--policy",
+            policy.value,
+            "--on-mismatch",
+            on_mismatch,
+            "--max-rows",
+            str(max_rows),
+            "--max-body",
+            str(max_body),
+            "--log-format",
+            log_format,
+        ],
+        port=port,
+        trusted_keys=keys,
+        drain_timeout=drain_timeout,
+        on_output=output,
+        on_published=lambda url: err.print(plain(f"image {tag}: published on {url}"), markup=False),
+    )
+    raise typer.Exit(code)

@@ -1,0 +1,148 @@
+"""Where the served model comes from: a file, a registry reference, or an OCI reference.
+
+``Source.current()`` answers "which version does MODEL name right now?" (a cheap index read,
+or one manifest request for OCI) and ``Source.materialize()`` gives that version's files on
+this machine for the checks: the registry's own path for a directory registry, a private pull
+(every blob and the card checked) for a team registry or an OCI reference. Registry
+references are parsed by ``toolkit.registry.refs``, the rule every other command uses.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from toolkit.errors import RegistryError, UsageError
+from toolkit.registry.refs import Reference, parse_reference
+
+__all__ = ["Current", "Source"]
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Current:
+    """One version as the source names it now."""
+
+    name: str | None  # None for a plain file (known after its card is read)
+    version: str | None
+    sha256: str | None  # the registry's (or the manifest's) record of it, to notice a change
+
+
+class Source:
+    """MODEL as given to ``toolkit serve``."""
+
+    def __init__(
+        self, model: str, *, registry: str | None = None, store: str | None = None, insecure: bool = False
+    ) -> None:
+        self.model = model
+        self._registry = registry
+        self._store = store
+        self._insecure = insecure
+        self.oci = model.startswith("oci://")
+        self.ref: Reference | None = None if self.oci else parse_reference(model)
+
+    @property
+    def followable(self) -> bool:
+        """Whether MODEL names a stage (``NAME@production``, ``NAME@staging``), which can move."""
+        return self.ref is not None and self.ref.stage is not None
+
+    @property
+    def in_registry(self) -> bool:
+        return self.ref is not None
+
+    def describe(self) -> str:
+        return self.model
+
+    def current(self) -> Current:
+        """The version MODEL names now. Raises: RegistryError, RemoteError, UsageError."""
+        if self.ref is None:
+            return Current(name=None, version=None, sha256=None)
+        with self._open() as reg:
+            entry = self._entry(reg)
+            return Current(name=entry.name, version=entry.version, sha256=entry.sha256)
+
+    @contextmanager
+    def materialize(self, current: Current) -> Iterator[Path]:
+        """The ``.joblib`` of ``current`` on this machine while the context is open.
+
+        Raises: RegistryError, IntegrityError, RemoteError, UsageError.
+        """
+        if self.oci:
+            with _pulled(self.model, self._insecure) as path:
+                yield path
+            return
+        if self.ref is None:
+            yield _artifact_in(Path(self.model))
+            return
+        assert current.name is not None and current.version is not None
+        with self._open() as reg:
+            entry = reg.get(current.name, current.version)
+            if entry.sha256 != current.sha256:  # a version is immutable: this is not the one we read
+                raise RegistryError(f"{entry.name} {entry.version} changed in the index while being loaded")
+            with reg.local_copy(entry) as path:
+                yield path
+
+    def record_served(self, name: str, version: str, *, where: str, reason: str) -> None:
+        """Append the ``served`` event to the registry's history (registry references only)."""
+        if self.ref is None:
+            return
+        with self._open() as reg:
+            reg.record_served(name, version, where=where, reason=reason)
+
+    @contextmanager
+    def _open(self) -> Iterator[Any]:
+        from toolkit.registry.registry import Registry, resolve_root, resolve_store
+
+        root = resolve_root(self._registry)
+        from toolkit.registry.index import is_postgres_url
+
+        store = resolve_store(self._store) if is_postgres_url(str(root)) else None
+        reg = Registry(root, store=store)
+        try:
+            yield reg
+        finally:
+            reg.close()
+
+    def _entry(self, reg: Any) -> Any:
+        ref = self.ref
+        assert ref is not None
+        if ref.version is not None:
+            return reg.get(ref.name, ref.version)
+        for entry in reg.list_versions(ref.name):  # newest first: the first at the stage is meant
+            if entry.status == ref.stage:
+                return entry
+        raise RegistryError(f"{ref.name} has no {ref.stage} version in the registry {reg.location}")
+
+
+def _artifact_in(path: Path) -> Path:
+    """``path`` itself, or the one ``.joblib`` in a directory (KServe's /mnt/models, a volume)."""
+    if not path.is_dir():
+        return path
+    found = sorted(p for p in path.glob("*.joblib") if not p.name.startswith("."))
+    if len(found) != 1:
+        raise UsageError(
+            f"{path} holds {len(found)} .joblib artifacts; give the directory of exactly one, or the .joblib itself"
+        )
+    return found[0]
+
+
+@contextmanager
+def _pulled(model: str, insecure: bool) -> Iterator[Path]:
+    from toolkit.oci import pull
+
+    tmp = Path(tempfile.mkdtemp(prefix="toolkit-serve-"))
+    try:
+        result = pull(model, tmp / "files", insecure=insecure)
+        yield result.files[0]
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def check_follow(source: Source) -> None:
+    """``--follow`` needs a stage to watch. Raises: UsageError."""
+    if not source.followable:
+        raise UsageError(f"--follow watches a stage: give NAME@production or NAME@staging, not {source.describe()!r}")
