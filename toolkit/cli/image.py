@@ -34,8 +34,7 @@ from toolkit.cli._options import (
 from toolkit.docker.images import DEFAULT_BASE_FILE, DEFAULT_IMAGE, ENV_BUILD_BASE, ENV_IMAGE, PIN_HINT
 
 if TYPE_CHECKING:
-    from toolkit.registry.registry import Registry
-    from toolkit.training.config import TrainConfig
+    pass
 
 __all__ = ["image_app"]
 
@@ -160,37 +159,30 @@ def train(
     )
     # The same config, read on the host: where to register, and whether, decided before training.
     cfg = resolve_config(config, dataset=dataset, name=name, version=version, out=out_dir, register=register)
-    registry_obj = _registry_for(cfg, registry) if cfg.register else None
-    if sign_key is not None:  # a bad key fails now, not after minutes of training
-        from toolkit.signing import load_signing_key
+    from toolkit.workflows.deliver import deliver, destination
 
-        load_signing_key(sign_key)
+    # A bad key or a registered version fails now, not after minutes of training.
+    dest = destination(
+        register=cfg.register,
+        registry=registry if registry is not None else cfg.registry,
+        out=cfg.out,
+        sign_key=sign_key,
+        unregistered=(cfg.model_name, cfg.version),
+    )
     # A terminal for the container only when ours is one: its progress and colours, as on the host.
     tty = not quiet and sys.stdout.isatty()
     staging = Path(tempfile.mkdtemp(prefix="toolkit-image-train-"))
     try:
         staged = train_in_container(tag, command, staging=staging, on_output=None if quiet else _passthrough, tty=tty)
-        signed = None
-        if sign_key is not None:  # here, on the host: the private key never enters the container
-            from toolkit.artifact import sign
-
-            signed = sign(staged, sign_key).name
-        card = _read_staged_card(staged)
-        if registry_obj is not None:
-            with registry_obj:
-                entry = registry_obj.add(staged)
-            if entry.path is None:  # only a team registry stores no local file; _registry_for is a directory's
-                from toolkit.errors import RegistryError
-
-                raise RegistryError(f"registered {entry.name} {entry.version}, but the registry kept no local file")
-            final = Path(entry.path)
-            how = f"{entry.status}, signed" if signed is not None else entry.status
-            closing = f"registered {entry.name} {entry.version} ({how}) in {registry_obj.root}"
-        else:
-            final = _move_artifact(staged, cfg.out)
-            closing = f"wrote {card.name} {card.version} to {final.parent} (--no-register: not in a registry)"
+        # Signed here, on the host: the private key never enters the container.
+        delivered = deliver(staged, dest)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+    if delivered.path is None:  # a directory registry always keeps the files; only a team's would not
+        from toolkit.errors import RegistryError
+
+        raise RegistryError(f"{delivered.note()}, but the registry kept no local file")
+    final, card, closing = delivered.path, delivered.card, delivered.note()
     if quiet:
         out.print(str(final), markup=False)
         return
@@ -199,8 +191,10 @@ def train(
 
     print_result(card, card.metrics, final)
     out.print(f"  image     {tag}", markup=False)
-    if signed is not None:
-        out.print(f"  signed    {final.with_name(signed)} (key {sign_key})", markup=False)
+    if delivered.signed:
+        from toolkit.artifact import artifact_paths
+
+        out.print(f"  signed    {artifact_paths(final).signature} (key {sign_key})", markup=False)
     out.print(plain(closing), markup=False)
 
 
@@ -352,15 +346,15 @@ def retrain(
     from toolkit.artifact import verify
     from toolkit.docker import resolve_image, train_in_container
     from toolkit.identifiers import parse_version
-    from toolkit.registry.registry import Registry, resolve_root
+    from toolkit.workflows.deliver import deliver, destination
 
     parse_version(version)
     model = artifact_arg(artifact, registry)
     card = verify(model, trusted_keys=trusted_key)  # with trust, the signature here on the host
-    registry_obj = Registry(resolve_root(registry)) if register else None
-    if registry_obj is not None:  # a duplicate fails before minutes of training, not after
-        with registry_obj:
-            registry_obj.require_unregistered(card.name, version)
+    # A duplicate version fails before minutes of training, not after.
+    dest = destination(
+        register=register, registry=registry, out=out_dir or Path("out"), unregistered=(card.name, version)
+    )
     args = [str(model), "--version", version]
     inputs = [model]
     if dataset is not None:
@@ -372,16 +366,12 @@ def retrain(
         staged = train_in_container(
             resolve_image(image), args, staging=staging, inputs=inputs, on_output=_passthrough, command="retrain"
         )
-        if registry_obj is not None:
-            with registry_obj:
-                entry = registry_obj.add(staged, reason=f"retrained from {card.name}@{card.version} in the image")
-            err.print(f"registered {entry.name} {entry.version} ({entry.status}) in {registry_obj.root}", markup=False)
-            out.print(str(entry.path), markup=False)
-        else:
-            final = _move_artifact(staged, out_dir or Path("out"))
-            out.print(str(final), markup=False)
+        delivered = deliver(staged, dest, reason=f"retrained from {card.name}@{card.version} in the image")
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+    if delivered.entry is not None:
+        err.print(delivered.note(), markup=False)
+    out.print(delivered.shown, markup=False)
 
 
 @image_app.command("rebuild")
@@ -442,14 +432,12 @@ def _train_script_in_image(
 ) -> None:
     from toolkit.docker.usercode import run_script_in_container
     from toolkit.training.config import resolve_config
-    from toolkit.training.script import register_or_move
+    from toolkit.workflows.deliver import deliver_all, destination
 
     cfg = resolve_config(config, script=script, out=out_dir, registry=registry, register=register)
     assert cfg.script is not None
-    if sign_key is not None:  # a bad key fails now, not after the script ran
-        from toolkit.signing import load_signing_key
-
-        load_signing_key(sign_key)
+    # A bad key fails now, not after the script ran.
+    dest = destination(register=cfg.register, registry=cfg.registry, out=cfg.out, sign_key=sign_key)
     staging = Path(tempfile.mkdtemp(prefix="toolkit-image-script-"))
     try:
         # The script's stdout goes to stderr: ours carries only the artifacts' paths.
@@ -460,9 +448,9 @@ def _train_script_in_image(
             staging=staging,
             on_output=lambda _, chunk: _passthrough("stderr", chunk),
         )
-        for final, note in register_or_move(staged, cfg, sign_key=sign_key):
-            err.print(note, markup=False)
-            out.print(str(final), markup=False)
+        for delivered in deliver_all(staged, dest):
+            err.print(delivered.note(), markup=False)
+            out.print(delivered.shown, markup=False)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
 
@@ -498,42 +486,3 @@ def _rows(csv_bytes: bytes) -> int:
     import io
 
     return max(sum(1 for _ in csv.reader(io.StringIO(csv_bytes.decode("utf-8", errors="replace")))) - 1, 0)
-
-
-def _read_staged_card(staged: Path) -> Any:
-    from toolkit.artifact import read_card
-
-    return read_card(staged)
-
-
-def _registry_for(cfg: TrainConfig, registry: Path | None) -> Registry:
-    """The host registry, refusing a duplicate version before minutes of training, not after."""
-    from toolkit.registry.registry import Registry, resolve_root
-
-    registry_obj = Registry(resolve_root(registry if registry is not None else cfg.registry))
-    with registry_obj:
-        registry_obj.require_unregistered(cfg.model_name, cfg.version)
-    return registry_obj
-
-
-def _move_artifact(staged: Path, out_dir: Path) -> Path:
-    from toolkit.artifact import artifact_paths
-    from toolkit.errors import UsageError
-
-    source = artifact_paths(staged)
-    try:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        moved = []
-        signature = source.signature
-        for path in (source.model, source.card_json, source.card_md, signature):
-            if path == signature and not path.exists():
-                continue
-            target = out_dir / path.name
-            if target.exists():
-                raise UsageError(f"{target}: already exists; not overwriting it")
-            moved.append((path, target))
-        for path, target in moved:
-            shutil.move(path, target)
-    except OSError as e:
-        raise UsageError(f"{out_dir}: cannot write the artifact there ({e.strerror or e})") from e
-    return out_dir / source.model.name

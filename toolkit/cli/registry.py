@@ -266,8 +266,10 @@ def compare(
 ) -> None:
     """Re-score two versions on the same held-out data; each difference with a paired bootstrap 95% interval."""
     with _opened(registry, as_json, trusted_key, store=store) as reg:
-        result = reg.compare(
-            name, v1, v2, dataset=dataset, target=target, policy=policy.value, resamples=resamples, seed=seed
+        from toolkit.workflows.compare import compare_versions
+
+        result = compare_versions(
+            reg, name, v1, v2, dataset=dataset, target=target, policy=policy.value, resamples=resamples, seed=seed
         )
         if as_json:
             print_json(result.to_dict())

@@ -116,32 +116,26 @@ def train(
             raise UsageError(f"{given[0]} configures the built-in recipe; a script ({cfg.script.name}) is its own")
         _train_with_script(cfg, quiet=quiet, sign_key=sign_key)
         return
-    registry_obj = None
-    if cfg.register:
-        from toolkit.registry.registry import Registry, resolve_root
+    from toolkit.workflows.deliver import deliver, destination
 
-        registry_obj = Registry(resolve_root(cfg.registry))
-        registry_obj.require_unregistered(cfg.model_name, cfg.version)  # before training, not after
+    # Before training, not after: a bad signing key, a version registered already.
+    dest = destination(
+        register=cfg.register,
+        registry=cfg.registry,
+        out=cfg.out,
+        sign_key=sign_key,
+        unregistered=(cfg.model_name, cfg.version),
+    )
     path = artifact_path(cfg.out, cfg.model_name, cfg.version)
-    if sign_key is not None:  # a bad key fails now, not after training
-        from toolkit.signing import load_signing_key
-
-        load_signing_key(sign_key)
     display = None if quiet else _StageDisplay(err)
     try:
         result = run_training(cfg, progress=display)
     finally:
         if display is not None:
             display.stop()
-    if sign_key is not None:  # before registering: with trust configured, add requires it
-        from toolkit.artifact import sign
-
-        sign(result.path, sign_key)
-    entry = None
-    if registry_obj is not None:
-        with registry_obj:
-            entry = registry_obj.add(result.path)
-    final = entry.path if entry is not None and entry.path is not None else path
+    delivered = deliver(result.path, dest)  # already in cfg.out: signed, registered or left there
+    entry = delivered.entry
+    final = delivered.path or path
     if quiet:
         out.print(str(final), markup=False)
         return
@@ -195,23 +189,21 @@ def _train_with_script(cfg: Any, *, quiet: bool, sign_key: Path | None) -> None:
     import shutil
     import tempfile
 
-    from toolkit.training.script import register_or_move, resolve_script, run_script
+    from toolkit.training.script import resolve_script, run_script
+    from toolkit.workflows.deliver import deliver_all, destination
 
     assert cfg.script is not None
     relative = resolve_script(cfg.script, workdir=Path.cwd())
-    if sign_key is not None:  # a bad key fails now, not after training
-        from toolkit.signing import load_signing_key
-
-        load_signing_key(sign_key)
+    dest = destination(register=cfg.register, registry=cfg.registry, out=cfg.out, sign_key=sign_key)
     staging = Path(tempfile.mkdtemp(prefix="toolkit-script-"))
     try:
         if not quiet:
             err.print(f"running {relative} (TOOLKIT_OUT={staging})", markup=False)
         staged = run_script(relative, cfg.script_args, out=staging, on_output=_to_stderr)
-        for final, note in register_or_move(staged, cfg, sign_key=sign_key):
+        for delivered in deliver_all(staged, dest):
             if not quiet:
-                err.print(note, markup=False)
-            out.print(str(final), markup=False)
+                err.print(delivered.note(), markup=False)
+            out.print(delivered.shown, markup=False)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
 

@@ -118,42 +118,36 @@ def retrain(
     """Retrain ARTIFACT from its card's recipe in this runtime; print its metrics beside the parent's."""
     import tempfile
 
+    from toolkit.artifact import read_card
     from toolkit.identifiers import parse_version
-    from toolkit.registry.registry import Registry, resolve_root
     from toolkit.training.retrain import retrain as run
+    from toolkit.workflows.deliver import deliver, destination
 
     parse_version(version)
     artifact = artifact_arg(artifact_ref, registry)
-    registry_obj = None
-    if register:
-        registry_obj = Registry(resolve_root(registry))
+    folder = out_dir or Path("out")
+    # A duplicate version fails before minutes of training, not after.
+    unregistered = (read_card(artifact).name, version) if register else None
+    dest = destination(register=register, registry=registry, out=folder, unregistered=unregistered)
     with tempfile.TemporaryDirectory(prefix="toolkit-retrain-") as tmp:
-        target = Path(tmp) if register else (out_dir or Path("out"))
-        if registry_obj is not None:
-            from toolkit.artifact import read_card
-
-            with registry_obj:  # a duplicate version fails before minutes of training, not after
-                registry_obj.require_unregistered(read_card(artifact).name, version)
         result = run(
             artifact,
             version=version,
-            out=target,
+            out=Path(tmp) if register else folder,
             dataset=dataset,
             reason=reason,
             progress=_train_progress(),
             trusted_keys=trusted_key,
         )
-        path = result.path
-        if registry_obj is not None:
-            with registry_obj:
-                entry = registry_obj.add(path, reason=f"retrained from {result.parent.name}@{result.parent.version}")
-            err.print(f"registered {entry.name} {entry.version} ({entry.status}) in {registry_obj.root}", markup=False)
-            path = entry.path or path
+        delivered = deliver(result.path, dest, reason=f"retrained from {result.parent.name}@{result.parent.version}")
+        if delivered.entry is not None:
+            err.print(delivered.note(), markup=False)
+    path = delivered.shown
     if as_json:
-        print_json({**result.to_dict(), "path": str(path), "registered": registry_obj is not None})
+        print_json({**result.to_dict(), "path": path, "registered": delivered.entry is not None})
         return
     _print_retrain(result)
-    out.print(str(path), markup=False)
+    out.print(path, markup=False)
 
 
 # --- output --------------------------------------------------------------------------------
