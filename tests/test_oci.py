@@ -640,6 +640,11 @@ def fake_signing(monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
     """A stand-in ``toolkit.signing`` with trust configured; records calls, fails on request."""
     import types
 
+    # What imports the real module at its top must have done so before the stand-in is put in
+    # its place, whatever ran first in this session (alone, this test once failed on that).
+    import toolkit.gate
+    import toolkit.remote_gate  # noqa: F401
+
     state: dict[str, Any] = {"calls": [], "fail": False}
 
     def require_signature(paths: Any, trusted_keys: Any = None, *, known: Any = None) -> None:

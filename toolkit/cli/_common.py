@@ -13,7 +13,7 @@ import click
 import typer
 from typer.core import TyperGroup
 
-from toolkit.errors import ToolkitError
+from toolkit.errors import EXIT_INTERNAL, ToolkitError
 from toolkit.source_date import source_date_epoch
 
 if TYPE_CHECKING:
@@ -32,8 +32,7 @@ __all__ = [
     "safe",
 ]
 
-# Unexpected errors must never exit 0 or 1 (1 means "the gate says no").
-INTERNAL_ERROR_EXIT = 70
+INTERNAL_ERROR_EXIT = EXIT_INTERNAL  # the name the CLI used before errors.py held it
 _PIPED_WIDTH = 160
 _BROKEN_PIPE_EXIT = 128 + 13  # killed by SIGPIPE, as the shell reports it
 _TRUE = frozenset({"1", "true", "yes", "on"})

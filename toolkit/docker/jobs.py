@@ -17,7 +17,7 @@ from toolkit.docker.client import Mount, OutputCallback, build, connect, run
 from toolkit.docker.context import git_revision, lock_sha256, locked_wheels, write_context
 from toolkit.docker.images import DEFAULT_IMAGE, IMAGE_UID, validate_base_image
 from toolkit.docker.paths import PathMap, Rewriter
-from toolkit.errors import DockerError, IntegrityError, RegistryError, ToolkitError, UsageError
+from toolkit.errors import EXIT_INTERNAL, DockerError, IntegrityError, RegistryError, ToolkitError, UsageError
 from toolkit.identifiers import current_user
 
 __all__ = [
@@ -41,7 +41,7 @@ _INNER_ERRORS: dict[int, type[ToolkitError]] = {
 }
 _GATE_EXIT_CODES = range(6)  # what `toolkit check-env` itself ever returns
 # What `toolkit predict` returns: its one error line is the container's, the code is the caller's.
-_PREDICT_EXIT_CODES = frozenset({0, 1, 2, 3, 4, 70})
+_PREDICT_EXIT_CODES = frozenset({0, 1, 2, 3, 4, EXIT_INTERNAL})
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)

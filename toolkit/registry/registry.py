@@ -35,12 +35,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from toolkit.errors import IntegrityError, RegistryError, ToolkitError, UsageError
+from toolkit.errors import IntegrityError, ReadOnlyRegistry, RegistryError, ToolkitError, UsageError
 from toolkit.identifiers import current_user, parse_version, validate_name
 from toolkit.policy import validate_policy
 from toolkit.registry.index import HistoryRow, VersionRow, is_postgres_url
 from toolkit.registry.index.sqlite import SqliteIndex
-from toolkit.registry.index.sqlite_db import ReadOnlyRegistry
 from toolkit.registry.rules import Rules
 from toolkit.registry.store import TagState
 from toolkit.registry.store.directory import DirStore

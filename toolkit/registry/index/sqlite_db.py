@@ -21,7 +21,7 @@ from contextlib import contextmanager, suppress
 from pathlib import Path
 from urllib.parse import quote
 
-from toolkit.errors import RegistryError
+from toolkit.errors import ReadOnlyRegistry, RegistryError
 
 __all__ = [
     "BUSY_TIMEOUT_S",
@@ -98,10 +98,6 @@ BEFORE UPDATE OF name, version, major, minor, patch, model_file, sha256, size, m
                  registered_at, registered_by ON versions
 BEGIN SELECT RAISE(ABORT, 'a registered version is never overwritten'); END;
 """
-
-
-class ReadOnlyRegistry(RegistryError):
-    """The registry's directory or index cannot be written (read-only mount, permissions)."""
 
 
 def connect(root: Path, *, create: bool) -> sqlite3.Connection | None:
