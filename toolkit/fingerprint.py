@@ -15,6 +15,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from toolkit import env
+
 if TYPE_CHECKING:
     from importlib import metadata
 
@@ -34,14 +36,14 @@ _SEPARATORS = re.compile(r"[-_.]+")
 _FREEZE_EXCLUDED = frozenset({"pip", "setuptools", "wheel", "distribute"})
 
 # Set by the Dockerfile; a runtime outside the image has none of them.
-ENV_BASE_IMAGE = "TOOLKIT_BASE_IMAGE"
-ENV_LOCK_SHA256 = "TOOLKIT_LOCK_SHA256"
+ENV_BASE_IMAGE = env.BASE_IMAGE
+ENV_LOCK_SHA256 = env.LOCK_SHA256
 # The requirements.lock the runtime was installed from (the image keeps a copy there), so
 # a card can carry its full text and the runtime can be rebuilt from the card alone.
-ENV_LOCK_FILE = "TOOLKIT_LOCK_FILE"
+ENV_LOCK_FILE = env.LOCK_FILE
 # A lock is a few hundred KB at most; the card has a 4 MiB limit.
 _MAX_LOCK_BYTES = 1024 * 1024
-ENV_IN_CONTAINER = "TOOLKIT_IN_CONTAINER"
+ENV_IN_CONTAINER = env.IN_CONTAINER
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)

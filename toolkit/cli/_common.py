@@ -13,6 +13,7 @@ import click
 import typer
 from typer.core import TyperGroup
 
+from toolkit import env
 from toolkit.errors import EXIT_INTERNAL, ToolkitError
 from toolkit.source_date import source_date_epoch
 
@@ -55,7 +56,7 @@ class _LazyConsole:
 
             options = dict(self._options)
             stream = sys.stderr if options.get("stderr") else sys.stdout
-            if "COLUMNS" not in os.environ and not stream.isatty():
+            if env.COLUMNS not in os.environ and not stream.isatty():
                 # Piped or in CI: rich would assume 80 columns and squeeze tables; logs are wide.
                 options["width"] = _PIPED_WIDTH
             self._console = Console(**options)
@@ -130,7 +131,7 @@ def _is_cli_control_flow(e: BaseException) -> bool:
 
 def debug_enabled() -> bool:
     """Whether ``TOOLKIT_DEBUG`` asks for tracebacks: 1, true, yes or on (any case); 0 or "" do not."""
-    return os.environ.get("TOOLKIT_DEBUG", "").strip().lower() in _TRUE
+    return os.environ.get(env.DEBUG, "").strip().lower() in _TRUE
 
 
 def plain(value: object) -> str:

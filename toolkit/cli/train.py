@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
+from toolkit import env
 from toolkit.cli._common import app, artifact_arg, err, out
 from toolkit.cli._options import (
     AllowModuleOpt,
@@ -139,7 +140,7 @@ def train(
     if quiet:
         out.print(str(final), markup=False)
         return
-    if os.environ.get("TOOLKIT_TRAIN_SUMMARY") == "0":
+    if os.environ.get(env.TRAIN_SUMMARY) == "0":
         return  # `image train` runs this in a container: the host prints the summary, with host paths
     _print_summary(result, entry)
 

@@ -35,6 +35,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from toolkit import env
 from toolkit.errors import IntegrityError, ReadOnlyRegistry, RegistryError, ToolkitError, UsageError
 from toolkit.identifiers import current_user, parse_version, validate_name
 from toolkit.policy import validate_policy
@@ -69,8 +70,8 @@ __all__ = [
 ]
 
 DEFAULT_ROOT = Path("models")
-ENV_VAR = "TOOLKIT_REGISTRY"
-STORE_ENV_VAR = "TOOLKIT_STORE"
+ENV_VAR = env.REGISTRY
+STORE_ENV_VAR = env.STORE
 # Promotion usually happens on a workstation or CI host, not in the training image, so the
 # default asks what matters for unpickling (Python minor + the pickle's own libraries).
 DEFAULT_POLICY = "compatible"

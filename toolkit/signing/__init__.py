@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeAlias
 
-from toolkit import _files
+from toolkit import _files, env
 from toolkit.errors import IntegrityError, SignatureError, UsageError
 from toolkit.signing._bundle import (
     MAX_BUNDLE_BYTES,
@@ -59,7 +59,7 @@ __all__ = [
     "write_signature",
 ]
 
-ENV_VAR = "TOOLKIT_TRUSTED_KEYS"
+ENV_VAR = env.TRUSTED_KEYS
 _MAX_KEY_BYTES = 64 * 1024
 _CURVES = {"secp256r1": 256, "secp384r1": 384, "secp521r1": 521}
 

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from toolkit import env
 from toolkit.errors import DockerError, RegistryError, ToolkitError, UsageError
 from toolkit.upgrade.verdict import ModelCheck, RetrainOutcome, UpgradeReport
 
@@ -225,9 +226,9 @@ def _run_in_image(
         environment: dict[str, str] = {}
     else:
         user = f"{uid}:{os.getgid()}"
-        environment = {"HOME": "/tmp"}
-    if os.environ.get("SOURCE_DATE_EPOCH"):
-        environment["SOURCE_DATE_EPOCH"] = os.environ["SOURCE_DATE_EPOCH"]
+        environment = {env.HOME: "/tmp"}
+    if os.environ.get(env.SOURCE_DATE_EPOCH):
+        environment[env.SOURCE_DATE_EPOCH] = os.environ[env.SOURCE_DATE_EPOCH]
     lines = _LineSplitter(emit)
     try:
         result = tdocker.run_in_container(
