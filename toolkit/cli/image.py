@@ -469,11 +469,11 @@ def _passthrough(stream: str, chunk: bytes) -> None:
 
 
 def _print_with_image(data: bytes, image_info: dict[str, Any]) -> None:
-    import json
+    from toolkit import _json
 
     try:
-        report = json.loads(data)
-    except ValueError:  # not the gate's JSON (an older image?): passed on as it came
+        report = _json.loads(data)
+    except _json.JsonError:  # not the gate's JSON (an older image?): passed on as it came
         _passthrough("stdout", data)
         return
     if isinstance(report, dict):

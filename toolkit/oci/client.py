@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import hashlib
 import io
-import json
 import os
 import queue
 import re
@@ -26,7 +25,7 @@ from pathlib import Path
 from typing import Any, BinaryIO
 from urllib.parse import urlencode, urljoin, urlsplit
 
-from toolkit import _files
+from toolkit import _files, _json
 from toolkit.errors import IntegrityError, RegistryError, RemoteError, UsageError
 from toolkit.oci.manifest import (
     MANIFEST_MEDIA_TYPE,
@@ -368,7 +367,7 @@ class Client:
                 raise RemoteError(f"{self.host} refused the credentials (token service {realm_host})")
             self._check(r, f"token for {what}", ok=(200,))
             try:
-                doc = json.loads(_read_capped(r, _MAX_ERROR_BODY, self.host, "token"))
+                doc = _json.loads(_read_capped(r, _MAX_ERROR_BODY, self.host, "token"))
                 token = doc.get("token") or doc.get("access_token")
             except (ValueError, AttributeError):
                 token = None
@@ -479,7 +478,7 @@ def _error_codes(r: Any) -> str:
     unreadable: tuple[type[BaseException], ...] = (ValueError, RecursionError, *_network_errors())
     try:
         body = r.raw.read(_MAX_ERROR_BODY, decode_content=True) if r.raw is not None else b""
-        doc = json.loads(body or b"{}")
+        doc = _json.loads(body or b"{}")
         errors = doc.get("errors") if isinstance(doc, dict) else None
         codes = [str(e.get("code")) for e in errors or [] if isinstance(e, dict) and e.get("code")]
         return ", ".join(codes[:3])

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from toolkit import env
+from toolkit import _json, env
 from toolkit.errors import DockerError, RegistryError, ToolkitError, UsageError
 from toolkit.upgrade.verdict import ModelCheck, RetrainOutcome, UpgradeReport
 
@@ -172,7 +172,7 @@ def run_job(job: Path, *, progress: Progress | None = None) -> None:
 
     emit = progress or _silent
     try:
-        manifest = json.loads((job / _MANIFEST).read_text(encoding="utf-8"))
+        manifest = _json.loads((job / _MANIFEST).read_bytes())
         models = [(Path(m["path"]), m.get("status"), m.get("retrain_version")) for m in manifest["models"]]
     except (OSError, ValueError, KeyError, TypeError) as e:
         raise UsageError(f"{job / _MANIFEST}: not an upgrade-check manifest ({e})") from e
@@ -244,7 +244,8 @@ def _run_in_image(
         if uid == 0:
             _chown_tree(job, 0, 0)
     try:
-        raw = json.loads((job / _RESULTS).read_text(encoding="utf-8"))
+        # What the container left behind: hostile until parsed strictly.
+        raw = _json.loads((job / _RESULTS).read_bytes())
         checks = [ModelCheck.from_dict(m) for m in raw["models"]]
     except (OSError, ValueError, KeyError, TypeError) as e:
         tail = " | ".join(lines.tail) or "no output"
