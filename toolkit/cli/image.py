@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from toolkit.cli._common import ToolkitGroup, app, artifact_arg, err, out, plain, print_json
+from toolkit.cli._common import ToolkitGroup, app, artifact_arg, plain, print_json
 from toolkit.cli._options import (
     ArtifactRefArg,
     ConfigOpt,
@@ -31,6 +31,7 @@ from toolkit.cli._options import (
     VerifyPredictionsOpt,
     VersionOpt,
 )
+from toolkit.cli._output import echo, echo_err, json_error
 from toolkit.docker.images import DEFAULT_BASE_FILE, DEFAULT_IMAGE, ENV_BUILD_BASE, ENV_IMAGE, PIN_HINT
 
 if TYPE_CHECKING:
@@ -70,7 +71,7 @@ def build(
 
     base = resolve_base_image(base_image, base_file=context / DEFAULT_BASE_FILE)
     if not quiet:
-        err.print(f"building {tag} from {base}" + ("" if verbose else " (-v shows each step)"), markup=False)
+        echo_err(f"building {tag} from {base}" + ("" if verbose else " (-v shows each step)"))
 
     def progress(text: str) -> None:
         sys.stderr.write(text)
@@ -88,7 +89,7 @@ def build(
     if as_json:
         print_json(result.to_dict())
     else:
-        out.print(f"built {result.tag} ({result.image_id[:19]}) in {result.seconds:.1f}s", markup=False)
+        echo(f"built {result.tag} ({result.image_id[:19]}) in {result.seconds:.1f}s")
 
 
 @image_app.command("pin")
@@ -105,8 +106,8 @@ def pin(
     pinned = pin_reference(ref)
     if write:
         write_pin(pinned, out_file)
-        err.print(f"wrote {out_file}", markup=False)
-    out.print(pinned, markup=False)
+        echo_err(f"wrote {out_file}")
+    echo(pinned)
 
 
 @image_app.command("train", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
@@ -184,18 +185,18 @@ def train(
         raise RegistryError(f"{delivered.note()}, but the registry kept no local file")
     final, card, closing = delivered.path, delivered.card, delivered.note()
     if quiet:
-        out.print(str(final), markup=False)
+        echo(str(final))
         return
     # One summary, with this host's paths, ending with what happened to the artifact.
     from toolkit.cli.train import print_result
 
     print_result(card, card.metrics, final)
-    out.print(f"  image     {tag}", markup=False)
+    echo(f"  image     {tag}")
     if delivered.signed:
         from toolkit.artifact import artifact_paths
 
-        out.print(f"  signed    {artifact_paths(final).signature} (key {sign_key})", markup=False)
-    out.print(plain(closing), markup=False)
+        echo(f"  signed    {artifact_paths(final).signature} (key {sign_key})")
+    echo(plain(closing))
 
 
 @image_app.command("check")
@@ -247,15 +248,13 @@ def check(
     except ToolkitError as e:
         if as_json:  # as check-env: scripts parsing stdout still get one object
             image_info = {"tag": tag, "id": None}
-            print_json(
-                {"ok": False, "exit_code": e.exit_code, "artifact": str(artifact), "error": str(e), "image": image_info}
-            )
+            json_error(e, artifact=str(artifact), image=image_info)
         raise
     image_id = image_ids[0] if image_ids and image_ids[0] else None
     if as_json:
         _print_with_image(bytes(captured), {"tag": tag, "id": image_id})
     else:
-        out.print(plain(f"checked in image {tag}" + (f" ({image_id})" if image_id else "")), markup=False)
+        echo(plain(f"checked in image {tag}" + (f" ({image_id})" if image_id else "")))
     raise typer.Exit(code)
 
 
@@ -300,9 +299,7 @@ def predict(
         _passthrough("stdout", result.csv)
         return
     publish_csv(result.csv, out_file, sources=inputs)
-    err.print(
-        plain(f"wrote {_rows(result.csv)} predictions to {out_file} (in image {tag}, {result.image_id})"), markup=False
-    )
+    echo_err(plain(f"wrote {_rows(result.csv)} predictions to {out_file} (in image {tag}, {result.image_id})"))
 
 
 @image_app.command(
@@ -370,8 +367,8 @@ def retrain(
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     if delivered.entry is not None:
-        err.print(delivered.note(), markup=False)
-    out.print(delivered.shown, markup=False)
+        echo_err(delivered.note())
+    echo(delivered.shown)
 
 
 @image_app.command("rebuild")
@@ -406,7 +403,7 @@ def rebuild(
         trusted_keys=trusted_key,
     )
     how = "reused (cache hit)" if result.image.cached else f"built in {result.image.seconds:.1f}s"
-    err.print(f"runtime {result.image.tag} ({result.image.image_id[:19]}) {how}", markup=False)
+    echo_err(f"runtime {result.image.tag} ({result.image.image_id[:19]}) {how}")
     raise typer.Exit(result.exit_code)
 
 
@@ -449,8 +446,8 @@ def _train_script_in_image(
             on_output=lambda _, chunk: _passthrough("stderr", chunk),
         )
         for delivered in deliver_all(staged, dest):
-            err.print(delivered.note(), markup=False)
-            out.print(delivered.shown, markup=False)
+            echo_err(delivered.note())
+            echo(delivered.shown)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
 

@@ -13,6 +13,7 @@ import typer
 
 from toolkit.cli._common import app, artifact_arg, err, out, print_json
 from toolkit.cli._options import ArtifactRefArg, JsonOpt, RegistryOpt, TrustedKeyOpt
+from toolkit.cli._output import echo, echo_err
 
 if TYPE_CHECKING:
     from toolkit.training.retrain import RetrainResult
@@ -141,13 +142,13 @@ def retrain(
         )
         delivered = deliver(result.path, dest, reason=f"retrained from {result.parent.name}@{result.parent.version}")
         if delivered.entry is not None:
-            err.print(delivered.note(), markup=False)
+            echo_err(delivered.note())
     path = delivered.shown
     if as_json:
         print_json({**result.to_dict(), "path": path, "registered": delivered.entry is not None})
         return
     _print_retrain(result)
-    out.print(path, markup=False)
+    echo(path)
 
 
 # --- output --------------------------------------------------------------------------------
@@ -158,10 +159,9 @@ def _print_report(report: UpgradeReport) -> None:
     from rich.text import Text
 
     counts = report.counts()
-    out.print(
+    echo(
         f"candidate {report.lock} (sha256 {report.lock_sha256[:12]}) in {report.image}"
-        + (" (cached)" if report.cached else ""),
-        markup=False,
+        + (" (cached)" if report.cached else "")
     )
     table = Table(show_edge=False, pad_edge=False, box=None, header_style="bold")
     for column in ("model", "version", "stage", "verdict", "reason"):
@@ -183,20 +183,20 @@ def _print_report(report: UpgradeReport) -> None:
     if changed:
         shown = sorted(changed.values(), key=lambda line: ("(absent)" in line, line))
         more = f" and {len(shown) - 10} more" if len(shown) > 10 else ""
-        out.print("packages that change for these models: " + "; ".join(shown[:10]) + more, markup=False)
+        echo("packages that change for these models: " + "; ".join(shown[:10]) + more)
     retrained = [c for c in report.models if c.retrain is not None]
     if retrained:
-        out.print("retrained in the candidate image:", markup=False)
+        echo("retrained in the candidate image:")
         for check in retrained:
             assert check.retrain is not None
             r = check.retrain
             if r.error:
-                out.print(f"  {check.name} {check.version}: not retrained: {r.error}", markup=False)
+                echo(f"  {check.name} {check.version}: not retrained: {r.error}")
                 continue
             kept = "registered as staging" if r.registered else "not registered"
-            out.print(f"  {check.name} {check.version} -> {r.version} ({kept}): {_metric_pairs(r)}", markup=False)
+            echo(f"  {check.name} {check.version} -> {r.version} ({kept}): {_metric_pairs(r)}")
     summary = ", ".join(f"{counts[v]} {v}" for v in ("safe", "drift", "broken"))
-    out.print(f"{len(report.models)} models: {summary} -> {'safe to merge' if report.ok else 'NOT safe'}", markup=False)
+    echo(f"{len(report.models)} models: {summary} -> {'safe to merge' if report.ok else 'NOT safe'}")
 
 
 def _metric_pairs(outcome: object) -> str:
@@ -225,7 +225,7 @@ def _print_retrain(result: RetrainResult) -> None:
         change = "-" if old is None or value is None else f"{value - old:+.4f}"
         table.add_row(metric, _num(old), _num(value), change)
     lineage = result.card.lineage
-    err.print(f"retrained {new} from {parent}" + (f" ({lineage.reason})" if lineage else ""), markup=False)
+    echo_err(f"retrained {new} from {parent}" + (f" ({lineage.reason})" if lineage else ""))
     out.print(table)
 
 
@@ -266,7 +266,7 @@ def _progress() -> Iterator[Callable[[str], None]]:
             if line.startswith(("registered", "candidate image ")) or (
                 ": " in line and line.split(": ")[-1] in _VERDICT_STYLE
             ):
-                err.print(f"  {line}", markup=False)
+                echo_err(f"  {line}")
             status.update(f"upgrade-check: {line}")
 
         yield emit
@@ -278,6 +278,6 @@ def _train_progress() -> Callable[[str, str, str], None] | None:
 
     def emit(stage: str, event: str, detail: str) -> None:
         if event == "done":
-            err.print(f"  {stage}: {detail}" if detail else f"  {stage}", markup=False)
+            echo_err(f"  {stage}: {detail}" if detail else f"  {stage}")
 
     return emit
