@@ -773,7 +773,7 @@ def test_a_pull_killed_mid_download_publishes_nothing(
     deadline = time.monotonic() + 60
     staged: list[Path] = []
     while time.monotonic() < deadline and proc.poll() is None:
-        staged = [p for d in out.glob(".toolkit-pull-*") for p in d.iterdir() if p.stat().st_size > 0]
+        staged = [p for d in out.glob(".toolkit-pull.*") for p in d.iterdir() if p.stat().st_size > 0]
         if staged:
             break
         time.sleep(0.005)
@@ -782,3 +782,4 @@ def test_a_pull_killed_mid_download_publishes_nothing(
     assert staged, "the pull finished before it could be killed"
     assert [p.name for p in out.iterdir() if not p.name.startswith(".")] == []
     assert oci.pull(ref, out).files[0] == out / artifact.name
+    assert list(out.glob(".toolkit-pull.*")) == []  # the killed pull's staging folder was swept

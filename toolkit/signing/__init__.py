@@ -166,7 +166,10 @@ def write_signature(
             raise IntegrityError(f"{p}: sha256 does not match its card; refusing to sign it")
     target = paths.signature
     bundle = envelope(private, statement(paths.stem, digests, target.name))
-    _files.publish(_files.write_temp(target, bundle), target, overwrite=True)
+    try:
+        _files.publish(_files.write_temp(target, bundle), target, overwrite=True)
+    except OSError as e:  # write_temp and publish leave no temp behind
+        raise _files.write_failed(target, e) from e
     return target
 
 
@@ -242,10 +245,13 @@ def copy_signature(
     sig = src.signature
     if os.path.lexists(sig):
         data = _files.read_regular(sig, "signature", limit=MAX_BUNDLE_BYTES)
-        with open(dest.signature, "xb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
+        try:
+            with open(dest.signature, "xb") as f:
+                _files.write_all(f, data)
+                f.flush()
+                os.fsync(f.fileno())
+        except OSError as e:  # the copy is in the caller's staging folder, which it removes
+            raise _files.write_failed(dest.signature, e) from e
     require_signature(dest, trusted_keys, known=known)
 
 

@@ -15,12 +15,12 @@ import errno
 import os
 import sqlite3
 import time
-import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
 from urllib.parse import quote
 
+from toolkit import _files
 from toolkit.errors import ReadOnlyRegistry, RegistryError
 
 __all__ = [
@@ -196,7 +196,9 @@ def _configure(conn: sqlite3.Connection) -> None:
 
 def _create_atomically(root: Path, path: Path) -> None:
     root.mkdir(parents=True, exist_ok=True)
-    tmp = root / f".{DB_FILE}.new-{uuid.uuid4().hex}"
+    # The one temp scheme: an index creation killed midway left a file the sweep removes.
+    _files.sweep_stale_temps(root)
+    tmp = _files.temp_path(root / DB_FILE)
     try:
         conn = sqlite3.connect(tmp, timeout=BUSY_TIMEOUT_S, isolation_level=None)
         try:
