@@ -753,6 +753,7 @@ def test_build_manifest_is_deterministic_and_annotates_base_image_and_lock(artif
     assert json.loads(config)["modelfs"] == {"type": "layers", "diffIds": ["sha256:" + "e" * 64]}
 
 
+@pytest.mark.process
 def test_a_pull_killed_mid_download_publishes_nothing(
     registry: LoopbackRegistry, tmp_path: Path, docker_config: Path
 ) -> None:
