@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 from collections.abc import Callable, Iterator
@@ -127,6 +128,14 @@ def own_team(pg_url: str, tmp_path: Path) -> Iterator[Any]:
     registry = LoopbackRegistry(tmp_path / "own-oci")
     yield Team(url=pg_url, store=f"oci://{registry.host}/teamreg/own", oci=registry)
     registry.stop()
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # An xdist worker runs with COLUMNS=80 set for it, so rich would wrap our tables at 80 where
+    # a serial run (and a user's pipe) gets 160: a worker's output must read as the serial one's.
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        os.environ.pop("COLUMNS", None)
+        os.environ.pop("LINES", None)
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
