@@ -16,7 +16,7 @@ export PIP_DISABLE_PIP_VERSION_CHECK := 1
 # Reproducible timestamps in cards: the last commit's time unless the caller sets one.
 export SOURCE_DATE_EPOCH ?= $(shell git log -1 --format=%ct 2>/dev/null || echo 0)
 
-.PHONY: help venv wheelhouse lock lint test test-fast bench clean
+.PHONY: help venv wheelhouse lock lint test test-unit test-fast bench clean
 
 help:
 	@echo "make train | test | lint | lock | image | base | check-env MODEL=... | bench | clean"
@@ -109,11 +109,19 @@ lint: $(VENV)/.stamp
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy --strict toolkit
 
-# The whole suite, Docker end-to-end included: starts an engine when none answers.
+# The whole suite, Docker end-to-end included: starts an engine when none answers. Two runs:
+# what shares nothing runs on both cores (pytest-xdist); what shares the one Docker engine,
+# PostgreSQL, loopback ports or kills processes runs alone, as before. The union is every test.
+SERIAL := docker or slow or team or oci or process
 test: $(VENV)/.stamp lint engine
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -p xdist -n 2 -m "not ($(SERIAL))"
+	$(BIN)/python -m pytest -m "$(SERIAL)"
 
-# Everything but the Docker and cross-version end-to-end tests: a quick loop while developing.
+# The loop while developing: no engine, no PostgreSQL, no registry, no kill loops (target < 60 s).
+test-unit: $(VENV)/.stamp
+	$(BIN)/python -m pytest -p xdist -n 2 -m "not ($(SERIAL))"
+
+# Everything but the Docker and cross-version end-to-end tests (the loop before test-unit).
 test-fast: $(VENV)/.stamp
 	$(BIN)/python -m pytest -m "not docker and not slow"
 

@@ -1,8 +1,10 @@
-"""Shared fixtures: a tiny fitted pipeline, saved artifacts, a CLI runner."""
+"""Shared fixtures: a tiny fitted pipeline, saved artifacts, a CLI runner, the pinned base image."""
 
 from __future__ import annotations
 
+import os
 import shutil
+import subprocess
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -11,6 +13,8 @@ import pytest
 from typer.testing import CliRunner
 
 import toolkit
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="session")
@@ -124,3 +128,38 @@ def own_team(pg_url: str, tmp_path: Path) -> Iterator[Any]:
     registry = LoopbackRegistry(tmp_path / "own-oci")
     yield Team(url=pg_url, store=f"oci://{registry.host}/teamreg/own", oci=registry)
     registry.stop()
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # An xdist worker runs with COLUMNS=80 set for it, so rich would wrap our tables at 80 where
+    # a serial run (and a user's pipe) gets 160: a worker's output must read as the serial one's.
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        os.environ.pop("COLUMNS", None)
+        os.environ.pop("LINES", None)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    # What needs a real PostgreSQL (every fixture that does starts from pg_server) is `team`;
+    # what starts a loopback registry through team_oci is `oci` too: marked by what they use,
+    # so a new test cannot forget its marker and slip into `make test-unit`.
+    for item in items:
+        fixtures = getattr(item, "fixturenames", ())
+        if "pg_server" in fixtures:
+            item.add_marker(pytest.mark.team)
+        if "team_oci" in fixtures:
+            item.add_marker(pytest.mark.oci)
+
+
+@pytest.fixture(scope="session")
+def base_ref() -> str:
+    """The pinned base image (``make base``), built or found once per run for every Docker test."""
+    from toolkit import docker as tdocker
+    from toolkit.errors import DockerError
+
+    try:
+        tdocker.connect().close()
+    except DockerError as e:
+        pytest.fail(f"the Docker end-to-end tests need a Docker engine: {e}", pytrace=False)
+    done = subprocess.run(["scripts/base.sh"], cwd=REPO, capture_output=True, text=True, timeout=900, check=False)
+    assert done.returncode == 0, done.stderr
+    return tdocker.validate_base_image(done.stdout.strip().splitlines()[-1])

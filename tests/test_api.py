@@ -41,3 +41,28 @@ def test_import_toolkit_pulls_in_nothing_heavy() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+def test_the_public_names_are_the_library_objects_themselves() -> None:
+    from toolkit.artifact import read_card, sign, verify
+    from toolkit.card import ModelCard
+    from toolkit.gate import Report
+    from toolkit.prediction import Predictions
+    from toolkit.registry.registry import Registry
+
+    assert toolkit.Registry is Registry and toolkit.ModelCard is ModelCard and toolkit.Report is Report
+    assert toolkit.Predictions is Predictions and toolkit.verify is verify and toolkit.read_card is read_card
+    assert toolkit.sign is sign and toolkit.Difference.__module__ == "toolkit.errors"
+    assert set(dir(toolkit)) == set(toolkit.__all__)
+    with pytest.raises(AttributeError, match="no attribute 'nope'"):
+        toolkit.nope  # noqa: B018
+
+
+def test_the_records_of_the_api_import_nothing_heavy() -> None:
+    # The types a caller annotates with must not cost the gate's start-up: the card, the report.
+    code = (
+        "import sys, toolkit; toolkit.ModelCard; toolkit.Report; toolkit.Difference; toolkit.read_card; "
+        "print(sorted(m for m in ('sklearn', 'joblib', 'pandas', 'rich') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"

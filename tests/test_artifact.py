@@ -446,6 +446,7 @@ toolkit.save(pipeline, Path(sys.argv[1]) / "iris-1.0.0.joblib", name="iris", ver
 """
 
 
+@pytest.mark.process
 def test_a_save_killed_by_sigterm_leaves_a_temp_the_next_save_sweeps(
     make_artifact: Callable[..., Path], tmp_path: Path
 ) -> None:

@@ -73,15 +73,6 @@ def client() -> Any:
 
 
 @pytest.fixture(scope="session")
-def base_ref(client: Any) -> str:
-    with _timed("base (make base)"):
-        done = subprocess.run(["scripts/base.sh"], cwd=REPO, capture_output=True, text=True, timeout=600, check=False)
-    assert done.returncode == 0, done.stderr
-    ref = done.stdout.strip().splitlines()[-1]
-    return tdocker.validate_base_image(ref)
-
-
-@pytest.fixture(scope="session")
 def image(client: Any, base_ref: str) -> str:
     with _timed("image build"):
         tdocker.build_image(base_image=base_ref, tag=IMAGE, context=REPO, client=client)

@@ -18,9 +18,6 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from toolkit import docker as tdocker
-from toolkit.errors import DockerError
-
 pytestmark = pytest.mark.docker
 
 REPO = Path(__file__).resolve().parents[1]
@@ -29,17 +26,6 @@ EPOCH = "1700000000"
 CONTAINER_PATHS = ("/out/", "/artifact/", "/work/", "/input/", "/in/")
 # CSI sequences (colours, cursor moves, erase) and the OSC ones rich may write; what is left is text.
 _ANSI = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)")
-
-
-@pytest.fixture(scope="module")
-def base_ref() -> str:
-    try:
-        tdocker.connect().close()
-    except DockerError as e:
-        pytest.fail(f"these tests need a Docker engine: {e}", pytrace=False)
-    done = subprocess.run(["scripts/base.sh"], cwd=REPO, capture_output=True, text=True, timeout=600, check=False)
-    assert done.returncode == 0, done.stderr
-    return tdocker.validate_base_image(done.stdout.strip().splitlines()[-1])
 
 
 @pytest.fixture(scope="module")

@@ -18,7 +18,6 @@ from typing import Any
 import pytest
 
 from toolkit import docker as tdocker
-from toolkit.errors import DockerError
 
 pytestmark = pytest.mark.docker
 
@@ -52,15 +51,8 @@ sys.exit(7)
 
 
 @pytest.fixture(scope="module")
-def image() -> str:
-    try:
-        client = tdocker.connect()
-    except DockerError as e:
-        pytest.fail(f"the Docker end-to-end tests need a Docker engine: {e}", pytrace=False)
-    done = subprocess.run(["scripts/base.sh"], cwd=REPO, capture_output=True, text=True, timeout=900, check=False)
-    assert done.returncode == 0, done.stderr
-    base = tdocker.validate_base_image(done.stdout.strip().splitlines()[-1])
-    tdocker.build_image(base_image=base, tag=IMAGE, context=REPO, client=client)
+def image(base_ref: str) -> str:
+    tdocker.build_image(base_image=base_ref, tag=IMAGE, context=REPO, client=tdocker.connect())
     return IMAGE
 
 

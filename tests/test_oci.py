@@ -640,6 +640,11 @@ def fake_signing(monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
     """A stand-in ``toolkit.signing`` with trust configured; records calls, fails on request."""
     import types
 
+    # What imports the real module at its top must have done so before the stand-in is put in
+    # its place, whatever ran first in this session (alone, this test once failed on that).
+    import toolkit.gate
+    import toolkit.remote_gate  # noqa: F401
+
     state: dict[str, Any] = {"calls": [], "fail": False}
 
     def require_signature(paths: Any, trusted_keys: Any = None, *, known: Any = None) -> None:
@@ -748,6 +753,7 @@ def test_build_manifest_is_deterministic_and_annotates_base_image_and_lock(artif
     assert json.loads(config)["modelfs"] == {"type": "layers", "diffIds": ["sha256:" + "e" * 64]}
 
 
+@pytest.mark.process
 def test_a_pull_killed_mid_download_publishes_nothing(
     registry: LoopbackRegistry, tmp_path: Path, docker_config: Path
 ) -> None:
@@ -768,7 +774,7 @@ def test_a_pull_killed_mid_download_publishes_nothing(
     deadline = time.monotonic() + 60
     staged: list[Path] = []
     while time.monotonic() < deadline and proc.poll() is None:
-        staged = [p for d in out.glob(".toolkit-pull-*") for p in d.iterdir() if p.stat().st_size > 0]
+        staged = [p for d in out.glob(".toolkit-pull.*") for p in d.iterdir() if p.stat().st_size > 0]
         if staged:
             break
         time.sleep(0.005)
@@ -777,6 +783,7 @@ def test_a_pull_killed_mid_download_publishes_nothing(
     assert staged, "the pull finished before it could be killed"
     assert [p.name for p in out.iterdir() if not p.name.startswith(".")] == []
     assert oci.pull(ref, out).files[0] == out / artifact.name
+    assert list(out.glob(".toolkit-pull.*")) == []  # the killed pull's staging folder was swept
 
 
 def test_the_reference_set_travels_as_a_layer_signed_with_the_rest(

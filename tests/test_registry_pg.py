@@ -109,6 +109,7 @@ def test_a_newer_schema_is_refused_with_exit_4(index: PgIndex, pg_url: str) -> N
     assert e.value.exit_code == 4
 
 
+@pytest.mark.process
 def test_twenty_first_uses_at_once_create_the_schema_once(pg_url: str) -> None:
     errors: list[BaseException] = []
 
@@ -234,6 +235,7 @@ def test_queries_see_what_was_written(index: PgIndex) -> None:
         assert r.best_by("iris", "cv", "roc_auc") is None
 
 
+@pytest.mark.process
 def test_writers_of_one_name_queue_and_other_names_do_not_wait(pg_url: str) -> None:
     holder, other_name, same_name = PgIndex(pg_url), PgIndex(pg_url), PgIndex(pg_url)
     with holder.write("warmup"):

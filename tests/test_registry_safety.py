@@ -66,6 +66,7 @@ def _audit(root: Path) -> list[dict]:
     return rows
 
 
+@pytest.mark.process
 def test_twenty_concurrent_adds_all_land_with_distinct_versions(base_artifact: Path, tmp_path: Path) -> None:
     sources = [clone_artifact(base_artifact, tmp_path / "src", version=f"1.{i}.0") for i in range(20)]
     root = tmp_path / "models"  # fresh: creating the index races as well
@@ -83,6 +84,7 @@ def test_twenty_concurrent_adds_all_land_with_distinct_versions(base_artifact: P
     print(f"20 concurrent `registry add` processes: {elapsed:.2f}s wall")
 
 
+@pytest.mark.process
 def test_concurrent_adds_of_one_version_register_it_once(base_artifact: Path, tmp_path: Path) -> None:
     root = tmp_path / "models"
     results = _finish([_cli("add", str(base_artifact), "--registry", str(root)) for _ in range(8)])
@@ -92,6 +94,7 @@ def test_concurrent_adds_of_one_version_register_it_once(base_artifact: Path, tm
     assert len(_audit(root)) == 1
 
 
+@pytest.mark.process
 def test_concurrent_promotes_leave_exactly_one_production(base_artifact: Path, tmp_path: Path) -> None:
     root = tmp_path / "models"
     versions = [f"2.{i}.0" for i in range(10)]
@@ -118,6 +121,7 @@ def test_concurrent_promotes_leave_exactly_one_production(base_artifact: Path, t
     print(f"10 concurrent `registry promote` processes: {elapsed:.2f}s wall")
 
 
+@pytest.mark.process
 def test_concurrent_promote_of_a_tampered_version_leaves_production(base_artifact: Path, tmp_path: Path) -> None:
     root = tmp_path / "models"
     with Registry(root) as reg:
@@ -162,6 +166,7 @@ while True:
 """
 
 
+@pytest.mark.process
 def test_kill_9_at_random_moments_never_breaks_the_registry(base_artifact: Path, tmp_path: Path) -> None:
     root = tmp_path / "models"
     sources = [str(clone_artifact(base_artifact, tmp_path / "src", version=f"4.{i}.0")) for i in range(61)]
@@ -235,6 +240,7 @@ elif point == "rollback-mid-transaction":
 """
 
 
+@pytest.mark.process
 @pytest.mark.parametrize(
     "point", ["add-before-rename", "add-before-commit", "promote-mid-transaction", "rollback-mid-transaction"]
 )
@@ -280,6 +286,7 @@ Registry(Path(sys.argv[1])).add(sys.argv[2])
 """
 
 
+@pytest.mark.process
 def test_a_kill_while_creating_the_index_never_leaves_a_half_created_one(base_artifact: Path, tmp_path: Path) -> None:
     # Issue 9's flake: a kill between creating registry.db and writing its schema. The index is
     # now built under a temporary name and linked into place complete, so the name never

@@ -77,6 +77,7 @@ def audit(team: Any) -> list[dict[str, Any]]:
     return rows
 
 
+@pytest.mark.process
 def test_twenty_concurrent_adds_all_land_with_distinct_versions(team: Any, base_artifact: Path, tmp_path: Path) -> None:
     sources = [clone_artifact(base_artifact, tmp_path / "src", version=f"1.{i}.0") for i in range(20)]
     started = time.perf_counter()
@@ -91,6 +92,7 @@ def test_twenty_concurrent_adds_all_land_with_distinct_versions(team: Any, base_
     print(f"team: 20 concurrent `registry add` processes: {elapsed:.2f}s wall")
 
 
+@pytest.mark.process
 def test_concurrent_adds_of_one_version_register_it_once(team: Any, base_artifact: Path) -> None:
     results = _finish([_cli(team, "add", str(base_artifact)) for _ in range(8)])
     codes = sorted(rc for rc, _, _ in results)
@@ -99,6 +101,7 @@ def test_concurrent_adds_of_one_version_register_it_once(team: Any, base_artifac
     assert len(audit(team)) == 1
 
 
+@pytest.mark.process
 def test_concurrent_promotes_leave_exactly_one_production(team: Any, base_artifact: Path, tmp_path: Path) -> None:
     versions = [f"2.{i}.0" for i in range(10)]
     with Registry(team.url, store=team.store) as reg:
@@ -168,6 +171,7 @@ while True:
 """
 
 
+@pytest.mark.process
 def test_kill_9_at_random_moments_leaves_every_state_auditable(team: Any, base_artifact: Path, tmp_path: Path) -> None:
     sources = [str(clone_artifact(base_artifact, tmp_path / "src", version=f"4.{i}.0")) for i in range(30)]
     worker = tmp_path / "worker.py"

@@ -274,6 +274,7 @@ elif point == "rollback-mid-transaction":
 """
 
 
+@pytest.mark.process
 @pytest.mark.parametrize(
     "point", ["add-before-push", "add-after-push-before-commit", "promote-mid-transaction", "rollback-mid-transaction"]
 )

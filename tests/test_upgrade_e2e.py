@@ -50,13 +50,6 @@ def client() -> Any:
 
 
 @pytest.fixture(scope="session")
-def base_ref(client: Any) -> str:
-    done = subprocess.run(["scripts/base.sh"], cwd=REPO, capture_output=True, text=True, timeout=600, check=False)
-    assert done.returncode == 0, done.stderr
-    return tdocker.validate_base_image(done.stdout.strip().splitlines()[-1])
-
-
-@pytest.fixture(scope="session")
 def current(client: Any, base_ref: str) -> RuntimeImage:
     """The runtime of this lock: what `upgrade-check --lock requirements.lock` checks in."""
     return ensure_runtime_image(base_image=base_ref, lock=REPO / "requirements.lock", context=REPO, client=client)

@@ -1,9 +1,10 @@
 """toolkit: train, save, gate and register scikit-learn pipelines reproducibly.
 
-The public API is ``save``, ``load``, ``check_env`` and ``predict``, plus the errors they raise
-and ``EnvironmentMismatchWarning``.
-Heavy modules (joblib, scikit-learn) are imported on first use, so that
-``toolkit check-env`` stays fast and never imports scikit-learn.
+The public API: ``save``, ``load``, ``verify``, ``read_card``, ``check_env``, ``predict`` and
+``sign``; the records they return (``ModelCard``, ``Report``, ``Predictions``, ``Difference``);
+``Registry``; every error, and ``EnvironmentMismatchWarning``. Heavy modules (joblib,
+scikit-learn, pandas) and the registry are imported on first use, so that ``toolkit check-env``
+stays fast and never imports scikit-learn.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from toolkit.errors import (
     CardError,
     ConfigError,
     DataError,
+    Difference,
     DockerError,
     EnvironmentMismatch,
     EnvironmentMismatchWarning,
@@ -21,6 +23,7 @@ from toolkit.errors import (
     InvalidName,
     InvalidVersion,
     ProbeMismatch,
+    ReadOnlyRegistry,
     RegistryError,
     RemoteError,
     SignatureError,
@@ -34,15 +37,21 @@ __all__ = [
     "CardError",
     "ConfigError",
     "DataError",
+    "Difference",
     "DockerError",
     "EnvironmentMismatch",
     "EnvironmentMismatchWarning",
     "IntegrityError",
     "InvalidName",
     "InvalidVersion",
+    "ModelCard",
+    "Predictions",
     "ProbeMismatch",
+    "ReadOnlyRegistry",
+    "Registry",
     "RegistryError",
     "RemoteError",
+    "Report",
     "SignatureError",
     "ToolkitError",
     "UsageError",
@@ -50,27 +59,44 @@ __all__ = [
     "check_env",
     "load",
     "predict",
+    "read_card",
     "save",
+    "sign",
+    "verify",
 ]
 
 if TYPE_CHECKING:
-    from toolkit.artifact import load, save
-    from toolkit.gate import check_env
-    from toolkit.prediction import predict
+    from toolkit.artifact import load, read_card, save, sign, verify
+    from toolkit.card import ModelCard
+    from toolkit.gate import Report, check_env
+    from toolkit.prediction import Predictions, predict
+    from toolkit.registry.registry import Registry
+
+# name -> the module that defines it; imported on first use (PEP 562).
+_LAZY = {
+    "save": "toolkit.artifact",
+    "load": "toolkit.artifact",
+    "verify": "toolkit.artifact",
+    "read_card": "toolkit.artifact",
+    "sign": "toolkit.artifact",
+    "check_env": "toolkit.gate",
+    "Report": "toolkit.gate",
+    "predict": "toolkit.prediction",
+    "Predictions": "toolkit.prediction",
+    "ModelCard": "toolkit.card",
+    "Registry": "toolkit.registry.registry",
+}
 
 
 def __getattr__(name: str) -> Any:
     # Lazy re-exports: importing the package must not pull in joblib or pandas.
-    if name in ("save", "load"):
-        from toolkit import artifact
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'toolkit' has no attribute {name!r}")
+    from importlib import import_module
 
-        return getattr(artifact, name)
-    if name == "check_env":
-        from toolkit import gate
+    return getattr(import_module(module), name)
 
-        return gate.check_env
-    if name == "predict":
-        from toolkit import prediction
 
-        return prediction.predict
-    raise AttributeError(f"module 'toolkit' has no attribute {name!r}")
+def __dir__() -> list[str]:
+    return list(__all__)

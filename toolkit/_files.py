@@ -7,6 +7,7 @@ import hashlib
 import io
 import os
 import re
+import shutil
 import socket
 import stat
 import uuid
@@ -20,13 +21,16 @@ __all__ = [
     "MemoryReader",
     "create_temp",
     "fsync_dir",
+    "make_temp_dir",
     "open_regular",
     "publish",
     "read_and_hash",
     "read_regular",
     "sha256_file",
     "sweep_stale_temps",
+    "temp_path",
     "write_all",
+    "write_failed",
     "write_temp",
 ]
 
@@ -181,7 +185,10 @@ class MemoryReader(io.RawIOBase):
 # 255-byte NAME_MAX whatever the final name, and they say who wrote them, so that the temp
 # of a process that died (SIGKILL, SIGTERM, power loss) can be swept by the next writer on
 # the same host. A temp of another host (or container: its own hostname) is never touched.
-_TEMP_RE = re.compile(r"^\..*\.(?P<host>[0-9a-f]{8})-(?P<pid>[0-9]+)-[0-9a-f]{16}\.tmp\Z", re.DOTALL)
+# The same scheme names temp folders (a pull's staging) and an SQLite temp's -wal/-shm files.
+_TEMP_RE = re.compile(
+    r"^\..*\.(?P<host>[0-9a-f]{8})-(?P<pid>[0-9]+)-[0-9a-f]{16}\.tmp(?:-wal|-shm|-journal)?\Z", re.DOTALL
+)
 
 
 def _host_tag() -> str:
@@ -190,6 +197,25 @@ def _host_tag() -> str:
 
 def _temp_path(final: Path) -> Path:
     return final.with_name(f".{final.name[:64]}.{_host_tag()}-{os.getpid()}-{uuid.uuid4().hex[:16]}.tmp")
+
+
+def temp_path(final: Path) -> Path:
+    """A fresh temp name beside ``final`` in the one scheme the sweeper knows (nothing is created)."""
+    return _temp_path(final)
+
+
+def make_temp_dir(parent: Path, label: str) -> Path:
+    """A fresh hidden folder in ``parent`` (mode 0700), named so ``sweep_stale_temps`` removes it
+    once the process that made it is dead. Raises: OSError."""
+    path = _temp_path(parent / label)
+    path.mkdir(mode=0o700)
+    return path
+
+
+def write_failed(final: Path, e: OSError) -> UsageError:
+    """The one line for a write that failed (a full disk, a quota, a read-only folder): it names
+    the file the user asked for, and the caller has left nothing of it behind."""
+    return UsageError(f"cannot save {final}: {e.strerror or e}")
 
 
 def write_all(f: IO[bytes], data: Any) -> None:
@@ -265,7 +291,7 @@ class HashingWriter:
 
 
 def sweep_stale_temps(directory: Path) -> list[Path]:
-    """Remove the temp files in ``directory`` left by dead processes of this host; return them."""
+    """Remove the temp files and folders in ``directory`` left by dead processes of this host; return them."""
     removed: list[Path] = []
     host = _host_tag()
     try:
@@ -278,8 +304,12 @@ def sweep_stale_temps(directory: Path) -> list[Path]:
             continue
         path = directory / name
         try:
-            if stat.S_ISREG(os.lstat(path).st_mode):
+            mode = os.lstat(path).st_mode
+            if stat.S_ISREG(mode):
                 path.unlink()
+                removed.append(path)
+            elif stat.S_ISDIR(mode):  # a staging folder (never followed: lstat, and no symlinks)
+                shutil.rmtree(path)
                 removed.append(path)
         except OSError:
             pass  # gone already, or not ours to remove: the next sweep tries again

@@ -151,11 +151,11 @@ def find(
 
 
 def _parse(data: bytes, path: Path) -> Certification:
-    from toolkit.card.parse import _no_constants, _no_duplicates
+    from toolkit import _json
 
     try:
-        raw = json.loads(data.decode("utf-8"), object_pairs_hook=_no_duplicates, parse_constant=_no_constants)
-    except (UnicodeDecodeError, ValueError, RecursionError) as e:
+        raw = _json.loads(data)
+    except _json.JsonError as e:
         raise IntegrityError(f"{path}: not a certification (not strict JSON: {e})") from e
     if not isinstance(raw, dict) or tuple(raw) != _KEYS or raw["format"] != FORMAT:
         raise IntegrityError(f"{path}: not a certification (its fields are wrong)")

@@ -1,4 +1,8 @@
-"""The error hierarchy. Every error carries the exit code the CLI turns it into."""
+"""The error hierarchy. Every error carries the exit code the CLI turns it into.
+
+Every error class the toolkit raises on purpose is here, so the exit codes are read in one
+place; the CLI maps them once (``cli._common.ToolkitGroup``).
+"""
 
 from __future__ import annotations
 
@@ -6,6 +10,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 __all__ = [
+    "EXIT_INTERNAL",
     "CardError",
     "ConfigError",
     "DataError",
@@ -20,12 +25,17 @@ __all__ = [
     "ProbeMismatch",
     "ProjectError",
     "ProvenanceError",
+    "ReadOnlyRegistry",
     "RegistryError",
     "RemoteError",
     "SignatureError",
     "ToolkitError",
     "UsageError",
 ]
+
+# Anything but a ToolkitError (a bug of ours, an unexpected library error): never 0 or 1, which
+# mean "the gate says yes / no"; 70 is EX_SOFTWARE (sysexits.h).
+EXIT_INTERNAL = 70
 
 
 class ToolkitError(Exception):
@@ -74,6 +84,10 @@ class RegistryError(ToolkitError):
     """Unknown name or version, a conflict, or an invalid name."""
 
     exit_code = 4
+
+
+class ReadOnlyRegistry(RegistryError):
+    """The registry's directory or index cannot be written (read-only mount, permissions)."""
 
 
 class RemoteError(ToolkitError):

@@ -15,6 +15,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from toolkit import env
+
 if TYPE_CHECKING:
     from importlib import metadata
 
@@ -42,18 +44,18 @@ _SEPARATORS = re.compile(r"[-_.]+")
 _FREEZE_EXCLUDED = frozenset({"pip", "setuptools", "wheel", "distribute"})
 
 # Set by the Dockerfile; a runtime outside the image has none of them.
-ENV_BASE_IMAGE = "TOOLKIT_BASE_IMAGE"
-ENV_LOCK_SHA256 = "TOOLKIT_LOCK_SHA256"
+ENV_BASE_IMAGE = env.BASE_IMAGE
+ENV_LOCK_SHA256 = env.LOCK_SHA256
 # The requirements.lock the runtime was installed from (the image keeps a copy there), so
 # a card can carry its full text and the runtime can be rebuilt from the card alone.
-ENV_LOCK_FILE = "TOOLKIT_LOCK_FILE"
+ENV_LOCK_FILE = env.LOCK_FILE
 # A lock is a few hundred KB at most; the card has a 4 MiB limit.
 _MAX_LOCK_BYTES = 1024 * 1024
-ENV_IN_CONTAINER = "TOOLKIT_IN_CONTAINER"
+ENV_IN_CONTAINER = env.IN_CONTAINER
 # Set by the host when it starts a container (image train/run/retrain): the image the
 # model is trained in. Informational (card schema 3): no policy compares it.
-ENV_IMAGE = "TOOLKIT_IMAGE"
-ENV_IMAGE_ID = "TOOLKIT_IMAGE_ID"
+ENV_IMAGE = env.IMAGE
+ENV_IMAGE_ID = env.IMAGE_ID
 IMAGE_ID_RE = re.compile(r"^sha256:[0-9a-f]{64}\Z")
 # The Debian packages a project added on top of the base, written by the image build.
 SYSTEM_PACKAGES_FILE = "/opt/toolkit/system-packages.json"

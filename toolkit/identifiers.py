@@ -18,6 +18,7 @@ from __future__ import annotations
 import os
 import re
 
+from toolkit import env
 from toolkit.errors import InvalidName, InvalidVersion
 
 __all__ = [
@@ -38,7 +39,7 @@ NAME_PATTERN = "^[a-z0-9][a-z0-9._-]{0,63}$"
 NAME_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}\Z")
 # No leading zeros; at most 9 digits a part so every part fits the index's integer columns.
 VERSION_RE = re.compile(r"^(0|[1-9][0-9]{0,8})\.(0|[1-9][0-9]{0,8})\.(0|[1-9][0-9]{0,8})\Z")
-AUTHOR_ENV = "TOOLKIT_AUTHOR"
+AUTHOR_ENV = env.AUTHOR
 # Names that would land on the registry index's own files in its root directory.
 _RESERVED = frozenset({"registry.db", "registry.db-wal", "registry.db-shm", "registry.db-journal"})
 _SHOWN_MAX = 80

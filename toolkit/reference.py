@@ -172,7 +172,7 @@ def decode(data: bytes, info: ReferenceSet, *, where: str) -> Recorded:
     """
     import gzip
 
-    from toolkit.card.parse import _no_constants, _no_duplicates  # the card's own strict JSON rules
+    from toolkit import _json
 
     if len(data) > MAX_FILE_BYTES:
         raise IntegrityError(f"{where}: over {MAX_FILE_BYTES} bytes, not a reference set")
@@ -184,8 +184,8 @@ def decode(data: bytes, info: ReferenceSet, *, where: str) -> Recorded:
     if len(text) > MAX_JSON_BYTES:
         raise IntegrityError(f"{where}: decompresses to over {MAX_JSON_BYTES} bytes, not a reference set")
     try:
-        raw = json.loads(text.decode("utf-8"), object_pairs_hook=_no_duplicates, parse_constant=_no_constants)
-    except (UnicodeDecodeError, ValueError, RecursionError) as e:
+        raw = _json.loads(text)
+    except _json.JsonError as e:
         raise IntegrityError(f"{where}: not a strict JSON reference set ({e})") from e
     if not isinstance(raw, dict) or set(raw) != {"format", "columns", "dtypes", "rows", "outputs"}:
         raise IntegrityError(f"{where}: not a reference set (its keys are wrong)")

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 
+from toolkit import env
 from toolkit.errors import UsageError
 
 __all__ = ["MAX_EPOCH", "source_date_epoch"]
@@ -25,7 +26,7 @@ def source_date_epoch(environ: Mapping[str, str] | None = None) -> int | None:
         UsageError: set but not a whole number of seconds from 0 to ``MAX_EPOCH``
             (an empty value counts as set: numpy's import would crash on it too).
     """
-    raw = (os.environ if environ is None else environ).get("SOURCE_DATE_EPOCH")
+    raw = (os.environ if environ is None else environ).get(env.SOURCE_DATE_EPOCH)
     if raw is None:
         return None
     digits = raw[1:] if raw.startswith("-") else raw

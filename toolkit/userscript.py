@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from toolkit import env
 from toolkit.errors import UsageError
 
 __all__ = [
@@ -24,7 +25,7 @@ __all__ = [
     "script_failed",
 ]
 
-OUT_ENV = "TOOLKIT_OUT"  # where a script saves its artifacts
+OUT_ENV = env.OUT  # where a script saves its artifacts
 TAIL_LINES = 3  # the last lines of a failed script's stderr that its error carries
 _TAIL_BYTES = 8192
 

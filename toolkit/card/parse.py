@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import builtins
 import hashlib
-import json
 import re
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from toolkit import _json
 from toolkit.card.records import (
     MAX_CARD_BYTES,
     MAX_DEPTH,
@@ -127,18 +127,9 @@ def parse_card(data: bytes, *, where: str = "card") -> ModelCard:
     if len(data) > MAX_CARD_BYTES:
         raise CardError(f"{where}: {len(data)} bytes is over the {MAX_CARD_BYTES}-byte card limit")
     try:
-        raw = json.loads(data.decode("utf-8"), object_pairs_hook=_no_duplicates, parse_constant=_no_constants)
-    except UnicodeDecodeError as e:
-        raise CardError(f"{where}: not UTF-8 ({e.reason} at byte {e.start})") from e
-    except json.JSONDecodeError as e:
-        raise CardError(f"{where}: not valid JSON ({e.msg} at line {e.lineno} column {e.colno})") from e
-    except _BadJson as e:
+        raw = _json.loads(data, max_depth=MAX_DEPTH)
+    except _json.JsonError as e:
         raise CardError(f"{where}: {e}") from e
-    except RecursionError:
-        raise CardError(f"{where}: nested too deeply to be a card") from None
-    too_deep = _too_deep(raw, MAX_DEPTH)
-    if too_deep is not None:
-        raise CardError(f"{where}: '{too_deep}' is nested deeper than {MAX_DEPTH} levels")
     try:
         return card_from_dict(raw)
     except CardError as e:
@@ -146,38 +137,6 @@ def parse_card(data: bytes, *, where: str = "card") -> ModelCard:
 
 
 # --- parsing helpers ------------------------------------------------------------------
-
-
-def _too_deep(raw: Any, limit: int) -> str | None:
-    """The path of the first value nested deeper than ``limit``, or None; iterative, so a
-    hostile document cannot exhaust the stack here."""
-    todo: list[tuple[Any, str, int]] = [(raw, "card", 0)]
-    while todo:
-        value, path, depth = todo.pop()
-        if depth > limit:
-            return path if len(path) <= 80 else path[:77] + "..."
-        if isinstance(value, dict):
-            todo.extend((v, k if path == "card" else f"{path}.{k}", depth + 1) for k, v in value.items())
-        elif isinstance(value, list):
-            todo.extend((v, f"{path}[{i}]", depth + 1) for i, v in enumerate(value))
-    return None
-
-
-class _BadJson(ValueError):
-    pass
-
-
-def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for key, value in pairs:
-        if key in out:
-            raise _BadJson(f"duplicate key {key!r}")
-        out[key] = value
-    return out
-
-
-def _no_constants(name: str) -> Any:
-    raise _BadJson(f"{name} is not allowed in a card")
 
 
 def _type_name(t: type | tuple[type, ...]) -> str:

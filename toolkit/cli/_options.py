@@ -8,6 +8,8 @@ from typing import Annotated
 
 import typer
 
+from toolkit import env
+
 __all__ = [
     "AllowModuleOpt",
     "AnyRegistryOpt",
@@ -88,7 +90,7 @@ SignKeyOpt = Annotated[
     Path | None,
     typer.Option(
         "--sign-key",
-        envvar="TOOLKIT_SIGNING_KEY",
+        envvar=env.SIGNING_KEY,
         metavar="PREFIX.key",
         help="Sign the new artifact on this host with this private key (default $TOOLKIT_SIGNING_KEY).",
         show_default=False,

@@ -19,6 +19,7 @@ from toolkit.cli._options import (
     TrustedKeyOpt,
     VerifyPredictionsOpt,
 )
+from toolkit.cli._output import echo, json_error
 from toolkit.errors import Difference, ToolkitError
 
 __all__: list[str] = []
@@ -87,7 +88,7 @@ def check_env(
             )
     except ToolkitError as e:
         if as_json:  # scripts parsing stdout still get one object
-            print_json({"ok": False, "exit_code": e.exit_code, "artifact": str(artifact), "error": str(e)})
+            json_error(e, artifact=str(artifact))
         raise
     if as_json:
         print_json(report.to_dict())
@@ -106,9 +107,9 @@ def check_env(
         for refused in report.refused_certifications:
             typer.echo(plain(f"certification refused: {refused}"))
         if report.predictions is not None:
-            out.print(plain(report.predictions), markup=False)
+            echo(plain(report.predictions))
             if report.differences and report.predictions.ok:
-                typer.echo(
+                echo(
                     "outputs agree, but the runtime is not the card's: exit 1 all the same "
                     "(the gate answers for the runtime; the agreement is evidence for a remedy)"
                 )
@@ -149,7 +150,7 @@ def verify(
         card = run_verify(path, trusted_keys=trusted_key)
     except ToolkitError as e:
         if as_json:  # scripts parsing stdout still get one object
-            print_json({"ok": False, "exit_code": e.exit_code, "artifact": str(artifact), "error": str(e)})
+            json_error(e, artifact=str(artifact))
         raise
     if as_json:
         print_json(
@@ -165,7 +166,7 @@ def verify(
             }
         )
         return
-    out.print(f"OK {card.name} {card.version} sha256 {card.artifact.sha256} ({card.artifact.size} bytes)", markup=False)
+    echo(f"OK {card.name} {card.version} sha256 {card.artifact.sha256} ({card.artifact.size} bytes)")
 
 
 @app.command()
@@ -177,14 +178,12 @@ def fingerprint(as_json: JsonOpt = False) -> None:
     if as_json:
         print_json(fp.to_dict())
         return
-    out.print(f"Python    {fp.python_implementation} {fp.python_version}", markup=False)
-    out.print(f"Platform  {fp.os} {fp.machine}, {fp.libc} (kernel {fp.os_release})", markup=False)
-    out.print(f"Container {'yes' if fp.in_container else 'no'}; base image {fp.base_image or 'none'}", markup=False)
-    out.print(f"Lock      {fp.lock_sha256 or 'none'}", markup=False)
+    echo(f"Python    {fp.python_implementation} {fp.python_version}")
+    echo(f"Platform  {fp.os} {fp.machine}, {fp.libc} (kernel {fp.os_release})")
+    echo(f"Container {'yes' if fp.in_container else 'no'}; base image {fp.base_image or 'none'}")
+    echo(f"Lock      {fp.lock_sha256 or 'none'}")
     for lib in fp.blas or ():
-        out.print(
-            f"BLAS      {lib.get('internal_api')} {lib.get('version')} ({lib.get('num_threads')} threads)", markup=False
-        )
+        echo(f"BLAS      {lib.get('internal_api')} {lib.get('version')} ({lib.get('num_threads')} threads)")
     from rich.table import Table
 
     table = Table("distribution", "version", title=f"{len(fp.packages)} installed distributions")
@@ -256,9 +255,9 @@ def diff(
     a, b = result.a, result.b
     head_a, head_b = f"A {plain(a.name)} {plain(a.version)}", f"B {plain(b.name)} {plain(b.version)}"
     if result.identical_pickles:
-        out.print(f"Pickles are byte-identical (sha256 {a.artifact.sha256}).", markup=False)
+        echo(f"Pickles are byte-identical (sha256 {a.artifact.sha256}).")
     else:
-        out.print(f"Pickles differ: A {a.artifact.sha256[:12]}…, B {b.artifact.sha256[:12]}….", markup=False)
+        echo(f"Pickles differ: A {a.artifact.sha256[:12]}…, B {b.artifact.sha256[:12]}….")
     if result.model:
         table = Table("what", head_a, head_b, title="Model and data")
         for change in result.model:

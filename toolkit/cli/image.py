@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from toolkit.cli._common import ToolkitGroup, app, artifact_arg, err, out, plain, print_json
+from toolkit.cli._common import ToolkitGroup, app, artifact_arg, plain, print_json
 from toolkit.cli._options import (
     ArtifactRefArg,
     ConfigOpt,
@@ -31,11 +31,11 @@ from toolkit.cli._options import (
     VerifyPredictionsOpt,
     VersionOpt,
 )
+from toolkit.cli._output import echo, echo_err, json_error
 from toolkit.docker.images import DEFAULT_BASE_FILE, DEFAULT_IMAGE, ENV_BUILD_BASE, ENV_IMAGE, PIN_HINT, recorded_image
 
 if TYPE_CHECKING:
-    from toolkit.registry.registry import Registry
-    from toolkit.training.config import TrainConfig
+    pass
 
 __all__ = ["image_app"]
 
@@ -89,7 +89,7 @@ def build(
     packages = resolve_system_packages(settings.system_packages, release=None)
     wheels = wheelhouse or default_wheelhouse(folder)
     if not quiet:
-        err.print(f"building {tag} from {base}" + ("" if verbose else " (-v shows each step)"), markup=False)
+        echo_err(f"building {tag} from {base}" + ("" if verbose else " (-v shows each step)"))
 
     def progress(text: str) -> None:
         sys.stderr.write(text)
@@ -131,7 +131,7 @@ def build(
     else:
         added = ", ".join(f"{p.name}={p.version}" for p in result.system_packages)
         line = f"built {result.tag} ({result.image_id[:19]}) in {result.seconds:.1f}s"
-        out.print(line + (f"; added {added}" if added else ""), markup=False)
+        echo(line + (f"; added {added}" if added else ""))
 
 
 @image_app.command("pin")
@@ -152,12 +152,12 @@ def pin(
         settings = current()
         if settings.path is not None and out_file is None:
             record(settings.path, "base_image", pinned)
-            err.print(plain(f"recorded base_image in {settings.path}"), markup=False)
+            echo_err(f"recorded base_image in {settings.path}")
         else:
             target = out_file or DEFAULT_BASE_FILE
             write_pin(pinned, target)
-            err.print(f"wrote {target}", markup=False)
-    out.print(pinned, markup=False)
+            echo_err(f"wrote {target}")
+    echo(pinned)
 
 
 @image_app.command("train", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
@@ -210,50 +210,43 @@ def train(
     )
     # The same config, read on the host: where to register, and whether, decided before training.
     cfg = resolve_config(config, dataset=dataset, name=name, version=version, out=out_dir, register=register)
-    registry_obj = _registry_for(cfg, registry) if cfg.register else None
-    if sign_key is not None:  # a bad key fails now, not after minutes of training
-        from toolkit.signing import load_signing_key
+    from toolkit.workflows.deliver import deliver, destination
 
-        load_signing_key(sign_key)
+    # A bad key or a registered version fails now, not after minutes of training.
+    dest = destination(
+        register=cfg.register,
+        registry=registry if registry is not None else cfg.registry,
+        out=cfg.out,
+        sign_key=sign_key,
+        unregistered=(cfg.model_name, cfg.version),
+    )
     # A terminal for the container only when ours is one: its progress and colours, as on the host.
     tty = not quiet and sys.stdout.isatty()
     staging = Path(tempfile.mkdtemp(prefix="toolkit-image-train-"))
     try:
         staged = train_in_container(tag, command, staging=staging, on_output=None if quiet else _passthrough, tty=tty)
-        signed = None
-        if sign_key is not None:  # here, on the host: the private key never enters the container
-            from toolkit.artifact import sign
-            from toolkit.provenance.attest import attest
-
-            signed = sign(staged, sign_key).name
-            attest(staged, sign_key)  # <stem>.provenance.json, by the same key, carried with the .sig
-        card = _read_staged_card(staged)
-        if registry_obj is not None:
-            with registry_obj:
-                entry = registry_obj.add(staged)
-            if entry.path is None:  # only a team registry stores no local file; _registry_for is a directory's
-                from toolkit.errors import RegistryError
-
-                raise RegistryError(f"registered {entry.name} {entry.version}, but the registry kept no local file")
-            final = Path(entry.path)
-            how = f"{entry.status}, signed" if signed is not None else entry.status
-            closing = f"registered {entry.name} {entry.version} ({how}) in {registry_obj.root}"
-        else:
-            final = _move_artifact(staged, cfg.out)
-            closing = f"wrote {card.name} {card.version} to {final.parent} (--no-register: not in a registry)"
+        # Signed here, on the host: the private key never enters the container.
+        delivered = deliver(staged, dest)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+    if delivered.path is None:  # a directory registry always keeps the files; only a team's would not
+        from toolkit.errors import RegistryError
+
+        raise RegistryError(f"{delivered.note()}, but the registry kept no local file")
+    final, card, closing = delivered.path, delivered.card, delivered.note()
     if quiet:
-        out.print(str(final), markup=False)
+        echo(str(final))
         return
     # One summary, with this host's paths, ending with what happened to the artifact.
     from toolkit.cli.train import print_result
 
     print_result(card, card.metrics, final)
-    out.print(f"  image     {tag}", markup=False)
-    if signed is not None:
-        out.print(f"  signed    {final.with_name(signed)} (key {sign_key})", markup=False)
-    out.print(plain(closing), markup=False)
+    echo(f"  image     {tag}")
+    if delivered.signed:
+        from toolkit.artifact import artifact_paths
+
+        echo(f"  signed    {artifact_paths(final).signature} (key {sign_key})")
+    echo(plain(closing))
 
 
 @image_app.command("check")
@@ -305,15 +298,13 @@ def check(
     except ToolkitError as e:
         if as_json:  # as check-env: scripts parsing stdout still get one object
             image_info = {"tag": tag, "id": None}
-            print_json(
-                {"ok": False, "exit_code": e.exit_code, "artifact": str(artifact), "error": str(e), "image": image_info}
-            )
+            json_error(e, artifact=str(artifact), image=image_info)
         raise
     image_id = image_ids[0] if image_ids and image_ids[0] else None
     if as_json:
         _print_with_image(bytes(captured), {"tag": tag, "id": image_id})
     else:
-        out.print(plain(f"checked in image {tag}" + (f" ({image_id})" if image_id else "")), markup=False)
+        echo(plain(f"checked in image {tag}" + (f" ({image_id})" if image_id else "")))
     raise typer.Exit(code)
 
 
@@ -358,9 +349,7 @@ def predict(
         _passthrough("stdout", result.csv)
         return
     publish_csv(result.csv, out_file, sources=inputs)
-    err.print(
-        plain(f"wrote {_rows(result.csv)} predictions to {out_file} (in image {tag}, {result.image_id})"), markup=False
-    )
+    echo_err(plain(f"wrote {_rows(result.csv)} predictions to {out_file} (in image {tag}, {result.image_id})"))
 
 
 @image_app.command(
@@ -404,15 +393,15 @@ def retrain(
     from toolkit.artifact import verify
     from toolkit.docker import resolve_image, train_in_container
     from toolkit.identifiers import parse_version
-    from toolkit.registry.registry import Registry, resolve_root
+    from toolkit.workflows.deliver import deliver, destination
 
     parse_version(version)
     model = artifact_arg(artifact, registry)
     card = verify(model, trusted_keys=trusted_key)  # with trust, the signature here on the host
-    registry_obj = Registry(resolve_root(registry)) if register else None
-    if registry_obj is not None:  # a duplicate fails before minutes of training, not after
-        with registry_obj:
-            registry_obj.require_unregistered(card.name, version)
+    # A duplicate version fails before minutes of training, not after.
+    dest = destination(
+        register=register, registry=registry, out=out_dir or Path("out"), unregistered=(card.name, version)
+    )
     args = [str(model), "--version", version]
     inputs = [model]
     if dataset is not None:
@@ -429,16 +418,12 @@ def retrain(
             on_output=_passthrough,
             command="retrain",
         )
-        if registry_obj is not None:
-            with registry_obj:
-                entry = registry_obj.add(staged, reason=f"retrained from {card.name}@{card.version} in the image")
-            err.print(f"registered {entry.name} {entry.version} ({entry.status}) in {registry_obj.root}", markup=False)
-            out.print(str(entry.path), markup=False)
-        else:
-            final = _move_artifact(staged, out_dir or Path("out"))
-            out.print(str(final), markup=False)
+        delivered = deliver(staged, dest, reason=f"retrained from {card.name}@{card.version} in the image")
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+    if delivered.entry is not None:
+        echo_err(delivered.note())
+    echo(delivered.shown)
 
 
 @image_app.command("rebuild")
@@ -475,7 +460,7 @@ def rebuild(
         trusted_keys=trusted_key,
     )
     how = "reused (cache hit)" if result.image.cached else f"built in {result.image.seconds:.1f}s"
-    err.print(f"runtime {result.image.tag} ({result.image.image_id[:19]}) {how}", markup=False)
+    echo_err(f"runtime {result.image.tag} ({result.image.image_id[:19]}) {how}")
     raise typer.Exit(result.exit_code)
 
 
@@ -507,14 +492,19 @@ def _train_script_in_image(
 ) -> None:
     from toolkit.docker.usercode import run_script_in_container
     from toolkit.training.config import resolve_config
-    from toolkit.training.script import register_or_move
+    from toolkit.workflows.deliver import deliver_all, destination
 
     cfg = resolve_config(config, script=script, out=out_dir, registry=registry, register=register)
     assert cfg.script is not None
-    if sign_key is not None:  # a bad key fails now, not after the script ran
-        from toolkit.signing import load_signing_key
-
-        load_signing_key(sign_key)
+    # A bad key fails now, not after the script ran.
+    dest = destination(
+        register=cfg.register,
+        registry=cfg.registry,
+        out=cfg.out,
+        sign_key=sign_key,
+        script=cfg.script,
+        script_args=cfg.script_args,
+    )
     staging = Path(tempfile.mkdtemp(prefix="toolkit-image-script-"))
     try:
         # The script's stdout goes to stderr: ours carries only the artifacts' paths.
@@ -525,9 +515,9 @@ def _train_script_in_image(
             staging=staging,
             on_output=lambda _, chunk: _passthrough("stderr", chunk),
         )
-        for final, note in register_or_move(staged, cfg, sign_key=sign_key):
-            err.print(note, markup=False)
-            out.print(str(final), markup=False)
+        for delivered in deliver_all(staged, dest):
+            echo_err(delivered.note())
+            echo(delivered.shown)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
 
@@ -546,11 +536,11 @@ def _passthrough(stream: str, chunk: bytes) -> None:
 
 
 def _print_with_image(data: bytes, image_info: dict[str, Any]) -> None:
-    import json
+    from toolkit import _json
 
     try:
-        report = json.loads(data)
-    except ValueError:  # not the gate's JSON (an older image?): passed on as it came
+        report = _json.loads(data)
+    except _json.JsonError:  # not the gate's JSON (an older image?): passed on as it came
         _passthrough("stdout", data)
         return
     if isinstance(report, dict):
@@ -563,42 +553,3 @@ def _rows(csv_bytes: bytes) -> int:
     import io
 
     return max(sum(1 for _ in csv.reader(io.StringIO(csv_bytes.decode("utf-8", errors="replace")))) - 1, 0)
-
-
-def _read_staged_card(staged: Path) -> Any:
-    from toolkit.artifact import read_card
-
-    return read_card(staged)
-
-
-def _registry_for(cfg: TrainConfig, registry: Path | None) -> Registry:
-    """The host registry, refusing a duplicate version before minutes of training, not after."""
-    from toolkit.registry.registry import Registry, resolve_root
-
-    registry_obj = Registry(resolve_root(registry if registry is not None else cfg.registry))
-    with registry_obj:
-        registry_obj.require_unregistered(cfg.model_name, cfg.version)
-    return registry_obj
-
-
-def _move_artifact(staged: Path, out_dir: Path) -> Path:
-    from toolkit.artifact import artifact_paths
-    from toolkit.errors import UsageError
-
-    source = artifact_paths(staged)
-    try:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        moved = []
-        optional = (source.signature, source.provenance)
-        for path in (*source.files(), *optional):
-            if path in optional and not path.exists():
-                continue
-            target = out_dir / path.name
-            if target.exists():
-                raise UsageError(f"{target}: already exists; not overwriting it")
-            moved.append((path, target))
-        for path, target in moved:
-            shutil.move(path, target)
-    except OSError as e:
-        raise UsageError(f"{out_dir}: cannot write the artifact there ({e.strerror or e})") from e
-    return out_dir / source.model.name

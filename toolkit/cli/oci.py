@@ -10,8 +10,9 @@ from typing import Annotated, Any
 
 import typer
 
-from toolkit.cli._common import app, artifact_arg, err
+from toolkit.cli._common import app, artifact_arg
 from toolkit.cli._options import ArtifactRefArg, InsecureOpt, RegistryOpt, TrustedKeyOpt
+from toolkit.cli._output import echo_err
 
 __all__: list[str] = []
 
@@ -33,9 +34,8 @@ def push(
 
     with _progress() as progress:
         result = oci.push(artifact_arg(artifact, registry), reference, insecure=insecure, progress=progress)
-    err.print(
-        f"pushed {result.reference} ({len(result.uploaded)} blob(s) uploaded, {len(result.skipped)} already there)",
-        markup=False,
+    echo_err(
+        f"pushed {result.reference} ({len(result.uploaded)} blob(s) uploaded, {len(result.skipped)} already there)"
     )
     typer.echo(result.digest)
 
@@ -52,7 +52,7 @@ def pull(
 
     with _progress() as progress:
         result = oci.pull(reference, out, insecure=insecure, progress=progress, trusted_keys=trusted_key)
-    err.print(f"pulled {result.reference}: {result.card.name} {result.card.version} verified", markup=False)
+    echo_err(f"pulled {result.reference}: {result.card.name} {result.card.version} verified")
     typer.echo(str(result.files[0]))
 
 

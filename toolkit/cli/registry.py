@@ -13,8 +13,9 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from toolkit.cli._common import ToolkitGroup, app, err, out, plain, print_json, safe
+from toolkit.cli._common import ToolkitGroup, app, out, plain, print_json, safe
 from toolkit.cli._options import AnyRegistryOpt, ArtifactArg, JsonOpt, Policy, StoreOpt, TrustedKeyOpt
+from toolkit.cli._output import echo, echo_err, json_error
 from toolkit.errors import IntegrityError, ToolkitError
 
 if TYPE_CHECKING:
@@ -62,16 +63,13 @@ def add(
         if as_json:
             print_json({**entry.to_dict(), "same_bytes_as": twins})
         else:
-            out.print(
-                plain(f"registered {entry.name} {entry.version} as {entry.status}: {entry.location}"), markup=False
-            )
+            echo(plain(f"registered {entry.name} {entry.version} as {entry.status}: {entry.location}"))
         if twins and not as_json:
-            err.print(
+            echo_err(
                 plain(
                     f"note: the same bytes (sha256 {entry.sha256[:12]}…) are already registered as "
                     f"{entry.name} {', '.join(twins)}; registered anyway"
-                ),
-                markup=False,
+                )
             )
 
 
@@ -96,7 +94,7 @@ def list_(
                 print_json([n.to_dict() for n in names])
                 return
             if not names:
-                out.print(plain(f"no models registered in {reg.location}"), markup=False)
+                echo(plain(f"no models registered in {reg.location}"))
                 return
             table = _table("name", "versions", "production", "latest", title=f"registry {reg.location}")
             for n in names:
@@ -125,7 +123,7 @@ def list_(
             )
         out.print(table)
         if len(entries) < total:
-            out.print(plain(f"{len(entries)} of {total} shown; --limit 0 for all"), markup=False)
+            echo(plain(f"{len(entries)} of {total} shown; --limit 0 for all"))
 
 
 @registry_app.command("show")
@@ -216,14 +214,14 @@ def promote(
         reg.gate_in_image(gate_in_model_image)
         change = reg.promote(name, version, best_by=best_by, policy=policy.value, reason=reason)
         if change.warning:
-            err.print(plain(f"warning: {change.warning}"), markup=False)
+            echo_err(plain(f"warning: {change.warning}"))
         if as_json:
             print_json(change.to_dict())
         elif not change.changed:
-            out.print(plain(f"{name} {change.version} already is production; nothing changed"), markup=False)
+            echo(plain(f"{name} {change.version} already is production; nothing changed"))
         else:
             was = f" (was {change.previous}, now archived)" if change.previous else ""
-            out.print(plain(f"{name}: production -> {change.version}{was}; {change.detail}"), markup=False)
+            echo(plain(f"{name}: production -> {change.version}{was}; {change.detail}"))
 
 
 @registry_app.command("rollback")
@@ -243,13 +241,11 @@ def rollback(
         reg.gate_in_image(gate_in_model_image)  # as promote: the model's own image when this host differs
         change = reg.rollback(name, policy=policy.value, reason=reason)
         if change.warning:
-            err.print(plain(f"warning: {change.warning}"), markup=False)
+            echo_err(plain(f"warning: {change.warning}"))
         if as_json:
             print_json(change.to_dict())
         else:
-            out.print(
-                plain(f"{name}: production -> {change.version} (rolled back from {change.previous})"), markup=False
-            )
+            echo(plain(f"{name}: production -> {change.version} (rolled back from {change.previous})"))
 
 
 @registry_app.command("compare")
@@ -274,8 +270,10 @@ def compare(
 ) -> None:
     """Re-score two versions on the same held-out data; each difference with a paired bootstrap 95% interval."""
     with _opened(registry, as_json, trusted_key, store=store) as reg:
-        result = reg.compare(
-            name, v1, v2, dataset=dataset, target=target, policy=policy.value, resamples=resamples, seed=seed
+        from toolkit.workflows.compare import compare_versions
+
+        result = compare_versions(
+            reg, name, v1, v2, dataset=dataset, target=target, policy=policy.value, resamples=resamples, seed=seed
         )
         if as_json:
             print_json(result.to_dict())
@@ -305,12 +303,11 @@ def compare(
         out.print(table)
         b = result.bootstrap
         skipped = f", {b['skipped']} skipped (a metric undefined on the drawn rows)" if b["skipped"] else ""
-        out.print(
+        echo(
             plain(
                 f"intervals: paired bootstrap, {b['resamples']} resamples of the same {d['rows']} rows for both "
                 f"versions (seed {b['seed']}){skipped}; an interval that excludes 0 is a difference these rows support"
-            ),
-            markup=False,
+            )
         )
 
 
@@ -338,25 +335,24 @@ def check(
         print_json(result.to_dict())
         raise typer.Exit(result.exit_code)
     if not result.versions:
-        out.print(plain(f"no models registered in {result.root}"), markup=False)
+        echo(plain(f"no models registered in {result.root}"))
     for v in result.versions:
         head = f"{v.name} {v.version} ({v.status})"
         if v.report is None:
-            out.print(plain(f"{head}: FAILS INTEGRITY: {v.error}"), markup=False)
+            echo(plain(f"{head}: FAILS INTEGRITY: {v.error}"))
         elif v.report.ok:
-            out.print(plain(f"{head}: loads here"), markup=False)
+            echo(plain(f"{head}: loads here"))
         else:
-            out.print(plain(f"{head}: would not load here: {_summary(v.report.differences)}"), markup=False)
+            echo(plain(f"{head}: would not load here: {_summary(v.report.differences)}"))
             for remedy in v.report.remedies:
-                out.print(plain(f"    what to do: {remedy}"), markup=False)
+                echo(plain(f"    what to do: {remedy}"))
     n = len(result.versions)
-    out.print(
+    echo(
         plain(
             f"{n} version{'s' if n != 1 else ''} checked under policy {result.policy}: {result.count('loads')} "
             f"load{'s' if result.count('loads') == 1 else ''}, {result.count('mismatch')} would not, "
             f"{result.count('integrity')} fail{'s' if result.count('integrity') == 1 else ''} integrity"
-        ),
-        markup=False,
+        )
     )
     raise typer.Exit(result.exit_code)
 
@@ -409,31 +405,29 @@ def recover(registry: AnyRegistryOpt = None, store: StoreOpt = None, as_json: Js
                 raise typer.Exit(IntegrityError.exit_code)
             return
         if isinstance(result, Audit):
-            out.print(
+            echo(
                 plain(
                     f"checked {result.checked} version{'s' if result.checked != 1 else ''} of {result.location}: "
                     f"{result.checked - len(result.failed)} pulled from {result.store} and verified"
-                ),
-                markup=False,
+                )
             )
             for line in result.retagged:
-                out.print(plain(f"re-pointed: {line}"), markup=False)
+                echo(plain(f"re-pointed: {line}"))
             for failed_name, failed_version, error in result.failed:
-                out.print(plain(f"FAILED {failed_name} {failed_version}: {error}"), markup=False)
+                echo(plain(f"FAILED {failed_name} {failed_version}: {error}"))
             if result.failed:
                 raise IntegrityError(f"{len(result.failed)} registered version(s) failed verification in the store")
             return
         n = len(result.recovered)
-        out.print(
+        echo(
             plain(
                 f"rebuilt the index of {result.root} from the cards on disk: {n} version{'s' if n != 1 else ''} "
                 "back as staging. The old history (statuses, promotions, rollbacks) is gone: promote the "
                 "production version again."
-            ),
-            markup=False,
+            )
         )
         for path, error in result.failed:
-            out.print(plain(f"not recovered (left in place): {path}: {error}"), markup=False)
+            echo(plain(f"not recovered (left in place): {path}: {error}"))
         if result.failed:
             raise IntegrityError(
                 f"{len(result.failed)} version director{'y' if len(result.failed) == 1 else 'ies'} failed verification "
@@ -462,13 +456,12 @@ def migrate(
         if as_json:
             print_json(result.to_dict())
             return
-        out.print(
+        echo(
             plain(
                 f"migrated {len(result.migrated)} name(s) ({result.versions} versions, {result.events} history events) "
                 f"from {result.source} into {result.target}"
                 + (f"; already there, unchanged: {', '.join(result.unchanged)}" if result.unchanged else "")
-            ),
-            markup=False,
+            )
         )
 
 
@@ -482,13 +475,13 @@ def _opened(
         reg = Registry(resolve_root(root), store=store, trusted_keys=trusted_keys)
     except ToolkitError as e:
         if as_json:
-            print_json({"ok": False, "exit_code": e.exit_code, "error": str(e)})
+            json_error(e)
         raise
     try:
         yield reg
     except ToolkitError as e:
         if as_json:  # scripts reading stdout still get one object; the exit code is the error's
-            print_json({"ok": False, "exit_code": e.exit_code, "error": str(e)})
+            json_error(e)
         raise
     finally:
         reg.close()

@@ -7,8 +7,9 @@ from typing import Annotated
 
 import typer
 
-from toolkit.cli._common import app, artifact_arg, err, out
+from toolkit.cli._common import app, artifact_arg
 from toolkit.cli._options import ArtifactRefArg, RegistryOpt
+from toolkit.cli._output import echo, echo_err
 
 __all__: list[str] = []
 
@@ -23,8 +24,8 @@ def keygen(
     from toolkit.signing import keygen as run_keygen
 
     key_path, pub_path = run_keygen(out_prefix)
-    err.print(f"wrote {key_path} (private, mode 0600: keep it secret) and {pub_path} (public)", markup=False)
-    out.print(str(pub_path), markup=False)
+    echo_err(f"wrote {key_path} (private, mode 0600: keep it secret) and {pub_path} (public)")
+    echo(str(pub_path))
 
 
 @app.command()
@@ -36,4 +37,4 @@ def sign(
     """Sign the artifact's .joblib, .card.json and .card.md; writes <stem>.sig beside them."""
     from toolkit.artifact import sign as run_sign
 
-    out.print(str(run_sign(artifact_arg(artifact, registry), key)), markup=False)
+    echo(str(run_sign(artifact_arg(artifact, registry), key)))

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
+from toolkit import env
 from toolkit.cli._common import app, artifact_arg, err, out
 from toolkit.cli._options import (
     AllowModuleOpt,
@@ -40,6 +41,7 @@ from toolkit.cli._options import (
     TrustedKeyOpt,
     VersionOpt,
 )
+from toolkit.cli._output import echo, echo_err, markup
 from toolkit.errors import UsageError
 
 if TYPE_CHECKING:
@@ -108,7 +110,7 @@ def train(
         script_args=None if script_arg is None else tuple(script_arg),
     )
     for note in cfg.notes:
-        err.print(f"note: {note}", markup=False)
+        echo_err(f"note: {note}")
     if cfg.script is not None:
         recipe = {"--dataset": dataset, "--target": target, "--model": model, "--task": task}
         given = [flag for flag, value in recipe.items() if value is not None]
@@ -116,38 +118,30 @@ def train(
             raise UsageError(f"{given[0]} configures the built-in recipe; a script ({cfg.script.name}) is its own")
         _train_with_script(cfg, quiet=quiet, sign_key=sign_key)
         return
-    registry_obj = None
-    if cfg.register:
-        from toolkit.registry.registry import Registry, resolve_root
+    from toolkit.workflows.deliver import deliver, destination
 
-        registry_obj = Registry(resolve_root(cfg.registry))
-        registry_obj.require_unregistered(cfg.model_name, cfg.version)  # before training, not after
+    # Before training, not after: a bad signing key, a version registered already.
+    dest = destination(
+        register=cfg.register,
+        registry=cfg.registry,
+        out=cfg.out,
+        sign_key=sign_key,
+        unregistered=(cfg.model_name, cfg.version),
+    )
     path = artifact_path(cfg.out, cfg.model_name, cfg.version)
-    if sign_key is not None:  # a bad key fails now, not after training
-        from toolkit.signing import load_signing_key
-
-        load_signing_key(sign_key)
     display = None if quiet else _StageDisplay(err)
     try:
         result = run_training(cfg, progress=display)
     finally:
         if display is not None:
             display.stop()
-    if sign_key is not None:  # before registering: with trust configured, add requires it
-        from toolkit.artifact import sign
-        from toolkit.provenance.attest import attest
-
-        sign(result.path, sign_key)
-        attest(result.path, sign_key)  # <stem>.provenance.json beside it, by the same key
-    entry = None
-    if registry_obj is not None:
-        with registry_obj:
-            entry = registry_obj.add(result.path)
-    final = entry.path if entry is not None and entry.path is not None else path
+    delivered = deliver(result.path, dest)  # already in cfg.out: signed, registered or left there
+    entry = delivered.entry
+    final = delivered.path or path
     if quiet:
-        out.print(str(final), markup=False)
+        echo(str(final))
         return
-    if os.environ.get("TOOLKIT_TRAIN_SUMMARY") == "0":
+    if os.environ.get(env.TRAIN_SUMMARY) == "0":
         return  # `image train` runs this in a container: the host prints the summary, with host paths
     _print_summary(result, entry)
 
@@ -180,13 +174,13 @@ def predict(
     result = run_predict(model, input_file, policy=policy.value, trusted_keys=trusted_key, id_column=id_column)
     if result.ignored:
         shown = ", ".join(result.ignored[:5]) + (", ..." if len(result.ignored) > 5 else "")
-        err.print(f"note: ignoring {len(result.ignored)} column(s) the model does not use: {shown}", markup=False)
+        echo_err(f"note: ignoring {len(result.ignored)} column(s) the model does not use: {shown}")
     if out_file is None:
         sys.stdout.write(result.to_csv().decode("utf-8"))
         sys.stdout.flush()
         return
     write_csv(result, out_file, sources=inputs)
-    err.print(f"wrote {len(result)} predictions to {out_file}", markup=False)
+    echo_err(f"wrote {len(result)} predictions to {out_file}")
 
 
 # --- helpers -------------------------------------------------------------------------------
@@ -197,23 +191,28 @@ def _train_with_script(cfg: Any, *, quiet: bool, sign_key: Path | None) -> None:
     import shutil
     import tempfile
 
-    from toolkit.training.script import register_or_move, resolve_script, run_script
+    from toolkit.training.script import resolve_script, run_script
+    from toolkit.workflows.deliver import deliver_all, destination
 
     assert cfg.script is not None
     relative = resolve_script(cfg.script, workdir=Path.cwd())
-    if sign_key is not None:  # a bad key fails now, not after training
-        from toolkit.signing import load_signing_key
-
-        load_signing_key(sign_key)
+    dest = destination(
+        register=cfg.register,
+        registry=cfg.registry,
+        out=cfg.out,
+        sign_key=sign_key,
+        script=cfg.script,
+        script_args=cfg.script_args,
+    )
     staging = Path(tempfile.mkdtemp(prefix="toolkit-script-"))
     try:
         if not quiet:
-            err.print(f"running {relative} (TOOLKIT_OUT={staging})", markup=False)
+            echo_err(f"running {relative} (TOOLKIT_OUT={staging})")
         staged = run_script(relative, cfg.script_args, out=staging, on_output=_to_stderr)
-        for final, note in register_or_move(staged, cfg, sign_key=sign_key):
+        for delivered in deliver_all(staged, dest):
             if not quiet:
-                err.print(note, markup=False)
-            out.print(str(final), markup=False)
+                echo_err(delivered.note())
+            echo(delivered.shown)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
 
@@ -244,12 +243,12 @@ class _StageDisplay:
             self.stop()
             self.started = time.perf_counter()
             label = f"{stage} {detail}".strip()
-            self.status = self.console.status(_escape(f"{label} ..."))
+            self.status = self.console.status(markup(f"{label} ..."))
             self.status.start()
             return
         self.stop()
         elapsed = time.perf_counter() - self.started
-        self.console.print(f"[green]✓[/] {stage:<8} {_escape(detail)} [dim]({elapsed:.2f}s)[/]")
+        self.console.print(f"[green]✓[/] {stage:<8} {markup(detail)} [dim]({elapsed:.2f}s)[/]")
 
     def stop(self) -> None:
         if self.status is not None:
@@ -260,28 +259,26 @@ class _StageDisplay:
 def _print_summary(result: Any, entry: Any) -> None:
     print_result(result.card, result.metrics, result.path)
     if entry is not None:
-        out.print(f"  registered {_escape(str(entry.path))} ({entry.status})")
+        out.print(f"  registered {markup(str(entry.path))} ({entry.status})")
     else:
         out.print("  not registered (--no-register)")
 
 
 def print_result(card: Any, metrics: Any, path: Any) -> None:
     """The summary's head: what was trained, its scores, where the artifact is (shared with ``image train``)."""
-    out.print(f"[bold]{_escape(card.name)} {card.version}[/] {card.algorithm} on {_escape(card.data.source or '?')}")
+    # Everything from the card is escaped: an algorithm's name is not trusted markup.
+    out.print(
+        f"[bold]{markup(card.name)} {markup(card.version)}[/] {markup(card.algorithm)} "
+        f"on {markup(card.data.source or '?')}"
+    )
     cv = metrics.get("cv", {})
     test = metrics.get("test", {})
     keys = [k for k in test if not k.endswith("_std")]
     out.print(
-        "  cv    " + "  ".join(f"{k} {cv.get(k, float('nan')):.3f} ± {cv.get(k + '_std', 0.0):.3f}" for k in keys)
+        "  cv    "
+        + "  ".join(f"{markup(k)} {cv.get(k, float('nan')):.3f} ± {cv.get(k + '_std', 0.0):.3f}" for k in keys)
     )
-    out.print("  test  " + "  ".join(f"{k} {test[k]:.3f}" for k in keys))
-    out.print(f"  artifact  {_escape(str(path))}")
+    out.print("  test  " + "  ".join(f"{markup(k)} {test[k]:.3f}" for k in keys))
+    out.print(f"  artifact  {markup(str(path))}")
     out.print(f"  sha256    {card.artifact.sha256}")
     out.print(f"  data      sha256 {card.data.sha256}")
-
-
-def _escape(text: str) -> str:
-    # rich is imported on first use only: every command's start-up, the gate's included, pays for imports here.
-    from rich.markup import escape as rich_escape
-
-    return rich_escape(text)

@@ -13,6 +13,7 @@ import typer
 
 from toolkit.cli._common import app, artifact_arg, err, out, print_json
 from toolkit.cli._options import ArtifactRefArg, JsonOpt, RegistryOpt, TrustedKeyOpt
+from toolkit.cli._output import echo, echo_err
 
 if TYPE_CHECKING:
     from toolkit.training.retrain import RetrainResult
@@ -150,42 +151,36 @@ def retrain(
     """Retrain ARTIFACT from its card's recipe in this runtime; print its metrics beside the parent's."""
     import tempfile
 
+    from toolkit.artifact import read_card
     from toolkit.identifiers import parse_version
-    from toolkit.registry.registry import Registry, resolve_root
     from toolkit.training.retrain import retrain as run
+    from toolkit.workflows.deliver import deliver, destination
 
     parse_version(version)
     artifact = artifact_arg(artifact_ref, registry)
-    registry_obj = None
-    if register:
-        registry_obj = Registry(resolve_root(registry))
+    folder = out_dir or Path("out")
+    # A duplicate version fails before minutes of training, not after.
+    unregistered = (read_card(artifact).name, version) if register else None
+    dest = destination(register=register, registry=registry, out=folder, unregistered=unregistered)
     with tempfile.TemporaryDirectory(prefix="toolkit-retrain-") as tmp:
-        target = Path(tmp) if register else (out_dir or Path("out"))
-        if registry_obj is not None:
-            from toolkit.artifact import read_card
-
-            with registry_obj:  # a duplicate version fails before minutes of training, not after
-                registry_obj.require_unregistered(read_card(artifact).name, version)
         result = run(
             artifact,
             version=version,
-            out=target,
+            out=Path(tmp) if register else folder,
             dataset=dataset,
             reason=reason,
             progress=_train_progress(),
             trusted_keys=trusted_key,
         )
-        path = result.path
-        if registry_obj is not None:
-            with registry_obj:
-                entry = registry_obj.add(path, reason=f"retrained from {result.parent.name}@{result.parent.version}")
-            err.print(f"registered {entry.name} {entry.version} ({entry.status}) in {registry_obj.root}", markup=False)
-            path = entry.path or path
+        delivered = deliver(result.path, dest, reason=f"retrained from {result.parent.name}@{result.parent.version}")
+        if delivered.entry is not None:
+            echo_err(delivered.note())
+    path = delivered.shown
     if as_json:
-        print_json({**result.to_dict(), "path": str(path), "registered": registry_obj is not None})
+        print_json({**result.to_dict(), "path": path, "registered": delivered.entry is not None})
         return
     _print_retrain(result)
-    out.print(str(path), markup=False)
+    echo(path)
 
 
 # --- output --------------------------------------------------------------------------------
@@ -196,10 +191,9 @@ def _print_report(report: UpgradeReport) -> None:
     from rich.text import Text
 
     counts = report.counts()
-    out.print(
+    echo(
         f"candidate {report.lock} (sha256 {report.lock_sha256[:12]}) in {report.image}"
-        + (" (cached)" if report.cached else ""),
-        markup=False,
+        + (" (cached)" if report.cached else "")
     )
     table = Table(show_edge=False, pad_edge=False, box=None, header_style="bold")
     for column in ("model", "version", "stage", "verdict", "reason"):
@@ -224,20 +218,20 @@ def _print_report(report: UpgradeReport) -> None:
     for shown, models in stacks.items():
         more = f" and {len(shown) - 10} more" if len(shown) > 10 else ""
         who = "these models" if len(stacks) == 1 else ", ".join(models)
-        out.print(f"packages that change for {who}: " + "; ".join(shown[:10]) + more, markup=False)
+        echo(f"packages that change for {who}: " + "; ".join(shown[:10]) + more)
     retrained = [c for c in report.models if c.retrain is not None]
     if retrained:
-        out.print("retrained in the candidate image:", markup=False)
+        echo("retrained in the candidate image:")
         for check in retrained:
             assert check.retrain is not None
             r = check.retrain
             if r.error:
-                out.print(f"  {check.name} {check.version}: not retrained: {r.error}", markup=False)
+                echo(f"  {check.name} {check.version}: not retrained: {r.error}")
                 continue
             kept = "registered as staging" if r.registered else "not registered"
-            out.print(f"  {check.name} {check.version} -> {r.version} ({kept}): {_metric_pairs(r)}", markup=False)
+            echo(f"  {check.name} {check.version} -> {r.version} ({kept}): {_metric_pairs(r)}")
     summary = ", ".join(f"{counts[v]} {v}" for v in ("safe", "drift", "broken"))
-    out.print(f"{len(report.models)} models: {summary} -> {'safe to merge' if report.ok else 'NOT safe'}", markup=False)
+    echo(f"{len(report.models)} models: {summary} -> {'safe to merge' if report.ok else 'NOT safe'}")
 
 
 def _metric_pairs(outcome: object) -> str:
@@ -266,7 +260,7 @@ def _print_retrain(result: RetrainResult) -> None:
         change = "-" if old is None or value is None else f"{value - old:+.4f}"
         table.add_row(metric, _num(old), _num(value), change)
     lineage = result.card.lineage
-    err.print(f"retrained {new} from {parent}" + (f" ({lineage.reason})" if lineage else ""), markup=False)
+    echo_err(f"retrained {new} from {parent}" + (f" ({lineage.reason})" if lineage else ""))
     out.print(table)
 
 
@@ -307,7 +301,7 @@ def _progress() -> Iterator[Callable[[str], None]]:
             if line.startswith(("registered", "candidate image ")) or (
                 ": " in line and line.split(": ")[-1] in _VERDICT_STYLE
             ):
-                err.print(f"  {line}", markup=False)
+                echo_err(f"  {line}")
             status.update(f"upgrade-check: {line}")
 
         yield emit
@@ -319,6 +313,6 @@ def _train_progress() -> Callable[[str, str, str], None] | None:
 
     def emit(stage: str, event: str, detail: str) -> None:
         if event == "done":
-            err.print(f"  {stage}: {detail}" if detail else f"  {stage}", markup=False)
+            echo_err(f"  {stage}: {detail}" if detail else f"  {stage}")
 
     return emit

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
+from toolkit import env
 from toolkit.docker.images import name_of, repository_of, validate_base_image
 from toolkit.errors import DockerError, UsageError
 
@@ -68,7 +69,7 @@ def connect() -> Any:
     Raises: DockerError when the SDK is missing or no engine answers (the client is closed then).
     """
     docker = _sdk()
-    where = os.environ.get("DOCKER_HOST") or _DEFAULT_HOST
+    where = os.environ.get(env.DOCKER_HOST) or _DEFAULT_HOST
     client = None
     try:
         if where.startswith("unix://"):

@@ -12,6 +12,7 @@ import contextlib
 import os
 from pathlib import Path
 
+from toolkit import env
 from toolkit.errors import UsageError
 from toolkit.fingerprint import BASE_IMAGE_RE
 
@@ -32,8 +33,8 @@ __all__ = [
 ]
 
 DEFAULT_IMAGE = "toolkit:latest"
-ENV_IMAGE = "TOOLKIT_IMAGE"  # the image `image train|check` run when --image is not given
-ENV_BUILD_BASE = "BASE_IMAGE"  # the base `image build` starts from when --base-image is not given
+ENV_IMAGE = env.IMAGE  # the image `image train|check` run when --image is not given
+ENV_BUILD_BASE = env.BUILD_BASE  # the base `image build` starts from when --base-image is not given
 DEFAULT_BASE_FILE = Path(".cache/base-image")  # written by `make base` and `toolkit image pin`
 IMAGE_UID = 10001  # the image's non-root user `toolkit` (see the Dockerfile)
 
@@ -55,9 +56,9 @@ def resolve_base_image(cli_value: str | None, *, base_file: Path = DEFAULT_BASE_
     """
     if cli_value:
         return validate_base_image(cli_value.strip())
-    env = os.environ.get(ENV_BUILD_BASE, "").strip()
-    if env:
-        return validate_base_image(env)
+    given = os.environ.get(ENV_BUILD_BASE, "").strip()
+    if given:
+        return validate_base_image(given)
     from toolkit import project
 
     settings = project.current()

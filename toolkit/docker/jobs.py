@@ -13,12 +13,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from toolkit import env
 from toolkit.docker.client import Mount, OutputCallback, build, connect, run
 from toolkit.docker.context import git_revision, lock_sha256, locked_wheels, write_context
 from toolkit.docker.images import DEFAULT_IMAGE, IMAGE_UID, validate_base_image
 from toolkit.docker.paths import PathMap, Rewriter
 from toolkit.docker.system import SystemPackage
-from toolkit.errors import DockerError, IntegrityError, RegistryError, ToolkitError, UsageError
+from toolkit.errors import EXIT_INTERNAL, DockerError, IntegrityError, RegistryError, ToolkitError, UsageError
 from toolkit.identifiers import current_user
 
 __all__ = [
@@ -45,7 +46,7 @@ _INNER_ERRORS: dict[int, type[ToolkitError]] = {
 }
 _GATE_EXIT_CODES = range(6)  # what `toolkit check-env` itself ever returns
 # What `toolkit predict` returns: its one error line is the container's, the code is the caller's.
-_PREDICT_EXIT_CODES = frozenset({0, 1, 2, 3, 4, 70})
+_PREDICT_EXIT_CODES = frozenset({0, 1, 2, 3, 4, EXIT_INTERNAL})
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -284,13 +285,13 @@ def train_in_container(
     )
     mounts = [Mount(source=workdir, target="/work"), Mount(source=staging, target="/out", read_only=False), *mounts]
     uid, gid = os.getuid(), os.getgid()
-    environment = {**run_environment(), "TOOLKIT_TRAIN_SUMMARY": "0", **(_terminal_environment() if tty else {})}
+    environment = {**run_environment(), env.TRAIN_SUMMARY: "0", **(_terminal_environment() if tty else {})}
     if uid == 0:
         user = f"{IMAGE_UID}:{IMAGE_UID}"
         os.chown(staging, IMAGE_UID, IMAGE_UID)
     else:
         user = f"{uid}:{gid}"
-        environment["HOME"] = "/tmp"  # the image's home belongs to its own user
+        environment[env.HOME] = "/tmp"  # the image's home belongs to its own user
     try:
         result = run(
             client or connect(),
@@ -363,7 +364,7 @@ def check_in_container(
             check_command(artifact.name, policy=policy, as_json=as_json, verify_predictions=verify_predictions),
             mounts=[Mount(source=artifact.parent, target="/artifact")],
             user=None if uid == 0 else f"{uid}:{os.getgid()}",
-            environment={"HOME": "/tmp"} if uid != 0 else {},
+            environment={env.HOME: "/tmp"} if uid != 0 else {},
             on_output=rewriter,
         )
     finally:
@@ -426,7 +427,7 @@ def predict_in_container(
                 Mount(source=input_file.parent, target="/input"),
             ],
             user=None if uid == 0 else f"{uid}:{os.getgid()}",
-            environment={"HOME": "/tmp"} if uid != 0 else {},
+            environment={env.HOME: "/tmp"} if uid != 0 else {},
             on_output=route,
         )
     finally:
@@ -502,15 +503,15 @@ def _terminal_environment() -> dict[str, str]:
     import shutil
 
     size = shutil.get_terminal_size()
-    return {"TERM": os.environ.get("TERM") or "xterm", "COLUMNS": str(size.columns), "LINES": str(size.lines)}
+    return {env.TERM: os.environ.get(env.TERM) or "xterm", env.COLUMNS: str(size.columns), env.LINES: str(size.lines)}
 
 
 def run_environment() -> dict[str, str]:
     # The card's author is the person who ran the job, not the container's user, and its
     # created_at honours the caller's SOURCE_DATE_EPOCH (reproducible cards).
-    environment = {"TOOLKIT_AUTHOR": current_user()}
-    if os.environ.get("SOURCE_DATE_EPOCH"):
-        environment["SOURCE_DATE_EPOCH"] = os.environ["SOURCE_DATE_EPOCH"]
+    environment = {env.AUTHOR: current_user()}
+    if os.environ.get(env.SOURCE_DATE_EPOCH):
+        environment[env.SOURCE_DATE_EPOCH] = os.environ[env.SOURCE_DATE_EPOCH]
     return environment
 
 

@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from toolkit import env
 from toolkit.docker.client import Mount, OutputCallback, connect, run
 from toolkit.docker.images import IMAGE_UID
 from toolkit.docker.jobs import run_environment
@@ -46,7 +47,7 @@ def run_command(
         raise UsageError("image run needs a command after --, e.g. toolkit image run -- python train.py")
     workdir = workdir.resolve()
     out = _prepare(out)
-    environment = {**run_environment(), OUT_ENV: CONTAINER_OUT, "PYTHONPATH": CONTAINER_WORKDIR}
+    environment = {**run_environment(), OUT_ENV: CONTAINER_OUT, env.PYTHONPATH: CONTAINER_WORKDIR}
     uid, gid = os.getuid(), os.getgid()
     owner = out.stat()
     if uid == 0:
@@ -55,7 +56,7 @@ def run_command(
         os.chown(out, IMAGE_UID, IMAGE_UID)
     else:
         user = f"{uid}:{gid}"
-        environment["HOME"] = "/tmp"  # the image's home belongs to its own user
+        environment[env.HOME] = "/tmp"  # the image's home belongs to its own user
     mounts = [
         Mount(source=workdir, target=CONTAINER_WORKDIR),
         Mount(source=out, target=CONTAINER_OUT, read_only=False),

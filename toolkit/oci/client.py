@@ -16,17 +16,16 @@ from __future__ import annotations
 
 import hashlib
 import io
-import json
 import os
 import queue
 import re
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any, BinaryIO
 from urllib.parse import urlencode, urljoin, urlsplit
 
-from toolkit import _files
+from toolkit import _files, _json
 from toolkit.errors import IntegrityError, RegistryError, RemoteError, UsageError
 from toolkit.oci.manifest import (
     MANIFEST_MEDIA_TYPE,
@@ -206,7 +205,9 @@ class Client:
             digest = _Hasher(threaded=descriptor.size >= _THREADED_HASH_BYTES)
             done = 0
             try:
-                for chunk in r.iter_content(_CHUNK):
+                # Only reading the stream is the network's; a write to ``dest`` that fails (a full
+                # disk) is the caller's OSError, and a bug of ours is not a remote failure.
+                for chunk in _network_read(r.iter_content(_CHUNK), self.host, f"blob {name}"):
                     done += len(chunk)
                     if done > descriptor.size:
                         raise IntegrityError(f"{name}: blob is larger than its declared {descriptor.size} bytes")
@@ -214,10 +215,6 @@ class Client:
                     dest.write(chunk)
                     if progress:
                         progress(name, done, descriptor.size)
-            except IntegrityError:
-                raise
-            except Exception as e:  # requests' and urllib3's read errors, timeouts mid-stream
-                raise _network_error(self.host, e, f"blob {name}") from e
             finally:
                 digest.close()
         if done != descriptor.size:
@@ -316,7 +313,7 @@ class Client:
                     timeout=self.timeout,
                     allow_redirects=method in ("GET", "HEAD"),
                 )
-            except Exception as e:
+            except _network_errors() as e:
                 raise _network_error(self.host, e, what) from e
             if r.status_code != 401:
                 return r
@@ -358,7 +355,7 @@ class Client:
         url = realm + ("&" if "?" in realm else "?") + urlencode(query) if query else realm
         try:
             r = self._session.get(url, auth=credentials, timeout=self.timeout)
-        except Exception as e:
+        except _network_errors() as e:
             raise _network_error(self.host, e, f"token for {what}") from e
         with r:
             if r.status_code in (401, 403):
@@ -370,7 +367,7 @@ class Client:
                 raise RemoteError(f"{self.host} refused the credentials (token service {realm_host})")
             self._check(r, f"token for {what}", ok=(200,))
             try:
-                doc = json.loads(_read_capped(r, _MAX_ERROR_BODY, self.host, "token"))
+                doc = _json.loads(_read_capped(r, _MAX_ERROR_BODY, self.host, "token"))
                 token = doc.get("token") or doc.get("access_token")
             except (ValueError, AttributeError):
                 token = None
@@ -444,28 +441,48 @@ def docker_credentials(host: str) -> tuple[str, str] | None:
 def _read_capped(r: Any, limit: int, host: str, what: str) -> bytes:
     chunks: list[bytes] = []
     total = 0
-    try:
-        for chunk in r.iter_content(64 * 1024):
-            total += len(chunk)
-            if total > limit:
-                raise IntegrityError(f"{what}: over the {limit}-byte limit; refused")
-            chunks.append(chunk)
-    except IntegrityError:
-        raise
-    except Exception as e:
-        raise _network_error(host, e, what) from e
+    for chunk in _network_read(r.iter_content(64 * 1024), host, what):
+        total += len(chunk)
+        if total > limit:
+            raise IntegrityError(f"{what}: over the {limit}-byte limit; refused")
+        chunks.append(chunk)
     return b"".join(chunks)
+
+
+def _network_errors() -> tuple[type[BaseException], ...]:
+    """What a request or a read of its stream raises when the network or the server fails.
+
+    requests wraps most of urllib3's errors, but not all of them mid-stream, and a socket's
+    OSError can pass through both. Anything else is a bug of ours and must not read as exit 6.
+    """
+    import requests
+    import urllib3
+
+    return (requests.exceptions.RequestException, urllib3.exceptions.HTTPError, OSError)
+
+
+def _network_read(chunks: Iterator[bytes], host: str, what: str) -> Iterator[bytes]:
+    """The chunks of a response, with a network failure while reading as the one RemoteError line."""
+    while True:
+        try:
+            chunk = next(chunks, None)
+        except _network_errors() as e:
+            raise _network_error(host, e, what) from e
+        if chunk is None:
+            return
+        yield chunk
 
 
 def _error_codes(r: Any) -> str:
     """The registry's error codes (``MANIFEST_UNKNOWN``...), read from a bounded body."""
+    unreadable: tuple[type[BaseException], ...] = (ValueError, RecursionError, *_network_errors())
     try:
         body = r.raw.read(_MAX_ERROR_BODY, decode_content=True) if r.raw is not None else b""
-        doc = json.loads(body or b"{}")
+        doc = _json.loads(body or b"{}")
         errors = doc.get("errors") if isinstance(doc, dict) else None
         codes = [str(e.get("code")) for e in errors or [] if isinstance(e, dict) and e.get("code")]
         return ", ".join(codes[:3])
-    except Exception:  # an error body is only a hint; never let it mask the status
+    except unreadable:  # an error body is only a hint; never let it mask the status
         return ""
 
 

@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from toolkit import _json
 from toolkit.artifact import (
     CARD_JSON_SUFFIX,
     CARD_MD_SUFFIX,
@@ -124,9 +125,9 @@ def parse_manifest(raw: bytes, *, where: str = "manifest") -> Manifest:
     if len(raw) > MAX_MANIFEST_BYTES:
         raise IntegrityError(f"{where}: manifest is over the {MAX_MANIFEST_BYTES}-byte limit; refused")
     try:
-        doc = json.loads(raw.decode("utf-8"), object_pairs_hook=_no_duplicate_keys)
-    except (UnicodeDecodeError, ValueError) as e:
-        raise IntegrityError(f"{where}: manifest is not valid JSON ({e})") from e
+        doc = _json.loads(raw)
+    except _json.JsonError as e:
+        raise IntegrityError(f"{where}: manifest is not strict JSON ({e})") from e
     if not isinstance(doc, dict):
         raise IntegrityError(f"{where}: manifest is not a JSON object")
     if doc.get("schemaVersion") != 2 or isinstance(doc.get("schemaVersion"), bool):
@@ -299,12 +300,3 @@ def _annotations(raw: Any, where: str) -> dict[str, str]:
     if not isinstance(raw, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in raw.items()):
         raise IntegrityError(f"{where}: annotations must map strings to strings")
     return dict(raw)
-
-
-def _no_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for key, value in pairs:
-        if key in out:
-            raise ValueError(f"duplicate key {key!r}")
-        out[key] = value
-    return out

@@ -5,7 +5,6 @@ from __future__ import annotations
 import importlib
 import os
 import shutil
-import tempfile
 from contextlib import suppress
 from dataclasses import dataclass
 from pathlib import Path
@@ -197,18 +196,23 @@ def pull(
             out_dir.mkdir(parents=True, exist_ok=True)
         except OSError as e:
             raise UsageError(f"cannot create {out_dir}: {e.strerror}") from e
-        # Same file system as ``out``, so publishing is a link, never a copy; mode 0700.
+        # Same file system as ``out``, so publishing is a link, never a copy; mode 0700. Named in
+        # the one temp scheme: a pull killed before here left a folder the sweep removes.
+        _files.sweep_stale_temps(out_dir)
         try:
-            staging = Path(tempfile.mkdtemp(prefix=".toolkit-pull-", dir=out_dir))
+            staging = _files.make_temp_dir(out_dir, "toolkit-pull")
         except OSError as e:
             raise UsageError(f"cannot write into {out_dir}: {e.strerror}") from e
         try:
             for desc in order:
                 target = staging / str(desc.file_name)
-                if desc is layout.card_json:
-                    _write_new(target, remote.card_json)
-                else:
-                    _download(c, ref.repository, desc, target, progress)
+                try:
+                    if desc is layout.card_json:
+                        _write_new(target, remote.card_json)
+                    else:
+                        _download(c, ref.repository, desc, target, progress)
+                except OSError as e:  # the network's failures are RemoteError already: this is ours
+                    raise _files.write_failed(out_dir / target.name, e) from e
             require_signature(staging, layout, trusted_keys)
             _require_provenance(staging, layout, trusted_keys)
             _publish_all([(staging / t.name, t) for t in targets])

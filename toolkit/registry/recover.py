@@ -18,9 +18,9 @@ from pathlib import Path
 from typing import Any
 
 from toolkit import _files
-from toolkit.errors import IntegrityError, RegistryError, ToolkitError
+from toolkit.errors import IntegrityError, ReadOnlyRegistry, RegistryError, ToolkitError
 from toolkit.identifiers import parse_version
-from toolkit.registry.index.sqlite_db import DB_FILE, ReadOnlyRegistry, connect_readonly, has_schema, write_transaction
+from toolkit.registry.index.sqlite_db import DB_FILE, connect_readonly, has_schema, write_transaction
 from toolkit.registry.rules import now as _now
 from toolkit.registry.store.directory import UNCOMMITTED, own_leftovers, registered_dirs
 

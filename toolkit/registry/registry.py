@@ -31,17 +31,16 @@ import os
 import re
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from toolkit.errors import DataError, IntegrityError, RegistryError, ToolkitError, UsageError
+from toolkit import env
+from toolkit.errors import IntegrityError, ReadOnlyRegistry, RegistryError, ToolkitError, UsageError
 from toolkit.identifiers import current_user, parse_version, validate_name
-from toolkit.metrics import Direction, direction
 from toolkit.policy import validate_policy
 from toolkit.registry.index import HistoryRow, VersionRow, is_postgres_url
 from toolkit.registry.index.sqlite import SqliteIndex
-from toolkit.registry.index.sqlite_db import ReadOnlyRegistry
 from toolkit.registry.rules import Rules
 from toolkit.registry.store import TagState
 from toolkit.registry.store.directory import DirStore
@@ -58,7 +57,6 @@ __all__ = [
     "STORE_ENV_VAR",
     "Audit",
     "Change",
-    "Comparison",
     "Entry",
     "Event",
     "NameSummary",
@@ -72,8 +70,8 @@ __all__ = [
 ]
 
 DEFAULT_ROOT = Path("models")
-ENV_VAR = "TOOLKIT_REGISTRY"
-STORE_ENV_VAR = "TOOLKIT_STORE"
+ENV_VAR = env.REGISTRY
+STORE_ENV_VAR = env.STORE
 # Promotion usually happens on a workstation or CI host, not in the training image, so the
 # default asks what matters for unpickling (Python minor + the pickle's own libraries).
 DEFAULT_POLICY = "compatible"
@@ -151,33 +149,6 @@ class Change:
             "changed": self.changed,
             "detail": self.detail,
             "warning": self.warning,
-        }
-
-
-@dataclass(frozen=True, kw_only=True, slots=True)
-class Comparison:
-    """Two versions re-scored on the same data."""
-
-    name: str
-    versions: tuple[str, str]
-    data: dict[str, Any]  # source, sha256, rows, how ("held-out test split" | "whole dataset")
-    scores: dict[str, dict[str, float]]  # version -> metric -> value
-    difference: dict[str, float] = field(default_factory=dict)  # second minus first
-    # metric -> (low, high) of the difference, paired bootstrap (toolkit.training.scoring); None: undefined
-    interval: dict[str, tuple[float, float] | None] = field(default_factory=dict)
-    bootstrap: dict[str, Any] = field(default_factory=dict)  # resamples, skipped, seed, level
-    better: dict[str, Direction] = field(default_factory=dict)  # metric -> "higher" or "lower" (toolkit.metrics)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "name": self.name,
-            "versions": list(self.versions),
-            "data": self.data,
-            "scores": self.scores,
-            "difference": self.difference,
-            "interval": {k: None if v is None else list(v) for k, v in self.interval.items()},
-            "bootstrap": self.bootstrap,
-            "better": self.better,
         }
 
 
@@ -531,92 +502,30 @@ class Registry:
         validate_name(name)
         return self._rules.history(name)
 
-    def compare(
-        self,
-        name: str,
-        v1: str,
-        v2: str,
-        *,
-        dataset: str | None = None,
-        target: str | None = None,
-        policy: str = DEFAULT_POLICY,
-        resamples: int = 1000,
-        seed: int = 0,
-    ) -> Comparison:
-        """Re-score two versions on the same data: the cards' held-out split, or all of ``dataset``.
+    @contextmanager
+    def local_versions(self, name: str, *versions: str) -> Iterator[list[tuple[Path, ModelCard]]]:
+        """Registered versions as local files with their cards, each card checked against its row.
 
-        Each metric's difference comes with a paired bootstrap interval (``resamples`` draws of
-        the same rows for both, seeded; ``toolkit.training.scoring.paired_scores``).
-
-        Raises:
-            UsageError: the same version twice; a negative ``resamples``.
-            RegistryError: unknown versions; the cards' data or split differ (and no ``dataset``).
-            DataError: the data at the cards' source no longer hashes to what they recorded.
-            IntegrityError, EnvironmentMismatch: from loading either pipeline under ``policy``.
+        The paths hold for the ``with`` block only (a team store fetches into a temporary folder).
+        Nothing is unpickled here: loading and scoring are the caller's (``toolkit.workflows.compare``).
+        Raises: RegistryError (unknown name or version), IntegrityError (a card that is not the
+        one registered, or unreadable), RemoteError.
         """
-        from toolkit.artifact import load, read_card
-        from toolkit.training.datasets import load_dataset, split
-        from toolkit.training.scoring import paired_scores, task_of
+        from toolkit.artifact import read_card
 
-        validate_policy(policy)
-        if v1 == v2:
-            raise UsageError(f"compare needs two different versions, got {v1} twice")
         validate_name(name)
-        r1, r2 = self._rules.get(name, _checked(v1)), self._rules.get(name, _checked(v2))
+        rows = [self._rules.get(name, _checked(v)) for v in versions]
         with ExitStack() as stack:
-            p1 = stack.enter_context(self._rules.store.local(r1))
-            p2 = stack.enter_context(self._rules.store.local(r2))
-            c1, c2 = read_card(p1), read_card(p2)
-            if dataset is not None:
-                ds = load_dataset(
-                    dataset, target if target is not None else (c1.data.target if c1.data else None), task=task_of(c1)
-                )
-                X, y = ds.X, ds.y
-                how = "whole dataset"
-            else:
-                d1, d2 = c1.data, c2.data
-                if d1 is None or d2 is None or not d1.sha256 or not d1.source:
-                    raise RegistryError(
-                        f"{name} {v1 if d1 is None or not d1.source else v2}: the card does not "
-                        "say where its data came from; name one with --dataset"
-                    )
-                if d1.sha256 != d2.sha256:
-                    raise RegistryError(
-                        f"{name} {v1} was trained on data sha256 {d1.sha256[:12]}, {v2} on "
-                        f"{(d2.sha256 or 'unknown')[:12]}: there is no common held-out set; name one with --dataset"
-                    )
-                if not d1.split or d1.split != d2.split:
-                    raise RegistryError(
-                        f"{name} {v1} and {v2} were split differently ({_split(d1.split)} vs {_split(d2.split)}): "
-                        "one's test rows are the other's training rows; name a dataset with --dataset"
-                    )
-                ds = load_dataset(d1.source, target if target is not None else d1.target, task=task_of(c1))
-                if ds.sha256 != d1.sha256:
-                    raise DataError(
-                        f"{d1.source} now hashes to {ds.sha256[:12]}, the cards recorded {d1.sha256[:12]}: "
-                        "the data changed; name a dataset with --dataset"
-                    )
-                _, X, _, y = split(ds, test_size=d1.split.test_size, seed=d1.split.seed)
-                how = "held-out test split"
-            pipelines = []
-            for row, card, path in ((r1, c1, p1), (r2, c2, p2)):
+            local = []
+            for row in rows:
+                path = stack.enter_context(self._rules.store.local(row))
+                card = read_card(path)
                 if card.artifact.sha256 != row.sha256:
-                    where = self._rules.store.describe(row)
-                    raise IntegrityError(f"{where}: card sha256 differs from the one registered")
-                pipelines.append(load(path, policy=policy, trusted_keys=self.trusted_keys))
-        # Scoring lives in toolkit.training.scoring: the registry stores and checks, it does not score.
-        paired = paired_scores(pipelines[0], pipelines[1], X, y, resamples=resamples, seed=seed)
-        data = {"source": ds.source, "sha256": ds.sha256, "rows": len(y), "how": how}
-        return Comparison(
-            name=name,
-            versions=(v1, v2),
-            data=data,
-            scores={v1: paired.a, v2: paired.b},
-            difference=paired.difference,
-            interval=paired.intervals,
-            bootstrap=paired.bootstrap_dict(),
-            better={k: direction(k) for k in paired.difference},
-        )
+                    raise IntegrityError(
+                        f"{self._rules.store.describe(row)}: card sha256 differs from the one registered"
+                    )
+                local.append((path, card))
+            yield local
 
     # -- internals ----------------------------------------------------------------------------
 
@@ -663,7 +572,3 @@ class Registry:
 def _checked(version: str) -> str:
     parse_version(version)
     return version
-
-
-def _split(split: Any) -> str:
-    return "none" if split is None else f"test_size {split.test_size}, seed {split.seed}"

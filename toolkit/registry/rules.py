@@ -392,20 +392,31 @@ def copy_file(src: Path, dst: Path, *, hash_it: bool = False) -> tuple[str, int]
     h = hashlib.sha256() if hash_it else None
     size = 0
     fd, _ = _files.open_regular(src, "artifact file")
-    with os.fdopen(fd, "rb") as fin, open(dst, "xb") as fout:
-        while True:
+    with os.fdopen(fd, "rb") as fin:
+        try:
+            fout = open(dst, "xb")  # noqa: SIM115 - closed below, after the fsync
+        except OSError as e:
+            raise _files.write_failed(dst, e) from e
+        with fout:
+            while True:
+                try:
+                    chunk = fin.read(_COPY_CHUNK)
+                except OSError as e:
+                    raise IntegrityError(f"artifact file unreadable: {src}: {e.strerror}") from e
+                if not chunk:
+                    break
+                if h is not None:
+                    h.update(chunk)
+                try:
+                    _files.write_all(fout, chunk)
+                except OSError as e:
+                    raise _files.write_failed(dst, e) from e
+                size += len(chunk)
             try:
-                chunk = fin.read(_COPY_CHUNK)
+                fout.flush()
+                os.fsync(fout.fileno())
             except OSError as e:
-                raise IntegrityError(f"artifact file unreadable: {src}: {e.strerror}") from e
-            if not chunk:
-                break
-            if h is not None:
-                h.update(chunk)
-            fout.write(chunk)
-            size += len(chunk)
-        fout.flush()
-        os.fsync(fout.fileno())
+                raise _files.write_failed(dst, e) from e
     return (h.hexdigest() if h is not None else ""), size
 
 

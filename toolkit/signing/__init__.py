@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeAlias
 
-from toolkit import _files
+from toolkit import _files, env
 from toolkit.errors import IntegrityError, SignatureError, UsageError
 from toolkit.signing._bundle import (
     MAX_BUNDLE_BYTES,
@@ -59,7 +59,7 @@ __all__ = [
     "write_signature",
 ]
 
-ENV_VAR = "TOOLKIT_TRUSTED_KEYS"
+ENV_VAR = env.TRUSTED_KEYS
 _MAX_KEY_BYTES = 64 * 1024
 _CURVES = {"secp256r1": 256, "secp384r1": 384, "secp521r1": 521}
 
@@ -177,7 +177,10 @@ def write_signature(
         raise IntegrityError(f"{paths.reference}: missing; its card records a reference set; refusing to sign it")
     target = paths.signature
     bundle = envelope(private, statement(paths.stem, digests, target.name))
-    _files.publish(_files.write_temp(target, bundle), target, overwrite=True)
+    try:
+        _files.publish(_files.write_temp(target, bundle), target, overwrite=True)
+    except OSError as e:  # write_temp and publish leave no temp behind
+        raise _files.write_failed(target, e) from e
     return target
 
 
@@ -253,10 +256,13 @@ def copy_signature(
     sig = src.signature
     if os.path.lexists(sig):
         data = _files.read_regular(sig, "signature", limit=MAX_BUNDLE_BYTES)
-        with open(dest.signature, "xb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
+        try:
+            with open(dest.signature, "xb") as f:
+                _files.write_all(f, data)
+                f.flush()
+                os.fsync(f.fileno())
+        except OSError as e:  # the copy is in the caller's staging folder, which it removes
+            raise _files.write_failed(dest.signature, e) from e
     require_signature(dest, trusted_keys, known=known)
 
 

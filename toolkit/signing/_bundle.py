@@ -17,6 +17,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from toolkit import _json
 from toolkit.errors import SignatureError
 
 __all__ = [
@@ -176,19 +177,11 @@ def parse_statement(payload: bytes, sig: Path) -> dict[str, str]:
 
 
 def strict_json(raw: bytes, what: str) -> Any:
-    def no_constant(name: str) -> Any:
-        raise ValueError(f"{name} is not JSON")
-
-    def unique(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-        obj = dict(pairs)
-        if len(obj) != len(pairs):
-            raise ValueError("duplicate key")
-        return obj
-
+    """``raw`` parsed by the toolkit's one strict loader; its complaint as a SignatureError."""
     try:
-        return json.loads(raw.decode("utf-8"), parse_constant=no_constant, object_pairs_hook=unique)
-    except (UnicodeDecodeError, ValueError, RecursionError) as e:
-        raise SignatureError(f"{what}: {_one_line(e)}") from e
+        return _json.loads(raw)
+    except _json.JsonError as e:
+        raise SignatureError(f"{what}: {e}") from e
 
 
 def hash_for(key: Any) -> Any:
@@ -211,7 +204,3 @@ def is_hex64(value: object) -> bool:
 def shown(value: object) -> str:
     text = repr(value)
     return text if len(text) <= 60 else text[:57] + "..."
-
-
-def _one_line(e: BaseException) -> str:
-    return " ".join(str(e).split())[:200] or type(e).__name__

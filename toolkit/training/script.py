@@ -27,14 +27,13 @@ from toolkit.userscript import (
 )
 
 if TYPE_CHECKING:
-    from toolkit.training.config import TrainConfig
+    pass
 
 __all__ = [
     "OUT_ENV",
     "TAIL_LINES",
     "OutputTail",
     "collect_artifacts",
-    "register_or_move",
     "resolve_script",
     "run_script",
     "script_failed",
@@ -74,54 +73,6 @@ def run_script(
     if code != 0:
         raise script_failed(script, code, tail.lines())
     return collect_artifacts(out, script=script)
-
-
-def register_or_move(
-    staged: Sequence[Path], cfg: TrainConfig, *, sign_key: Path | None = None
-) -> Iterator[tuple[Path, str]]:
-    """Sign (``sign_key``), then register each staged artifact (``cfg.register``) or move it into ``cfg.out``.
-
-    Yields each artifact's final path and a line saying where it went.
-    Raises: RegistryError (a version registered already), IntegrityError, UsageError.
-    """
-    from toolkit.artifact import artifact_paths
-
-    if sign_key is not None:  # on this host, before registering: with trust configured, add requires it
-        from toolkit.artifact import sign
-        from toolkit.provenance.attest import attest, script_of
-
-        # The provenance names the script the host ran (the card knows nothing of it).
-        script = None if cfg.script is None else script_of(cfg.script, cfg.script.as_posix(), cfg.script_args)
-        for path in staged:
-            sign(path, sign_key)
-            attest(path, sign_key, script=script)
-
-    if cfg.register:
-        from toolkit.registry.registry import Registry, resolve_root
-
-        registry = Registry(resolve_root(cfg.registry))
-        with registry:
-            for path in staged:
-                entry = registry.add(path)
-                # A directory registry (resolve_root) always keeps the files; entry.path says where.
-                yield entry.path or path, f"registered {entry.name} {entry.version} ({entry.status}) in {registry.root}"
-        return
-    import shutil
-
-    for path in staged:
-        files = artifact_paths(path)
-        present = [p for p in (*files.files(), files.signature, files.provenance) if p.exists()]
-        targets = [(p, cfg.out / p.name) for p in present]
-        existing = [t for _, t in targets if t.exists()]
-        if existing:
-            raise UsageError(f"{existing[0]}: already exists; not overwriting it")
-        try:
-            cfg.out.mkdir(parents=True, exist_ok=True)
-            for source, target in targets:
-                shutil.move(source, target)
-        except OSError as e:
-            raise UsageError(f"{cfg.out}: cannot write the artifact there ({e.strerror or e})") from e
-        yield cfg.out / files.model.name, f"not registered; artifact written to {cfg.out}"
 
 
 def _interleaved(stdout: object, stderr: object) -> Iterator[tuple[str, bytes]]:

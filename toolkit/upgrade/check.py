@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from toolkit import _json, env
 from toolkit.errors import DockerError, RegistryError, ToolkitError, UsageError
 from toolkit.upgrade.verdict import ModelCheck, RetrainOutcome, UpgradeReport
 
@@ -174,7 +175,7 @@ def run_job(job: Path, *, progress: Progress | None = None) -> None:
 
     emit = progress or _silent
     try:
-        manifest = json.loads((job / _MANIFEST).read_text(encoding="utf-8"))
+        manifest = _json.loads((job / _MANIFEST).read_bytes())
         models = [(Path(m["path"]), m.get("status"), m.get("retrain_version")) for m in manifest["models"]]
     except (OSError, ValueError, KeyError, TypeError) as e:
         raise UsageError(f"{job / _MANIFEST}: not an upgrade-check manifest ({e})") from e
@@ -228,9 +229,9 @@ def _run_in_image(
         environment: dict[str, str] = {}
     else:
         user = f"{uid}:{os.getgid()}"
-        environment = {"HOME": "/tmp"}
-    if os.environ.get("SOURCE_DATE_EPOCH"):
-        environment["SOURCE_DATE_EPOCH"] = os.environ["SOURCE_DATE_EPOCH"]
+        environment = {env.HOME: "/tmp"}
+    if os.environ.get(env.SOURCE_DATE_EPOCH):
+        environment[env.SOURCE_DATE_EPOCH] = os.environ[env.SOURCE_DATE_EPOCH]
     lines = _LineSplitter(emit)
     try:
         result = tdocker.run_in_container(
@@ -246,7 +247,8 @@ def _run_in_image(
         if uid == 0:
             _chown_tree(job, 0, 0)
     try:
-        raw = json.loads((job / _RESULTS).read_text(encoding="utf-8"))
+        # What the container left behind: hostile until parsed strictly.
+        raw = _json.loads((job / _RESULTS).read_bytes())
         checks = [ModelCheck.from_dict(m) for m in raw["models"]]
     except (OSError, ValueError, KeyError, TypeError) as e:
         tail = " | ".join(lines.tail) or "no output"

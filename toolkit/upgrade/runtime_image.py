@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from toolkit import env
 from toolkit.errors import DockerError, IntegrityError, UsageError
 
 if TYPE_CHECKING:
@@ -145,12 +146,14 @@ def ensure_wheels(lock: Path, wheelhouse: Path, *, on_progress: Callable[[str], 
     if on_progress is not None:
         on_progress(f"downloading the wheels of {lock} into {wheelhouse}\n")
     wheelhouse.mkdir(parents=True, exist_ok=True)
-    env = {**os.environ, "PIP_CONFIG_FILE": os.devnull, "PIP_DISABLE_PIP_VERSION_CHECK": "1"}
-    env.pop("PIP_FIND_LINKS", None)
+    environment = {**os.environ, env.PIP_CONFIG_FILE: os.devnull, env.PIP_DISABLE_PIP_VERSION_CHECK: "1"}
+    environment.pop(env.PIP_FIND_LINKS, None)
     command = [sys.executable, "-m", "pip", "download", "--quiet", "--only-binary=:all:", "--no-deps"]
     command += ["--require-hashes", "-r", str(lock), "-d", str(wheelhouse)]
     try:
-        done = subprocess.run(command, capture_output=True, text=True, timeout=_DOWNLOAD_TIMEOUT, env=env, check=False)
+        done = subprocess.run(
+            command, capture_output=True, text=True, timeout=_DOWNLOAD_TIMEOUT, env=environment, check=False
+        )
     except (OSError, subprocess.SubprocessError) as e:
         raise DockerError(f"cannot download the wheels of {lock}: {e}") from e
     if done.returncode != 0:
@@ -225,21 +228,21 @@ def rebuild_source(card: ModelCard) -> tuple[str, str]:
             f"{where} has a schema {card.schema_version} card, which records no lock text: "
             "its runtime cannot be rebuilt from the card (train it again with this toolkit)"
         )
-    env = card.environment
-    if not env.base_image:
+    recorded = card.environment
+    if not recorded.base_image:
         raise UsageError(
             f"{where} was not trained in an image (its card records no base image): "
             "there is no runtime to rebuild; train it with `toolkit image train` to get one"
         )
-    if not env.lock:
+    if not recorded.lock:
         raise UsageError(f"{where}: its card has no lock text (environment.lock is null): nothing to install from")
-    digest = hashlib.sha256(env.lock.encode("utf-8")).hexdigest()
-    if env.lock_sha256 and digest != env.lock_sha256:
+    digest = hashlib.sha256(recorded.lock.encode("utf-8")).hexdigest()
+    if recorded.lock_sha256 and digest != recorded.lock_sha256:
         raise IntegrityError(
             f"{where}: the card's lock text hashes to {digest}, "
-            f"not its environment.lock_sha256 {env.lock_sha256}; refused"
+            f"not its environment.lock_sha256 {recorded.lock_sha256}; refused"
         )
-    return env.base_image, env.lock
+    return recorded.base_image, recorded.lock
 
 
 def rebuild(
@@ -291,9 +294,9 @@ def _cached(client: Any, tag: str, *, base_image: str, lock_hash: str) -> str | 
         return None
     except docker.errors.DockerException as e:
         raise DockerError(f"inspect {tag}: {e}") from e
-    env = dict(item.split("=", 1) for item in (image.attrs.get("Config") or {}).get("Env") or () if "=" in item)
+    image_env = dict(item.split("=", 1) for item in (image.attrs.get("Config") or {}).get("Env") or () if "=" in item)
     # The tag is a hash of both; a tag someone moved by hand must not pass for a cache hit.
-    if env.get("TOOLKIT_BASE_IMAGE") != base_image or env.get("TOOLKIT_LOCK_SHA256") != lock_hash:
+    if image_env.get(env.BASE_IMAGE) != base_image or image_env.get(env.LOCK_SHA256) != lock_hash:
         return None
     return str(image.id)
 

@@ -13,6 +13,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from toolkit import _json
 from toolkit.errors import RegistryError
 from toolkit.registry.index import DuplicateVersion, EmptyReader, HistoryRow, IndexReader, NameRow, VersionRow
 from toolkit.registry.index import sqlite_db as db
@@ -249,7 +250,7 @@ def _version_row(r: sqlite3.Row) -> VersionRow:
         model_file=r["model_file"],
         sha256=r["sha256"],
         size=r["size"],
-        metrics=json.loads(r["metrics"]),
+        metrics=_json.loads(r["metrics"]),
         data_sha256=r["data_sha256"],
         registered_at=r["registered_at"],
         registered_by=r["registered_by"],

@@ -15,13 +15,13 @@ import errno
 import os
 import sqlite3
 import time
-import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
 from urllib.parse import quote
 
-from toolkit.errors import RegistryError
+from toolkit import _files
+from toolkit.errors import ReadOnlyRegistry, RegistryError
 
 __all__ = [
     "BUSY_TIMEOUT_S",
@@ -99,10 +99,6 @@ BEFORE UPDATE OF name, version, major, minor, patch, model_file, sha256, size, m
                  registered_at, registered_by ON versions
 BEGIN SELECT RAISE(ABORT, 'a registered version is never overwritten'); END;
 """
-
-
-class ReadOnlyRegistry(RegistryError):
-    """The registry's directory or index cannot be written (read-only mount, permissions)."""
 
 
 def connect(root: Path, *, create: bool) -> sqlite3.Connection | None:
@@ -201,7 +197,9 @@ def _configure(conn: sqlite3.Connection) -> None:
 
 def _create_atomically(root: Path, path: Path) -> None:
     root.mkdir(parents=True, exist_ok=True)
-    tmp = root / f".{DB_FILE}.new-{uuid.uuid4().hex}"
+    # The one temp scheme: an index creation killed midway left a file the sweep removes.
+    _files.sweep_stale_temps(root)
+    tmp = _files.temp_path(root / DB_FILE)
     try:
         conn = sqlite3.connect(tmp, timeout=BUSY_TIMEOUT_S, isolation_level=None)
         try:

@@ -22,6 +22,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
 
+from toolkit import env
 from toolkit.errors import IntegrityError, RegistryError, RemoteError, UsageError
 from toolkit.registry.index import IndexReader, VersionRow
 from toolkit.registry.store import Incoming, TagState
@@ -32,7 +33,7 @@ if TYPE_CHECKING:
 
 __all__ = ["ENV_VAR", "OciStore", "is_oci_url", "production_tag", "version_tag"]
 
-ENV_VAR = "TOOLKIT_STORE"
+ENV_VAR = env.STORE
 _PREFIX = "oci://"
 _RETRY_PAUSES_S = (0.1, 0.3, 1.0, 2.0)
 T = TypeVar("T")

@@ -1,0 +1,127 @@
+"""One write path (toolkit/_files.py): one temp scheme the sweeper knows, and one line on a full disk.
+
+A full disk is simulated at the seam (os.fsync, or _files.write_all, the one call every copied
+byte goes through): the point is what the toolkit does when the kernel says ENOSPC.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from _oci_support import LoopbackRegistry
+from typer.testing import CliRunner
+
+from toolkit import _files, oci, signing
+from toolkit.artifact import artifact_paths
+from toolkit.cli import app
+from toolkit.errors import UsageError
+from toolkit.registry import Registry
+from toolkit.registry.index import sqlite_db
+
+REPO = Path(__file__).resolve().parents[1]
+FULL = "No space left on device"
+
+
+def _leave_behind(code: str) -> None:
+    """Run ``code`` in a process that then dies, as a killed pull or index creation would."""
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+
+
+def _full(*args: object) -> None:
+    raise OSError(errno.ENOSPC, FULL)
+
+
+def _everything_under(root: Path) -> list[str]:
+    return sorted(p.relative_to(root).as_posix() for p in root.rglob("*"))
+
+
+def test_a_killed_pulls_staging_folder_is_swept_and_a_live_ones_is_not(tmp_path: Path) -> None:
+    _leave_behind(
+        "from pathlib import Path; from toolkit import _files\n"
+        f"d = _files.make_temp_dir(Path({str(tmp_path)!r}), 'toolkit-pull')\n"
+        "(d / 'iris-1.0.0.joblib').write_bytes(b'half a model')\n"
+    )
+    mine = _files.make_temp_dir(tmp_path, "toolkit-pull")  # this process is alive: never swept
+    (tmp_path / ".toolkit-pull-not-ours").mkdir()  # not the scheme: never swept
+    assert len(_everything_under(tmp_path)) == 4
+    removed = _files.sweep_stale_temps(tmp_path)
+    assert len(removed) == 1 and removed[0] != mine and not removed[0].exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([mine.name, ".toolkit-pull-not-ours"])
+
+
+def test_a_killed_index_creations_temp_is_swept_when_the_index_is_made(tmp_path: Path) -> None:
+    root = tmp_path / "models"
+    root.mkdir()
+    _leave_behind(
+        "from pathlib import Path; from toolkit import _files\n"
+        f"t = _files.temp_path(Path({str(root)!r}) / 'registry.db')\n"
+        "t.write_bytes(b'SQLite format 3'); Path(str(t) + '-wal').write_bytes(b'')\n"
+    )
+    assert len(list(root.iterdir())) == 2
+    conn = sqlite_db.connect(root, create=True)
+    assert conn is not None
+    conn.close()
+    assert sorted(p.name for p in root.iterdir()) == ["registry.db"]
+
+
+def test_a_full_disk_while_signing_is_one_line_and_leaves_no_signature(
+    artifact: Path, runner: CliRunner, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    key, _ = signing.keygen(tmp_path / "keys")
+    before = _everything_under(artifact.parent)
+    monkeypatch.setattr(os, "fsync", _full)
+    result = runner.invoke(app, ["sign", str(artifact), "--key", str(key)])
+    assert result.exit_code == 2, result.output
+    assert result.stderr == f"error: cannot save {artifact_paths(artifact).signature}: {FULL}\n"
+    assert _everything_under(artifact.parent) == before
+
+
+def test_a_full_disk_while_registering_is_one_line_and_leaves_no_version(
+    artifact: Path, runner: CliRunner, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    root = tmp_path / "models"
+    with Registry(root) as registry:
+        registry.list_names()  # the index exists before the disk fills
+    monkeypatch.setattr(_files, "write_all", _full)
+    result = runner.invoke(app, ["registry", "add", str(artifact), "--registry", str(root)])
+    assert result.exit_code == 2, result.output
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: cannot save ") and lines[0].endswith(f": {FULL}")
+    monkeypatch.undo()
+    with Registry(root) as registry:
+        assert registry.list_names() == []
+    assert [p for p in _everything_under(root) if not p.startswith("registry.db") and p != ".tmp"] == []
+    retry = runner.invoke(app, ["registry", "add", str(artifact), "--registry", str(root)])
+    assert retry.exit_code == 0, retry.output  # nothing half-made blocks the retry
+
+
+@pytest.mark.oci
+def test_a_full_disk_while_pulling_is_one_line_and_leaves_nothing(
+    artifact: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("DOCKER_CONFIG", str(tmp_path))
+    registry = LoopbackRegistry(tmp_path / "oci")
+    try:
+        ref = f"oci://{registry.host}/models/iris:1.0.0"
+        oci.push(artifact, ref)
+        out = tmp_path / "pulled"
+        with monkeypatch.context() as patch:
+            patch.setattr(os, "fsync", _full)
+            with pytest.raises(UsageError) as caught:
+                oci.pull(ref, out)
+        assert str(caught.value) == f"cannot save {out / artifact.name}: {FULL}"
+        assert _everything_under(out) == []
+        oci.pull(ref, out)  # the retry finds nothing in its way
+        files = artifact_paths(artifact)
+        assert sorted(p.name for p in out.iterdir()) == sorted(
+            p.name for p in (files.card_json, files.card_md, files.model)
+        )
+    finally:
+        registry.stop()
