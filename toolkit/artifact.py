@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 import os
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -289,20 +289,27 @@ def load(
     policy: str = "strict",
     allow_mismatch: bool = False,
     trusted_keys: TrustedKeys = None,
+    trusted: Iterable[str] = (),
 ) -> Any:
     """Unpickle an artifact only after its checksum and this runtime pass the card.
 
     With ``allow_mismatch=True`` a mismatched runtime loads anyway, with an
     ``EnvironmentMismatchWarning``, and the probe predictions are re-checked.
     With ``trusted_keys`` (public key paths; $TOOLKIT_TRUSTED_KEYS adds to them) a valid
-    signature by one of them is required before anything is unpickled.
-    Raises: IntegrityError, CardError, EnvironmentMismatch (also when unpickling fails in
+    signature by one of them is required before anything is unpickled, and the card's
+    record of globals is then trusted as the signer's word. ``trusted`` names callables
+    (``"MODULE.NAME"``) the loading side trusts beyond what ``toolkit.trust`` trusts by
+    default (a FunctionTransformer's own function, a custom scorer).
+    Raises: IntegrityError (also: a global refused, or an object that is not an estimator),
+    CardError, EnvironmentMismatch (also when unpickling fails in
     a mismatched runtime), ProbeMismatch (loaded, but the probe predictions disagree),
     SignatureError (trust configured and no valid trusted signature).
     """
     from toolkit import probe
 
-    loaded = load_verified(path, policy=policy, allow_mismatch=allow_mismatch, trusted_keys=trusted_keys)
+    loaded = load_verified(
+        path, policy=policy, allow_mismatch=allow_mismatch, trusted_keys=trusted_keys, trusted=trusted
+    )
     if loaded.differences:
         result = probe.check(loaded.card.probe, loaded.pipeline)
         if not result.ok:
@@ -320,25 +327,37 @@ class Loaded:
 
 
 def load_verified(
-    path: str | os.PathLike[str], *, policy: str, allow_mismatch: bool, trusted_keys: TrustedKeys = None
+    path: str | os.PathLike[str],
+    *,
+    policy: str,
+    allow_mismatch: bool,
+    trusted_keys: TrustedKeys = None,
+    trusted: Iterable[str] = (),
 ) -> Loaded:
     """The guarded unpickle shared by ``load`` and the gate; does not re-check the probe.
 
     Raises: as ``load``, except ProbeMismatch. Warns: EnvironmentMismatchWarning.
     """
+    from toolkit import trust
+
     validate_policy(policy)
+    trust.parse_trusted(trusted)  # a bad --trust value is a usage error before anything is read
     paths = artifact_paths(path)
     card = read_card(paths.model)
     blob = _read_verified(paths.model, card.artifact)
     # _read_verified proved the bytes in memory hash to the card's sha256: no second pass.
-    require_signature(paths, trusted_keys, known={paths.model: card.artifact.sha256})
+    signed = require_signature(paths, trusted_keys, known={paths.model: card.artifact.sha256}) is not None
+    guard = trust.policy_for(card.references, trusted=trusted, signed=signed)
     check_companions(paths, card)
     diffs = runtime_differences(card, policy=policy)
     if diffs and not allow_mismatch:
         raise EnvironmentMismatch(diffs, policy=policy)
     if diffs:  # before unpickling, so the warning is seen even if unpickling then fails
         warnings.warn(EnvironmentMismatchWarning(str(EnvironmentMismatch(diffs, policy=policy))), stacklevel=3)
-    return Loaded(pipeline=_unpickle(blob, paths.model, card, diffs, policy), card=card, differences=diffs)
+    pipeline = _unpickle(blob, paths.model, guard, diffs, policy)
+    if not callable(getattr(pipeline, "predict", None)):
+        raise IntegrityError(f"{paths.model}: the pickle holds a {type(pipeline).__name__}, not an estimator; refused")
+    return Loaded(pipeline=pipeline, card=card, differences=diffs)
 
 
 def runtime_differences(card: ModelCard, *, policy: str, runtime: Fingerprint | None = None) -> tuple[Difference, ...]:
@@ -366,19 +385,14 @@ def check_companions(paths: ArtifactPaths, card: ModelCard) -> None:
         raise IntegrityError(f"{paths.card_md} is not the rendering of {paths.card_json.name}: edited; refused")
 
 
-def _unpickle(blob: Any, where: Path, card: ModelCard, diffs: tuple[Difference, ...], policy: str) -> Any:
+def _unpickle(blob: Any, where: Path, guard: Any, diffs: tuple[Difference, ...], policy: str) -> Any:
     from toolkit import pickle_audit
 
-    refs = card.references
-    if refs.globals is not None:
-        allowed = pickle_audit.Allowed(pairs=frozenset(refs.globals))
-    else:  # schema 1 listed modules only: any name in them that is not denied
-        allowed = pickle_audit.Allowed(modules=frozenset(refs.modules))
     try:
         with warnings.catch_warnings():
             # The version warnings scikit-learn may print are what the card already told us.
             warnings.simplefilter("ignore")
-            return pickle_audit.load(blob, allowed, where=str(where))
+            return pickle_audit.load(blob, guard, where=str(where))
     except IntegrityError:
         raise
     except Exception as e:
