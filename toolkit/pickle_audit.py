@@ -272,10 +272,12 @@ class _BadBuild(Exception):
     pass
 
 
-def _type_of(obj: Any) -> type:
+def _type_of(*args: Any) -> type:
     """builtins.type as the loader serves it: the one-argument form only (``type(None)``);
     the three-argument form would build a class."""
-    return type(obj)
+    if len(args) != 1:
+        raise Refused("builtins", "type", "only type(obj) is served; type(name, bases, dict) builds a class")
+    return type(args[0])
 
 
 def _guard_build(stack: list[Any]) -> None:

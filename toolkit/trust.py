@@ -93,6 +93,10 @@ KNOWN_DISTRIBUTIONS = {
     "pyarrow": "pyarrow",
 }
 
+# Packaging tools: their modules install, download and run code. Never imported by the
+# loader, even from a card that lists them as distributions.
+_NEVER_TOPS = frozenset({"pip", "setuptools", "pkg_resources", "_distutils_hack", "wheel", "virtualenv", "toolkit"})
+
 # Module path parts never imported by the loader, whatever the card lists: test helpers
 # (numpy.testing._private.utils.runstring runs code) are nothing a fitted model holds.
 _NEVER_PARTS = frozenset({"tests", "testing", "_testing", "conftest", "__main__", "externals"})
@@ -181,6 +185,10 @@ RECONSTRUCTORS = frozenset(
         ("numpy.core.multiarray", "scalar"),
         ("numpy.core.numeric", "_frombuffer"),
         ("numpy.ma.core", "_mareconstruct"),
+        # numpy 1's ufunc pickles; the unpickler serves its own stand-in, which resolves the
+        # (module, name) through this same policy and returns only a ufunc.
+        ("numpy.core", "_ufunc_reconstruct"),
+        ("numpy._core", "_ufunc_reconstruct"),
         ("numpy.random._pickle", "__randomstate_ctor"),
         ("numpy.random._pickle", "__generator_ctor"),
         ("numpy.random._pickle", "__bit_generator_ctor"),
@@ -292,7 +300,8 @@ class Policy:
 
 def never_imported(module: str) -> bool:
     """Test helpers and the like: never imported by the loader, whatever a card or a user says."""
-    return any(part in _NEVER_PARTS or part.startswith("test_") for part in module.split("."))
+    parts = module.split(".")
+    return parts[0] in _NEVER_TOPS or any(part in _NEVER_PARTS or part.startswith("test_") for part in parts)
 
 
 _PROVIDED: dict[tuple[str, frozenset[str]], bool] = {}
