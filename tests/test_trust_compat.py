@@ -61,7 +61,6 @@ def _fitted(name: str, cls: Any) -> Any:
     does not fit (the count is out of the ones that do)."""
     from sklearn.base import is_regressor
     from sklearn.datasets import make_classification
-    from sklearn.feature_extraction.text import CountVectorizer
     from sklearn.linear_model import LogisticRegression, Ridge
     from sklearn.pipeline import make_pipeline
 
@@ -131,7 +130,9 @@ def test_every_estimator_that_fits_saves_and_loads_under_the_default_trust(tmp_p
             continue
         assert type(back) is type(est)
         loaded += 1
-    print(f"\ncompatibility: {loaded}/{tried} loaded under the default trust ({len(listed)} listed; not fitted: {unfit})")
+    print(
+        f"\ncompatibility: {loaded}/{tried} loaded under the default trust ({len(listed)} listed; not fitted: {unfit})"
+    )
     assert tried >= 0.8 * len(listed), unfit  # the rest need data of another shape (images, 1-d, ...)
     assert refused == [], "\n".join(refused)
 

@@ -37,9 +37,9 @@ __all__ = [
     "Policy",
     "Refused",
     "never_imported",
-    "policy_for",
     "parse_trusted",
     "plain_pair",
+    "policy_for",
     "trusted_kind",
 ]
 
@@ -133,7 +133,9 @@ SKLEARN_FUNCTION_MODULES = (
     "sklearn.feature_selection._univariate_selection",
     "sklearn.feature_selection._mutual_info",
 )
-SKLEARN_FUNCTIONS = frozenset({("sklearn.cluster._kmeans", "_kmeans_single_lloyd"), ("sklearn.cluster._kmeans", "_kmeans_single_elkan")})
+SKLEARN_FUNCTIONS = frozenset(
+    {("sklearn.cluster._kmeans", "_kmeans_single_lloyd"), ("sklearn.cluster._kmeans", "_kmeans_single_elkan")}
+)
 # numpy's reductions and array functions that parameters hold (``np.mean`` as a threshold or
 # aggregation): pure computations. numpy's file functions (load, fromfile, memmap, ...) are not here.
 NUMPY_FUNCTIONS = frozenset(
@@ -243,7 +245,9 @@ def parse_trusted(values: Iterable[str]) -> frozenset[tuple[str, str]]:
             raise UsageError(f"trusted: {value!r} is not a MODULE.NAME string")
         module, _, name = value.rpartition(".")
         if not module or not plain_pair(module, name):
-            raise UsageError(f"--trust {value!r}: give a callable as MODULE.NAME (for example mypkg.features.log_ratio)")
+            raise UsageError(
+                f"--trust {value!r}: give a callable as MODULE.NAME (for example mypkg.features.log_ratio)"
+            )
         pairs.add((module, name))
     return frozenset(pairs)
 
@@ -383,7 +387,9 @@ def _is_reconstructor(obj: Any, module: str, name: str) -> bool:
     if not callable(obj) or isinstance(obj, type):
         return False
     own = getattr(obj, "__module__", "") or ""
-    return own.split(".", 1)[0] == module.split(".", 1)[0] and (isinstance(obj, _CALLABLE_TYPES) or type(obj).__name__ in _CYTHON_TYPES)
+    return own.split(".", 1)[0] == module.split(".", 1)[0] and (
+        isinstance(obj, _CALLABLE_TYPES) or type(obj).__name__ in _CYTHON_TYPES
+    )
 
 
 def _trusted_class(cls: type, policy: Policy) -> bool:
