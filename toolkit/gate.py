@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import warnings
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -66,6 +67,7 @@ def check_env(
     policy: str = "strict",
     verify_predictions: bool = False,
     trusted_keys: TrustedKeys = None,
+    trusted: Iterable[str] = (),
 ) -> Report:
     """Check integrity, then this runtime against the card, under ``policy``.
 
@@ -73,11 +75,12 @@ def check_env(
     With it, the artifact is loaded through the guarded loader (explicitly allowing a
     mismatch, so the report can say whether predictions still agree) and the probe re-run.
     With trusted keys (or $TOOLKIT_TRUSTED_KEYS) the signature is checked too, before any unpickling.
+    ``trusted``: callables (``MODULE.NAME``) the loader may resolve beyond its default trust.
     Raises: IntegrityError, CardError, SignatureError, UsageError (unknown policy or key file).
     """
     validate_policy(policy)
     card = verify(path, trusted_keys=trusted_keys)
-    predictions = _probe(path, policy, trusted_keys) if verify_predictions else None
+    predictions = _probe(path, policy, trusted_keys, trusted) if verify_predictions else None
     return assess(card, artifact=str(path), policy=policy, predictions=predictions)
 
 
@@ -104,14 +107,14 @@ def assess(card: ModelCard, *, artifact: str, policy: str, predictions: ProbeRes
     )
 
 
-def _probe(path: str | os.PathLike[str], policy: str, trusted_keys: TrustedKeys) -> ProbeResult:
+def _probe(path: str | os.PathLike[str], policy: str, trusted_keys: TrustedKeys, trusted: Iterable[str]) -> ProbeResult:
     from toolkit import probe
     from toolkit.artifact import load_verified
 
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # the report already lists every difference
-            loaded = load_verified(path, policy=policy, allow_mismatch=True, trusted_keys=trusted_keys)
+            loaded = load_verified(path, policy=policy, allow_mismatch=True, trusted_keys=trusted_keys, trusted=trusted)
     except EnvironmentMismatch as e:  # the pickle does not even load in this runtime
         return ProbeResult(
             ok=False, rows=0, label_mismatches=0, max_abs_diff=float("inf"), tolerance=0.0, error=e.detail or str(e)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import shutil
 import tempfile
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +41,7 @@ def check_env(
     insecure: bool = False,
     client: Client | None = None,
     trusted_keys: Any = None,
+    trusted: Iterable[str] = (),
 ) -> Report:
     """The gate's report for ``oci://HOST[:PORT]/REPO(:TAG|@sha256:HEX)``.
 
@@ -55,7 +57,7 @@ def check_env(
             staging = Path(tempfile.mkdtemp(prefix="toolkit-gate-"))
             try:
                 pulled = pull(ref, staging / "artifact", client=c, trusted_keys=trusted_keys)
-                report = check_file(pulled.files[0], policy=policy, verify_predictions=True)
+                report = check_file(pulled.files[0], policy=policy, verify_predictions=True, trusted=trusted)
                 return dataclasses.replace(report, artifact=str(pulled.reference))
             finally:
                 shutil.rmtree(staging, ignore_errors=True)

@@ -17,6 +17,7 @@ from toolkit.cli._options import (
     PolicyOpt,
     RegistryOpt,
     TrustedKeyOpt,
+    TrustOpt,
     VerifyPredictionsOpt,
 )
 from toolkit.errors import Difference, ToolkitError
@@ -45,6 +46,7 @@ def check_env(
     trusted_key: TrustedKeyOpt = None,
     insecure: InsecureOpt = False,
     registry: RegistryOpt = None,
+    trust: TrustOpt = None,
 ) -> None:
     """The deploy gate: exit 0 if this runtime matches the card, 1 if not, 3 on integrity failure."""
     try:
@@ -57,6 +59,7 @@ def check_env(
                 verify_predictions=verify_predictions,
                 insecure=insecure,
                 trusted_keys=trusted_key,
+                trusted=trust or (),
             )
         else:
             from toolkit.gate import check_env as run_gate
@@ -66,6 +69,7 @@ def check_env(
                 policy=policy.value,
                 verify_predictions=verify_predictions,
                 trusted_keys=trusted_key,
+                trusted=trust or (),
             )
     except ToolkitError as e:
         if as_json:  # scripts parsing stdout still get one object
