@@ -85,7 +85,7 @@ def test_a_local_function_needs_the_loading_side_to_trust_it(
     gate = runner.invoke(app, ["check-env", str(path), "--verify-predictions", "--trust", "tk_trust_steps.double"])
     assert gate.exit_code == 0, gate.output
     # Trust names one callable: another in the same module is still refused.
-    with pytest.raises(IntegrityError, match="tk_trust_steps.double"):
+    with pytest.raises(IntegrityError, match=r"tk_trust_steps\.double"):
         toolkit.load(path, trusted=["tk_trust_steps.other"])
 
 
