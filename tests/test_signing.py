@@ -355,13 +355,15 @@ def _attack(artifact: Path, canary: Path) -> None:
     _rewrite_pickle(artifact, buffer.getvalue(), pairs)
 
 
-def test_the_attack_works_without_trust(signed: Path, tmp_path: Path) -> None:
-    # The control: without trusted keys the rewritten card passes and the pickle runs.
+def test_without_trust_the_card_passes_and_the_loader_refuses_by_type(signed: Path, tmp_path: Path) -> None:
+    # Without trusted keys the rewritten card passes verify (it is honest about what the
+    # pickle imports); the loader still refuses the callable, which is no trusted kind.
     canary = tmp_path / "control-canary"
     _attack(signed, canary)
     toolkit.artifact.verify(signed)
-    toolkit.load(signed)
-    assert canary.exists()
+    with pytest.raises(toolkit.IntegrityError, match=r"_signing_gadget\.touch, refused: a callable"):
+        toolkit.load(signed)
+    assert not canary.exists()
 
 
 def test_the_attackers_pickle_never_runs_with_trust(
