@@ -128,13 +128,30 @@ def verify(path: str | os.PathLike[str], *, trusted_keys: TrustedKeys = None) ->
     Raises: IntegrityError, CardError, SignatureError.
     """
     paths = artifact_paths(path)
-    card = read_card(paths.model)
+    card, md, card_digests = _read_cards(paths)
     digest, size = _files.sha256_file(paths.model, "artifact")
-    # With trust, the signature speaks first: it names the file that changed.
-    require_signature(paths, trusted_keys, known={paths.model: digest})
-    check_companions(paths, card)
+    # With trust, the signature speaks first: it names the file that changed. It checks the
+    # digests of the very bytes parsed and compared here, never a second read.
+    require_signature(paths, trusted_keys, known={paths.model: digest, **card_digests})
+    _check_companions(paths, card, md)
     _check_digest(paths.model, card.artifact, digest, size)
     return card
+
+
+def _read_cards(paths: ArtifactPaths) -> tuple[ModelCard, bytes, dict[Path, str]]:
+    """The card parsed from one read of ``.card.json``, the ``.card.md`` bytes from one read,
+    and the sha256 of exactly those bytes: what is signature-checked is what is parsed and
+    compared (no swap between the check and the use).
+
+    Raises: IntegrityError, CardError.
+    """
+    import hashlib
+
+    data = _files.read_regular(paths.card_json, "card", limit=MAX_CARD_BYTES)
+    card = parse_card(data, where=str(paths.card_json))
+    md = _files.read_regular(paths.card_md, "card markdown", limit=2 * MAX_CARD_BYTES)
+    digests = {paths.card_json: hashlib.sha256(data).hexdigest(), paths.card_md: hashlib.sha256(md).hexdigest()}
+    return card, md, digests
 
 
 def save(
@@ -343,12 +360,14 @@ def load_verified(
     validate_policy(policy)
     trust.parse_trusted(trusted)  # a bad --trust value is a usage error before anything is read
     paths = artifact_paths(path)
-    card = read_card(paths.model)
+    card, md, card_digests = _read_cards(paths)
     blob = _read_verified(paths.model, card.artifact)
-    # _read_verified proved the bytes in memory hash to the card's sha256: no second pass.
-    signed = require_signature(paths, trusted_keys, known={paths.model: card.artifact.sha256}) is not None
+    # _read_verified proved the bytes in memory hash to the card's sha256: no second pass;
+    # the cards' digests are of the bytes parsed above.
+    known = {paths.model: card.artifact.sha256, **card_digests}
+    signed = require_signature(paths, trusted_keys, known=known) is not None
     guard = trust.policy_for(card.references, trusted=trusted, signed=signed)
-    check_companions(paths, card)
+    _check_companions(paths, card, md)
     diffs = runtime_differences(card, policy=policy)
     if diffs and not allow_mismatch:
         raise EnvironmentMismatch(diffs, policy=policy)
@@ -378,9 +397,13 @@ def check_companions(paths: ArtifactPaths, card: ModelCard) -> None:
 
     Raises: IntegrityError.
     """
+    _check_companions(paths, card, _files.read_regular(paths.card_md, "card markdown", limit=2 * MAX_CARD_BYTES))
+
+
+def _check_companions(paths: ArtifactPaths, card: ModelCard, md: bytes) -> None:
+    """``check_companions`` on ``.card.md`` bytes already read."""
     if card.artifact.file != paths.model.name:
         raise IntegrityError(f"{paths.card_json} describes {card.artifact.file!r}, not {paths.model.name!r}; refused")
-    md = _files.read_regular(paths.card_md, "card markdown", limit=2 * MAX_CARD_BYTES)
     if md != card.to_markdown().encode():
         raise IntegrityError(f"{paths.card_md} is not the rendering of {paths.card_json.name}: edited; refused")
 
