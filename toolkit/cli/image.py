@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import sys
 import tempfile
@@ -518,22 +519,14 @@ def _registry_for(cfg: TrainConfig, registry: Path | None) -> Registry:
 
 def _move_artifact(staged: Path, out_dir: Path) -> Path:
     from toolkit.artifact import artifact_paths
-    from toolkit.errors import UsageError
+    from toolkit.docker.outdir import check_out_dir, place
 
     source = artifact_paths(staged)
-    try:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        moved = []
-        signature = source.signature
-        for path in (source.model, source.card_json, source.card_md, signature):
-            if path == signature and not path.exists():
-                continue
-            target = out_dir / path.name
-            if target.exists():
-                raise UsageError(f"{target}: already exists; not overwriting it")
-            moved.append((path, target))
-        for path, target in moved:
-            shutil.move(path, target)
-    except OSError as e:
-        raise UsageError(f"{out_dir}: cannot write the artifact there ({e.strerror or e})") from e
+    # A real folder, never through a link, never over a file (toolkit.docker.outdir).
+    # (The project is not mounted writable here: the container wrote into staging.)
+    out_dir = check_out_dir(out_dir, project=None)
+    files = [source.model, source.card_json, source.card_md]
+    if os.path.lexists(source.signature):
+        files.append(source.signature)
+    place(files, out_dir)
     return out_dir / source.model.name
