@@ -1,0 +1,85 @@
+"""The attack pass's medium and low findings, one test each (issue 21)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import threading
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+import toolkit
+from toolkit.cli import app
+from toolkit.registry import Registry
+
+
+def _one_line(result: object) -> str:
+    stderr = getattr(result, "stderr", "")
+    lines = stderr.strip().splitlines()
+    assert len(lines) == 1, getattr(result, "output", "")
+    return str(lines[0])
+
+
+def test_an_empty_trusted_key_list_is_refused(
+    artifact: Path, runner: CliRunner, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for value in (":", "::", " : "):
+        monkeypatch.setenv("TOOLKIT_TRUSTED_KEYS", value)
+        with pytest.raises(toolkit.UsageError, match="names no key file"):
+            toolkit.check_env(artifact)
+        result = runner.invoke(app, ["check-env", str(artifact)])
+        assert result.exit_code == 2 and "names no key file" in _one_line(result)
+    monkeypatch.setenv("TOOLKIT_TRUSTED_KEYS", "")
+    assert toolkit.check_env(artifact).ok  # empty is "no trust from the environment", as unset
+
+
+@pytest.mark.parametrize("kind", ["device", "fifo"])
+def test_non_regular_inputs_are_refused_before_reading(
+    kind: str, artifact: Path, runner: CliRunner, tmp_path: Path
+) -> None:
+    if kind == "device":
+        source = Path("/dev/zero")
+    else:
+        source = tmp_path / "pipe.csv"
+        os.mkfifo(source)  # no writer: a blocking open would hang forever
+    done: dict[str, object] = {}
+
+    def go() -> None:
+        done["predict"] = runner.invoke(app, ["predict", str(artifact), str(source)])
+        done["train"] = runner.invoke(
+            app, ["train", "--dataset", str(source), "--target", "y", "--out", str(tmp_path / "o"), "--no-register"]
+        )
+
+    worker = threading.Thread(target=go, daemon=True)
+    worker.start()
+    worker.join(60)
+    assert not worker.is_alive(), "reading a non-regular file hung"
+    for what in ("predict", "train"):
+        result = done[what]
+        assert getattr(result, "exit_code", None) == 2, (what, getattr(result, "output", ""))
+        assert "not a regular file" in _one_line(result)
+
+
+def test_a_registry_that_is_a_device_is_refused(runner: CliRunner) -> None:
+    result = runner.invoke(app, ["registry", "list", "--registry", "/dev/zero"])
+    assert result.exit_code == 4 and "not a registry folder" in _one_line(result), result.output
+
+
+def test_recover_reports_symlinked_version_folders(base_artifact: Path, tmp_path: Path, runner: CliRunner) -> None:
+    root = tmp_path / "models"
+    with Registry(root) as reg:
+        reg.add(base_artifact)
+    elsewhere = tmp_path / "elsewhere"
+    shutil.copytree(root / "iris" / "1.0.0", elsewhere / "1.1.0")
+    (root / "iris" / "1.1.0").symlink_to(elsewhere / "1.1.0")
+    (root / "other").symlink_to(elsewhere)
+    for side in ("registry.db", "registry.db-wal", "registry.db-shm"):
+        (root / side).unlink(missing_ok=True)
+    result = runner.invoke(app, ["registry", "recover", "--registry", str(root)])
+    text = result.output
+    assert str(root / "iris" / "1.1.0") in text and str(root / "other") in text, text
+    assert "symbolic link" in text
+    with Registry(root) as reg:
+        assert [e.version for e in reg.list_versions("iris")] == ["1.0.0"]  # the link was not followed
