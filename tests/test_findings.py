@@ -83,3 +83,56 @@ def test_recover_reports_symlinked_version_folders(base_artifact: Path, tmp_path
     assert "symbolic link" in text
     with Registry(root) as reg:
         assert [e.version for e in reg.list_versions("iris")] == ["1.0.0"]  # the link was not followed
+
+
+@pytest.mark.parametrize("protocol", ["HTTP/1.0", "HTTP/1.1"])
+def test_an_oci_answer_that_trickles_in_meets_an_overall_deadline(protocol: str) -> None:
+    # A registry that sends a manifest one byte every 0.3 s: never a read timeout (30 s), so
+    # only an overall deadline ends it. Real HTTP server on loopback, real client.
+    import http.server
+    import time
+
+    from toolkit.errors import RemoteError
+    from toolkit.oci.client import Client
+    from toolkit.oci.manifest import MANIFEST_MEDIA_TYPE
+    from toolkit.oci.reference import parse_reference
+
+    stop = threading.Event()
+
+    class Drip(http.server.BaseHTTPRequestHandler):
+        protocol_version = protocol
+
+        def do_GET(self) -> None:
+            self.send_response(200)
+            self.send_header("Content-Type", MANIFEST_MEDIA_TYPE)
+            self.send_header("Content-Length", "100000")
+            self.end_headers()
+            for _ in range(100000):
+                if stop.is_set():
+                    return
+                try:
+                    self.wfile.write(b" ")
+                    self.wfile.flush()
+                except OSError:
+                    return
+                time.sleep(0.3)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Drip)
+    server.daemon_threads = True
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    host = f"127.0.0.1:{server.server_address[1]}"
+    try:
+        client = Client(host, use_docker_config=False, deadline=2.0)
+        started = time.monotonic()
+        with pytest.raises(RemoteError, match=r"no complete answer for .*manifest within 2 s \(the overall deadline\)"):
+            client.get_manifest(parse_reference(f"oci://{host}/m:v1"))
+        assert time.monotonic() - started < 10
+        client.close()
+    finally:
+        stop.set()
+        server.shutdown()
+        server.server_close()
