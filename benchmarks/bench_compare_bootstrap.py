@@ -15,7 +15,7 @@ RESAMPLES = 1000
 
 
 def main() -> None:
-    from toolkit import evaluate
+    from toolkit.training import scoring as evaluate
 
     for dataset in ("builtin:credit", "builtin:wine"):
         a, b, X, y = _models(dataset)
@@ -45,8 +45,8 @@ def main() -> None:
 def _models(dataset: str) -> tuple[Any, Any, Any, Any]:
     from sklearn.linear_model import LogisticRegression
 
-    from toolkit.datasets import load_dataset, split
-    from toolkit.train import build_pipeline
+    from toolkit.training.datasets import load_dataset, split
+    from toolkit.training.train import build_pipeline
 
     ds = load_dataset(dataset, None)
     X_train, X_test, y_train, y_test = split(ds, test_size=0.2, seed=0)

@@ -81,8 +81,8 @@ def main() -> None:
 
 
 def _builtin_models(root: Path) -> list[tuple[str, Path]]:
-    from toolkit.config import CLASSIFIER_KINDS, REGRESSOR_KINDS, TrainConfig
-    from toolkit.train import train
+    from toolkit.training.config import CLASSIFIER_KINDS, REGRESSOR_KINDS, TrainConfig
+    from toolkit.training.train import train
 
     found = []
     for task, kinds, dataset in (

@@ -22,8 +22,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from toolkit._registry_db import connect, write_transaction
 from toolkit.registry import Registry
+from toolkit.registry.index.sqlite_db import connect, write_transaction
 
 SIZES = (10, 2000)
 CLI_RUNS = 7

@@ -35,8 +35,8 @@ sys.path.insert(0, str(REPO / "tests"))
 from _oci_support import LoopbackRegistry  # noqa: E402  (test helpers: a real registry on loopback)
 from _postgres import pg_server  # noqa: E402
 
-from toolkit._registry_index import HistoryRow, VersionRow  # noqa: E402
 from toolkit.registry import Registry  # noqa: E402
+from toolkit.registry.index import HistoryRow, VersionRow  # noqa: E402
 
 SIZES = (10, 2000)
 CLI_RUNS = 5

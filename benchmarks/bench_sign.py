@@ -32,20 +32,20 @@ def main() -> None:
 
     import toolkit
     from toolkit import signing
-    from toolkit.artifact import artifact_paths
+    from toolkit.artifact import artifact_paths, sign
 
     with tempfile.TemporaryDirectory() as tmp:
         large = _save_large(Path(tmp) / "large", args.mb)
         paths = artifact_paths(large)
         files = (paths.model, paths.card_json, paths.card_md)
         key, pub = signing.keygen(Path(tmp) / "bench")
-        signing.sign(large, key)
+        sign(large, key)
         size_mb = sum(p.stat().st_size for p in files) / 1e6
 
         t_sha, t_sign, t_gate_plain, t_gate_trust = _medians(
             [
                 lambda: [_sha256(p) for p in files],
-                lambda: signing.sign(large, key),
+                lambda: sign(large, key),
                 lambda: toolkit.check_env(large),
                 lambda: toolkit.check_env(large, trusted_keys=[pub]),
             ],

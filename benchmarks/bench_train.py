@@ -135,8 +135,8 @@ def _child_toolkit(model: str) -> dict[str, float]:
     import toolkit.artifact as artifact
     import toolkit.pickle_audit as refs
     import toolkit.probe as probe
-    from toolkit.config import resolve_config
-    from toolkit.train import train
+    from toolkit.training.config import resolve_config
+    from toolkit.training.train import train
 
     spent: dict[str, float] = {"capture": 0.0, "references": 0.0, "probe": 0.0, "dump": 0.0}
 
@@ -176,8 +176,8 @@ def _child_plain(model: str) -> dict[str, float]:
     from sklearn.base import clone
     from sklearn.model_selection import StratifiedKFold
 
-    from toolkit.datasets import load_dataset, split
-    from toolkit.train import build_model, build_pipeline, score
+    from toolkit.training.datasets import load_dataset, split
+    from toolkit.training.train import build_model, build_pipeline, score
 
     started = time.perf_counter()
     dataset = load_dataset("builtin:credit")

@@ -22,7 +22,7 @@ from pathlib import Path
 
 from toolkit import docker as tdocker
 from toolkit.registry import Registry
-from toolkit.runtime_image import ensure_runtime_image
+from toolkit.upgrade.runtime_image import ensure_runtime_image
 
 REPO = Path(__file__).resolve().parents[1]
 MODELS = 10

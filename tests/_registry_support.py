@@ -49,7 +49,7 @@ def tamper(path: Path) -> None:
 
 def registry_rows(root: Path) -> list[dict[str, Any]]:
     """Every version row, read through the registry's own (read-only) open, as the safety tests audit it."""
-    from toolkit._registry_db import connect_readonly, has_schema
+    from toolkit.registry.index.sqlite_db import connect_readonly, has_schema
 
     conn = connect_readonly(root)
     if conn is None:

@@ -8,8 +8,8 @@ import pytest
 from typer.testing import CliRunner
 
 from toolkit.cli import app
-from toolkit.config import TrainConfig, derive_name, load_config, parse_params, resolve_config
 from toolkit.errors import ConfigError, InvalidName, InvalidVersion
+from toolkit.training.config import TrainConfig, derive_name, load_config, parse_params, resolve_config
 
 REPO = Path(__file__).resolve().parents[1]
 

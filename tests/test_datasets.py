@@ -10,8 +10,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from toolkit.datasets import canonical_csv, coerce_features, load_dataset, read_table, split
 from toolkit.errors import ConfigError, DataError
+from toolkit.training.datasets import canonical_csv, coerce_features, load_dataset, read_table, split
 
 # The dataset versions of the builtins. Checked identical on numpy 1.24 / scikit-learn 1.2
 # and numpy 2.x / scikit-learn 1.9: a change here means every card's data.sha256 changes.

@@ -9,9 +9,9 @@ import pytest
 from typer.testing import CliRunner
 
 from toolkit.cli import app
-from toolkit.config import resolve_config
 from toolkit.errors import ConfigError
-from toolkit.train import build_model, train
+from toolkit.training.config import resolve_config
+from toolkit.training.train import build_model, train
 
 HGB = "sklearn.ensemble.HistGradientBoostingClassifier"
 

@@ -15,7 +15,7 @@ from toolkit.cli import app
 from toolkit.errors import UsageError
 from toolkit.lockfile import parse_lock
 from toolkit.registry import Registry
-from toolkit.runtime_image import ensure_wheels, rebuild_source
+from toolkit.upgrade.runtime_image import ensure_wheels, rebuild_source
 
 ROOT = Path(__file__).resolve().parents[1]
 H = "--hash=sha256:" + "a" * 64

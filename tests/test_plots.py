@@ -10,7 +10,7 @@ from typer.testing import CliRunner
 
 from toolkit.artifact import read_card
 from toolkit.cli import app
-from toolkit.plots import FIGURE_PIXELS, write_plots
+from toolkit.training.plots import FIGURE_PIXELS, write_plots
 
 
 def _png(path: Path) -> Any:
@@ -96,7 +96,7 @@ def test_plots_into_a_file_is_a_usage_error(wine_artifact: Path, tmp_path: Path,
 def test_data_export_matches_the_builtin_sha256(tmp_path: Path, runner: CliRunner) -> None:
     import hashlib
 
-    from toolkit.datasets import load_dataset
+    from toolkit.training.datasets import load_dataset
 
     out = tmp_path / "wine.csv"
     result = runner.invoke(app, ["data", "export", "builtin:wine", "--out", str(out)])

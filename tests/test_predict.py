@@ -14,9 +14,9 @@ from typer.testing import CliRunner
 import toolkit
 from toolkit.card import ModelCard
 from toolkit.cli import app
-from toolkit.config import resolve_config
-from toolkit.datasets import load_dataset, split
-from toolkit.train import train
+from toolkit.training.config import resolve_config
+from toolkit.training.datasets import load_dataset, split
+from toolkit.training.train import train
 
 
 @pytest.fixture(scope="module")

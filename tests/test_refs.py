@@ -11,8 +11,8 @@ from typer.testing import CliRunner
 
 from toolkit.cli import app
 from toolkit.errors import InvalidVersion, RegistryError, UsageError
-from toolkit.refs import Reference, parse_reference, resolve_artifact
 from toolkit.registry import Registry
+from toolkit.registry.refs import Reference, parse_reference, resolve_artifact
 
 
 @pytest.fixture

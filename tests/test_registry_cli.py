@@ -155,8 +155,8 @@ def test_show_still_answers_when_the_card_is_broken(runner: CliRunner, root: Pat
 @pytest.fixture(scope="module")
 def wine_pair(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     """Two real wine models trained by the training code on the same data and split."""
-    from toolkit.config import TrainConfig
-    from toolkit.train import train
+    from toolkit.training.config import TrainConfig
+    from toolkit.training.train import train
 
     out = tmp_path_factory.mktemp("wine")
     a = train(
@@ -232,7 +232,7 @@ def test_compare_rescores_both_on_the_rebuilt_test_split(
 def test_the_bootstrap_skips_and_counts_draws_where_a_metric_is_undefined(
     tiny_pipeline: Any, iris_frame: tuple[Any, Any], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from toolkit import evaluate
+    from toolkit.training import scoring as evaluate
 
     X, y = iris_frame
     # 13 rows, 8/3/2 of the three classes: about 1 draw in 7 misses a class, where ROC AUC is undefined.
@@ -251,8 +251,8 @@ def test_the_bootstrap_skips_and_counts_draws_where_a_metric_is_undefined(
 def test_the_fast_and_the_sklearn_scores_give_the_same_intervals(
     wine_pair: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from toolkit import evaluate
     from toolkit.artifact import load
+    from toolkit.training import scoring as evaluate
 
     card = read_card(wine_pair[0])
     rows = evaluate.held_out(card)

@@ -9,10 +9,10 @@ from typing import Any
 import psycopg
 import pytest
 
-from toolkit._registry_index import DuplicateVersion, HistoryRow, Index, VersionRow
-from toolkit._registry_pg import SCHEMA, PgIndex
-from toolkit._registry_sqlite import SqliteIndex
 from toolkit.errors import RegistryError
+from toolkit.registry.index import DuplicateVersion, HistoryRow, Index, VersionRow
+from toolkit.registry.index.postgres import SCHEMA, PgIndex
+from toolkit.registry.index.sqlite import SqliteIndex
 
 
 def _row(version: str, *, name: str = "iris", status: str = "staging", **metrics: float) -> VersionRow:

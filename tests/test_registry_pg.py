@@ -12,9 +12,9 @@ import psycopg
 import pytest
 from psycopg import errors as pgerrors
 
-from toolkit._registry_index import DuplicateVersion, HistoryRow, VersionRow
-from toolkit._registry_pg import SCHEMA, SCHEMA_VERSION, PgIndex, describe, is_postgres_url
 from toolkit.errors import RegistryError, RemoteError, UsageError
+from toolkit.registry.index import DuplicateVersion, HistoryRow, VersionRow
+from toolkit.registry.index.postgres import SCHEMA, SCHEMA_VERSION, PgIndex, describe, is_postgres_url
 
 
 def _row(version: str = "1.0.0", *, name: str = "iris", status: str = "staging", **metrics: float) -> VersionRow:

@@ -15,9 +15,9 @@ from pathlib import Path
 import pytest
 from _registry_support import clone_artifact, registry_rows, tamper
 
-from toolkit._registry_db import connect_readonly, has_schema
 from toolkit.artifact import verify
 from toolkit.registry import Registry
+from toolkit.registry.index.sqlite_db import connect_readonly, has_schema
 
 # The kill loop draws its kill times from this seed; a failure prints it, and
 # TOOLKIT_KILL_SEED=<seed> replays the same kill times (worker i runs with seed + i).
@@ -213,7 +213,7 @@ def test_kill_9_at_random_moments_never_breaks_the_registry(base_artifact: Path,
 _KILL_AT = """
 import os, signal, sys
 from pathlib import Path
-import toolkit._files, toolkit._registry_sqlite
+import toolkit._files, toolkit.registry.index.sqlite
 import toolkit.registry as R
 point, root, arg = sys.argv[1], Path(sys.argv[2]), sys.argv[3]
 def die(*args, **kwargs):
@@ -223,14 +223,14 @@ if point == "add-before-rename":
     toolkit._files.fsync_dir = die  # the first fsync is of the staged copy, just before the rename
     reg.add(arg)
 elif point == "add-before-commit":
-    toolkit._registry_sqlite._SqliteWriter.log = die  # files renamed into place, row inserted, not committed
+    toolkit.registry.index.sqlite._SqliteWriter.log = die  # files renamed into place, row inserted, not committed
     reg.add(arg)
 elif point == "promote-mid-transaction":
     # old production already set to archived, new one not yet production
-    toolkit._registry_sqlite._SqliteWriter.log = die
+    toolkit.registry.index.sqlite._SqliteWriter.log = die
     reg.promote("iris", arg)
 elif point == "rollback-mid-transaction":
-    toolkit._registry_sqlite._SqliteWriter.log = die
+    toolkit.registry.index.sqlite._SqliteWriter.log = die
     reg.rollback("iris")
 """
 
@@ -271,7 +271,7 @@ def test_a_kill_at_each_critical_point_leaves_the_old_state(base_artifact: Path,
 _KILL_IN_CREATE = """
 import os, signal, sys
 from pathlib import Path
-import toolkit._registry_db as D
+import toolkit.registry.index.sqlite_db as D
 from toolkit.registry import Registry
 def die(*args, **kwargs):
     os.kill(os.getpid(), signal.SIGKILL)

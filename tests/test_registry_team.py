@@ -17,9 +17,9 @@ import psycopg
 import pytest
 from _registry_support import clone_artifact
 
-from toolkit._registry_pg import SCHEMA
 from toolkit.artifact import verify
 from toolkit.registry import Registry
+from toolkit.registry.index.postgres import SCHEMA
 
 
 def _env(team: Any) -> dict[str, str]:

@@ -17,10 +17,10 @@ from _registry_support import clone_artifact
 from test_registry_team import audit
 from typer.testing import CliRunner
 
-from toolkit._registry_pg import SCHEMA, SCHEMA_VERSION
 from toolkit.artifact import read_card
 from toolkit.cli import app
 from toolkit.registry import Registry
+from toolkit.registry.index.postgres import SCHEMA, SCHEMA_VERSION
 
 
 def run(runner: CliRunner, team: Any, *args: str) -> Any:
@@ -45,8 +45,8 @@ def _cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedP
 @pytest.fixture(scope="module")
 def wine_pair(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     """Two real wine models trained on the same data and split (for compare)."""
-    from toolkit.config import TrainConfig
-    from toolkit.train import train
+    from toolkit.training.config import TrainConfig
+    from toolkit.training.train import train
 
     out = tmp_path_factory.mktemp("wine-team")
     paths = []
@@ -253,7 +253,7 @@ def test_migrate_needs_a_team_registry_and_a_directory(runner: CliRunner, team: 
 
 _KILL_AT = """
 import os, signal, sys
-import toolkit._files, toolkit._registry_pg
+import toolkit._files, toolkit.registry.index.postgres
 import toolkit.registry as R
 point, url, store, arg = sys.argv[1:5]
 def die(*args, **kwargs):
@@ -263,13 +263,13 @@ if point == "add-before-push":
     toolkit._files.fsync_dir = die  # the staged copy is complete; nothing pushed yet
     reg.add(arg)
 elif point == "add-after-push-before-commit":
-    toolkit._registry_pg._PgWriter.log = die  # manifest pushed, row inserted, not committed
+    toolkit.registry.index.postgres._PgWriter.log = die  # manifest pushed, row inserted, not committed
     reg.add(arg)
 elif point == "promote-mid-transaction":
-    toolkit._registry_pg._PgWriter.log = die  # old production archived, new one not yet production
+    toolkit.registry.index.postgres._PgWriter.log = die  # old production archived, new one not yet production
     reg.promote("iris", arg)
 elif point == "rollback-mid-transaction":
-    toolkit._registry_pg._PgWriter.log = die
+    toolkit.registry.index.postgres._PgWriter.log = die
     reg.rollback("iris")
 """
 

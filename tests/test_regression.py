@@ -15,12 +15,12 @@ from typer.testing import CliRunner
 import toolkit
 from toolkit import probe as probe_mod
 from toolkit.cli import app
-from toolkit.config import REGRESSOR_KINDS, resolve_config
-from toolkit.datasets import infer_task, load_dataset, split
 from toolkit.errors import ConfigError, DataError
 from toolkit.metrics import direction, is_better
 from toolkit.registry import Registry
-from toolkit.train import build_model, score, train
+from toolkit.training.config import REGRESSOR_KINDS, resolve_config
+from toolkit.training.datasets import infer_task, load_dataset, split
+from toolkit.training.train import build_model, score, train
 
 SMALL: dict[str, dict[str, Any]] = {
     "ridge": {"alpha": 0.5},

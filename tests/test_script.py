@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from toolkit.registry import Registry
-from toolkit.script import OutputTail, resolve_script, script_failed
+from toolkit.training.script import OutputTail, resolve_script, script_failed
 
 REPO = Path(__file__).resolve().parents[1]
 EXAMPLE = REPO / "examples" / "custom"

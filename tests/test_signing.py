@@ -20,7 +20,7 @@ from typer.testing import CliRunner
 
 import toolkit
 from toolkit import pickle_audit, signing
-from toolkit.artifact import artifact_paths, read_card
+from toolkit.artifact import artifact_paths, read_card, sign
 from toolkit.cli import app
 from toolkit.errors import IntegrityError, UsageError
 from toolkit.pickle_audit import LocalModule, local_module_sha256
@@ -53,12 +53,12 @@ def keys(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 @pytest.fixture
 def signed(artifact: Path, keys: dict[str, Path]) -> Path:
-    signing.sign(artifact, keys["key"])
+    sign(artifact, keys["key"])
     return artifact
 
 
 def _sig(artifact: Path) -> Path:
-    return signing.signature_path(artifact_paths(artifact))
+    return artifact_paths(artifact).signature
 
 
 def _flip(path: Path, offset: int) -> None:
@@ -166,7 +166,7 @@ def test_joblib_changed_is_named_when_the_card_was_rewritten_too(
 
 
 def test_a_signature_from_another_key(runner: CliRunner, artifact: Path, keys: dict[str, Path]) -> None:
-    signing.sign(artifact, keys["other_key"])
+    sign(artifact, keys["other_key"])
     result = _run(runner, "verify", artifact, "--trusted-key", keys["pub"])
     _one_error_line(result, "signed by an untrusted key")
     # Either trusted key is enough.
@@ -182,7 +182,7 @@ def test_trust_configured_and_the_artifact_unsigned(runner: CliRunner, artifact:
 
 
 def test_a_hint_that_lies_does_not_help(runner: CliRunner, artifact: Path, keys: dict[str, Path]) -> None:
-    signing.sign(artifact, keys["other_key"])
+    sign(artifact, keys["other_key"])
     bundle = _bundle(artifact)
     bundle["verificationMaterial"]["publicKey"]["hint"] = hashlib.sha256(keys["pub"].read_bytes()).hexdigest()
     _write_bundle(artifact, bundle)
@@ -195,8 +195,8 @@ def _replace_payload(bundle: dict[str, Any], statement: dict[str, Any]) -> None:
 
 def _signed_over(artifact: Path, key: Path, digests: dict[str, str]) -> None:
     private = signing.load_signing_key(key)
-    payload = signing._statement("iris-1.0.0", digests, _sig(artifact).name)
-    _sig(artifact).write_bytes(signing._bundle(private, payload))
+    payload = signing._bundle.statement("iris-1.0.0", digests, _sig(artifact).name)
+    _sig(artifact).write_bytes(signing._bundle.envelope(private, payload))
 
 
 def _digests(artifact: Path) -> dict[str, str]:
@@ -407,7 +407,7 @@ def test_the_attack_inside_the_registry_is_refused_by_promote_rollback_and_compa
     pub = ["--trusted-key", keys["pub"], "--registry", reg]
     for version in ("1.0.0", "1.1.0"):
         path = make_artifact(version=version, directory=tmp_path / version)
-        signing.sign(path, keys["key"])
+        sign(path, keys["key"])
         assert _run(runner, "registry", "add", path, *pub).exit_code == 0
         registered = reg / "iris" / version
         assert sorted(p.name for p in registered.iterdir())[-1] == f"iris-{version}.sig"  # kept with the version
@@ -448,7 +448,7 @@ def test_promote_and_compare_refuse_unsigned_versions_when_trust_is_configured(
 def test_registry_add_refuses_a_wrong_signature_and_registers_nothing(
     runner: CliRunner, artifact: Path, keys: dict[str, Path], tmp_path: Path
 ) -> None:
-    signing.sign(artifact, keys["other_key"])
+    sign(artifact, keys["other_key"])
     reg = tmp_path / "reg"
     result = _run(runner, "registry", "add", artifact, "--registry", reg, "--trusted-key", keys["pub"])
     _one_error_line(result, "untrusted key")
@@ -493,7 +493,7 @@ def test_verify_with_trust_hashes_the_pickle_once(
     toolkit.artifact.verify(signed, trusted_keys=[keys["pub"]])
     assert hashed == ["iris-1.0.0.joblib"]  # the cards are hashed from the bytes parsed
     hashed.clear()
-    signing.sign(signed, keys["key"])
+    sign(signed, keys["key"])
     assert sorted(hashed) == ["iris-1.0.0.card.json", "iris-1.0.0.card.md", "iris-1.0.0.joblib"]
 
 
@@ -666,7 +666,7 @@ def test_image_check_requires_the_signature_on_the_host_first(
     monkeypatch.setattr(docker, "check_in_container", lambda image, path, **_: gated.append(path) or 0)
     _one_error_line(_run(runner, "image", "check", artifact, "--trusted-key", keys["pub"]), "no signature")
     assert gated == []  # the container never ran
-    signing.sign(artifact, keys["key"])
+    sign(artifact, keys["key"])
     ok = _run(runner, "image", "check", artifact, env={"TOOLKIT_TRUSTED_KEYS": str(keys["pub"])})
     assert ok.exit_code == 0, ok.output
     assert gated == [artifact]

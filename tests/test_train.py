@@ -15,10 +15,10 @@ import pytest
 from typer.testing import CliRunner
 
 from toolkit.cli import app
-from toolkit.config import CLASSIFIER_KINDS, resolve_config
-from toolkit.datasets import load_dataset, split
 from toolkit.errors import ConfigError, DataError, UsageError
-from toolkit.train import (
+from toolkit.training.config import CLASSIFIER_KINDS, resolve_config
+from toolkit.training.datasets import load_dataset, split
+from toolkit.training.train import (
     PROBE_ROWS,
     build_model,
     build_pipeline,
@@ -493,7 +493,7 @@ def test_a_dataset_whose_card_would_be_too_big_is_refused_before_fitting(tmp_pat
 
 def test_the_card_estimate_bounds_the_real_card(tmp_path: Path) -> None:
     from toolkit.artifact import artifact_paths
-    from toolkit.train import _CARD_ALLOWANCE, estimate_card_bytes
+    from toolkit.training.train import _CARD_ALLOWANCE, estimate_card_bytes
 
     data = _wide_csv(tmp_path / "wide.csv", 400, text="a fairly long category value, é and all, number ")
     cfg = resolve_config(

@@ -18,8 +18,8 @@ from toolkit import pickle_audit, trust
 from toolkit.artifact import artifact_paths, read_card
 from toolkit.card import ModelCard
 from toolkit.cli import app
-from toolkit.config import CLASSIFIER_KINDS, REGRESSOR_KINDS
 from toolkit.errors import IntegrityError, UsageError
+from toolkit.training.config import CLASSIFIER_KINDS, REGRESSOR_KINDS
 
 
 def _local(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, source: str) -> Any:
@@ -134,7 +134,7 @@ def test_a_card_signed_by_a_trusted_key_vouches_for_its_globals(
     from toolkit import signing
 
     signing.keygen(tmp_path / "ours")
-    signing.sign(path, tmp_path / "ours.key")
+    toolkit.artifact.sign(path, tmp_path / "ours.key")
     public = tmp_path / "ours.pub"
     with pytest.raises(IntegrityError, match="--trust"):
         toolkit.load(path)  # signed, but no key trusted by the loading side
@@ -181,8 +181,8 @@ def test_python2_names_and_dotted_names_are_refused_even_when_recorded() -> None
     [("classification", k) for k in CLASSIFIER_KINDS] + [("regression", k) for k in REGRESSOR_KINDS],
 )
 def test_every_pipeline_train_builds_loads_under_the_default_trust(task: str, kind: str, tmp_path: Path) -> None:
-    from toolkit.config import TrainConfig
-    from toolkit.train import train
+    from toolkit.training.config import TrainConfig
+    from toolkit.training.train import train
 
     dataset = "builtin:credit" if task == "classification" else "builtin:diabetes"
     result = train(TrainConfig(dataset=dataset, model=kind, cv_folds=2, out=tmp_path, register=False, version="1.0.0"))

@@ -16,12 +16,12 @@ from typer.testing import CliRunner
 from toolkit.artifact import artifact_paths, read_card
 from toolkit.card import parse_card
 from toolkit.cli import app
-from toolkit.config import TrainConfig
 from toolkit.errors import IntegrityError, UsageError
 from toolkit.registry import Registry
-from toolkit.runtime_image import cache_key, rebuild_source
-from toolkit.train import train
-from toolkit.upgrade import ModelCheck, PackageChange, RetrainOutcome, UpgradeReport, check_artifact, junit_xml
+from toolkit.training.config import TrainConfig
+from toolkit.training.train import train
+from toolkit.upgrade.runtime_image import cache_key, rebuild_source
+from toolkit.upgrade.verdict import ModelCheck, PackageChange, RetrainOutcome, UpgradeReport, check_artifact, junit_xml
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -438,7 +438,7 @@ def test_retrain_takes_a_registry_reference(wine: Path, tmp_path: Path) -> None:
 def test_retrain_in_upgrade_check_is_once_per_name_from_production_as_the_next_free_patch(
     wine: Path, tmp_path: Path
 ) -> None:
-    from toolkit.upgrade_check import _retrain_versions, select
+    from toolkit.upgrade.check import _retrain_versions, select
 
     registry = tmp_path / "reg"
     second = tmp_path / "second"

@@ -27,8 +27,8 @@ from toolkit import docker as tdocker
 from toolkit.artifact import read_card
 from toolkit.errors import DockerError
 from toolkit.registry import Registry
-from toolkit.runtime_image import RuntimeImage, ensure_runtime_image
-from toolkit.upgrade import VERDICTS
+from toolkit.upgrade.runtime_image import RuntimeImage, ensure_runtime_image
+from toolkit.upgrade.verdict import VERDICTS
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
 

@@ -23,6 +23,7 @@ from toolkit.errors import (
     ProbeMismatch,
     RegistryError,
     RemoteError,
+    SignatureError,
     ToolkitError,
     UsageError,
 )
@@ -56,7 +57,6 @@ if TYPE_CHECKING:
     from toolkit.artifact import load, save
     from toolkit.gate import check_env
     from toolkit.prediction import predict
-    from toolkit.signing import SignatureError
 
 
 def __getattr__(name: str) -> Any:
@@ -69,10 +69,6 @@ def __getattr__(name: str) -> Any:
         from toolkit import gate
 
         return gate.check_env
-    if name == "SignatureError":  # signing imports nothing heavy, but only on use
-        from toolkit import signing
-
-        return signing.SignatureError
     if name == "predict":
         from toolkit import prediction
 

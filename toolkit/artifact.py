@@ -43,7 +43,7 @@ from toolkit.errors import (
 from toolkit.fingerprint import Fingerprint, capture
 from toolkit.identifiers import current_user, validate_name, validate_version
 from toolkit.policy import differences, validate_policy
-from toolkit.signing import SIG_SUFFIX, TrustedKeys, require_signature
+from toolkit.signing import TrustedKeys, require_signature, write_signature
 from toolkit.source_date import source_date_epoch
 
 __all__ = [
@@ -61,6 +61,7 @@ __all__ = [
     "read_card",
     "runtime_differences",
     "save",
+    "sign",
     "verify",
 ]
 
@@ -68,6 +69,7 @@ __all__ = [
 MODEL_SUFFIX = ".joblib"
 CARD_JSON_SUFFIX = ".card.json"
 CARD_MD_SUFFIX = ".card.md"
+SIG_SUFFIX = ".sig"  # the signature beside them (toolkit.signing), present only when signed
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -152,6 +154,18 @@ def _read_cards(paths: ArtifactPaths) -> tuple[ModelCard, bytes, dict[Path, str]
     md = _files.read_regular(paths.card_md, "card markdown", limit=2 * MAX_CARD_BYTES)
     digests = {paths.card_json: hashlib.sha256(data).hexdigest(), paths.card_md: hashlib.sha256(md).hexdigest()}
     return card, md, digests
+
+
+def sign(path: str | os.PathLike[str], key_path: str | os.PathLike[str]) -> Path:
+    """Sign an artifact's three files with a private key; write ``<stem>.sig`` atomically.
+
+    The ``.joblib``'s digest is checked against its card first, so a tampered artifact is
+    never signed. Raises: UsageError (bad key or path), IntegrityError/CardError (the artifact
+    fails its card).
+    """
+    paths = artifact_paths(path)
+    card = read_card(paths.model)
+    return write_signature(paths, key_path, model_sha256=card.artifact.sha256, model_size=card.artifact.size)
 
 
 def save(

@@ -20,6 +20,7 @@ __all__ = [
     "ProbeMismatch",
     "RegistryError",
     "RemoteError",
+    "SignatureError",
     "ToolkitError",
     "UsageError",
 ]
@@ -53,6 +54,10 @@ class IntegrityError(ToolkitError):
 
 class CardError(IntegrityError):
     """The card is not valid; the message names the offending field."""
+
+
+class SignatureError(IntegrityError):
+    """No signature, a malformed bundle, an untrusted key, or a covered file changed (exit 3)."""
 
 
 class RegistryError(ToolkitError):

@@ -105,7 +105,7 @@ def predict(
     Raises: DataError (the input), UsageError, IntegrityError, CardError, EnvironmentMismatch.
     """
     from toolkit.artifact import load, read_card
-    from toolkit.datasets import coerce_features
+    from toolkit.training.datasets import coerce_features
 
     features = feature_columns(read_card(artifact))
     if id_column is not None and (id_column == "prediction" or id_column.startswith("proba_")):
@@ -191,7 +191,7 @@ def publish_csv(data: bytes, out: str | os.PathLike[str], *, sources: Sequence[s
 def _read_table(
     path: str | os.PathLike[str], features: tuple[tuple[str, str], ...], id_column: str | None = None
 ) -> pd.DataFrame:
-    from toolkit.datasets import read_table
+    from toolkit.training.datasets import read_table
 
     # Text columns as text: a category "007" must not become the number 7, nor an id "007" 7.
     text = tuple(n for n, dtype in features if dtype == "object")

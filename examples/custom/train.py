@@ -17,7 +17,7 @@ from sklearn.model_selection import train_test_split
 from sklearn.pipeline import Pipeline
 
 import toolkit
-from toolkit.train import score
+from toolkit.training.train import score
 
 
 def main(argv: list[str]) -> int:

@@ -163,7 +163,7 @@ def _escape_char(m: re.Match[str]) -> str:
 
 def artifact_arg(value: str, registry: Path | None) -> Path:
     """ARTIFACT as given to a command: a path, or a registry reference resolved in ``registry``."""
-    from toolkit.refs import resolve_artifact
+    from toolkit.registry.refs import resolve_artifact
 
     return resolve_artifact(value, registry)
 

@@ -53,7 +53,7 @@ class Policy(str, Enum):
 
 
 ArtifactArg = Annotated[Path, typer.Argument(help="The artifact's .joblib path (its card sits beside it).")]
-# Commands that read an artifact also take a registry reference (toolkit.refs); resolve it
+# Commands that read an artifact also take a registry reference (toolkit.registry.refs); resolve it
 # with _common.artifact_arg(value, registry) and give the command a RegistryOpt.
 ArtifactRefArg = Annotated[
     str,

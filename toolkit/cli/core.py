@@ -192,8 +192,8 @@ def card(
     model_card = read_card(artifact_file)
     if plots is not None:
         from toolkit.artifact import load
-        from toolkit.evaluate import held_out
-        from toolkit.plots import write_plots
+        from toolkit.training.plots import write_plots
+        from toolkit.training.scoring import held_out
 
         rows = held_out(model_card)  # before loading: a card that cannot be plotted loads nothing
         written = write_plots(

@@ -24,8 +24,8 @@ def export(
 ) -> None:
     """Write a builtin dataset, target column included, as CSV (its sha256 is the card's dataset sha256)."""
     from toolkit import _files
-    from toolkit.datasets import builtin_csv
     from toolkit.errors import UsageError
+    from toolkit.training.datasets import builtin_csv
 
     content = builtin_csv(dataset)
     if out is None:

@@ -35,8 +35,8 @@ from toolkit.cli._options import (
 from toolkit.docker.images import DEFAULT_BASE_FILE, DEFAULT_IMAGE, ENV_BUILD_BASE, ENV_IMAGE, PIN_HINT
 
 if TYPE_CHECKING:
-    from toolkit.config import TrainConfig
-    from toolkit.registry import Registry
+    from toolkit.registry.registry import Registry
+    from toolkit.training.config import TrainConfig
 
 __all__ = ["image_app"]
 
@@ -135,9 +135,9 @@ def train(
     under `image run`, with the extra arguments as its ARGS, and every artifact it saves is
     registered.
     """
-    from toolkit.config import resolve_config
     from toolkit.docker import resolve_image, train_command, train_in_container
     from toolkit.errors import UsageError
+    from toolkit.training.config import resolve_config
 
     tag = resolve_image(image)
     if script is not None or _config_script(config):
@@ -173,7 +173,7 @@ def train(
         staged = train_in_container(tag, command, staging=staging, on_output=None if quiet else _passthrough, tty=tty)
         signed = None
         if sign_key is not None:  # here, on the host: the private key never enters the container
-            from toolkit.signing import sign
+            from toolkit.artifact import sign
 
             signed = sign(staged, sign_key).name
         card = _read_staged_card(staged)
@@ -353,7 +353,7 @@ def retrain(
     from toolkit.artifact import verify
     from toolkit.docker import resolve_image, train_in_container
     from toolkit.identifiers import parse_version
-    from toolkit.registry import Registry, resolve_root
+    from toolkit.registry.registry import Registry, resolve_root
 
     parse_version(version)
     model = artifact_arg(artifact, registry)
@@ -401,7 +401,7 @@ def rebuild(
 ) -> None:
     """Rebuild ARTIFACT's runtime from its card alone (base digest + the card's lock), then gate it
     inside under strict: 0 it passes, 1 it still differs, 2 the card has nothing to rebuild from."""
-    from toolkit.runtime_image import rebuild as run
+    from toolkit.upgrade.runtime_image import rebuild as run
 
     def progress(text: str) -> None:
         sys.stderr.write(text)
@@ -425,7 +425,7 @@ def rebuild(
 
 
 def _config_script(config: Path | None) -> bool:
-    from toolkit.config import load_config
+    from toolkit.training.config import load_config
 
     return config is not None and "script" in load_config(config)
 
@@ -441,9 +441,9 @@ def _train_script_in_image(
     register: bool | None,
     sign_key: Path | None,
 ) -> None:
-    from toolkit.config import resolve_config
     from toolkit.docker.usercode import run_script_in_container
-    from toolkit.script import register_or_move
+    from toolkit.training.config import resolve_config
+    from toolkit.training.script import register_or_move
 
     cfg = resolve_config(config, script=script, out=out_dir, registry=registry, register=register)
     assert cfg.script is not None
@@ -509,7 +509,7 @@ def _read_staged_card(staged: Path) -> Any:
 
 def _registry_for(cfg: TrainConfig, registry: Path | None) -> Registry:
     """The host registry, refusing a duplicate version before minutes of training, not after."""
-    from toolkit.registry import Registry, resolve_root
+    from toolkit.registry.registry import Registry, resolve_root
 
     registry_obj = Registry(resolve_root(registry if registry is not None else cfg.registry))
     with registry_obj:

@@ -21,7 +21,7 @@ if TYPE_CHECKING:
     from rich.table import Table
 
     from toolkit.errors import Difference
-    from toolkit.registry import Entry, Registry
+    from toolkit.registry.registry import Entry, Registry
 
 __all__ = ["registry_app"]
 
@@ -54,7 +54,7 @@ def add(
     as_json: JsonOpt = False,
 ) -> None:
     """Copy an artifact in as staging, verifying its checksum on the way in."""
-    from toolkit.registry_check import same_bytes
+    from toolkit.registry.check import same_bytes
 
     with _opened(registry, as_json, trusted_key, store=store) as reg:
         entry = reg.add(artifact, name=name, reason=reason)
@@ -322,7 +322,7 @@ def check(
 
     Exit 0 when all would load, 1 when any would not, 3 when any fails its checksum.
     """
-    from toolkit.registry_check import check_registry
+    from toolkit.registry.check import check_registry
 
     with _opened(registry, as_json, trusted_key, store=store) as reg:
         result = check_registry(reg, name, policy=policy.value, trusted_keys=trusted_key)
@@ -390,7 +390,7 @@ def recover(registry: AnyRegistryOpt = None, store: StoreOpt = None, as_json: Js
     In a directory the old statuses and history are not on disk and are gone; versions whose files
     fail their checksum are reported, left in place and left out (exit 3).
     """
-    from toolkit.registry import Audit
+    from toolkit.registry.registry import Audit
 
     with _opened(registry, as_json, store=store) as reg:
         result = reg.recover()
@@ -468,7 +468,7 @@ def migrate(
 def _opened(
     root: str | None, as_json: bool, trusted_keys: list[Path] | None = None, *, store: str | None = None
 ) -> Iterator[Registry]:
-    from toolkit.registry import Registry, resolve_root
+    from toolkit.registry.registry import Registry, resolve_root
 
     try:
         reg = Registry(resolve_root(root), store=store, trusted_keys=trusted_keys)

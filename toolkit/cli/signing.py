@@ -34,6 +34,6 @@ def sign(
     registry: RegistryOpt = None,
 ) -> None:
     """Sign the artifact's .joblib, .card.json and .card.md; writes <stem>.sig beside them."""
-    from toolkit.signing import sign as run_sign
+    from toolkit.artifact import sign as run_sign
 
     out.print(str(run_sign(artifact_arg(artifact, registry), key)), markup=False)

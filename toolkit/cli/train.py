@@ -81,9 +81,9 @@ def train(
     With a script (--script, or `script` in the config), run that instead of the built-in
     recipe: it saves its artifacts with toolkit.save into $TOOLKIT_OUT, and they are registered.
     """
-    from toolkit.config import parse_params, resolve_config
-    from toolkit.train import artifact_path
-    from toolkit.train import train as run_training
+    from toolkit.training.config import parse_params, resolve_config
+    from toolkit.training.train import artifact_path
+    from toolkit.training.train import train as run_training
 
     cfg = resolve_config(
         config,
@@ -119,7 +119,7 @@ def train(
         return
     registry_obj = None
     if cfg.register:
-        from toolkit.registry import Registry, resolve_root
+        from toolkit.registry.registry import Registry, resolve_root
 
         registry_obj = Registry(resolve_root(cfg.registry))
         registry_obj.require_unregistered(cfg.model_name, cfg.version)  # before training, not after
@@ -135,7 +135,7 @@ def train(
         if display is not None:
             display.stop()
     if sign_key is not None:  # before registering: with trust configured, add requires it
-        from toolkit.signing import sign
+        from toolkit.artifact import sign
 
         sign(result.path, sign_key)
     entry = None
@@ -199,7 +199,7 @@ def _train_with_script(cfg: Any, *, quiet: bool, sign_key: Path | None) -> None:
     import shutil
     import tempfile
 
-    from toolkit.script import register_or_move, resolve_script, run_script
+    from toolkit.training.script import register_or_move, resolve_script, run_script
 
     assert cfg.script is not None
     relative = resolve_script(cfg.script, workdir=Path.cwd())
@@ -234,7 +234,7 @@ def _to_stderr(stream: str, chunk: bytes) -> None:
 
 
 class _StageDisplay:
-    """Progress callback for ``toolkit.train.train``: a spinner per stage, a line when it ends."""
+    """Progress callback for ``toolkit.training.train.train``: a spinner per stage, a line when it ends."""
 
     def __init__(self, console: Console) -> None:
         self.console = console

@@ -15,8 +15,8 @@ from toolkit.cli._common import app, artifact_arg, err, out, print_json
 from toolkit.cli._options import ArtifactRefArg, JsonOpt, RegistryOpt, TrustedKeyOpt
 
 if TYPE_CHECKING:
-    from toolkit.retrain import RetrainResult
-    from toolkit.upgrade import UpgradeReport
+    from toolkit.training.retrain import RetrainResult
+    from toolkit.upgrade.verdict import UpgradeReport
 
 __all__ = ["retrain", "upgrade_check"]
 
@@ -59,15 +59,15 @@ def upgrade_check(
     when every model is safe, 1 otherwise, 5 on a Docker failure.
     """
     if job is not None:  # the container's side of the same command
-        from toolkit.upgrade_check import run_job
+        from toolkit.upgrade.check import run_job
 
         run_job(job, progress=lambda line: print(f"upgrade-check: {line}", file=sys.stderr, flush=True))
         return
     from toolkit.docker import resolve_base_image
     from toolkit.errors import UsageError
-    from toolkit.registry import resolve_root
-    from toolkit.upgrade_check import STAGES
-    from toolkit.upgrade_check import upgrade_check as run
+    from toolkit.registry.registry import resolve_root
+    from toolkit.upgrade.check import STAGES
+    from toolkit.upgrade.check import upgrade_check as run
 
     if lock is None:
         raise UsageError("--lock CANDIDATE.lock is required")
@@ -119,8 +119,8 @@ def retrain(
     import tempfile
 
     from toolkit.identifiers import parse_version
-    from toolkit.registry import Registry, resolve_root
-    from toolkit.retrain import retrain as run
+    from toolkit.registry.registry import Registry, resolve_root
+    from toolkit.training.retrain import retrain as run
 
     parse_version(version)
     artifact = artifact_arg(artifact_ref, registry)
@@ -206,7 +206,7 @@ def _print_report(report: UpgradeReport) -> None:
 
 
 def _metric_pairs(outcome: object) -> str:
-    from toolkit.upgrade import RetrainOutcome
+    from toolkit.upgrade.verdict import RetrainOutcome
 
     assert isinstance(outcome, RetrainOutcome)
     parts = []
@@ -241,7 +241,7 @@ def _num(value: float | None) -> str:
 
 def _write_junit(path: Path, report: UpgradeReport) -> None:
     from toolkit.errors import UsageError
-    from toolkit.upgrade import junit_xml
+    from toolkit.upgrade.verdict import junit_xml
 
     data = junit_xml(report)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")

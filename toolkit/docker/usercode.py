@@ -22,7 +22,7 @@ from toolkit.docker.images import IMAGE_UID
 from toolkit.docker.jobs import run_environment
 from toolkit.docker.outdir import check_out_dir, collect, make_staging
 from toolkit.errors import UsageError
-from toolkit.script import OUT_ENV, OutputTail, collect_artifacts, resolve_script, script_failed
+from toolkit.userscript import OUT_ENV, OutputTail, collect_artifacts, resolve_script, script_failed
 
 __all__ = ["CONTAINER_OUT", "CONTAINER_WORKDIR", "run_command", "run_script_in_container"]
 

@@ -24,11 +24,11 @@ from contextlib import contextmanager, nullcontext, suppress
 from pathlib import Path
 
 from toolkit import _files
-from toolkit._registry_db import DB_FILE, connect_readonly, has_schema
-from toolkit._registry_index import IndexReader, VersionRow
-from toolkit._registry_store import Incoming, TagState
 from toolkit.errors import RegistryError
 from toolkit.identifiers import VERSION_RE, is_name
+from toolkit.registry.index import IndexReader, VersionRow
+from toolkit.registry.index.sqlite_db import DB_FILE, connect_readonly, has_schema
+from toolkit.registry.store import Incoming, TagState
 
 try:
     import fcntl

@@ -22,9 +22,9 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
 
-from toolkit._registry_index import IndexReader, VersionRow
-from toolkit._registry_store import Incoming, TagState
 from toolkit.errors import IntegrityError, RegistryError, RemoteError, UsageError
+from toolkit.registry.index import IndexReader, VersionRow
+from toolkit.registry.store import Incoming, TagState
 
 if TYPE_CHECKING:
     from toolkit.card import ModelCard

@@ -16,10 +16,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from toolkit import _files
-from toolkit._registry_index import DuplicateVersion, HistoryRow, Index, IndexReader, NameRow, VersionRow
-from toolkit._registry_store import Incoming, Store, TagState
 from toolkit.errors import EnvironmentMismatch, IntegrityError, RegistryError, ToolkitError
 from toolkit.metrics import direction
+from toolkit.registry.index import DuplicateVersion, HistoryRow, Index, IndexReader, NameRow, VersionRow
+from toolkit.registry.store import Incoming, Store, TagState
 from toolkit.signing import TrustedKeys, copy_signature
 
 if TYPE_CHECKING:
@@ -110,7 +110,11 @@ class Rules:
                 f"({card.artifact.size} bytes), file has {digest} ({size} bytes)"
             )
         copy_file(src.card_md, tmp / src.card_md.name)
-        copy_signature(src, tmp, self.trusted_keys, known={tmp / src.model.name: digest})
+        from toolkit.artifact import artifact_paths
+
+        copy_signature(
+            src, artifact_paths(tmp / src.model.name), self.trusted_keys, known={tmp / src.model.name: digest}
+        )
         for p in tmp.iterdir():
             p.chmod(0o444)  # registered files are immutable; this keeps honest mistakes out
         _files.fsync_dir(tmp)

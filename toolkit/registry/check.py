@@ -20,7 +20,7 @@ from toolkit.policy import validate_policy
 
 if TYPE_CHECKING:
     from toolkit.gate import Report
-    from toolkit.registry import Entry, Registry
+    from toolkit.registry.registry import Entry, Registry
     from toolkit.signing import TrustedKeys
 
 __all__ = ["RegistryCheck", "VersionCheck", "check_registry", "same_bytes"]

@@ -43,7 +43,7 @@ def held_out(card: ModelCard) -> HeldOut:
         UsageError: the card does not say where its data came from or how it was split.
         DataError: the data at the card's source no longer hashes to what it recorded.
     """
-    from toolkit.datasets import load_dataset, split
+    from toolkit.training.datasets import load_dataset, split
 
     data = card.data
     if not data.source or not data.sha256 or not data.split:
@@ -101,11 +101,11 @@ def paired_scores(
 
     Raises:
         UsageError: ``resamples`` negative or ``level`` not in (0, 1).
-        DataError: a metric is undefined on the full rows (from ``toolkit.train.score``).
+        DataError: a metric is undefined on the full rows (from ``toolkit.training.train.score``).
     """
     import numpy as np
 
-    from toolkit.train import score
+    from toolkit.training.train import score
 
     if resamples < 0:
         raise UsageError(f"--resamples must be 0 or more, got {resamples}")
@@ -164,7 +164,7 @@ def paired_scores(
 class _Replay:
     """A fitted model's outputs on the held-out rows, computed once and replayed for any row indices.
 
-    ``toolkit.train.score`` then scores a resample exactly as it scores the model (same metrics,
+    ``toolkit.training.train.score`` then scores a resample exactly as it scores the model (same metrics,
     same definitions), without predicting again. Everything else (``classes_``, the estimator
     type) is the model's own.
     """

@@ -34,22 +34,22 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from toolkit._registry_db import ReadOnlyRegistry
-from toolkit._registry_dirstore import DirStore
-from toolkit._registry_index import HistoryRow, VersionRow, is_postgres_url
-from toolkit._registry_rules import Rules
-from toolkit._registry_sqlite import SqliteIndex
-from toolkit._registry_store import TagState
 from toolkit.errors import DataError, IntegrityError, RegistryError, ToolkitError, UsageError
 from toolkit.identifiers import current_user, parse_version, validate_name
 from toolkit.metrics import Direction, direction
 from toolkit.policy import validate_policy
+from toolkit.registry.index import HistoryRow, VersionRow, is_postgres_url
+from toolkit.registry.index.sqlite import SqliteIndex
+from toolkit.registry.index.sqlite_db import ReadOnlyRegistry
+from toolkit.registry.rules import Rules
+from toolkit.registry.store import TagState
+from toolkit.registry.store.directory import DirStore
 from toolkit.signing import TrustedKeys
 
 if TYPE_CHECKING:
-    from toolkit._registry_migrate import Migration
-    from toolkit._registry_ocistore import OciStore
     from toolkit.card import ModelCard
+    from toolkit.registry.migrate import Migration
+    from toolkit.registry.store.oci import OciStore
 
 __all__ = [
     "DEFAULT_ROOT",
@@ -162,7 +162,7 @@ class Comparison:
     data: dict[str, Any]  # source, sha256, rows, how ("held-out test split" | "whole dataset")
     scores: dict[str, dict[str, float]]  # version -> metric -> value
     difference: dict[str, float] = field(default_factory=dict)  # second minus first
-    # metric -> (low, high) of the difference, paired bootstrap (toolkit.evaluate); None: undefined
+    # metric -> (low, high) of the difference, paired bootstrap (toolkit.training.scoring); None: undefined
     interval: dict[str, tuple[float, float] | None] = field(default_factory=dict)
     bootstrap: dict[str, Any] = field(default_factory=dict)  # resamples, skipped, seed, level
     better: dict[str, Direction] = field(default_factory=dict)  # metric -> "higher" or "lower" (toolkit.metrics)
@@ -268,9 +268,9 @@ class Registry:
         self._oci: OciStore | None = None
         self.root: Path | None
         if is_postgres_url(text):
-            from toolkit._registry_ocistore import OciStore, is_oci_url
-            from toolkit._registry_pg import PgIndex
-            from toolkit._registry_pg import describe as describe_postgres
+            from toolkit.registry.index.postgres import PgIndex
+            from toolkit.registry.index.postgres import describe as describe_postgres
+            from toolkit.registry.store.oci import OciStore, is_oci_url
 
             store = resolve_store(store)
             if store is None or not is_oci_url(store):
@@ -398,7 +398,7 @@ class Registry:
         if self._oci is None:
             self.close()
             assert self.root is not None
-            from toolkit._registry_recover import recover_directory
+            from toolkit.registry.recover import recover_directory
 
             recovered, failed = recover_directory(self.root, current_user())
             return Recovery(root=self.root, recovered=recovered, failed=failed)
@@ -412,7 +412,7 @@ class Registry:
             RegistryError: a version on both sides with different bytes, or a name with
                 another history here (nothing written).
         """
-        from toolkit._registry_migrate import migrate
+        from toolkit.registry.migrate import migrate
 
         if not self.is_team:
             raise UsageError(f"migrate moves a directory into a team registry; {self.location} is a directory")
@@ -522,7 +522,7 @@ class Registry:
         """Re-score two versions on the same data: the cards' held-out split, or all of ``dataset``.
 
         Each metric's difference comes with a paired bootstrap interval (``resamples`` draws of
-        the same rows for both, seeded; ``toolkit.evaluate.paired_scores``).
+        the same rows for both, seeded; ``toolkit.training.scoring.paired_scores``).
 
         Raises:
             UsageError: the same version twice; a negative ``resamples``.
@@ -531,8 +531,8 @@ class Registry:
             IntegrityError, EnvironmentMismatch: from loading either pipeline under ``policy``.
         """
         from toolkit.artifact import load, read_card
-        from toolkit.datasets import load_dataset, split
-        from toolkit.evaluate import paired_scores, task_of
+        from toolkit.training.datasets import load_dataset, split
+        from toolkit.training.scoring import paired_scores, task_of
 
         validate_policy(policy)
         if v1 == v2:
@@ -580,7 +580,7 @@ class Registry:
                     where = self._rules.store.describe(row)
                     raise IntegrityError(f"{where}: card sha256 differs from the one registered")
                 pipelines.append(load(path, policy=policy, trusted_keys=self.trusted_keys))
-        # Scoring lives in toolkit.evaluate: the registry stores and checks, it does not score.
+        # Scoring lives in toolkit.training.scoring: the registry stores and checks, it does not score.
         paired = paired_scores(pipelines[0], pipelines[1], X, y, resamples=resamples, seed=seed)
         data = {"source": ds.source, "sha256": ds.sha256, "rows": len(y), "how": how}
         return Comparison(

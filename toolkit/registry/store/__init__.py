@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
-from toolkit._registry_index import IndexReader, VersionRow
+from toolkit.registry.index import IndexReader, VersionRow
 
 __all__ = ["Incoming", "Store", "TagState"]
 

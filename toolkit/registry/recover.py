@@ -18,11 +18,11 @@ from pathlib import Path
 from typing import Any
 
 from toolkit import _files
-from toolkit._registry_db import DB_FILE, ReadOnlyRegistry, connect_readonly, has_schema, write_transaction
-from toolkit._registry_dirstore import UNCOMMITTED, own_leftovers, registered_dirs
-from toolkit._registry_rules import now as _now
 from toolkit.errors import IntegrityError, RegistryError, ToolkitError
 from toolkit.identifiers import parse_version
+from toolkit.registry.index.sqlite_db import DB_FILE, ReadOnlyRegistry, connect_readonly, has_schema, write_transaction
+from toolkit.registry.rules import now as _now
+from toolkit.registry.store.directory import UNCOMMITTED, own_leftovers, registered_dirs
 
 __all__ = ["recover_directory"]
 
@@ -146,7 +146,7 @@ def _links(root: Path) -> list[Path]:
 
 
 def _new_index(path: Path) -> sqlite3.Connection:
-    from toolkit._registry_db import BUSY_TIMEOUT_S, _configure, _ensure_schema
+    from toolkit.registry.index.sqlite_db import BUSY_TIMEOUT_S, _configure, _ensure_schema
 
     conn = sqlite3.connect(path, timeout=BUSY_TIMEOUT_S, isolation_level=None)
     try:

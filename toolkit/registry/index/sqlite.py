@@ -13,9 +13,9 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from toolkit import _registry_db as db
-from toolkit._registry_index import DuplicateVersion, EmptyReader, HistoryRow, IndexReader, NameRow, VersionRow
 from toolkit.errors import RegistryError
+from toolkit.registry.index import DuplicateVersion, EmptyReader, HistoryRow, IndexReader, NameRow, VersionRow
+from toolkit.registry.index import sqlite_db as db
 
 __all__ = ["SqliteIndex"]
 

@@ -4,7 +4,7 @@ On the host: select the registry's versions, build (or find) the candidate image
 base, the candidate lock, the current toolkit), and run ONE container that checks every
 selected model (one interpreter start, the imports shared), then register what ``--retrain``
 produced. In the container: :func:`run_job` reads the job's manifest, decides each model's
-verdict with :func:`toolkit.upgrade.check_artifact`, retrains when asked, and writes the
+verdict with :func:`toolkit.upgrade.verdict.check_artifact`, retrains when asked, and writes the
 results back. The manifest and results are JSON files in a folder mounted at ``/job``.
 """
 
@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from toolkit.errors import DockerError, RegistryError, ToolkitError, UsageError
-from toolkit.upgrade import ModelCheck, RetrainOutcome, UpgradeReport
+from toolkit.upgrade.verdict import ModelCheck, RetrainOutcome, UpgradeReport
 
 if TYPE_CHECKING:
     from toolkit.signing import TrustedKeys
@@ -52,7 +52,7 @@ def select(registry: Path, *, name: str | None = None, stage: str = "production"
 
     Raises: UsageError (unknown stage), RegistryError (invalid or unknown name).
     """
-    from toolkit.registry import Registry
+    from toolkit.registry.registry import Registry
 
     if stage not in STAGES:
         raise UsageError(f"unknown stage {stage!r}: choose one of {', '.join(STAGES)}")
@@ -76,7 +76,7 @@ def select(registry: Path, *, name: str | None = None, stage: str = "production"
 def next_patch(registry: Path, name: str) -> str:
     """The next free patch version after NAME's highest, for a retrained model."""
     from toolkit.identifiers import parse_version
-    from toolkit.registry import Registry
+    from toolkit.registry.registry import Registry
 
     with Registry(registry) as reg:
         latest = reg.list_versions(name, limit=1)[0].version
@@ -106,8 +106,8 @@ def upgrade_check(
     """
     from toolkit import docker as tdocker
     from toolkit.docker.context import lock_pins
-    from toolkit.runtime_image import ensure_runtime_image
     from toolkit.signing import trusted_keys_from_env
+    from toolkit.upgrade.runtime_image import ensure_runtime_image
 
     started = time.monotonic()
     emit = on_progress or _silent
@@ -169,7 +169,7 @@ def upgrade_check(
 def run_job(job: Path, *, progress: Progress | None = None) -> None:
     """The container's side: check (and retrain) what ``job/manifest.json`` lists; write the
     results to ``job/results.json``. Raises: UsageError (a manifest this toolkit did not write)."""
-    from toolkit.upgrade import check_artifact
+    from toolkit.upgrade.verdict import check_artifact
 
     emit = progress or _silent
     try:
@@ -267,7 +267,7 @@ def _retrain_versions(registry: Path, selected: Sequence[Selected]) -> dict[tupl
 
 
 def _register_retrained(checks: list[ModelCheck], job: Path, registry: Path, *, emit: Progress) -> list[ModelCheck]:
-    from toolkit.registry import Registry
+    from toolkit.registry.registry import Registry
 
     done = []
     for index, check in enumerate(checks, start=1):
@@ -309,7 +309,7 @@ def _failed(outcome: RetrainOutcome, error: str) -> RetrainOutcome:
 
 def _retrain_here(path: Path, version: str, out: Path) -> RetrainOutcome:
     from toolkit.artifact import read_card
-    from toolkit.retrain import retrain
+    from toolkit.training.retrain import retrain
 
     try:
         parent_metrics = read_card(path).metrics

@@ -24,11 +24,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from toolkit.config import CLASSIFIER_KINDS, ESTIMATOR_PATH, MODEL_KINDS, REGRESSOR_KINDS, TrainConfig
-from toolkit.datasets import TASKS, Dataset, load_dataset, split
 from toolkit.errors import ConfigError, DataError, UsageError
 from toolkit.metrics import REGRESSION_METRICS
 from toolkit.source_date import source_date_epoch
+from toolkit.training.config import CLASSIFIER_KINDS, ESTIMATOR_PATH, MODEL_KINDS, REGRESSOR_KINDS, TrainConfig
+from toolkit.training.datasets import TASKS, Dataset, load_dataset, split
 
 if TYPE_CHECKING:
     import pandas as pd

@@ -15,9 +15,9 @@ from pathlib import Path
 from typing import Any
 
 from toolkit import identifiers
-from toolkit.datasets import TASKS
 from toolkit.errors import ConfigError
 from toolkit.identifiers import VERSION_RE
+from toolkit.training.datasets import TASKS
 
 __all__ = [
     "CLASSIFIER_KINDS",

@@ -32,7 +32,8 @@ from psycopg import errors as pgerrors
 from psycopg.conninfo import conninfo_to_dict
 from psycopg.rows import dict_row
 
-from toolkit._registry_index import (
+from toolkit.errors import RegistryError, RemoteError, UsageError
+from toolkit.registry.index import (
     DuplicateVersion,
     EmptyReader,
     HistoryRow,
@@ -41,7 +42,6 @@ from toolkit._registry_index import (
     VersionRow,
     is_postgres_url,
 )
-from toolkit.errors import RegistryError, RemoteError, UsageError
 
 __all__ = [
     "CONNECT_TIMEOUT_S",

@@ -19,7 +19,7 @@ from toolkit.errors import UsageError
 if TYPE_CHECKING:
     from toolkit.card import ModelCard
     from toolkit.signing import TrustedKeys
-    from toolkit.train import Progress, TrainResult
+    from toolkit.training.train import Progress, TrainResult
 
 __all__ = ["RetrainResult", "recipe_config", "retrain"]
 
@@ -84,8 +84,8 @@ def retrain(
     """
     from toolkit.artifact import verify
     from toolkit.card import Lineage, require_schema2
-    from toolkit.datasets import load_dataset
-    from toolkit.train import train
+    from toolkit.training.datasets import load_dataset
+    from toolkit.training.train import train
 
     parent = verify(artifact, trusted_keys=trusted_keys)
     require_schema2(parent, "retrain")
@@ -114,7 +114,7 @@ def retrain(
 
 def recipe_config(card: ModelCard, *, version: str, out: Path, dataset: str | None = None) -> Any:
     """The ``TrainConfig`` that reruns ``card``'s recipe as NAME VERSION into ``out``."""
-    from toolkit.config import TrainConfig
+    from toolkit.training.config import TrainConfig
 
     recipe = card.training
     if recipe is None:

@@ -15,10 +15,10 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import Any
 
-from toolkit._registry_index import HistoryRow, VersionRow
-from toolkit._registry_rules import Rules
-from toolkit._registry_store import Incoming
 from toolkit.errors import IntegrityError, RegistryError
+from toolkit.registry.index import HistoryRow, VersionRow
+from toolkit.registry.rules import Rules
+from toolkit.registry.store import Incoming
 
 __all__ = ["Migration", "migrate", "same_history"]
 

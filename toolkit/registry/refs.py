@@ -23,7 +23,7 @@ from toolkit.errors import RegistryError, UsageError
 from toolkit.identifiers import is_name, parse_version
 
 if TYPE_CHECKING:
-    from toolkit.registry import Entry
+    from toolkit.registry.registry import Entry
 
 __all__ = ["STAGES", "Reference", "parse_reference", "resolve_artifact"]
 
@@ -82,7 +82,7 @@ def resolve_artifact(value: str | os.PathLike[str], registry: Path | str | None)
     ref = parse_reference(value)
     if ref is None:
         return Path(value)
-    from toolkit.registry import Registry, resolve_root
+    from toolkit.registry.registry import Registry, resolve_root
 
     with Registry(resolve_root(registry)) as reg:
         if ref.version is not None:

@@ -1,0 +1,1 @@
+"""Upgrades: one model's verdict in a candidate runtime, the check over a registry, runtime images."""
