@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import os
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -108,11 +110,17 @@ def test_collect_copies_regular_files_only_and_never_follows_a_link(tmp_path: Pa
 
 
 @pytest.fixture(scope="module")
-def base_image() -> str:
+def engine() -> Iterator[Any]:
     try:
-        tdocker.connect()
+        client = tdocker.connect()
     except DockerError as e:
         pytest.fail(f"these tests need a Docker engine: {e}", pytrace=False)
+    yield client
+    client.close()
+
+
+@pytest.fixture(scope="module")
+def base_image(engine: Any) -> str:
     done = subprocess.run(["scripts/base.sh"], cwd=REPO, capture_output=True, text=True, timeout=900, check=False)
     assert done.returncode == 0, done.stderr
     return done.stdout.strip().splitlines()[-1]
@@ -120,14 +128,14 @@ def base_image() -> str:
 
 # Runs in the container: writes a file, a nested file, and the links an attacker would leave.
 _LEAVE = (
-    "echo hi > /out/hello.txt && mkdir -p /out/d && echo deep > /out/d/f.txt "
+    "cp /out/previous.txt /out/copy.txt && echo hi > /out/hello.txt && mkdir -p /out/d && echo deep > /out/d/f.txt "
     "&& ln -s /etc /out/etcl && ln -s /etc/passwd /out/pw && touch /out/../pwned 2>/dev/null; "
     "ls -ld /out >/out/seen.txt; exit 0"
 )
 
 
 @pytest.mark.docker
-def test_image_run_hands_back_regular_files_only(base_image: str, tmp_path: Path, fake_root: Path) -> None:
+def test_image_run_hands_back_regular_files_only(base_image: str, engine: Any, tmp_path: Path, fake_root: Path) -> None:
     project = tmp_path / "project"
     project.mkdir()
     os.chmod(project, 0o755)
@@ -136,8 +144,13 @@ def test_image_run_hands_back_regular_files_only(base_image: str, tmp_path: Path
     outside.mkdir()
     (outside / "keep").write_text("keep")
     before = _snapshot(outside, fake_root)
-    code = run_command(base_image, ["sh", "-c", _LEAVE], out=out, workdir=project)
+    out.mkdir()
+    (out / "previous.txt").write_text("from an earlier run")  # the container still sees it
+    inode = (out / "previous.txt").stat().st_ino
+    code = run_command(base_image, ["sh", "-c", _LEAVE], out=out, workdir=project, client=engine)
     assert code == 0
+    assert (out / "copy.txt").read_text() == "from an earlier run"
+    assert (out / "previous.txt").stat().st_ino == inode  # unchanged: not copied back
     assert (out / "hello.txt").read_text() == "hi\n" and (out / "d" / "f.txt").read_text() == "deep\n"
     assert not os.path.lexists(out / "etcl") and not os.path.lexists(out / "pw")
     assert not (tmp_path / "pwned").exists() and not (project / "pwned").exists()
@@ -159,8 +172,19 @@ def test_image_run_hands_back_regular_files_only(base_image: str, tmp_path: Path
         os.chdir(project)
         try:
             with pytest.raises(UsageError, match=why):
-                run_command(base_image, ["sh", "-c", "touch /out/x"], out=bad, workdir=project, root=fake_root)
+                run_command(
+                    base_image, ["sh", "-c", "touch /out/x"], out=bad, workdir=project, root=fake_root, client=engine
+                )
         finally:
             os.chdir(cwd)
     assert _snapshot(outside, fake_root) == before
     assert not (fake_root / "etc" / "x").exists()
+    # docker.client.run's attach stream leaves its socket to the garbage collector (the SDK's
+    # CancellableStream.close does not close the upgraded socket): collect it here, where it
+    # was made, instead of as a ResourceWarning in whichever test runs next.
+    import gc
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ResourceWarning)
+        gc.collect()

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from toolkit.errors import UsageError
 
-__all__ = ["Collected", "check_out_dir", "collect", "make_staging", "place"]
+__all__ = ["Collected", "check_out_dir", "collect", "make_staging", "place", "seed"]
 
 # Folders no run may write into or over (and everything below the first group).
 _SYSTEM_TREES = ("bin", "boot", "dev", "etc", "lib", "lib32", "lib64", "libx32", "proc", "sbin", "sys", "usr")
@@ -82,10 +82,28 @@ class Collected:
     skipped: tuple[str, ...]
 
 
-def collect(staging: Path, out: Path) -> Collected:
+def seed(out: Path, staging: Path, *, owner: int | None = None) -> dict[str, tuple[int, int]]:
+    """Copy ``out``'s regular files into ``staging`` (what the container sees at /out, as
+    before: earlier outputs included), never following a link; the copies, which the toolkit
+    made, are chowned to ``owner``. Returns each copy's (size, mtime_ns), so ``collect``
+    brings back only what the container added or changed."""
+    got = collect(out, staging)
+    if owner is not None:
+        for dirpath, dirnames, filenames in os.walk(staging):
+            for name in (*dirnames, *filenames):
+                os.chown(os.path.join(dirpath, name), owner, owner, follow_symlinks=False)
+    seen = {}
+    for rel in got.files:
+        st = os.lstat(staging / rel)
+        seen[rel] = (st.st_size, st.st_mtime_ns)
+    return seen
+
+
+def collect(staging: Path, out: Path, *, unchanged: dict[str, tuple[int, int]] | None = None) -> Collected:
     """Copy every regular file under ``staging`` into ``out`` (same relative path), owned by
     the caller; never follow a link on either side. An existing file in ``out`` is replaced
-    atomically; a symlink there is replaced, never written through.
+    atomically; a symlink there is replaced, never written through. Files in ``unchanged``
+    (``seed``'s answer) whose size and mtime are still the same are left alone.
 
     Raises: UsageError (``out`` is not a real folder, or a path in it is not one where a
     folder is needed).
@@ -100,7 +118,7 @@ def collect(staging: Path, out: Path) -> Collected:
     try:
         src_fd = os.open(staging, flags)
         try:
-            _copy_tree(src_fd, out_fd, "", files, skipped, out)
+            _copy_tree(src_fd, out_fd, "", files, skipped, out, unchanged or {})
         finally:
             os.close(src_fd)
     finally:
@@ -138,7 +156,15 @@ def place(files: list[Path], out: Path) -> None:
         os.close(out_fd)
 
 
-def _copy_tree(src_fd: int, dst_fd: int, prefix: str, files: list[str], skipped: list[str], out: Path) -> None:
+def _copy_tree(
+    src_fd: int,
+    dst_fd: int,
+    prefix: str,
+    files: list[str],
+    skipped: list[str],
+    out: Path,
+    unchanged: dict[str, tuple[int, int]],
+) -> None:
     for entry in sorted(os.scandir(src_fd), key=lambda e: e.name):
         rel = prefix + entry.name
         st = entry.stat(follow_symlinks=False)
@@ -151,11 +177,13 @@ def _copy_tree(src_fd: int, dst_fd: int, prefix: str, files: list[str], skipped:
                 raise UsageError(f"{out / rel}: not a real folder ({e.strerror or e}); not copying into it") from e
             child_src = os.open(entry.name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=src_fd)
             try:
-                _copy_tree(child_src, child_dst, rel + "/", files, skipped, out)
+                _copy_tree(child_src, child_dst, rel + "/", files, skipped, out, unchanged)
             finally:
                 os.close(child_src)
                 os.close(child_dst)
         elif stat.S_ISREG(st.st_mode):
+            if unchanged.get(rel) == (st.st_size, st.st_mtime_ns):
+                continue  # seeded from --out and not touched by the container
             _copy_file(src_fd, dst_fd, entry.name, st.st_mode)
             files.append(rel)
         else:

@@ -20,7 +20,7 @@ from typing import Any
 from toolkit.docker.client import Mount, OutputCallback, connect, run
 from toolkit.docker.images import IMAGE_UID
 from toolkit.docker.jobs import run_environment
-from toolkit.docker.outdir import check_out_dir, collect, make_staging
+from toolkit.docker.outdir import check_out_dir, collect, make_staging, seed
 from toolkit.errors import UsageError
 from toolkit.userscript import OUT_ENV, OutputTail, collect_artifacts, resolve_script, script_failed
 
@@ -60,7 +60,13 @@ def run_command(
     else:
         user = f"{uid}:{gid}"
         environment["HOME"] = "/tmp"  # the image's home belongs to its own user
-    staging = make_staging("toolkit-image-run-", owner=IMAGE_UID if uid == 0 else None)
+    owner = IMAGE_UID if uid == 0 else None
+    staging = make_staging("toolkit-image-run-", owner=owner)
+    try:
+        seeded = seed(out, staging, owner=owner)  # the container sees --out's files as before
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
     mounts = [
         Mount(source=workdir, target=CONTAINER_WORKDIR),
         Mount(source=staging, target=CONTAINER_OUT, read_only=False),
@@ -77,7 +83,7 @@ def run_command(
             working_dir=CONTAINER_WORKDIR,
             on_output=on_output,
         )
-        collect(staging, out)
+        collect(staging, out, unchanged=seeded)
     finally:
         shutil.rmtree(staging, ignore_errors=True)  # the toolkit's own folder; rmtree follows no link
     return result.exit_code
