@@ -136,3 +136,44 @@ def test_an_oci_answer_that_trickles_in_meets_an_overall_deadline(protocol: str)
         stop.set()
         server.shutdown()
         server.server_close()
+
+
+@pytest.mark.parametrize("foreign", ["meta without columns", "versions with other columns"])
+def test_a_foreign_postgresql_schema_is_exit_4(pg_url: str, foreign: str) -> None:
+    import psycopg
+
+    from toolkit.errors import RegistryError
+    from toolkit.registry.index.postgres import PgIndex
+
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        conn.execute("CREATE SCHEMA toolkit")
+        if foreign == "meta without columns":
+            conn.execute("CREATE TABLE toolkit.meta (k text)")
+        else:
+            conn.execute("CREATE TABLE toolkit.meta (key text PRIMARY KEY, value text)")
+            conn.execute("INSERT INTO toolkit.meta VALUES ('schema_version', '1')")
+            conn.execute("CREATE TABLE toolkit.versions (id int)")
+            conn.execute("CREATE TABLE toolkit.names (id int)")
+    index = PgIndex(pg_url)
+    try:
+        with pytest.raises(RegistryError, match="schema this toolkit did not create") as e, index.read() as r:
+            r.names()
+        assert e.value.exit_code == 4 and "\n" not in str(e.value)
+    finally:
+        index.close()
+
+
+def test_postgresql_statements_have_a_timeout(pg_url: str) -> None:
+    from toolkit.registry.index.postgres import STATEMENT_TIMEOUT_S, PgIndex
+
+    index = PgIndex(pg_url)
+    try:
+        with index.read() as r:
+            r.names()
+        conn = index._conn
+        assert conn is not None
+        shown = conn.execute("SHOW statement_timeout").fetchone()["statement_timeout"]
+        assert shown in (f"{STATEMENT_TIMEOUT_S}s", f"{STATEMENT_TIMEOUT_S // 60}min"), shown
+        assert conn.execute("SHOW lock_timeout").fetchone()["lock_timeout"] != "0"
+    finally:
+        index.close()
