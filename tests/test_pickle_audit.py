@@ -23,6 +23,7 @@ from toolkit.card import ModelCard
 from toolkit.cli import app
 from toolkit.errors import CardError, EnvironmentMismatch, IntegrityError, UsageError
 from toolkit.fingerprint import canonical_name, installed_distributions
+from toolkit.trust import Policy
 
 
 def _object_array_pipeline(iris_frame: tuple[Any, Any]) -> Any:
@@ -38,6 +39,17 @@ def _object_array_pipeline(iris_frame: tuple[Any, Any]) -> Any:
     X = X.assign(size=np.where(X.iloc[:, 0] > 5.8, "big", "small"))
     transform = make_column_transformer((OneHotEncoder(), ["size"]), remainder=StandardScaler())
     return make_pipeline(transform, LogisticRegression(max_iter=500)).fit(X, y), X
+
+
+def _policy(pairs: Any, **kw: Any) -> Policy:
+    pairs = frozenset(pairs)
+    return Policy(
+        record=pairs,
+        record_modules=frozenset(m for m, _ in pairs),
+        distributions=frozenset({"scikit-learn", "numpy", "scipy", "joblib", "pandas"}),
+        local_modules=frozenset(),
+        **kw,
+    )
 
 
 class _Recording(pickle._Unpickler):
@@ -69,7 +81,7 @@ def test_dump_records_exactly_what_loading_imports(iris_frame: tuple[Any, Any], 
     assert pairs == tuple(sorted(set(pairs)))
     assert ("sklearn.preprocessing._encoders", "OneHotEncoder") in pairs
     assert ("joblib.numpy_pickle", "NumpyArrayWrapper") in pairs
-    loaded = Spy(io.BytesIO(buffer.getvalue()), pickle_audit.Allowed(pairs=frozenset(pairs))).load()
+    loaded = Spy(io.BytesIO(buffer.getvalue()), _policy(pairs)).load()
     assert asked == set(pairs)  # every recorded pair is used, and nothing else is imported
     assert (loaded.predict(X) == pipeline.predict(X)).all()
     # The file is an ordinary joblib file.
@@ -93,7 +105,7 @@ def test_a_global_missing_from_the_card_is_refused_before_it_is_imported(
     assert ("tk_import_canary", "identity") in pairs
     canary.unlink()
     del sys.modules["tk_import_canary"]
-    allowed = pickle_audit.Allowed(pairs=frozenset(p for p in pairs if p[0] != "tk_import_canary"))
+    allowed = _policy(p for p in pairs if p[0] != "tk_import_canary")
     with pytest.raises(IntegrityError, match=r"imports tk_import_canary\.identity, which its card does not allow"):
         pickle_audit.load(buffer.getvalue(), allowed, where="x.joblib")
     assert not canary.exists() and "tk_import_canary" not in sys.modules

@@ -355,13 +355,15 @@ def _attack(artifact: Path, canary: Path) -> None:
     _rewrite_pickle(artifact, buffer.getvalue(), pairs)
 
 
-def test_the_attack_works_without_trust(signed: Path, tmp_path: Path) -> None:
-    # The control: without trusted keys the rewritten card passes and the pickle runs.
+def test_without_trust_the_card_passes_and_the_loader_refuses_by_type(signed: Path, tmp_path: Path) -> None:
+    # Without trusted keys the rewritten card passes verify (it is honest about what the
+    # pickle imports); the loader still refuses the callable, which is no trusted kind.
     canary = tmp_path / "control-canary"
     _attack(signed, canary)
     toolkit.artifact.verify(signed)
-    toolkit.load(signed)
-    assert canary.exists()
+    with pytest.raises(toolkit.IntegrityError, match=r"_signing_gadget\.touch, refused: a callable"):
+        toolkit.load(signed)
+    assert not canary.exists()
 
 
 def test_the_attackers_pickle_never_runs_with_trust(
@@ -489,7 +491,7 @@ def test_verify_with_trust_hashes_the_pickle_once(
 
     monkeypatch.setattr(_files, "sha256_file", counting)
     toolkit.artifact.verify(signed, trusted_keys=[keys["pub"]])
-    assert sorted(hashed) == ["iris-1.0.0.card.json", "iris-1.0.0.card.md", "iris-1.0.0.joblib"]
+    assert hashed == ["iris-1.0.0.joblib"]  # the cards are hashed from the bytes parsed
     hashed.clear()
     sign(signed, keys["key"])
     assert sorted(hashed) == ["iris-1.0.0.card.json", "iris-1.0.0.card.md", "iris-1.0.0.joblib"]
@@ -685,3 +687,33 @@ def test_without_cryptography_the_gate_works_and_trust_is_one_clear_line(signed:
     refused = subprocess.run(trust, capture_output=True, text=True, env=env)
     assert refused.returncode == 2
     assert refused.stderr.strip() == "error: signatures need the `cryptography` package, which is not installed here"
+
+
+def test_the_card_checked_against_the_signature_is_the_card_parsed(
+    signed: Path, keys: dict[str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The race of renames between reading the cards and hashing them, made deterministic:
+    # the reads see an unsigned card (and its own rendering), the files on disk are the
+    # signed ones again afterwards. Hashing a second read would pass the signature and
+    # trust the unsigned card.
+    import dataclasses
+
+    from toolkit import _files
+
+    paths = toolkit.artifact.artifact_paths(signed)
+    card = toolkit.artifact.read_card(signed)
+    unsigned = dataclasses.replace(card, intended_use="whatever the attacker says")
+    forged = {paths.card_json: unsigned.to_json(), paths.card_md: unsigned.to_markdown().encode()}
+    real = _files.read_regular
+
+    def racing(path: Path, *a: Any, **k: Any) -> bytes:
+        return forged.get(Path(path)) or real(path, *a, **k)
+
+    monkeypatch.setattr(_files, "read_regular", racing)
+    for run in (
+        lambda: toolkit.artifact.verify(signed, trusted_keys=[keys["pub"]]),
+        lambda: toolkit.check_env(signed, trusted_keys=[keys["pub"]]),
+        lambda: toolkit.load(signed, trusted_keys=[keys["pub"]]),
+    ):
+        with pytest.raises(signing.SignatureError, match="changed since it was signed"):
+            run()

@@ -358,10 +358,14 @@ def test_rebuild_refuses_lock_text_that_is_not_the_recorded_lock(wine: Path, tmp
 
     def honest(d: dict[str, Any]) -> None:
         in_image(d)
-        d["environment"]["lock_sha256"] = hashlib.sha256(b"numpy==1.0\n").hexdigest()
+        d["environment"]["lock"] = _HASHED_LOCK
+        d["environment"]["lock_sha256"] = hashlib.sha256(_HASHED_LOCK.encode()).hexdigest()
 
     _rewrite_card(model, honest)
-    assert rebuild_source(read_card(model)) == (base, "numpy==1.0\n")
+    assert rebuild_source(read_card(model)) == (base, _HASHED_LOCK)
+
+
+_HASHED_LOCK = "numpy==1.0 \\\n    --hash=sha256:" + "a" * 64 + "\n"
 
 
 def test_cache_key_follows_base_lock_debs_and_the_installed_toolkit(

@@ -156,11 +156,12 @@ def verify(path: str | os.PathLike[str], *, trusted_keys: TrustedKeys = None) ->
     Raises: IntegrityError, CardError, SignatureError.
     """
     paths = artifact_paths(path)
-    card = read_card(paths.model)
+    card, md, card_digests = _read_cards(paths)
     digest, size = _files.sha256_file(paths.model, "artifact")
-    # With trust, the signature speaks first: it names the file that changed.
-    require_signature(paths, trusted_keys, known={paths.model: digest})
-    check_companions(paths, card)
+    # With trust, the signature speaks first: it names the file that changed. It checks the
+    # digests of the very bytes parsed and compared here, never a second read.
+    require_signature(paths, trusted_keys, known={paths.model: digest, **card_digests})
+    _check_companions(paths, card, md)
     _check_digest(paths.model, card.artifact, digest, size)
     _reference_bytes(paths, card)
     return card
@@ -202,6 +203,22 @@ def _reference_bytes(paths: ArtifactPaths, card: ModelCard) -> bytes | None:
             f"{paths.reference}: sha256 {digest[:12]}… does not match the card's {info.sha256[:12]}…; refused"
         )
     return data
+
+
+def _read_cards(paths: ArtifactPaths) -> tuple[ModelCard, bytes, dict[Path, str]]:
+    """The card parsed from one read of ``.card.json``, the ``.card.md`` bytes from one read,
+    and the sha256 of exactly those bytes: what is signature-checked is what is parsed and
+    compared (no swap between the check and the use).
+
+    Raises: IntegrityError, CardError.
+    """
+    import hashlib
+
+    data = _files.read_regular(paths.card_json, "card", limit=MAX_CARD_BYTES)
+    card = parse_card(data, where=str(paths.card_json))
+    md = _files.read_regular(paths.card_md, "card markdown", limit=2 * MAX_CARD_BYTES)
+    digests = {paths.card_json: hashlib.sha256(data).hexdigest(), paths.card_md: hashlib.sha256(md).hexdigest()}
+    return card, md, digests
 
 
 def sign(path: str | os.PathLike[str], key_path: str | os.PathLike[str]) -> Path:
@@ -413,14 +430,19 @@ def load(
     trusted_keys: TrustedKeys = None,
     require_provenance: bool = False,
     checker_packages: Iterable[str] = (),
+    trusted: Iterable[str] = (),
 ) -> Any:
     """Unpickle an artifact only after its checksum and this runtime pass the card.
 
     With ``allow_mismatch=True`` a mismatched runtime loads anyway, with an
     ``EnvironmentMismatchWarning``, and the probe predictions are re-checked.
     With ``trusted_keys`` (public key paths; $TOOLKIT_TRUSTED_KEYS adds to them) a valid
-    signature by one of them is required before anything is unpickled.
-    Raises: IntegrityError, CardError, EnvironmentMismatch (also when unpickling fails in
+    signature by one of them is required before anything is unpickled, and the card's
+    record of globals is then trusted as the signer's word. ``trusted`` names callables
+    (``"MODULE.NAME"``) the loading side trusts beyond what ``toolkit.trust`` trusts by
+    default (a FunctionTransformer's own function, a custom scorer).
+    Raises: IntegrityError (also: a global refused, or an object that is not an estimator),
+    CardError, EnvironmentMismatch (also when unpickling fails in
     a mismatched runtime), ProbeMismatch (loaded, but the probe predictions disagree),
     SignatureError (trust configured and no valid trusted signature). With ``require_provenance``,
     ProvenanceError as the gate's ``--require-provenance`` (checked before anything is unpickled).
@@ -434,6 +456,7 @@ def load(
         trusted_keys=trusted_keys,
         require_provenance=require_provenance,
         checker_packages=checker_packages,
+        trusted=trusted,
     )
     if loaded.differences:
         result = check_outputs(path, loaded)
@@ -474,29 +497,39 @@ def load_verified(
     trusted_keys: TrustedKeys = None,
     require_provenance: bool = False,
     checker_packages: Iterable[str] = (),
+    trusted: Iterable[str] = (),
 ) -> Loaded:
     """The guarded unpickle shared by ``load`` and the gate; does not re-check the probe.
 
     Raises: as ``load``, except ProbeMismatch. Warns: EnvironmentMismatchWarning.
     """
+    from toolkit import trust
+
     validate_policy(policy)
+    trust.parse_trusted(trusted)  # a bad --trust value is a usage error before anything is read
     paths = artifact_paths(path)
-    card = read_card(paths.model)
+    card, md, card_digests = _read_cards(paths)
     blob = _read_verified(paths.model, card.artifact)
-    # _read_verified proved the bytes in memory hash to the card's sha256: no second pass.
-    require_signature(paths, trusted_keys, known={paths.model: card.artifact.sha256})
-    check_companions(paths, card)
+    # _read_verified proved the bytes in memory hash to the card's sha256: no second pass;
+    # the cards' digests are of the bytes parsed above.
+    known = {paths.model: card.artifact.sha256, **card_digests}
+    signed = require_signature(paths, trusted_keys, known=known) is not None
+    guard = trust.policy_for(card.references, trusted=trusted, signed=signed)
+    _check_companions(paths, card, md)
     if require_provenance:
         from toolkit.provenance.verify import require_provenance as check_provenance
 
-        check_provenance(paths, card, trusted_keys, known={paths.model: card.artifact.sha256})
+        check_provenance(paths, card, trusted_keys, known=known)
     _reference_bytes(paths, card)
     diffs = runtime_differences(card, policy=policy, checker=checker_packages)
     if diffs and not allow_mismatch:
         raise EnvironmentMismatch(diffs, policy=policy)
     if diffs:  # before unpickling, so the warning is seen even if unpickling then fails
         warnings.warn(EnvironmentMismatchWarning(str(EnvironmentMismatch(diffs, policy=policy))), stacklevel=3)
-    return Loaded(pipeline=_unpickle(blob, paths.model, card, diffs, policy), card=card, differences=diffs)
+    pipeline = _unpickle(blob, paths.model, guard, diffs, policy)
+    if not callable(getattr(pipeline, "predict", None)):
+        raise IntegrityError(f"{paths.model}: the pickle holds a {type(pipeline).__name__}, not an estimator; refused")
+    return Loaded(pipeline=pipeline, card=card, differences=diffs)
 
 
 def runtime_differences(
@@ -520,26 +553,25 @@ def check_companions(paths: ArtifactPaths, card: ModelCard) -> None:
 
     Raises: IntegrityError.
     """
+    _check_companions(paths, card, _files.read_regular(paths.card_md, "card markdown", limit=2 * MAX_CARD_BYTES))
+
+
+def _check_companions(paths: ArtifactPaths, card: ModelCard, md: bytes) -> None:
+    """``check_companions`` on ``.card.md`` bytes already read."""
     if card.artifact.file != paths.model.name:
         raise IntegrityError(f"{paths.card_json} describes {card.artifact.file!r}, not {paths.model.name!r}; refused")
-    md = _files.read_regular(paths.card_md, "card markdown", limit=2 * MAX_CARD_BYTES)
     if md != card.to_markdown().encode():
         raise IntegrityError(f"{paths.card_md} is not the rendering of {paths.card_json.name}: edited; refused")
 
 
-def _unpickle(blob: Any, where: Path, card: ModelCard, diffs: tuple[Difference, ...], policy: str) -> Any:
+def _unpickle(blob: Any, where: Path, guard: Any, diffs: tuple[Difference, ...], policy: str) -> Any:
     from toolkit import pickle_audit
 
-    refs = card.references
-    if refs.globals is not None:
-        allowed = pickle_audit.Allowed(pairs=frozenset(refs.globals))
-    else:  # schema 1 listed modules only: any name in them that is not denied
-        allowed = pickle_audit.Allowed(modules=frozenset(refs.modules))
     try:
         with warnings.catch_warnings():
             # The version warnings scikit-learn may print are what the card already told us.
             warnings.simplefilter("ignore")
-            return pickle_audit.load(blob, allowed, where=str(where))
+            return pickle_audit.load(blob, guard, where=str(where))
     except IntegrityError:
         raise
     except Exception as e:

@@ -92,6 +92,7 @@ def check_env(
     trusted_keys: TrustedKeys = None,
     require_provenance: bool = False,
     certifications: str | os.PathLike[str] | None = None,
+    trusted: Iterable[str] = (),
 ) -> Report:
     """Check integrity, then this runtime against the card, under ``policy``.
 
@@ -101,6 +102,7 @@ def check_env(
     With trusted keys (or $TOOLKIT_TRUSTED_KEYS) the signature is checked too, before any unpickling.
     With ``require_provenance`` (which needs a trusted key), also ``<stem>.provenance.json``: signed
     by a trusted key, its subjects these very files, its base image, lock and dataset the card's.
+    ``trusted``: callables (``MODULE.NAME``) the loader may resolve beyond its default trust.
     Raises: IntegrityError, CardError, SignatureError, ProvenanceError, UsageError (unknown policy
     or key file; provenance required with no trusted key).
     """
@@ -117,7 +119,7 @@ def check_env(
         paths = artifact_paths(path)
         # verify() proved the .joblib hashes to the card's sha256: it is not hashed again.
         check_provenance(paths, card, trusted_keys, known={paths.model: card.artifact.sha256})
-    predictions = _probe(path, policy, trusted_keys) if verify_predictions else None
+    predictions = _probe(path, policy, trusted_keys, trusted) if verify_predictions else None
     report = assess(card, artifact=str(path), policy=policy, predictions=predictions)
     if policy == "certified" and report.differences and certifications is not None:
         report = _certified(report, card, Path(certifications), trusted_keys)
@@ -186,13 +188,15 @@ def assess(
     )
 
 
-def _probe(path: str | os.PathLike[str], policy: str, trusted_keys: TrustedKeys) -> ProbeResult | ReferenceResult:
+def _probe(
+    path: str | os.PathLike[str], policy: str, trusted_keys: TrustedKeys, trusted: Iterable[str]
+) -> ProbeResult | ReferenceResult:
     from toolkit.artifact import check_outputs, load_verified
 
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # the report already lists every difference
-            loaded = load_verified(path, policy=policy, allow_mismatch=True, trusted_keys=trusted_keys)
+            loaded = load_verified(path, policy=policy, allow_mismatch=True, trusted_keys=trusted_keys, trusted=trusted)
     except EnvironmentMismatch as e:  # the pickle does not even load in this runtime
         return ProbeResult(
             ok=False, rows=0, label_mismatches=0, max_abs_diff=float("inf"), tolerance=0.0, error=e.detail or str(e)

@@ -2,12 +2,15 @@
 
 ``dump`` subclasses joblib's own pickler and records every ``(module, name)`` pair that
 its GLOBAL/STACK_GLOBAL opcodes write, as they are written: no second pickling pass.
-``load`` subclasses joblib's unpickler and lets ``find_class`` import only the pairs the
-card lists; anything else is refused before it is imported. Nested object-array streams
-(which joblib writes and reads with a separate pickler) go through the same two hooks.
+``load`` subclasses joblib's unpickler and lets ``find_class`` resolve only what
+``toolkit.trust.Policy`` trusts (by what an object is; the card's record only refuses),
+with Python 2 name mapping off and BUILD never aimed at a class, function or module.
+Nested object-array streams (which joblib writes and reads with a separate pickler) go
+through the same hooks.
 
-The callables that only an attack needs are listed once, in ``toolkit.forbidden``: ``save``
-refuses a pipeline that references them, and the card parser refuses a card that lists them.
+The callables that only an attack needs are listed once, in ``toolkit.forbidden``: a second
+belt, no longer the guard. ``save`` refuses a pipeline that references them, and the card parser
+refuses a card that lists them.
 """
 
 from __future__ import annotations
@@ -21,13 +24,14 @@ from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass
 from importlib.machinery import PathFinder
 from pathlib import Path
-from types import FunctionType
+from types import BuiltinFunctionType, FunctionType, ModuleType
 from typing import IO, TYPE_CHECKING, Any
 
 from toolkit.card.records import LocalModule
 from toolkit.errors import IntegrityError, UsageError
 from toolkit.fingerprint import _name_and_version, canonical_name
 from toolkit.forbidden import DENIED_GLOBALS, DENIED_MODULES, denied
+from toolkit.trust import Policy, Refused, never_imported, plain_pair, refused_error
 
 if TYPE_CHECKING:
     from importlib import metadata
@@ -35,7 +39,6 @@ if TYPE_CHECKING:
 __all__ = [
     "DENIED_GLOBALS",
     "DENIED_MODULES",
-    "Allowed",
     "LocalModule",
     "denied",
     "distributions_for",
@@ -44,22 +47,6 @@ __all__ = [
     "local_module_sha256",
     "local_modules",
 ]
-
-
-@dataclass(frozen=True, kw_only=True, slots=True)
-class Allowed:
-    """What ``load`` may import: exactly ``pairs`` (card schema 2), or, for a schema 1 card
-    that lists only modules, any name in ``modules`` that is not denied."""
-
-    pairs: frozenset[tuple[str, str]] | None = None
-    modules: frozenset[str] = frozenset()
-
-    def permits(self, module: str, name: str) -> bool:
-        if denied(module, name):
-            return False
-        if self.pairs is not None:
-            return (module, name) in self.pairs
-        return module in self.modules
 
 
 # --- dump --------------------------------------------------------------------------------
@@ -163,18 +150,12 @@ def _auditing_pickler() -> Any:
 # --- load --------------------------------------------------------------------------------
 
 
-class _Refused(Exception):
-    def __init__(self, module: str, name: str) -> None:
-        super().__init__(f"{module}.{name}")
-        self.module = module
-        self.name = name
+def load(buffer: Any, policy: Policy, *, where: str) -> Any:
+    """Unpickle a joblib file from memory, resolving only what ``policy`` trusts.
 
-
-def load(buffer: Any, allowed: Allowed, *, where: str) -> Any:
-    """Unpickle a joblib file from memory, importing only what ``allowed`` permits.
-
-    Raises: IntegrityError (a global the card does not allow, before it is imported; a
-    compressed or foreign file); any other unpickling error unchanged for the caller.
+    Raises: IntegrityError (a global refused, before it is imported or used; a compressed
+    or foreign file; a BUILD aimed at a class, function or module); any other unpickling
+    error unchanged for the caller.
     """
     from toolkit._files import MemoryReader
 
@@ -182,14 +163,33 @@ def load(buffer: Any, allowed: Allowed, *, where: str) -> Any:
     if reader.read(1) != pickle.PROTO:
         raise IntegrityError(f"{where}: not an uncompressed joblib pickle (toolkit.save writes no other kind); refused")
     reader.seek(0)
-    unpickler = _restricted_unpickler()(reader, allowed)
+    unpickler = _restricted_unpickler()(reader, policy)
     try:
         return unpickler.load()
-    except _Refused as e:
-        raise IntegrityError(
-            f"{where}: the pickle imports {e.module}.{e.name}, which its card does not allow; "
-            "refused before importing it"
-        ) from None
+    except Refused as e:
+        raise refused_error(e, where) from None
+    except _BadBuild as e:
+        raise IntegrityError(f"{where}: the pickle sets state on {e}, which only an attack does; refused") from None
+
+
+class _BadBuild(Exception):
+    pass
+
+
+def _type_of(*args: Any) -> type:
+    """builtins.type as the loader serves it: the one-argument form only (``type(None)``);
+    the three-argument form would build a class."""
+    if len(args) != 1:
+        raise Refused("builtins", "type", "only type(obj) is served; type(name, bases, dict) builds a class")
+    return type(args[0])
+
+
+def _guard_build(stack: list[Any]) -> None:
+    # BUILD sets attributes on the object below it. On a class, function or module that
+    # would change code every later caller runs (a method, a function's defaults): refused.
+    target = stack[-2] if len(stack) >= 2 else None
+    if isinstance(target, (type, FunctionType, BuiltinFunctionType, ModuleType)):
+        raise _BadBuild(getattr(target, "__qualname__", None) or type(target).__name__)
 
 
 _UNPICKLER: Any = None
@@ -207,33 +207,83 @@ def _restricted_unpickler() -> Any:
     new_init = "ensure_native_byte_order" in inspect.signature(base.__init__).parameters
     new_read = "ensure_native_byte_order" in inspect.signature(wrapper_cls.read).parameters
 
+    def _resolve(self: Any, module: str, name: str) -> Any:
+        cache = self.resolved
+        key = (module, name)
+        if key in cache:
+            return cache[key]
+        if self.policy.recorded(module, name) and denied(module, name):  # never, even if trusted
+            raise Refused(module, name, "a callable only an attack needs")
+        obj = self.policy.resolve(module, name, self.import_global)
+        if obj is type:
+            obj = _type_of
+        elif getattr(obj, "__name__", None) == "_ufunc_reconstruct" and _is_numpy(obj):
+            obj = self.ufunc_by_name  # numpy 1's ufunc pickles: its own would import anything
+        cache[key] = obj
+        return obj
+
+    def _import_global(self: Any, module: str, name: str) -> Any:
+        # plain's find_class with fix_imports off: no Python 2 name mapping, and names are
+        # plain identifiers by now, so no attribute walk.
+        __import__(module, level=0)
+        return getattr(sys.modules[module], name)
+
+    def _ufunc_by_name(self: Any, module: str, name: str) -> Any:
+        np = sys.modules["numpy"]
+        if not (isinstance(module, str) and isinstance(name, str)) or not plain_pair(module, name):
+            raise Refused(str(module), str(name), "not a plain module and name")
+        if module.split(".", 1)[0] not in ("numpy", "scipy") or never_imported(module):
+            raise Refused(module, name, "not a numpy or scipy ufunc")
+        obj = _import_global(self, module, name)
+        if not isinstance(obj, np.ufunc):
+            raise Refused(module, name, "not a ufunc")
+        return obj
+
+    class _Nested(plain):  # type: ignore[misc]
+        """An object array's nested stream: the same find_class and BUILD guard."""
+
+        dispatch = plain.dispatch.copy()
+
+        def __init__(self, file: Any, outer: Any) -> None:
+            super().__init__(file, fix_imports=False)
+            self.outer = outer
+
+        def find_class(self, module: str, name: str) -> Any:
+            return self.outer.find_class(module, name)
+
+        def load_build(self) -> None:
+            _guard_build(self.stack)
+            plain.load_build(self)
+
+        dispatch[pickle.BUILD[0]] = load_build
+
     class RestrictedUnpickler(base):  # type: ignore[misc]
         dispatch = base.dispatch.copy()
 
-        def __init__(self, file: Any, allowed: Allowed) -> None:
+        def __init__(self, file: Any, policy: Policy) -> None:
             if new_init:
                 super().__init__("", file, True)
             else:
                 super().__init__("", file)
-            self.allowed = allowed
+            self.fix_imports = False  # __builtin__.eval is a name like any other: refused
+            self.policy = policy
+            self.resolved: dict[tuple[str, str], Any] = {}
 
-        def find_class(self, module: str, name: str) -> Any:
-            if not self.allowed.permits(module, name):
-                raise _Refused(module, name)
-            return super().find_class(module, name)
+        find_class = _resolve
+        import_global = _import_global
+        ufunc_by_name = _ufunc_by_name
 
         def load_build(self) -> None:
             # joblib's load_build, except that an object array's nested stream is read
             # through this find_class too (older joblib reads it with a plain pickle.load).
+            _guard_build(self.stack)
             plain.load_build(self)
             top = self.stack[-1]
             if not isinstance(top, wrapper_cls):
                 return  # joblib <= 0.9's NDArrayWrapper is never allowed: find_class refused it
             self.stack.pop()
             if top.dtype.hasobject:
-                nested = plain(self.file_handle)
-                nested.find_class = self.find_class
-                array = nested.load()
+                array = _Nested(self.file_handle, self).load()
                 if top.subclass is not self.np.ndarray:
                     array = array.view(top.subclass)
             else:
@@ -244,6 +294,10 @@ def _restricted_unpickler() -> Any:
 
     _UNPICKLER = RestrictedUnpickler
     return RestrictedUnpickler
+
+
+def _is_numpy(obj: Any) -> bool:
+    return (getattr(obj, "__module__", None) or "").split(".", 1)[0] == "numpy"
 
 
 # --- local modules -----------------------------------------------------------------------

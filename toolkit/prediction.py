@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import os
 import stat
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -93,6 +93,7 @@ def predict(
     allow_mismatch: bool = False,
     trusted_keys: TrustedKeys = None,
     id_column: str | None = None,
+    trusted: Iterable[str] = (),
 ) -> Predictions:
     """Predict with the artifact's pipeline on ``frame`` (a DataFrame, or a CSV/Parquet path).
 
@@ -121,7 +122,7 @@ def predict(
     used = {name for name, _ in features} | ({id_column} if id_column is not None else set())
     ignored = tuple(str(c) for c in frame.columns if c not in used)
     ids = frame[id_column].to_numpy() if id_column is not None else None
-    pipeline = load(artifact, policy=policy, allow_mismatch=allow_mismatch, trusted_keys=trusted_keys)
+    pipeline = load(artifact, policy=policy, allow_mismatch=allow_mismatch, trusted_keys=trusted_keys, trusted=trusted)
     predicted = pipeline.predict(X)
     if hasattr(pipeline, "predict_proba"):
         return Predictions(

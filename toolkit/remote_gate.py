@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import shutil
 import tempfile
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +43,7 @@ def check_env(
     client: Client | None = None,
     trusted_keys: Any = None,
     require_provenance: bool = False,
+    trusted: Iterable[str] = (),
 ) -> Report:
     """The gate's report for ``oci://HOST[:PORT]/REPO(:TAG|@sha256:HEX)``.
 
@@ -69,6 +71,7 @@ def check_env(
                     verify_predictions=True,
                     trusted_keys=trusted_keys if require_provenance else None,  # pull checked the .sig
                     require_provenance=require_provenance,
+                    trusted=trusted,
                 )
                 return dataclasses.replace(report, artifact=str(pulled.reference))
             finally:

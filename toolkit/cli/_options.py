@@ -86,6 +86,16 @@ TrustedKeyOpt = Annotated[
         show_default=False,
     ),
 ]
+TrustOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--trust",
+        metavar="MODULE.NAME",
+        help="Let the guarded load resolve this callable (a FunctionTransformer's function, a custom "
+        "scorer), beyond the types it trusts by default (repeatable).",
+        show_default=False,
+    ),
+]
 SignKeyOpt = Annotated[
     Path | None,
     typer.Option(

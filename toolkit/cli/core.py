@@ -17,6 +17,7 @@ from toolkit.cli._options import (
     PolicyOpt,
     RegistryOpt,
     TrustedKeyOpt,
+    TrustOpt,
     VerifyPredictionsOpt,
 )
 from toolkit.cli._output import echo, json_error
@@ -61,6 +62,7 @@ def check_env(
             help="With --policy certified: the folder of certifications (upgrade-check --certify) to honour.",
         ),
     ] = None,
+    trust: TrustOpt = None,
 ) -> None:
     """The deploy gate: exit 0 if this runtime matches the card, 1 if not, 3 on integrity failure."""
     try:
@@ -74,6 +76,7 @@ def check_env(
                 insecure=insecure,
                 trusted_keys=trusted_key,
                 require_provenance=require_provenance,
+                trusted=trust or (),
             )
         else:
             from toolkit.gate import check_env as run_gate
@@ -85,6 +88,7 @@ def check_env(
                 trusted_keys=trusted_key,
                 require_provenance=require_provenance,
                 certifications=certifications,
+                trusted=trust or (),
             )
     except ToolkitError as e:
         if as_json:  # scripts parsing stdout still get one object

@@ -39,6 +39,7 @@ from toolkit.cli._options import (
     TaskOpt,
     TestSizeOpt,
     TrustedKeyOpt,
+    TrustOpt,
     VersionOpt,
 )
 from toolkit.cli._output import echo, echo_err, markup
@@ -155,6 +156,7 @@ def predict(
     trusted_key: TrustedKeyOpt = None,
     registry: RegistryOpt = None,
     id_column: IdOpt = None,
+    trust: TrustOpt = None,
 ) -> None:
     """Predict with a guarded load: one row per input row, the class and each class's probability.
 
@@ -171,7 +173,9 @@ def predict(
     inputs = (input_file, paths.model, paths.card_json, paths.card_md)
     if out_file is not None:
         check_output(out_file, sources=inputs)  # before minutes of loading and predicting
-    result = run_predict(model, input_file, policy=policy.value, trusted_keys=trusted_key, id_column=id_column)
+    result = run_predict(
+        model, input_file, policy=policy.value, trusted_keys=trusted_key, id_column=id_column, trusted=trust or ()
+    )
     if result.ignored:
         shown = ", ".join(result.ignored[:5]) + (", ..." if len(result.ignored) > 5 else "")
         echo_err(f"note: ignoring {len(result.ignored)} column(s) the model does not use: {shown}")

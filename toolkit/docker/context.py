@@ -8,7 +8,6 @@ project's Debian packages. Nothing here talks to Docker.
 from __future__ import annotations
 
 import hashlib
-import re
 import shutil
 import subprocess
 import tarfile
@@ -22,9 +21,6 @@ from toolkit.errors import UsageError
 
 __all__ = ["git_revision", "lock_pins", "lock_sha256", "locked_wheels", "packaged_dockerfile", "write_context"]
 
-# `name==version` at the start of a line, extras dropped; hashes and markers follow it.
-_LOCK_PIN = re.compile(r"^([A-Za-z0-9][A-Za-z0-9._-]*)(?:\[[^\]]*\])?==([^\s;\\]+)", re.MULTILINE)
-
 
 def lock_sha256(path: Path) -> str:
     """The sha256 of a lock file, as the image records it. Raises: UsageError."""
@@ -35,23 +31,15 @@ def lock_sha256(path: Path) -> str:
 
 
 def lock_pins(lock: Path) -> dict[str, Version]:
-    """``{canonical name: version}`` for every pin in ``lock``. Raises: UsageError."""
-    from packaging.utils import canonicalize_name
-    from packaging.version import InvalidVersion
+    """``{canonical name: version}`` for every pin in ``lock``, which must be data only
+    (``toolkit.lockfile``: no pip option, URL or path). Raises: UsageError."""
+    from toolkit.lockfile import parse_lock
 
     try:
         text = lock.read_text(encoding="utf-8")
-    except OSError as e:
-        raise UsageError(f"{lock}: cannot read the lock file ({e.strerror or e})") from e
-    pins: dict[str, Version] = {}
-    for name, version in _LOCK_PIN.findall(text):
-        try:
-            pins[canonicalize_name(name)] = Version(version)
-        except InvalidVersion as e:
-            raise UsageError(f"{lock}: {name}=={version} is not a valid version") from e
-    if not pins:
-        raise UsageError(f"{lock}: no pinned requirements (name==version) found")
-    return pins
+    except (OSError, UnicodeDecodeError) as e:
+        raise UsageError(f"{lock}: cannot read the lock file ({getattr(e, 'strerror', None) or e})") from e
+    return {pin.name: Version(pin.version) for pin in parse_lock(text, where=str(lock))}
 
 
 def locked_wheels(lock: Path, wheelhouse: Path) -> list[Path]:

@@ -4,14 +4,15 @@ The current directory is mounted read-only at /work (the working directory, and 
 ``PYTHONPATH``, so the gate finds the user's local modules as the script did); the output
 directory writable at /out, named to the command as ``$TOOLKIT_OUT``; network off; the root
 filesystem read-only; the image's own environment (base digest, lock hash, ``PYTHONHASHSEED``)
-left as it was built. Files the command writes end up owned by the caller: a non-root caller
-runs the container as itself; root runs it as the image's non-root user and gets the files
-handed back.
+left as it was built. The container's /out is a fresh folder the toolkit made; afterwards only
+the regular files in it are copied into the output directory (owned by the caller, never
+through a link), so the container never touches a host path it was not given.
 """
 
 from __future__ import annotations
 
 import os
+import shutil
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,7 @@ from toolkit import env
 from toolkit.docker.client import Mount, OutputCallback, connect, run
 from toolkit.docker.images import IMAGE_UID
 from toolkit.docker.jobs import run_environment
+from toolkit.docker.outdir import check_out_dir, collect, make_staging, seed
 from toolkit.errors import UsageError
 from toolkit.userscript import OUT_ENV, OutputTail, collect_artifacts, resolve_script, script_failed
 
@@ -37,29 +39,38 @@ def run_command(
     workdir: Path = Path(),
     on_output: OutputCallback | None = None,
     client: Any | None = None,
+    root: Path = Path("/"),
 ) -> int:
-    """Run ``command`` in ``image`` with ``workdir`` at /work and ``out`` at /out; return its exit code.
+    """Run ``command`` in ``image`` with ``workdir`` at /work and a fresh staging folder at
+    /out; return its exit code. Afterwards the regular files it wrote are copied into ``out``
+    (``toolkit.docker.outdir``: never through a link, nothing chowned outside staging).
 
-    ``out`` is created if missing. Raises: UsageError (no command, ``out`` not writable),
-    DockerError (no engine, unknown image, the command cannot be started).
+    ``out`` is created if missing. Raises: UsageError (no command; ``out`` a symlink, ``/``, a
+    system folder, the project or a parent of it, or not writable), DockerError (no engine,
+    unknown image, the command cannot be started).
     """
     if not command or not command[0]:
         raise UsageError("image run needs a command after --, e.g. toolkit image run -- python train.py")
     workdir = workdir.resolve()
-    out = _prepare(out)
+    out = check_out_dir(out, project=workdir, root=root)
     environment = {**run_environment(), OUT_ENV: CONTAINER_OUT, env.PYTHONPATH: CONTAINER_WORKDIR}
     uid, gid = os.getuid(), os.getgid()
-    owner = out.stat()
     if uid == 0:
         _require_readable_by_image_user(workdir)
         user = f"{IMAGE_UID}:{IMAGE_UID}"
-        os.chown(out, IMAGE_UID, IMAGE_UID)
     else:
         user = f"{uid}:{gid}"
         environment[env.HOME] = "/tmp"  # the image's home belongs to its own user
+    owner = IMAGE_UID if uid == 0 else None
+    staging = make_staging("toolkit-image-run-", owner=owner)
+    try:
+        seeded = seed(out, staging, owner=owner)  # the container sees --out's files as before
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
     mounts = [
         Mount(source=workdir, target=CONTAINER_WORKDIR),
-        Mount(source=out, target=CONTAINER_OUT, read_only=False),
+        Mount(source=staging, target=CONTAINER_OUT, read_only=False),
     ]
     try:
         result = run(
@@ -73,9 +84,9 @@ def run_command(
             working_dir=CONTAINER_WORKDIR,
             on_output=on_output,
         )
+        collect(staging, out, unchanged=seeded)
     finally:
-        if uid == 0:
-            _hand_back(out, owner.st_uid, owner.st_gid)
+        shutil.rmtree(staging, ignore_errors=True)  # the toolkit's own folder; rmtree follows no link
     return result.exit_code
 
 
@@ -104,16 +115,6 @@ def run_script_in_container(
 # --- helpers -------------------------------------------------------------------------------
 
 
-def _prepare(out: Path) -> Path:
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise UsageError(f"{out}: cannot create the output folder ({e.strerror or e})") from e
-    if not out.is_dir():
-        raise UsageError(f"{out}: not a folder")
-    return out.resolve()
-
-
 def _require_readable_by_image_user(workdir: Path) -> None:
     """Root runs the command as the image's user: say so plainly instead of a confusing failure inside."""
     st = workdir.stat()
@@ -122,13 +123,3 @@ def _require_readable_by_image_user(workdir: Path) -> None:
             f"{workdir}: not readable by the image's user (uid {IMAGE_UID}); "
             "make it world-readable (chmod o+rx) to run in the image"
         )
-
-
-def _hand_back(out: Path, uid: int, gid: int) -> None:
-    """Root's run: what the image's user created in ``out`` becomes root's; ``out`` gets its owner back."""
-    os.chown(out, uid, gid)
-    for dirpath, dirnames, filenames in os.walk(out):
-        for name in (*dirnames, *filenames):
-            path = os.path.join(dirpath, name)
-            if os.lstat(path).st_uid == IMAGE_UID:
-                os.chown(path, 0, 0, follow_symlinks=False)

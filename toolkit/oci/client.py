@@ -14,6 +14,7 @@ unknown repository or tag a ``RegistryError`` (exit 4), and a digest or size fai
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import os
@@ -57,6 +58,11 @@ _THREADED_HASH_BYTES = 8 * _CHUNK
 _HASH_QUEUE = 16
 # Connect within 3 s (an address that never answers), then at most 30 s between two reads.
 DEFAULT_TIMEOUT = (3.0, 30.0)
+# And an overall deadline per answer, however it trickles in (a registry sending one byte
+# every 29 s never hits the read timeout): 120 s for a manifest, a card or a token; a blob
+# gets that plus its size at 256 KiB/s.
+DEFAULT_DEADLINE = 120.0
+_BLOB_MIN_RATE = 256 * 1024
 
 Progress = Callable[[str, int, int], None]
 """Called as ``progress(file_name, bytes_done, bytes_total)`` while a blob moves."""
@@ -81,6 +87,7 @@ class Client:
         credentials: tuple[str, str] | None = None,
         use_docker_config: bool = True,
         session: Any = None,
+        deadline: float = DEFAULT_DEADLINE,
     ) -> None:
         try:
             import requests
@@ -91,6 +98,7 @@ class Client:
         self.scheme = "http" if insecure or is_loopback(split_host(host)[0]) else "https"
         self.base = f"{self.scheme}://{host}"
         self.timeout = timeout
+        self.deadline = deadline
         self._credentials = credentials
         self._credentials_loaded = credentials is not None or not use_docker_config
         self._session = session if session is not None else requests.Session()
@@ -197,7 +205,12 @@ class Client:
         Raises: IntegrityError (missing blob, wrong size or digest, larger than declared).
         """
         name = descriptor.file_name or descriptor.digest[:19]
-        r = self._request("GET", f"/v2/{repository}/blobs/{descriptor.digest}", what=f"blob {name}")
+        r = self._request(
+            "GET",
+            f"/v2/{repository}/blobs/{descriptor.digest}",
+            what=f"blob {name}",
+            deadline=self.deadline + descriptor.size / _BLOB_MIN_RATE,
+        )
         with r:
             if r.status_code == 404:
                 raise IntegrityError(f"{self.host}/{repository}: blob {name} ({descriptor.digest[:19]}…) is missing")
@@ -207,7 +220,7 @@ class Client:
             try:
                 # Only reading the stream is the network's; a write to ``dest`` that fails (a full
                 # disk) is the caller's OSError, and a bug of ours is not a remote failure.
-                for chunk in _network_read(r.iter_content(_CHUNK), self.host, f"blob {name}"):
+                for chunk in _network_read(r.iter_content(_CHUNK), self.host, f"blob {name}", r):
                     done += len(chunk)
                     if done > descriptor.size:
                         raise IntegrityError(f"{name}: blob is larger than its declared {descriptor.size} bytes")
@@ -294,9 +307,12 @@ class Client:
         headers: Mapping[str, str] | None = None,
         body: Callable[[], Any] | None = None,
         what: str,
+        deadline: float | None = None,
     ) -> Any:
         """One request, authenticated on a 401 challenge. Always streamed: no response body,
-        an error page included, is read into memory unless its reader caps it."""
+        an error page included, is read into memory unless its reader caps it. The answer's
+        body must arrive within ``deadline`` seconds (default ``self.deadline``), or its
+        connection is shut and the read fails with a RemoteError saying so."""
         url = path if "://" in path else self.base + path
         challenged: set[str] = set()
         while True:
@@ -316,6 +332,7 @@ class Client:
             except _network_errors() as e:
                 raise _network_error(self.host, e, what) from e
             if r.status_code != 401:
+                _arm_deadline(r, self.deadline if deadline is None else deadline)
                 return r
             challenge = r.headers.get("WWW-Authenticate", "")
             r.close()
@@ -438,10 +455,46 @@ def docker_credentials(host: str) -> tuple[str, str] | None:
     return None
 
 
+def _arm_deadline(r: Any, seconds: float) -> None:
+    """Shut ``r``'s socket down when ``seconds`` pass before it is closed: a blocked read then
+    fails at once (closing from another thread does not wake it; shutdown does)."""
+    import socket
+    import threading
+
+    def fire() -> None:
+        r._toolkit_expired = seconds
+        sock = _socket_of(r)
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+
+    timer = threading.Timer(seconds, fire)
+    timer.daemon = True
+    timer.start()
+    close = r.close
+
+    def closing() -> None:
+        timer.cancel()
+        close()
+
+    r.close = closing
+
+
+def _socket_of(r: Any) -> Any:
+    """The socket under a streamed response: its connection's, or (when http.client handed the
+    socket to the response, as for a closing connection) the response file's own."""
+    connection = getattr(r.raw, "_connection", None)
+    sock = getattr(connection, "sock", None)
+    if sock is None:
+        fp = getattr(getattr(r.raw, "_fp", None), "fp", None)  # http.client's socket file
+        sock = getattr(getattr(fp, "raw", None), "_sock", None)
+    return sock
+
+
 def _read_capped(r: Any, limit: int, host: str, what: str) -> bytes:
     chunks: list[bytes] = []
     total = 0
-    for chunk in _network_read(r.iter_content(64 * 1024), host, what):
+    for chunk in _network_read(r.iter_content(64 * 1024), host, what, r):
         total += len(chunk)
         if total > limit:
             raise IntegrityError(f"{what}: over the {limit}-byte limit; refused")
@@ -461,13 +514,14 @@ def _network_errors() -> tuple[type[BaseException], ...]:
     return (requests.exceptions.RequestException, urllib3.exceptions.HTTPError, OSError)
 
 
-def _network_read(chunks: Iterator[bytes], host: str, what: str) -> Iterator[bytes]:
-    """The chunks of a response, with a network failure while reading as the one RemoteError line."""
+def _network_read(chunks: Iterator[bytes], host: str, what: str, r: Any = None) -> Iterator[bytes]:
+    """The chunks of a response ``r``, with a network failure while reading (its overall deadline
+    passed included) as the one RemoteError line."""
     while True:
         try:
             chunk = next(chunks, None)
         except _network_errors() as e:
-            raise _network_error(host, e, what) from e
+            raise _network_error(host, e, what, r) from e
         if chunk is None:
             return
         yield chunk
@@ -492,8 +546,12 @@ def _parse_challenge(header: str) -> tuple[str, dict[str, str]]:
     return scheme.lower(), params
 
 
-def _network_error(host: str, e: BaseException, what: str) -> RemoteError:
+def _network_error(host: str, e: BaseException, what: str, r: Any = None) -> RemoteError:
     import requests
+
+    expired = getattr(r, "_toolkit_expired", None)
+    if expired is not None:
+        return RemoteError(f"{host}: no complete answer for {what} within {expired:.0f} s (the overall deadline)")
 
     if isinstance(e, requests.exceptions.SSLError):
         return RemoteError(f"{host}: TLS failed for {what} (use --insecure only for a registry without TLS)")

@@ -49,7 +49,9 @@ def recover_directory(root: Path, user: str) -> tuple[tuple[tuple[str, str], ...
                     f"the registry index {db} lists {n} version(s); recover only rebuilds a missing or empty index"
                 )
     good: list[tuple[str, str, Path, Any]] = []
-    failed: list[tuple[Path, str]] = []
+    # Symlinked name or version folders are never followed (they could point anywhere), but
+    # they are reported, not skipped silently.
+    failed: list[tuple[Path, str]] = [(p, "a symbolic link, not a version folder; not followed") for p in _links(root)]
     for vdir in registered_dirs(root) + own_leftovers(root):
         name, version = vdir.parent.name, vdir.name
         try:
@@ -117,6 +119,30 @@ def recover_directory(root: Path, user: str) -> tuple[tuple[tuple[str, str], ...
         with suppress(OSError):
             (root / name / version / UNCOMMITTED).unlink()
     return tuple((n, v) for n, v, _, _ in good), tuple(failed)
+
+
+def _links(root: Path) -> list[Path]:
+    """``<name>`` and ``<name>/<X.Y.Z>`` entries of the registry that are symbolic links."""
+    from toolkit.identifiers import VERSION_RE, is_name
+
+    found: list[Path] = []
+    try:
+        entries = sorted(os.scandir(root), key=lambda e: e.name)
+    except OSError:
+        return found
+    for entry in entries:
+        if not is_name(entry.name):
+            continue
+        if entry.is_symlink():
+            found.append(Path(entry.path))
+        elif entry.is_dir(follow_symlinks=False):
+            with suppress(OSError):
+                found += [
+                    Path(v.path)
+                    for v in sorted(os.scandir(entry.path), key=lambda v: v.name)
+                    if VERSION_RE.match(v.name) and v.is_symlink()
+                ]
+    return found
 
 
 def _new_index(path: Path) -> sqlite3.Connection:

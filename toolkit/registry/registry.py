@@ -264,6 +264,9 @@ class Registry:
                     "--store is for a team registry (--registry postgresql://...); a directory stores its own files"
                 )
             self.root = Path(root)
+            if os.path.exists(self.root) and not os.path.isdir(self.root):
+                # /dev/zero, a FIFO, a file: never opened as an index (an empty answer would be a lie).
+                raise RegistryError(f"{self.root}: not a registry folder (it is a file or a device); refused")
             self.location = str(self.root)
             self._dir = DirStore(self.root)
             self._rules = Rules(

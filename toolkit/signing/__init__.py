@@ -136,7 +136,12 @@ def trusted_keys_from_env(cli_keys: TrustedKeys = None) -> tuple[TrustedKey, ...
     passing a shorter list. Raises: UsageError (a key file that cannot be used).
     """
     items: list[str | os.PathLike[str] | TrustedKey] = list(cli_keys or ())
-    items += [p for p in os.environ.get(ENV_VAR, "").split(":") if p]
+    raw = os.environ.get(ENV_VAR)
+    if raw is not None and raw.strip() and not [p for p in raw.split(":") if p.strip()]:
+        # "TOOLKIT_TRUSTED_KEYS=:" names no key: someone meant to require signatures and
+        # would get none silently. An empty or unset variable stays "no trust from the env".
+        raise UsageError(f"${ENV_VAR}={raw!r} names no key file; unset it, or list PEM paths separated by ':'")
+    items += [p for p in (raw or "").split(":") if p]
     keys: dict[str, TrustedKey] = {}
     for item in items:
         key = item if isinstance(item, TrustedKey) else load_public_key(item)

@@ -12,6 +12,8 @@ import csv
 import hashlib
 import io
 import math
+import os
+import stat
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -285,8 +287,17 @@ def _make_diabetes() -> pd.DataFrame:
 
 
 def _read_bytes(path: Path) -> bytes:
+    """The file's bytes; a device, pipe or socket (``/dev/zero``) is refused before reading
+    (opened non-blocking, so a FIFO cannot hang the open)."""
     try:
-        return path.read_bytes()
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        with os.fdopen(fd, "rb") as f:
+            mode = os.fstat(f.fileno()).st_mode
+            if stat.S_ISDIR(mode):
+                raise IsADirectoryError(21, "Is a directory")
+            if not stat.S_ISREG(mode):
+                raise DataError(f"{path}: not a regular file (a device, pipe or socket); refused before reading")
+            return f.read()
     except FileNotFoundError as e:
         raise DataError(f"{path}: no such file") from e
     except IsADirectoryError as e:

@@ -108,6 +108,7 @@ def upgrade_check(
     (the candidate image cannot be built, or its container failed).
     """
     from toolkit import docker as tdocker
+    from toolkit.docker.context import lock_pins
     from toolkit.signing import trusted_keys_from_env
     from toolkit.upgrade.runtime_image import ensure_runtime_image
 
@@ -115,6 +116,7 @@ def upgrade_check(
     emit = on_progress or _silent
     if not lock.is_file():
         raise UsageError(f"{lock}: no such lock file")
+    lock_pins(lock)  # data, not pip options: refused before anything runs
     selected = select(registry, name=name, stage=stage)
     if not selected:
         which = f"{name} " if name else ""

@@ -136,8 +136,9 @@ def recorded_system_packages(card: ModelCard) -> list[SystemPackage]:
 def ensure_wheels(lock: Path, wheelhouse: Path, *, on_progress: Callable[[str], None] | None = None) -> None:
     """Every wheel ``lock`` pins, in ``wheelhouse``: what is missing is downloaded (pip checks the
     lock's hashes). Raises: UsageError (no pins), DockerError (the download failed)."""
-    from toolkit.docker.context import locked_wheels
+    from toolkit.docker.context import lock_pins, locked_wheels
 
+    lock_pins(lock)  # data only, before pip ever sees it (its own error, not "something missing")
     try:
         locked_wheels(lock, wheelhouse)
         return
@@ -242,6 +243,9 @@ def rebuild_source(card: ModelCard) -> tuple[str, str]:
             f"{where}: the card's lock text hashes to {digest}, "
             f"not its environment.lock_sha256 {recorded.lock_sha256}; refused"
         )
+    from toolkit.lockfile import parse_lock
+
+    parse_lock(recorded.lock, where=f"{where}: the card's lock")  # data only: it goes to pip in the build
     return recorded.base_image, recorded.lock
 
 

@@ -361,7 +361,7 @@ def _guarded_load(path: Path, card: Any) -> tuple[Any, list[str]]:
 
     Raises: IntegrityError (checksum, a global the card does not list), _LoadFailed.
     """
-    from toolkit import _files, pickle_audit
+    from toolkit import _files, pickle_audit, trust
     from toolkit.artifact import artifact_paths, check_companions
     from toolkit.errors import IntegrityError, ToolkitError
 
@@ -370,15 +370,11 @@ def _guarded_load(path: Path, card: Any) -> tuple[Any, list[str]]:
     blob, digest = _files.read_and_hash(paths.model, "artifact", card.artifact.size)
     if digest != card.artifact.sha256:
         raise IntegrityError(f"{paths.model}: sha256 {digest[:12]}… does not match the card's; refused")
-    refs = card.references
-    if refs.globals is not None:
-        allowed = pickle_audit.Allowed(pairs=frozenset(refs.globals))
-    else:  # schema 1 listed modules only
-        allowed = pickle_audit.Allowed(modules=frozenset(refs.modules))
+    guard = trust.policy_for(card.references)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         try:
-            pipeline = pickle_audit.load(blob, allowed, where=str(paths.model))
+            pipeline = pickle_audit.load(blob, guard, where=str(paths.model))
         except ToolkitError:
             raise
         except Exception as e:

@@ -10,7 +10,7 @@ overwrite. A signature comes first: with trust configured, ``registry add`` requ
 
 from __future__ import annotations
 
-import shutil
+import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -138,25 +138,22 @@ def move_into(staged: Path, out: Path) -> Path:
     """Move an artifact's files (its reference set, signature and provenance, if any) into ``out``;
     a no-op when it is there.
 
-    Nothing is overwritten: an existing file of the same name refuses the whole move.
+    ``out`` must be a real folder (``toolkit.docker.outdir.check_out_dir``: not a link, not a system
+    folder); only regular files are copied, never through a link, and nothing is overwritten: an
+    existing file of the same name refuses the whole move.
     Raises: UsageError.
     """
     from toolkit.artifact import artifact_paths
+    from toolkit.docker.outdir import check_out_dir, place
 
     source = artifact_paths(staged)
     if source.model.parent.resolve() == out.resolve():
         return source.model
-    present = [p for p in (*source.files(), source.signature, source.provenance) if p.exists()]
-    targets = [(p, out / p.name) for p in present]
-    existing = [t for _, t in targets if t.exists()]
-    if existing:
-        raise UsageError(f"{existing[0]}: already exists; not overwriting it")
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        for path, target in targets:
-            shutil.move(path, target)
-    except OSError as e:
-        raise UsageError(f"{out}: cannot write the artifact there ({e.strerror or e})") from e
+    out = check_out_dir(out, project=None)
+    files = [p for p in (*source.files(), source.signature, source.provenance) if os.path.lexists(p)]
+    place(files, out)
+    for path in files:  # a move: the staged copies go
+        path.unlink(missing_ok=True)
     return out / source.model.name
 
 

@@ -57,6 +57,7 @@ __all__ = [
 SCHEMA = "toolkit"
 SCHEMA_VERSION = 1
 CONNECT_TIMEOUT_S = 5
+STATEMENT_TIMEOUT_S = 120
 # Writers hold a name's lock for milliseconds (files are stored before it is taken),
 # so a long wait means something is wrong rather than busy.
 LOCK_TIMEOUT_S = 60
@@ -249,6 +250,8 @@ class PgIndex:
                 raise RemoteError(f"PostgreSQL at {self._where}: {_first_line(e)}") from e
             with self._translate():
                 self._conn.execute(f"SET lock_timeout = '{LOCK_TIMEOUT_S}s'")
+                # No statement runs forever either (a server that stalls mid-query).
+                self._conn.execute(f"SET statement_timeout = '{STATEMENT_TIMEOUT_S}s'")
         if not self._ready:
             with self._translate():
                 self._ready = self._ensure_schema(self._conn, create=create)
@@ -290,6 +293,14 @@ class PgIndex:
             raise RegistryError(
                 f"the registry at {self._where} is busy (another writer held it for {LOCK_TIMEOUT_S}s)"
             ) from e
+        except (pgerrors.UndefinedColumn, pgerrors.UndefinedTable, pgerrors.DatatypeMismatch) as e:
+            # A schema of that name this toolkit did not create (or someone altered it).
+            raise RegistryError(
+                f"the registry index at {self._where} has a '{SCHEMA}' schema this toolkit did not create "
+                f"({_first_line(e)}); refused"
+            ) from e
+        except pgerrors.QueryCanceled as e:
+            raise RemoteError(f"PostgreSQL at {self._where}: a statement ran over {STATEMENT_TIMEOUT_S}s") from e
         except pgerrors.RestrictViolation as e:
             raise RegistryError(f"the registry index at {self._where} refused: {_first_line(e)}") from e
         except pgerrors.InsufficientPrivilege as e:
