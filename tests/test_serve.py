@@ -569,7 +569,8 @@ def test_sigterm_drains_in_flight_requests_and_exits_0(tmp_path: Path, monkeypat
     model = _local_module_model(
         tmp_path, monkeypatch, "tk_serve_slow", _SLOW_SOURCE, name="slow", version="1.0.0", code=code
     )
-    s = Served(model, env={"PYTHONPATH": str(code)})
+    # The model holds the user's own function: the loading side trusts it by name (toolkit.trust).
+    s = Served(model, "--trust", "tk_serve_slow.slow", env={"PYTHONPATH": str(code)})
     s.started()
     results: list[Any] = []
 
@@ -672,6 +673,8 @@ def test_follow_through_promotes_and_rollbacks_under_load(tmp_path: Path, monkey
         "--follow",
         "--poll-interval",
         str(poll),
+        "--trust",
+        "tk_serve_steps.same",
         env={"PYTHONPATH": str(served_code)},
     )
     try:

@@ -60,7 +60,22 @@ def _no_constants(name: str) -> Any:
 
 def _too_deep(value: Any, limit: int) -> str | None:
     """The path of the first value nested deeper than ``limit``, or None; iterative, so a hostile
-    document cannot exhaust the stack here."""
+    document cannot exhaust the stack here. The walk visits containers only and builds no path
+    until one is too deep: it runs on every request body a server parses."""
+    if limit < 0:
+        return _path_deeper_than(value, limit)
+    todo: list[tuple[Any, int]] = [(value, 0)] if isinstance(value, (dict, list)) else []
+    while todo:
+        item, depth = todo.pop()
+        children = item.values() if isinstance(item, dict) else item
+        depth += 1  # the children's level: a scalar there counts as much as a container
+        if depth > limit and children:
+            return _path_deeper_than(value, limit)
+        todo.extend((v, depth) for v in children if isinstance(v, (dict, list)))
+    return None
+
+
+def _path_deeper_than(value: Any, limit: int) -> str:
     todo: list[tuple[Any, str, int]] = [(value, "", 0)]
     while todo:
         item, path, depth = todo.pop()
@@ -70,4 +85,4 @@ def _too_deep(value: Any, limit: int) -> str | None:
             todo.extend((v, f"{path}.{k}" if path else str(k), depth + 1) for k, v in item.items())
         elif isinstance(item, list):
             todo.extend((v, f"{path}[{i}]", depth + 1) for i, v in enumerate(item))
-    return None
+    raise AssertionError("no value deeper than the limit")  # _too_deep found one

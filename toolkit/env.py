@@ -10,8 +10,11 @@ from __future__ import annotations
 
 __all__ = [
     "AUTHOR",
+    "BASE_FILE",
     "BASE_IMAGE",
+    "BASE_REBUILD",
     "BUILD_BASE",
+    "CACHE",
     "COLUMNS",
     "DEBUG",
     "DOCKER_HOST",
@@ -31,6 +34,7 @@ __all__ = [
     "REGISTRY",
     "SIGNING_KEY",
     "SOURCE_DATE_EPOCH",
+    "STATE",
     "STORE",
     "TERM",
     "TRAIN_SUMMARY",
@@ -67,10 +71,12 @@ SOURCE_DATE_EPOCH = "SOURCE_DATE_EPOCH"  # the card's created_at (reproducible b
 IMAGE = "TOOLKIT_IMAGE"  # the image `image ...` runs when --image is not given; in a container, the one it runs
 BUILD_BASE = "BASE_IMAGE"  # the base `image build` starts from when --base-image is not given
 DOCKER_HOST = "DOCKER_HOST"  # the engine (the docker SDK reads it; we name it in messages)
+CACHE = "TOOLKIT_CACHE"  # downloads shared by every project (wheels, .deb files, the base's state)
 
 # -- what the toolkit sets for what it starts --------------------------------------------------
 OUT = "TOOLKIT_OUT"  # where a user's script saves its artifacts
 IMAGE_ID = "TOOLKIT_IMAGE_ID"  # the id of the image a container runs (card schema 3's environment.image)
+STATE = "TOOLKIT_STATE"  # toolkit base: where the base recipe keeps its state (in the cache)
 TRAIN_SUMMARY = "TOOLKIT_TRAIN_SUMMARY"  # "0" in a container: the host prints the summary
 HOME = "HOME"  # /tmp in a container running as the caller's uid (the image's home is not theirs)
 TERM = "TERM"  # a container given our terminal
@@ -95,10 +101,13 @@ VARIABLES: tuple[Variable, ...] = (
     Variable(name=AUTHOR, reads=True, sets=True, meaning="who is recorded"),
     Variable(name=DEBUG, reads=True, sets=False, meaning="tracebacks of internal errors"),
     Variable(name=SOURCE_DATE_EPOCH, reads=True, sets=True, meaning="the card's created_at"),
-    Variable(name=IMAGE, reads=True, sets=False, meaning="the default image"),
+    Variable(name=IMAGE, reads=True, sets=True, meaning="the default image; in a container, the one it runs"),
+    Variable(name=CACHE, reads=True, sets=False, meaning="the shared download cache"),
     Variable(name=BUILD_BASE, reads=True, sets=False, meaning="the default base of image build"),
     Variable(name=DOCKER_HOST, reads=True, sets=False, meaning="the Docker engine"),
     Variable(name=OUT, reads=False, sets=True, meaning="where a script saves its artifacts"),
+    Variable(name=IMAGE_ID, reads=True, sets=True, meaning="the id of the image a container runs"),
+    Variable(name=STATE, reads=False, sets=True, meaning="the base recipe's state folder"),
     Variable(name=TRAIN_SUMMARY, reads=True, sets=True, meaning="no summary in a container"),
     Variable(name=HOME, reads=False, sets=True, meaning="a container's home"),
     Variable(name=TERM, reads=True, sets=True, meaning="a container's terminal"),
@@ -114,6 +123,10 @@ VARIABLES: tuple[Variable, ...] = (
     Variable(name=LOCK_FILE, reads=True, sets=False, meaning="set by the image"),
 )
 
+# The base recipe's own variables (toolkit base sets them for it).
+BASE_FILE = "BASE_FILE"
+BASE_REBUILD = "BASE_REBUILD"
+
 # Read on the toolkit's behalf by what it runs or uses, never by its own code: libpq, the docker
 # SDK, scripts/base.sh. The README's table lists these too.
 EXTERNAL = (
@@ -122,6 +135,6 @@ EXTERNAL = (
     "PGPASSFILE",
     "DEBIAN_MIRROR",
     "BASE_REGISTRY",
-    "BASE_FILE",
-    "BASE_REBUILD",
+    BASE_FILE,
+    BASE_REBUILD,
 )

@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from toolkit import env
+from toolkit import _json, env
 
 if TYPE_CHECKING:
     from importlib import metadata
@@ -216,7 +216,6 @@ def read_system_packages(path: str = SYSTEM_PACKAGES_FILE) -> tuple[SystemPackag
     Raises: IntegrityError when the file is unreadable or not a JSON list of
     ``{"name": str, "version": str}`` objects.
     """
-    import json
 
     from toolkit.errors import IntegrityError
 
@@ -230,8 +229,8 @@ def read_system_packages(path: str = SYSTEM_PACKAGES_FILE) -> tuple[SystemPackag
     if len(data) > _MAX_SYSTEM_PACKAGES_BYTES:
         raise IntegrityError(f"{path}: over {_MAX_SYSTEM_PACKAGES_BYTES} bytes, not a package list")
     try:
-        raw = json.loads(data.decode("utf-8"), parse_constant=_refuse_constant)
-    except (UnicodeDecodeError, ValueError, RecursionError) as e:
+        raw = _json.loads(data)
+    except _json.JsonError as e:
         raise IntegrityError(f"{path}: not a JSON package list") from e
     ok = isinstance(raw, list) and all(
         isinstance(p, dict)

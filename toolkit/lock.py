@@ -24,6 +24,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from toolkit import env as envvars
 from toolkit.errors import UsageError
 
 __all__ = ["LockChanges", "LockResult", "check_lock_is_data", "compile_lock", "lock_changes", "toolkit_requirements"]
@@ -235,9 +236,9 @@ def _pip_compile() -> list[str]:
 def _run(
     command: list[str], *, cwd: Path, on_line: Callable[[str], None] | None, needs: Sequence[str], requirements: Path
 ) -> str:
-    env = {**os.environ, "PIP_CONFIG_FILE": os.devnull, "PIP_DISABLE_PIP_VERSION_CHECK": "1"}
+    env = {**os.environ, envvars.PIP_CONFIG_FILE: os.devnull, envvars.PIP_DISABLE_PIP_VERSION_CHECK: "1"}
     env["CUSTOM_COMPILE_COMMAND"] = "toolkit lock"
-    env.pop("PIP_FIND_LINKS", None)
+    env.pop(envvars.PIP_FIND_LINKS, None)
     lines: list[str] = []
     try:
         with subprocess.Popen(

@@ -21,7 +21,6 @@ import os
 import pickle
 import sys
 from collections.abc import Collection, Iterable, Mapping
-from dataclasses import dataclass
 from importlib.machinery import PathFinder
 from pathlib import Path
 from types import BuiltinFunctionType, FunctionType, ModuleType

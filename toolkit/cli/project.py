@@ -9,7 +9,8 @@ from typing import Annotated
 
 import typer
 
-from toolkit.cli._common import app, err, out, plain
+from toolkit.cli._common import app, plain
+from toolkit.cli._output import echo, echo_err
 
 __all__: list[str] = []
 
@@ -26,8 +27,8 @@ def init(
     from toolkit.project import init as run
 
     for path in run(folder):
-        err.print(plain(f"wrote {path}"), markup=False)
-    err.print("next: add your packages to requirements.in, then `toolkit lock`", markup=False)
+        echo_err(plain(f"wrote {path}"))
+    echo_err("next: add your packages to requirements.in, then `toolkit lock`")
 
 
 @app.command("lock")
@@ -55,7 +56,7 @@ def lock(
     tty = sys.stderr.isatty()
     started = time.monotonic()
     what = f"{settings.requirements.name} + the toolkit's runtime"
-    err.print(plain(f"lock: resolving {what} with pip-compile"), markup=False)
+    echo_err(plain(f"lock: resolving {what} with pip-compile"))
 
     def progress(line: str) -> None:
         if tty:  # one line, redrawn: what pip-compile is doing now
@@ -78,17 +79,17 @@ def lock(
             sys.stderr.flush()
     changes = result.changes
     for name, version in changes.added:
-        out.print(plain(f"  + {name}=={version}"), markup=False)
+        echo(plain(f"  + {name}=={version}"))
     for name, version in changes.removed:
-        out.print(plain(f"  - {name}=={version}"), markup=False)
+        echo(plain(f"  - {name}=={version}"))
     for name, old, new in changes.moved:
-        out.print(plain(f"  ~ {name} {old} -> {new}"), markup=False)
+        echo(plain(f"  ~ {name} {old} -> {new}"))
     summary = (
         "no pin changed"
         if changes.empty
         else f"{len(changes.added)} added, {len(changes.removed)} removed, {len(changes.moved)} moved"
     )
-    out.print(plain(f"wrote {result.path}: {result.pins} pins ({summary}) in {result.seconds:.0f}s"), markup=False)
+    echo(plain(f"wrote {result.path}: {result.pins} pins ({summary}) in {result.seconds:.0f}s"))
 
 
 @app.command("base")
@@ -105,5 +106,5 @@ def base(
     ref = build_base(in_project=settings.path is not None, rebuild=rebuild)
     if settings.path is not None:
         record(settings.path, "base_image", ref)
-        err.print(plain(f"recorded base_image in {settings.path}"), markup=False)
-    out.print(ref, markup=False)
+        echo_err(plain(f"recorded base_image in {settings.path}"))
+    echo(ref)

@@ -8,8 +8,10 @@ from typing import Annotated
 
 import typer
 
-from toolkit.cli._common import app, artifact_arg, err, out, plain
+from toolkit import env
+from toolkit.cli._common import app, artifact_arg, plain
 from toolkit.cli._options import ArtifactRefArg, RegistryOpt, TrustedKeyOpt
+from toolkit.cli._output import echo, echo_err
 
 __all__: list[str] = []
 
@@ -25,7 +27,7 @@ def provenance(
         Path | None,
         typer.Option(
             "--key",
-            envvar="TOOLKIT_SIGNING_KEY",
+            envvar=env.SIGNING_KEY,
             metavar="PREFIX.key",
             help="The private key from `toolkit keygen` that signs it (default $TOOLKIT_SIGNING_KEY; required).",
             show_default=False,
@@ -45,8 +47,8 @@ def provenance(
         raise UsageError("provenance is always signed: give --key PREFIX.key (or set $TOOLKIT_SIGNING_KEY)")
     written = attest(artifact_arg(artifact, registry), key, out=out_file)
     for note in written.notes:
-        err.print(plain(f"note: {note}"), markup=False)
-    out.print(plain(written.path), markup=False)
+        echo_err(plain(f"note: {note}"))
+    echo(plain(written.path))
 
 
 @app.command("verify-provenance")
@@ -80,10 +82,9 @@ def verify_provenance(
         expect=Expectations(base=expect_base, lock=expect_lock, dataset=expect_dataset),
         provenance=provenance_file,
     )
-    out.print(
+    echo(
         plain(f"OK {verified.path.name}: {len(verified.subjects)} subjects match; base {verified.base_image or 'none'}")
-        + f", lock {_short(verified.lock_sha256)}, dataset {_short(verified.dataset_sha256)}",
-        markup=False,
+        + f", lock {_short(verified.lock_sha256)}, dataset {_short(verified.dataset_sha256)}"
     )
 
 
@@ -103,7 +104,7 @@ def sbom(
     if out_file is None:
         typer.echo(render_sbom(path).decode(), nl=False)
         return
-    out.print(plain(write_sbom(path, out_file)), markup=False)
+    echo(plain(write_sbom(path, out_file)))
 
 
 def _short(digest: str | None) -> str:

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from toolkit.cli._common import app, artifact_arg, err, plain
+from toolkit.cli._common import app, artifact_arg, plain
 from toolkit.cli._options import (
     AnyRegistryOpt,
     ArtifactRefArg,
@@ -17,7 +17,9 @@ from toolkit.cli._options import (
     RegistryOpt,
     StoreOpt,
     TrustedKeyOpt,
+    TrustOpt,
 )
+from toolkit.cli._output import echo_err
 from toolkit.cli.image import ImageOpt, image_app
 from toolkit.errors import UsageError
 
@@ -54,6 +56,7 @@ def serve(
     ] = 30,
     log_format: Annotated[str, typer.Option("--log-format", help="text, or json (one object per line).")] = "text",
     trusted_key: TrustedKeyOpt = None,
+    trust: TrustOpt = None,
     registry: AnyRegistryOpt = None,
     store: StoreOpt = None,
     insecure: InsecureOpt = False,
@@ -84,6 +87,7 @@ def serve(
             store=store,
             insecure=insecure,
             trusted_keys=trusted_key,
+            trusted=tuple(trust or ()),
         )
     )
     raise typer.Exit(code)
@@ -105,6 +109,7 @@ def image_serve(
     ] = 30,
     log_format: Annotated[str, typer.Option("--log-format", help="text, or json (one object per line).")] = "text",
     trusted_key: TrustedKeyOpt = None,
+    trust: TrustOpt = None,
     registry: RegistryOpt = None,
 ) -> None:
     """Run `toolkit serve` on ARTIFACT inside the image it was trained in, the port published on 127.0.0.1.
@@ -146,11 +151,12 @@ def image_serve(
             str(max_body),
             "--log-format",
             log_format,
+            *(arg for name in trust or () for arg in ("--trust", name)),
         ],
         port=port,
         trusted_keys=keys,
         drain_timeout=drain_timeout,
         on_output=output,
-        on_published=lambda url: err.print(plain(f"image {tag}: published on {url}"), markup=False),
+        on_published=lambda url: echo_err(plain(f"image {tag}: published on {url}")),
     )
     raise typer.Exit(code)

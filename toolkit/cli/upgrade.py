@@ -124,7 +124,7 @@ def upgrade_check(
         from toolkit.certification import certify as write_certifications
 
         for path in write_certifications(report, registry=root, directory=certify, key=key):
-            err.print(f"certified: {path}", markup=False)
+            echo_err(f"certified: {path}")
     if as_json:
         print_json(report.to_dict())
     else:

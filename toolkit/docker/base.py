@@ -13,6 +13,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
+from toolkit import env as envvars
 from toolkit.errors import DockerError, UsageError
 
 __all__ = ["RECIPE", "build_base"]
@@ -35,10 +36,10 @@ def build_base(*, in_project: bool, rebuild: bool = False) -> str:
     env = dict(os.environ)
     if in_project:
         state = default_cache() / "base"
-        env.setdefault("TOOLKIT_STATE", str(state))
-        env.setdefault("BASE_FILE", str(state / "base-image"))
+        env.setdefault(envvars.STATE, str(state))
+        env.setdefault(envvars.BASE_FILE, str(state / "base-image"))
     if rebuild:
-        env["BASE_REBUILD"] = "1"
+        env[envvars.BASE_REBUILD] = "1"
     try:
         done = subprocess.run(
             [bash, str(RECIPE)], stdout=subprocess.PIPE, stderr=None, text=True, env=env, timeout=_TIMEOUT

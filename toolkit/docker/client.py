@@ -218,7 +218,7 @@ def run(
             user=user,
             # Which image this is, for the card (schema 3: environment.image): the ref as given and
             # the ID it resolved to, set by the host on every container it starts.
-            environment={"TOOLKIT_IMAGE": image, "TOOLKIT_IMAGE_ID": image_id, **(environment or {})},
+            environment={env.IMAGE: image, env.IMAGE_ID: image_id, **(environment or {})},
             working_dir=working_dir,
             volumes={str(m.source): {"bind": m.target, "mode": "ro" if m.read_only else "rw"} for m in mounts},
             network_mode="none",

@@ -175,7 +175,7 @@ def build_image(
 
 def default_cache() -> Path:
     """Where downloads are kept across projects: ``$TOOLKIT_CACHE``, else ``$XDG_CACHE_HOME/toolkit``."""
-    explicit = os.environ.get("TOOLKIT_CACHE")
+    explicit = os.environ.get(env.CACHE)
     if explicit:
         return Path(explicit).expanduser()
     return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache").expanduser() / "toolkit"

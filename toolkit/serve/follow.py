@@ -22,12 +22,14 @@ from toolkit.serve.source import Current, Source
 __all__ = ["Follower", "load_current"]
 
 
-def load_current(source: Source, current: Current, *, policy: str, trusted_keys: Any) -> ServedModel:
+def load_current(
+    source: Source, current: Current, *, policy: str, trusted_keys: Any, trusted: tuple[str, ...] = ()
+) -> ServedModel:
     """Materialize ``current`` and run every check on it. Raises: Refused."""
     try:
         with source.materialize(current) as path:
             shown = f"{current.name} {current.version}" if current.name else str(path)
-            return prepare(path, policy=policy, trusted_keys=trusted_keys, source=shown)
+            return prepare(path, policy=policy, trusted_keys=trusted_keys, trusted=trusted, source=shown)
     except Refused:
         raise
     except ToolkitError as e:
@@ -47,6 +49,7 @@ class Follower(threading.Thread):
         interval: float,
         policy: str,
         trusted_keys: Any,
+        trusted: tuple[str, ...] = (),
         where: str,
     ) -> None:
         super().__init__(name="toolkit-serve-follow", daemon=True)
@@ -57,6 +60,7 @@ class Follower(threading.Thread):
         self.interval = interval
         self.policy = policy
         self.trusted_keys = trusted_keys
+        self.trusted = trusted
         self.where = where
         self.stop = threading.Event()
         self.refused: set[tuple[str, str | None]] = set()  # (version, sha256) already refused
@@ -85,7 +89,9 @@ class Follower(threading.Thread):
             return
         old = served.version if served else None
         try:
-            model = load_current(self.source, current, policy=self.policy, trusted_keys=self.trusted_keys)
+            model = load_current(
+                self.source, current, policy=self.policy, trusted_keys=self.trusted_keys, trusted=self.trusted
+            )
         except Refused as e:
             self.refused.add(key)
             self.metrics.checked(str(current.version), e.step)

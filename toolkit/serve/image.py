@@ -18,6 +18,7 @@ from contextlib import suppress
 from pathlib import Path
 from typing import Any
 
+from toolkit import env
 from toolkit.errors import DockerError, IntegrityError
 
 __all__ = ["CONTAINER_PORT", "serve_in_image"]
@@ -83,7 +84,7 @@ def serve_in_image(
             image,
             command=command,
             user=None if uid == 0 else f"{uid}:{os.getgid()}",
-            environment={"HOME": "/tmp"},
+            environment={env.HOME: "/tmp"},
             volumes=volumes,
             ports={f"{CONTAINER_PORT}/tcp": ("127.0.0.1", port)},
             read_only=True,

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import math
 from typing import Any
 
@@ -80,27 +79,13 @@ def parse_json(body: bytes) -> Any:
     if not body.strip():
         raise BadRequest("empty body: send a JSON object")
 
-    def no_constant(name: str) -> Any:
-        raise BadRequest(f"malformed JSON: {name} is not JSON (send null for a missing value)")
-
-    def unique(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-        out: dict[str, Any] = {}
-        for key, value in pairs:
-            if key in out:
-                raise BadRequest(f"malformed JSON: duplicate key {_short(key)}")
-            out[key] = value
-        return out
+    from toolkit import _json
 
     try:
-        text = body.decode("utf-8")
-    except UnicodeDecodeError as e:
-        raise BadRequest(f"malformed JSON: not UTF-8 (byte {e.start})") from None
-    try:
-        return json.loads(text, parse_constant=no_constant, object_pairs_hook=unique)
-    except json.JSONDecodeError as e:
-        raise BadRequest(f"malformed JSON: {e.msg} at line {e.lineno} column {e.colno}") from None
-    except RecursionError:  # the C scanner's own depth limit: no Python frame per level
-        raise BadRequest("malformed JSON: nested too deeply") from None
+        return _json.loads(body)
+    except _json.JsonError as e:
+        hint = " (send null for a missing value)" if "is not JSON" in str(e) else ""
+        raise BadRequest(f"malformed JSON: {str(e)[:200]}{hint}") from None
 
 
 def frame_from_records(data: Any, features: tuple[tuple[str, str], ...], *, max_rows: int) -> Any:

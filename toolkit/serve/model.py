@@ -66,7 +66,14 @@ class ServedModel:
         return self.classes is not None
 
 
-def prepare(path: str | os.PathLike[str], *, policy: str, trusted_keys: Any = None, source: str = "") -> ServedModel:
+def prepare(
+    path: str | os.PathLike[str],
+    *,
+    policy: str,
+    trusted_keys: Any = None,
+    trusted: tuple[str, ...] = (),
+    source: str = "",
+) -> ServedModel:
     """Run signature, integrity, gate, guarded load and probe on ``path``, in that order.
 
     Raises: Refused (with the step and the one-line reason).
@@ -92,7 +99,7 @@ def prepare(path: str | os.PathLike[str], *, policy: str, trusted_keys: Any = No
             "gate", f"{card.name} {card.version}: {mismatch}{_remedy(report.remedies)}", differences=report.differences
         )
     try:
-        pipeline = load(path, policy=policy, trusted_keys=trusted_keys, checker_packages=checker)
+        pipeline = load(path, policy=policy, trusted_keys=trusted_keys, checker_packages=checker, trusted=trusted)
     except EnvironmentMismatch as e:
         raise Refused("gate", f"{card.name} {card.version}: {e}", differences=e.differences) from e
     except IntegrityError as e:  # the file changed between the first check and the load

@@ -49,6 +49,7 @@ class ServeOptions:
     store: str | None = None
     insecure: bool = False
     trusted_keys: Any = None
+    trusted: tuple[str, ...] = ()  # --trust: callables the guarded load may resolve
 
 
 def run(options: ServeOptions, log: Log | None = None) -> int:
@@ -96,7 +97,9 @@ def _serve(options: ServeOptions, log: Log, uvicorn: Any) -> int:
     refused_key: tuple[str, str | None] | None = None
     try:
         current = source.current()
-        model = load_current(source, current, policy=options.policy, trusted_keys=options.trusted_keys)
+        model = load_current(
+            source, current, policy=options.policy, trusted_keys=options.trusted_keys, trusted=options.trusted
+        )
     except (Refused, ToolkitError) as e:
         refused = e if isinstance(e, Refused) else Refused("resolve", str(e), exit_code=e.exit_code)
         extra = refused.to_dict()
@@ -125,6 +128,7 @@ def _serve(options: ServeOptions, log: Log, uvicorn: Any) -> int:
             interval=options.poll_interval,
             policy=options.policy,
             trusted_keys=options.trusted_keys,
+            trusted=options.trusted,
             where=where,
         )
         if refused_key is not None:  # already said why at start-up: not again on the first poll

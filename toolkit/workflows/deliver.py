@@ -16,8 +16,6 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from toolkit.errors import UsageError
-
 if TYPE_CHECKING:
     from toolkit.card import ModelCard
     from toolkit.provenance.statement import Script
