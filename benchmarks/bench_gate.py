@@ -22,7 +22,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from toolkit.card import ModelCard
+from toolkit.card import card_from_dict
 
 BIN = Path(sys.executable).parent
 
@@ -124,7 +124,7 @@ def _with_changed_package(artifact: Path) -> Path:
     card.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
     # The .card.md must stay the card's rendering, or the gate refuses the artifact (exit 3).
     artifact.with_name(artifact.name.removesuffix(".joblib") + ".card.md").write_text(
-        ModelCard.from_dict(data).to_markdown(), encoding="utf-8"
+        card_from_dict(data).to_markdown(), encoding="utf-8"
     )
     return artifact
 

@@ -148,7 +148,7 @@ def _make_base_artifact(directory: Path) -> Path:
 def _populate(root: Path, base: Path, n: int) -> Path:
     """N versions of iris: the first three through Registry.add, the rest written the same way in bulk."""
     from toolkit.artifact import read_card
-    from toolkit.card import ModelCard
+    from toolkit.card import card_from_dict
 
     template = read_card(base).to_dict()
     blob = base.read_bytes()
@@ -160,7 +160,7 @@ def _populate(root: Path, base: Path, n: int) -> Path:
     rows, events = [], []
     for i in range(3, n):
         version = _version(i)
-        card = ModelCard.from_dict(_with_version(template, version, i))
+        card = card_from_dict(_with_version(template, version, i))
         stem = f"iris-{version}"
         d = root / "iris" / version
         d.mkdir(parents=True)
@@ -215,9 +215,9 @@ def _with_version(template: dict, version: str, i: int) -> dict:
 
 
 def _card_variant(template: dict, blob: bytes, directory: Path, version: str, i: int) -> Path:
-    from toolkit.card import ModelCard
+    from toolkit.card import card_from_dict
 
-    card = ModelCard.from_dict(_with_version(template, version, i))
+    card = card_from_dict(_with_version(template, version, i))
     directory.mkdir(parents=True, exist_ok=True)
     stem = directory / f"iris-{version}"
     Path(f"{stem}.joblib").write_bytes(blob)

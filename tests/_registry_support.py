@@ -22,7 +22,7 @@ def clone_artifact(
 ) -> Path:
     """The base artifact as NAME VERSION (same pickle bytes, its own valid card); returns the .joblib."""
     from toolkit.artifact import artifact_paths, read_card
-    from toolkit.card import ModelCard
+    from toolkit.card import card_from_dict
 
     card = read_card(base).to_dict()
     stem = f"{name}-{version}"
@@ -30,7 +30,7 @@ def clone_artifact(
     card["artifact"]["file"] = f"{stem}.joblib"
     if metrics is not None:
         card["metrics"] = metrics
-    new = ModelCard.from_dict(card)
+    new = card_from_dict(card)
     out_dir.mkdir(parents=True, exist_ok=True)
     target = artifact_paths(out_dir / f"{stem}.joblib")
     shutil.copyfile(base, target.model)

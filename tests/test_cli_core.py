@@ -13,7 +13,7 @@ import pytest
 from typer.testing import CliRunner
 
 from toolkit.artifact import artifact_paths
-from toolkit.card import ModelCard
+from toolkit.card import card_from_dict
 from toolkit.cli import app
 
 
@@ -23,7 +23,7 @@ def _tamper_env(artifact: Path, package: str, version: str) -> None:
     d["environment"]["packages"][package] = version
     path.write_text(json.dumps(d))
     # Keep the .card.md the card's rendering, or verify refuses the edit as tampering first.
-    artifact_paths(artifact).card_md.write_text(ModelCard.from_dict(d).to_markdown())
+    artifact_paths(artifact).card_md.write_text(card_from_dict(d).to_markdown())
 
 
 def _run(runner: CliRunner, *args: Any) -> Any:
@@ -258,7 +258,7 @@ def test_check_env_text_lists_every_difference_one_per_line(runner: CliRunner, a
     d = json.loads(path.read_text())
     d["environment"]["packages"].update({f"zz-pkg-{i:05d}": f"9.{i}.0-{'x' * 60}" for i in range(2000)})
     path.write_text(json.dumps(d))
-    artifact_paths(artifact).card_md.write_text(ModelCard.from_dict(d).to_markdown())
+    artifact_paths(artifact).card_md.write_text(card_from_dict(d).to_markdown())
     result = _run(runner, "check-env", artifact)
     assert result.exit_code == 1
     lines = result.stdout.splitlines()

@@ -27,6 +27,7 @@ def test_moving_takes_the_signature_along_and_is_a_no_op_in_place(artifact: Path
         "iris-1.0.0.card.json",
         "iris-1.0.0.card.md",
         "iris-1.0.0.joblib",
+        "iris-1.0.0.provenance.json",  # a signing key also attests (toolkit.provenance)
         "iris-1.0.0.sig",
     ]
     assert done.note() == f"wrote iris 1.0.0 to {tmp_path / 'out'} (not registered, signed)"

@@ -23,7 +23,7 @@ import pytest
 import requests
 
 from toolkit import oci
-from toolkit.card import ModelCard
+from toolkit.card import card_from_dict
 from toolkit.errors import IntegrityError, RegistryError, RemoteError, UsageError
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -248,7 +248,7 @@ def test_check_env_remote_text_and_mismatch_exit_codes(
     card["environment"]["packages"]["scikit-learn"] = "1.2.2"
     card_path.write_text(json.dumps(card))
     # The .card.md must stay the card's rendering, or push refuses the artifact as edited.
-    artifact.with_name("iris-1.0.0.card.md").write_text(ModelCard.from_dict(card).to_markdown())
+    artifact.with_name("iris-1.0.0.card.md").write_text(card_from_dict(card).to_markdown())
     oci.push(artifact, f"oci://{registry.host}/models/iris:old-sklearn")
     for policy in ("strict", "compatible"):
         file_gate = cli("check-env", str(artifact), "--json", "--policy", policy)

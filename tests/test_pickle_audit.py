@@ -19,7 +19,7 @@ from typer.testing import CliRunner
 import toolkit
 from toolkit import pickle_audit
 from toolkit.artifact import artifact_paths, read_card
-from toolkit.card import ModelCard
+from toolkit.card import card_from_dict
 from toolkit.cli import app
 from toolkit.errors import CardError, EnvironmentMismatch, IntegrityError, UsageError
 from toolkit.fingerprint import canonical_name, installed_distributions
@@ -125,7 +125,7 @@ def _forge(artifact: Path, payload: Any, change: Callable[[dict[str, Any]], None
     if change is not None:
         change(d)
     paths.card_json.write_text(json.dumps(d, indent=2))
-    paths.card_md.write_text(ModelCard.from_dict(d).to_markdown())
+    paths.card_md.write_text(card_from_dict(d).to_markdown())
 
 
 class _System:

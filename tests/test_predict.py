@@ -12,7 +12,7 @@ import pytest
 from typer.testing import CliRunner
 
 import toolkit
-from toolkit.card import ModelCard
+from toolkit.card import card_from_dict
 from toolkit.cli import app
 from toolkit.training.config import resolve_config
 from toolkit.training.datasets import load_dataset, split
@@ -155,7 +155,7 @@ def test_policy_decides_what_a_differing_runtime_may_predict(
     card["environment"]["packages"]["pytest"] = "0.0.1"
     card_path.write_text(json.dumps(card))
     # Keep the .card.md the card's rendering, or the edit is refused as tampering first.
-    copy.with_name(copy.name.replace(".joblib", ".card.md")).write_text(ModelCard.from_dict(card).to_markdown())
+    copy.with_name(copy.name.replace(".joblib", ".card.md")).write_text(card_from_dict(card).to_markdown())
     rows = str(write_csv(tmp_path, test_rows))
     strict = runner.invoke(app, ["predict", str(copy), rows])
     assert strict.exit_code == 1 and "pytest" in strict.stderr

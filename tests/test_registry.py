@@ -14,7 +14,7 @@ import pytest
 from _registry_support import clone_artifact, registry_rows, tamper
 
 from toolkit.artifact import artifact_paths, read_card, verify
-from toolkit.card import ModelCard
+from toolkit.card import card_from_dict
 from toolkit.errors import EnvironmentMismatch, IntegrityError, InvalidVersion, RegistryError, UsageError
 from toolkit.registry import Registry, parse_metric, parse_version, resolve_root, validate_name
 
@@ -446,8 +446,8 @@ def test_promote_checks_the_environment_under_the_policy(reg: Registry, base_art
     paths = artifact_paths(src)
     card = read_card(src).to_dict()
     card["environment"]["python_version"] = "2.7.18"  # a runtime no policy accepts
-    paths.card_json.write_bytes(ModelCard.from_dict(card).to_json())
-    paths.card_md.write_text(ModelCard.from_dict(card).to_markdown())  # else refused as an edited .card.md
+    paths.card_json.write_bytes(card_from_dict(card).to_json())
+    paths.card_md.write_text(card_from_dict(card).to_markdown())  # else refused as an edited .card.md
     reg.add(base_artifact)
     reg.promote("iris", "1.0.0")
     reg.add(src)

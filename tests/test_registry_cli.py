@@ -11,7 +11,7 @@ from _registry_support import clone_artifact, tamper
 from typer.testing import CliRunner
 
 from toolkit.artifact import artifact_paths, read_card
-from toolkit.card import ModelCard
+from toolkit.card import card_from_dict
 from toolkit.cli import app
 from toolkit.registry import Registry
 
@@ -278,7 +278,7 @@ def test_compare_refuses_different_data_unless_a_dataset_is_named(
     if raw.get("reference") is not None:  # card schema 3: the reference set travels under the new stem
         raw["reference"]["file"] = target.reference.name
         target.reference.write_bytes(artifact_paths(wine_pair[1]).reference.read_bytes())
-    card = ModelCard.from_dict(raw)
+    card = card_from_dict(raw)
     target.card_json.write_bytes(card.to_json())
     target.card_md.write_text(card.to_markdown())
     for p in (wine_pair[0], target.model):
@@ -328,7 +328,7 @@ def _with_package(artifact: Path, package: str, version: str) -> Path:
     paths = artifact_paths(artifact)
     raw = json.loads(paths.card_json.read_text())
     raw["environment"]["packages"][package] = version
-    card = ModelCard.from_dict(raw)
+    card = card_from_dict(raw)
     paths.card_json.write_bytes(card.to_json())
     paths.card_md.write_text(card.to_markdown())
     return artifact

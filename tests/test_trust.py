@@ -16,7 +16,7 @@ from typer.testing import CliRunner
 import toolkit
 from toolkit import pickle_audit, trust
 from toolkit.artifact import artifact_paths, read_card
-from toolkit.card import ModelCard
+from toolkit.card import card_from_dict
 from toolkit.cli import app
 from toolkit.errors import IntegrityError, UsageError
 from toolkit.training.config import CLASSIFIER_KINDS, REGRESSOR_KINDS
@@ -151,7 +151,7 @@ def test_an_object_that_is_not_an_estimator_is_exit_3(artifact: Path, runner: Cl
     d["artifact"].update(sha256=hashlib.sha256(blob).hexdigest(), size=len(blob))
     d["references"].update(globals=[], modules=[], local_modules=[])
     paths.card_json.write_text(json.dumps(d, indent=2))
-    paths.card_md.write_text(ModelCard.from_dict(d).to_markdown())
+    paths.card_md.write_text(card_from_dict(d).to_markdown())
     with pytest.raises(IntegrityError, match="holds a dict, not an estimator"):
         toolkit.load(artifact)
     rows = artifact.parent / "rows.csv"

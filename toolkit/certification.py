@@ -198,37 +198,3 @@ def _check_signature(path: Path, data: bytes, keys: Any) -> None:
     signed = parse_statement(payload, sig)
     if signed != {path.name: hashlib.sha256(data).hexdigest()}:
         raise SignatureError(f"{sig}: {path.name} changed since it was signed; refused")
-
-
-def certify(
-    report: Any, *, registry: Path, directory: Path, key: str | os.PathLike[str] | None = None
-) -> tuple[Path, ...]:
-    """``upgrade-check --certify``: a certification for each model of ``report`` (an
-    ``UpgradeReport``) whose verdict is ``safe``, under its candidate lock and base,
-    the model's sha256 read from ``registry``. Returns the files written.
-
-    Raises: UsageError (the folder or key), RegistryError.
-    """
-    from datetime import datetime, timezone
-
-    from toolkit.registry.registry import Registry
-
-    at = datetime.now(tz=timezone.utc).replace(microsecond=0).isoformat().replace("+00:00", "Z")
-    written = []
-    with Registry(registry) as reg:
-        for check in report.models:
-            if check.verdict != "safe" or check.probe is None:
-                continue
-            entry = reg.get(check.name, check.version)
-            cert = Certification(
-                name=check.name,
-                version=check.version,
-                model_sha256=entry.sha256,
-                lock_sha256=report.lock_sha256,
-                base_image=report.base_image,
-                verdict=check.verdict,
-                result=dict(check.probe),
-                at=at,
-            )
-            written.append(write(directory, cert, key=key))
-    return tuple(written)

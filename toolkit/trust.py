@@ -29,9 +29,12 @@ import sys
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from types import BuiltinFunctionType, FunctionType, ModuleType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from toolkit.errors import IntegrityError, UsageError
+
+if TYPE_CHECKING:
+    from importlib import metadata
 
 __all__ = [
     "Policy",
@@ -40,6 +43,7 @@ __all__ = [
     "parse_trusted",
     "plain_pair",
     "policy_for",
+    "provided_names",
     "trusted_kind",
 ]
 
@@ -318,12 +322,11 @@ def _provided_by(top: str, distributions: frozenset[str]) -> bool:
         from importlib import metadata
 
         from toolkit.fingerprint import canonical_name
-        from toolkit.pickle_audit import _provided
 
         found = False
         for dist in metadata.distributions():
             name = canonical_name(dist.metadata["Name"] or "")
-            if name in distributions and _provided(dist, {top}):
+            if name in distributions and provided_names(dist, {top}):
                 found = True
                 break
         _PROVIDED[key] = found
@@ -481,3 +484,18 @@ def refused_error(e: Refused, where: str) -> IntegrityError:
     if "by default" in e.why:
         hint = f"; if you trust it, pass --trust {e.module}.{e.name} (toolkit.load(..., trusted=[...]))"
     return IntegrityError(f"{where}: the pickle imports {e.module}.{e.name}, refused: {e.why}{hint}")
+
+
+def provided_names(dist: metadata.Distribution, tops: set[str]) -> set[str]:
+    """Which of ``tops`` (top-level import names) distribution ``dist`` provides (metadata only)."""
+    # What packages_distributions() answers, for just the names we need: top_level.txt when
+    # there is one, else a text search of RECORD's first column (no CSV parsing, no
+    # PackagePath objects), which made it ~8x faster on a 40-package environment.
+    declared = dist.read_text("top_level.txt")
+    if declared:
+        return tops & set(declared.split())
+    record = dist.read_text("RECORD")
+    if record is None:  # egg-info and the like: the slow, general way
+        return {top for f in dist.files or () if (top := str(f).split("/", 1)[0].removesuffix(".py")) in tops}
+    text = "\n" + record
+    return {top for top in tops if any(f"\n{top}{s}" in text for s in ("/", ".py,", ".cpython-", ".abi3.", ".so,"))}

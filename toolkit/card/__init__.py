@@ -7,7 +7,7 @@ The card imports nothing of the loader: the rule for forbidden callables lives i
 
 from __future__ import annotations
 
-from toolkit.card.parse import REFERENCE_SUFFIX, lineage_from, parse_card, split_from, training_from
+from toolkit.card.parse import REFERENCE_SUFFIX, card_from_dict, lineage_from, parse_card, split_from, training_from
 from toolkit.card.records import (
     MAX_CARD_BYTES,
     NAME_RE,
@@ -48,6 +48,7 @@ __all__ = [
     "References",
     "Split",
     "Training",
+    "card_from_dict",
     "jsonable",
     "lineage_from",
     "parse_card",

@@ -36,6 +36,7 @@ from toolkit.card.records import (
 from toolkit.errors import CardError, UsageError
 from toolkit.fingerprint import BASE_IMAGE_RE, IMAGE_ID_RE, Fingerprint, ImageInfo, SystemPackage, Threads
 from toolkit.forbidden import denied
+from toolkit.names import REFERENCE_SUFFIX
 
 __all__ = [
     "OUTPUTS",
@@ -47,8 +48,6 @@ __all__ = [
     "training_from",
 ]
 
-# The reference-set file's suffix; toolkit.artifact spells it for every other user.
-REFERENCE_SUFFIX = ".reference.json.gz"
 _SHA256_RE = re.compile(r"^[0-9a-f]{64}\Z")
 _MODULE_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*\Z")
 _PARENT_RE = re.compile(r"^(?P<name>[^@]+)@(?P<version>[^@]+)\Z")

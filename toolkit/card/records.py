@@ -304,13 +304,6 @@ class ModelCard:
         text = json.dumps(self.to_dict(), indent=2, ensure_ascii=False, allow_nan=False)
         return (text + "\n").encode("utf-8")
 
-    @classmethod
-    def from_dict(cls, raw: Any) -> ModelCard:
-        """Validate and build. Raises: CardError naming the offending field."""
-        from toolkit.card.parse import card_from_dict
-
-        return card_from_dict(raw)
-
     def to_markdown(self) -> str:
         """The card for people. The rendering of each schema version is fixed: ``verify``
         holds the ``.card.md`` beside an artifact to exactly these bytes."""

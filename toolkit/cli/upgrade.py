@@ -121,7 +121,7 @@ def upgrade_check(
     if junit is not None:
         _write_junit(junit, report)
     if certify is not None:
-        from toolkit.certification import certify as write_certifications
+        from toolkit.workflows.certify import certify as write_certifications
 
         for path in write_certifications(report, registry=root, directory=certify, key=key):
             echo_err(f"certified: {path}")

@@ -81,7 +81,7 @@ def verify_provenance(
     one line per kind: missing, malformed, unsigned, untrusted key, altered, a subject added,
     missing or changed, an expectation not met).
     """
-    from toolkit.artifact import artifact_paths
+    from toolkit.names import artifact_paths
 
     expectations = _checked(expect or Expectations())
     keys = require_trust(trusted_keys)
