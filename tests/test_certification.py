@@ -12,11 +12,12 @@ from typing import Any
 import pytest
 
 from toolkit.artifact import artifact_paths, read_card, sign
-from toolkit.certification import certify, find
+from toolkit.certification import find
 from toolkit.gate import check_env
 from toolkit.registry.registry import Registry
 from toolkit.signing import keygen
 from toolkit.upgrade.verdict import UpgradeReport, check_artifact
+from toolkit.workflows.certify import certify
 
 LOCK = "c" * 64  # the candidate lock's sha256, as its image declares it ($TOOLKIT_LOCK_SHA256)
 BASE = "debian@sha256:" + "b" * 64
