@@ -126,6 +126,11 @@ SKLEARN_HELPER_MODULES = (
     "sklearn.utils._bunch",
     "sklearn.utils._metadata_requests",
 )
+# The fitted state of the scikit-learn-API estimators of gradient-boosting libraries: an
+# LGBMClassifier holds a lightgbm Booster, an XGBClassifier an xgboost Booster. Trusted as the
+# data those estimators hold, and only when the card lists the library's distribution (so only
+# where one of its estimators is trusted too); the libraries' other classes are not.
+ESTIMATOR_STATE_CLASSES = frozenset({("lightgbm.basic", "Booster"), ("xgboost.core", "Booster")})
 # scikit-learn functions a default estimator holds (SelectKBest's f_classif, BisectingKMeans'
 # inner k-means, a scorer's metric): pure numeric functions of their arguments.
 SKLEARN_FUNCTION_MODULES = (
@@ -361,7 +366,7 @@ def trusted_kind(obj: Any, module: str, name: str, policy: Policy) -> bool:
     if np is not None and isinstance(obj, np.ufunc):
         return True  # a ufunc computes on arrays and nothing else
     if isinstance(obj, type):
-        return _trusted_class(obj, policy)
+        return _trusted_class(obj, policy, module)
     own = getattr(obj, "__module__", None) or ""
     if (
         name.startswith("__pyx_unpickle_")
@@ -395,8 +400,13 @@ def _is_reconstructor(obj: Any, module: str, name: str) -> bool:
     )
 
 
-def _trusted_class(cls: type, policy: Policy) -> bool:
+def _trusted_class(cls: type, policy: Policy, module: str) -> bool:
     own = getattr(cls, "__module__", "") or ""
+    if "." not in own and module.rsplit(".", 1)[-1] == own:
+        # A Cython extension type may name only its own file as its module (scikit-learn 1.8's
+        # sklearn._loss._loss.CyHalfBinomialLoss says "_loss"): it is the object the loader just
+        # looked up in ``module``, so that is its module.
+        own = module
     top = own.split(".", 1)[0]
     if never_imported(own):
         return False
@@ -427,7 +437,7 @@ def _trusted_class(cls: type, policy: Policy) -> bool:
         return True
     if top == "sklearn":
         return any(own == m or own.startswith(m + ".") for m in SKLEARN_HELPER_MODULES)
-    return False
+    return (own, cls.__name__) in ESTIMATOR_STATE_CLASSES and _from_listed(top, policy)
 
 
 def _from_listed(top: str, policy: Policy) -> bool:
