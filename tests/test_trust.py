@@ -228,3 +228,50 @@ def test_a_ufunc_and_a_numpy_reduction_are_trusted_by_type(tmp_path: Path, iris_
         local_modules=frozenset(),
     )
     assert pickle_audit.load(blob.getvalue(), policy, where="x") is np.mean
+
+
+def _policy(*distributions: str) -> Any:
+    from toolkit.trust import Policy
+
+    return Policy(
+        record=None, record_modules=frozenset(), distributions=frozenset(distributions), local_modules=frozenset()
+    )
+
+
+def test_a_cython_type_naming_only_its_file_takes_the_module_it_was_found_in() -> None:
+    from toolkit.trust import trusted_kind
+
+    # scikit-learn 1.8 compiles sklearn._loss._loss with Cython 3: its types say "_loss".
+    loss = type("CyHalfBinomialLoss", (), {"__module__": "_loss"})
+    assert trusted_kind(loss, "sklearn._loss._loss", "CyHalfBinomialLoss", _policy("scikit-learn"))
+    # Only its own file's name counts: a type claiming another bare module is not taken in.
+    other = type("CyHalfBinomialLoss", (), {"__module__": "_evil"})
+    assert not trusted_kind(other, "sklearn._loss._loss", "CyHalfBinomialLoss", _policy("scikit-learn"))
+
+
+def test_a_boosting_library_s_booster_is_trusted_only_where_its_distribution_is_listed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from toolkit import trust
+
+    # A stand-in lightgbm distribution on sys.path (metadata and modules), as a wheel installs it.
+    site = tmp_path / "site"
+    (site / "lightgbm").mkdir(parents=True)
+    (site / "lightgbm" / "__init__.py").write_text("")
+    (site / "lightgbm" / "basic.py").write_text("class Booster:\n    pass\n\nclass Dataset:\n    pass\n")
+    info = site / "lightgbm-4.7.0.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: lightgbm\nVersion: 4.7.0\n")
+    (info / "top_level.txt").write_text("lightgbm\n")
+    monkeypatch.syspath_prepend(str(site))
+    monkeypatch.setattr(trust, "_PROVIDED", {})
+    import importlib
+
+    basic = importlib.import_module("lightgbm.basic")
+    try:
+        assert trust.trusted_kind(basic.Booster, "lightgbm.basic", "Booster", _policy("lightgbm"))
+        assert not trust.trusted_kind(basic.Booster, "lightgbm.basic", "Booster", _policy("scikit-learn"))
+        assert not trust.trusted_kind(basic.Dataset, "lightgbm.basic", "Dataset", _policy("lightgbm"))
+    finally:
+        for name in ("lightgbm.basic", "lightgbm"):
+            sys.modules.pop(name, None)
