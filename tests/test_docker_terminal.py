@@ -67,9 +67,10 @@ def make_train(clone: Path, base_ref: str, tmp_path_factory: pytest.TempPathFact
 def test_make_train_on_a_terminal_reads_as_one_story(make_train: tuple[str, Path]) -> None:
     raw, registry = make_train
     assert "\x1b[" in raw  # the container had a terminal: its progress came in colour
-    # What the terminal shows: a line redrawn in place (a carriage return, then the erase) keeps
-    # only what was written after its last carriage return.
-    text = "\n".join(line.rsplit("\r", 1)[-1] for line in _ANSI.sub("", raw).replace("\r\n", "\n").split("\n"))
+    # What the terminal shows: a line erased in place (ESC[2K, as the image build's redrawn step
+    # line ends) keeps only what was written after its last erase.
+    shown = "\n".join(line.rsplit("\x1b[2K", 1)[-1] for line in raw.replace("\r\n", "\n").split("\n"))
+    text = _ANSI.sub("", shown)
     # Each progress redraw ends with \r: the line a person finally sees is the last segment.
     lines = [line.rstrip("\r").split("\r")[-1].rstrip() for line in text.split("\n")]
     lines = [line for line in lines if line.strip()]
