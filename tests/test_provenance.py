@@ -12,12 +12,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from _provenance_support import BASE, pinned_artifact
 from typer.testing import CliRunner
 
 import toolkit
 from toolkit import signing
 from toolkit.artifact import artifact_paths, read_card, sign
-from toolkit.card import DataInfo, Feature
 from toolkit.cli import app
 from toolkit.errors import ProvenanceError, UsageError
 from toolkit.provenance.attest import attest, script_of
@@ -25,7 +25,6 @@ from toolkit.provenance.envelope import seal
 from toolkit.provenance.statement import BUILD_TYPE, PREDICATE_TYPE, STATEMENT_TYPE
 
 ROOT = Path(__file__).resolve().parents[1]
-BASE = "127.0.0.1:5000/python-base@sha256:" + "ab" * 32
 OTHER_BASE = "127.0.0.1:5000/python-base@sha256:" + "cd" * 32
 
 
@@ -52,40 +51,10 @@ def keys(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     return {"key": d / "ours.key", "pub": d / "ours.pub", "other_key": d / "theirs.key", "other_pub": d / "theirs.pub"}
 
 
-def _recipe(dataset_sha: str) -> dict[str, Any]:
-    return {
-        "dataset": {"source": "builtin:iris", "sha256": dataset_sha},
-        "target": "target",
-        "model": "logistic_regression",
-        "params": {"C": 1.0},
-        "preprocessing": {"scaler": "standard"},
-        "test_size": 0.2,
-        "seed": 42,
-        "cv_folds": 5,
-    }
-
-
 @pytest.fixture
 def recipe_model(make_artifact: Any, iris_frame: Any, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
     """A model with a recipe, trained 'in' a pinned image: a base image and the real lock in its card."""
-    monkeypatch.setenv("TOOLKIT_BASE_IMAGE", BASE)
-    monkeypatch.setenv("TOOLKIT_LOCK_FILE", str(ROOT / "requirements.lock"))
-    monkeypatch.delenv("TOOLKIT_LOCK_SHA256", raising=False)
-    dataset_sha = hashlib.sha256(b"iris").hexdigest()
-    X, _ = iris_frame
-    data = DataInfo(
-        source="builtin:iris",
-        sha256=dataset_sha,
-        n_train=120,
-        n_test=30,
-        features=tuple(Feature(name=str(c), dtype=str(t)) for c, t in X.dtypes.items()),
-        target="target",
-        classes=(0, 1, 2),
-    )
-    path = make_artifact(directory=tmp_path / "recipe", data=data, training=_recipe(dataset_sha))
-    monkeypatch.delenv("TOOLKIT_BASE_IMAGE")
-    monkeypatch.delenv("TOOLKIT_LOCK_FILE")
-    return Path(path)
+    return pinned_artifact(make_artifact, iris_frame[0], monkeypatch, tmp_path / "recipe")
 
 
 @pytest.fixture

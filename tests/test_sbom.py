@@ -10,55 +10,28 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from _provenance_support import pinned_artifact
 from typer.testing import CliRunner
 
-from toolkit.card import DataInfo, Feature
 from toolkit.cli import app
 from toolkit.provenance.sbom import lock_entries
 
 ROOT = Path(__file__).resolve().parents[1]
-BASE = "127.0.0.1:5000/python-base@sha256:" + "ab" * 32
 
 
 @pytest.fixture
 def pinned_model(make_artifact: Any, iris_frame: Any, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
     """A recipe model with a base image and the project's real lock in its card."""
-    monkeypatch.setenv("TOOLKIT_BASE_IMAGE", BASE)
-    monkeypatch.setenv("TOOLKIT_LOCK_FILE", str(ROOT / "requirements.lock"))
-    monkeypatch.delenv("TOOLKIT_LOCK_SHA256", raising=False)
-    sha = hashlib.sha256(b"iris").hexdigest()
-    X, _ = iris_frame
-    data = DataInfo(
-        source="builtin:iris",
-        sha256=sha,
-        n_train=120,
-        n_test=30,
-        features=tuple(Feature(name=str(c), dtype=str(t)) for c, t in X.dtypes.items()),
-        target="target",
-        classes=(0, 1, 2),
-    )
-    recipe = {
-        "dataset": {"source": "builtin:iris", "sha256": sha},
-        "target": "target",
-        "model": "logistic_regression",
-        "params": {"C": 1.0},
-        "preprocessing": {"scaler": "standard"},
-        "test_size": 0.2,
-        "seed": 42,
-        "cv_folds": 5,
-    }
-    path = make_artifact(
-        directory=tmp_path / "m",
-        data=data,
-        training=recipe,
+    return pinned_artifact(
+        make_artifact,
+        iris_frame[0],
+        monkeypatch,
+        tmp_path / "m",
         metrics={"test": {"accuracy": 0.9, "roc_auc": 0.95}, "cv": {"accuracy": 0.88}},
         preprocessing=("StandardScaler on 4 numeric columns",),
         intended_use="Sorting iris flowers in the demo.",
         limitations="Three species only.",
     )
-    monkeypatch.delenv("TOOLKIT_BASE_IMAGE")
-    monkeypatch.delenv("TOOLKIT_LOCK_FILE")
-    return Path(path)
 
 
 def _sbom(runner: CliRunner, artifact: Path) -> tuple[str, dict[str, Any]]:
