@@ -24,6 +24,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from toolkit import _files
 from toolkit import env as envvars
 from toolkit.errors import UsageError
 
@@ -292,11 +293,8 @@ def _same_name(requirement: str, spec: str) -> bool:
 
 
 def _publish(out: Path, text: str) -> None:
-    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
-        tmp.write_text(text, encoding="utf-8")
-        os.replace(tmp, out)
     except OSError as e:
-        tmp.unlink(missing_ok=True)
-        raise UsageError(f"{out}: cannot write the lock ({e.strerror or e})") from e
+        raise _files.write_failed(out, e) from e
+    _files.save(out, text.encode("utf-8"))

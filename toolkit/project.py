@@ -13,7 +13,6 @@ the command already read (``TOOLKIT_IMAGE``, ``BASE_IMAGE``, ``TOOLKIT_REGISTRY`
 
 from __future__ import annotations
 
-import os
 import re
 import sys
 from collections.abc import Mapping
@@ -21,7 +20,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from toolkit.errors import ProjectError
+from toolkit import _files
+from toolkit.errors import ProjectError, UsageError
 
 __all__ = [
     "DEBIAN_NAME_RE",
@@ -124,13 +124,14 @@ def init(folder: Path) -> list[Path]:
     written: list[Path] = []
     for target, text in targets.items():
         try:
-            # "x": a file that appeared since the check above is still never overwritten.
-            with target.open("x", encoding="utf-8") as f:
-                f.write(text)
-        except OSError as e:
+            # Never overwrite: a file that appeared since the check above is still kept.
+            _files.save(
+                target, text.encode("utf-8"), overwrite=False, exists=f"{target}: already exists; not overwriting it"
+            )
+        except UsageError:
             for done in written:  # all or nothing
                 done.unlink(missing_ok=True)
-            raise ProjectError(f"{target}: cannot write it ({e.strerror or e})") from e
+            raise
         written.append(target)
     return written
 
@@ -161,13 +162,7 @@ def record(path: Path, key: str, value: str) -> None:
         lines.insert(top, line)
     new = "\n".join(lines) + "\n"
     _check(_tomllib().loads(new), path)  # what is written must read back
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        tmp.write_text(new, encoding="utf-8")
-        os.replace(tmp, path)
-    except OSError as e:
-        tmp.unlink(missing_ok=True)
-        raise ProjectError(f"{path}: cannot write it ({e.strerror or e})") from e
+    _files.save(path, new.encode("utf-8"))
 
 
 # --- helpers -------------------------------------------------------------------------------

@@ -269,18 +269,10 @@ def _num(value: float | None) -> str:
 
 
 def _write_junit(path: Path, report: UpgradeReport) -> None:
-    from toolkit.errors import UsageError
+    from toolkit import _files
     from toolkit.upgrade.verdict import junit_xml
 
-    data = junit_xml(report)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        tmp.write_bytes(data)
-        os.replace(tmp, path)
-    except OSError as e:
-        with contextlib.suppress(OSError):
-            tmp.unlink(missing_ok=True)
-        raise UsageError(f"{path}: cannot write the JUnit report ({e.strerror or e})") from e
+    _files.save(path, junit_xml(report))
 
 
 # --- progress: on a terminal only, never in CI or a pipe -------------------------------------

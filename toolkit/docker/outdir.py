@@ -17,6 +17,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from toolkit import _files
 from toolkit.errors import UsageError
 
 __all__ = ["Collected", "check_out_dir", "collect", "make_staging", "place", "seed"]
@@ -113,6 +114,7 @@ def collect(staging: Path, out: Path, *, unchanged: dict[str, tuple[int, int]] |
         out_fd = os.open(out, flags)
     except OSError as e:
         raise UsageError(f"{out}: not a real folder ({e.strerror or e}); nothing copied") from e
+    _files.sweep_stale_temps(out)  # what an earlier, killed copy left (its scheme is _files')
     files: list[str] = []
     skipped: list[str] = []
     try:
@@ -184,14 +186,17 @@ def _copy_tree(
         elif stat.S_ISREG(st.st_mode):
             if unchanged.get(rel) == (st.st_size, st.st_mtime_ns):
                 continue  # seeded from --out and not touched by the container
-            _copy_file(src_fd, dst_fd, entry.name, st.st_mode)
+            try:
+                _copy_file(src_fd, dst_fd, entry.name, st.st_mode)
+            except OSError as e:  # a full disk: the one line, and the temp is gone
+                raise _files.write_failed(out / rel, e) from e
             files.append(rel)
         else:
             skipped.append(rel)
 
 
 def _copy_file(src_fd: int, dst_fd: int, name: str, mode: int) -> None:
-    tmp = f".{name}.toolkit-{os.getpid()}.tmp"
+    tmp = _files.temp_name(name)  # the one scheme: what a killed copy leaves is swept
     src = os.open(name, os.O_RDONLY | os.O_NOFOLLOW, dir_fd=src_fd)
     try:
         dst = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644 | (mode & 0o111), dir_fd=dst_fd)

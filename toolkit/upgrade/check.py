@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from toolkit import _json, env
+from toolkit import _files, _json, env
 from toolkit.errors import DockerError, RegistryError, ToolkitError, UsageError
 from toolkit.upgrade.verdict import ModelCheck, RetrainOutcome, UpgradeReport
 
@@ -190,9 +190,7 @@ def run_job(job: Path, *, progress: Progress | None = None) -> None:
             check = check.with_retrain(_retrain_here(path, retrain_version, job / "retrained" / str(index)))
         emit(f"{check.name} {check.version}: {check.verdict}")
         results.append(check.to_dict())
-    tmp = job / f".{_RESULTS}.tmp"
-    tmp.write_text(json.dumps({"models": results}), encoding="utf-8")
-    os.replace(tmp, job / _RESULTS)
+    _files.save(job / _RESULTS, json.dumps({"models": results}).encode("utf-8"))
 
 
 # --- host helpers ----------------------------------------------------------------------------
