@@ -27,6 +27,7 @@ from toolkit.cli._options import (
     ScriptOpt,
     SignKeyOpt,
     TargetOpt,
+    TaskOpt,
     TrustedKeyOpt,
     VerifyPredictionsOpt,
     VersionOpt,
@@ -168,6 +169,7 @@ def train(
     dataset: DatasetOpt = None,
     target: TargetOpt = None,
     model: ModelOpt = None,
+    task: TaskOpt = None,
     name: NameOpt = None,
     version: VersionOpt = None,
     registry: RegistryOpt = None,
@@ -185,15 +187,15 @@ def train(
     registered.
     """
     from toolkit.docker import resolve_image, train_command, train_in_container
-    from toolkit.errors import UsageError
     from toolkit.training.config import resolve_config
 
     tag = resolve_image(image)
-    if script is not None or _config_script(config):
-        recipe = {"--dataset": dataset, "--target": target, "--model": model, "--name": name, "--version": version}
-        given = [flag for flag, value in recipe.items() if value is not None]
-        if given:
-            raise UsageError(f"{given[0]} configures the built-in recipe; a script is its own")
+    configured = _config_script(config)
+    if script is not None or configured is not None:
+        from toolkit.training.script import refuse_recipe_flags
+
+        recipe = {"--dataset": dataset, "--target": target, "--model": model, "--task": task}
+        refuse_recipe_flags(script or str(configured), recipe | {"--name": name, "--version": version})
         _train_script_in_image(
             tag,
             config,
@@ -206,7 +208,14 @@ def train(
         )
         return
     command = train_command(
-        config=config, dataset=dataset, target=target, model=model, name=name, version=version, extra=ctx.args
+        config=config,
+        dataset=dataset,
+        target=target,
+        model=model,
+        task=task,
+        name=name,
+        version=version,
+        extra=ctx.args,
     )
     # The same config, read on the host: where to register, and whether, decided before training.
     cfg = resolve_config(config, dataset=dataset, name=name, version=version, out=out_dir, register=register)
@@ -473,10 +482,10 @@ def _project_root() -> Path:
     return current().root
 
 
-def _config_script(config: Path | None) -> bool:
+def _config_script(config: Path | None) -> object:
     from toolkit.training.config import load_config
 
-    return config is not None and "script" in load_config(config)
+    return None if config is None else load_config(config).get("script")
 
 
 def _train_script_in_image(

@@ -43,7 +43,6 @@ from toolkit.cli._options import (
     VersionOpt,
 )
 from toolkit.cli._output import echo, echo_err, markup
-from toolkit.errors import UsageError
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -113,10 +112,10 @@ def train(
     for note in cfg.notes:
         echo_err(f"note: {note}")
     if cfg.script is not None:
+        from toolkit.training.script import refuse_recipe_flags
+
         recipe = {"--dataset": dataset, "--target": target, "--model": model, "--task": task}
-        given = [flag for flag, value in recipe.items() if value is not None]
-        if given:
-            raise UsageError(f"{given[0]} configures the built-in recipe; a script ({cfg.script.name}) is its own")
+        refuse_recipe_flags(cfg.script, recipe | {"--name": name, "--version": version})
         _train_with_script(cfg, quiet=quiet, sign_key=sign_key)
         return
     from toolkit.workflows.deliver import deliver, destination

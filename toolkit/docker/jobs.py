@@ -220,6 +220,7 @@ def train_command(
     dataset: str | None = None,
     target: str | None = None,
     model: str | None = None,
+    task: str | None = None,
     name: str | None = None,
     version: str | None = None,
     extra: Sequence[str] = (),
@@ -238,7 +239,8 @@ def train_command(
         args += ["--dataset", dataset]
         if not dataset.startswith("builtin:"):
             inputs.append(Path(dataset))
-    for flag, value in (("--target", target), ("--model", model), ("--name", name), ("--version", version)):
+    recipe = (("--target", target), ("--model", model), ("--task", task), ("--name", name), ("--version", version))
+    for flag, value in recipe:
         if value is not None:
             args += [flag, value]
     return TrainCommand(args=(*args, *extra), inputs=tuple(inputs))
