@@ -273,48 +273,32 @@ def check(
     2: bad usage; 5: Docker (no engine, the image is not built, the container was killed).
     The output names this host's paths and the image checked (its tag and ID).
     """
-    from toolkit.docker import check_in_container, resolve_image
     from toolkit.errors import ToolkitError
-    from toolkit.signing import trusted_keys_from_env
+    from toolkit.workflows.in_image import check_in_image, image_for
 
     model = artifact_arg(artifact, registry)
-    tag = resolve_image(image, recorded=recorded_image(model))
-    captured = bytearray()
-    image_ids: list[str] = []
-
-    def keep_json(stream: str, chunk: bytes) -> None:
-        # The gate's one JSON object gets the image added before it is printed.
-        if stream == "stdout":
-            captured.extend(chunk)
-        else:
-            _passthrough(stream, chunk)
-
+    tag = image_for(model, image)
     try:
-        if trusted_keys_from_env(trusted_key):
-            # With trust, the signature is checked here on the host first: the keys never enter the image.
-            from toolkit.artifact import verify
-
-            verify(model, trusted_keys=trusted_key)
-        code = check_in_container(
-            tag,
+        result = check_in_image(
             model,
+            tag,
             policy=policy.value,
             as_json=as_json,
             verify_predictions=verify_predictions,
-            on_output=keep_json if as_json else _passthrough,
-            on_image=image_ids.append,
+            trusted_keys=trusted_key,
+            on_output=_passthrough,
         )
     except ToolkitError as e:
         if as_json:  # as check-env: scripts parsing stdout still get one object
             image_info = {"tag": tag, "id": None}
             json_error(e, artifact=str(artifact), image=image_info)
         raise
-    image_id = image_ids[0] if image_ids and image_ids[0] else None
+    image_id = result.image_id
     if as_json:
-        _print_with_image(bytes(captured), {"tag": tag, "id": image_id})
+        _print_with_image(result.report, {"tag": tag, "id": image_id})
     else:
         echo(plain(f"checked in image {tag}" + (f" ({image_id})" if image_id else "")))
-    raise typer.Exit(code)
+    raise typer.Exit(result.exit_code)
 
 
 @image_app.command("predict")
@@ -334,31 +318,25 @@ def predict(
 
     The CSV is written on this host: to stdout, or atomically to --out (never over an input).
     """
-    from toolkit.artifact import artifact_paths
-    from toolkit.docker import predict_in_container, resolve_image
-    from toolkit.prediction import check_output, publish_csv
-    from toolkit.signing import trusted_keys_from_env
+    from toolkit.workflows.in_image import predict_in_image
 
     model = artifact_arg(artifact, registry)
-    paths = artifact_paths(model)
-    inputs = (input_file, paths.model, paths.card_json, paths.card_md)
-    if out_file is not None:
-        check_output(out_file, sources=inputs)  # before starting a container
-    if trusted_keys_from_env(trusted_key):  # on the host: the keys never enter the image
-        from toolkit.artifact import verify
-
-        verify(model, trusted_keys=trusted_key)
-    tag = resolve_image(image, recorded=recorded_image(model))
-    result = predict_in_container(
-        tag, model, input_file, id_column=id_column, policy=policy.value, on_output=_passthrough
+    tag, result = predict_in_image(
+        model,
+        input_file,
+        out=out_file,
+        image=image,
+        id_column=id_column,
+        policy=policy.value,
+        trusted_keys=trusted_key,
+        on_output=_passthrough,
     )
     if result.exit_code != 0:  # the container said why, in one line
         raise typer.Exit(result.exit_code)
     if out_file is None:
         _passthrough("stdout", result.csv)
         return
-    publish_csv(result.csv, out_file, sources=inputs)
-    echo_err(plain(f"wrote {_rows(result.csv)} predictions to {out_file} (in image {tag}, {result.image_id})"))
+    echo_err(plain(f"wrote {result.rows()} predictions to {out_file} (in image {tag}, {result.image_id})"))
 
 
 @image_app.command(
@@ -555,10 +533,3 @@ def _print_with_image(data: bytes, image_info: dict[str, Any]) -> None:
     if isinstance(report, dict):
         report["image"] = image_info
     print_json(report)
-
-
-def _rows(csv_bytes: bytes) -> int:
-    import csv
-    import io
-
-    return max(sum(1 for _ in csv.reader(io.StringIO(csv_bytes.decode("utf-8", errors="replace")))) - 1, 0)
