@@ -211,7 +211,7 @@ def test_disk_full_while_writing_out_leaves_the_old_file_and_no_temp_file(
     result = runner.invoke(app, ["predict", str(credit_artifact), str(path), "--out", str(out)])
     assert result.exit_code == 2, result.output
     lines = result.stderr.splitlines()
-    assert lines[-1] == f"error: --out {out}: cannot write the predictions: No space left on device"
+    assert lines[-1] == f"error: cannot save {out}: No space left on device"
     assert lines[:-1] == ["note: ignoring 1 column(s) the model does not use: default"]
     assert listing(data) == before  # no truncated CSV, no temp file
 
