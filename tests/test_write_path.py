@@ -11,6 +11,7 @@ import os
 import re
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -157,7 +158,22 @@ def _write_out(folder: Path) -> Path:
     return folder / "model.joblib"
 
 
-WRITERS = {"key": _write_key, "base pin": _write_pin, "toolkit.toml": _write_project, "image --out": _write_out}
+def _write_data(folder: Path) -> Path:
+    result = CliRunner().invoke(app, ["data", "export", "builtin:wine", "--out", str(folder / "wine.csv")])
+    if result.exception is not None and not isinstance(result.exception, SystemExit):
+        raise result.exception
+    if result.exit_code != 0:  # the CLI's one line, as the library raised it
+        raise UsageError(result.stderr.removeprefix("error: ").rstrip("\n"))
+    return folder / "wine.csv"
+
+
+WRITERS = {
+    "key": _write_key,
+    "base pin": _write_pin,
+    "toolkit.toml": _write_project,
+    "image --out": _write_out,
+    "data export --out": _write_data,
+}
 PINNED = "python:3.11-slim@sha256:" + "a" * 64
 
 
@@ -165,7 +181,13 @@ PINNED = "python:3.11-slim@sha256:" + "a" * 64
 def test_a_killed_writers_temp_is_swept_by_the_next_write_there(writer: str, tmp_path: Path) -> None:
     folder = tmp_path / "out"
     folder.mkdir()
-    final = {"key": "k.key", "base pin": "base-image", "toolkit.toml": "toolkit.toml", "image --out": "model.joblib"}
+    final = {
+        "key": "k.key",
+        "base pin": "base-image",
+        "toolkit.toml": "toolkit.toml",
+        "image --out": "model.joblib",
+        "data export --out": "wine.csv",
+    }
     _leave_behind(
         "from pathlib import Path; from toolkit import _files\n"
         f"_files.temp_path(Path({str(folder / final[writer])!r})).write_bytes(b'half of it')\n"
@@ -222,3 +244,24 @@ def test_a_killed_recoverys_index_temp_is_swept(artifact: Path, runner: CliRunne
     assert result.exit_code == 0, result.output
     assert "1 version" in result.stdout
     assert not [p.name for p in root.iterdir() if p.name.startswith(".registry.db")]
+
+
+def test_a_killed_jobs_scratch_folder_in_tmpdir_is_swept_by_the_next_job(
+    runner: CliRunner, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    tmpdir = tmp_path / "tmpdir"
+    tmpdir.mkdir()
+    env = {**os.environ, "PYTHONPATH": str(REPO), "TMPDIR": str(tmpdir)}
+    code = "from toolkit import _files\n(_files.scratch_dir('toolkit-script') / 'm.joblib').write_bytes(b'model')\n"
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    (tmpdir / "someone-elses").mkdir()
+    assert len(list(tmpdir.iterdir())) == 2
+    monkeypatch.setattr(tempfile, "tempdir", str(tmpdir))  # gettempdir() caches what it found
+    project = tmp_path / "project"
+    project.mkdir()
+    (project / "train.py").write_text("pass\n")  # saves nothing: refused, after its staging was made
+    monkeypatch.chdir(project)
+    result = runner.invoke(app, ["train", "--script", "train.py", "--no-register", "--out", str(tmp_path / "out")])
+    assert result.exit_code == 2 and "saved no artifact" in result.stderr, result.output
+    assert sorted(p.name for p in tmpdir.iterdir()) == ["someone-elses"]  # the dead one swept, ours removed

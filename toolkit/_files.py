@@ -29,6 +29,8 @@ __all__ = [
     "read_and_hash",
     "read_regular",
     "save",
+    "scratch",
+    "scratch_dir",
     "sha256_file",
     "sweep_stale_temps",
     "temp_name",
@@ -220,6 +222,28 @@ def make_temp_dir(parent: Path, label: str) -> Path:
     path = _temp_path(parent / label)
     path.mkdir(mode=0o700)
     return path
+
+
+def scratch_dir(label: str) -> Path:
+    """A fresh private folder in the system's temp folder (``$TMPDIR``, else /tmp), in the one
+    scheme, after sweeping what dead processes of this host left there under it: a killed job's
+    staging (a pulled model, a container's output) does not stay behind for ever.
+    The caller removes it when done. Raises: OSError."""
+    import tempfile  # only the jobs that stage need it
+
+    parent = Path(tempfile.gettempdir())
+    sweep_stale_temps(parent)
+    return make_temp_dir(parent, label)
+
+
+@contextlib.contextmanager
+def scratch(label: str) -> Iterator[Path]:
+    """``scratch_dir`` for a block: removed when it ends, however it ends."""
+    path = scratch_dir(label)
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
 
 
 def write_failed(final: Path, e: OSError) -> UsageError:

@@ -18,7 +18,6 @@ import re
 import shutil
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -101,7 +100,7 @@ def compile_lock(
     previous = previous if previous is not None else out
     old_text = previous.read_text(encoding="utf-8") if previous.is_file() else ""
     command = _pip_compile()
-    with tempfile.TemporaryDirectory(prefix="toolkit-lock-") as tmp:
+    with _files.scratch("toolkit-lock") as tmp:
         runtime_in = Path(tmp) / _RUNTIME_IN
         runtime_in.write_text("# what the toolkit itself needs in the image\n" + "\n".join(needs) + "\n")
         target = Path(tmp) / "requirements.lock"

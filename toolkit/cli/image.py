@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import shutil
 import sys
-import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
+from toolkit import _files
 from toolkit.cli._common import ToolkitGroup, app, artifact_arg, plain, print_json
 from toolkit.cli._options import (
     ArtifactRefArg,
@@ -231,7 +231,7 @@ def train(
     )
     # A terminal for the container only when ours is one: its progress and colours, as on the host.
     tty = not quiet and sys.stdout.isatty()
-    staging = Path(tempfile.mkdtemp(prefix="toolkit-image-train-"))
+    staging = _files.scratch_dir("toolkit-image-train")
     try:
         staged = train_in_container(tag, command, staging=staging, on_output=None if quiet else _passthrough, tty=tty)
         # Signed here, on the host: the private key never enters the container.
@@ -395,7 +395,7 @@ def retrain(
         args += ["--dataset", dataset]
         if not dataset.startswith("builtin:"):
             inputs.append(Path(dataset))
-    staging = Path(tempfile.mkdtemp(prefix="toolkit-image-retrain-"))
+    staging = _files.scratch_dir("toolkit-image-retrain")
     try:
         staged = train_in_container(
             resolve_image(image, recorded=recorded_image(model)),
@@ -492,7 +492,7 @@ def _train_script_in_image(
         script=cfg.script,
         script_args=cfg.script_args,
     )
-    staging = Path(tempfile.mkdtemp(prefix="toolkit-image-script-"))
+    staging = _files.scratch_dir("toolkit-image-script")
     try:
         # The script's stdout goes to stderr: ours carries only the artifacts' paths.
         staged = run_script_in_container(

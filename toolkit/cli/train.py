@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from toolkit import env
+from toolkit import _files, env
 from toolkit.cli._common import app, artifact_arg, err, out
 from toolkit.cli._options import (
     AllowModuleOpt,
@@ -192,7 +192,6 @@ def predict(
 def _train_with_script(cfg: Any, *, quiet: bool, sign_key: Path | None) -> None:
     """Run the config's script here (``sys.executable``), then register what it saved."""
     import shutil
-    import tempfile
 
     from toolkit.training.script import resolve_script, run_script
     from toolkit.workflows.deliver import deliver_all, destination
@@ -207,7 +206,7 @@ def _train_with_script(cfg: Any, *, quiet: bool, sign_key: Path | None) -> None:
         script=cfg.script,
         script_args=cfg.script_args,
     )
-    staging = Path(tempfile.mkdtemp(prefix="toolkit-script-"))
+    staging = _files.scratch_dir("toolkit-script")
     try:
         if not quiet:
             echo_err(f"running {relative} (TOOLKIT_OUT={staging})")

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from toolkit import env
+from toolkit import _files, env
 from toolkit.docker.client import Mount, OutputCallback, build, connect, run
 from toolkit.docker.context import git_revision, lock_sha256, locked_wheels, write_context
 from toolkit.docker.images import DEFAULT_IMAGE, IMAGE_UID, validate_base_image
@@ -136,7 +136,7 @@ def build_image(
     debs = system.fetch(packages, deb_cache or default_cache() / "debs", on_progress=on_progress)
     started = time.monotonic()
     with (
-        tempfile.TemporaryDirectory(prefix="toolkit-dist-") as dist,
+        _files.scratch("toolkit-dist") as dist,
         tempfile.TemporaryFile(prefix="toolkit-context-") as fileobj,
     ):
         toolkit_wheel = build_self_wheel(Path(dist))

@@ -13,7 +13,6 @@ from __future__ import annotations
 import contextlib
 import os
 import stat
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -69,7 +68,7 @@ def check_out_dir(out: Path, *, project: Path | None, root: Path = Path("/")) ->
 def make_staging(prefix: str, *, owner: int | None = None) -> Path:
     """A fresh, private folder the toolkit owns, for a container to write into; chowned to
     ``owner`` (the image's user, when root runs the container) and nothing else is."""
-    staging = Path(tempfile.mkdtemp(prefix=prefix))
+    staging = _files.scratch_dir(prefix.rstrip("-"))
     if owner is not None:
         os.chown(staging, owner, owner)
     return staging
@@ -136,6 +135,7 @@ def place(files: list[Path], out: Path) -> None:
         out_fd = os.open(out, flags)
     except OSError as e:
         raise UsageError(f"{out}: not a real folder ({e.strerror or e}); nothing copied") from e
+    _files.sweep_stale_temps(out)
     try:
         for path in files:
             try:
@@ -149,7 +149,10 @@ def place(files: list[Path], out: Path) -> None:
             try:
                 if not stat.S_ISREG(os.stat(path.name, dir_fd=src_fd, follow_symlinks=False).st_mode):
                     raise UsageError(f"{path}: the container left something that is not a regular file; not copied")
-                _copy_file(src_fd, out_fd, path.name, 0o644)
+                try:
+                    _copy_file(src_fd, out_fd, path.name, 0o644)
+                except OSError as e:  # a full disk: the one line, and the temp is gone
+                    raise _files.write_failed(out / path.name, e) from e
             finally:
                 os.close(src_fd)
     except OSError as e:

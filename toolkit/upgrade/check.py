@@ -13,7 +13,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -147,7 +146,7 @@ def upgrade_check(
     emit(f"candidate image {image.tag}" + (" (cached)" if image.cached else " (built)"))
     versions = _retrain_versions(registry, selected) if retrain else {}
     phase = time.monotonic()
-    with tempfile.TemporaryDirectory(prefix="toolkit-upgrade-") as tmp:
+    with _files.scratch("toolkit-upgrade") as tmp:
         job = Path(tmp)
         checks = _run_in_image(image.tag, selected, job, versions, emit=emit, client=client)
         timings["check"] = time.monotonic() - phase
