@@ -111,7 +111,8 @@ def load(path: Path) -> Project:
 def init(folder: Path) -> list[Path]:
     """Write ``toolkit.toml`` and ``requirements.in`` into ``folder`` (created if needed); return them.
 
-    Never overwrites: when either file exists, nothing is written. Raises: ProjectError naming it.
+    Never overwrites: when either file exists, nothing is written. Raises: ProjectError naming it;
+    UsageError (the one line) when one cannot be written.
     """
     targets = {folder / FILE_NAME: _TEMPLATE.format(image=_image_name(folder)), folder / "requirements.in": _REQS}
     for target in targets:
@@ -139,7 +140,7 @@ def init(folder: Path) -> list[Path]:
 def record(path: Path, key: str, value: str) -> None:
     """Set ``key = "value"`` in ``path``, keeping every other line (comments too) as it is; atomic.
 
-    Raises: ProjectError (unreadable or unwritable file, or the result would not parse).
+    Raises: ProjectError (unreadable file, or the result would not parse), UsageError (cannot be written).
     """
     if key not in _TYPES or _TYPES[key] != "str":
         raise ProjectError(f"{path}: cannot record {key!r}")
