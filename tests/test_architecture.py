@@ -214,3 +214,19 @@ def test_the_readme_layout_lists_exactly_the_modules_there_are() -> None:
 def test_the_readme_tree_parser_reads_nesting() -> None:
     text = "x\n## Layout\n\n```\ntoolkit/\n  a.py  one\n  sub/  two\n    b.py  three\n  c.py\n```\n## Next\n"
     assert readme_tree(text) == {"toolkit/a.py", "toolkit/sub/b.py", "toolkit/c.py"}
+
+
+def test_the_public_names_are_the_library_objects_themselves() -> None:
+    # `toolkit/__init__.py` re-exports lazily (PEP 562): each name must be the object its module
+    # defines, not a copy. (tests/test_api.py tests the surface as a user sees it, from `toolkit` only.)
+    import toolkit
+    from toolkit.artifact import EnvironmentMismatchWarning, read_card, sign, verify
+    from toolkit.card import ModelCard
+    from toolkit.gate import Report
+    from toolkit.prediction import Predictions
+    from toolkit.registry.registry import Registry
+
+    assert toolkit.Registry is Registry and toolkit.ModelCard is ModelCard and toolkit.Report is Report
+    assert toolkit.Predictions is Predictions and toolkit.verify is verify and toolkit.read_card is read_card
+    assert toolkit.sign is sign and toolkit.Difference.__module__ == "toolkit.errors"
+    assert toolkit.EnvironmentMismatchWarning is EnvironmentMismatchWarning

@@ -14,10 +14,19 @@ from typing import Any
 import pytest
 
 import toolkit
-from toolkit import _files
-from toolkit.artifact import EnvironmentMismatchWarning, artifact_paths, read_card, verify
+from toolkit import (
+    CardError,
+    EnvironmentMismatch,
+    EnvironmentMismatchWarning,
+    IntegrityError,
+    ProbeMismatch,
+    UsageError,
+    _files,
+    read_card,
+    verify,
+)
+from toolkit.artifact import artifact_paths
 from toolkit.card import parse_card
-from toolkit.errors import CardError, EnvironmentMismatch, IntegrityError, ProbeMismatch, UsageError
 
 
 def _rewrite_card(artifact: Path, change: Callable[[dict[str, Any]], None]) -> None:

@@ -175,10 +175,8 @@ def listing(directory: Path) -> dict[str, bytes]:
 def test_toolkit_predict_is_the_library_api(credit_artifact: Path, test_rows: pd.DataFrame, tmp_path: Path) -> None:
     import dataclasses
 
-    from toolkit.prediction import Predictions
-
     result = toolkit.predict(credit_artifact, test_rows)
-    assert isinstance(result, Predictions)
+    assert isinstance(result, toolkit.Predictions)
     pipeline = toolkit.load(credit_artifact)
     X = test_rows.drop(columns=["default"])
     assert result.predictions.tolist() == pipeline.predict(X).tolist()
@@ -213,7 +211,7 @@ def test_disk_full_while_writing_out_leaves_the_old_file_and_no_temp_file(
     result = runner.invoke(app, ["predict", str(credit_artifact), str(path), "--out", str(out)])
     assert result.exit_code == 2, result.output
     lines = result.stderr.splitlines()
-    assert lines[-1] == f"error: --out {out}: cannot write the predictions: No space left on device"
+    assert lines[-1] == f"error: cannot save {out}: No space left on device"
     assert lines[:-1] == ["note: ignoring 1 column(s) the model does not use: default"]
     assert listing(data) == before  # no truncated CSV, no temp file
 
@@ -294,7 +292,7 @@ def test_infinity_in_a_numeric_column_is_exit_2_naming_the_column(
 def test_infinity_in_parquet_and_in_a_frame_is_refused(
     credit_artifact: Path, test_rows: pd.DataFrame, tmp_path: Path
 ) -> None:
-    from toolkit.errors import DataError
+    from toolkit import DataError
 
     frame = test_rows.head(5).copy()
     frame.loc[0, "credit"] = float("-inf")

@@ -192,3 +192,38 @@ def test_a_read_only_registry_reads_and_refuses_writes_in_one_line(
         assert f"the registry {read_only} is read-only here" in line, line
     assert snapshot(populated) == before
     assert sorted(os.listdir(populated)) == listing  # no lock, -shm or temp file appeared
+
+
+def test_what_recover_tells_is_the_records_own_a_line_each_and_one_closing_error() -> None:
+    from toolkit.registry.registry import Audit, Recovery
+
+    audit = Audit(
+        location="postgresql://db/models",
+        store="oci://127.0.0.1:5000/models",
+        checked=3,
+        failed=(("iris", "1.1.0", "sha256 mismatch"),),
+        retagged=("tag iris:production was at 1.0.0, now at 1.1.0",),
+    )
+    assert audit.lines() == [
+        "checked 3 versions of postgresql://db/models: 2 pulled from oci://127.0.0.1:5000/models and verified",
+        "re-pointed: tag iris:production was at 1.0.0, now at 1.1.0",
+        "FAILED iris 1.1.0: sha256 mismatch",
+    ]
+    failure = audit.error()
+    assert failure is not None and failure.exit_code == 3
+    assert str(failure) == "1 registered version(s) failed verification in the store"
+    one = Audit(location="L", store="S", checked=1, failed=(), retagged=())
+    assert one.lines() == ["checked 1 version of L: 1 pulled from S and verified"] and one.error() is None
+
+    recovery = Recovery(root=Path("/r"), recovered=(("iris", "1.0.0"),), failed=((Path("/r/iris/2.0.0"), "bad card"),))
+    assert recovery.lines() == [
+        "rebuilt the index of /r from the cards on disk: 1 version back as staging. The old history "
+        "(statuses, promotions, rollbacks) is gone: promote the production version again.",
+        "not recovered (left in place): /r/iris/2.0.0: bad card",
+    ]
+    failure = recovery.error()
+    assert failure is not None
+    assert (
+        str(failure) == "1 version directory failed verification and were left out of the index (nothing was deleted)"
+    )
+    assert Recovery(root=Path("/r"), recovered=(), failed=()).error() is None

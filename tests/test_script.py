@@ -9,9 +9,11 @@ import sys
 from pathlib import Path
 
 import pytest
+from typer.testing import CliRunner
 
+from toolkit.cli import app
 from toolkit.registry import Registry
-from toolkit.training.script import OutputTail, resolve_script, script_failed
+from toolkit.training.script import RECIPE_FLAGS, OutputTail, resolve_script, script_failed
 
 REPO = Path(__file__).resolve().parents[1]
 EXAMPLE = REPO / "examples" / "custom"
@@ -95,7 +97,32 @@ def test_image_train_refuses_recipe_flags_with_a_script(tmp_path: Path) -> None:
     (tmp_path / "train.py").write_text("pass\n")
     done = _toolkit("image", "train", "--script", "train.py", "--dataset", "builtin:wine", cwd=tmp_path)
     assert done.returncode == 2  # before any engine is asked
-    assert _error_line(done) == "error: --dataset configures the built-in recipe; a script is its own"
+    assert _error_line(done) == "error: --dataset configures the built-in recipe; a script (train.py) is its own"
+
+
+VALID = {
+    "--dataset": "builtin:wine",
+    "--target": "target",
+    "--model": "ridge",
+    "--task": "regression",
+    "--name": "wine",
+    "--version": "1.0.0",
+}
+
+
+@pytest.mark.parametrize("flag", RECIPE_FLAGS)
+def test_train_and_image_train_refuse_the_same_recipe_flags_with_the_same_line(
+    flag: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "train.py").write_text("raise SystemExit('must not run')\n")
+    monkeypatch.chdir(tmp_path)
+    runner = CliRunner()
+    lines = []
+    for command in (["train"], ["image", "train"]):
+        result = runner.invoke(app, [*command, "--script", "train.py", flag, VALID[flag]])
+        assert result.exit_code == 2, result.output  # before anything runs (no engine is asked)
+        lines.append(result.stderr)
+    assert lines == [f"error: {flag} configures the built-in recipe; a script (train.py) is its own\n"] * 2
 
 
 def test_output_tail_keeps_the_last_stderr_lines() -> None:

@@ -8,17 +8,21 @@ from __future__ import annotations
 
 import errno
 import os
+import re
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
 from _oci_support import LoopbackRegistry
 from typer.testing import CliRunner
 
-from toolkit import _files, oci, signing
+from toolkit import _files, oci, project, signing
+from toolkit import docker as tdocker
 from toolkit.artifact import artifact_paths
 from toolkit.cli import app
+from toolkit.docker import outdir
 from toolkit.errors import UsageError
 from toolkit.registry import Registry
 from toolkit.registry.index import sqlite_db
@@ -125,3 +129,139 @@ def test_a_full_disk_while_pulling_is_one_line_and_leaves_nothing(
         )
     finally:
         registry.stop()
+
+
+# -- every writer that publishes beside a final name: the one scheme, swept; the one line --------
+
+
+def _write_key(folder: Path) -> Path:
+    signing.keygen(folder / "k")
+    return folder / "k.key"
+
+
+def _write_pin(folder: Path) -> Path:
+    tdocker.write_pin(PINNED, folder / "base-image")
+    return folder / "base-image"
+
+
+def _write_project(folder: Path) -> Path:
+    project.init(folder)
+    project.record(folder / project.FILE_NAME, "base_image", PINNED)
+    return folder / project.FILE_NAME
+
+
+def _write_out(folder: Path) -> Path:
+    staging = folder.parent / "staging"
+    staging.mkdir()
+    (staging / "model.joblib").write_bytes(b"what the container wrote")
+    outdir.collect(staging, folder)
+    return folder / "model.joblib"
+
+
+def _write_data(folder: Path) -> Path:
+    result = CliRunner().invoke(app, ["data", "export", "builtin:wine", "--out", str(folder / "wine.csv")])
+    if result.exception is not None and not isinstance(result.exception, SystemExit):
+        raise result.exception
+    if result.exit_code != 0:  # the CLI's one line, as the library raised it
+        raise UsageError(result.stderr.removeprefix("error: ").rstrip("\n"))
+    return folder / "wine.csv"
+
+
+WRITERS = {
+    "key": _write_key,
+    "base pin": _write_pin,
+    "toolkit.toml": _write_project,
+    "image --out": _write_out,
+    "data export --out": _write_data,
+}
+PINNED = "python:3.11-slim@sha256:" + "a" * 64
+
+
+@pytest.mark.parametrize("writer", list(WRITERS))
+def test_a_killed_writers_temp_is_swept_by_the_next_write_there(writer: str, tmp_path: Path) -> None:
+    folder = tmp_path / "out"
+    folder.mkdir()
+    final = {
+        "key": "k.key",
+        "base pin": "base-image",
+        "toolkit.toml": "toolkit.toml",
+        "image --out": "model.joblib",
+        "data export --out": "wine.csv",
+    }
+    _leave_behind(
+        "from pathlib import Path; from toolkit import _files\n"
+        f"_files.temp_path(Path({str(folder / final[writer])!r})).write_bytes(b'half of it')\n"
+    )
+    (folder / ".k.key.not-ours.tmp").write_bytes(b"")  # not the scheme: never swept
+    assert len(list(folder.iterdir())) == 2
+    written = WRITERS[writer](folder)
+    left = sorted(p.name for p in folder.iterdir() if p != written and not p.name.startswith(("k.", "requirements")))
+    assert left == [".k.key.not-ours.tmp"]
+
+
+@pytest.mark.parametrize("writer", list(WRITERS))
+def test_a_full_disk_in_any_writer_is_the_one_line_and_leaves_nothing(
+    writer: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    folder = tmp_path / "out"
+    folder.mkdir()
+    monkeypatch.setattr(os, "fsync", _full)
+    with pytest.raises(UsageError) as caught:
+        WRITERS[writer](folder)
+    assert re.fullmatch(rf"cannot save {re.escape(str(folder))}/[^/\n]+: {FULL}", str(caught.value)), caught.value
+    assert _everything_under(folder) == []
+
+
+def test_a_full_disk_during_keygen_is_one_line_and_leaves_no_half_pair(
+    runner: CliRunner, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    writes: list[int] = []
+
+    def full_on_the_second(f: object, data: object) -> None:  # the .key is written, the .pub is not
+        writes.append(1)
+        if len(writes) == 2:
+            _full()
+        f.write(data)  # type: ignore[attr-defined]
+
+    monkeypatch.setattr(_files, "write_all", full_on_the_second)
+    result = runner.invoke(app, ["keygen", "--out", str(tmp_path / "k")])
+    assert result.exit_code == 2, result.output
+    assert result.stderr == f"error: cannot save {tmp_path / 'k.pub'}: {FULL}\n"
+    assert _everything_under(tmp_path) == []
+
+
+def test_a_killed_recoverys_index_temp_is_swept(artifact: Path, runner: CliRunner, tmp_path: Path) -> None:
+    root = tmp_path / "models"
+    assert runner.invoke(app, ["registry", "add", str(artifact), "--registry", str(root)]).exit_code == 0
+    for side in ("registry.db", "registry.db-wal", "registry.db-shm"):
+        (root / side).unlink(missing_ok=True)  # the index is lost: recover rebuilds it
+    _leave_behind(
+        "from pathlib import Path; from toolkit import _files\n"
+        f"t = _files.temp_path(Path({str(root)!r}) / 'registry.db')\n"
+        "t.write_bytes(b'SQLite format 3'); Path(str(t) + '-journal').write_bytes(b'')\n"
+    )
+    result = runner.invoke(app, ["registry", "recover", "--registry", str(root)])
+    assert result.exit_code == 0, result.output
+    assert "1 version" in result.stdout
+    assert not [p.name for p in root.iterdir() if p.name.startswith(".registry.db")]
+
+
+def test_a_killed_jobs_scratch_folder_in_tmpdir_is_swept_by_the_next_job(
+    runner: CliRunner, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    tmpdir = tmp_path / "tmpdir"
+    tmpdir.mkdir()
+    env = {**os.environ, "PYTHONPATH": str(REPO), "TMPDIR": str(tmpdir)}
+    code = "from toolkit import _files\n(_files.scratch_dir('toolkit-script') / 'm.joblib').write_bytes(b'model')\n"
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    (tmpdir / "someone-elses").mkdir()
+    assert len(list(tmpdir.iterdir())) == 2
+    monkeypatch.setattr(tempfile, "tempdir", str(tmpdir))  # gettempdir() caches what it found
+    project = tmp_path / "project"
+    project.mkdir()
+    (project / "train.py").write_text("pass\n")  # saves nothing: refused, after its staging was made
+    monkeypatch.chdir(project)
+    result = runner.invoke(app, ["train", "--script", "train.py", "--no-register", "--out", str(tmp_path / "out")])
+    assert result.exit_code == 2 and "saved no artifact" in result.stderr, result.output
+    assert sorted(p.name for p in tmpdir.iterdir()) == ["someone-elses"]  # the dead one swept, ours removed

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import hashlib
 import io
@@ -11,6 +12,7 @@ import shutil
 import socket
 import stat
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
 
@@ -26,12 +28,17 @@ __all__ = [
     "publish",
     "read_and_hash",
     "read_regular",
+    "save",
+    "scratch",
+    "scratch_dir",
     "sha256_file",
     "sweep_stale_temps",
+    "temp_name",
     "temp_path",
     "write_all",
     "write_failed",
     "write_temp",
+    "writing",
 ]
 
 _CHUNK = 1 << 20
@@ -204,12 +211,39 @@ def temp_path(final: Path) -> Path:
     return _temp_path(final)
 
 
+def temp_name(name: str) -> str:
+    """The same, as a bare name, for writers that work through a folder's descriptor."""
+    return _temp_path(Path(name)).name
+
+
 def make_temp_dir(parent: Path, label: str) -> Path:
     """A fresh hidden folder in ``parent`` (mode 0700), named so ``sweep_stale_temps`` removes it
     once the process that made it is dead. Raises: OSError."""
     path = _temp_path(parent / label)
     path.mkdir(mode=0o700)
     return path
+
+
+def scratch_dir(label: str) -> Path:
+    """A fresh private folder in the system's temp folder (``$TMPDIR``, else /tmp), in the one
+    scheme, after sweeping what dead processes of this host left there under it: a killed job's
+    staging (a pulled model, a container's output) does not stay behind for ever.
+    The caller removes it when done. Raises: OSError."""
+    import tempfile  # only the jobs that stage need it
+
+    parent = Path(tempfile.gettempdir())
+    sweep_stale_temps(parent)
+    return make_temp_dir(parent, label)
+
+
+@contextlib.contextmanager
+def scratch(label: str) -> Iterator[Path]:
+    """``scratch_dir`` for a block: removed when it ends, however it ends."""
+    path = scratch_dir(label)
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
 
 
 def write_failed(final: Path, e: OSError) -> UsageError:
@@ -223,16 +257,25 @@ def write_all(f: IO[bytes], data: Any) -> None:
     f.write(data)
 
 
-def create_temp(final: Path) -> tuple[Path, IO[bytes]]:
-    """A fresh hidden temp file beside ``final``, open for writing."""
+def create_temp(final: Path, *, mode: int | None = None) -> tuple[Path, IO[bytes]]:
+    """A fresh hidden temp file beside ``final``, open for writing: 0644 less the umask, or
+    exactly ``mode`` when one is given (0600 for a private key is born so: never readable by
+    others, not even for an instant)."""
     tmp = _temp_path(final)
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644 if mode is None else mode)
+    if mode is not None:
+        try:
+            os.fchmod(fd, mode)
+        except BaseException:
+            os.close(fd)
+            tmp.unlink(missing_ok=True)
+            raise
     return tmp, os.fdopen(fd, "wb")
 
 
-def write_temp(final: Path, data: bytes) -> Path:
+def write_temp(final: Path, data: bytes, *, mode: int | None = None) -> Path:
     """Write ``data`` to a fresh hidden temp file beside ``final`` and fsync it."""
-    tmp, f = create_temp(final)
+    tmp, f = create_temp(final, mode=mode)
     try:
         with f:
             write_all(f, data)
@@ -328,12 +371,13 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def publish(tmp: Path, final: Path, *, overwrite: bool) -> None:
+def publish(tmp: Path, final: Path, *, overwrite: bool, exists: str | None = None) -> None:
     """Move a finished temp file into place atomically; without ``overwrite`` never clobber.
 
     A hard link fails with EEXIST when ``final`` exists, which makes "create only if
     absent" atomic; os.replace is atomic for the overwrite case.
-    Raises: UsageError when ``final`` exists and ``overwrite`` is false.
+    Raises: UsageError when ``final`` exists and ``overwrite`` is false (``exists`` is its
+    line, when the caller says it its own way).
     """
     try:
         if overwrite:
@@ -342,11 +386,49 @@ def publish(tmp: Path, final: Path, *, overwrite: bool) -> None:
             try:
                 os.link(tmp, final)
             except FileExistsError as e:
-                raise UsageError(f"{final} already exists; refusing to overwrite it") from e
+                raise UsageError(exists or f"{final} already exists; refusing to overwrite it") from e
             tmp.unlink()
     finally:
         tmp.unlink(missing_ok=True)
     fsync_dir(final.parent)
+
+
+@contextlib.contextmanager
+def writing(
+    final: Path, *, overwrite: bool = True, mode: int | None = None, exists: str | None = None
+) -> Iterator[IO[bytes]]:
+    """The one way to publish a file: yields a fresh temp beside ``final`` (in the scheme the
+    sweeper knows, after sweeping what dead writers left there); on a clean exit it is fsynced,
+    renamed into place and the folder fsynced. On any failure nothing is left, and an OSError
+    (a full disk, a quota, a read-only folder) is ``write_failed``'s one line.
+
+    Write through ``write_all`` (or hand the file to a writer that does its own writes).
+    Raises: UsageError.
+    """
+    sweep_stale_temps(final.parent)
+    try:
+        tmp, f = create_temp(final, mode=mode)
+    except OSError as e:
+        raise write_failed(final, e) from e
+    try:
+        try:
+            with f:
+                yield f
+                f.flush()
+                os.fsync(f.fileno())
+            publish(tmp, final, overwrite=overwrite, exists=exists)
+        except OSError as e:
+            raise write_failed(final, e) from e
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def save(
+    final: Path, data: bytes, *, overwrite: bool = True, mode: int | None = None, exists: str | None = None
+) -> None:
+    """Publish ``data`` as ``final`` through ``writing``. Raises: UsageError."""
+    with writing(final, overwrite=overwrite, mode=mode, exists=exists) as f:
+        write_all(f, data)
 
 
 def _allocate(size: int) -> Any:

@@ -91,9 +91,9 @@ def write(directory: Path, cert: Certification, *, key: str | os.PathLike[str] |
             sig = target.with_name(target.name + SIG_SUFFIX)
             digest = hashlib.sha256(data).hexdigest()
             bundle = envelope(private, statement(target.name, {target.name: digest}, sig.name))
-            _files.publish(_files.write_temp(sig, bundle), sig, overwrite=True)
-        _files.publish(_files.write_temp(target, data), target, overwrite=True)
-    except OSError as e:
+            _files.save(sig, bundle)
+        _files.save(target, data)
+    except OSError as e:  # the folder cannot be made
         raise UsageError(f"--certify {directory}: cannot write the certification: {e.strerror or e}") from e
     return target
 

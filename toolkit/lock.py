@@ -18,12 +18,12 @@ import re
 import shutil
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from toolkit import _files
 from toolkit import env as envvars
 from toolkit.errors import UsageError
 
@@ -100,7 +100,7 @@ def compile_lock(
     previous = previous if previous is not None else out
     old_text = previous.read_text(encoding="utf-8") if previous.is_file() else ""
     command = _pip_compile()
-    with tempfile.TemporaryDirectory(prefix="toolkit-lock-") as tmp:
+    with _files.scratch("toolkit-lock") as tmp:
         runtime_in = Path(tmp) / _RUNTIME_IN
         runtime_in.write_text("# what the toolkit itself needs in the image\n" + "\n".join(needs) + "\n")
         target = Path(tmp) / "requirements.lock"
@@ -292,11 +292,8 @@ def _same_name(requirement: str, spec: str) -> bool:
 
 
 def _publish(out: Path, text: str) -> None:
-    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
-        tmp.write_text(text, encoding="utf-8")
-        os.replace(tmp, out)
     except OSError as e:
-        tmp.unlink(missing_ok=True)
-        raise UsageError(f"{out}: cannot write the lock ({e.strerror or e})") from e
+        raise _files.write_failed(out, e) from e
+    _files.save(out, text.encode("utf-8"))

@@ -182,10 +182,7 @@ def publish_csv(data: bytes, out: str | os.PathLike[str], *, sources: Sequence[s
     """Write CSV bytes (e.g. from a container) to ``out`` as ``write_csv`` does. Raises: UsageError."""
     check_output(out, sources=sources)
     final = Path(out)
-    try:
-        _files.publish(_files.write_temp(final, data), final, overwrite=True)
-    except OSError as e:
-        raise UsageError(f"--out {final}: cannot write the predictions: {e.strerror or e}") from e
+    _files.save(final, data)
 
 
 def _read_table(

@@ -13,7 +13,6 @@ the command already read (``TOOLKIT_IMAGE``, ``BASE_IMAGE``, ``TOOLKIT_REGISTRY`
 
 from __future__ import annotations
 
-import os
 import re
 import sys
 from collections.abc import Mapping
@@ -21,7 +20,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from toolkit.errors import ProjectError
+from toolkit import _files
+from toolkit.errors import ProjectError, UsageError
 
 __all__ = [
     "DEBIAN_NAME_RE",
@@ -111,7 +111,8 @@ def load(path: Path) -> Project:
 def init(folder: Path) -> list[Path]:
     """Write ``toolkit.toml`` and ``requirements.in`` into ``folder`` (created if needed); return them.
 
-    Never overwrites: when either file exists, nothing is written. Raises: ProjectError naming it.
+    Never overwrites: when either file exists, nothing is written. Raises: ProjectError naming it;
+    UsageError (the one line) when one cannot be written.
     """
     targets = {folder / FILE_NAME: _TEMPLATE.format(image=_image_name(folder)), folder / "requirements.in": _REQS}
     for target in targets:
@@ -124,13 +125,14 @@ def init(folder: Path) -> list[Path]:
     written: list[Path] = []
     for target, text in targets.items():
         try:
-            # "x": a file that appeared since the check above is still never overwritten.
-            with target.open("x", encoding="utf-8") as f:
-                f.write(text)
-        except OSError as e:
+            # Never overwrite: a file that appeared since the check above is still kept.
+            _files.save(
+                target, text.encode("utf-8"), overwrite=False, exists=f"{target}: already exists; not overwriting it"
+            )
+        except UsageError:
             for done in written:  # all or nothing
                 done.unlink(missing_ok=True)
-            raise ProjectError(f"{target}: cannot write it ({e.strerror or e})") from e
+            raise
         written.append(target)
     return written
 
@@ -138,7 +140,7 @@ def init(folder: Path) -> list[Path]:
 def record(path: Path, key: str, value: str) -> None:
     """Set ``key = "value"`` in ``path``, keeping every other line (comments too) as it is; atomic.
 
-    Raises: ProjectError (unreadable or unwritable file, or the result would not parse).
+    Raises: ProjectError (unreadable file, or the result would not parse), UsageError (cannot be written).
     """
     if key not in _TYPES or _TYPES[key] != "str":
         raise ProjectError(f"{path}: cannot record {key!r}")
@@ -161,13 +163,7 @@ def record(path: Path, key: str, value: str) -> None:
         lines.insert(top, line)
     new = "\n".join(lines) + "\n"
     _check(_tomllib().loads(new), path)  # what is written must read back
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        tmp.write_text(new, encoding="utf-8")
-        os.replace(tmp, path)
-    except OSError as e:
-        tmp.unlink(missing_ok=True)
-        raise ProjectError(f"{path}: cannot write it ({e.strerror or e})") from e
+    _files.save(path, new.encode("utf-8"))
 
 
 # --- helpers -------------------------------------------------------------------------------

@@ -11,11 +11,10 @@ from __future__ import annotations
 
 import dataclasses
 import shutil
-import tempfile
 from collections.abc import Iterable
-from pathlib import Path
 from typing import Any
 
+from toolkit import _files
 from toolkit.card import MAX_CARD_BYTES
 from toolkit.card.records import MAX_REFERENCE_BYTES as _MAX_REFERENCE_BYTES
 from toolkit.gate import Report, assess
@@ -62,7 +61,7 @@ def check_env(
     c = client or Client(ref.host, insecure=insecure)
     try:
         if verify_predictions:
-            staging = Path(tempfile.mkdtemp(prefix="toolkit-gate-"))
+            staging = _files.scratch_dir("toolkit-gate")
             try:
                 pulled = pull(ref, staging / "artifact", client=c, trusted_keys=trusted_keys)
                 report = check_file(
@@ -92,7 +91,7 @@ def _require_remote_signature(client: Client, remote: RemoteCard, trusted_keys: 
     private temp dir and the signature checked there; the model stays in the registry, its
     digest (the card's sha256) vouched for by the manifest."""
     layout = remote.layout
-    staging = Path(tempfile.mkdtemp(prefix="toolkit-gate-sig-"))
+    staging = _files.scratch_dir("toolkit-gate-sig")
     try:
         # No signature layer: nothing to fetch for it, and the check says "no signature".
         (staging / str(layout.card_json.file_name)).write_bytes(remote.card_json)
@@ -115,7 +114,7 @@ def _require_remote_provenance(client: Client, remote: RemoteCard, trusted_keys:
     from toolkit.provenance.verify import require_provenance
 
     layout = remote.layout
-    staging = Path(tempfile.mkdtemp(prefix="toolkit-gate-provenance-"))
+    staging = _files.scratch_dir("toolkit-gate-provenance")
     try:
         (staging / str(layout.card_json.file_name)).write_bytes(remote.card_json)
         data = client.fetch_blob_bytes(remote.reference.repository, layout.card_md, limit=4 * MAX_CARD_BYTES)

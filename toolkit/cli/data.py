@@ -33,9 +33,6 @@ def export(
         return
     if out.is_dir():
         raise UsageError(f"--out {out}: is a directory; name a file")
-    try:
-        _files.publish(_files.write_temp(out, content), out, overwrite=False)
-    except OSError as e:
-        raise UsageError(f"--out {out}: cannot write it: {e.strerror or e}") from e
+    _files.save(out, content, overwrite=False)
     rows = content.count(b"\n") - 1  # less the header
     typer.echo(f"wrote {out} ({rows} rows)", err=True)

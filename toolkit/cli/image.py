@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import shutil
 import sys
-import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
+from toolkit import _files
 from toolkit.cli._common import ToolkitGroup, app, artifact_arg, plain, print_json
 from toolkit.cli._options import (
     ArtifactRefArg,
@@ -27,6 +27,7 @@ from toolkit.cli._options import (
     ScriptOpt,
     SignKeyOpt,
     TargetOpt,
+    TaskOpt,
     TrustedKeyOpt,
     VerifyPredictionsOpt,
     VersionOpt,
@@ -168,6 +169,7 @@ def train(
     dataset: DatasetOpt = None,
     target: TargetOpt = None,
     model: ModelOpt = None,
+    task: TaskOpt = None,
     name: NameOpt = None,
     version: VersionOpt = None,
     registry: RegistryOpt = None,
@@ -185,15 +187,15 @@ def train(
     registered.
     """
     from toolkit.docker import resolve_image, train_command, train_in_container
-    from toolkit.errors import UsageError
     from toolkit.training.config import resolve_config
 
     tag = resolve_image(image)
-    if script is not None or _config_script(config):
-        recipe = {"--dataset": dataset, "--target": target, "--model": model, "--name": name, "--version": version}
-        given = [flag for flag, value in recipe.items() if value is not None]
-        if given:
-            raise UsageError(f"{given[0]} configures the built-in recipe; a script is its own")
+    configured = _config_script(config)
+    if script is not None or configured is not None:
+        from toolkit.training.script import refuse_recipe_flags
+
+        recipe = {"--dataset": dataset, "--target": target, "--model": model, "--task": task}
+        refuse_recipe_flags(script or str(configured), recipe | {"--name": name, "--version": version})
         _train_script_in_image(
             tag,
             config,
@@ -206,7 +208,14 @@ def train(
         )
         return
     command = train_command(
-        config=config, dataset=dataset, target=target, model=model, name=name, version=version, extra=ctx.args
+        config=config,
+        dataset=dataset,
+        target=target,
+        model=model,
+        task=task,
+        name=name,
+        version=version,
+        extra=ctx.args,
     )
     # The same config, read on the host: where to register, and whether, decided before training.
     cfg = resolve_config(config, dataset=dataset, name=name, version=version, out=out_dir, register=register)
@@ -222,7 +231,7 @@ def train(
     )
     # A terminal for the container only when ours is one: its progress and colours, as on the host.
     tty = not quiet and sys.stdout.isatty()
-    staging = Path(tempfile.mkdtemp(prefix="toolkit-image-train-"))
+    staging = _files.scratch_dir("toolkit-image-train")
     try:
         staged = train_in_container(tag, command, staging=staging, on_output=None if quiet else _passthrough, tty=tty)
         # Signed here, on the host: the private key never enters the container.
@@ -264,48 +273,32 @@ def check(
     2: bad usage; 5: Docker (no engine, the image is not built, the container was killed).
     The output names this host's paths and the image checked (its tag and ID).
     """
-    from toolkit.docker import check_in_container, resolve_image
     from toolkit.errors import ToolkitError
-    from toolkit.signing import trusted_keys_from_env
+    from toolkit.workflows.in_image import check_in_image, image_for
 
     model = artifact_arg(artifact, registry)
-    tag = resolve_image(image, recorded=recorded_image(model))
-    captured = bytearray()
-    image_ids: list[str] = []
-
-    def keep_json(stream: str, chunk: bytes) -> None:
-        # The gate's one JSON object gets the image added before it is printed.
-        if stream == "stdout":
-            captured.extend(chunk)
-        else:
-            _passthrough(stream, chunk)
-
+    tag = image_for(model, image)
     try:
-        if trusted_keys_from_env(trusted_key):
-            # With trust, the signature is checked here on the host first: the keys never enter the image.
-            from toolkit.artifact import verify
-
-            verify(model, trusted_keys=trusted_key)
-        code = check_in_container(
-            tag,
+        result = check_in_image(
             model,
+            tag,
             policy=policy.value,
             as_json=as_json,
             verify_predictions=verify_predictions,
-            on_output=keep_json if as_json else _passthrough,
-            on_image=image_ids.append,
+            trusted_keys=trusted_key,
+            on_output=_passthrough,
         )
     except ToolkitError as e:
         if as_json:  # as check-env: scripts parsing stdout still get one object
             image_info = {"tag": tag, "id": None}
             json_error(e, artifact=str(artifact), image=image_info)
         raise
-    image_id = image_ids[0] if image_ids and image_ids[0] else None
+    image_id = result.image_id
     if as_json:
-        _print_with_image(bytes(captured), {"tag": tag, "id": image_id})
+        _print_with_image(result.report, {"tag": tag, "id": image_id})
     else:
         echo(plain(f"checked in image {tag}" + (f" ({image_id})" if image_id else "")))
-    raise typer.Exit(code)
+    raise typer.Exit(result.exit_code)
 
 
 @image_app.command("predict")
@@ -325,31 +318,25 @@ def predict(
 
     The CSV is written on this host: to stdout, or atomically to --out (never over an input).
     """
-    from toolkit.artifact import artifact_paths
-    from toolkit.docker import predict_in_container, resolve_image
-    from toolkit.prediction import check_output, publish_csv
-    from toolkit.signing import trusted_keys_from_env
+    from toolkit.workflows.in_image import predict_in_image
 
     model = artifact_arg(artifact, registry)
-    paths = artifact_paths(model)
-    inputs = (input_file, paths.model, paths.card_json, paths.card_md)
-    if out_file is not None:
-        check_output(out_file, sources=inputs)  # before starting a container
-    if trusted_keys_from_env(trusted_key):  # on the host: the keys never enter the image
-        from toolkit.artifact import verify
-
-        verify(model, trusted_keys=trusted_key)
-    tag = resolve_image(image, recorded=recorded_image(model))
-    result = predict_in_container(
-        tag, model, input_file, id_column=id_column, policy=policy.value, on_output=_passthrough
+    tag, result = predict_in_image(
+        model,
+        input_file,
+        out=out_file,
+        image=image,
+        id_column=id_column,
+        policy=policy.value,
+        trusted_keys=trusted_key,
+        on_output=_passthrough,
     )
     if result.exit_code != 0:  # the container said why, in one line
         raise typer.Exit(result.exit_code)
     if out_file is None:
         _passthrough("stdout", result.csv)
         return
-    publish_csv(result.csv, out_file, sources=inputs)
-    echo_err(plain(f"wrote {_rows(result.csv)} predictions to {out_file} (in image {tag}, {result.image_id})"))
+    echo_err(plain(f"wrote {result.rows()} predictions to {out_file} (in image {tag}, {result.image_id})"))
 
 
 @image_app.command(
@@ -408,7 +395,7 @@ def retrain(
         args += ["--dataset", dataset]
         if not dataset.startswith("builtin:"):
             inputs.append(Path(dataset))
-    staging = Path(tempfile.mkdtemp(prefix="toolkit-image-retrain-"))
+    staging = _files.scratch_dir("toolkit-image-retrain")
     try:
         staged = train_in_container(
             resolve_image(image, recorded=recorded_image(model)),
@@ -473,10 +460,10 @@ def _project_root() -> Path:
     return current().root
 
 
-def _config_script(config: Path | None) -> bool:
+def _config_script(config: Path | None) -> object:
     from toolkit.training.config import load_config
 
-    return config is not None and "script" in load_config(config)
+    return None if config is None else load_config(config).get("script")
 
 
 def _train_script_in_image(
@@ -505,7 +492,7 @@ def _train_script_in_image(
         script=cfg.script,
         script_args=cfg.script_args,
     )
-    staging = Path(tempfile.mkdtemp(prefix="toolkit-image-script-"))
+    staging = _files.scratch_dir("toolkit-image-script")
     try:
         # The script's stdout goes to stderr: ours carries only the artifacts' paths.
         staged = run_script_in_container(
@@ -546,10 +533,3 @@ def _print_with_image(data: bytes, image_info: dict[str, Any]) -> None:
     if isinstance(report, dict):
         report["image"] = image_info
     print_json(report)
-
-
-def _rows(csv_bytes: bytes) -> int:
-    import csv
-    import io
-
-    return max(sum(1 for _ in csv.reader(io.StringIO(csv_bytes.decode("utf-8", errors="replace")))) - 1, 0)

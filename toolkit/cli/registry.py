@@ -394,8 +394,6 @@ def recover(registry: AnyRegistryOpt = None, store: StoreOpt = None, as_json: Js
     In a directory the old statuses and history are not on disk and are gone; versions whose files
     fail their checksum are reported, left in place and left out (exit 3).
     """
-    from toolkit.registry.registry import Audit
-
     with _opened(registry, as_json, store=store) as reg:
         result = reg.recover()
         if as_json:
@@ -404,35 +402,11 @@ def recover(registry: AnyRegistryOpt = None, store: StoreOpt = None, as_json: Js
             if result.failed:
                 raise typer.Exit(IntegrityError.exit_code)
             return
-        if isinstance(result, Audit):
-            echo(
-                plain(
-                    f"checked {result.checked} version{'s' if result.checked != 1 else ''} of {result.location}: "
-                    f"{result.checked - len(result.failed)} pulled from {result.store} and verified"
-                )
-            )
-            for line in result.retagged:
-                echo(plain(f"re-pointed: {line}"))
-            for failed_name, failed_version, error in result.failed:
-                echo(plain(f"FAILED {failed_name} {failed_version}: {error}"))
-            if result.failed:
-                raise IntegrityError(f"{len(result.failed)} registered version(s) failed verification in the store")
-            return
-        n = len(result.recovered)
-        echo(
-            plain(
-                f"rebuilt the index of {result.root} from the cards on disk: {n} version{'s' if n != 1 else ''} "
-                "back as staging. The old history (statuses, promotions, rollbacks) is gone: promote the "
-                "production version again."
-            )
-        )
-        for path, error in result.failed:
-            echo(plain(f"not recovered (left in place): {path}: {error}"))
-        if result.failed:
-            raise IntegrityError(
-                f"{len(result.failed)} version director{'y' if len(result.failed) == 1 else 'ies'} failed verification "
-                "and were left out of the index (nothing was deleted)"
-            )
+        for line in result.lines():
+            echo(plain(line))
+        failure = result.error()
+        if failure is not None:
+            raise failure
 
 
 @registry_app.command("migrate")

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from toolkit import env
+from toolkit import _files, env
 from toolkit.cli._common import app, artifact_arg, err, out
 from toolkit.cli._options import (
     AllowModuleOpt,
@@ -43,7 +43,6 @@ from toolkit.cli._options import (
     VersionOpt,
 )
 from toolkit.cli._output import echo, echo_err, markup
-from toolkit.errors import UsageError
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -113,10 +112,10 @@ def train(
     for note in cfg.notes:
         echo_err(f"note: {note}")
     if cfg.script is not None:
+        from toolkit.training.script import refuse_recipe_flags
+
         recipe = {"--dataset": dataset, "--target": target, "--model": model, "--task": task}
-        given = [flag for flag, value in recipe.items() if value is not None]
-        if given:
-            raise UsageError(f"{given[0]} configures the built-in recipe; a script ({cfg.script.name}) is its own")
+        refuse_recipe_flags(cfg.script, recipe | {"--name": name, "--version": version})
         _train_with_script(cfg, quiet=quiet, sign_key=sign_key)
         return
     from toolkit.workflows.deliver import deliver, destination
@@ -193,7 +192,6 @@ def predict(
 def _train_with_script(cfg: Any, *, quiet: bool, sign_key: Path | None) -> None:
     """Run the config's script here (``sys.executable``), then register what it saved."""
     import shutil
-    import tempfile
 
     from toolkit.training.script import resolve_script, run_script
     from toolkit.workflows.deliver import deliver_all, destination
@@ -208,7 +206,7 @@ def _train_with_script(cfg: Any, *, quiet: bool, sign_key: Path | None) -> None:
         script=cfg.script,
         script_args=cfg.script_args,
     )
-    staging = Path(tempfile.mkdtemp(prefix="toolkit-script-"))
+    staging = _files.scratch_dir("toolkit-script")
     try:
         if not quiet:
             echo_err(f"running {relative} (TOOLKIT_OUT={staging})")

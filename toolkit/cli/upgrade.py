@@ -149,8 +149,7 @@ def retrain(
     trusted_key: TrustedKeyOpt = None,
 ) -> None:
     """Retrain ARTIFACT from its card's recipe in this runtime; print its metrics beside the parent's."""
-    import tempfile
-
+    from toolkit import _files
     from toolkit.artifact import read_card
     from toolkit.identifiers import parse_version
     from toolkit.training.retrain import retrain as run
@@ -162,7 +161,7 @@ def retrain(
     # A duplicate version fails before minutes of training, not after.
     unregistered = (read_card(artifact).name, version) if register else None
     dest = destination(register=register, registry=registry, out=folder, unregistered=unregistered)
-    with tempfile.TemporaryDirectory(prefix="toolkit-retrain-") as tmp:
+    with _files.scratch("toolkit-retrain") as tmp:
         result = run(
             artifact,
             version=version,
@@ -269,18 +268,10 @@ def _num(value: float | None) -> str:
 
 
 def _write_junit(path: Path, report: UpgradeReport) -> None:
-    from toolkit.errors import UsageError
+    from toolkit import _files
     from toolkit.upgrade.verdict import junit_xml
 
-    data = junit_xml(report)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        tmp.write_bytes(data)
-        os.replace(tmp, path)
-    except OSError as e:
-        with contextlib.suppress(OSError):
-            tmp.unlink(missing_ok=True)
-        raise UsageError(f"{path}: cannot write the JUnit report ({e.strerror or e})") from e
+    _files.save(path, junit_xml(report))
 
 
 # --- progress: on a terminal only, never in CI or a pipe -------------------------------------

@@ -8,11 +8,10 @@ from; that one is read by :mod:`toolkit.fingerprint`, which owns what a runtime 
 
 from __future__ import annotations
 
-import contextlib
 import os
 from pathlib import Path
 
-from toolkit import env
+from toolkit import _files, env
 from toolkit.errors import UsageError
 from toolkit.fingerprint import BASE_IMAGE_RE
 
@@ -114,15 +113,11 @@ def recorded_image(model: Path) -> str | None:
 def write_pin(ref: str, path: Path = DEFAULT_BASE_FILE) -> Path:
     """Write a pinned reference where the build reads it (atomically). Raises: UsageError."""
     validate_base_image(ref)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp.write_text(ref + "\n", encoding="utf-8")
-        os.replace(tmp, path)
     except OSError as e:
-        with contextlib.suppress(OSError):
-            tmp.unlink(missing_ok=True)  # nothing half-written left beside the pin
-        raise UsageError(f"{path}: cannot write the pinned base image ({e.strerror or e})") from e
+        raise _files.write_failed(path, e) from e
+    _files.save(path, (ref + "\n").encode("utf-8"))  # nothing half-written left beside the pin
     return path
 
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from toolkit import env
+from toolkit import _files, env
 from toolkit.docker.client import Mount, OutputCallback, build, connect, run
 from toolkit.docker.context import git_revision, lock_sha256, locked_wheels, write_context
 from toolkit.docker.images import DEFAULT_IMAGE, IMAGE_UID, validate_base_image
@@ -136,7 +136,7 @@ def build_image(
     debs = system.fetch(packages, deb_cache or default_cache() / "debs", on_progress=on_progress)
     started = time.monotonic()
     with (
-        tempfile.TemporaryDirectory(prefix="toolkit-dist-") as dist,
+        _files.scratch("toolkit-dist") as dist,
         tempfile.TemporaryFile(prefix="toolkit-context-") as fileobj,
     ):
         toolkit_wheel = build_self_wheel(Path(dist))
@@ -220,6 +220,7 @@ def train_command(
     dataset: str | None = None,
     target: str | None = None,
     model: str | None = None,
+    task: str | None = None,
     name: str | None = None,
     version: str | None = None,
     extra: Sequence[str] = (),
@@ -238,7 +239,8 @@ def train_command(
         args += ["--dataset", dataset]
         if not dataset.startswith("builtin:"):
             inputs.append(Path(dataset))
-    for flag, value in (("--target", target), ("--model", model), ("--name", name), ("--version", version)):
+    recipe = (("--target", target), ("--model", model), ("--task", task), ("--name", name), ("--version", version))
+    for flag, value in recipe:
         if value is not None:
             args += [flag, value]
     return TrainCommand(args=(*args, *extra), inputs=tuple(inputs))

@@ -13,10 +13,10 @@ from __future__ import annotations
 import contextlib
 import os
 import stat
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from toolkit import _files
 from toolkit.errors import UsageError
 
 __all__ = ["Collected", "check_out_dir", "collect", "make_staging", "place", "seed"]
@@ -68,7 +68,7 @@ def check_out_dir(out: Path, *, project: Path | None, root: Path = Path("/")) ->
 def make_staging(prefix: str, *, owner: int | None = None) -> Path:
     """A fresh, private folder the toolkit owns, for a container to write into; chowned to
     ``owner`` (the image's user, when root runs the container) and nothing else is."""
-    staging = Path(tempfile.mkdtemp(prefix=prefix))
+    staging = _files.scratch_dir(prefix.rstrip("-"))
     if owner is not None:
         os.chown(staging, owner, owner)
     return staging
@@ -113,6 +113,7 @@ def collect(staging: Path, out: Path, *, unchanged: dict[str, tuple[int, int]] |
         out_fd = os.open(out, flags)
     except OSError as e:
         raise UsageError(f"{out}: not a real folder ({e.strerror or e}); nothing copied") from e
+    _files.sweep_stale_temps(out)  # what an earlier, killed copy left (its scheme is _files')
     files: list[str] = []
     skipped: list[str] = []
     try:
@@ -134,6 +135,7 @@ def place(files: list[Path], out: Path) -> None:
         out_fd = os.open(out, flags)
     except OSError as e:
         raise UsageError(f"{out}: not a real folder ({e.strerror or e}); nothing copied") from e
+    _files.sweep_stale_temps(out)
     try:
         for path in files:
             try:
@@ -147,7 +149,10 @@ def place(files: list[Path], out: Path) -> None:
             try:
                 if not stat.S_ISREG(os.stat(path.name, dir_fd=src_fd, follow_symlinks=False).st_mode):
                     raise UsageError(f"{path}: the container left something that is not a regular file; not copied")
-                _copy_file(src_fd, out_fd, path.name, 0o644)
+                try:
+                    _copy_file(src_fd, out_fd, path.name, 0o644)
+                except OSError as e:  # a full disk: the one line, and the temp is gone
+                    raise _files.write_failed(out / path.name, e) from e
             finally:
                 os.close(src_fd)
     except OSError as e:
@@ -184,14 +189,17 @@ def _copy_tree(
         elif stat.S_ISREG(st.st_mode):
             if unchanged.get(rel) == (st.st_size, st.st_mtime_ns):
                 continue  # seeded from --out and not touched by the container
-            _copy_file(src_fd, dst_fd, entry.name, st.st_mode)
+            try:
+                _copy_file(src_fd, dst_fd, entry.name, st.st_mode)
+            except OSError as e:  # a full disk: the one line, and the temp is gone
+                raise _files.write_failed(out / rel, e) from e
             files.append(rel)
         else:
             skipped.append(rel)
 
 
 def _copy_file(src_fd: int, dst_fd: int, name: str, mode: int) -> None:
-    tmp = f".{name}.toolkit-{os.getpid()}.tmp"
+    tmp = _files.temp_name(name)  # the one scheme: what a killed copy leaves is swept
     src = os.open(name, os.O_RDONLY | os.O_NOFOLLOW, dir_fd=src_fd)
     try:
         dst = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644 | (mode & 0o111), dir_fd=dst_fd)

@@ -12,10 +12,10 @@ from __future__ import annotations
 import base64
 import hashlib
 import importlib.metadata
-import os
 import zipfile
 from pathlib import Path
 
+from toolkit import _files
 from toolkit.errors import UsageError
 
 __all__ = ["build_self_wheel", "package_files"]
@@ -60,19 +60,16 @@ def build_self_wheel(dest: Path) -> Path:
     record = "".join(f"{name},sha256={_b64(data)},{len(data)}\n" for name, data in entries) + f"{info}/RECORD,,\n"
     entries.append((f"{info}/RECORD", record.encode()))
     target = dest / f"{_DIST}-{version}-py3-none-any.whl"
-    tmp = dest / f".{target.name}.{os.getpid()}.tmp"
     try:
         dest.mkdir(parents=True, exist_ok=True)
-        with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED) as wheel:
-            for name, data in entries:
-                zinfo = zipfile.ZipInfo(name, date_time=_EPOCH)
-                zinfo.external_attr = (0o755 if name.endswith(".sh") else 0o644) << 16
-                zinfo.compress_type = zipfile.ZIP_DEFLATED
-                wheel.writestr(zinfo, data)
-        os.replace(tmp, target)
     except OSError as e:
-        tmp.unlink(missing_ok=True)
-        raise UsageError(f"{dest}: cannot write the toolkit's wheel there ({e.strerror or e})") from e
+        raise _files.write_failed(target, e) from e
+    with _files.writing(target) as f, zipfile.ZipFile(f, "w", compression=zipfile.ZIP_DEFLATED) as wheel:
+        for name, data in entries:
+            zinfo = zipfile.ZipInfo(name, date_time=_EPOCH)
+            zinfo.external_attr = (0o755 if name.endswith(".sh") else 0o644) << 16
+            zinfo.compress_type = zipfile.ZIP_DEFLATED
+            wheel.writestr(zinfo, data)
     return target
 
 

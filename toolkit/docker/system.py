@@ -17,6 +17,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from toolkit import _files
 from toolkit.errors import DockerError, UsageError
 from toolkit.project import DEBIAN_NAME_RE
 
@@ -109,9 +110,8 @@ def fetch(
             if on_progress is not None:
                 on_progress(f"system package {n}/{len(packages)}: apt-get download {package.name}={package.version}\n")
             # A fresh folder per download: only what this call fetched is taken from it.
-            work = cache / f".download.{os.getpid()}"
-            shutil.rmtree(work, ignore_errors=True)
-            work.mkdir()
+            _files.sweep_stale_temps(cache)  # a download that was killed
+            work = _files.make_temp_dir(cache, "download")
             try:
                 done = _run([apt_get, "download", "-q", f"{package.name}={package.version}"], cwd=work, check=False)
                 debs = sorted(work.glob("*.deb"))

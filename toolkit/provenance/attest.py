@@ -53,10 +53,7 @@ def attest(
         raise IntegrityError(f"{paths.model}: sha256 does not match its card; refusing to attest it")
     statement = build_statement(card, digests, script=script, toolkit_version=__version__)
     envelope = seal(private, statement.to_json())
-    try:
-        _files.publish(_files.write_temp(target, envelope), target, overwrite=True)
-    except OSError as e:
-        raise UsageError(f"cannot write {target}: {e.strerror or e}") from e
+    _files.save(target, envelope)
     return Attested(path=target, subjects=tuple(sorted(digests)), notes=statement.notes)
 
 

@@ -32,10 +32,13 @@ def copy_provenance(
     if not os.path.lexists(source):
         return False
     data = _files.read_regular(source, "provenance", limit=MAX_ENVELOPE_BYTES)
-    with open(dest_dir / source.name, "xb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
+    try:  # into the caller's staging folder, which it removes
+        with open(dest_dir / source.name, "xb") as f:
+            _files.write_all(f, data)
+            f.flush()
+            os.fsync(f.fileno())
+    except OSError as e:
+        raise _files.write_failed(dest_dir / source.name, e) from e
     require_if_trusted(artifact_paths(dest_dir / src.model.name), trusted_keys, known=known)
     return True
 

@@ -67,10 +67,7 @@ def write_sbom(artifact: str | os.PathLike[str], out: str | os.PathLike[str]) ->
     if target.is_dir():
         raise UsageError(f"--out {target} is a directory; give the BOM file's path")
     data = render_sbom(artifact)
-    try:
-        _files.publish(_files.write_temp(target, data), target, overwrite=True)
-    except OSError as e:
-        raise UsageError(f"cannot write {target}: {e.strerror or e}") from e
+    _files.save(target, data)
     return target
 
 

@@ -12,7 +12,6 @@ import errno
 import json
 import os
 import sqlite3
-import uuid
 from contextlib import suppress
 from pathlib import Path
 from typing import Any
@@ -67,7 +66,8 @@ def recover_directory(root: Path, user: str) -> tuple[tuple[tuple[str, str], ...
         good.append((name, version, models[0], card))
     now = _now()
     detail = "index rebuilt from the card on disk; earlier statuses and history are lost"
-    tmp_db = root / f".{DB_FILE}.recover-{uuid.uuid4().hex}"
+    _files.sweep_stale_temps(root)  # an earlier recovery that was killed
+    tmp_db = _files.temp_path(root / DB_FILE)
     try:
         conn = _new_index(tmp_db)
         try:

@@ -168,6 +168,25 @@ class Recovery:
             "history_lost": True,
         }
 
+    def lines(self) -> list[str]:
+        """What to tell the user, a line each."""
+        n = len(self.recovered)
+        return [
+            f"rebuilt the index of {self.root} from the cards on disk: {n} version{'s' if n != 1 else ''} "
+            "back as staging. The old history (statuses, promotions, rollbacks) is gone: promote the "
+            "production version again.",
+            *(f"not recovered (left in place): {path}: {error}" for path, error in self.failed),
+        ]
+
+    def error(self) -> IntegrityError | None:
+        """The integrity error to end with, when a version directory failed its checks."""
+        if not self.failed:
+            return None
+        return IntegrityError(
+            f"{len(self.failed)} version director{'y' if len(self.failed) == 1 else 'ies'} failed verification "
+            "and were left out of the index (nothing was deleted)"
+        )
+
 
 @dataclass(frozen=True, kw_only=True, slots=True)
 class Audit:
@@ -191,6 +210,21 @@ class Audit:
             "failed": [{"name": n, "version": v, "error": e} for n, v, e in self.failed],
             "retagged": list(self.retagged),
         }
+
+    def lines(self) -> list[str]:
+        """What to tell the user, a line each."""
+        return [
+            f"checked {self.checked} version{'s' if self.checked != 1 else ''} of {self.location}: "
+            f"{self.checked - len(self.failed)} pulled from {self.store} and verified",
+            *(f"re-pointed: {line}" for line in self.retagged),
+            *(f"FAILED {name} {version}: {error}" for name, version, error in self.failed),
+        ]
+
+    def error(self) -> IntegrityError | None:
+        """The integrity error to end with, when a registered version failed in the store."""
+        if not self.failed:
+            return None
+        return IntegrityError(f"{len(self.failed)} registered version(s) failed verification in the store")
 
 
 def resolve_root(cli_value: Path | str | None) -> Path | str:

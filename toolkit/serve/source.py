@@ -10,13 +10,13 @@ references are parsed by ``toolkit.registry.refs``, the rule every other command
 from __future__ import annotations
 
 import shutil
-import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from toolkit import _files
 from toolkit.errors import RegistryError, UsageError
 from toolkit.registry.refs import Reference, parse_reference
 
@@ -134,7 +134,7 @@ def _artifact_in(path: Path) -> Path:
 def _pulled(model: str, insecure: bool) -> Iterator[Path]:
     from toolkit.oci import pull
 
-    tmp = Path(tempfile.mkdtemp(prefix="toolkit-serve-"))
+    tmp = _files.scratch_dir("toolkit-serve")
     try:
         result = pull(model, tmp / "files", insecure=insecure)
         yield result.files[0]

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import uuid
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -100,15 +99,12 @@ def keygen(prefix: str | os.PathLike[str]) -> tuple[Path, Path]:
     key_pem = private.private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
     )
+    _create_exclusive(key_path, key_pem, mode=0o600)
     try:
-        _create_exclusive(key_path, key_pem, mode=0o600)
-        try:
-            _create_exclusive(pub_path, public_pem(private.public_key()), mode=0o644)
-        except BaseException:
-            key_path.unlink(missing_ok=True)  # never leave half a key pair
-            raise
-    except OSError as e:
-        raise UsageError(f"cannot write the key pair {base}.key/.pub: {e.strerror or e}") from e
+        _create_exclusive(pub_path, public_pem(private.public_key()), mode=0o644)
+    except BaseException:
+        key_path.unlink(missing_ok=True)  # never leave half a key pair
+        raise
     return key_path, pub_path
 
 
@@ -335,20 +331,5 @@ def _check_curve(key: Any, what: str) -> None:
 
 
 def _create_exclusive(final: Path, data: bytes, *, mode: int) -> None:
-    # The temp file is born with `mode` (0600 for a private key: never readable by others,
-    # not even for an instant); the hard link publishes it only if the name is free.
-    tmp = final.with_name(f".{final.name}.{uuid.uuid4().hex}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, mode)
-    try:
-        os.fchmod(fd, mode)
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        try:
-            os.link(tmp, final)
-        except FileExistsError as e:
-            raise UsageError(f"{final} already exists; refusing to overwrite a key") from e
-    finally:
-        tmp.unlink(missing_ok=True)
-    _files.fsync_dir(final.parent)
+    # Born with `mode` (0600 for a private key); the hard link publishes it only if the name is free.
+    _files.save(final, data, overwrite=False, mode=mode, exists=f"{final} already exists; refusing to overwrite a key")

@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -31,13 +31,30 @@ if TYPE_CHECKING:
 
 __all__ = [
     "OUT_ENV",
+    "RECIPE_FLAGS",
     "TAIL_LINES",
     "OutputTail",
     "collect_artifacts",
+    "refuse_recipe_flags",
     "resolve_script",
     "run_script",
     "script_failed",
 ]
+
+# What configures the built-in recipe, which a script replaces: `train` and `image train` both
+# refuse these next to a script (the script names and versions what it saves itself).
+RECIPE_FLAGS = ("--dataset", "--target", "--model", "--task", "--name", "--version")
+
+
+def refuse_recipe_flags(script: str | os.PathLike[str], given: Mapping[str, object]) -> None:
+    """Refuse the first of ``RECIPE_FLAGS`` that ``given`` (flag -> value, None when not given)
+    holds a value for, naming the script. Raises: UsageError."""
+    unknown = set(given) - set(RECIPE_FLAGS)
+    if unknown:
+        raise ValueError(f"not recipe flags: {sorted(unknown)}")  # a bug of ours, not the user's
+    for flag in RECIPE_FLAGS:
+        if given.get(flag) is not None:
+            raise UsageError(f"{flag} configures the built-in recipe; a script ({Path(script).name}) is its own")
 
 
 def run_script(

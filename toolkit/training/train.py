@@ -17,7 +17,6 @@ import math
 import os
 import stat
 import sys
-import tempfile
 import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
@@ -25,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from toolkit import _files
 from toolkit.errors import ConfigError, DataError, UsageError
 from toolkit.metrics import REGRESSION_METRICS
 from toolkit.source_date import source_date_epoch
@@ -560,11 +560,11 @@ def check_output_dir(out: Path) -> None:
             raise UsageError(f"out: {out} is a file, not a folder")
         raise UsageError(f"out: {out} cannot be created: {existing} is a file, not a folder")
     try:
-        fd, probe = tempfile.mkstemp(prefix=".toolkit-out-check-", dir=existing)
+        probe, f = _files.create_temp(existing / "out-check")
     except OSError as e:
         raise UsageError(f"out: {out} cannot be written: {existing}: {e.strerror or e}") from e
-    os.close(fd)
-    os.unlink(probe)
+    f.close()
+    probe.unlink()
 
 
 def estimate_card_bytes(config: TrainConfig, dataset: Dataset, pipeline: Any, X_train: Any, X_test: Any) -> int:

@@ -13,14 +13,13 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from toolkit import _json, env
+from toolkit import _files, _json, env
 from toolkit.errors import DockerError, RegistryError, ToolkitError, UsageError
 from toolkit.upgrade.verdict import ModelCheck, RetrainOutcome, UpgradeReport
 
@@ -147,7 +146,7 @@ def upgrade_check(
     emit(f"candidate image {image.tag}" + (" (cached)" if image.cached else " (built)"))
     versions = _retrain_versions(registry, selected) if retrain else {}
     phase = time.monotonic()
-    with tempfile.TemporaryDirectory(prefix="toolkit-upgrade-") as tmp:
+    with _files.scratch("toolkit-upgrade") as tmp:
         job = Path(tmp)
         checks = _run_in_image(image.tag, selected, job, versions, emit=emit, client=client)
         timings["check"] = time.monotonic() - phase
@@ -190,9 +189,7 @@ def run_job(job: Path, *, progress: Progress | None = None) -> None:
             check = check.with_retrain(_retrain_here(path, retrain_version, job / "retrained" / str(index)))
         emit(f"{check.name} {check.version}: {check.verdict}")
         results.append(check.to_dict())
-    tmp = job / f".{_RESULTS}.tmp"
-    tmp.write_text(json.dumps({"models": results}), encoding="utf-8")
-    os.replace(tmp, job / _RESULTS)
+    _files.save(job / _RESULTS, json.dumps({"models": results}).encode("utf-8"))
 
 
 # --- host helpers ----------------------------------------------------------------------------

@@ -16,14 +16,13 @@ import hashlib
 import os
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from toolkit import env
+from toolkit import _files, env
 from toolkit.errors import DockerError, IntegrityError, UsageError
 
 if TYPE_CHECKING:
@@ -271,7 +270,7 @@ def rebuild(
     card = verify(artifact, trusted_keys=trusted_keys)  # with trust, the signature too, here on the host
     base_image, lock_text = rebuild_source(card)
     client = client or tdocker.connect()
-    with tempfile.TemporaryDirectory(prefix="toolkit-rebuild-") as tmp:
+    with _files.scratch("toolkit-rebuild") as tmp:
         lock = Path(tmp) / "requirements.lock"
         lock.write_text(lock_text, encoding="utf-8")
         image = ensure_runtime_image(

@@ -22,7 +22,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
 
-from toolkit import env
+from toolkit import _files, env
 from toolkit.errors import IntegrityError, RegistryError, RemoteError, UsageError
 from toolkit.registry.index import IndexReader, VersionRow
 from toolkit.registry.store import Incoming, TagState
@@ -90,7 +90,7 @@ class OciStore:
 
     @contextmanager
     def staging(self) -> Iterator[Path]:
-        tmp = Path(tempfile.mkdtemp(prefix="toolkit-add-"))
+        tmp = _files.scratch_dir("toolkit-add")
         try:
             yield tmp
         finally:
@@ -122,7 +122,7 @@ class OciStore:
         """Pull by digest into a private temp dir; the oci module checks every blob and the card."""
         from toolkit.oci import pull
 
-        tmp = Path(tempfile.mkdtemp(prefix="toolkit-pull-"))
+        tmp = _files.scratch_dir("toolkit-pull")
         try:
 
             def fetch() -> Path:
