@@ -125,6 +125,8 @@ def test_a_regressor_held_out_on_numpy_arrays_records_no_classes(tmp_path: Path)
     # A model fitted without feature names is given an array again: no warning (warnings are errors here).
     result = CliRunner().invoke(app, ["check-env", str(path), "--verify-predictions"])
     assert result.exit_code == 0, result.output
+    predicted = toolkit.predict(path, pd.DataFrame(X[300:305], columns=[f"x{i}" for i in range(10)]))
+    assert np.allclose(predicted.predictions, model.predict(X[300:305]))
     plots = tmp_path / "plots"
     drawn = CliRunner().invoke(app, ["card", str(path), "--plots", str(plots)])
     assert drawn.exit_code == 0, drawn.output
