@@ -323,6 +323,26 @@ def test_card_plots_in_another_runtime_say_so_and_strict_refuses(
     with Image.open(plots / "roc.png") as image:
         assert "differs from the card's" in image.info["Description"]
 
+    # The outputs moved in this runtime (one recorded label changed, card rewritten to match): nothing drawn.
+    import dataclasses
+    import hashlib
+
+    from toolkit.card import parse_card
+
+    paths, card = artifact_paths(path), read_card(path)
+    assert card.reference is not None
+    doc = json.loads(gzip.decompress(paths.reference.read_bytes()))
+    doc["outputs"]["labels"][0] = "virginica" if doc["outputs"]["labels"][0] != "virginica" else "setosa"
+    data = gzip.compress(json.dumps(doc, separators=(",", ":")).encode(), mtime=0)
+    paths.reference.write_bytes(data)
+    info = dataclasses.replace(card.reference, sha256=hashlib.sha256(data).hexdigest(), size=len(data))
+    paths.card_json.write_bytes(dataclasses.replace(card, reference=info).to_json())
+    paths.card_md.write_text(dataclasses.replace(card, reference=info).to_markdown())
+    parse_card(paths.card_json.read_bytes())
+    moved = runner.invoke(app, ["card", str(path), "--plots", str(tmp_path / "moved")])
+    assert moved.exit_code == 1 and "labels: 1 of 45 rows flip" in moved.output
+    assert not (tmp_path / "moved").exists()
+
 
 def test_diff_of_two_script_saved_versions(two_versions: tuple[Path, Path], runner: CliRunner) -> None:
     result = runner.invoke(app, ["diff", str(two_versions[0]), str(two_versions[1]), "--json"])
