@@ -154,6 +154,19 @@ def test_the_worked_example_end_to_end(image: str, project: Path, tmp_path: Path
     assert promoted.returncode == 0, promoted.stderr
     assert "production -> 1.0.0" in promoted.stdout and "lower is better" in promoted.stdout
 
+    # Its plots are drawn on the host (matplotlib is not in the image): under compatible, after the
+    # outputs are re-checked on the rows the script kept, each strict difference one note line.
+    plots = tmp_path / "plots"
+    drawn = _toolkit("card", str(files[0]), "--plots", str(plots), cwd=project, env=env)
+    assert drawn.returncode == 0, drawn.stderr
+    notes = [line for line in drawn.stderr.splitlines() if line.startswith("note: drawn in a runtime that differs")]
+    assert any(": base_image: card " in line for line in notes), drawn.stderr
+    assert "note: reference outputs agree on" in drawn.stderr
+    assert sorted(p.name for p in plots.glob("*.png")) == ["predicted_vs_actual.png", "residuals.png"]
+    markdown = (plots / f"{STEM}.card.md").read_text()
+    assert f"recorded held-out rows ({card['data']['n_test']} rows)" in markdown
+    assert "Drawn in a runtime that differs from the card's" in markdown
+
     # The user's module changes: the gate in the image says no.
     with (project / "features.py").open("a") as f:
         f.write("\n# a change to the feature code\n")

@@ -187,6 +187,7 @@ def save(
     version: str,
     probe: Any = None,
     reference: Any = None,
+    held_out: tuple[Any, Any] | None = None,
     data: DataInfo | None = None,
     metrics: Mapping[str, Mapping[str, float]] | None = None,
     params: Mapping[str, Any] | None = None,
@@ -201,11 +202,16 @@ def save(
 ) -> ModelCard:
     """Pickle ``pipeline`` with joblib and write it with its card (schema 3), each file atomically.
 
-    ``reference`` is the held-out rows (a DataFrame): up to ``toolkit.reference.CAP`` of them
-    (a seeded sample beyond) and the pipeline's outputs on them go to ``<stem>.reference.json.gz``,
-    which the card describes and hashes. ``probe`` is a small fixed DataFrame of inputs whose
-    outputs the card itself records (default: the reference's first 16 rows); one of the two
-    is required.
+    ``reference`` is the held-out rows (a DataFrame or a 2-D numpy array): up to
+    ``toolkit.reference.CAP`` of them (a seeded sample beyond) and the pipeline's outputs on them
+    go to ``<stem>.reference.json.gz``, which the card describes and hashes. ``held_out=(X, y)``
+    is the same with the rows' true target: it is kept beside them in that file, and the card's
+    ``data`` records the held-out set (sha256, rows, features, target, classes), so that
+    ``registry compare``, ``card --plots`` and ``diff`` work on the model as on a recipe's
+    (``data``'s source, n_train and split are kept; its sha256 is the held-out set's). ``probe``
+    is a small fixed DataFrame or array of inputs whose outputs the card itself records
+    (default: the reference's first 16 rows); one of them is required. An array's columns are
+    named as the pipeline saw them (``feature_names_in_``), else ``x0``, ``x1``, ...
     ``training`` is the recipe that made the pipeline (null in the card when not given);
     ``lineage`` is ``{"parent": "NAME@VERSION", "reason": ...}`` for a retrained model.
     The pipeline is pickled once, straight into a temp file, hashing as it goes and
@@ -217,7 +223,7 @@ def save(
     """
     from concurrent.futures import ThreadPoolExecutor
 
-    from toolkit import pickle_audit
+    from toolkit import inputs, pickle_audit
     from toolkit import probe as probe_mod
     from toolkit import reference as reference_mod
 
@@ -231,12 +237,21 @@ def save(
     scores = _metrics_of(metrics)
     created_at = _created_at()
     _check_pipeline(pipeline)
-    if reference is not None:
-        reference_mod.require_rows(reference)
-        if probe is None:
-            probe = reference.head(_PROBE_ROWS)
-    elif probe is None:
-        raise UsageError("save needs reference= (the held-out rows) or probe= (a few input rows)")
+    target_values = None
+    reference_what = "reference"
+    if held_out is not None:
+        if reference is not None:
+            raise UsageError("give held_out=(X, y) or reference=X, not both: the held-out rows are the reference set")
+        reference, target_values = _held_out_pair(pipeline, held_out)
+        reference_what = "held_out"
+    elif reference is not None:
+        reference = inputs.as_frame(pipeline, reference, what="reference")
+    if probe is not None:
+        probe = inputs.as_frame(pipeline, probe, what="probe")
+    elif reference is not None:
+        probe = reference.head(_PROBE_ROWS)
+    else:
+        raise UsageError("save needs held_out=(X, y), reference= (the held-out rows) or probe= (a few input rows)")
     if not overwrite:
         for p in (paths.model, paths.reference, paths.card_json, paths.card_md):
             if os.path.lexists(p):
@@ -249,14 +264,14 @@ def save(
     try:
         recorded_probe = probe_mod.record(pipeline, probe)
     except Exception as e:  # an unfitted or broken pipeline, or probe rows it cannot take
-        raise UsageError(f"the pipeline cannot predict its probe rows: {type(e).__name__}: {e}") from e
+        raise inputs.cannot_predict("probe", probe, e) from e
     reference_file: bytes | None = None
     reference_info = None
     if reference is not None:
         try:
-            recorded, seed = reference_mod.record(pipeline, reference)
+            recorded, seed = reference_mod.record(pipeline, reference, target=target_values)
         except Exception as e:  # rows the pipeline cannot take
-            raise UsageError(f"the pipeline cannot predict its reference rows: {type(e).__name__}: {e}") from e
+            raise inputs.cannot_predict(reference_what, reference, e) from e
         reference_file = reference_mod.encode(recorded)
         import hashlib
 
@@ -276,7 +291,9 @@ def save(
         "author": author,
         "intended_use": intended_use,
         "limitations": limitations,
-        "data": _data_of(data, probe),
+        "data": _data_of(data, probe)
+        if target_values is None
+        else _held_out_data(data, pipeline, reference, target_values),
         "metrics": scores,
         "params": params,
         "preprocessing": tuple(preprocessing),
@@ -607,6 +624,45 @@ def _data_of(data: DataInfo | None, probe: Any) -> DataInfo:
 
 
 _PROBE_ROWS = 16  # the card's own few rows when only a reference set is given
+
+
+def _held_out_pair(pipeline: Any, held_out: Any) -> tuple[Any, Any]:
+    """``held_out=(X, y)`` as a frame the pipeline takes and a Series of as many values. Raises: UsageError."""
+    from toolkit import inputs
+
+    if not isinstance(held_out, tuple) or len(held_out) != 2:
+        size = f" of {len(held_out)}" if isinstance(held_out, (tuple, list)) else ""
+        raise UsageError(f"held_out must be a pair (X_test, y_test), got a {type(held_out).__name__}{size}")
+    X = inputs.as_frame(pipeline, held_out[0], what="held_out")
+    y = inputs.as_target(held_out[1], len(X), what="held_out")
+    classes = getattr(pipeline, "classes_", None)
+    if classes is not None:  # a classifier is scored on labels it can give: the others are not its held-out rows
+        known = {jsonable(c) for c in classes}
+        unknown = sorted({str(v) for v in jsonable(y.tolist()) if v not in known})
+        if unknown:
+            shown = ", ".join(unknown[:5]) + (", ..." if len(unknown) > 5 else "")
+            raise UsageError(f"held_out: the target holds labels the classifier was not fitted on: {shown}")
+    return X, y
+
+
+def _held_out_data(data: DataInfo | None, pipeline: Any, X: Any, y: Any) -> DataInfo:
+    """The card's ``data`` for ``held_out=(X, y)``: the held-out set's sha256 (its canonical CSV,
+    then the target's), rows, features, target name and classes; ``data``'s source, n_train and
+    split as given. Raises: UsageError (``data`` names another sha256, n_test or classes)."""
+    import hashlib
+
+    from toolkit.training.datasets import canonical_csv
+
+    given = _data_of(data, X) if data is not None else DataInfo()
+    target = given.target or (str(y.name) if y.name is not None else "target")
+    digest = hashlib.sha256(canonical_csv(X) + canonical_csv(y.rename(target).to_frame())).hexdigest()
+    classes = tuple(jsonable(c) for c in pipeline.classes_) if hasattr(pipeline, "classes_") else ()
+    for field, value in (("sha256", digest), ("n_test", len(X)), ("classes", classes)):
+        if getattr(given, field) not in (None, value):
+            raise UsageError(f"data.{field} is the held-out set's when held_out= is given; leave it out of data")
+    return dataclasses.replace(
+        given, sha256=digest, n_test=len(X), features=_features_of(X), target=target, classes=classes
+    )
 
 
 def _features_of(frame: Any) -> tuple[Feature, ...]:

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from toolkit import _files
 from toolkit.errors import UsageError
+from toolkit.inputs import model_input
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -123,6 +124,7 @@ def predict(
     ignored = tuple(str(c) for c in frame.columns if c not in used)
     ids = frame[id_column].to_numpy() if id_column is not None else None
     pipeline = load(artifact, policy=policy, allow_mismatch=allow_mismatch, trusted_keys=trusted_keys, trusted=trusted)
+    X = model_input(pipeline, X)  # a pipeline fitted on a plain array (card columns x0...) gets one again
     predicted = pipeline.predict(X)
     if hasattr(pipeline, "predict_proba"):
         return Predictions(

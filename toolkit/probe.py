@@ -52,10 +52,13 @@ class ProbeResult:
 
 def record(pipeline: Any, X: Any, *, tolerance: float = DEFAULT_TOLERANCE) -> Probe:
     """Run ``pipeline`` on the probe inputs ``X`` (a DataFrame) and keep inputs and outputs."""
-    predictions = [jsonable(v) for v in _as_list(pipeline.predict(X))]
+    from toolkit.inputs import model_input
+
+    given = model_input(pipeline, X)
+    predictions = [jsonable(v) for v in _as_list(pipeline.predict(given))]
     probabilities = None
     if hasattr(pipeline, "predict_proba"):
-        probabilities = tuple(tuple(float(v) for v in row) for row in _as_list(pipeline.predict_proba(X)))
+        probabilities = tuple(tuple(float(v) for v in row) for row in _as_list(pipeline.predict_proba(given)))
     return Probe(
         columns=tuple(str(c) for c in X.columns),
         dtypes=tuple(str(t) for t in X.dtypes),
@@ -87,8 +90,10 @@ def frame_of(columns: Sequence[str], dtypes: Sequence[str], rows: Sequence[Seque
 
 def check(probe: Probe, pipeline: Any) -> ProbeResult:
     """Re-run the probe through ``pipeline`` and compare with the recorded outputs."""
+    from toolkit.inputs import model_input
+
     try:
-        X = frame(probe)
+        X = model_input(pipeline, frame(probe))
         predictions = [jsonable(v) for v in _as_list(pipeline.predict(X))]
         probabilities = _as_list(pipeline.predict_proba(X)) if probe.probabilities is not None else None
     except Exception as e:

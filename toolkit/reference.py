@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from toolkit.card.records import MAX_REFERENCE_BYTES, ReferenceSet, jsonable
-from toolkit.errors import IntegrityError, UsageError
+from toolkit.errors import IntegrityError
 
 __all__ = [
     "BATCH_SIZE",
@@ -76,17 +76,26 @@ class Recorded:
     dtypes: tuple[str, ...]
     rows: tuple[tuple[Any, ...], ...]
     outputs: dict[str, list[Any]]  # "labels" | "probabilities" | "decision_values" | "values" -> per row
+    # The true label or value of each row, when save was given the held-out target too
+    # (``held_out=(X, y)``): what ``registry compare`` and ``card --plots`` score a script-saved
+    # model on. None: inputs and outputs only (a file without the key reads as before).
+    target: tuple[Any, ...] | None = None
 
 
 def sample(frame: Any, *, cap: int = CAP, seed: int = SAMPLE_SEED) -> tuple[Any, int | None]:
     """The rows of ``frame`` to keep: all, in order, up to ``cap``; else ``cap`` rows drawn with
     ``seed`` and kept in their original order. Returns the rows and the seed (None: all kept)."""
-    if len(frame) <= cap:
-        return frame, None
+    chosen = _chosen(len(frame), cap=cap, seed=seed)
+    return (frame, None) if chosen is None else (frame.iloc[chosen], seed)
+
+
+def _chosen(rows: int, *, cap: int, seed: int) -> Any:
+    """The positions ``sample`` keeps, in order; None: every row."""
+    if rows <= cap:
+        return None
     import numpy as np
 
-    chosen = np.sort(np.random.default_rng(seed).choice(len(frame), size=cap, replace=False))
-    return frame.iloc[chosen], seed
+    return np.sort(np.random.default_rng(seed).choice(rows, size=cap, replace=False))
 
 
 @contextlib.contextmanager
@@ -124,25 +133,34 @@ def outputs_of(
         calls["probabilities"] = final.predict_proba
     if classifier and hasattr(final, "decision_function"):
         calls["decision_values"] = final.decision_function
+    from toolkit.inputs import model_input
+
     out: dict[str, list[Any]] = {name: [] for name in calls}
     with limited_threads(thread_limit):
         for start in range(0, len(X), batch_size):
-            batch = X.iloc[start : start + batch_size]
+            batch = model_input(pipeline, X.iloc[start : start + batch_size])
             inputs = batch if transform is None else transform(batch)
             for name, call in calls.items():
                 out[name].extend(jsonable(_as_list(call(inputs))))
     return out
 
 
-def record(pipeline: Any, frame: Any, *, cap: int = CAP) -> tuple[Recorded, int | None]:
-    """Sample ``frame`` (held-out rows), run the pipeline on it, keep inputs and outputs."""
-    rows, seed = sample(frame, cap=cap)
+def record(pipeline: Any, frame: Any, *, target: Any = None, cap: int = CAP) -> tuple[Recorded, int | None]:
+    """Sample ``frame`` (held-out rows), run the pipeline on it, keep inputs and outputs, and
+    ``target`` (a Series aligned with ``frame`` by position: the rows' true values) when given."""
+    chosen = _chosen(len(frame), cap=cap, seed=SAMPLE_SEED)
+    rows, seed = (frame, None) if chosen is None else (frame.iloc[chosen], SAMPLE_SEED)
+    kept = None
+    if target is not None:
+        picked = target if chosen is None else target.iloc[chosen]
+        kept = tuple(jsonable(v) for v in picked.astype(object).tolist())
     recorded = Recorded(
         columns=tuple(str(c) for c in rows.columns),
         dtypes=tuple(str(t) for t in rows.dtypes),
         # Column-wise to objects, then rows: itertuples is far slower on a wide frame.
         rows=tuple(tuple(jsonable(v) for v in row) for row in rows.astype(object).to_numpy().tolist()),
         outputs=outputs_of(pipeline, rows),
+        target=kept,
     )
     return recorded, seed
 
@@ -156,6 +174,8 @@ def encode(recorded: Recorded) -> bytes:
         "rows": [list(r) for r in recorded.rows],
         "outputs": recorded.outputs,
     }
+    if recorded.target is not None:  # only then: a file without a target keeps its exact bytes
+        doc["target"] = list(recorded.target)
     import gzip
 
     text = json.dumps(doc, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
@@ -187,7 +207,8 @@ def decode(data: bytes, info: ReferenceSet, *, where: str) -> Recorded:
         raw = _json.loads(text)
     except _json.JsonError as e:
         raise IntegrityError(f"{where}: not a strict JSON reference set ({e})") from e
-    if not isinstance(raw, dict) or set(raw) != {"format", "columns", "dtypes", "rows", "outputs"}:
+    keys = {"format", "columns", "dtypes", "rows", "outputs"}
+    if not isinstance(raw, dict) or set(raw) not in (keys, keys | {"target"}):
         raise IntegrityError(f"{where}: not a reference set (its keys are wrong)")
     if raw["format"] != FORMAT:
         raise IntegrityError(f"{where}: unknown reference format {raw['format']!r}")
@@ -206,7 +227,18 @@ def decode(data: bytes, info: ReferenceSet, *, where: str) -> Recorded:
             raise IntegrityError(f"{where}: outputs.{name} must have one entry per row")
         if not all(_scalar(v) or (isinstance(v, list) and all(_number(x) for x in v)) for v in values):
             raise IntegrityError(f"{where}: outputs.{name} holds something that is not a scalar or a list of numbers")
-    return Recorded(columns=tuple(columns), dtypes=tuple(dtypes), rows=tuple(tuple(r) for r in rows), outputs=outputs)
+    target = raw.get("target")
+    if target is not None and (not isinstance(target, list) or len(target) != len(rows)):
+        raise IntegrityError(f"{where}: target must have one entry per row")
+    if target is not None and not all(_scalar(v) and v is not None for v in target):
+        raise IntegrityError(f"{where}: target holds something that is not a scalar")
+    return Recorded(
+        columns=tuple(columns),
+        dtypes=tuple(dtypes),
+        rows=tuple(tuple(r) for r in rows),
+        outputs=outputs,
+        target=None if target is None else tuple(target),
+    )
 
 
 def frame(recorded: Recorded) -> Any:
@@ -381,14 +413,6 @@ def describe(
         outputs=tuple(recorded.outputs),
         tolerance=DEFAULT_TOLERANCE,
     )
-
-
-def require_rows(frame: Any) -> None:
-    """A reference frame with at least one row and named columns. Raises: UsageError."""
-    if not hasattr(frame, "columns") or not hasattr(frame, "iloc"):
-        raise UsageError(f"reference must be a DataFrame of held-out rows, got {type(frame).__name__}")
-    if len(frame) == 0:
-        raise UsageError("reference has no rows; give the held-out rows")
 
 
 def _as_list(values: Any) -> list[Any]:

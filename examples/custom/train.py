@@ -33,7 +33,7 @@ def main(argv: list[str]) -> int:
         out / f"diabetes-custom-{version}.joblib",
         name="diabetes-custom",
         version=version,
-        reference=X_test,  # the held-out rows: the reference set beside the card
+        held_out=(X_test, y_test),  # the held-out rows and target: compare and card --plots score on them
         metrics={"test": score(pipeline, X_test, y_test)},
         params=model.get_params(),
         preprocessing=("BodyRatios (features.py): bmi/bp and s1/s2 ratios",),

@@ -205,10 +205,18 @@ def card(
         typer.Option(
             "--plots",
             help="Also write evaluation plots (PNG) and a Markdown card embedding them into this directory; "
-            "recomputed on the card's held-out split (loads the model, guarded).",
+            "recomputed on the card's held-out rows (loads the model, guarded: under --policy, and when this "
+            "runtime differs from the card's, only after its outputs agree here).",
         ),
     ] = None,
-    policy: PolicyOpt = Policy.strict,
+    policy: Annotated[
+        Policy,
+        typer.Option(
+            "--policy",
+            help="For --plots: compatible (default: draws on a host that is not the training image, after "
+            "the outputs are re-checked, listing each difference) or strict (refuses any difference).",
+        ),
+    ] = Policy.compatible,
     trusted_key: TrustedKeyOpt = None,
     registry: RegistryOpt = None,
 ) -> None:
@@ -218,17 +226,16 @@ def card(
     artifact_file = artifact_arg(artifact, registry)
     model_card = read_card(artifact_file)
     if plots is not None:
-        from toolkit.artifact import load
-        from toolkit.training.plots import write_plots
-        from toolkit.training.scoring import held_out
+        from toolkit.workflows.plots import plot_artifact
 
-        rows = held_out(model_card)  # before loading: a card that cannot be plotted loads nothing
-        written = write_plots(
-            model_card, load(artifact_file, policy=policy.value, trusted_keys=trusted_key), rows.X, rows.y, plots
-        )
-        for plot in written:
+        run = plot_artifact(artifact_file, plots, policy=policy.value, trusted_keys=trusted_key)
+        for d in run.differences:
+            typer.echo(f"note: drawn in a runtime that differs from the card's: {d}", err=True)
+        if run.outputs is not None:
+            typer.echo(f"note: {run.outputs}", err=True)
+        for plot in run.plots:
             typer.echo(f"wrote {plot.file} ({plot.title})", err=True)
-        typer.echo(f"wrote {plots / (model_card.artifact.file.removesuffix('.joblib') + '.card.md')}", err=True)
+        typer.echo(f"wrote {run.markdown} ({run.rows} {run.how})", err=True)
     if fmt is CardFormat.json:
         typer.echo(model_card.to_json().decode(), nl=False)
     else:

@@ -2,7 +2,9 @@
 
 The rows are the cards' held-out test split, rebuilt from the source they both record (and
 refused when the two were trained on different data or split differently, or when the data at
-that source changed), or all of a dataset the caller names. The scores are paired
+that source changed); for two script-saved versions, the held-out rows and target they kept
+(``toolkit.save(..., held_out=(X, y))``) when both kept the same set (by its sha256), refused when
+they were held out on different rows; or all of a dataset the caller names. The scores are paired
 (``scoring.paired_scores``). Nothing here knows where the versions came from: the registry
 hands over cards and pipelines (``toolkit.workflows.compare``).
 """
@@ -15,6 +17,7 @@ from typing import Any
 from toolkit.card import ModelCard
 from toolkit.errors import DataError, RegistryError
 from toolkit.metrics import Direction, direction
+from toolkit.training.scoring import HeldOut
 
 __all__ = ["Comparison", "Rows", "compare_pipelines", "comparison_rows"]
 
@@ -54,7 +57,7 @@ class Rows:
     y: Any  # pandas Series
     source: str
     sha256: str
-    how: str  # "held-out test split" | "whole dataset"
+    how: str  # "held-out test split" | "recorded held-out rows" | "whole dataset"
 
     def to_dict(self) -> dict[str, Any]:
         return {"source": self.source, "sha256": self.sha256, "rows": len(self.y), "how": self.how}
@@ -67,12 +70,19 @@ def comparison_rows(
     *,
     dataset: str | None = None,
     target: str | None = None,
+    recorded: tuple[HeldOut | None, HeldOut | None] = (None, None),
 ) -> Rows:
-    """The rows to score ``first`` and ``second`` (each ``(version, card)``) on.
+    """The rows to score ``first`` and ``second`` (each ``(version, card)``) on; ``recorded``:
+    each version's kept held-out rows (``scoring.recorded_held_out``), None where it kept none.
+
+    Two versions that kept held-out rows are scored on them when they are the same rows (the
+    cards' ``data.sha256``): both models' test scores came from exactly those rows, and they
+    travel with the artifacts, so no source has to be found again. Rows held out differently
+    are refused rather than scored: one version's test rows may be the other's training rows.
 
     Raises:
         RegistryError: no ``dataset`` and the cards do not say where their data came from,
-            were trained on different data, or were split differently.
+            were trained on different data, were split differently, or kept different held-out rows.
         DataError: the data at the cards' source no longer hashes to what they recorded.
     """
     from toolkit.training.datasets import load_dataset, split
@@ -84,6 +94,14 @@ def comparison_rows(
             dataset, target if target is not None else (c1.data.target if c1.data else None), task=task_of(c1)
         )
         return Rows(X=ds.X, y=ds.y, source=ds.source, sha256=ds.sha256, how="whole dataset")
+    h1, h2 = recorded
+    if h1 is not None or h2 is not None:
+        if h1 is None or h2 is None or h1.sha256 != h2.sha256:
+            raise RegistryError(
+                f"{name} {v1} was held out on {_held(c1, h1)}, {v2} on {_held(c2, h2)}: there is no common "
+                "held-out set; name one with --dataset FILE --target COL"
+            )
+        return Rows(X=h1.X, y=h1.y, source=h1.source, sha256=h1.sha256, how=h1.how)
     d1, d2 = c1.data, c2.data
     if d1 is None or d2 is None or not d1.sha256 or not d1.source:
         raise RegistryError(
@@ -128,6 +146,16 @@ def compare_pipelines(
         bootstrap=paired.bootstrap_dict(),
         better={k: direction(k) for k in paired.difference},
     )
+
+
+def _held(card: ModelCard, kept: HeldOut | None) -> str:
+    """Which held-out rows a version was scored on at save, in a few words."""
+    data = card.data
+    if kept is not None:
+        return f"its own {data.n_test} rows (sha256 {kept.sha256[:12]})"
+    if data.source and data.sha256 and data.split:
+        return f"a split of {data.source} (sha256 {data.sha256[:12]}, {_split(data.split)})"
+    return "rows its card does not record"
 
 
 def _split(split: Any) -> str:

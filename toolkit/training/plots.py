@@ -37,9 +37,20 @@ class Plot:
     title: str
 
 
-def write_plots(card: ModelCard, pipeline: Any, X: Any, y: Any, out_dir: Path) -> tuple[Plot, ...]:
+def write_plots(
+    card: ModelCard,
+    pipeline: Any,
+    X: Any,
+    y: Any,
+    out_dir: Path,
+    *,
+    how: str = "held-out test split",
+    note: str | None = None,
+) -> tuple[Plot, ...]:
     """Render the card's plots on ``X``/``y`` into ``out_dir``, with a Markdown card embedding them.
 
+    ``how`` names the rows (``toolkit.training.scoring.HeldOut.how``); ``note``, when given, is
+    said under the plots and kept in each PNG's ``Description`` (e.g. drawn in another runtime).
     Each file is written atomically; an existing file of the same name is replaced.
     Raises: UsageError (``out_dir`` is not a usable directory).
     """
@@ -50,23 +61,26 @@ def write_plots(card: ModelCard, pipeline: Any, X: Any, y: Any, out_dir: Path) -
     except OSError as e:
         raise UsageError(f"--plots {out_dir}: cannot create it: {e.strerror or e}") from e
     plots = []
-    for file_name, title, png in render(card, pipeline, X, y):
+    for file_name, title, png in render(card, pipeline, X, y, note=note):
         target = out_dir / file_name
         _write(target, png)
         plots.append(Plot(file=target, title=title))
     stem = card.artifact.file.removesuffix(".joblib")
-    _write(out_dir / f"{stem}.card.md", _markdown(card, plots, rows=len(y)).encode())
+    _write(out_dir / f"{stem}.card.md", _markdown(card, plots, rows=len(y), how=how, note=note).encode())
     return tuple(plots)
 
 
-def render(card: ModelCard, pipeline: Any, X: Any, y: Any) -> list[tuple[str, str, bytes]]:
+def render(card: ModelCard, pipeline: Any, X: Any, y: Any, *, note: str | None = None) -> list[tuple[str, str, bytes]]:
     """``(file name, title, PNG bytes)`` for each plot that fits the model's task."""
     import matplotlib
+
+    from toolkit.inputs import model_input
 
     matplotlib.use("Agg", force=True)  # no display on a server, and no GUI toolkit import
     import matplotlib.pyplot as plt
 
     kinds = _CLASSIFICATION if hasattr(pipeline, "classes_") else _REGRESSION
+    X = model_input(pipeline, X)  # a pipeline fitted on a plain array is given one again
     label = f"{card.name} {card.version}"
     rendered = []
     for file_name, what, draw in kinds:
@@ -78,7 +92,8 @@ def render(card: ModelCard, pipeline: Any, X: Any, y: Any) -> list[tuple[str, st
             fig.tight_layout()
             buffer = io.BytesIO()
             # No timestamp in the metadata: the same model and data give the same bytes.
-            fig.savefig(buffer, format="png", dpi=_DPI, metadata={"Title": title, "Software": None})
+            metadata = {"Title": title, "Software": None, **({"Description": note} if note else {})}
+            fig.savefig(buffer, format="png", dpi=_DPI, metadata=metadata)
         finally:
             plt.close(fig)
         rendered.append((file_name, title, buffer.getvalue()))
@@ -131,9 +146,12 @@ _REGRESSION: tuple[tuple[str, str, _Draw], ...] = (
 )
 
 
-def _markdown(card: ModelCard, plots: list[Plot], *, rows: int) -> str:
+def _markdown(card: ModelCard, plots: list[Plot], *, rows: int, how: str, note: str | None) -> str:
     lines = [card.to_markdown().rstrip("\n"), "", "## Plots", ""]
-    lines.append(f"Recomputed on the card's held-out split ({rows} rows).")
+    what = "held-out split" if how == "held-out test split" else how
+    lines.append(f"Recomputed on the card's {what} ({rows} rows).")
+    if note:
+        lines += ["", note]
     for plot in plots:
         lines += ["", f"![{plot.title}]({plot.file.name})"]
     return "\n".join(lines) + "\n"

@@ -1,8 +1,10 @@
 """Scoring fitted models on held-out rows: the rows a card was scored on, and paired comparisons.
 
 Plots and comparisons must be computed on the same rows the card's test metrics came
-from; the card records the data's source, its sha256 and the split, so the rows can be
-rebuilt exactly, and refused when the data at that source changed.
+from; the recipe's card records the data's source, its sha256 and the split, so the rows can be
+rebuilt exactly, and refused when the data at that source changed. A script that saved with
+``toolkit.save(..., held_out=(X, y))`` kept the rows and their target in the reference set
+beside the card (``recorded_held_out``): those are read back, after the file's sha256 matches.
 
 A comparison of two models on the same rows is paired: each bootstrap resample draws row
 indices once and scores both models on those same rows, so the interval is on the
@@ -13,6 +15,7 @@ Each model's outputs are computed once; a resample only re-indexes them.
 from __future__ import annotations
 
 import math
+import os
 import warnings
 from dataclasses import dataclass
 from typing import Any
@@ -20,7 +23,17 @@ from typing import Any
 from toolkit.card import ModelCard
 from toolkit.errors import DataError, UsageError
 
-__all__ = ["BOOTSTRAP_LEVEL", "BOOTSTRAP_RESAMPLES", "HeldOut", "PairedScores", "held_out", "paired_scores", "task_of"]
+__all__ = [
+    "BOOTSTRAP_LEVEL",
+    "BOOTSTRAP_RESAMPLES",
+    "HeldOut",
+    "PairedScores",
+    "held_out",
+    "held_out_of",
+    "paired_scores",
+    "recorded_held_out",
+    "task_of",
+]
 
 BOOTSTRAP_RESAMPLES = 1000
 BOOTSTRAP_LEVEL = 0.95
@@ -34,6 +47,11 @@ class HeldOut:
     y: Any  # pandas Series
     source: str
     sha256: str
+    recorded: bool = False  # True: the rows the script saved (``held_out=``), not a rebuilt split
+
+    @property
+    def how(self) -> str:
+        return "recorded held-out rows" if self.recorded else "held-out test split"
 
 
 def held_out(card: ModelCard) -> HeldOut:
@@ -49,7 +67,7 @@ def held_out(card: ModelCard) -> HeldOut:
     if not data.source or not data.sha256 or not data.split:
         raise UsageError(
             f"{card.name} {card.version}: the card does not record its data source, sha256 and split, "
-            "so its held-out rows cannot be rebuilt"
+            "so its held-out rows cannot be rebuilt (a script keeps them with toolkit.save(..., held_out=(X, y)))"
         )
     dataset = load_dataset(data.source, data.target, task=task_of(card))
     if dataset.sha256 != data.sha256:
@@ -58,6 +76,41 @@ def held_out(card: ModelCard) -> HeldOut:
         )
     _, X, _, y = split(dataset, test_size=data.split.test_size, seed=data.split.seed)
     return HeldOut(X=X, y=y, source=data.source, sha256=dataset.sha256)
+
+
+def recorded_held_out(path: str | os.PathLike[str], card: ModelCard) -> HeldOut | None:
+    """The held-out rows and target ``toolkit.save(..., held_out=(X, y))`` kept in the reference
+    set beside ``path`` (its size and sha256 checked against the card first); None when the card
+    has no reference set or its file keeps no target (the recipe's, or ``reference=`` alone).
+
+    Raises: IntegrityError (the reference file is not the card's).
+    """
+    import pandas as pd
+
+    from toolkit import reference
+    from toolkit.artifact import read_reference
+
+    if card.reference is None:
+        return None
+    recorded = read_reference(path, card)
+    if recorded is None or recorded.target is None or not card.data.sha256:
+        return None
+    return HeldOut(
+        X=reference.frame(recorded),
+        y=pd.Series(list(recorded.target), name=card.data.target or "target"),
+        source=card.reference.file,
+        sha256=card.data.sha256,
+        recorded=True,
+    )
+
+
+def held_out_of(path: str | os.PathLike[str], card: ModelCard) -> HeldOut:
+    """The rows a card's test metrics belong to: the recorded held-out rows when the script kept
+    them (``recorded_held_out``), else the split rebuilt from the card's data source (``held_out``).
+
+    Raises: UsageError, DataError (see ``held_out``), IntegrityError (the reference file).
+    """
+    return recorded_held_out(path, card) or held_out(card)
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -170,7 +223,10 @@ class _Replay:
     """
 
     def __init__(self, model: Any, X: Any) -> None:
+        from toolkit.inputs import model_input
+
         self._model = model
+        X = model_input(model, X)
         self._predicted = model.predict(X)
         self._proba = model.predict_proba(X) if hasattr(model, "predict_proba") else None
 

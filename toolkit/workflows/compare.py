@@ -29,26 +29,30 @@ def compare_versions(
     resamples: int = 1000,
     seed: int = 0,
 ) -> Comparison:
-    """Re-score two versions on the same data: the cards' held-out split, or all of ``dataset``.
+    """Re-score two versions on the same data: the cards' held-out split, the held-out rows both
+    kept (script-saved with ``held_out=``, the same rows by sha256), or all of ``dataset``.
 
     Each metric's difference comes with a paired bootstrap interval (``resamples`` draws of the
     same rows for both, seeded). The rows are chosen (and refused) before anything is unpickled.
 
     Raises:
         UsageError: the same version twice; a negative ``resamples``.
-        RegistryError: unknown versions; the cards' data or split differ (and no ``dataset``).
+        RegistryError: unknown versions; the cards' data, split or kept held-out rows differ (and
+            no ``dataset``).
         DataError: the data at the cards' source no longer hashes to what they recorded.
         IntegrityError, EnvironmentMismatch: from loading either pipeline under ``policy``.
     """
     from toolkit.artifact import load
     from toolkit.training.compare import compare_pipelines, comparison_rows
+    from toolkit.training.scoring import recorded_held_out
 
     validate_policy(policy)
     if v1 == v2:
         raise UsageError(f"compare needs two different versions, got {v1} twice")
     with registry.local_versions(name, v1, v2) as local:
         (p1, c1), (p2, c2) = local
-        rows = comparison_rows(name, (v1, c1), (v2, c2), dataset=dataset, target=target)
+        kept = (None, None) if dataset is not None else (recorded_held_out(p1, c1), recorded_held_out(p2, c2))
+        rows = comparison_rows(name, (v1, c1), (v2, c2), dataset=dataset, target=target, recorded=kept)
         pipelines = (
             load(p1, policy=policy, trusted_keys=registry.trusted_keys),
             load(p2, policy=policy, trusted_keys=registry.trusted_keys),
