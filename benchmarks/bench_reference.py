@@ -4,7 +4,7 @@ Run: .venv/bin/python benchmarks/bench_reference.py [--repeat 3] [--trees 40]
      .venv/bin/python benchmarks/bench_reference.py --against REV [--rounds 3]
 For each builtin dataset and model kind (and a ~100 MB random forest with ``--trees 40``):
 ``toolkit.save`` with ``reference=X_test`` (up to 2,000 held-out rows, every output, in
-batches of 256 under one thread) against ``save`` with ``probe=X_test.head(16)``; and
+batches of 512 under one thread) against ``save`` with ``probe=X_test.head(16)``; and
 ``toolkit check-env --verify-predictions`` (a subprocess: what a deploy pays, start-up and
 the load included) on the two. Medians over alternating runs. Also the reference file's
 bytes per 1,000 rows. Targets: save <= 1.2x, check <= 1.5x.
@@ -44,6 +44,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--trees", type=int, default=40, help="the big forest (40 gives ~100 MB; 0: skip it)")
+    parser.add_argument("--no-builtin", action="store_true", help="only the big forest")
     parser.add_argument("--against", metavar="REV", help="save only: this tree against the toolkit at REV")
     parser.add_argument("--rounds", type=int, default=3, help="with --against: alternating runs of each")
     parser.add_argument("--save-only", action="store_true", help=argparse.SUPPRESS)  # --against's worker
@@ -55,7 +56,7 @@ def main() -> None:
         print(json.dumps({f"{d} {k}": _save_times(*_fit(d, k), args.repeat) for d, k in KINDS}))
         return
     rows = []
-    for dataset, kind in KINDS:
+    for dataset, kind in [] if args.no_builtin else KINDS:
         pipeline, X_test = _fit(dataset, kind)
         rows.append(_measure(f"{dataset.removeprefix('builtin:')} {kind}", pipeline, X_test, args.repeat))
     if args.trees:
