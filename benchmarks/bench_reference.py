@@ -2,7 +2,7 @@
 
 Run: .venv/bin/python benchmarks/bench_reference.py [--repeat 3] [--trees 40]
      .venv/bin/python benchmarks/bench_reference.py --against REV [--rounds 3]
-For each builtin dataset and model kind (and a ~100 MB random forest with ``--trees 40``):
+For each builtin dataset and model kind (and a large forest: ``--trees 40`` pickles to ~85 MB, 48 to ~100 MB):
 ``toolkit.save`` with ``reference=X_test`` (up to 2,000 held-out rows, every output, in
 batches of 512 under one thread) against ``save`` with ``probe=X_test.head(16)``; and
 ``toolkit check-env --verify-predictions`` (a subprocess: what a deploy pays, start-up and
@@ -43,7 +43,7 @@ KINDS = [
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--repeat", type=int, default=3)
-    parser.add_argument("--trees", type=int, default=40, help="the big forest (40 gives ~100 MB; 0: skip it)")
+    parser.add_argument("--trees", type=int, default=40, help="the big forest (40: ~85 MB; 0: skip it)")
     parser.add_argument("--no-builtin", action="store_true", help="only the big forest")
     parser.add_argument("--against", metavar="REV", help="save only: this tree against the toolkit at REV")
     parser.add_argument("--rounds", type=int, default=3, help="with --against: alternating runs of each")
