@@ -342,3 +342,58 @@ def test_the_remedy_names_the_exact_versions_to_install(make_artifact: Any, runn
     assert "numpy==0.0.1" in line and "not-here==9.9" in line
     shown = runner.invoke(app, ["check-env", str(path)])
     assert shown.exit_code == 1 and "pip install " in shown.output
+
+
+def test_the_fast_conversion_writes_exactly_the_values_the_general_one_did() -> None:
+    # What is stored must not change (saved artifacts and their hashes stay verifiable, and a
+    # retrain stays byte-identical): every dtype a frame or an output can have, compared as JSON
+    # (so an int written as a float, or a bool as an int, is a difference).
+    import numpy as np
+    import pandas as pd
+
+    from toolkit.card.records import jsonable
+
+    frame = pd.DataFrame(
+        {
+            "f": [0.1, 1e300, -2.5, 3.0],
+            "nan": [0.5, np.nan, np.inf, -np.inf],
+            "f32": np.array([0.1, 0.2, 0.3, 0.4], dtype="float32"),
+            "i": np.array([1, -2, 3, 2**40], dtype="int64"),
+            "u8": np.array([0, 1, 2, 255], dtype="uint8"),
+            "b": [True, False, True, False],
+            "s": ["a", "b", None, "d"],
+            "cat": pd.Categorical(["x", "y", "x", None]),
+            "nullable": pd.array([1, None, 3, 4], dtype="Int64"),
+            "when": pd.to_datetime(["2024-01-01", "2024-01-02", None, "2024-01-04"]),
+        }
+    )
+    frame.columns = [*frame.columns[:-1], "f"]  # a duplicated name is still one column each
+    general = tuple(tuple(jsonable(v) for v in row) for row in frame.astype(object).to_numpy().tolist())
+    assert json.dumps(reference._json_rows(frame)) == json.dumps(general)
+    outputs = [
+        np.array([0, 2, 1]),
+        np.array(["a", "b", "a"], dtype=object),
+        np.array([[0.25, 0.75], [1.0, 0.0], [0.5, 0.5]]),
+        np.array([[0.25, np.nan], [1.0, 0.0], [0.5, 0.5]]),
+        np.array([True, False, True]),
+        np.array([1.5, 2.5, 3.5], dtype="float32"),
+        pd.Series([1.0, 2.0, 3.0]),
+    ]
+    for values in outputs:
+        assert json.dumps(reference._json_values(values)) == json.dumps(jsonable(reference._as_list(values)))
+
+
+def test_a_failed_save_leaves_no_reference_temp_behind(forest: Any, blobs: tuple[Any, Any], tmp_path: Path) -> None:
+    # The reference file is written on a worker thread while the model is pickled: when the
+    # pickle fails, that temp file is removed with the others.
+    class Unpicklable:
+        def __reduce__(self) -> Any:
+            raise RuntimeError("no pickling this")
+
+    import copy
+
+    broken = copy.deepcopy(forest)
+    broken.extra_ = Unpicklable()
+    with pytest.raises(UsageError, match="cannot pickle the pipeline: RuntimeError: no pickling this"):
+        _save(broken, tmp_path / "f-1.0.0.joblib", blobs[0])
+    assert sorted(p.name for p in tmp_path.iterdir()) == []

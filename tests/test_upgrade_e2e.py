@@ -23,6 +23,7 @@ from xml.etree import ElementTree
 
 import pytest
 from _docker_support import swap_pin
+from _stack_support import stack_python as _stack_python
 
 from toolkit import docker as tdocker
 from toolkit.artifact import read_card
@@ -353,25 +354,6 @@ def _locked(name: str) -> str:
         if line.startswith(f"{name}=="):
             return line.split("==", 1)[1].split()[0]
     raise AssertionError(f"{name} is not in requirements.lock")
-
-
-def _stack_python(lock_name: str) -> Path:
-    """A venv of an old stack from its hash-pinned lock, built once under .cache/."""
-    lock = FIXTURES / lock_name
-    digest = hashlib.sha256(lock.read_bytes()).hexdigest()[:16]
-    venv = REPO / ".cache" / f"venv-{lock.stem}-{digest}"
-    python = venv / "bin" / "python"
-    if not (venv / ".complete").exists():
-        shutil.rmtree(venv, ignore_errors=True)
-        subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
-        subprocess.run(
-            [str(python), "-m", "pip", "install", "--quiet", "--disable-pip-version-check", "--only-binary=:all:",
-             "--require-hashes", "-r", str(lock)],
-            check=True,
-            env={**os.environ, "PIP_CONFIG_FILE": os.devnull},
-        )  # fmt: skip
-        (venv / ".complete").touch()
-    return python
 
 
 def _variant_wheel() -> Path:

@@ -7,6 +7,7 @@ its checksum and environment check pass, and there is no fallback to a plain job
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 import os
@@ -306,7 +307,10 @@ def save(
     temps: list[Path] = []
     published: list[Path] = []
     target = paths.model
-    pool = ThreadPoolExecutor(max_workers=1)  # hashing, then fsync, beside the main thread's work
+    # Hashing, then fsync, beside the main thread's work; and the reference file's write and
+    # fsync, which need nothing of the pickle, while the model is being pickled.
+    pool = ThreadPoolExecutor(max_workers=2)
+    reference_temp = None if reference_file is None else pool.submit(_files.write_temp, paths.reference, reference_file)
     try:
         tmp, f = _files.create_temp(paths.model)
         temps.append(tmp)
@@ -323,9 +327,12 @@ def save(
             finally:
                 synced.result()
         order = [paths.model]
+        if reference_temp is not None:
+            target = paths.reference
+            temps.append(reference_temp.result())
+            reference_temp = None
+            order.append(paths.reference)
         contents = [(paths.card_md, card.to_markdown().encode()), (paths.card_json, card_json)]
-        if reference_file is not None:
-            contents.insert(0, (paths.reference, reference_file))
         for target, content in contents:
             temps.append(_files.write_temp(target, content))
             order.append(target)
@@ -337,6 +344,9 @@ def save(
             _files.publish(tmp, target, overwrite=overwrite)
             published.append(target)
     except BaseException as e:
+        if reference_temp is not None:  # written, or failing, on the pool's thread: never left behind
+            with contextlib.suppress(BaseException):
+                temps.append(reference_temp.result())
         for leftover in temps:
             leftover.unlink(missing_ok=True)
         if not overwrite:  # what this call created; with overwrite the old files are gone anyway
