@@ -192,3 +192,23 @@ def test_a_read_only_registry_reads_and_refuses_writes_in_one_line(
         assert f"the registry {read_only} is read-only here" in line, line
     assert snapshot(populated) == before
     assert sorted(os.listdir(populated)) == listing  # no lock, -shm or temp file appeared
+
+
+def test_a_write_sqlite_refuses_mid_transaction_is_read_only_not_an_internal_error(populated: Path) -> None:
+    """SQLite opens a file its user may not write read-only without a word (a container's non-root
+    user on a host-owned registry.db) and refuses only at the first write, after BEGIN IMMEDIATE
+    succeeded: that refusal is ReadOnlyRegistry (exit 4), and the transaction is rolled back."""
+    import sqlite3
+
+    from toolkit.errors import ReadOnlyRegistry
+    from toolkit.registry.index.sqlite_db import write_transaction
+
+    db = populated / "registry.db"
+    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True, isolation_level=None)
+    try:
+        with pytest.raises(ReadOnlyRegistry, match=rf"the registry {populated} is read-only here \(attempt to write"):
+            with write_transaction(conn, path=db):
+                conn.execute("UPDATE versions SET status = 'archived' WHERE version = '1.1.0'")
+        assert not conn.in_transaction
+    finally:
+        conn.close()
