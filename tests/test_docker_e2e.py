@@ -378,7 +378,7 @@ def test_a_registry_the_container_cannot_write_is_exit_4_never_70(
             image,
             ["registry", "promote", entry.name, entry.version, "--registry", "/reg"],
             mounts=[tdocker.Mount(source=root, target="/reg", read_only=read_only)],
-            on_output=lambda stream, chunk: printed.extend(chunk),
+            on_output=lambda stream, chunk, printed=printed: printed.extend(chunk),
             client=client,
         )
         text = printed.decode()

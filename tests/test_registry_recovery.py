@@ -206,9 +206,10 @@ def test_a_write_sqlite_refuses_mid_transaction_is_read_only_not_an_internal_err
     db = populated / "registry.db"
     conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True, isolation_level=None)
     try:
-        with pytest.raises(ReadOnlyRegistry, match=rf"the registry {populated} is read-only here \(attempt to write"):
-            with write_transaction(conn, path=db):
-                conn.execute("UPDATE versions SET status = 'archived' WHERE version = '1.1.0'")
+        said = rf"the registry {populated} is read-only here \(attempt to write"
+        refused = pytest.raises(ReadOnlyRegistry, match=said)
+        with refused, write_transaction(conn, path=db):
+            conn.execute("UPDATE versions SET status = 'archived' WHERE version = '1.1.0'")
         assert not conn.in_transaction
     finally:
         conn.close()
