@@ -17,7 +17,7 @@ from typing import Any
 
 from toolkit import _files, env
 from toolkit.docker.client import Mount, OutputCallback, build, connect, run
-from toolkit.docker.context import git_revision, lock_sha256, locked_wheels, write_context
+from toolkit.docker.context import ContextStream, git_revision, lock_sha256, locked_wheels, write_context
 from toolkit.docker.images import DEFAULT_IMAGE, IMAGE_UID, validate_base_image
 from toolkit.docker.paths import PathMap, Rewriter
 from toolkit.docker.system import SystemPackage
@@ -115,7 +115,6 @@ def build_image(
     any build), DockerError.
     """
     from toolkit.docker import system
-    from toolkit.docker.selfwheel import build_self_wheel
 
     validate_base_image(base_image)
     lock = lock or context / "requirements.lock"
@@ -138,33 +137,36 @@ def build_image(
         packages = system.closure(packages, base_status=base.status)  # and what they need that the base lacks
     debs = system.fetch(packages, deb_cache or default_cache() / "debs", on_progress=on_progress)
     started = time.monotonic()
-    with (
-        tempfile.TemporaryDirectory(prefix="toolkit-dist-") as dist,
-        tempfile.TemporaryFile(prefix="toolkit-context-") as fileobj,
-    ):
-        toolkit_wheel = build_self_wheel(Path(dist))
-        write_context(
-            fileobj,
-            lock=lock,
-            wheels=wheels,
-            toolkit_wheel=toolkit_wheel,
-            debs=debs,
-            system_manifest=system.manifest(packages),
+    with tempfile.TemporaryDirectory(prefix="toolkit-dist-") as dist:
+        toolkit_wheel = _self_wheel(Path(dist))
+        stream = ContextStream(
+            lambda fileobj: write_context(
+                fileobj,
+                lock=lock,
+                wheels=wheels,
+                toolkit_wheel=toolkit_wheel,
+                debs=debs,
+                system_manifest=system.manifest(packages),
+            )
         )
-        fileobj.seek(0)
-        image_id = build(
-            client,
-            fileobj,
-            tag=tag,
-            buildargs={
-                "BASE_IMAGE": base_image,
-                "BASE_DIGEST": base_image.rpartition("@")[2],
-                "LOCK_SHA256": lock_hash,
-                "REVISION": revision,
-            },
-            no_cache=no_cache,
-            on_progress=on_progress,
-        )
+        try:
+            image_id = build(
+                client,
+                stream,
+                tag=tag,
+                buildargs={
+                    "BASE_IMAGE": base_image,
+                    "BASE_DIGEST": base_image.rpartition("@")[2],
+                    "LOCK_SHA256": lock_hash,
+                    "REVISION": revision,
+                },
+                no_cache=no_cache,
+                on_progress=on_progress,
+            )
+        except DockerError:
+            if stream.error is not None:  # the context could not be written: that is the cause
+                raise stream.error from None
+            raise
     return BuildResult(
         tag=tag,
         image_id=image_id,
@@ -174,6 +176,17 @@ def build_image(
         seconds=time.monotonic() - started,
         system_packages=tuple(sorted(packages, key=lambda p: p.name)),
     )
+
+
+def _self_wheel(scratch: Path) -> Path:
+    """This toolkit's wheel: the one cached for exactly these files, else one built in ``scratch``
+    (a cache that cannot be written costs the build nothing but the time)."""
+    from toolkit.docker.selfwheel import build_self_wheel, cached_self_wheel
+
+    try:
+        return cached_self_wheel(default_cache() / "selfwheel")
+    except UsageError:
+        return build_self_wheel(scratch)
 
 
 def default_cache() -> Path:
