@@ -93,7 +93,7 @@ def write_context(
     toolkit's wheel, the project's .debs and their manifest. Raises: UsageError (an unreadable file)."""
     dockerfile = dockerfile or packaged_dockerfile()
     # Copied in 1 MiB pieces, not tarfile's 16 KiB: the context is mostly wheels of tens of MB.
-    with tarfile.open(fileobj=fileobj, mode="w", copybufsize=1 << 20) as tar:
+    with tarfile.TarFile(fileobj=fileobj, mode="w", copybufsize=1 << 20) as tar:
         _add_file(tar, dockerfile, "Dockerfile")
         _add_file(tar, lock, "requirements.lock")
         for wheel in wheels:
