@@ -355,3 +355,34 @@ def _variant_wheel() -> Path:
         found = sorted(cache.glob(f"scikit_learn-{VARIANT_SKLEARN}-*.whl"))
     assert len(found) == 1, found
     return found[0]
+
+
+def test_a_registry_the_container_cannot_write_is_exit_4_never_70(
+    trained: Path, image: str, client: Any, tmp_path: Path
+) -> None:
+    """Promote inside the image (where the gate passes: the model was trained there) against a
+    registry it cannot write: a `:ro` bind mount (EROFS), and a writable folder whose
+    registry.db the container's non-root user does not own (SQLite opens that read-only without
+    a word and used to refuse only at the UPDATE: exit 70). Both: exit 4, the documented line."""
+    from toolkit.registry.registry import Registry
+
+    root = tmp_path / "reg"
+    with Registry(root) as reg:
+        entry = reg.add(trained)
+    (root / "registry.db").chmod(0o644)  # root's, as the host wrote it
+    root.chmod(0o777)  # the folder itself is open to the container's user
+    before = (root / "registry.db").read_bytes()
+    for read_only in (True, False):
+        printed = bytearray()
+        result = tdocker.run_in_container(
+            image,
+            ["registry", "promote", entry.name, entry.version, "--registry", "/reg"],
+            mounts=[tdocker.Mount(source=root, target="/reg", read_only=read_only)],
+            on_output=lambda stream, chunk, printed=printed: printed.extend(chunk),
+            client=client,
+        )
+        text = printed.decode()
+        assert result.exit_code == 4, (read_only, text)
+        assert "the registry /reg is read-only here" in text and "reading works, writing does not" in text, text
+        assert "internal error" not in text and "Traceback" not in text, text
+    assert (root / "registry.db").read_bytes() == before  # nothing was promoted

@@ -1,25 +1,36 @@
-"""A newcomer's project, end to end, with a real engine: the toolkit from its wheel, a folder of
-one's own outside this repository, packages this repository's lock does not hold.
+"""A newcomer's project, end to end, with a real engine: the README's "Your project" block, run.
 
-imbalanced-learn (pure Python, its sampler in the pipeline) and LightGBM (its wheel links
-libgomp.so.1, which the minbase base lacks: `system_packages = ["libgomp1"]`). The host venv
-has neither, as a newcomer's laptop or a CI runner would not. Needs a Docker engine (FAILS,
-never skips, without one), PyPI for `toolkit lock` and the wheels, Debian's archive for the .deb.
+Every command line of the README's "Your project" ```bash block runs, in order, as one terminal
+would (each from the folder and exported variables the one before left), in a project folder
+outside this repository, with HOME there too (``~/.venvs/toolkit`` is the test's). The one
+substitution: the README's ``pip install 'toolkit[project]'`` installs this tree's wheel, offline,
+from the wheelhouse. Each command must exit as the README says, and show what :data:`CHECKS` says
+its step must show; a README that drops a step fails (every check must have run).
 
-Each step's time is printed (`pytest -s`) and written to $TOOLKIT_E2E_TIMES when set.
+The project has imbalanced-learn (pure Python, its sampler in the pipeline) and LightGBM (its
+wheel links libgomp.so.1, which the minbase base lacks: ``system_packages = ["libgomp1"]``). The
+host venv has neither, as a newcomer's laptop or a CI runner would not. Needs a Docker engine
+(FAILS, never skips, without one), PyPI for ``toolkit lock`` and the wheels, Debian's archive for
+the .deb.
+
+Each step's time is printed (``pytest -s``) and written to $TOOLKIT_E2E_TIMES when set.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+from _project_readme import README, project_commands
 
 from toolkit import docker as tdocker
 from toolkit.errors import DockerError
@@ -29,9 +40,15 @@ pytestmark = [pytest.mark.docker, pytest.mark.slow]
 REPO = Path(__file__).resolve().parents[1]
 WHEELHOUSE = REPO / "wheelhouse"
 SCRIPT = REPO / "tests" / "fixtures" / "project" / "train.py"
-IMAGE = "imbalanced-project:e2e"
+PROJECT = "my-project"  # the README's `toolkit init my-project`
+IMAGE = f"{PROJECT}:latest"  # what init writes as the project's image
+MODEL = "out/imbalanced-1.0.0.joblib"  # what the fixture's train.py saves
 # Downloads (wheels, .debs, the base's state) persist between runs, as a user's cache does.
 CACHE = REPO / ".cache" / "project-e2e"
+INSTALL = "pip install 'toolkit[project]'"  # the README's; run as the wheel's offline install:
+# --no-compile: no .pyc for every file of numpy, scipy, pandas, scikit-learn up front (152 s against
+# 47 s for this step, two runs on a loaded machine); what runs is compiled when first imported.
+INSTALLED_AS = "pip install -q --no-compile --no-index"
 
 
 class Steps:
@@ -49,6 +66,45 @@ class Steps:
         return "\n".join(lines)
 
 
+class Shell:
+    """One terminal: each command runs in bash from the folder and the exported variables the
+    previous one left (``cd``, ``. activate``), its output captured and its time kept in ``steps``."""
+
+    def __init__(self, steps: Steps, cwd: Path, state: Path) -> None:
+        self.steps, self.cwd, self.env, self._state = steps, cwd, dict(steps.env), state
+
+    def run(self, command: str, *, timeout: int = 1800) -> subprocess.CompletedProcess[str]:
+        where, env_file = self._state / "cwd", self._state / "env"
+        script = f'{command}\nrc=$?\nprintf %s "$PWD" > {where}\nenv -0 > {env_file}\nexit $rc\n'
+        started = time.monotonic()
+        done = subprocess.run(
+            ["bash", "-c", script],
+            cwd=self.cwd,
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+        )
+        self.steps.times.append((command, time.monotonic() - started, done.returncode))
+        if where.is_file():
+            self.cwd = Path(where.read_text())
+            pairs = (item.split("=", 1) for item in env_file.read_text().split("\0") if "=" in item)
+            self.env = {k: v for k, v in pairs if k not in ("_", "PWD", "OLDPWD", "SHLVL")}
+        return done
+
+
+@dataclass(kw_only=True)
+class Walk:
+    """What the checks share: the shell, the temporary folder, the wheel, the project folder."""
+
+    shell: Shell
+    tmp: Path
+    wheel: Path
+    project: Path = Path()
+    seen: set[str] = field(default_factory=set)
+
+
 def _outcome(done: subprocess.CompletedProcess[str]) -> str:
     return f"exit {done.returncode}\n--- stdout\n{done.stdout[-3000:]}\n--- stderr\n{done.stderr[-3000:]}"
 
@@ -59,7 +115,18 @@ def test_a_project_of_ones_own_from_pip_install_to_a_gated_model(tmp_path: Path)
     except DockerError as e:
         pytest.fail(f"the project end-to-end test needs a Docker engine: {e}", pytrace=False)
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PIP_", "TOOLKIT_", "VIRTUAL_ENV", "BASE_IMAGE"))}
-    env |= {"PIP_CONFIG_FILE": os.devnull, "PIP_DISABLE_PIP_VERSION_CHECK": "1", "TOOLKIT_CACHE": str(CACHE)}
+    home = tmp_path / "home"
+    home.mkdir()
+    env |= {
+        "PIP_CONFIG_FILE": os.devnull,
+        "PIP_DISABLE_PIP_VERSION_CHECK": "1",
+        "TOOLKIT_CACHE": str(CACHE),
+        "HOME": str(home),  # the README's ~/.venvs/toolkit is the test's
+        # pip's and pip-tools' caches stay the user's: a newcomer's second project reuses them too
+        "XDG_CACHE_HOME": os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache"),
+        # `python3` is this interpreter (a 3.11 that has venv), as on the README's Debian host
+        "PATH": f"{Path(sys.executable).parent}:{os.environ.get('PATH', '/usr/bin:/bin')}",
+    }
     steps = Steps(env)
     try:
         _walk(steps, tmp_path)
@@ -70,120 +137,154 @@ def test_a_project_of_ones_own_from_pip_install_to_a_gated_model(tmp_path: Path)
 
 
 def _walk(steps: Steps, tmp: Path) -> None:
-    # 1. pip install: a wheel of this tree into a fresh venv, dependencies from the wheelhouse.
+    # The toolkit's wheel, built offline from this tree: what the README's `pip install` installs.
     offline = ["-q", "--no-deps", "--no-build-isolation", "--no-index"]
     pip_wheel = [sys.executable, "-m", "pip", "wheel", *offline, "-w", str(tmp / "dist"), str(REPO)]
     done = steps.run("pip wheel (the toolkit's wheel, offline)", pip_wheel, cwd=tmp)
     assert done.returncode == 0, _outcome(done)
     (wheel,) = (tmp / "dist").glob("toolkit-*.whl")
-    venv = tmp / "venv"
-    assert steps.run("python -m venv", [sys.executable, "-m", "venv", str(venv)], cwd=tmp).returncode == 0
-    python = str(venv / "bin" / "python")
-    done = steps.run(
-        "pip install 'toolkit[project]'",
-        [python, "-m", "pip", "install", "-q", "--no-index", "--find-links", str(WHEELHOUSE), f"{wheel}[project]"],
-        cwd=tmp,
-    )
-    assert done.returncode == 0, _outcome(done)
-    toolkit = str(venv / "bin" / "toolkit")
-    # The host has neither of the project's packages.
-    done = subprocess.run([python, "-c", "import imblearn"], capture_output=True, text=True, check=False)
-    assert done.returncode != 0
-    done = subprocess.run([python, "-c", "import lightgbm"], capture_output=True, text=True, check=False)
-    assert done.returncode != 0
-
-    # 2. init, one pure-Python package and one that needs a Debian package.
-    work = tmp / "work"
+    work = tmp / "work"  # the folder the newcomer starts in: outside this repository
     work.mkdir()
-    done = steps.run("toolkit init imbalanced-project", [toolkit, "init", "imbalanced-project"], cwd=work)
-    assert done.returncode == 0, _outcome(done)
-    project = work / "imbalanced-project"
-    with (project / "requirements.in").open("a") as f:
-        f.write("imbalanced-learn\nlightgbm\n")
-    settings = project / "toolkit.toml"
-    text = settings.read_text()
-    text = text.replace('image = "imbalanced-project:latest"', f'image = "{IMAGE}"')
-    settings.write_text(text.replace("system_packages = []", 'system_packages = ["libgomp1"]'))
-    shutil.copy(SCRIPT, project / "train.py")
+    (tmp / "state").mkdir()
+    walk = Walk(shell=Shell(steps, work, tmp / "state"), tmp=tmp, wheel=wheel)
 
-    # 3. lock: the project's packages plus the toolkit's own runtime, hash-locked.
-    done = steps.run("toolkit lock", [toolkit, "lock"], cwd=project)
-    assert done.returncode == 0, _outcome(done)
-    lock_text = (project / "requirements.lock").read_text()
+    # The README's block, line by line: its exit code, then what its step must show.
+    commands = project_commands(README.read_text())
+    assert commands, "the README has no 'Your project' ```bash block"
+    for command, expected in commands:
+        run = command.replace(INSTALL, f"{INSTALLED_AS} --find-links {WHEELHOUSE} '{wheel}[project]'")
+        done = walk.shell.run(run)
+        checks = [(key, check) for key, (pattern, check) in CHECKS.items() if re.search(pattern, command)]
+        allowed = OTHER_EXITS.get(next((k for k, _ in checks), ""), {expected})
+        assert done.returncode in allowed, f"README: {command!r} (exit {expected} expected)\n" + _outcome(done)
+        for key, check in checks:
+            walk.seen.add(key)
+            check(walk, done)
+    missing = [key for key in CHECKS if key not in walk.seen]
+    assert not missing, f"the README's 'Your project' block lacks these steps: {missing}"
+
+    # --- further steps in the same project and the same shell (walk.shell.run, cwd: walk.project).
+    # Other features' blocks go below this line, one block each: image serve, compare, plots.
+
+
+# --- what each README step must show -----------------------------------------------------
+
+
+def _venv(walk: Walk, done: subprocess.CompletedProcess[str]) -> None:
+    assert walk.shell.env.get("VIRTUAL_ENV") == str(walk.tmp / "home" / ".venvs" / "toolkit"), walk.shell.env
+
+
+def _installed(walk: Walk, done: subprocess.CompletedProcess[str]) -> None:
+    # The wheel's toolkit runs from outside the repository; the host has neither project package.
+    which = walk.shell.run("command -v toolkit && toolkit --version")
+    assert which.returncode == 0 and str(walk.tmp / "home") in which.stdout, _outcome(which)
+    for module in ("imblearn", "lightgbm"):
+        assert walk.shell.run(f"python -c 'import {module}'").returncode != 0, module
+
+
+def _initialised(walk: Walk, done: subprocess.CompletedProcess[str]) -> None:
+    walk.project = walk.shell.cwd
+    assert walk.project == walk.tmp / "work" / PROJECT
+    assert f'image = "{IMAGE}"' in (walk.project / "toolkit.toml").read_text()
+    assert "scikit-learn" in (walk.project / "requirements.in").read_text().splitlines()
+    shutil.copy(SCRIPT, walk.project / "train.py")  # the README's "your script"
+
+
+def _packages_added(walk: Walk, done: subprocess.CompletedProcess[str]) -> None:
+    assert 'system_packages = ["libgomp1"]' in (walk.project / "toolkit.toml").read_text()
+
+
+def _locked(walk: Walk, done: subprocess.CompletedProcess[str]) -> None:
+    lock_text = (walk.project / "requirements.lock").read_text()
     for name in ("imbalanced-learn==", "lightgbm==", "scikit-learn==", "typer==", "click==", "--hash=sha256:"):
         assert name in lock_text, name
     assert "+ lightgbm==" in done.stdout and "wrote " in done.stdout
-    done = steps.run("toolkit lock (again: pins kept)", [toolkit, "lock"], cwd=project)
-    assert done.returncode == 0 and "no pin changed" in done.stdout, _outcome(done)
+    again = walk.shell.run("toolkit lock")  # again: every pin kept
+    assert again.returncode == 0 and "no pin changed" in again.stdout, _outcome(again)
 
-    # 4. base: the offline pinned base, recorded in toolkit.toml.
-    done = steps.run("toolkit base", [toolkit, "base"], cwd=project)
-    assert done.returncode == 0, _outcome(done)
+
+def _based(walk: Walk, done: subprocess.CompletedProcess[str]) -> None:
     base = done.stdout.strip().splitlines()[-1]
-    assert f'base_image = "{base}"' in settings.read_text()
+    assert f'base_image = "{base}"' in (walk.project / "toolkit.toml").read_text()
 
-    # 5. image build: the lock's wheels (downloaded, hash-checked), libgomp1, this toolkit.
-    done = steps.run("toolkit image build", [toolkit, "image", "build"], cwd=project)
-    assert done.returncode == 0, _outcome(done)
+
+def _built(walk: Walk, done: subprocess.CompletedProcess[str]) -> None:
     assert f"built {IMAGE}" in done.stdout and "added libgomp1=" in done.stdout
 
-    # 6. the project's own script in its image (network off), saving with toolkit.save.
-    done = steps.run(
-        "toolkit image run -- python train.py", [toolkit, "image", "run", "--", "python", "train.py"], cwd=project
-    )
-    assert done.returncode == 0, _outcome(done)
+
+def _trained(walk: Walk, done: subprocess.CompletedProcess[str]) -> None:
     assert f"image {IMAGE} sha256:" in done.stdout + done.stderr
     assert "added [{'name': 'libgomp1', 'version': '" in done.stdout + done.stderr
-    model = project / "out" / "imbalanced-1.0.0.joblib"
-    assert model.is_file()
-    card = json.loads((project / "out" / "imbalanced-1.0.0.card.json").read_text())
+    assert (walk.project / MODEL).is_file()
+    card = json.loads((walk.project / MODEL.replace(".joblib", ".card.json")).read_text())
     assert "lightgbm" in card["environment"]["packages"] and "imbalanced-learn" in card["environment"]["packages"]
 
-    # 7. the gate in the model's image, with no --image: toolkit.toml (or the card) names it.
-    done = steps.run("toolkit image check MODEL", [toolkit, "image", "check", str(model)], cwd=project)
-    assert done.returncode == 0, _outcome(done)
-    assert f"checked in image {IMAGE}" in done.stdout
-    # On this host (no imbalanced-learn, no LightGBM, another Python): the gate says no.
-    done = steps.run("toolkit check-env MODEL (host: exit 1)", [toolkit, "check-env", str(model)], cwd=project)
-    assert done.returncode == 1, _outcome(done)
 
-    # 8. register from the host venv that lacks both packages (the registry from toolkit.toml).
-    done = steps.run("toolkit registry add MODEL", [toolkit, "registry", "add", str(model)], cwd=project)
-    assert done.returncode == 0, _outcome(done)
-    assert (project / "models" / "imbalanced" / "1.0.0" / "imbalanced-1.0.0.joblib").is_file()
-    done = steps.run("toolkit registry list", [toolkit, "registry", "list"], cwd=project)
-    assert done.returncode == 0 and "imbalanced" in done.stdout, _outcome(done)
+def _checked_in_image(walk: Walk, done: subprocess.CompletedProcess[str]) -> None:
+    assert f"checked in image {IMAGE}" in done.stdout  # no --image: toolkit.toml (or the card) names it
 
-    # 9. promote from the same host: the gate runs in the model's image (this host lacks its packages).
-    done = steps.run(
-        "toolkit registry promote imbalanced 1.0.0",
-        [toolkit, "registry", "promote", "imbalanced", "1.0.0"],
-        cwd=project,
-    )
-    assert done.returncode == 0, _outcome(done)
-    assert f"checked in image {IMAGE}" in done.stdout
 
-    # 10. upgrade-check with the project's own lock: the same runtime, every model safe.
-    lock = str(project / "requirements.lock")
-    done = steps.run(
-        "toolkit upgrade-check --lock requirements.lock", [toolkit, "upgrade-check", "--lock", lock], cwd=project
-    )
-    assert done.returncode == 0, _outcome(done)
+def _refused_on_host(walk: Walk, done: subprocess.CompletedProcess[str]) -> None:
+    assert "lightgbm" in done.stdout + done.stderr  # says why: the host lacks the model's packages
 
-    # 11. the model's runtime rebuilt from its card alone, gated inside under strict.
-    registered = project / "models" / "imbalanced" / "1.0.0" / "imbalanced-1.0.0.joblib"
-    done = steps.run("toolkit image rebuild MODEL", [toolkit, "image", "rebuild", str(registered)], cwd=project)
-    assert done.returncode == 0, _outcome(done)
 
-    # 12. a candidate lock with one package moved, and the verdict on every production model.
-    candidate = ["--upgrade-package", "scikit-learn==1.8.0", "--out", "candidate.lock"]
-    lock_text = (project / "requirements.lock").read_text()
-    done = steps.run("toolkit lock --upgrade-package scikit-learn==1.8.0", [toolkit, "lock", *candidate], cwd=project)
-    assert done.returncode == 0, _outcome(done)
-    assert "~ scikit-learn 1.9.1 -> 1.8.0" in done.stdout
-    assert (project / "requirements.lock").read_text() == lock_text  # the project's own lock is untouched
-    check = [toolkit, "upgrade-check", "--lock", "candidate.lock", "--json"]
-    done = steps.run("toolkit upgrade-check --lock candidate.lock", check, cwd=project)
-    assert done.returncode in (0, 1), _outcome(done)
-    verdicts = {m["name"]: m["verdict"] for m in json.loads(done.stdout)["models"]}
-    assert set(verdicts) == {"imbalanced"} and verdicts["imbalanced"] in ("safe", "drift", "broken")
+def _registered(walk: Walk, done: subprocess.CompletedProcess[str]) -> None:
+    assert (walk.project / "models" / "imbalanced" / "1.0.0" / "imbalanced-1.0.0.joblib").is_file()
+
+
+def _listed(walk: Walk, done: subprocess.CompletedProcess[str]) -> None:
+    assert "imbalanced" in done.stdout
+
+
+def _promoted(walk: Walk, done: subprocess.CompletedProcess[str]) -> None:
+    assert f"checked in image {IMAGE}" in done.stdout  # this host lacks its packages
+
+
+def _same_lock_safe(walk: Walk, done: subprocess.CompletedProcess[str]) -> None:
+    assert re.search(r"^1 models: 1 safe, 0 drift, 0 broken -> safe to merge$", done.stdout, re.M), _outcome(done)
+
+
+def _rebuilt(walk: Walk, done: subprocess.CompletedProcess[str]) -> None:
+    assert done.returncode == 0
+
+
+def _candidate_locked(walk: Walk, done: subprocess.CompletedProcess[str]) -> None:
+    # Every other pin of the project's lock is kept (pip-compile starts from it): one change only.
+    changed = [line.strip() for line in done.stdout.splitlines() if line.startswith(("  + ", "  - ", "  ~ "))]
+    assert len(changed) == 1 and re.fullmatch(r"~ scikit-learn \S+ -> 1\.8\.0", changed[0]), _outcome(done)
+    candidate = (walk.project / "candidate.lock").read_text()
+    assert "scikit-learn==1.8.0" in candidate
+    assert "scikit-learn==1.8.0" not in (walk.project / "requirements.lock").read_text()  # the project's is untouched
+
+
+def _candidate_verdict(walk: Walk, done: subprocess.CompletedProcess[str]) -> None:
+    assert re.search(r"^1 models: \d safe, \d drift, \d broken -> ", done.stdout, re.M), _outcome(done)
+    assert re.search(r"^imbalanced\s+1\.0\.0\s+production\s+(safe|drift|broken)", done.stdout, re.M), done.stdout
+
+
+Check = Callable[[Walk, subprocess.CompletedProcess[str]], None]
+# key: (a regex the README command matches, the check). Every key must match some command.
+CHECKS: dict[str, tuple[str, Check]] = {
+    "venv": (r"^python3 -m venv .*activate$", _venv),
+    "install": (re.escape(INSTALL), _installed),
+    "init": (rf"^toolkit init {PROJECT} && cd {PROJECT}$", _initialised),
+    "system_packages": (r"system_packages", _packages_added),
+    "lock": (r"^toolkit lock$", _locked),
+    "base": (r"^toolkit base$", _based),
+    "image build": (r"^toolkit image build$", _built),
+    "script": (r"^toolkit image run -- python train\.py$", _trained),
+    "image check": (rf"^toolkit image check {MODEL}$", _checked_in_image),
+    "check-env on the host": (rf"^toolkit check-env {MODEL}$", _refused_on_host),
+    "registry add": (rf"^toolkit registry add {MODEL}$", _registered),
+    "registry list": (r"^toolkit registry list$", _listed),
+    "promote": (r"^toolkit registry promote imbalanced 1\.0\.0$", _promoted),
+    "upgrade-check, same lock": (r"^toolkit upgrade-check --lock requirements\.lock$", _same_lock_safe),
+    "image rebuild": (r"^toolkit image rebuild models/imbalanced/1\.0\.0/imbalanced-1\.0\.0\.joblib$", _rebuilt),
+    "candidate lock": (
+        r"^toolkit lock --upgrade-package scikit-learn==1\.8\.0 --out candidate\.lock$",
+        _candidate_locked,
+    ),
+    "upgrade-check, candidate": (r"^toolkit upgrade-check --lock candidate\.lock$", _candidate_verdict),
+}
+# A verdict other than safe is a finding of the check, not a failure of the walk-through.
+OTHER_EXITS = {"upgrade-check, candidate": {0, 1}}

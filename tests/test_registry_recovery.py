@@ -227,3 +227,24 @@ def test_what_recover_tells_is_the_records_own_a_line_each_and_one_closing_error
         str(failure) == "1 version directory failed verification and were left out of the index (nothing was deleted)"
     )
     assert Recovery(root=Path("/r"), recovered=(), failed=()).error() is None
+
+
+def test_a_write_sqlite_refuses_mid_transaction_is_read_only_not_an_internal_error(populated: Path) -> None:
+    """SQLite opens a file its user may not write read-only without a word (a container's non-root
+    user on a host-owned registry.db) and refuses only at the first write, after BEGIN IMMEDIATE
+    succeeded: that refusal is ReadOnlyRegistry (exit 4), and the transaction is rolled back."""
+    import sqlite3
+
+    from toolkit.errors import ReadOnlyRegistry
+    from toolkit.registry.index.sqlite_db import write_transaction
+
+    db = populated / "registry.db"
+    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True, isolation_level=None)
+    try:
+        said = rf"the registry {populated} is read-only here \(attempt to write"
+        refused = pytest.raises(ReadOnlyRegistry, match=said)
+        with refused, write_transaction(conn, path=db):
+            conn.execute("UPDATE versions SET status = 'archived' WHERE version = '1.1.0'")
+        assert not conn.in_transaction
+    finally:
+        conn.close()

@@ -24,7 +24,7 @@ if TYPE_CHECKING:
 
     from toolkit.errors import ToolkitError
 
-__all__ = ["echo", "echo_err", "err", "json_error", "markup", "out", "plain", "print_json", "safe"]
+__all__ = ["BuildProgress", "echo", "echo_err", "err", "json_error", "markup", "out", "plain", "print_json", "safe"]
 
 _PIPED_WIDTH = 160
 # C0 and C1 controls, DEL, and the Unicode format/separator characters a terminal or a reader
@@ -111,3 +111,44 @@ def print_json(obj: Any) -> None:
 def json_error(e: ToolkitError, **context: Any) -> None:
     """A failure under ``--json``, in its one shape: ``{"ok": false, "exit_code", ...context, "error"}``."""
     print_json({"ok": False, "exit_code": e.exit_code, **context, "error": str(e)})
+
+
+class BuildProgress:
+    """An image build's progress on stderr, for ``image build`` and ``image rebuild`` alike.
+
+    ``-v``: every line the build prints. Otherwise the host's own stages (the wheel download,
+    each system package) are one line each, and on a terminal the current wheel (``wheel n/N``)
+    and the current Dockerfile step are one line, redrawn; in a log or a pipe those are dropped,
+    so a log gets one line per stage. ``quiet``: nothing. Call :meth:`done` at the end.
+    """
+
+    def __init__(self, *, quiet: bool, verbose: bool) -> None:
+        self._quiet, self._verbose = quiet, verbose
+        self._tty = sys.stderr.isatty()
+        self._drawn = False
+
+    def __call__(self, text: str) -> None:
+        if self._quiet:
+            return
+        if self._verbose:
+            sys.stderr.write(text)
+            sys.stderr.flush()
+            return
+        for raw in text.splitlines():
+            line = plain(raw.strip())
+            if line.startswith(("downloading ", "system package ")):
+                self._clear()
+                sys.stderr.write(f"  {line}\n")
+            elif self._tty and line.startswith(("wheel ", "Step ")):
+                sys.stderr.write("\r\x1b[2K  " + line[:100])
+                self._drawn = True
+        sys.stderr.flush()
+
+    def done(self) -> None:
+        self._clear()
+        sys.stderr.flush()
+
+    def _clear(self) -> None:
+        if self._drawn:
+            sys.stderr.write("\r\x1b[2K")
+            self._drawn = False

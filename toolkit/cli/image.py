@@ -32,7 +32,7 @@ from toolkit.cli._options import (
     VerifyPredictionsOpt,
     VersionOpt,
 )
-from toolkit.cli._output import echo, echo_err, json_error
+from toolkit.cli._output import BuildProgress, echo, echo_err, json_error
 from toolkit.docker.images import DEFAULT_BASE_FILE, DEFAULT_IMAGE, ENV_BUILD_BASE, ENV_IMAGE, PIN_HINT, recorded_image
 
 if TYPE_CHECKING:
@@ -92,41 +92,21 @@ def build(
     if not quiet:
         echo_err(f"building {tag} from {base}" + ("" if verbose else " (-v shows each step)"))
 
-    def progress(text: str) -> None:
-        sys.stderr.write(text)
-        sys.stderr.flush()
-
-    def stage(text: str) -> None:  # the host's own steps: one line each, also without -v
-        if not quiet:
-            sys.stderr.write(text if text.endswith("\n") else text + "\n")
-            sys.stderr.flush()
-
-    tty = sys.stderr.isatty()
-
-    def steps(text: str) -> None:
-        # Without -v: on a terminal, the Dockerfile's current step on one redrawn line; otherwise
-        # nothing per step (a log gets the start and the result lines). Host-side fetches: a line each.
-        for line in text.splitlines():
-            if line.startswith("system package "):
-                stage(("\r\x1b[2K" if tty else "") + "  " + plain(line.strip()))
-            elif tty and line.startswith("Step "):
-                sys.stderr.write("\r\x1b[2K  " + plain(line.strip())[:100])
-                sys.stderr.flush()
-
-    ensure_wheels(lock, wheels, on_progress=stage)
-    result = build_image(
-        base_image=base,
-        tag=tag,
-        context=folder,
-        lock=lock,
-        wheelhouse=wheels,
-        system_packages=packages,
-        no_cache=no_cache,
-        on_progress=None if quiet else progress if verbose else steps,
-    )
-    if tty and not quiet and not verbose:
-        sys.stderr.write("\r\x1b[2K")
-        sys.stderr.flush()
+    progress = BuildProgress(quiet=quiet, verbose=verbose)
+    try:
+        ensure_wheels(lock, wheels, on_progress=progress)
+        result = build_image(
+            base_image=base,
+            tag=tag,
+            context=folder,
+            lock=lock,
+            wheelhouse=wheels,
+            system_packages=packages,
+            no_cache=no_cache,
+            on_progress=progress,
+        )
+    finally:
+        progress.done()
     if as_json:
         print_json(result.to_dict())
     else:
@@ -426,6 +406,9 @@ def rebuild(
         Path | None, typer.Option(help="Where the card's locked wheels are downloaded (default: a shared cache).")
     ] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No build progress.")] = False,
+    verbose: Annotated[
+        bool, typer.Option("--verbose", "-v", help="Show every build step (a failed build shows its log's tail).")
+    ] = False,
     trusted_key: TrustedKeyOpt = None,
     registry: RegistryOpt = None,
 ) -> None:
@@ -433,19 +416,19 @@ def rebuild(
     inside under strict: 0 it passes, 1 it still differs, 2 the card has nothing to rebuild from."""
     from toolkit.upgrade.runtime_image import rebuild as run
 
-    def progress(text: str) -> None:
-        sys.stderr.write(text)
-        sys.stderr.flush()
-
-    result = run(
-        artifact_arg(artifact, registry),
-        tag=tag,
-        context=context if context is not None else _project_root(),
-        wheelhouse=wheelhouse,
-        on_progress=None if quiet else progress,
-        on_output=_passthrough,
-        trusted_keys=trusted_key,
-    )
+    progress = BuildProgress(quiet=quiet, verbose=verbose)
+    try:
+        result = run(
+            artifact_arg(artifact, registry),
+            tag=tag,
+            context=context if context is not None else _project_root(),
+            wheelhouse=wheelhouse,
+            on_progress=progress,
+            on_output=_passthrough,
+            trusted_keys=trusted_key,
+        )
+    finally:
+        progress.done()
     how = "reused (cache hit)" if result.image.cached else f"built in {result.image.seconds:.1f}s"
     echo_err(f"runtime {result.image.tag} ({result.image.image_id[:19]}) {how}")
     raise typer.Exit(result.exit_code)

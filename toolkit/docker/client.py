@@ -12,7 +12,7 @@ import os
 import re
 import socket
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
@@ -126,14 +126,15 @@ def pin_reference(ref: str, *, client: Any | None = None) -> str:
 
 def build(
     client: Any,
-    fileobj: IO[bytes],
+    fileobj: IO[bytes] | Iterable[bytes],
     *,
     tag: str,
     buildargs: Mapping[str, str],
     no_cache: bool = False,
     on_progress: Callable[[str], None] | None = None,
 ) -> str:
-    """Build ``tag`` from the tar in ``fileobj`` with the network off; return the image ID.
+    """Build ``tag`` from the tar in ``fileobj`` (a file, or chunks as they are written) with the network
+    off; return the image ID.
 
     Raises: DockerError with our Dockerfile's own refusal, else the engine's error and the
     log's last lines.

@@ -11,7 +11,8 @@ import hashlib
 import shutil
 import subprocess
 import tarfile
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import suppress
 from pathlib import Path
 from typing import IO
 
@@ -19,7 +20,15 @@ from packaging.version import Version
 
 from toolkit.errors import UsageError
 
-__all__ = ["git_revision", "lock_pins", "lock_sha256", "locked_wheels", "packaged_dockerfile", "write_context"]
+__all__ = [
+    "ContextStream",
+    "git_revision",
+    "lock_pins",
+    "lock_sha256",
+    "locked_wheels",
+    "packaged_dockerfile",
+    "write_context",
+]
 
 
 def lock_sha256(path: Path) -> str:
@@ -83,7 +92,8 @@ def write_context(
     """Write the build context as a tar to ``fileobj``: the Dockerfile, the lock, its wheels, the
     toolkit's wheel, the project's .debs and their manifest. Raises: UsageError (an unreadable file)."""
     dockerfile = dockerfile or packaged_dockerfile()
-    with tarfile.open(fileobj=fileobj, mode="w") as tar:
+    # Copied in 1 MiB pieces, not tarfile's 16 KiB: the context is mostly wheels of tens of MB.
+    with tarfile.TarFile(fileobj=fileobj, mode="w", copybufsize=1 << 20) as tar:
         _add_file(tar, dockerfile, "Dockerfile")
         _add_file(tar, lock, "requirements.lock")
         for wheel in wheels:
@@ -129,3 +139,87 @@ def _add_file(tar: tarfile.TarFile, source: Path, arcname: str) -> None:
             tar.addfile(info, f)
     except OSError as e:
         raise UsageError(f"{source}: cannot read it for the build context ({e.strerror or e})") from e
+
+
+class ContextStream:
+    """A build context as chunks of bytes, written by a thread while the engine reads them.
+
+    The engine reads the context once; writing it to a temporary file first copied every wheel
+    (hundreds of MB) once more than ``docker build`` does. Iterate it once (the Docker SDK sends
+    an iterable body as it comes); an error of ``write`` (an unreadable wheel: UsageError) is
+    raised from the iteration and kept in :attr:`error`. Leaving the iteration early (the
+    engine refused) stops the writer.
+    """
+
+    _CHUNK = 1 << 20
+    _DEPTH = 8  # chunks in flight: 8 MiB at most in memory
+
+    def __init__(self, write: Callable[[IO[bytes]], None]) -> None:
+        import queue
+        import threading
+
+        self.error: BaseException | None = None
+        self._write = write
+        self._queue: queue.Queue[bytes | None] = queue.Queue(maxsize=self._DEPTH)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="toolkit-context", daemon=True)
+
+    def __iter__(self) -> Iterator[bytes]:
+        self._thread.start()
+        try:
+            while (chunk := self._queue.get()) is not None:
+                yield chunk
+        finally:
+            self._stop.set()
+            self._thread.join()
+        if self.error is not None:
+            raise self.error
+
+    def _run(self) -> None:
+        writer = _ChunkWriter(self)
+        try:
+            self._write(writer)  # type: ignore[arg-type]  # write() and tell() are all tarfile uses
+            writer.flush()
+        except _Stopped:
+            pass
+        except BaseException as e:
+            self.error = e
+        finally:
+            with suppress(_Stopped):
+                self._put(None)
+
+    def _put(self, item: bytes | None) -> None:
+        import queue
+
+        while True:
+            if self._stop.is_set():
+                raise _Stopped
+            try:
+                self._queue.put(item, timeout=0.1)
+                return
+            except queue.Full:
+                continue
+
+
+class _Stopped(Exception):
+    """The reader went away: the writer stops."""
+
+
+class _ChunkWriter:
+    def __init__(self, stream: ContextStream) -> None:
+        self._stream, self._buffer, self._written = stream, bytearray(), 0
+
+    def write(self, data: bytes) -> int:
+        self._buffer += data
+        self._written += len(data)
+        if len(self._buffer) >= ContextStream._CHUNK:
+            self.flush()
+        return len(data)
+
+    def tell(self) -> int:
+        return self._written
+
+    def flush(self) -> None:
+        if self._buffer:
+            self._stream._put(bytes(self._buffer))
+            self._buffer.clear()

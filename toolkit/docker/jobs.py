@@ -5,8 +5,9 @@ The core never prints: progress and container output go to the callbacks the cal
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
-import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -15,7 +16,7 @@ from typing import Any
 
 from toolkit import _files, env
 from toolkit.docker.client import Mount, OutputCallback, build, connect, run
-from toolkit.docker.context import git_revision, lock_sha256, locked_wheels, write_context
+from toolkit.docker.context import ContextStream, git_revision, lock_sha256, locked_wheels, write_context
 from toolkit.docker.images import DEFAULT_IMAGE, IMAGE_UID, validate_base_image
 from toolkit.docker.paths import PathMap, Rewriter
 from toolkit.docker.system import SystemPackage
@@ -26,7 +27,7 @@ __all__ = [
     "BuildResult",
     "PredictResult",
     "TrainCommand",
-    "base_release",
+    "base_state",
     "build_image",
     "check_command",
     "check_in_container",
@@ -113,7 +114,6 @@ def build_image(
     any build), DockerError.
     """
     from toolkit.docker import system
-    from toolkit.docker.selfwheel import build_self_wheel
 
     validate_base_image(base_image)
     lock = lock or context / "requirements.lock"
@@ -126,42 +126,46 @@ def build_image(
     packages += system.resolve(names, release=None)  # an unknown name: exit 2 before Docker is asked
     client = client or connect()
     if packages:
-        release = base_release(client, base_image)
+        base = base_state(client, base_image, cache=deb_cache or default_cache() / "debs")
         host = system.host_release()
-        if release != host:
+        if base.release != host:
             raise UsageError(
-                f"system_packages: the base image is Debian {release or '(unknown)'}, this host's apt serves "
+                f"system_packages: the base image is Debian {base.release or '(unknown)'}, this host's apt serves "
                 f"{host or 'no Debian release'}: the .deb files would be for the wrong release"
             )
+        packages = system.closure(packages, base_status=base.status)  # and what they need that the base lacks
     debs = system.fetch(packages, deb_cache or default_cache() / "debs", on_progress=on_progress)
     started = time.monotonic()
-    with (
-        _files.scratch("toolkit-dist") as dist,
-        tempfile.TemporaryFile(prefix="toolkit-context-") as fileobj,
-    ):
-        toolkit_wheel = build_self_wheel(Path(dist))
-        write_context(
-            fileobj,
-            lock=lock,
-            wheels=wheels,
-            toolkit_wheel=toolkit_wheel,
-            debs=debs,
-            system_manifest=system.manifest(packages),
+    with _files.scratch("toolkit-dist") as dist:
+        toolkit_wheel = _self_wheel(Path(dist))
+        stream = ContextStream(
+            lambda fileobj: write_context(
+                fileobj,
+                lock=lock,
+                wheels=wheels,
+                toolkit_wheel=toolkit_wheel,
+                debs=debs,
+                system_manifest=system.manifest(packages),
+            )
         )
-        fileobj.seek(0)
-        image_id = build(
-            client,
-            fileobj,
-            tag=tag,
-            buildargs={
-                "BASE_IMAGE": base_image,
-                "BASE_DIGEST": base_image.rpartition("@")[2],
-                "LOCK_SHA256": lock_hash,
-                "REVISION": revision,
-            },
-            no_cache=no_cache,
-            on_progress=on_progress,
-        )
+        try:
+            image_id = build(
+                client,
+                stream,
+                tag=tag,
+                buildargs={
+                    "BASE_IMAGE": base_image,
+                    "BASE_DIGEST": base_image.rpartition("@")[2],
+                    "LOCK_SHA256": lock_hash,
+                    "REVISION": revision,
+                },
+                no_cache=no_cache,
+                on_progress=on_progress,
+            )
+        except DockerError:
+            if stream.error is not None:  # the context could not be written: that is the cause
+                raise stream.error from None
+            raise
     return BuildResult(
         tag=tag,
         image_id=image_id,
@@ -173,6 +177,17 @@ def build_image(
     )
 
 
+def _self_wheel(scratch: Path) -> Path:
+    """This toolkit's wheel: the one cached for exactly these files, else one built in ``scratch``
+    (a cache that cannot be written costs the build nothing but the time)."""
+    from toolkit.docker.selfwheel import build_self_wheel, cached_self_wheel
+
+    try:
+        return cached_self_wheel(default_cache() / "selfwheel")
+    except UsageError:
+        return build_self_wheel(scratch)
+
+
 def default_cache() -> Path:
     """Where downloads are kept across projects: ``$TOOLKIT_CACHE``, else ``$XDG_CACHE_HOME/toolkit``."""
     explicit = os.environ.get(env.CACHE)
@@ -181,20 +196,50 @@ def default_cache() -> Path:
     return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache").expanduser() / "toolkit"
 
 
-def base_release(client: Any, base_image: str) -> str | None:
-    """The Debian release (``VERSION_CODENAME``) of ``base_image``, read in a network-less container."""
+@dataclass(frozen=True, kw_only=True, slots=True)
+class BaseState:
+    """What a base image's Debian holds: its release and its dpkg status (the installed packages)."""
+
+    release: str | None
+    status: str
+
+
+_STATUS_LIMIT = 16 * 1024 * 1024  # a minbase's status is ~100 KB; a full Debian's a few MB
+
+
+def base_state(client: Any, base_image: str, *, cache: Path | None = None) -> BaseState:
+    """``base_image``'s release (``VERSION_CODENAME``) and ``/var/lib/dpkg/status``, read once in a
+    network-less container and kept in ``cache`` by the base's digest (a digest's files never change)."""
+    from toolkit import _json
     from toolkit.docker.system import release_of
 
+    digest = validate_base_image(base_image).rpartition("@sha256:")[2]
+    kept = cache / f"base-{digest}.json" if cache is not None else None
+    if kept is not None and kept.is_file():
+        with contextlib.suppress(OSError, ValueError):
+            data = _json.loads(kept.read_text(encoding="utf-8"))
+            if isinstance(data, dict) and isinstance(data.get("status"), str):
+                release = data.get("release")
+                return BaseState(release=release if isinstance(release, str) else None, status=data["status"])
     printed = bytearray()
 
     def keep(stream: str, chunk: bytes) -> None:
         if stream == "stdout":
-            printed.extend(chunk[: 65536 - len(printed)])
+            printed.extend(chunk[: _STATUS_LIMIT - len(printed)])
 
-    result = run(client, base_image, ["/etc/os-release"], entrypoint=["cat"], on_output=keep)
+    files = ["/etc/os-release", "/var/lib/dpkg/status"]
+    result = run(client, base_image, files, entrypoint=["cat"], on_output=keep)
     if result.exit_code != 0:
-        raise DockerError(f"cannot read /etc/os-release in {base_image} (exit {result.exit_code})")
-    return release_of(printed.decode("utf-8", errors="replace"))
+        raise DockerError(f"cannot read {' and '.join(files)} in {base_image} (exit {result.exit_code})")
+    text = printed.decode("utf-8", errors="replace")
+    cut = text.find("Package: ")
+    state = BaseState(release=release_of(text[:cut] if cut >= 0 else text), status=text[cut:] if cut >= 0 else "")
+    if kept is not None:
+        with contextlib.suppress(OSError):
+            kept.parent.mkdir(parents=True, exist_ok=True)
+            tmp = _files.write_temp(kept, json.dumps({"release": state.release, "status": state.status}).encode())
+            _files.publish(tmp, kept, overwrite=True)
+    return state
 
 
 def gate_in_model_image(model: Path, policy: str) -> str | None:

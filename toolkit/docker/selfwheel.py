@@ -18,7 +18,7 @@ from pathlib import Path
 from toolkit import _files
 from toolkit.errors import UsageError
 
-__all__ = ["build_self_wheel", "package_files"]
+__all__ = ["build_self_wheel", "cached_self_wheel", "package_files"]
 
 _DIST = "toolkit"
 # 1980-01-01, the earliest time a zip can hold: no build's clock gets into the wheel.
@@ -71,6 +71,46 @@ def build_self_wheel(dest: Path) -> Path:
             zinfo.compress_type = zipfile.ZIP_DEFLATED
             wheel.writestr(zinfo, data)
     return target
+
+
+def cached_self_wheel(cache: Path) -> Path:
+    """The toolkit's wheel from ``cache``, built there first when the installed toolkit changed.
+
+    The key is every package file's name, size and modification time plus the distribution's
+    metadata: reading that is a stat per file, where building is reading and deflating every
+    file (most of a warm image build's own time). A changed file changes its mtime, so the key.
+    Raises: UsageError (as :func:`build_self_wheel`).
+    """
+    import toolkit
+
+    metadata, entry_points = _metadata(toolkit.__version__)
+    digest = hashlib.sha256(metadata + b"\0" + entry_points + b"\0" + _WHEEL.encode())
+    for name, path in package_files():
+        try:
+            st = path.stat()
+        except OSError as e:
+            raise UsageError(f"{path}: cannot read it for the toolkit's wheel ({e.strerror or e})") from e
+        digest.update(f"{name}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+    folder = cache / digest.hexdigest()[:32]
+    found = folder / f"{_DIST}-{toolkit.__version__}-py3-none-any.whl"
+    stamp = folder / "sha256"
+    # The stamp is written after the wheel: a wheel without it, or whose bytes no longer hash to it
+    # (a truncated or damaged file), is built again.
+    try:
+        if found.is_file() and stamp.read_text(encoding="ascii").strip() == _sha256(found):
+            return found
+    except (OSError, UnicodeDecodeError):
+        pass
+    built = build_self_wheel(folder)
+    try:
+        _files.save(stamp, (_sha256(built) + "\n").encode("ascii"))
+    except UsageError:
+        pass  # no stamp: the next build builds it again, nothing worse
+    return built
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def _metadata(version: str) -> tuple[bytes, bytes]:

@@ -5,12 +5,20 @@ fetched on the host, for the base image's Debian release, so the build installs 
 that exact file (apt checks it against the signed archive's hashes). The host's apt serves the
 host's release, so the base's release (its ``/etc/os-release``) must be the host's: a different
 one is one line saying so, never a .deb from the wrong release. Nothing here talks to Docker.
+
+A package's own dependencies: what the base lacks is resolved by apt's own resolver, against the
+base's dpkg status (``apt-get install --simulate -o Dir::State::status=BASE``: what apt would
+install on *that* system, from this host's sources of the same release), at exact versions, and
+fetched and installed with the packages asked for. The image records them all: a dependency's
+version is as much the runtime as the package that pulled it in (libopenblas0 runs libgfortran5's
+code), so ``strict`` compares every .deb the base did not have.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 from collections.abc import Callable, Sequence
@@ -24,6 +32,7 @@ from toolkit.project import DEBIAN_NAME_RE
 __all__ = [
     "RECORD_PATH",
     "SystemPackage",
+    "closure",
     "fetch",
     "host_release",
     "manifest",
@@ -33,6 +42,8 @@ __all__ = [
 
 RECORD_PATH = "/opt/toolkit/system-packages.json"  # in the image; card schema 3 reads it
 _TIMEOUT = 300
+# apt-get --simulate: "Inst NAME [INSTALLED] (VERSION ARCHIVE [ARCH])"; [INSTALLED] when it upgrades one.
+_INST = re.compile(r"^Inst (?P<name>[a-z0-9][a-z0-9.+-]*)(?::[a-z0-9-]+)? (?:\[[^\]]*\] )?\((?P<version>\S+) ")
 _VERSION_CHARS = frozenset("0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ.+~:-")
 
 
@@ -93,6 +104,53 @@ def resolve(names: Sequence[str], *, release: str | None) -> list[SystemPackage]
             )
         resolved.append(SystemPackage(name=name, version=version))
     return resolved
+
+
+def closure(packages: Sequence[SystemPackage], *, base_status: str) -> list[SystemPackage]:
+    """``packages`` and every package they depend on that the base lacks (or has too old), at the
+    versions apt would install on the base: its resolver run against ``base_status`` (the text of
+    the base's ``/var/lib/dpkg/status``), recommends left out as the base's own installs do.
+
+    Raises: UsageError (apt cannot satisfy them on this base: its reason, one line), DockerError.
+    """
+    if not packages:
+        return []
+    apt_get = _tool("apt-get")
+    with _files.scratch("toolkit-apt") as tmp:
+        status = Path(tmp) / "status"
+        status.write_text(base_status, encoding="utf-8")
+        command = [
+            apt_get,
+            "install",
+            "--simulate",
+            "-q",
+            "--no-install-recommends",
+            "-o",
+            f"Dir::State::status={status}",
+        ]
+        done = _run([*command, *(f"{p.name}={p.version}" for p in packages)], check=False)
+    found = parse_simulation(done.stdout)
+    if done.returncode != 0 or not found:
+        reasons = [
+            line.strip() for line in (done.stdout + "\n" + done.stderr).splitlines() if line.startswith(("E:", " "))
+        ]
+        raise UsageError(
+            "system_packages: apt cannot install "
+            + ", ".join(f"{p.name}={p.version}" for p in packages)
+            + f" on the base: {reasons[-1] if reasons else f'exit {done.returncode}'}"
+        )
+    # One the base already has at that version is not added (nor recorded): the base digest pins it.
+    return sorted(found, key=lambda p: p.name)
+
+
+def parse_simulation(output: str) -> list[SystemPackage]:
+    """Every ``Inst`` line of ``apt-get install --simulate`` as the package and version it installs."""
+    found: dict[str, SystemPackage] = {}
+    for line in output.splitlines():
+        m = _INST.match(line)
+        if m and set(m["version"]) <= _VERSION_CHARS:
+            found[m["name"]] = SystemPackage(name=m["name"], version=m["version"])
+    return list(found.values())
 
 
 def fetch(

@@ -19,7 +19,7 @@ from typing import Any
 from toolkit import _files
 from toolkit.errors import IntegrityError, ReadOnlyRegistry, RegistryError, ToolkitError
 from toolkit.identifiers import parse_version
-from toolkit.registry.index.sqlite_db import DB_FILE, connect_readonly, has_schema, write_transaction
+from toolkit.registry.index.sqlite_db import DB_FILE, connect_readonly, has_schema, is_readonly, write_transaction
 from toolkit.registry.rules import now as _now
 from toolkit.registry.store.directory import UNCOMMITTED, own_leftovers, registered_dirs
 
@@ -71,7 +71,7 @@ def recover_directory(root: Path, user: str) -> tuple[tuple[tuple[str, str], ...
     try:
         conn = _new_index(tmp_db)
         try:
-            with write_transaction(conn):
+            with write_transaction(conn, path=tmp_db):
                 for name, version, model, card in good:
                     major, minor, patch = parse_version(version)
                     metrics = {str(k): {str(m): float(v) for m, v in sec.items()} for k, sec in card.metrics.items()}
@@ -110,6 +110,8 @@ def recover_directory(root: Path, user: str) -> tuple[tuple[tuple[str, str], ...
             raise ReadOnlyRegistry(f"the registry {root} is read-only here ({e.strerror}); cannot recover") from e
         raise RegistryError(f"cannot write the registry index {db}: {e}") from e
     except sqlite3.Error as e:
+        if is_readonly(e):
+            raise ReadOnlyRegistry(f"the registry {root} is read-only here ({e}); cannot recover") from e
         raise RegistryError(f"cannot write the registry index {db}: {e}") from e
     finally:
         for leftover in (tmp_db, Path(f"{tmp_db}-wal"), Path(f"{tmp_db}-shm"), Path(f"{tmp_db}-journal")):

@@ -351,7 +351,7 @@ def _build_lines(emit: Progress) -> Callable[[str], None]:
         for line in text.splitlines():
             if line.strip().startswith("Step "):
                 emit(f"build {line.strip()}")
-            elif line.strip().startswith("downloading"):
+            elif line.strip().startswith(("downloading", "wheel ")):
                 emit(line.strip())
 
     return on_build

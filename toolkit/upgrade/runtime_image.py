@@ -16,6 +16,7 @@ import hashlib
 import os
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -134,34 +135,73 @@ def recorded_system_packages(card: ModelCard) -> list[SystemPackage]:
 
 def ensure_wheels(lock: Path, wheelhouse: Path, *, on_progress: Callable[[str], None] | None = None) -> None:
     """Every wheel ``lock`` pins, in ``wheelhouse``: what is missing is downloaded (pip checks the
-    lock's hashes). Raises: UsageError (no pins), DockerError (the download failed)."""
+    lock's hashes). ``on_progress`` gets one ``downloading ...`` line, then a ``wheel n/N NAME``
+    line as pip takes each pin (the CLI redraws those on a terminal and drops them in a log).
+    Raises: UsageError (no pins), DockerError (the download failed)."""
     from toolkit.docker.context import lock_pins, locked_wheels
 
-    lock_pins(lock)  # data only, before pip ever sees it (its own error, not "something missing")
+    pins = lock_pins(lock)  # data only, before pip ever sees it (its own error, not "something missing")
     try:
         locked_wheels(lock, wheelhouse)
         return
     except UsageError:
         pass  # something is missing: download it (lock_pins' own errors come back below)
-    if on_progress is not None:
-        on_progress(f"downloading the wheels of {lock} into {wheelhouse}\n")
+    emit = on_progress or (lambda text: None)
+    emit(f"downloading the {len(pins)} wheels of {lock} into {wheelhouse}\n")
     wheelhouse.mkdir(parents=True, exist_ok=True)
     environment = {**os.environ, env.PIP_CONFIG_FILE: os.devnull, env.PIP_DISABLE_PIP_VERSION_CHECK: "1"}
     environment.pop(env.PIP_FIND_LINKS, None)
-    command = [sys.executable, "-m", "pip", "download", "--quiet", "--only-binary=:all:", "--no-deps"]
+    command = [sys.executable, "-m", "pip", "download", "--progress-bar", "off", "--only-binary=:all:", "--no-deps"]
     command += ["--require-hashes", "-r", str(lock), "-d", str(wheelhouse)]
-    try:
-        done = subprocess.run(
-            command, capture_output=True, text=True, timeout=_DOWNLOAD_TIMEOUT, env=environment, check=False
-        )
-    except (OSError, subprocess.SubprocessError) as e:
-        raise DockerError(f"cannot download the wheels of {lock}: {e}") from e
-    if done.returncode != 0:
-        last = [line.strip() for line in done.stderr.splitlines() if line.strip()]
+    lines = _pip_lines(command, environment, lambda n, what: emit(f"wheel {n}/{len(pins)} {what}\n"))
+    if lines.returncode != 0:
+        last = [line.strip() for line in lines.tail if line.strip() and not line.startswith(" ")] or lines.tail
         raise DockerError(
-            f"cannot download the wheels of {lock}: {last[-1] if last else f'pip exited {done.returncode}'}"
+            f"cannot download the wheels of {lock}: {last[-1] if last else f'pip exited {lines.returncode}'}"
         )
     locked_wheels(lock, wheelhouse)  # what pip fetched must be exactly what the lock pins
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class _PipRun:
+    returncode: int
+    tail: list[str]
+
+
+def _pip_lines(command: list[str], environment: dict[str, str], on_pin: Callable[[int, str], None]) -> _PipRun:
+    """Run pip, calling ``on_pin(n, "NAME==VERSION")`` at each ``Collecting`` line it prints."""
+    import collections
+
+    tail: collections.deque[str] = collections.deque(maxlen=40)
+    taken = 0
+    try:
+        with subprocess.Popen(
+            command,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            text=True,
+            errors="replace",
+            env=environment,
+        ) as proc:
+            assert proc.stdout is not None
+            # A hung download ends at the deadline: the read below then sees the pipe close.
+            watchdog = threading.Timer(_DOWNLOAD_TIMEOUT, proc.kill)
+            watchdog.daemon = True
+            watchdog.start()
+            try:
+                for raw in proc.stdout:
+                    line = raw.rstrip()
+                    tail.append(line)
+                    if line.startswith("Collecting "):
+                        taken += 1
+                        on_pin(taken, line.removeprefix("Collecting ").split(" ", 1)[0])
+            finally:
+                watchdog.cancel()
+            code = proc.wait()
+    except (OSError, subprocess.SubprocessError) as e:
+        raise DockerError(f"cannot download wheels: {e}") from e
+    return _PipRun(returncode=code, tail=list(tail))
 
 
 def ensure_runtime_image(

@@ -57,7 +57,7 @@ class SqliteIndex:
     def write(self, name: str) -> Iterator[_SqliteWriter]:
         conn = self._connect(write=True, create=True)
         assert conn is not None
-        with db.write_transaction(conn):
+        with db.write_transaction(conn, path=self.root / db.DB_FILE):
             yield _SqliteWriter(conn)
 
     @contextmanager

@@ -31,6 +31,7 @@ __all__ = [
     "connect",
     "connect_readonly",
     "has_schema",
+    "is_readonly",
     "widen_history_events",
     "write_transaction",
 ]
@@ -121,6 +122,12 @@ def connect(root: Path, *, create: bool) -> sqlite3.Connection | None:
             raise _write_error(path, e) from e
         except OSError as e:
             raise _write_error(path, e) from e
+    if not (os.access(path, os.W_OK) and os.access(root, os.W_OK)):
+        # SQLite would open it read-only without a word, leave its -wal and -shm files in a folder
+        # it may write, and refuse only at the first write: say so now, having written nothing.
+        raise ReadOnlyRegistry(
+            f"the registry {root} is read-only here (no write access); reading works, writing does not"
+        )
     try:
         # isolation_level=None: we issue BEGIN/COMMIT ourselves, so the module never opens
         # a deferred transaction behind our back (deferred writers deadlock-upgrade under load).
@@ -132,7 +139,7 @@ def connect(root: Path, *, create: bool) -> sqlite3.Connection | None:
         _ensure_schema(conn, path)
     except sqlite3.DatabaseError as e:
         conn.close()
-        if _is_readonly(e):
+        if is_readonly(e):
             raise _write_error(path, e) from e
         raise RegistryError(f"the registry index {path} is unreadable: {e}") from e
     except BaseException:
@@ -220,7 +227,8 @@ def _create_atomically(root: Path, path: Path) -> None:
                 leftover.unlink()
 
 
-def _is_readonly(e: BaseException) -> bool:
+def is_readonly(e: BaseException) -> bool:
+    """Whether ``e`` (an OSError or an SQLite error) says the registry cannot be written here."""
     if isinstance(e, OSError):
         return e.errno in (errno.EROFS, errno.EACCES, errno.EPERM)
     text = str(e).lower()
@@ -228,29 +236,52 @@ def _is_readonly(e: BaseException) -> bool:
 
 
 def _write_error(path: Path, e: BaseException) -> RegistryError:
-    if _is_readonly(e):
+    if is_readonly(e):
         return ReadOnlyRegistry(f"the registry {path.parent} is read-only here ({e}); reading works, writing does not")
     return RegistryError(f"cannot open the registry index {path}: {e}")
 
 
 @contextmanager
-def write_transaction(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
-    """``BEGIN IMMEDIATE`` ... ``COMMIT``: take the write lock up front, roll back on any error."""
+def write_transaction(conn: sqlite3.Connection, *, path: Path) -> Iterator[sqlite3.Connection]:
+    """``BEGIN IMMEDIATE`` ... ``COMMIT``: take the write lock up front, roll back on any error.
+
+    SQLite opens a file it may not write (a read-only mount, a file or folder without write
+    permission, as inside a container whose user does not own the mount) read-only without a
+    word and says so only at the first write: whether that is the BEGIN, a statement or the
+    COMMIT, it is :class:`ReadOnlyRegistry` (exit 4) naming ``path``'s registry, never a bare
+    ``sqlite3.OperationalError``.
+    """
+    where = path
     try:
         conn.execute("BEGIN IMMEDIATE")
     except sqlite3.OperationalError as e:
+        if is_readonly(e):
+            raise _write_error(where, e) from e
         raise RegistryError(f"the registry is busy (another writer held it for {BUSY_TIMEOUT_S:.0f}s): {e}") from e
     try:
         yield conn
+    except sqlite3.OperationalError as e:
+        _rollback(conn)
+        if is_readonly(e):
+            raise _write_error(where, e) from e
+        raise RegistryError(f"the registry index {where} refused a write: {e}") from e
     except BaseException:
-        conn.execute("ROLLBACK")
+        _rollback(conn)
         raise
     try:
         conn.execute("COMMIT")
     except sqlite3.Error as e:
-        if conn.in_transaction:
-            conn.execute("ROLLBACK")
+        _rollback(conn)
+        if is_readonly(e):
+            raise _write_error(where, e) from e
         raise RegistryError(f"the registry could not commit: {e}") from e
+
+
+def _rollback(conn: sqlite3.Connection) -> None:
+    # SQLite may already have rolled back (a failed COMMIT, a read-only refusal): then there is none.
+    if conn.in_transaction:
+        with suppress(sqlite3.Error):
+            conn.execute("ROLLBACK")
 
 
 def _set_wal(conn: sqlite3.Connection) -> None:
@@ -278,7 +309,7 @@ def _ensure_schema(conn: sqlite3.Connection, path: Path) -> None:
         raise RegistryError(
             f"the registry index {path} has schema version {version}; this toolkit knows {SCHEMA_VERSION}: upgrade"
         )
-    with write_transaction(conn):
+    with write_transaction(conn, path=path):
         # Re-read under the lock: another process may have created it meanwhile.
         if conn.execute("PRAGMA user_version").fetchone()[0] == 0:
             for statement in _split_statements(_SCHEMA):
