@@ -10,6 +10,7 @@ same bytes and the image build's cache holds.
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import importlib.metadata
 import zipfile
@@ -102,10 +103,8 @@ def cached_self_wheel(cache: Path) -> Path:
     except (OSError, UnicodeDecodeError):
         pass
     built = build_self_wheel(folder)
-    try:
+    with contextlib.suppress(UsageError):  # no stamp: the next build builds it again, nothing worse
         _files.save(stamp, (_sha256(built) + "\n").encode("ascii"))
-    except UsageError:
-        pass  # no stamp: the next build builds it again, nothing worse
     return built
 
 
