@@ -285,6 +285,92 @@ def test_a_candidate_lock_the_toolkit_cannot_run_on_exits_5_in_one_line(
     assert len(lines) == 1 and lines[0].startswith("error: image build failed: "), done.stderr
 
 
+# --- --certify, then the gate in the candidate image -------------------------------------------
+
+
+def test_certify_under_the_variant_lock_then_the_gate_in_the_variant_image_accepts_that_model_only(
+    in_image: Path, variant: RuntimeImage, variant_lock: Path, base_ref: str, client: Any, tmp_path: Path
+) -> None:
+    """upgrade-check --certify under a candidate lock (the variant's image, already built), then
+    check-env --policy certified inside that image: the certified model passes, naming its
+    certification; another model, a forged certification and an edited one exit 1 with the reason."""
+    from toolkit.certification import _parse, write
+    from toolkit.signing import keygen
+
+    tmp_path.chmod(0o755)  # the gate in the image runs as its own user, which must read what is mounted
+    private, public = keygen(tmp_path / "ci")
+    stranger, _ = keygen(tmp_path / "stranger")
+    good = tmp_path / "certs"
+    done = _toolkit(
+        *_check_args(variant_lock, in_image, base_ref),
+        "--name",
+        "wine-lr",
+        "--certify",
+        str(good),
+        "--key",
+        str(private),
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    (cert,) = sorted(good.glob("*.cert.json"))
+    assert f"certified: {cert}" in done.stderr
+    doc = json.loads(cert.read_text())
+    assert doc["lock_sha256"] == variant.lock_sha256 and doc["base_image"] == base_ref
+    assert doc["runtime"]["packages"]["scikit-learn"] == VARIANT_SKLEARN  # seen from inside the candidate
+    forged = tmp_path / "forged"  # the same statement, signed by a key nobody trusts
+    write(forged, _parse(cert.read_bytes(), cert), key=stranger)
+    edited = tmp_path / "edited"  # signed, then edited
+    edited.mkdir()
+    (edited / cert.name).write_bytes(cert.read_bytes().replace(b'"at": "', b'"at": "1'))
+    sig = cert.name + ".sig"
+    (edited / sig).write_bytes((good / sig).read_bytes())
+    for folder in (good, forged, edited):
+        folder.chmod(0o755)
+        for f in folder.iterdir():
+            f.chmod(0o644)
+    registry = Registry(in_image)
+    models: dict[str, Path] = {}
+    for name in ("wine-lr", "wine-rf"):
+        path = registry.get(name, "1.0.0").path
+        assert path is not None
+        models[name] = path
+    mounts = [tdocker.Mount(source=p.parent.resolve(), target=f"/models/{n}") for n, p in models.items()]
+    mounts += [tdocker.Mount(source=d, target=f"/certs/{d.name}") for d in (good, forged, edited)]
+    mounts.append(tdocker.Mount(source=public, target="/keys/ci.pub"))
+    cases = {"certified": ("wine-lr", "certs"), "other-model": ("wine-rf", "certs"),
+             "forged": ("wine-lr", "forged"), "edited": ("wine-lr", "edited")}  # fmt: skip
+    script = "".join(
+        f"echo @@{case}; toolkit check-env /models/{name}/{models[name].name} --policy certified "
+        f"--certifications /certs/{folder} --trusted-key /keys/ci.pub --json; echo @@rc $?\n"
+        for case, (name, folder) in cases.items()
+    )
+    out: list[bytes] = []
+    result = tdocker.run_in_container(
+        variant.tag, [script], entrypoint=["/bin/sh", "-c"], mounts=mounts,
+        user=f"{tdocker.IMAGE_UID}:{tdocker.IMAGE_UID}", client=client,
+        on_output=lambda stream, chunk: out.append(chunk) if stream == "stdout" else None,
+    )  # fmt: skip
+    text = b"".join(out).decode()
+    assert result.exit_code == 0, text
+    got = {
+        case: {"report": json.loads(body), "rc": int(rc)}
+        for case, body, rc in re.findall(r"^@@(\S+)\n(.*?)^@@rc (\d+)$", text, re.MULTILINE | re.DOTALL)
+    }
+    assert {c: g["rc"] for c, g in got.items()} == {"certified": 0, "other-model": 1, "forged": 1, "edited": 1}, text
+    accepted = got["certified"]["report"]
+    assert accepted["ok"] and accepted["policy"] == "certified" and accepted["certification"].startswith(cert.name)
+    assert {"name": "scikit-learn", "field": "package"}.items() <= accepted["certified_differences"][0].items()
+    other = got["other-model"]["report"]
+    assert other["certification"] is None and other["refused_certifications"] == []
+    assert other["remedies"][0].startswith("certify this model under this runtime's lock")
+    assert any(d["name"] == "scikit-learn" for d in other["differences"])
+    assert got["forged"]["report"]["certification"] is None
+    assert any(
+        "untrusted key" in r or "does not verify" in r for r in got["forged"]["report"]["refused_certifications"]
+    )
+    assert got["edited"]["report"]["certification"] is None
+    assert any("changed since it was signed" in r for r in got["edited"]["report"]["refused_certifications"])
+
+
 # --- image rebuild -----------------------------------------------------------------------------
 
 
