@@ -73,6 +73,25 @@ def variant(client: Any, base_ref: str, variant_lock: Path) -> RuntimeImage:
 
 
 @pytest.fixture(scope="session")
+def variant_check(
+    in_image: Path, variant: RuntimeImage, variant_lock: Path, base_ref: str, tmp_path_factory: pytest.TempPathFactory
+) -> tuple[subprocess.CompletedProcess[str], Path]:
+    """One `upgrade-check --lock VARIANT --json --junit J --certify C --key K` over ``in_image``,
+    shared by the verdict test and the certification test (one candidate run, not two):
+    (the run, its folder: report.xml, certs/, ci.key, ci.pub)."""
+    from toolkit.signing import keygen
+
+    work = tmp_path_factory.mktemp("variant-check")
+    work.chmod(0o755)  # the gate in the image runs as its own user, which must read what is mounted
+    private, _ = keygen(work / "ci")
+    done = _toolkit(
+        *_check_args(variant_lock, in_image, base_ref), "--json", "--junit", str(work / "report.xml"),
+        "--certify", str(work / "certs"), "--key", str(private),
+    )  # fmt: skip
+    return done, work
+
+
+@pytest.fixture(scope="session")
 def in_image(current: RuntimeImage, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A registry of two models trained in the current image, both production."""
     root = tmp_path_factory.mktemp("in-image") / "models"
@@ -132,10 +151,10 @@ def test_the_lock_the_models_were_trained_with_is_safe_for_every_model(
 
 
 def test_another_scikit_learn_release_gets_a_verdict_per_model_in_json_and_junit(
-    in_image: Path, variant: RuntimeImage, variant_lock: Path, base_ref: str, tmp_path: Path
+    in_image: Path, variant: RuntimeImage, variant_lock: Path, base_ref: str, variant_check: tuple[Any, Path]
 ) -> None:
-    junit = tmp_path / "report.xml"
-    done = _toolkit(*_check_args(variant_lock, in_image, base_ref), "--json", "--junit", str(junit))
+    done, work = variant_check
+    junit = work / "report.xml"
     report = json.loads(done.stdout)
     assert done.returncode == report["exit_code"] == (0 if report["ok"] else 1), done.stderr
     assert report["candidate"] == {
@@ -284,6 +303,100 @@ def test_a_candidate_lock_the_toolkit_cannot_run_on_exits_5_in_one_line(
     assert done.stdout == ""
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: image build failed: "), done.stderr
+
+
+# --- --certify, then the gate in the candidate image -------------------------------------------
+
+
+def test_certify_under_the_variant_lock_then_the_gate_in_the_variant_image_accepts_that_model_only(
+    in_image: Path, variant: RuntimeImage, base_ref: str, client: Any, variant_check: tuple[Any, Path], tmp_path: Path
+) -> None:
+    """upgrade-check --certify under a candidate lock (the variant's image, already built; the
+    run the verdict test checks), then check-env --policy certified inside that image: the
+    certified model passes, naming its certification; another model, a forged certification and
+    an edited one exit 1 with the reason."""
+    from toolkit.artifact import artifact_paths, sign
+    from toolkit.certification import _parse, write
+    from toolkit.signing import keygen
+
+    done, work = variant_check
+    assert done.returncode in (0, 1), done.stdout + done.stderr
+    report = json.loads(done.stdout)
+    assert next(m for m in report["models"] if m["name"] == "wine-lr")["verdict"] == "safe", report
+    tmp_path.chmod(0o755)  # the gate in the image runs as its own user, which must read what is mounted
+    private, public = work / "ci.key", work / "ci.pub"
+    stranger, _ = keygen(tmp_path / "stranger")
+    lr_sha = Registry(in_image).get("wine-lr", "1.0.0").sha256
+    written = {json.loads(c.read_text())["name"]: c for c in (work / "certs").glob("*.cert.json")}
+    assert all(f"certified: {c}" in done.stderr for c in written.values()), done.stderr
+    cert = written["wine-lr"]
+    assert cert.name.startswith(lr_sha[:16])
+    doc = json.loads(cert.read_text())
+    assert doc["lock_sha256"] == variant.lock_sha256 and doc["base_image"] == base_ref
+    assert doc["runtime"]["packages"]["scikit-learn"] == VARIANT_SKLEARN  # seen from inside the candidate
+    good = tmp_path / "certs"  # wine-lr's certification only: wine-rf is "another model"
+    good.mkdir()
+    for f in (cert, cert.with_name(cert.name + ".sig")):
+        shutil.copy(f, good / f.name)
+    forged = tmp_path / "forged"  # the same statement, signed by a key nobody trusts
+    write(forged, _parse(cert.read_bytes(), cert), key=stranger)
+    edited = tmp_path / "edited"  # signed, then edited
+    edited.mkdir()
+    (edited / cert.name).write_bytes(cert.read_bytes().replace(b'"at": "', b'"at": "1'))
+    sig = cert.name + ".sig"
+    (edited / sig).write_bytes((good / sig).read_bytes())
+    for folder in (good, forged, edited):
+        folder.chmod(0o755)
+        for f in folder.iterdir():
+            f.chmod(0o644)
+    registry = Registry(in_image)
+    models: dict[str, Path] = {}
+    for name in ("wine-lr", "wine-rf"):  # copies, signed by the team: trust is configured in the image
+        path = registry.get(name, "1.0.0").path
+        assert path is not None
+        (tmp_path / name).mkdir(mode=0o755)
+        for f in artifact_paths(path).files():
+            shutil.copy(f, tmp_path / name / f.name)
+        models[name] = tmp_path / name / path.name
+        sign(models[name], private)
+        for f in (tmp_path / name).iterdir():
+            f.chmod(0o644)
+    mounts = [tdocker.Mount(source=p.parent.resolve(), target=f"/models/{n}") for n, p in models.items()]
+    mounts += [tdocker.Mount(source=d, target=f"/certs/{d.name}") for d in (good, forged, edited)]
+    mounts.append(tdocker.Mount(source=public, target="/keys/ci.pub"))
+    cases = {"certified": ("wine-lr", "certs"), "other-model": ("wine-rf", "certs"),
+             "forged": ("wine-lr", "forged"), "edited": ("wine-lr", "edited")}  # fmt: skip
+    script = "".join(
+        f"echo @@{case}; toolkit check-env /models/{name}/{models[name].name} --policy certified "
+        f"--certifications /certs/{folder} --trusted-key /keys/ci.pub --json; echo @@rc $?\n"
+        for case, (name, folder) in cases.items()
+    )
+    out: list[bytes] = []
+    result = tdocker.run_in_container(
+        variant.tag, [script], entrypoint=["/bin/sh", "-c"], mounts=mounts,
+        user=f"{tdocker.IMAGE_UID}:{tdocker.IMAGE_UID}", client=client,
+        on_output=lambda stream, chunk: out.append(chunk) if stream == "stdout" else None,
+    )  # fmt: skip
+    text = b"".join(out).decode()
+    assert result.exit_code == 0, text
+    got = {
+        case: {"report": json.loads(body), "rc": int(rc)}
+        for case, body, rc in re.findall(r"^@@(\S+)\n(.*?)^@@rc (\d+)$", text, re.MULTILINE | re.DOTALL)
+    }
+    assert {c: g["rc"] for c, g in got.items()} == {"certified": 0, "other-model": 1, "forged": 1, "edited": 1}, text
+    accepted = got["certified"]["report"]
+    assert accepted["ok"] and accepted["policy"] == "certified" and accepted["certification"].startswith(cert.name)
+    assert any(d["name"] == "scikit-learn" for d in accepted["certified_differences"]), accepted
+    other = got["other-model"]["report"]
+    assert other["certification"] is None and other["refused_certifications"] == []
+    assert other["remedies"][0].startswith("certify this model under this runtime's lock")
+    assert any(d["name"] == "scikit-learn" for d in other["differences"])
+    assert got["forged"]["report"]["certification"] is None
+    assert any(
+        "untrusted key" in r or "does not verify" in r for r in got["forged"]["report"]["refused_certifications"]
+    )
+    assert got["edited"]["report"]["certification"] is None
+    assert any("changed since it was signed" in r for r in got["edited"]["report"]["refused_certifications"])
 
 
 # --- image rebuild -----------------------------------------------------------------------------

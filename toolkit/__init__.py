@@ -2,7 +2,7 @@
 
 The public API: ``save``, ``load``, ``verify``, ``read_card``, ``check_env``, ``predict`` and
 ``sign``; the records they return (``ModelCard``, ``Report``, ``Predictions``, ``Difference``);
-``Registry``; every error, and ``EnvironmentMismatchWarning``. Heavy modules (joblib,
+``Registry``; every error, ``EnvironmentMismatchWarning`` and ``CertifiedRuntimeWarning``. Heavy modules (joblib,
 scikit-learn, pandas) and the registry are imported on first use, so that ``toolkit check-env``
 stays fast and never imports scikit-learn.
 """
@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from toolkit.errors import (
     CardError,
+    CertifiedRuntimeWarning,
     ConfigError,
     DataError,
     Difference,
@@ -35,6 +36,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "CardError",
+    "CertifiedRuntimeWarning",
     "ConfigError",
     "DataError",
     "Difference",

@@ -37,6 +37,7 @@ from toolkit.card import (
 )
 from toolkit.errors import (
     CardError,
+    CertifiedRuntimeWarning,
     Difference,
     EnvironmentMismatch,
     EnvironmentMismatchWarning,
@@ -401,6 +402,7 @@ def load(
     require_provenance: bool = False,
     checker_packages: Iterable[str] = (),
     trusted: Iterable[str] = (),
+    certifications: str | os.PathLike[str] | None = None,
 ) -> Any:
     """Unpickle an artifact only after its checksum and this runtime pass the card.
 
@@ -418,6 +420,10 @@ def load(
     ProvenanceError as the gate's ``--require-provenance`` (checked before anything is unpickled).
     ``checker_packages``: distributions the loading process itself needs (a server's), not
     compared under strict when the card does not record them (``toolkit.policy.differences``).
+    ``policy="certified"``: compared as strict, and a certification in ``certifications`` (a
+    folder; None: $TOOLKIT_CERTIFICATIONS) for this model and this very runtime accepts the
+    differences (``toolkit.certification.decide``, the gate's rule); the load then says which
+    one in a ``CertifiedRuntimeWarning``. Refused certifications are named in the mismatch.
     """
     loaded = load_verified(
         path,
@@ -427,6 +433,7 @@ def load(
         require_provenance=require_provenance,
         checker_packages=checker_packages,
         trusted=trusted,
+        certifications=certifications,
     )
     if loaded.differences:
         result = check_outputs(path, loaded)
@@ -468,6 +475,7 @@ def load_verified(
     require_provenance: bool = False,
     checker_packages: Iterable[str] = (),
     trusted: Iterable[str] = (),
+    certifications: str | os.PathLike[str] | None = None,
 ) -> Loaded:
     """The guarded unpickle shared by ``load`` and the gate; does not re-check the probe.
 
@@ -491,15 +499,53 @@ def load_verified(
 
         check_provenance(paths, card, trusted_keys, known=known)
     _reference_bytes(paths, card)
-    diffs = runtime_differences(card, policy=policy, checker=checker_packages)
+    diffs, why = _gate(card, policy, checker_packages, certifications, trusted_keys)
     if diffs and not allow_mismatch:
-        raise EnvironmentMismatch(diffs, policy=policy)
+        raise EnvironmentMismatch(diffs, policy=policy, detail=why)
     if diffs:  # before unpickling, so the warning is seen even if unpickling then fails
         warnings.warn(EnvironmentMismatchWarning(str(EnvironmentMismatch(diffs, policy=policy))), stacklevel=3)
     pipeline = _unpickle(blob, paths.model, guard, diffs, policy)
     if not callable(getattr(pipeline, "predict", None)):
         raise IntegrityError(f"{paths.model}: the pickle holds a {type(pipeline).__name__}, not an estimator; refused")
     return Loaded(pipeline=pipeline, card=card, differences=diffs)
+
+
+def _gate(
+    card: ModelCard,
+    policy: str,
+    checker: Iterable[str],
+    certifications: str | os.PathLike[str] | None,
+    trusted_keys: TrustedKeys,
+) -> tuple[tuple[Difference, ...], str]:
+    """What still refuses this runtime once certifications are weighed (the gate's one rule,
+    ``toolkit.certification.decide``), and under certified why none applied (the refusals, the
+    remedy). Warns: CertifiedRuntimeWarning (a certification accepted it)."""
+    from toolkit.certification import decide, locate
+
+    runtime = capture(blas=False)
+    diffs = runtime_differences(card, policy=policy, runtime=runtime, checker=checker)
+    if not diffs or policy != "certified":
+        return diffs, ""
+    decision = decide(
+        diffs,
+        model_sha256=card.artifact.sha256,
+        policy=policy,
+        runtime=runtime,
+        certifications=locate(certifications),
+        trusted_keys=trusted_keys,
+        checker=checker,
+    )
+    if decision.certification is None:
+        return diffs, "; ".join((*decision.refused, *((decision.remedy,) if decision.remedy else ())))
+    if decision.accepted:
+        warnings.warn(
+            CertifiedRuntimeWarning(
+                f"{card.name} {card.version}: {len(decision.accepted)} runtime difference(s) accepted "
+                f"by certification {decision.certification}"
+            ),
+            stacklevel=4,
+        )
+    return decision.differences, ""
 
 
 def runtime_differences(

@@ -15,6 +15,7 @@ __all__ = [
     "BASE_REBUILD",
     "BUILD_BASE",
     "CACHE",
+    "CERTIFICATIONS",
     "COLUMNS",
     "DEBUG",
     "DOCKER_HOST",
@@ -72,6 +73,7 @@ IMAGE = "TOOLKIT_IMAGE"  # the image `image ...` runs when --image is not given;
 BUILD_BASE = "BASE_IMAGE"  # the base `image build` starts from when --base-image is not given
 DOCKER_HOST = "DOCKER_HOST"  # the engine (the docker SDK reads it; we name it in messages)
 CACHE = "TOOLKIT_CACHE"  # downloads shared by every project (wheels, .deb files, the base's state)
+CERTIFICATIONS = "TOOLKIT_CERTIFICATIONS"  # the folder of certifications the gates honour (--policy certified)
 
 # -- what the toolkit sets for what it starts --------------------------------------------------
 OUT = "TOOLKIT_OUT"  # where a user's script saves its artifacts
@@ -103,6 +105,7 @@ VARIABLES: tuple[Variable, ...] = (
     Variable(name=SOURCE_DATE_EPOCH, reads=True, sets=True, meaning="the card's created_at"),
     Variable(name=IMAGE, reads=True, sets=True, meaning="the default image; in a container, the one it runs"),
     Variable(name=CACHE, reads=True, sets=False, meaning="the shared download cache"),
+    Variable(name=CERTIFICATIONS, reads=True, sets=True, meaning="the certifications folder the gates honour"),
     Variable(name=BUILD_BASE, reads=True, sets=False, meaning="the default base of image build"),
     Variable(name=DOCKER_HOST, reads=True, sets=False, meaning="the Docker engine"),
     Variable(name=OUT, reads=False, sets=True, meaning="where a script saves its artifacts"),

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 __all__ = [
     "EXIT_INTERNAL",
     "CardError",
+    "CertifiedRuntimeWarning",
     "ConfigError",
     "DataError",
     "Difference",
@@ -160,6 +161,11 @@ class EnvironmentMismatch(ToolkitError):
 
 class EnvironmentMismatchWarning(UserWarning):
     """Emitted when ``load(..., allow_mismatch=True)`` loads in a runtime that differs."""
+
+
+class CertifiedRuntimeWarning(UserWarning):
+    """Emitted when ``load(..., policy="certified")`` loads because a certification accepted the
+    runtime's differences from the card; it names the certification."""
 
 
 class ProbeMismatch(EnvironmentMismatch):

@@ -103,6 +103,8 @@ def check_env(
     With ``require_provenance`` (which needs a trusted key), also ``<stem>.provenance.json``: signed
     by a trusted key, its subjects these very files, its base image, lock and dataset the card's.
     ``trusted``: callables (``MODULE.NAME``) the loader may resolve beyond its default trust.
+    ``certifications``: the folder ``--policy certified`` honours (None: $TOOLKIT_CERTIFICATIONS,
+    else none); under strict, a certification there that would apply is named in the remedy.
     Raises: IntegrityError, CardError, SignatureError, ProvenanceError, UsageError (unknown policy
     or key file; provenance required with no trusted key).
     """
@@ -119,41 +121,14 @@ def check_env(
         paths = artifact_paths(path)
         # verify() proved the .joblib hashes to the card's sha256: it is not hashed again.
         check_provenance(paths, card, trusted_keys, known={paths.model: card.artifact.sha256})
-    predictions = _probe(path, policy, trusted_keys, trusted) if verify_predictions else None
-    report = assess(card, artifact=str(path), policy=policy, predictions=predictions)
-    if policy == "certified" and report.differences and certifications is not None:
-        report = _certified(report, card, Path(certifications), trusted_keys)
-    return report
-
-
-def _certified(report: Report, card: ModelCard, directory: Path, trusted_keys: TrustedKeys) -> Report:
-    """The report with its differences accepted by the certification for this model and this
-    runtime (its lock and base), or with the refusals listed. Raises: UsageError (no folder)."""
-    import dataclasses
-
-    from toolkit.certification import find
-
-    runtime = capture(blas=False)
-    found = find(
-        directory,
-        model_sha256=card.artifact.sha256,
-        lock_sha256=runtime.lock_sha256,
-        base_image=runtime.base_image,
+    predictions = _probe(path, policy, trusted_keys, trusted, certifications) if verify_predictions else None
+    return assess(
+        card,
+        artifact=str(path),
+        policy=policy,
+        predictions=predictions,
+        certifications=certifications,
         trusted_keys=trusted_keys,
-    )
-    if found.certification is None:
-        remedy = (
-            f"certify this model under this runtime's lock (toolkit upgrade-check --lock LOCK --certify {directory}): "
-            f"model sha256 {card.artifact.sha256[:12]}, lock {(runtime.lock_sha256 or 'none')[:12]}"
-        )
-        return dataclasses.replace(report, refused_certifications=found.refused, remedies=(*report.remedies, remedy))
-    return dataclasses.replace(
-        report,
-        differences=(),
-        certified_differences=report.differences,
-        certification=str(found.certification),
-        refused_certifications=found.refused,
-        remedies=(),
     )
 
 
@@ -164,39 +139,89 @@ def assess(
     policy: str,
     predictions: ProbeResult | ReferenceResult | None = None,
     checker: Iterable[str] = (),
+    certifications: str | os.PathLike[str] | None = None,
+    trusted_keys: TrustedKeys = None,
+    registry: Path | None = None,
 ) -> Report:
     """The verdict on a card already checked for integrity: its differences from this runtime
-    under ``policy``, and the remedies that apply (shared by the file and the remote gate).
-    ``checker``: the checking process's own distributions (``toolkit.policy.differences``)."""
-    from toolkit.remedy import remedies
+    under ``policy``, weighed against the certifications (``toolkit.certification.decide``:
+    the one rule), and the remedies that apply (shared by the file, the registry, the server
+    and the remote gate). ``checker``: the checking process's own distributions
+    (``toolkit.policy.differences``). ``certifications``: the folder (else
+    ``toolkit.certification.locate``'s: $TOOLKIT_CERTIFICATIONS, then ``registry``'s folder).
 
+    Raises: UsageError (under certified: the certifications folder does not exist).
+    """
     runtime = capture(blas=False)
     diffs = runtime_differences(card, policy=policy, runtime=runtime, checker=checker)
-    # Only worth computing for the advice: would the looser policy already pass?
-    compatible = (
-        runtime_differences(card, policy="compatible", runtime=runtime) if diffs and policy == "strict" else None
+    if not diffs:  # the common path: nothing to weigh, nothing more imported
+        return Report(
+            artifact=artifact,
+            name=card.name,
+            version=card.version,
+            sha256=card.artifact.sha256,
+            policy=policy,
+            differences=diffs,
+            predictions=predictions,
+        )
+    from toolkit.certification import decide, locate
+    from toolkit.remedy import remedies
+
+    decision = decide(
+        diffs,
+        model_sha256=card.artifact.sha256,
+        policy=policy,
+        runtime=runtime,
+        certifications=locate(certifications, registry=registry),
+        trusted_keys=trusted_keys,
+        checker=checker,
     )
+    if decision.certification is not None and not decision.differences:
+        advice: tuple[str, ...] = ()
+    else:
+        # Only worth computing for the advice: would the looser policy already pass?
+        compatible = (
+            runtime_differences(card, policy="compatible", runtime=runtime) if diffs and policy == "strict" else None
+        )
+        advice = remedies(card, diffs, policy=policy, compatible_differences=compatible, artifact=artifact)
+    if decision.remedy is not None:
+        # Under certified the certification is the way asked for; under strict, exact versions first.
+        advice = (decision.remedy, *advice) if policy == "certified" else (*advice, decision.remedy)
     return Report(
         artifact=artifact,
         name=card.name,
         version=card.version,
         sha256=card.artifact.sha256,
         policy=policy,
-        differences=diffs,
+        differences=decision.differences,
         predictions=predictions,
-        remedies=remedies(card, diffs, policy=policy, compatible_differences=compatible, artifact=artifact),
+        certification=None if decision.certification is None else str(decision.certification),
+        certified_differences=decision.accepted,
+        refused_certifications=decision.refused,
+        remedies=advice,
     )
 
 
 def _probe(
-    path: str | os.PathLike[str], policy: str, trusted_keys: TrustedKeys, trusted: Iterable[str]
+    path: str | os.PathLike[str],
+    policy: str,
+    trusted_keys: TrustedKeys,
+    trusted: Iterable[str],
+    certifications: str | os.PathLike[str] | None,
 ) -> ProbeResult | ReferenceResult:
     from toolkit.artifact import check_outputs, load_verified
 
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # the report already lists every difference
-            loaded = load_verified(path, policy=policy, allow_mismatch=True, trusted_keys=trusted_keys, trusted=trusted)
+            loaded = load_verified(
+                path,
+                policy=policy,
+                allow_mismatch=True,
+                trusted_keys=trusted_keys,
+                trusted=trusted,
+                certifications=certifications,
+            )
     except EnvironmentMismatch as e:  # the pickle does not even load in this runtime
         return ProbeResult(
             ok=False, rows=0, label_mismatches=0, max_abs_diff=float("inf"), tolerance=0.0, error=e.detail or str(e)

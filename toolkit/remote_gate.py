@@ -83,7 +83,8 @@ def check_env(
     finally:
         if own:
             c.close()
-    return assess(remote.card, artifact=str(remote.reference), policy=policy)
+    # Certifications: $TOOLKIT_CERTIFICATIONS only (the gate's one rule, toolkit.certification).
+    return assess(remote.card, artifact=str(remote.reference), policy=policy, trusted_keys=trusted_keys)
 
 
 def _require_remote_signature(client: Client, remote: RemoteCard, trusted_keys: Any) -> None:

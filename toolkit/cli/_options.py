@@ -16,6 +16,7 @@ __all__ = [
     "ArtifactArg",
     "ArtifactRefArg",
     "AuthorOpt",
+    "CertificationsOpt",
     "ConfigOpt",
     "CvFoldsOpt",
     "DatasetOpt",
@@ -71,7 +72,17 @@ PolicyOpt = Annotated[
     Policy,
     typer.Option(
         help="strict: everything equal; compatible: Python minor and what the pickle needs; "
-        "certified: strict, or a certification for this model and runtime (check-env --certifications)."
+        "certified: strict, or a certification for this model and this very runtime (--certifications)."
+    ),
+]
+CertificationsOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--certifications",
+        metavar="DIR",
+        help="The folder of certifications (upgrade-check --certify) --policy certified honours "
+        "(default $TOOLKIT_CERTIFICATIONS); under strict, one that would apply is named in the remedy.",
+        show_default=False,
     ),
 ]
 VerifyPredictionsOpt = Annotated[

@@ -11,6 +11,7 @@ import typer
 from toolkit.cli._common import app, artifact_arg, out, plain, print_json, safe
 from toolkit.cli._options import (
     ArtifactRefArg,
+    CertificationsOpt,
     InsecureOpt,
     JsonOpt,
     Policy,
@@ -55,13 +56,7 @@ def check_env(
             "lock and dataset (exit 3 otherwise).",
         ),
     ] = False,
-    certifications: Annotated[
-        Path | None,
-        typer.Option(
-            "--certifications",
-            help="With --policy certified: the folder of certifications (upgrade-check --certify) to honour.",
-        ),
-    ] = None,
+    certifications: CertificationsOpt = None,
     trust: TrustOpt = None,
 ) -> None:
     """The deploy gate: exit 0 if this runtime matches the card, 1 if not, 3 on integrity failure."""

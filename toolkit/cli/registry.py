@@ -14,7 +14,15 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from toolkit.cli._common import ToolkitGroup, app, out, plain, print_json, safe
-from toolkit.cli._options import AnyRegistryOpt, ArtifactArg, JsonOpt, Policy, StoreOpt, TrustedKeyOpt
+from toolkit.cli._options import (
+    AnyRegistryOpt,
+    ArtifactArg,
+    CertificationsOpt,
+    JsonOpt,
+    Policy,
+    StoreOpt,
+    TrustedKeyOpt,
+)
 from toolkit.cli._output import echo, echo_err, json_error
 from toolkit.errors import IntegrityError, ToolkitError
 
@@ -204,6 +212,7 @@ def promote(
     registry: AnyRegistryOpt = None,
     store: StoreOpt = None,
     trusted_key: TrustedKeyOpt = None,
+    certifications: CertificationsOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Make a version production (checksum and environment checked first); the old one is archived."""
@@ -212,7 +221,9 @@ def promote(
     with _opened(registry, as_json, trusted_key, store=store) as reg:
         # A host without the model's packages asks the model's own image (card or toolkit.toml).
         reg.gate_in_image(gate_in_model_image)
-        change = reg.promote(name, version, best_by=best_by, policy=policy.value, reason=reason)
+        change = reg.promote(
+            name, version, best_by=best_by, policy=policy.value, reason=reason, certifications=certifications
+        )
         if change.warning:
             echo_err(plain(f"warning: {change.warning}"))
         if as_json:
@@ -232,6 +243,7 @@ def rollback(
     registry: AnyRegistryOpt = None,
     store: StoreOpt = None,
     trusted_key: TrustedKeyOpt = None,
+    certifications: CertificationsOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Production goes back to the previous production version; the current one is marked rolled back."""
@@ -239,7 +251,7 @@ def rollback(
 
     with _opened(registry, as_json, trusted_key, store=store) as reg:
         reg.gate_in_image(gate_in_model_image)  # as promote: the model's own image when this host differs
-        change = reg.rollback(name, policy=policy.value, reason=reason)
+        change = reg.rollback(name, policy=policy.value, reason=reason, certifications=certifications)
         if change.warning:
             echo_err(plain(f"warning: {change.warning}"))
         if as_json:

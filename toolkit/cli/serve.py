@@ -11,6 +11,7 @@ from toolkit.cli._common import app, artifact_arg, plain
 from toolkit.cli._options import (
     AnyRegistryOpt,
     ArtifactRefArg,
+    CertificationsOpt,
     InsecureOpt,
     Policy,
     PolicyOpt,
@@ -63,6 +64,7 @@ def serve(
 ) -> None:
     """Serve MODEL over HTTP (Open Inference Protocol v2, /predict, /metrics): ready only after
     its signature (with trusted keys), checksum, this process's gate, the guarded load and the probe pass.
+    Under --policy certified the gate honours the certifications in $TOOLKIT_CERTIFICATIONS.
 
     A refused model: one log line and exit 1, or with --on-mismatch hold, live and never ready.
     SIGTERM drains in-flight requests and exits 0.
@@ -111,11 +113,13 @@ def image_serve(
     trusted_key: TrustedKeyOpt = None,
     trust: TrustOpt = None,
     registry: RegistryOpt = None,
+    certifications: CertificationsOpt = None,
 ) -> None:
     """Run `toolkit serve` on ARTIFACT inside the image it was trained in, the port published on 127.0.0.1.
 
     The image: --image, else the one the card records (environment.image), else $TOOLKIT_IMAGE or
     toolkit:latest. The checks run in the container, so the gate judges the image itself.
+    --certifications DIR is mounted read-only there for --policy certified ($TOOLKIT_CERTIFICATIONS).
     """
     import sys
 
@@ -155,6 +159,7 @@ def image_serve(
         ],
         port=port,
         trusted_keys=keys,
+        certifications=certifications,
         drain_timeout=drain_timeout,
         on_output=output,
         on_published=lambda url: echo_err(plain(f"image {tag}: published on {url}")),

@@ -366,8 +366,13 @@ class Registry:
         best_by: str | None = None,
         policy: str = DEFAULT_POLICY,
         reason: str | None = None,
+        certifications: str | os.PathLike[str] | None = None,
     ) -> Change:
         """Make VERSION (or the best by a card metric) production; the old production is archived.
+
+        ``certifications``: the folder ``--policy certified`` honours; None: $TOOLKIT_CERTIFICATIONS,
+        else (a local registry) ``<registry>/.certifications`` when it exists
+        (``toolkit.certification.locate``). The change's detail names the certification used.
 
         Raises:
             UsageError: both or neither of VERSION and ``best_by``; an unknown policy.
@@ -382,13 +387,29 @@ class Registry:
         if version is not None:
             parse_version(version)
         metric = parse_metric(best_by) if best_by is not None else None
-        s = self._rules.promote(name, version, best_by=metric, policy=policy, reason=reason, user=current_user())
+        s = self._rules.promote(
+            name,
+            version,
+            best_by=metric,
+            policy=policy,
+            reason=reason,
+            user=current_user(),
+            certifications=self._certifications(certifications),
+        )
         return Change(
             name=s.name, version=s.version, previous=s.previous, changed=s.changed, detail=s.detail, warning=s.warning
         )
 
-    def rollback(self, name: str, *, policy: str = DEFAULT_POLICY, reason: str | None = None) -> Change:
+    def rollback(
+        self,
+        name: str,
+        *,
+        policy: str = DEFAULT_POLICY,
+        reason: str | None = None,
+        certifications: str | os.PathLike[str] | None = None,
+    ) -> Change:
         """Put back the previous production version; the current one is archived and marked rolled back.
+        ``certifications``: as ``promote``'s (the target passes the same gate).
 
         Raises:
             RegistryError: unknown name, no production, or no earlier production to go back to.
@@ -397,10 +418,18 @@ class Registry:
         """
         validate_name(name)
         validate_policy(policy)
-        s = self._rules.rollback(name, policy=policy, reason=reason, user=current_user())
+        s = self._rules.rollback(
+            name, policy=policy, reason=reason, user=current_user(), certifications=self._certifications(certifications)
+        )
         return Change(
             name=s.name, version=s.version, previous=s.previous, changed=s.changed, detail=s.detail, warning=s.warning
         )
+
+    def _certifications(self, given: str | os.PathLike[str] | None) -> Path | None:
+        """Where promote and rollback read certifications (``toolkit.certification.locate``)."""
+        from toolkit.certification import locate
+
+        return locate(given, registry=self.root)
 
     def recover(self) -> Recovery | Audit:
         """A directory: rebuild a missing or empty index from the cards on disk (``Recovery``).

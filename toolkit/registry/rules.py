@@ -176,6 +176,7 @@ class Rules:
         policy: str,
         reason: str | None,
         user: str,
+        certifications: Path | None = None,
     ) -> Switch:
         """VERSION (or the best by ``(section, key)``) becomes production; the old one is archived."""
         detail = None
@@ -183,9 +184,9 @@ class Rules:
             version, detail = self.best_by(name, *best_by)
         assert version is not None
         row = self.get(name, version)
-        image = self.check_artifact(row, policy)
+        image, certified = self.check_artifact(row, policy, certifications)
         where = f"checked in image {image}" if image else None
-        detail = "; ".join(x for x in (detail, f"policy {policy}", where) if x)
+        detail = "; ".join(x for x in (detail, f"policy {policy}", certified, where) if x)
         with self.index.write(name) as w:
             target = w.row(name, version)
             if target is None:  # checked before the transaction; rows are never deleted
@@ -206,11 +207,14 @@ class Rules:
         warning = self._after_stage_change(name)
         return Switch(name=name, version=version, previous=current, changed=True, detail=detail, warning=warning)
 
-    def rollback(self, name: str, *, policy: str, reason: str | None, user: str) -> Switch:
+    def rollback(
+        self, name: str, *, policy: str, reason: str | None, user: str, certifications: Path | None = None
+    ) -> Switch:
         """The previous production version comes back; the current one is archived and marked rolled back."""
         with self.index.read() as r:
             current, target = rollback_target(r, name, self.index.location)
-        image = self.check_artifact(self.get(name, target), policy)
+        image, certified = self.check_artifact(self.get(name, target), policy, certifications)
+        said = "; ".join(x for x in (f"policy {policy}", certified) if x)
         with self.index.write(name) as w:
             if rollback_target(w, name, self.index.location) != (current, target):
                 raise RegistryError(f"production of {name} changed while rolling back; run the rollback again")
@@ -225,12 +229,10 @@ class Rules:
             if prev is None:  # checked before the transaction; rows are never deleted
                 raise RegistryError(f"{name} has no version {target} in {self.index.location}")
             w.set_status(name, target, "production", rolled_back=False)
-            back = f"back from {current}; policy {policy}" + (f"; checked in image {image}" if image else "")
+            back = f"back from {current}; {said}" + (f"; checked in image {image}" if image else "")
             w.log(_event(name, target, "rollback", prev.status, "production", reason, back, at, user))
         warning = self._after_stage_change(name)
-        return Switch(
-            name=name, version=target, previous=current, changed=True, detail=f"policy {policy}", warning=warning
-        )
+        return Switch(name=name, version=target, previous=current, changed=True, detail=said, warning=warning)
 
     def served(self, name: str, version: str, *, where: str, reason: str | None, user: str) -> HistoryRow:
         """Record that a server at ``where`` now serves NAME VERSION; no status changes."""
@@ -309,14 +311,18 @@ class Rules:
             production = None
         return self.store.disagreements(row, production=production)
 
-    def check_artifact(self, row: VersionRow, policy: str) -> str | None:
+    def check_artifact(
+        self, row: VersionRow, policy: str, certifications: Path | None = None
+    ) -> tuple[str | None, str | None]:
         """The version's files pass their checksum and this runtime (or, with an ``image_gate``, the
-        model's own image) passes the gate, or it raises. Returns the image it passed in, if not here."""
+        model's own image) passes the gate, or it raises. Returns the image it passed in, if not
+        here, and the certification that accepted this runtime (``certification <file> ...``), if one did."""
         from toolkit.gate import check_env
 
         with self.store.local(row) as model:
-            # check_env verifies the checksum and the card first (IntegrityError), never unpickles.
-            report = check_env(model, policy=policy, trusted_keys=self.trusted_keys)
+            # check_env verifies the checksum and the card first (IntegrityError), never unpickles;
+            # under --policy certified it weighs the certifications (the gate's one rule).
+            report = check_env(model, policy=policy, trusted_keys=self.trusted_keys, certifications=certifications)
             if report.sha256 != row.sha256:
                 # The joblib and its card were swapped together: consistent, but not what was registered.
                 raise IntegrityError(
@@ -325,12 +331,15 @@ class Rules:
             if not report.ok and self.image_gate is not None:
                 passed_in = self.image_gate(model, policy)
                 if passed_in is not None:
-                    return passed_in
+                    return passed_in, None
         if not report.ok:
-            raise EnvironmentMismatch(
-                report.differences, policy=policy, detail=f"{row.name} {row.version} refused, production unchanged"
-            )
-        return None
+            why = [f"{row.name} {row.version} refused, production unchanged"]
+            why += [f"certification refused: {r}" for r in report.refused_certifications]
+            why += [r for r in report.remedies if "certif" in r]  # the one that would apply, or how to get one
+            raise EnvironmentMismatch(report.differences, policy=policy, detail="; ".join(why))
+        if report.certification is None:
+            return None, None
+        return None, f"certification {report.certification}"
 
     def verify_files(self, row: VersionRow) -> None:
         """The version's files, as the store hands them out, hash to what the index registered."""

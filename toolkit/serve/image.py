@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from toolkit import env
-from toolkit.errors import DockerError, IntegrityError
+from toolkit.errors import DockerError, IntegrityError, UsageError
 
 __all__ = ["CONTAINER_PORT", "serve_in_image"]
 
@@ -33,6 +33,7 @@ def serve_in_image(
     serve_args: Sequence[str],
     port: int,
     trusted_keys: Sequence[Path] = (),
+    certifications: Path | None = None,
     drain_timeout: int = 30,
     on_output: Callable[[bytes], None],
     on_published: Callable[[str], None],
@@ -58,6 +59,12 @@ def serve_in_image(
         target = f"/keys/key{i}.pub"
         volumes[str(Path(key).resolve())] = {"bind": target, "mode": "ro"}
         key_args += ["--trusted-key", target]
+    environment = {env.HOME: "/tmp"}
+    if certifications is not None:  # read-only, and named to the server as a deployment would name it
+        if not certifications.is_dir():
+            raise UsageError(f"--certifications {certifications}: no such folder")
+        volumes[str(certifications.resolve())] = {"bind": "/certifications", "mode": "ro"}
+        environment[env.CERTIFICATIONS] = "/certifications"
     command = [
         "serve",
         f"/artifact/{artifact.name}",
@@ -84,7 +91,7 @@ def serve_in_image(
             image,
             command=command,
             user=None if uid == 0 else f"{uid}:{os.getgid()}",
-            environment={env.HOME: "/tmp"},
+            environment=environment,
             volumes=volumes,
             ports={f"{CONTAINER_PORT}/tcp": ("127.0.0.1", port)},
             read_only=True,

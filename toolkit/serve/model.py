@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import math
 import os
+import warnings
 from dataclasses import dataclass
 from functools import cache
 from importlib import metadata
 from typing import Any
 
-from toolkit.errors import Difference, EnvironmentMismatch, IntegrityError, ToolkitError
+from toolkit.errors import CertifiedRuntimeWarning, Difference, EnvironmentMismatch, IntegrityError, ToolkitError
 
 __all__ = ["SERVER_DISTRIBUTIONS", "STEPS", "Refused", "ServedModel", "checker_packages", "prepare"]
 
@@ -60,6 +61,7 @@ class ServedModel:
     classes: tuple[Any, ...] | None  # a classifier's classes (probability columns), else None
     probe_max_abs_diff: float
     source: str  # the path or reference it was loaded from, for logs
+    certification: str | None = None  # under --policy certified: the one that accepted this runtime
 
     @property
     def is_classifier(self) -> bool:
@@ -92,14 +94,23 @@ def prepare(
         raise Refused("signature", f"{shown}: {e}", exit_code=e.exit_code) from e
     except ToolkitError as e:
         raise Refused("integrity", f"{shown}: {e}", exit_code=e.exit_code) from e
-    report = assess(card, artifact=str(path), policy=policy, checker=checker)
+    try:
+        # Certifications: $TOOLKIT_CERTIFICATIONS, weighed by the gate's one rule (toolkit.certification).
+        report = assess(card, artifact=str(path), policy=policy, checker=checker, trusted_keys=trusted_keys)
+    except ToolkitError as e:  # a configured certifications folder that does not exist
+        raise Refused("gate", f"{shown}: {e}", exit_code=e.exit_code) from e
     if report.differences:
         mismatch = EnvironmentMismatch(report.differences, policy=policy)
+        refused = "".join(f"; certification refused: {r}" for r in report.refused_certifications)
         raise Refused(
-            "gate", f"{card.name} {card.version}: {mismatch}{_remedy(report.remedies)}", differences=report.differences
+            "gate",
+            f"{card.name} {card.version}: {mismatch}{refused}{_remedy(report.remedies)}",
+            differences=report.differences,
         )
     try:
-        pipeline = load(path, policy=policy, trusted_keys=trusted_keys, checker_packages=checker, trusted=trusted)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", CertifiedRuntimeWarning)  # the report above names it
+            pipeline = load(path, policy=policy, trusted_keys=trusted_keys, checker_packages=checker, trusted=trusted)
     except EnvironmentMismatch as e:
         raise Refused("gate", f"{card.name} {card.version}: {e}", differences=e.differences) from e
     except IntegrityError as e:  # the file changed between the first check and the load
@@ -121,6 +132,7 @@ def prepare(
         classes=classes,
         probe_max_abs_diff=result.max_abs_diff if math.isfinite(result.max_abs_diff) else -1.0,
         source=shown,
+        certification=report.certification,
     )
 
 

@@ -158,7 +158,8 @@ def _serve(options: ServeOptions, log: Log, uvicorn: Any) -> int:
             if served is not None:
                 log.event(
                     "ready",
-                    f"ready: serving {served.name} {served.version} (sha256 {served.sha256[:12]}) on {url}",
+                    f"ready: serving {served.name} {served.version} (sha256 {served.sha256[:12]}) on {url}"
+                    + (f"; runtime accepted by certification {served.certification}" if served.certification else ""),
                     url=url,
                     version=served.version,
                     sha256=served.sha256,

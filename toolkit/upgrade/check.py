@@ -148,7 +148,7 @@ def upgrade_check(
     phase = time.monotonic()
     with _files.scratch("toolkit-upgrade") as tmp:
         job = Path(tmp)
-        checks = _run_in_image(image.tag, selected, job, versions, emit=emit, client=client)
+        checks, runtime = _run_in_image(image.tag, selected, job, versions, emit=emit, client=client)
         timings["check"] = time.monotonic() - phase
         if retrain:
             phase = time.monotonic()
@@ -164,6 +164,7 @@ def upgrade_check(
         registry=str(registry),
         stage=stage,
         models=tuple(checks),
+        runtime=_candidate_runtime(runtime, image.tag, base_image=base_image, lock_sha256=image.lock_sha256),
         seconds=time.monotonic() - started,
         timings=timings,
     )
@@ -189,7 +190,12 @@ def run_job(job: Path, *, progress: Progress | None = None) -> None:
             check = check.with_retrain(_retrain_here(path, retrain_version, job / "retrained" / str(index)))
         emit(f"{check.name} {check.version}: {check.verdict}")
         results.append(check.to_dict())
-    _files.save(job / _RESULTS, json.dumps({"models": results}).encode("utf-8"))
+    from toolkit.certification import certified_runtime, runtime_to_dict
+    from toolkit.fingerprint import capture
+
+    # The candidate runtime as seen from inside: what --certify records and the gate compares.
+    runtime = runtime_to_dict(certified_runtime(capture(blas=False)))
+    _files.save(job / _RESULTS, json.dumps({"models": results, "runtime": runtime}).encode("utf-8"))
 
 
 # --- host helpers ----------------------------------------------------------------------------
@@ -203,7 +209,8 @@ def _run_in_image(
     *,
     emit: Progress,
     client: Any,
-) -> list[ModelCheck]:
+) -> tuple[list[ModelCheck], Any]:
+    """Each selected model's check in ``image``, and the runtime the container saw (unparsed)."""
     from toolkit import docker as tdocker
 
     mounts = []
@@ -249,6 +256,7 @@ def _run_in_image(
         # What the container left behind: hostile until parsed strictly.
         raw = _json.loads((job / _RESULTS).read_bytes())
         checks = [ModelCheck.from_dict(m) for m in raw["models"]]
+        runtime = raw["runtime"]
     except (OSError, ValueError, KeyError, TypeError) as e:
         tail = " | ".join(lines.tail) or "no output"
         raise DockerError(
@@ -256,7 +264,18 @@ def _run_in_image(
         ) from e
     if len(checks) != len(selected):
         raise DockerError(f"upgrade-check in {image} reported {len(checks)} models, expected {len(selected)}")
-    return checks
+    return checks, runtime
+
+
+def _candidate_runtime(raw: Any, image: str, *, base_image: str, lock_sha256: str) -> Any:
+    """The runtime the container reported (hostile until parsed). Raises: DockerError."""
+    from toolkit.certification import runtime_from_dict
+    from toolkit.errors import IntegrityError
+
+    try:
+        return runtime_from_dict(raw, f"upgrade-check in {image}", base_image=base_image, lock_sha256=lock_sha256)
+    except IntegrityError as e:
+        raise DockerError(f"upgrade-check in {image} reported a malformed runtime: {e}") from e
 
 
 def _retrain_versions(registry: Path, selected: Sequence[Selected]) -> dict[tuple[str, str], str]:

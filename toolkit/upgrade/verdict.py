@@ -176,6 +176,9 @@ class UpgradeReport:
     registry: str
     stage: str
     models: tuple[ModelCheck, ...]
+    # The candidate runtime as the check saw it from inside (a toolkit.fingerprint.Fingerprint):
+    # what --certify records, so a certification names this very runtime, not only its lock.
+    runtime: Any = None
     seconds: float = 0.0
     timings: Mapping[str, float] = field(default_factory=dict)  # build, run, register
 

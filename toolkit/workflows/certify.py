@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from toolkit.certification import Certification, write
+from toolkit.errors import UsageError
 
 __all__ = ["certify"]
 
@@ -22,11 +23,14 @@ def certify(
     ``UpgradeReport``) whose verdict is ``safe``, under its candidate lock and base,
     the model's sha256 read from ``registry``. Returns the files written.
 
-    Raises: UsageError (the folder or key), RegistryError.
+    Raises: UsageError (the folder or key; a report without the candidate's runtime), RegistryError.
     """
     from datetime import datetime, timezone
 
     from toolkit.registry.registry import Registry
+
+    if report.runtime is None:
+        raise UsageError("--certify: the check did not report its candidate runtime; nothing certified")
 
     at = datetime.now(tz=timezone.utc).replace(microsecond=0).isoformat().replace("+00:00", "Z")
     written = []
@@ -41,6 +45,7 @@ def certify(
                 model_sha256=entry.sha256,
                 lock_sha256=report.lock_sha256,
                 base_image=report.base_image,
+                runtime=report.runtime,
                 verdict=check.verdict,
                 result=dict(check.probe),
                 at=at,
