@@ -851,3 +851,22 @@ def test_memory_stays_flat_under_large_refused_bodies(models: dict[str, Path]) -
         grown = rss_kb(s.proc.pid) - before
     # Before refusals were returned across the thread pool instead of raised, this grew ~225 MB.
     assert grown < 30_000, f"RSS grew {grown} kB over 100 refused bodies"
+
+
+def test_follow_needs_something_that_can_move(models: dict[str, Path], runner: Any) -> None:
+    """A file, a pinned version or an OCI digest names one artifact for good: --follow says so,
+    in one line, exit 2, before anything is pulled, bound or started (no engine is asked)."""
+    from toolkit.cli import app
+
+    digest = "oci://127.0.0.1:1/r@sha256:" + "0" * 64
+    for args in (
+        ["serve", str(models["classifier"]), "--follow"],
+        ["serve", "credit:1.0.0", "--follow"],
+        ["serve", digest, "--follow"],
+        ["image", "serve", str(models["classifier"]), "--follow"],
+        ["image", "serve", digest, "--follow"],
+    ):
+        done = runner.invoke(app, args)
+        assert done.exit_code == 2, (args, done.output)
+        lines = done.output.strip().splitlines()
+        assert len(lines) == 1 and "--follow watches" in lines[0], (args, done.output)

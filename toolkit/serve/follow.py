@@ -15,7 +15,7 @@ from __future__ import annotations
 import threading
 from typing import Any
 
-from toolkit.errors import SignatureError, ToolkitError
+from toolkit.errors import ReadOnlyRegistry, SignatureError, ToolkitError
 from toolkit.serve.holder import Holder
 from toolkit.serve.log import Log
 from toolkit.serve.metrics import Metrics
@@ -150,8 +150,16 @@ def record_served(source: Source, model: ServedModel, log: Log, *, where: str, r
         return
     try:
         source.record_served(model.name, model.version, where=where, reason=reason)
+    except ReadOnlyRegistry:  # `image serve --follow` mounts a directory registry read-only
+        log.event(
+            "history_read_only",
+            f"the registry is read-only here: {model.name} {model.version} is served, not recorded in its history",
+            version=model.version,
+        )
     except ToolkitError as e:
         log.event("history_error", f"could not record the served event in the registry: {e}")
+    except Exception as e:  # a bug of ours or the database's: serving goes on, the line says what
+        log.event("history_error", f"could not record the served event in the registry: {type(e).__name__}: {e}")
 
 
 def _runtime(e: Refused) -> bool:

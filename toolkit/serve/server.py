@@ -178,7 +178,8 @@ def _serve(options: ServeOptions, log: Log, uvicorn: Any) -> int:
     finally:
         if follower is not None:
             follower.stop.set()
-            follower.join(timeout=2)  # a poll in flight ends within its deadline; a pull may take longer
+            if follower.ident is not None:  # started (uvicorn's startup may fail before it is)
+                follower.join(timeout=2)  # a poll in flight ends within its deadline; a pull may take longer
         if follower is None or not follower.is_alive():
             source.close()
         for s, handler in previous.items():

@@ -15,6 +15,7 @@ The manifest's name and version annotations are only shown in logs: nothing trus
 
 from __future__ import annotations
 
+import os
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -23,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from toolkit.errors import RegistryError, UsageError
+from toolkit.errors import ReadOnlyRegistry, RegistryError, UsageError
 from toolkit.registry.refs import Reference, parse_reference
 
 if TYPE_CHECKING:
@@ -118,6 +119,14 @@ class Source:
         """Append the ``served`` event to the registry's history (registry references only)."""
         if self.ref is None:
             return
+        from toolkit.registry.index import is_postgres_url
+        from toolkit.registry.registry import resolve_root
+
+        root = resolve_root(self._registry)
+        # A directory mounted read-only (`image serve --follow`): said as such, before SQLite is
+        # asked to write to a file it opened read-only behind our back.
+        if not is_postgres_url(str(root)) and not os.access(root, os.W_OK):
+            raise ReadOnlyRegistry(f"{root} is read-only here")
         with self._open() as reg:
             reg.record_served(name, version, where=where, reason=reason)
 
