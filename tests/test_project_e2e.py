@@ -187,3 +187,12 @@ def _walk(steps: Steps, tmp: Path) -> None:
     assert done.returncode in (0, 1), _outcome(done)
     verdicts = {m["name"]: m["verdict"] for m in json.loads(done.stdout)["models"]}
     assert set(verdicts) == {"imbalanced"} and verdicts["imbalanced"] in ("safe", "drift", "broken")
+
+    # --- s3-serve: 13. the model served from its own image (no --image: the card's), OIP infer and
+    # /predict checked against `toolkit image predict` on the same rows, then SIGTERM and exit 0.
+    from tests._serve_support import image_serve_round_trip
+
+    started = time.monotonic()
+    image_serve_round_trip(toolkit, model, image=IMAGE, cwd=project, env=steps.env)
+    steps.times.append(("toolkit image serve MODEL (+ image predict)", time.monotonic() - started, 0))
+    # --- end s3-serve
