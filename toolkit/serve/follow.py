@@ -15,7 +15,7 @@ from __future__ import annotations
 import threading
 from typing import Any
 
-from toolkit.errors import ReadOnlyRegistry, SignatureError, ToolkitError
+from toolkit.errors import ReadOnlyRegistry, RemoteError, SignatureError, ToolkitError
 from toolkit.serve.holder import Holder
 from toolkit.serve.log import Log
 from toolkit.serve.metrics import Metrics
@@ -72,6 +72,7 @@ class Follower(threading.Thread):
         self.serving = serving  # what the stage named when the served model was loaded
         self.refused: set[Current] = set()  # what the stage named and was refused: not tried again
         self._unreachable = False
+        self._failed: set[Current] = set()  # fetches that failed on the network: retried, said once
 
     def run(self) -> None:
         while not self.stop.wait(self.interval):
@@ -100,6 +101,17 @@ class Follower(threading.Thread):
                 self.source, current, policy=self.policy, trusted_keys=self.trusted_keys, trusted=self.trusted
             )
         except Refused as e:
+            if isinstance(e.__cause__, RemoteError):  # the network, not the version: try it again next poll
+                if key not in self._failed:  # said once per version, not once per poll
+                    self._failed.add(key)
+                    self.metrics.swaps.labels(result="error").inc()
+                    self.log.event(
+                        "swap_error",
+                        f"could not fetch {current.name} {current.version} ({e}); still serving {old}, trying again",
+                        version=current.version,
+                        serving=old,
+                    )
+                return
             self.refused.add(key)
             self.metrics.checked(str(current.version), e.step)
             self.metrics.swaps.labels(result="refused" if e.step != "resolve" else "error").inc()
@@ -120,6 +132,7 @@ class Follower(threading.Thread):
             return
         self.holder.swap(model)
         self.serving = current
+        self._failed.discard(key)
         self.metrics.serving(model)
         self.metrics.checked(model.version, None)
         self.metrics.swaps.labels(result="swapped").inc()
