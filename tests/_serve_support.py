@@ -172,9 +172,17 @@ def image_serve_round_trip(
         )
         assert as_csv.status_code == 200 and as_csv.headers["X-Model-Version"] == card.version, as_csv.text
         assert as_csv.text == predicted.stdout  # byte for byte what `toolkit image predict` prints
+        # One tensor per column, typed as the server's own OIP metadata says (from the card).
+        meta = requests.get(url + f"/v2/models/{card.name}", timeout=30).json()
+        cast = {"FP64": float, "INT64": int, "BYTES": str, "BOOL": bool}
         inputs = [
-            {"name": c, "shape": [len(frame)], "datatype": "FP64", "data": [float(v) for v in frame[c]]}
-            for c in frame.columns
+            {
+                "name": i["name"],
+                "shape": [len(frame)],
+                "datatype": i["datatype"],
+                "data": [None if v != v else cast[i["datatype"]](v) for v in frame[i["name"]].tolist()],
+            }
+            for i in meta["inputs"]
         ]
         body = {"inputs": inputs, "outputs": [{"name": "predict"}]}
         infer = requests.post(url + f"/v2/models/{card.name}/infer", json=body, timeout=30)
