@@ -150,8 +150,8 @@ class Source:
         model = layout_of(manifest, where=str(ref.pinned(manifest.digest))).model
         notes = manifest.annotations
         return Current(
-            name=notes.get(ANNOTATION_NAME),
-            version=notes.get(ANNOTATION_VERSION),
+            name=_shown(notes.get(ANNOTATION_NAME)),
+            version=_shown(notes.get(ANNOTATION_VERSION)),
             sha256=model.digest.removeprefix("sha256:"),
             digest=manifest.digest,
         )
@@ -179,6 +179,15 @@ class Source:
             if entry.status == ref.stage:
                 return entry
         raise RegistryError(f"{ref.name} has no {ref.stage} version in the registry {reg.location}")
+
+
+def _shown(annotation: str | None) -> str | None:
+    """A manifest annotation as logs and metric labels show it: anyone who can push wrote it, so
+    it is bounded (a 200 KB "version" would be one 200 KB log line and label)."""
+    return None if annotation is None else annotation[:_ANNOTATION_SHOWN]
+
+
+_ANNOTATION_SHOWN = 64
 
 
 def _artifact_in(path: Path) -> Path:
