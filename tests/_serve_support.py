@@ -118,3 +118,80 @@ class Served:
 
     def __exit__(self, *exc: object) -> None:
         self.terminate()
+
+
+def image_serve_round_trip(
+    toolkit: str, model: Path, *, image: str, cwd: Path, env: dict[str, str], timeout: float = 180.0
+) -> None:
+    """``toolkit image serve MODEL`` with no ``--image`` (the card's must be picked): ready, one
+    ``/v2/models/NAME/infer`` and one ``/predict`` on the card's probe rows, each checked against
+    ``toolkit image predict`` on the same rows, then SIGTERM and exit 0. ``toolkit`` is the CLI to
+    run (a project's venv), ``image`` the one the card records."""
+    import socket
+
+    import requests
+
+    from toolkit import probe
+    from toolkit.artifact import read_card
+
+    card = read_card(model)
+    rows = cwd / "serve-rows.csv"
+    frame = probe.frame(card.probe)
+    frame.to_csv(rows, index=False)
+    predicted = subprocess.run(
+        [toolkit, "image", "predict", str(model), str(rows)], cwd=cwd, env=env, capture_output=True, text=True
+    )
+    assert predicted.returncode == 0, predicted.stderr[-2000:]
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = int(s.getsockname()[1])
+    proc = subprocess.Popen(
+        [toolkit, "image", "serve", str(model), "--port", str(port), "--log-format", "json"],
+        cwd=cwd,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            assert proc.poll() is None and time.monotonic() < deadline, f"image serve never ready ({proc.poll()})"
+            try:
+                if requests.get(url + "/v2/health/ready", timeout=2).status_code == 200:
+                    break
+            except requests.ConnectionError:
+                pass
+            time.sleep(0.2)
+        as_csv = requests.post(
+            url + "/predict",
+            data=rows.read_bytes(),
+            headers={"Content-Type": "text/csv", "Accept": "text/csv"},
+            timeout=30,
+        )
+        assert as_csv.status_code == 200 and as_csv.headers["X-Model-Version"] == card.version, as_csv.text
+        assert as_csv.text == predicted.stdout  # byte for byte what `toolkit image predict` prints
+        # One tensor per column, typed as the server's own OIP metadata says (from the card).
+        meta = requests.get(url + f"/v2/models/{card.name}", timeout=30).json()
+        cast = {"FP64": float, "INT64": int, "BYTES": str, "BOOL": bool}
+        inputs = [
+            {
+                "name": i["name"],
+                "shape": [len(frame)],
+                "datatype": i["datatype"],
+                "data": [None if v != v else cast[i["datatype"]](v) for v in frame[i["name"]].tolist()],
+            }
+            for i in meta["inputs"]
+        ]
+        body = {"inputs": inputs, "outputs": [{"name": "predict"}]}
+        infer = requests.post(url + f"/v2/models/{card.name}/infer", json=body, timeout=30)
+        assert infer.status_code == 200, infer.text
+        (output,) = infer.json()["outputs"]
+        first = [line.split(",")[0] for line in predicted.stdout.splitlines()[1:]]
+        assert [str(v) for v in output["data"]] == first
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        _, errors = proc.communicate(timeout=90)
+    assert proc.returncode == 0, errors[-2000:]
+    assert f"image {image}: published on {url}" in errors and "stopped on SIGTERM" in errors

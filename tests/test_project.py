@@ -166,11 +166,14 @@ def test_an_unknown_debian_package_is_exit_2_before_any_download_or_build(in_tmp
     assert not (in_tmp / "empty").exists()
 
 
-def test_the_toolkits_runtime_is_its_requirements_without_extras() -> None:
+def test_the_toolkits_runtime_is_its_requirements_and_the_servers_without_host_extras() -> None:
     needs = toolkit_requirements()
     names = {n.split(">")[0].split("<")[0].split(";")[0].split("=")[0] for n in needs}
     assert {"scikit-learn", "click", "typer", "joblib"} <= names
+    # `toolkit image serve` runs the server in the project's image: its packages are the image's.
+    assert {"uvicorn", "starlette", "prometheus-client"} <= names
     assert not names & {"docker", "pip-tools", "matplotlib", "psycopg", "pyarrow"}
+    assert not any("extra" in n for n in needs)
 
 
 def test_a_lock_is_data_and_changes_are_named() -> None:

@@ -166,6 +166,17 @@ def _walk(steps: Steps, tmp: Path) -> None:
     # --- further steps in the same project and the same shell (walk.shell.run, cwd: walk.project).
     # Other features' blocks go below this line, one block each: image serve, compare, plots.
 
+    # --- s3-serve: the model served from its own image (no --image: the card's), OIP infer and
+    # /predict checked against `toolkit image predict` on the same rows, then SIGTERM and exit 0.
+    from tests._serve_support import image_serve_round_trip
+
+    started = time.monotonic()
+    toolkit = shutil.which("toolkit", path=walk.shell.env["PATH"])
+    assert toolkit is not None and str(walk.tmp / "home") in toolkit, walk.shell.env["PATH"]
+    image_serve_round_trip(toolkit, walk.project / MODEL, image=IMAGE, cwd=walk.project, env=walk.shell.env)
+    steps.times.append(("toolkit image serve MODEL (+ image predict)", time.monotonic() - started, 0))
+    # --- end s3-serve
+
 
 # --- what each README step must show -----------------------------------------------------
 

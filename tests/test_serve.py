@@ -640,6 +640,26 @@ def _served_version(url: str) -> str | None:
     return requests.get(url + "/v2/health/ready", timeout=10).json().get("model_version")
 
 
+def _assert_consistent_with_the_stage(
+    load: _Load, stage: list[tuple[float, str]], *, allowance: float, refused_at: float, kept: str
+) -> None:
+    """0 failed requests, and each answer's version was the stage's at some moment between
+    (sent - the swap allowance) and its arrival; the allowance is one poll interval plus the
+    slowest swap measured. After the refused move (``refused_at``), always the ``kept`` one."""
+    assert load.errors == []
+    assert all(status == 200 for _, _, status, _ in load.results), {r[2] for r in load.results}
+    for sent, received, _, version in load.results:
+        if sent > refused_at:
+            assert version == kept
+            continue
+        window = [v for t, v in stage if t <= received]
+        in_window = {v for t, v in stage if sent - allowance <= t <= received} | {window[-1]}
+        earlier = [v for t, v in stage if t < sent - allowance]
+        if earlier:
+            in_window.add(earlier[-1])
+        assert version in in_window, (sent, received, version, stage)
+
+
 def test_follow_through_promotes_and_rollbacks_under_load(tmp_path: Path, monkeypatch: Any) -> None:
     from toolkit.registry import Registry
 
@@ -705,22 +725,8 @@ def test_follow_through_promotes_and_rollbacks_under_load(tmp_path: Path, monkey
             assert event is not None and event["version"] == "2.0.0" and event["step"] == "gate"
             assert event["differences"][0]["field"] == "local_module" and event["serving"] == "1.0.0"
             time.sleep(3 * poll)
-        assert load.errors == []
         assert len(load.results) > 100
-        assert all(status == 200 for _, _, status, _ in load.results), {r[2] for r in load.results}
-        # Each answer's version was production at some moment between (sent - the swap allowance)
-        # and its arrival; the allowance is one poll interval plus the slowest swap measured.
-        allowance = poll + max(lags)
-        for sent, received, _, version in load.results:
-            if sent > refused_at:
-                assert version == "1.0.0"
-                continue
-            window = [v for t, v in stage if t <= received]
-            in_window = {v for t, v in stage if sent - allowance <= t <= received} | {window[-1]}
-            earlier = [v for t, v in stage if t < sent - allowance]
-            if earlier:
-                in_window.add(earlier[-1])
-            assert version in in_window, (sent, received, version, stage)
+        _assert_consistent_with_the_stage(load, stage, allowance=poll + max(lags), refused_at=refused_at, kept="1.0.0")
         metrics = requests.get(s.url + "/metrics", timeout=10).text
         assert 'toolkit_serve_swaps_total{result="swapped"} 20.0' in metrics
         assert 'toolkit_serve_swaps_total{result="refused"} 1.0' in metrics
@@ -737,6 +743,87 @@ def test_follow_through_promotes_and_rollbacks_under_load(tmp_path: Path, monkey
     assert served[1].reason == "swap from 1.0.0" and served[0].reason == "ready"
     assert all(e.from_status == e.to_status for e in served)
     print(f"swap lag (stage change -> served): max {max(lags):.3f}s, mean {sum(lags) / len(lags):.3f}s")
+
+
+def _move_tag(host: str, repository: str, tag: str, to: str) -> None:
+    """What a promote or a rollback does to an OCI stage tag: point it at another version's manifest."""
+    from toolkit.oci import Client, Reference
+
+    with Client(host) as client:
+        manifest = client.get_manifest(Reference(host=host, repository=repository, tag=to))
+        client.put_manifest(repository, tag, manifest.raw)
+
+
+def test_follow_an_oci_tag_through_a_promote_and_a_rollback_under_load(team_oci: Any, tmp_path: Path) -> None:
+    import os
+
+    from toolkit import signing
+    from toolkit.artifact import sign
+    from toolkit.oci import push
+
+    poll = 0.3
+    host, repo = team_oci.host, "follow/credit"
+    _, pub = signing.keygen(tmp_path / "team")
+    signing.keygen(tmp_path / "other")
+    src = tmp_path / "src"
+    for version, c, key in (("1.0.0", 1.0, "team"), ("1.1.0", 2.0, "team"), ("1.2.0", 3.0, "other")):
+        model = _save_classifier(src / version / f"credit-{version}.joblib", version=version, C=c)
+        sign(model, tmp_path / f"{key}.key")  # 1.2.0 under a key the server does not trust
+        push(model, f"oci://{host}/{repo}:credit-{version}")
+    _move_tag(host, repo, "production", "credit-1.0.0")
+    tmp = tmp_path / "server-tmp"  # the server's TMPDIR: every pull folder must be gone at the end
+    tmp.mkdir()
+    s = Served(
+        f"oci://{host}/{repo}:production",
+        "--follow",
+        "--poll-interval",
+        str(poll),
+        "--trusted-key",
+        str(pub),
+        env={"TMPDIR": str(tmp)},
+    )
+    try:
+        assert s.started()["version"] == "1.0.0"
+        assert s.wait_for("history_none", timeout=10) is not None  # said once: OCI keeps no history
+        stage: list[tuple[float, str]] = [(0.0, "1.0.0")]
+        lags: list[float] = []
+        with _Load(s.url) as load:
+            for _ in range(2):
+                for version in ("1.1.0", "1.0.0"):  # a promote, then a rollback
+                    _move_tag(host, repo, "production", f"credit-{version}")
+                    changed = time.monotonic()
+                    stage.append((changed, version))
+                    deadline = changed + 30
+                    while _served_version(s.url) != version:
+                        assert time.monotonic() < deadline, f"{version} never served; log: {''.join(s.raw)[-1500:]}"
+                        time.sleep(0.02)
+                    lags.append(time.monotonic() - changed)
+                    time.sleep(0.3)
+            # The refused move: the tag names 1.2.0, signed by another key; 1.0.0 keeps serving.
+            _move_tag(host, repo, "production", "credit-1.2.0")
+            refused_at = time.monotonic()
+            event = s.wait_for("swap_refused", timeout=60)
+            assert event is not None and event["version"] == "1.2.0" and event["step"] == "signature"
+            assert event["serving"] == "1.0.0", event
+            time.sleep(3 * poll)
+            assert _served_version(s.url) == "1.0.0"
+        assert len(load.results) > 30
+        _assert_consistent_with_the_stage(load, stage, allowance=poll + max(lags), refused_at=refused_at, kept="1.0.0")
+        metrics = requests.get(s.url + "/metrics", timeout=10).text
+        said = [e for e in s.events if e.get("event", "").startswith(("swap", "follow"))]
+        assert 'toolkit_serve_swaps_total{result="swapped"} 4.0' in metrics, said
+        assert 'toolkit_serve_swaps_total{result="refused"} 1.0' in metrics, said
+        # A poll or a pull the loaded registry failed (HTTP 5xx, a timeout) is counted and said once,
+        # and retried: never taken for a refusal of the version.
+        errors = [e for e in said if e["event"] in ("swap_error", "follow_error")]
+        assert f'toolkit_serve_swaps_total{{result="error"}} {float(len(errors))}' in metrics, said
+        assert [e["version"] for e in s.events if e.get("event") == "swapped"] == ["1.1.0", "1.0.0"] * 2, said
+    finally:
+        code = s.terminate()
+    assert code == 0, "".join(s.raw)[-3000:]
+    assert sum(e.get("event") == "swap_refused" for e in s.events) == 1  # said once, not once per poll
+    assert os.listdir(tmp) == []
+    print(f"oci swap lag (tag moved -> served): max {max(lags):.3f}s, mean {sum(lags) / len(lags):.3f}s")
 
 
 def test_a_directory_of_one_artifact_is_served_a_directory_of_two_is_refused(
@@ -768,3 +855,22 @@ def test_memory_stays_flat_under_large_refused_bodies(models: dict[str, Path]) -
         grown = rss_kb(s.proc.pid) - before
     # Before refusals were returned across the thread pool instead of raised, this grew ~225 MB.
     assert grown < 30_000, f"RSS grew {grown} kB over 100 refused bodies"
+
+
+def test_follow_needs_something_that_can_move(models: dict[str, Path], runner: Any) -> None:
+    """A file, a pinned version or an OCI digest names one artifact for good: --follow says so,
+    in one line, exit 2, before anything is pulled, bound or started (no engine is asked)."""
+    from toolkit.cli import app
+
+    digest = "oci://127.0.0.1:1/r@sha256:" + "0" * 64
+    for args in (
+        ["serve", str(models["classifier"]), "--follow"],
+        ["serve", "credit:1.0.0", "--follow"],
+        ["serve", digest, "--follow"],
+        ["image", "serve", str(models["classifier"]), "--follow"],
+        ["image", "serve", digest, "--follow"],
+    ):
+        done = runner.invoke(app, args)
+        assert done.exit_code == 2, (args, done.output)
+        lines = done.output.strip().splitlines()
+        assert len(lines) == 1 and "--follow watches" in lines[0], (args, done.output)

@@ -1,8 +1,10 @@
 """``toolkit lock``: a project's requirements.in plus the toolkit's own runtime, hash-locked by pip-tools.
 
-The image runs the project's packages *and* the toolkit (the gate, ``toolkit.save``), so its lock
-is compiled from both: the project's ``requirements.in`` and the toolkit distribution's own
-runtime requirements (its ``Requires-Dist`` without extras). pip-compile does the resolving, as
+The image runs the project's packages *and* the toolkit (the gate, ``toolkit.save``, ``toolkit
+serve``), so its lock is compiled from both: the project's ``requirements.in`` and the toolkit
+distribution's own runtime requirements (its ``Requires-Dist`` without extras, plus the ``serve``
+extra: ``toolkit image serve`` runs the server in the image, and its cards record the server's
+packages as the pinned image's do). pip-compile does the resolving, as
 ``make lock`` does in this repository; it keeps every pin of an existing output file that still
 resolves unless ``--upgrade``/``--upgrade-package`` says otherwise. The result is written
 atomically and must be data: pins with hashes and comments, no pip options.
@@ -33,6 +35,8 @@ _TIMEOUT = 1800
 _PIN = re.compile(r"^([A-Za-z0-9][A-Za-z0-9._-]*)==([^\s;\\]+)")
 _HASH = re.compile(r"^--hash=sha256:[0-9a-f]{64}$")
 _RUNTIME_IN = "toolkit-runtime.in"
+# The extras that run in a project's image, not only on its host.
+IMAGE_EXTRAS = ("serve",)
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -57,7 +61,7 @@ class LockResult:
 
 
 def toolkit_requirements() -> list[str]:
-    """The toolkit distribution's runtime requirements (no extras), as requirement strings."""
+    """The toolkit distribution's runtime requirements (no extras but ``IMAGE_EXTRAS``), as requirement strings."""
     from packaging.requirements import InvalidRequirement, Requirement
 
     try:
@@ -71,7 +75,9 @@ def toolkit_requirements() -> list[str]:
         except InvalidRequirement:
             continue
         if req.marker is not None and "extra" in str(req.marker):
-            continue
+            if not any(req.marker.evaluate({"extra": extra}) for extra in IMAGE_EXTRAS):
+                continue
+            req.marker = None  # an image extra is simply required in the image
         found.append(str(req))
     return found
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -114,16 +114,27 @@ def image_serve(
     trust: TrustOpt = None,
     registry: RegistryOpt = None,
     certifications: CertificationsOpt = None,
+    follow: Annotated[
+        bool,
+        typer.Option(
+            "--follow",
+            help="The container watches ARTIFACT's stage (NAME@production in a directory registry, mounted "
+            "read-only, or an oci:// tag) and swaps as `serve --follow` does.",
+        ),
+    ] = False,
+    poll_interval: Annotated[float, typer.Option("--poll-interval", help="Seconds between looks at the stage.")] = 5.0,
+    insecure: InsecureOpt = False,
 ) -> None:
     """Run `toolkit serve` on ARTIFACT inside the image it was trained in, the port published on 127.0.0.1.
 
     The image: --image, else the one the card records (environment.image), else $TOOLKIT_IMAGE or
     toolkit:latest. The checks run in the container, so the gate judges the image itself.
     --certifications DIR is mounted read-only there for --policy certified ($TOOLKIT_CERTIFICATIONS).
+    With --follow, the image is chosen by the version served at start; a later one that needs
+    another runtime is refused in the container (it needs its own image).
     """
     import sys
 
-    from toolkit.artifact import read_card
     from toolkit.docker import resolve_image
     from toolkit.serve.image import serve_in_image
     from toolkit.serve.server import ON_MISMATCH
@@ -131,8 +142,10 @@ def image_serve(
 
     if on_mismatch not in ON_MISMATCH:
         raise UsageError(f"--on-mismatch {on_mismatch!r}: choose exit or hold")
-    model = artifact_arg(artifact, registry)
-    recorded = getattr(read_card(model).environment, "image", None)
+    if poll_interval <= 0:
+        raise UsageError("--poll-interval must be positive")
+    model, card, followed = _image_serve_target(artifact, registry, follow=follow, insecure=insecure)
+    recorded = getattr(card.environment, "image", None)
     tag = image or (getattr(recorded, "ref", None) or getattr(recorded, "id", None) if recorded else None)
     tag = tag or resolve_image(None)
     keys = [Path(k.source) for k in trusted_keys_from_env(trusted_key)]
@@ -156,6 +169,8 @@ def image_serve(
             "--log-format",
             log_format,
             *(arg for name in trust or () for arg in ("--trust", name)),
+            *(("--poll-interval", str(poll_interval)) if follow else ()),
+            *(("--insecure",) if insecure else ()),
         ],
         port=port,
         trusted_keys=keys,
@@ -163,5 +178,43 @@ def image_serve(
         drain_timeout=drain_timeout,
         on_output=output,
         on_published=lambda url: echo_err(plain(f"image {tag}: published on {url}")),
+        follow=followed,
     )
     raise typer.Exit(code)
+
+
+def _image_serve_target(
+    artifact: str, registry: Path | None, *, follow: bool, insecure: bool
+) -> tuple[Path | None, Any, Any]:
+    """(the file served now or None, its card, what the container follows or None)."""
+    from toolkit.artifact import read_card
+    from toolkit.serve.image import Followed
+
+    if not follow:
+        model = artifact_arg(artifact, registry)
+        return model, read_card(model), None
+    if artifact.startswith("oci://"):
+        from toolkit.oci import Client, fetch_card, parse_reference
+
+        ref = parse_reference(artifact)
+        if ref.digest is not None:
+            raise UsageError(f"--follow watches a tag; {artifact!r} names one manifest by digest")
+        with Client(ref.host, insecure=insecure) as client:
+            return None, fetch_card(client, ref).card, Followed(model=artifact)
+    from toolkit.registry.index import is_postgres_url
+    from toolkit.registry.refs import parse_reference as parse_registry_reference
+    from toolkit.registry.registry import resolve_root
+
+    ref_ = parse_registry_reference(artifact)
+    if ref_ is None or ref_.stage is None:
+        raise UsageError(
+            f"--follow watches a stage: give NAME@production, NAME@staging or an oci:// tag, not {artifact!r}"
+        )
+    root = resolve_root(registry)
+    if is_postgres_url(str(root)):
+        raise UsageError(
+            "image serve --follow reads a directory registry (mounted read-only) or an oci:// tag; for a team "
+            "registry follow its production tag: oci://STORE:NAME-production"
+        )
+    model = artifact_arg(artifact, registry)
+    return model, read_card(model), Followed(model=artifact, registry=Path(root))

@@ -94,7 +94,7 @@ def _serve(options: ServeOptions, log: Log, uvicorn: Any) -> int:
     where = f"{_url_host(host)}:{port} (pid {os.getpid()} on {socketlib.gethostname()})"
     holder, metrics = Holder(), Metrics()
     current = None
-    refused_key: tuple[str, str | None] | None = None
+    refused_key = None
     try:
         current = source.current()
         model = load_current(
@@ -106,7 +106,7 @@ def _serve(options: ServeOptions, log: Log, uvicorn: Any) -> int:
         log.event("refused", f"not serving {options.model}: {refused.step}: {refused}", **extra)
         metrics.checked(str(current.version if current else None), refused.step)
         if current is not None:
-            refused_key = (str(current.version), current.sha256)
+            refused_key = current
         if options.on_mismatch == "exit":
             sock.close()
             return 1
@@ -130,6 +130,7 @@ def _serve(options: ServeOptions, log: Log, uvicorn: Any) -> int:
             trusted_keys=options.trusted_keys,
             trusted=options.trusted,
             where=where,
+            serving=current if model is not None else None,
         )
         if refused_key is not None:  # already said why at start-up: not again on the first poll
             follower.refused.add(refused_key)
@@ -178,6 +179,10 @@ def _serve(options: ServeOptions, log: Log, uvicorn: Any) -> int:
     finally:
         if follower is not None:
             follower.stop.set()
+            if follower.ident is not None:  # started (uvicorn's startup may fail before it is)
+                follower.join(timeout=2)  # a poll in flight ends within its deadline; a pull may take longer
+        if follower is None or not follower.is_alive():
+            source.close()
         for s, handler in previous.items():
             signal.signal(s, handler)
         sock.close()
