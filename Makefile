@@ -111,15 +111,20 @@ lint: $(VENV)/.stamp
 
 # The whole suite, Docker end-to-end included: starts an engine when none answers. Two runs:
 # what shares nothing runs on both cores (pytest-xdist); what shares the one Docker engine,
-# PostgreSQL, loopback ports or kills processes runs alone, as before. The union is every test.
+# PostgreSQL, loopback ports or kills processes runs alone, as before. The union is every test,
+# and no test runs twice (tests/test_make_parts.py holds both, from this file).
 SERIAL := docker or slow or team or oci or process
+# Parallel-safe but seconds each (a real uvicorn per test, a follow under load): in make test's
+# xdist run, left out of test-unit.
+HEAVY := serve
 test: $(VENV)/.stamp lint engine
 	$(BIN)/python -m pytest -p xdist -n 2 -m "not ($(SERIAL))"
 	$(BIN)/python -m pytest -m "$(SERIAL)"
 
-# The loop while developing: no engine, no PostgreSQL, no registry, no kill loops (target < 60 s).
+# The loop while developing: no engine, no PostgreSQL, no registry, no kill loops, no servers
+# (target < 60 s on 2 cores).
 test-unit: $(VENV)/.stamp
-	$(BIN)/python -m pytest -p xdist -n 2 -m "not ($(SERIAL))"
+	$(BIN)/python -m pytest -p xdist -n 2 -m "not ($(SERIAL) or $(HEAVY))"
 
 # Everything but the Docker and cross-version end-to-end tests (the loop before test-unit).
 test-fast: $(VENV)/.stamp

@@ -5,14 +5,24 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-from collections.abc import Callable, Iterator
+import sys
+from collections.abc import Callable, Generator, Iterator
 from pathlib import Path
 from typing import Any
 
-import pytest
-from typer.testing import CliRunner
+# One OpenMP and BLAS thread per test process, set before numpy or scikit-learn loads (and
+# inherited by every CLI subprocess a test starts). make test runs two xdist workers on two
+# cores: two threads each oversubscribe them, and OpenMP's spin-waiting barriers then make a
+# HistGradientBoosting fit 10-50x slower on a loaded machine (552 s against 10 s for three fits,
+# measured at load 14). A test that is about threads sets its own (test_reference.py); a
+# developer's own setting is kept. Cards record these variables, never compare them.
+for _variable in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+    os.environ.setdefault(_variable, "1")
 
-import toolkit
+import pytest  # noqa: E402
+from typer.testing import CliRunner  # noqa: E402
+
+import toolkit  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -136,6 +146,20 @@ def pytest_configure(config: pytest.Config) -> None:
     if os.environ.get("PYTEST_XDIST_WORKER"):
         os.environ.pop("COLUMNS", None)
         os.environ.pop("LINES", None)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_collection(session: pytest.Session) -> Generator[None, object, object]:
+    # pytest caches each test module's assert-rewritten code in __pycache__, but not while
+    # PYTHONDONTWRITEBYTECODE is set (as on these machines): every run, and each xdist worker,
+    # would rewrite all test modules again (~8 s of a collection's 11 s). Allowed during
+    # collection only, so nothing a test imports or writes later gains a __pycache__.
+    saved = sys.dont_write_bytecode
+    sys.dont_write_bytecode = False
+    try:
+        return (yield)
+    finally:
+        sys.dont_write_bytecode = saved
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
