@@ -116,7 +116,7 @@ lint: $(VENV)/.stamp
 SERIAL := docker or slow or team or oci or process
 # Parallel-safe but seconds each (a real uvicorn per test, a follow under load): in make test's
 # xdist run, left out of test-unit.
-HEAVY := serve
+HEAVY := serve or install
 test: $(VENV)/.stamp lint engine
 	$(BIN)/python -m pytest -p xdist -n 2 -m "not ($(SERIAL))"
 	$(BIN)/python -m pytest -m "$(SERIAL)"
