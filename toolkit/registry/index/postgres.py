@@ -58,6 +58,11 @@ SCHEMA = "toolkit"
 SCHEMA_VERSION = 1
 CONNECT_TIMEOUT_S = 5
 STATEMENT_TIMEOUT_S = 120
+# The client's own bound on every round trip after connecting (a statement, a fetch, a commit):
+# statement_timeout is the server's to enforce, and a server that stalls or drips its answer
+# (or a half-open connection) would otherwise be waited on forever. Longer than the server's
+# own timeouts, so a legitimate slow statement ends with the server's message first.
+ROUND_TRIP_DEADLINE_S = STATEMENT_TIMEOUT_S + 30
 # Writers hold a name's lock for milliseconds (files are stored before it is taken),
 # so a long wait means something is wrong rather than busy.
 LOCK_TIMEOUT_S = 60
@@ -177,6 +182,13 @@ def describe(url: str) -> str:
     return f"postgresql://{user + '@' if user else ''}{host}:{port}/{db}"
 
 
+class _BoundedConnection(psycopg.Connection[dict[str, Any]]):
+    """A connection whose every wait for the server has a deadline (psycopg's has none)."""
+
+    def wait(self, gen: Any, interval: float = 0.1, timeout: float | None = None) -> Any:
+        return super().wait(gen, interval, ROUND_TRIP_DEADLINE_S if timeout is None else timeout)
+
+
 class PgIndex:
     """The team index on one PostgreSQL database; connects on first use, one connection."""
 
@@ -267,7 +279,9 @@ class PgIndex:
             if "connect_timeout" not in _parse(self._url):
                 params["connect_timeout"] = CONNECT_TIMEOUT_S
             try:
-                self._conn = psycopg.connect(self._url, autocommit=True, row_factory=dict_row, **params)
+                # connect_timeout bounds the whole connection (psycopg waits on it as one deadline,
+                # however the server drips its answers); after that, _BoundedConnection's deadline.
+                self._conn = _BoundedConnection.connect(self._url, autocommit=True, row_factory=dict_row, **params)
             except psycopg.OperationalError as e:
                 raise RemoteError(f"PostgreSQL at {self._where} {_why_unreachable(e)}") from e
             except psycopg.Error as e:
@@ -322,6 +336,12 @@ class PgIndex:
             raise RegistryError(
                 f"the registry index at {self._where} has a '{SCHEMA}' schema this toolkit did not create "
                 f"({_first_line(e)}); refused"
+            ) from e
+        except pgerrors._WaitTimeout as e:
+            self._drop()  # mid-answer: the connection's state is unknown
+            raise RemoteError(
+                f"PostgreSQL at {self._where}: no complete answer within {ROUND_TRIP_DEADLINE_S}s"
+                " (the overall deadline)"
             ) from e
         except pgerrors.QueryCanceled as e:
             raise RemoteError(f"PostgreSQL at {self._where}: a statement ran over {STATEMENT_TIMEOUT_S}s") from e
