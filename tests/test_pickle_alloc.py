@@ -148,6 +148,7 @@ def _cap_address_space() -> None:
     resource.setrlimit(resource.RLIMIT_AS, (_AS_LIMIT, _AS_LIMIT))
 
 
+@pytest.mark.process  # one child process under RLIMIT_AS
 def test_allocation_vectors_are_refused_before_allocating(base_artifact: Path, tmp_path: Path) -> None:
     paths = {}
     for i, (name, build) in enumerate(CASES.items()):
