@@ -15,6 +15,7 @@ refuses a card that lists them.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import inspect
 import os
@@ -257,48 +258,78 @@ def _itemsize(np: Any, dtype: Any) -> int:
         return 8  # numpy will refuse it itself, after our check
 
 
+_PLAIN = frozenset({int, float, complex, str, bytes, bool, type(None), type})
+
+
 def _lazy_bytes(values: Iterable[Any], depth: int = 2) -> int:
     """What the lazy sequences among ``values`` (and inside their tuples, lists and dicts) would
     take once materialized: a range or a RangeIndex is small in the file at any length."""
     total = 0
     for value in values:
-        if isinstance(value, range) or _is_range_index(value):
+        kind = type(value)
+        if kind in _PLAIN:
+            continue  # most arguments: no sequence inside, nothing lazy
+        if kind is range or (kind.__name__ == "RangeIndex" and kind.__module__.startswith("pandas.")):
             total += len(value) * _ELEMENT_BYTES
-        elif depth > 0 and isinstance(value, (tuple, list)):
-            total += _lazy_bytes(value, depth - 1)
-        elif depth > 0 and isinstance(value, dict):
+        elif depth and isinstance(value, (tuple, list)):
+            if value:
+                total += _lazy_bytes(value, depth - 1)
+        elif depth and isinstance(value, dict) and value:
             total += _lazy_bytes(value.values(), depth - 1)
     return total
 
 
-def _is_range_index(value: Any) -> bool:
-    return type(value).__name__ == "RangeIndex" and type(value).__module__.startswith("pandas.")
+# What constructing a class allocates up front depends only on what the class is: decided once
+# per class (a load calls a few classes thousands of times).
+_KINDS: dict[type, str] = {}
+
+
+def _construct_kind(np: Any, cls: type) -> str:
+    kind = _KINDS.get(cls)
+    if kind is not None:
+        return kind
+    sparse = sys.modules.get("scipy.sparse")
+    if issubclass(cls, (bytes, bytearray)):
+        kind = "bytes"
+    elif np is None:
+        kind = ""
+    elif issubclass(cls, np.ndarray):
+        kind = "ndarray"
+    elif issubclass(cls, np.void):
+        kind = "void"
+    elif issubclass(cls, np.random.SeedSequence):
+        kind = "seed"
+    elif sparse is not None and issubclass(cls, (sparse.spmatrix, sparse.sparray)):
+        kind = "sparse"
+    else:
+        kind = ""
+    _KINDS[cls] = kind
+    return kind
+
+
+def _positive_int(value: Any) -> int:
+    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0
 
 
 def _construct_bytes(np: Any, cls: type, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> int:
     """What constructing ``cls`` from ``args`` allocates before any state from the file is set."""
-    if issubclass(cls, (bytes, bytearray)):
-        first = args[0] if args else kwargs.get("source")
-        return first if isinstance(first, int) and not isinstance(first, bool) and first > 0 else 0
-    if np is None:
+    kind = _construct_kind(np, cls)
+    if not kind:
         return 0
-    if issubclass(cls, np.ndarray):
+    if kind == "bytes":
+        return _positive_int(args[0] if args else kwargs.get("source"))
+    if kind == "ndarray":
         shape = args[0] if args else kwargs.get("shape", 0)
         dtype = args[1] if len(args) > 1 else kwargs.get("dtype")
         count = _product(shape)
-        return 0 if count is None else count * _itemsize(np, dtype)
-    if issubclass(cls, np.void):
-        first = args[0] if args else None
-        return first if isinstance(first, int) and not isinstance(first, bool) and first > 0 else 0
-    if issubclass(cls, np.random.SeedSequence):
-        pool = args[2] if len(args) > 2 else kwargs.get("pool_size", 4)
-        return pool * 4 if isinstance(pool, int) and not isinstance(pool, bool) and pool > 0 else 0
-    sparse = sys.modules.get("scipy.sparse")
-    if sparse is not None and issubclass(cls, (sparse.spmatrix, sparse.sparray)):
-        # An empty (M, N) matrix allocates its row pointers (csr, bsr) or M row lists (lil).
-        shapes = [a for a in (*args, kwargs.get("shape")) if isinstance(a, tuple) and _product(a) is not None]
-        return sum(sum(max(d, 0) for d in s) * _ELEMENT_BYTES for s in shapes)
-    return 0
+        return count * _itemsize(np, dtype) if count else 0
+    if kind == "void":
+        return _positive_int(args[0] if args else None)
+    if kind == "seed":
+        return 4 * _positive_int(args[2] if len(args) > 2 else kwargs.get("pool_size", 4))
+    # sparse: an empty (M, N) matrix allocates its row pointers (csr, bsr) or M row lists (lil).
+    shapes = [a for a in (*args, kwargs.get("shape")) if isinstance(a, tuple) and _product(a) is not None]
+    return sum(sum(max(d, 0) for d in s) * _ELEMENT_BYTES for s in shapes)
 
 
 def _call_bytes(np: Any, func: Any, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> int:
@@ -315,11 +346,11 @@ def _call_bytes(np: Any, func: Any, args: tuple[Any, ...], kwargs: Mapping[str, 
         inner = tuple(args[1]) if isinstance(args[1], (tuple, list)) else ()
         return claimed + _construct_bytes(np, args[0], inner, args[2] if isinstance(args[2], dict) else {})
     if np is not None and name == "_reconstruct" and len(args) >= 3:
-        count = _product(args[1])
-        return claimed + (0 if count is None else count * _itemsize(np, args[2]))
+        count = _product(args[1])  # (0,) for every array numpy pickles: its data comes by BUILD
+        return claimed + (count * _itemsize(np, args[2]) if count else 0)
     if np is not None and name == "_mareconstruct" and len(args) >= 4:
         count = _product(args[2])
-        return claimed + (0 if count is None else count * _itemsize(np, args[3]))
+        return claimed + (count * _itemsize(np, args[3]) if count else 0)
     if np is not None and name == "scalar" and args:
         return claimed + _itemsize(np, args[0])
     return claimed
@@ -420,8 +451,7 @@ def _restricted_unpickler() -> Any:
         if not isinstance(kwargs, dict):
             kwargs = {}
         target, all_args, all_kwargs = func, args, kwargs
-        partial = sys.modules["functools"].partial
-        while isinstance(target, partial):  # a partial calls what it holds, with its own arguments first
+        while isinstance(target, functools.partial):  # a partial calls what it holds, with its own arguments first
             all_args = (*target.args, *all_args)
             all_kwargs = {**target.keywords, **all_kwargs}
             target = target.func
@@ -456,6 +486,7 @@ def _restricted_unpickler() -> Any:
         def __init__(self, file: Any, outer: Any) -> None:
             super().__init__(file, fix_imports=False)
             self.outer = outer
+            self.check_call = outer.check_call  # one budget and one call rule for both streams
 
         def find_class(self, module: str, name: str) -> Any:
             return self.outer.find_class(module, name)
@@ -463,9 +494,6 @@ def _restricted_unpickler() -> Any:
         def load_build(self) -> None:
             _guard_build(self.stack)
             plain.load_build(self)
-
-        def check_call(self, func: Any, args: Any, kwargs: Any) -> None:
-            self.outer.check_call(func, args, kwargs)
 
         dispatch[pickle.BUILD[0]] = load_build
         dispatch[pickle.REDUCE[0]] = _load_reduce
