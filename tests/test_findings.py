@@ -138,6 +138,79 @@ def test_an_oci_answer_that_trickles_in_meets_an_overall_deadline(protocol: str)
         server.server_close()
 
 
+@pytest.mark.process  # serves on loopback from threads
+@pytest.mark.parametrize("drip", ["silent", "status line", "headers", "token headers"])
+def test_an_oci_server_that_drips_its_headers_meets_the_overall_deadline(drip: str) -> None:
+    # The deadline covers the whole exchange, not only the body: a server that accepts and
+    # answers nothing, or sends its status line or headers a byte every 0.3 s (never a 30 s
+    # read timeout), is cut at the deadline. A real socket server on loopback, the real client.
+    import socket
+    import time
+
+    from toolkit.errors import RemoteError
+    from toolkit.oci.client import Client
+    from toolkit.oci.reference import parse_reference
+
+    stop = threading.Event()
+    listener = socket.create_server(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+    challenge = (
+        "HTTP/1.1 401 Unauthorized\r\nContent-Length: 0\r\n"
+        f'WWW-Authenticate: Bearer realm="http://127.0.0.1:{port}/token",service="t"\r\n\r\n'
+    )
+
+    def drip_to(conn: socket.socket, data: bytes) -> None:
+        for i in range(len(data)):
+            if stop.wait(0.3):
+                return
+            conn.sendall(data[i : i + 1])
+
+    def serve(conn: socket.socket) -> None:
+        with conn:
+            request = conn.recv(65536)
+            try:
+                if drip == "silent":
+                    stop.wait(60)
+                elif drip == "status line":
+                    drip_to(conn, b"HTTP/1.1 200 " + b"O" * 60 + b"\r\n\r\n")
+                elif drip == "headers" or request.startswith(b"GET /token"):
+                    conn.sendall(b"HTTP/1.1 200 OK\r\n")
+                    drip_to(conn, b"X-Slow: " + b"a" * 400 + b"\r\n")
+                else:
+                    conn.sendall(challenge.encode())
+            except OSError:
+                pass
+
+    def accept() -> None:
+        listener.settimeout(0.2)
+        while not stop.is_set():
+            try:
+                conn, _ = listener.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            threading.Thread(target=serve, args=(conn,), daemon=True).start()
+
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    host = f"127.0.0.1:{port}"
+    what = "token for manifest v1" if drip == "token headers" else "manifest v1"
+    try:
+        client = Client(host, use_docker_config=False, deadline=1.0)
+        started = time.monotonic()
+        with pytest.raises(
+            RemoteError, match=rf"^{host}: no complete answer for {what} within 1 s \(the overall deadline\)$"
+        ):
+            client.get_manifest(parse_reference(f"oci://{host}/m:v1"))
+        assert time.monotonic() - started < 8  # the read timeout is 30 s: only the deadline ends it this soon
+        client.close()
+    finally:
+        stop.set()
+        listener.close()
+        thread.join(timeout=5)
+
+
 @pytest.mark.parametrize("foreign", ["meta without columns", "versions with other columns"])
 def test_a_foreign_postgresql_schema_is_exit_4(pg_url: str, foreign: str) -> None:
     import psycopg
@@ -177,3 +250,83 @@ def test_postgresql_statements_have_a_timeout(pg_url: str) -> None:
         assert conn.execute("SHOW lock_timeout").fetchone()["lock_timeout"] != "0"
     finally:
         index.close()
+
+
+@pytest.mark.process  # serves on loopback from threads
+@pytest.mark.parametrize("stall", ["startup drip", "silent statement", "statement drip"])
+def test_a_postgresql_server_that_stalls_or_drips_meets_a_deadline(stall: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    # statement_timeout is the server's to enforce: a server that stalls or drips (or a
+    # half-open connection) is bounded by the client. psycopg's connect_timeout covers the
+    # whole connection however it drips; after it, every round trip has the client's own
+    # deadline. A real socket server on loopback speaking just enough of the protocol.
+    import socket
+    import struct
+    import time
+
+    from toolkit.errors import RemoteError
+    from toolkit.registry.index import postgres
+
+    monkeypatch.setattr(postgres, "ROUND_TRIP_DEADLINE_S", 1)
+    stop = threading.Event()
+    listener = socket.create_server(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+
+    def message(kind: bytes, body: bytes) -> bytes:
+        return kind + struct.pack("!i", len(body) + 4) + body
+
+    hello = message(b"R", struct.pack("!i", 0))
+    for key, value in (("server_version", "15.0"), ("client_encoding", "UTF8"), ("DateStyle", "ISO, MDY")):
+        hello += message(b"S", key.encode() + b"\0" + value.encode() + b"\0")
+    hello += message(b"K", struct.pack("!ii", 1, 2)) + message(b"Z", b"I")
+
+    def drip_to(conn: socket.socket, data: bytes) -> None:
+        for i in range(len(data)):
+            if stop.wait(0.3):
+                return
+            conn.sendall(data[i : i + 1])
+
+    def serve(conn: socket.socket) -> None:
+        with conn:
+            try:
+                length = struct.unpack("!i", conn.recv(4))[0]
+                conn.recv(length - 4)  # the startup message (sslmode=disable: no SSL request)
+                if stall == "startup drip":
+                    drip_to(conn, hello * 10)
+                    return
+                conn.sendall(hello)
+                conn.recv(65536)  # the first statement
+                if stall == "silent statement":
+                    stop.wait(60)
+                else:
+                    drip_to(conn, message(b"C", b"SET\0") * 40 + message(b"Z", b"I"))
+            except OSError:
+                pass
+
+    def accept() -> None:
+        listener.settimeout(0.2)
+        while not stop.is_set():
+            try:
+                conn, _ = listener.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            threading.Thread(target=serve, args=(conn,), daemon=True).start()
+
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    index = postgres.PgIndex(
+        f"postgresql://toolkit@127.0.0.1:{port}/db?sslmode=disable&gssencmode=disable&connect_timeout=2"
+    )
+    try:
+        started = time.monotonic()
+        expected = "connection timeout expired" if stall == "startup drip" else r"within 1s \(the overall deadline\)"
+        with pytest.raises(RemoteError, match=expected) as e:
+            index.exists()
+        assert time.monotonic() - started < 10  # (psycopg's connect takes about 2x connect_timeout here)
+        assert e.value.exit_code == 6 and "\n" not in str(e.value)
+    finally:
+        index.close()
+        stop.set()
+        listener.close()
+        thread.join(timeout=5)

@@ -15,6 +15,7 @@ refuses a card that lists them.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import inspect
 import os
@@ -30,7 +31,16 @@ from toolkit.card.records import LocalModule
 from toolkit.errors import IntegrityError, UsageError
 from toolkit.fingerprint import _name_and_version, canonical_name
 from toolkit.forbidden import DENIED_GLOBALS, DENIED_MODULES, denied
-from toolkit.trust import Policy, Refused, never_imported, plain_pair, provided_names, refused_error
+from toolkit.trust import (
+    RECONSTRUCTORS,
+    STDLIB,
+    Policy,
+    Refused,
+    never_imported,
+    plain_pair,
+    provided_names,
+    refused_error,
+)
 
 if TYPE_CHECKING:
     from importlib import metadata
@@ -162,13 +172,188 @@ def load(buffer: Any, policy: Policy, *, where: str) -> Any:
     if reader.read(1) != pickle.PROTO:
         raise IntegrityError(f"{where}: not an uncompressed joblib pickle (toolkit.save writes no other kind); refused")
     reader.seek(0)
-    unpickler = _restricted_unpickler()(reader, policy)
+    size = memoryview(buffer).nbytes
+    unpickler = _restricted_unpickler()(reader, policy, _Budget(size))
     try:
         return unpickler.load()
     except Refused as e:
         raise refused_error(e, where) from None
     except _BadBuild as e:
         raise IntegrityError(f"{where}: the pickle sets state on {e}, which only an attack does; refused") from None
+    except _BadCall as e:
+        raise IntegrityError(
+            f"{where}: the pickle calls {e} while loading, which only an attack does; refused"
+        ) from None
+    except _TooLarge as e:
+        raise IntegrityError(
+            f"{where}: the pickle asks for {e.claimed:,} bytes ({e.what}), more than its {size:,}-byte file "
+            "can hold; refused before allocating"
+        ) from None
+
+
+# --- allocation bounds -------------------------------------------------------------------
+# A checksum-valid pickle can still ask for memory its file does not hold: bytearray(10**12),
+# an ndarray of a huge shape, a joblib array header whose shape is larger than the bytes that
+# follow it. A fitted model's data is in its file, so the loader refuses, before the call that
+# would allocate, anything that claims more than the file's size plus this slack in total.
+ALLOCATION_SLACK = 64 * 1024 * 1024
+# What one element of a lazy sequence (a range, a RangeIndex) costs at the least once something
+# materializes it: a pointer in a list, an int64 in an array.
+_ELEMENT_BYTES = 8
+
+
+class _BadCall(Exception):
+    pass
+
+
+class _TooLarge(Exception):
+    def __init__(self, claimed: int, what: str) -> None:
+        super().__init__(what)
+        self.claimed = claimed
+        self.what = what
+
+
+class _Budget:
+    """The bytes one load may still claim; shared by the outer and nested streams."""
+
+    def __init__(self, file_size: int) -> None:
+        self.file_size = file_size
+        self.left = file_size + ALLOCATION_SLACK
+
+    def claim(self, claimed: int, what: str) -> None:
+        if claimed > self.left:
+            raise _TooLarge(claimed, what)
+        self.left -= claimed
+
+
+def _describe_call(func: Any, args: tuple[Any, ...]) -> str:
+    name = getattr(func, "__qualname__", None) or type(func).__name__
+    shown = ", ".join(_short(a) for a in args[:3]) + (", ..." if len(args) > 3 else "")
+    return f"{name}({shown})"
+
+
+def _short(value: Any) -> str:
+    text = repr(value) if isinstance(value, (int, float, str, bytes, tuple, range)) else type(value).__name__
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def _product(shape: Any) -> int | None:
+    """The element count of a shape (an int or a tuple of ints), or None when it is not one."""
+    if isinstance(shape, int) and not isinstance(shape, bool):
+        return max(shape, 0)
+    if isinstance(shape, (tuple, list)) and all(isinstance(d, int) and not isinstance(d, bool) for d in shape):
+        total = 1
+        for d in shape:
+            total *= max(d, 0)
+        return total
+    return None
+
+
+def _itemsize(np: Any, dtype: Any) -> int:
+    if dtype is None:
+        return 8  # numpy's default, float64
+    try:
+        return int(np.dtype(dtype).itemsize)
+    except (TypeError, ValueError):
+        return 8  # numpy will refuse it itself, after our check
+
+
+_PLAIN = frozenset({int, float, complex, str, bytes, bool, type(None), type})
+
+
+def _lazy_bytes(values: Iterable[Any], depth: int = 2) -> int:
+    """What the lazy sequences among ``values`` (and inside their tuples, lists and dicts) would
+    take once materialized: a range or a RangeIndex is small in the file at any length."""
+    total = 0
+    for value in values:
+        kind = type(value)
+        if kind in _PLAIN:
+            continue  # most arguments: no sequence inside, nothing lazy
+        if kind is range or (kind.__name__ == "RangeIndex" and kind.__module__.startswith("pandas.")):
+            total += len(value) * _ELEMENT_BYTES
+        elif depth and isinstance(value, (tuple, list)):
+            if value:
+                total += _lazy_bytes(value, depth - 1)
+        elif depth and isinstance(value, dict) and value:
+            total += _lazy_bytes(value.values(), depth - 1)
+    return total
+
+
+# What constructing a class allocates up front depends only on what the class is: decided once
+# per class (a load calls a few classes thousands of times).
+_KINDS: dict[type, str] = {}
+
+
+def _construct_kind(np: Any, cls: type) -> str:
+    kind = _KINDS.get(cls)
+    if kind is not None:
+        return kind
+    sparse = sys.modules.get("scipy.sparse")
+    if issubclass(cls, (bytes, bytearray)):
+        kind = "bytes"
+    elif np is None:
+        kind = ""
+    elif issubclass(cls, np.ndarray):
+        kind = "ndarray"
+    elif issubclass(cls, np.void):
+        kind = "void"
+    elif issubclass(cls, np.random.SeedSequence):
+        kind = "seed"
+    elif sparse is not None and issubclass(cls, (sparse.spmatrix, sparse.sparray)):
+        kind = "sparse"
+    else:
+        kind = ""
+    _KINDS[cls] = kind
+    return kind
+
+
+def _positive_int(value: Any) -> int:
+    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0
+
+
+def _construct_bytes(np: Any, cls: type, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> int:
+    """What constructing ``cls`` from ``args`` allocates before any state from the file is set."""
+    kind = _construct_kind(np, cls)
+    if not kind:
+        return 0
+    if kind == "bytes":
+        return _positive_int(args[0] if args else kwargs.get("source"))
+    if kind == "ndarray":
+        shape = args[0] if args else kwargs.get("shape", 0)
+        dtype = args[1] if len(args) > 1 else kwargs.get("dtype")
+        count = _product(shape)
+        return count * _itemsize(np, dtype) if count else 0
+    if kind == "void":
+        return _positive_int(args[0] if args else None)
+    if kind == "seed":
+        return 4 * _positive_int(args[2] if len(args) > 2 else kwargs.get("pool_size", 4))
+    # sparse: an empty (M, N) matrix allocates its row pointers (csr, bsr) or M row lists (lil).
+    shapes = [a for a in (*args, kwargs.get("shape")) if isinstance(a, tuple) and _product(a) is not None]
+    return sum(sum(max(d, 0) for d in s) * _ELEMENT_BYTES for s in shapes)
+
+
+def _call_bytes(np: Any, func: Any, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> int:
+    """What calling ``func`` (a class or a reviewed reconstructor) with ``args`` allocates up front."""
+    claimed = _lazy_bytes(args) + _lazy_bytes(kwargs.values())
+    if isinstance(func, type):
+        return claimed + _construct_bytes(np, func, args, kwargs)
+    name = getattr(func, "__name__", "")
+    if name == "_reconstructor" and len(args) == 3 and isinstance(args[1], type) and args[2] is not None:
+        return claimed + _construct_bytes(np, args[1], (args[2],), {})  # base.__new__(cls, state)
+    if name == "__newobj__" and args and isinstance(args[0], type):
+        return claimed + _construct_bytes(np, args[0], args[1:], {})
+    if name == "__newobj_ex__" and len(args) == 3 and isinstance(args[0], type):
+        inner = tuple(args[1]) if isinstance(args[1], (tuple, list)) else ()
+        return claimed + _construct_bytes(np, args[0], inner, args[2] if isinstance(args[2], dict) else {})
+    if np is not None and name == "_reconstruct" and len(args) >= 3:
+        count = _product(args[1])  # (0,) for every array numpy pickles: its data comes by BUILD
+        return claimed + (count * _itemsize(np, args[2]) if count else 0)
+    if np is not None and name == "_mareconstruct" and len(args) >= 4:
+        count = _product(args[2])
+        return claimed + (count * _itemsize(np, args[3]) if count else 0)
+    if np is not None and name == "scalar" and args:
+        return claimed + _itemsize(np, args[0])
+    return claimed
 
 
 class _BadBuild(Exception):
@@ -189,6 +374,31 @@ def _guard_build(stack: list[Any]) -> None:
     target = stack[-2] if len(stack) >= 2 else None
     if isinstance(target, (type, FunctionType, BuiltinFunctionType, ModuleType)):
         raise _BadBuild(getattr(target, "__qualname__", None) or type(target).__name__)
+
+
+def _load_reduce(self: Any) -> None:
+    stack = self.stack
+    self.check_call(stack[-2], stack[-1], None)
+    args = stack.pop()
+    func = stack[-1]
+    stack[-1] = func(*args)
+
+
+def _load_newobj(self: Any) -> None:
+    stack = self.stack
+    self.check_call(stack[-2], stack[-1], None)
+    args = stack.pop()
+    cls = stack.pop()
+    self.append(cls.__new__(cls, *args))
+
+
+def _load_newobj_ex(self: Any) -> None:
+    stack = self.stack
+    self.check_call(stack[-3], stack[-2], stack[-1])
+    kwargs = stack.pop()
+    args = stack.pop()
+    cls = stack.pop()
+    self.append(cls.__new__(cls, *args, **kwargs))
 
 
 _UNPICKLER: Any = None
@@ -218,8 +428,38 @@ def _restricted_unpickler() -> Any:
             obj = _type_of
         elif getattr(obj, "__name__", None) == "_ufunc_reconstruct" and _is_numpy(obj):
             obj = self.ufunc_by_name  # numpy 1's ufunc pickles: its own would import anything
+        policy = self.policy
+        if (
+            key in RECONSTRUCTORS
+            or module in STDLIB
+            or name.startswith("__pyx_unpickle_")
+            or key in policy.trusted
+            or policy.signed
+        ):
+            # Callable while loading: classes always are; of the functions, only the reviewed
+            # reconstructors and what the loading side trusts. A ufunc, np.mean or a metric is
+            # trusted as a value a pipeline holds, never called by the pickle.
+            self.may_call[id(obj)] = obj
         cache[key] = obj
         return obj
+
+    def _check_call(self: Any, func: Any, args: Any, kwargs: Any) -> None:
+        """Before REDUCE, NEWOBJ or NEWOBJ_EX runs ``func(*args, **kwargs)``: is ``func`` one the
+        pickle may call, and does the call fit in what the file can hold?"""
+        if not isinstance(args, tuple):
+            args = tuple(args) if isinstance(args, list) else ()
+        if not isinstance(kwargs, dict):
+            kwargs = {}
+        target, all_args, all_kwargs = func, args, kwargs
+        while isinstance(target, functools.partial):  # a partial calls what it holds, with its own arguments first
+            all_args = (*target.args, *all_args)
+            all_kwargs = {**target.keywords, **all_kwargs}
+            target = target.func
+        if not isinstance(target, type) and id(target) not in self.may_call:
+            raise _BadCall(_describe_call(target, all_args))
+        claimed = _call_bytes(self.np, target, all_args, all_kwargs)
+        if claimed:
+            self.budget.claim(claimed, _describe_call(target, all_args))
 
     def _import_global(self: Any, module: str, name: str) -> Any:
         # plain's find_class with fix_imports off: no Python 2 name mapping, and names are
@@ -246,6 +486,7 @@ def _restricted_unpickler() -> Any:
         def __init__(self, file: Any, outer: Any) -> None:
             super().__init__(file, fix_imports=False)
             self.outer = outer
+            self.check_call = outer.check_call  # one budget and one call rule for both streams
 
         def find_class(self, module: str, name: str) -> Any:
             return self.outer.find_class(module, name)
@@ -255,22 +496,35 @@ def _restricted_unpickler() -> Any:
             plain.load_build(self)
 
         dispatch[pickle.BUILD[0]] = load_build
+        dispatch[pickle.REDUCE[0]] = _load_reduce
+        dispatch[pickle.NEWOBJ[0]] = _load_newobj
+        dispatch[pickle.NEWOBJ_EX[0]] = _load_newobj_ex
 
     class RestrictedUnpickler(base):  # type: ignore[misc]
         dispatch = base.dispatch.copy()
 
-        def __init__(self, file: Any, policy: Policy) -> None:
+        def __init__(self, file: Any, policy: Policy, budget: _Budget | None = None) -> None:
+            if budget is None:  # the whole file, from a seekable file object
+                here = file.tell()
+                budget = _Budget(file.seek(0, os.SEEK_END))
+                file.seek(here)
             if new_init:
                 super().__init__("", file, True)
             else:
                 super().__init__("", file)
             self.fix_imports = False  # __builtin__.eval is a name like any other: refused
             self.policy = policy
+            self.budget = budget
             self.resolved: dict[tuple[str, str], Any] = {}
+            self.may_call: dict[int, Any] = {}  # id -> the object (kept alive, so ids stay unique)
 
         find_class = _resolve
         import_global = _import_global
         ufunc_by_name = _ufunc_by_name
+        check_call = _check_call
+        dispatch[pickle.REDUCE[0]] = _load_reduce
+        dispatch[pickle.NEWOBJ[0]] = _load_newobj
+        dispatch[pickle.NEWOBJ_EX[0]] = _load_newobj_ex
 
         def load_build(self) -> None:
             # joblib's load_build, except that an object array's nested stream is read
@@ -281,6 +535,17 @@ def _restricted_unpickler() -> Any:
             if not isinstance(top, wrapper_cls):
                 return  # joblib <= 0.9's NDArrayWrapper is never allowed: find_class refused it
             self.stack.pop()
+            shape, dtype = getattr(top, "shape", None), getattr(top, "dtype", None)
+            count = _product(shape) if isinstance(shape, tuple) else None
+            if count is None or not isinstance(dtype, self.np.dtype):
+                raise _BadBuild(f"a joblib array header (shape {_short(shape)}, dtype {_short(dtype)})")
+            if not dtype.hasobject:
+                # joblib allocates the whole array (np.empty) before reading it: its bytes must
+                # be in what is left of the file.
+                needed = count * int(dtype.itemsize)
+                left = self.budget.file_size - self.file_handle.tell()
+                if needed > left:
+                    raise _TooLarge(needed, f"a {dtype} array of shape {_short(shape)}, with {left:,} bytes left")
             if top.dtype.hasobject:
                 array = _Nested(self.file_handle, self).load()
                 if top.subclass is not self.np.ndarray:

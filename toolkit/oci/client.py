@@ -20,6 +20,7 @@ import io
 import os
 import queue
 import re
+import socket
 import threading
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
@@ -58,9 +59,10 @@ _THREADED_HASH_BYTES = 8 * _CHUNK
 _HASH_QUEUE = 16
 # Connect within 3 s (an address that never answers), then at most 30 s between two reads.
 DEFAULT_TIMEOUT = (3.0, 30.0)
-# And an overall deadline per answer, however it trickles in (a registry sending one byte
-# every 29 s never hits the read timeout): 120 s for a manifest, a card or a token; a blob
-# gets that plus its size at 256 KiB/s.
+# And an overall deadline per exchange, from connecting to the body's last byte, however it
+# trickles in (a registry sending one byte every 29 s, of its headers or its body, never hits
+# the read timeout): 120 s for a manifest, a card or a token; a blob, up or down, gets that
+# plus its size at 256 KiB/s.
 DEFAULT_DEADLINE = 120.0
 _BLOB_MIN_RATE = 256 * 1024
 
@@ -102,6 +104,7 @@ class Client:
         self._credentials = credentials
         self._credentials_loaded = credentials is not None or not use_docker_config
         self._session = session if session is not None else requests.Session()
+        _watch_exchanges(self._session)
         self._authorization: str | None = None
 
     def __enter__(self) -> Client:
@@ -165,6 +168,7 @@ class Client:
                 headers={"Content-Type": "application/octet-stream", "Content-Length": str(length)},
                 body=body,
                 what=f"upload of {what}",
+                deadline=self.deadline + length / _BLOB_MIN_RATE,
             ) as r:
                 self._check(r, f"upload of {what}", ok=(201,))
         return True
@@ -189,6 +193,7 @@ class Client:
                 },
                 body=lambda c=chunk: c,  # type: ignore[misc]
                 what=f"upload of {what}",
+                deadline=self.deadline + len(chunk) / _BLOB_MIN_RATE,
             ) as r:
                 self._check(r, f"upload of {what}", ok=(202,))
                 location = self._location(r, what)
@@ -310,29 +315,37 @@ class Client:
         deadline: float | None = None,
     ) -> Any:
         """One request, authenticated on a 401 challenge. Always streamed: no response body,
-        an error page included, is read into memory unless its reader caps it. The answer's
-        body must arrive within ``deadline`` seconds (default ``self.deadline``), or its
-        connection is shut and the read fails with a RemoteError saying so."""
+        an error page included, is read into memory unless its reader caps it. The whole
+        exchange (connect, send, status line, headers, body) must be over within ``deadline``
+        seconds (default ``self.deadline``; an upload adds its size at 256 KiB/s), or its
+        connection is shut and the call or the read fails with a RemoteError saying so."""
         url = path if "://" in path else self.base + path
         challenged: set[str] = set()
         while True:
             sent = dict(headers or {})
             if self._authorization:
                 sent["Authorization"] = self._authorization
+            exchange = _Exchange(self.deadline if deadline is None else deadline)
             try:
-                r = self._session.request(
-                    method,
-                    url,
-                    headers=sent,
-                    data=body() if body else None,
-                    stream=True,
-                    timeout=self.timeout,
-                    allow_redirects=method in ("GET", "HEAD"),
-                )
+                with exchange.current():
+                    r = self._session.request(
+                        method,
+                        url,
+                        headers=sent,
+                        data=body() if body else None,
+                        stream=True,
+                        timeout=self.timeout,
+                        allow_redirects=method in ("GET", "HEAD"),
+                    )
             except _network_errors() as e:
-                raise _network_error(self.host, e, what) from e
+                exchange.end()
+                raise _network_error(self.host, e, what, exchange) from e
+            except BaseException:
+                exchange.end()
+                raise
+            exchange.hand_to(r)  # the body is read under the same deadline; closing r ends it
+            _refuse_if_cut(r, self.host, what)
             if r.status_code != 401:
-                _arm_deadline(r, self.deadline if deadline is None else deadline)
                 return r
             challenge = r.headers.get("WWW-Authenticate", "")
             r.close()
@@ -370,10 +383,18 @@ class Client:
             raise RemoteError(f"{self.host}: token realm {realm} is not HTTPS; refused")
         query = {k: params[k] for k in ("service", "scope") if k in params}
         url = realm + ("&" if "?" in realm else "?") + urlencode(query) if query else realm
+        exchange = _Exchange(self.deadline)
         try:
-            r = self._session.get(url, auth=credentials, timeout=self.timeout)
+            with exchange.current():
+                r = self._session.get(url, auth=credentials, timeout=self.timeout, stream=True)
         except _network_errors() as e:
-            raise _network_error(self.host, e, f"token for {what}") from e
+            exchange.end()
+            raise _network_error(self.host, e, f"token for {what}", exchange) from e
+        except BaseException:
+            exchange.end()
+            raise
+        exchange.hand_to(r)
+        _refuse_if_cut(r, self.host, f"token for {what}")
         with r:
             if r.status_code in (401, 403):
                 if credentials is None:
@@ -455,40 +476,170 @@ def docker_credentials(host: str) -> tuple[str, str] | None:
     return None
 
 
-def _arm_deadline(r: Any, seconds: float) -> None:
-    """Shut ``r``'s socket down when ``seconds`` pass before it is closed: a blocked read then
-    fails at once (closing from another thread does not wake it; shutdown does)."""
-    import socket
-    import threading
+class _Exchange:
+    """One request and its answer under an overall deadline: connecting, sending, the status
+    line, the headers and the body. When it passes, every socket the exchange used is shut
+    down, so whatever read or write is blocked on it fails at once (closing a socket from
+    another thread does not wake a blocked call; shutdown does), however slowly a server drips.
 
-    def fire() -> None:
-        r._toolkit_expired = seconds
-        sock = _socket_of(r)
-        if sock is not None:
-            with contextlib.suppress(OSError):
-                sock.shutdown(socket.SHUT_RDWR)
+    The sockets are watched through their own duplicated descriptors, taken as each connection
+    is made (before TLS wraps it) or reused: a shutdown reaches the connection whatever object
+    wraps it, and never a descriptor number the system has since given to something else.
+    """
 
-    timer = threading.Timer(seconds, fire)
-    timer.daemon = True
-    timer.start()
-    close = r.close
+    _local = threading.local()
 
-    def closing() -> None:
-        timer.cancel()
-        close()
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self.expired = False
+        self._lock = threading.Lock()
+        self._watched: list[socket.socket] = []
+        self._ended = False
+        self._timer = threading.Timer(seconds, self._expire)
+        self._timer.daemon = True
+        self._timer.start()
 
-    r.close = closing
+    @classmethod
+    def active(cls) -> _Exchange | None:
+        found: _Exchange | None = getattr(cls._local, "exchange", None)
+        return found
+
+    @contextlib.contextmanager
+    def current(self) -> Iterator[None]:
+        """While inside, connections this thread opens or reuses are watched by this exchange."""
+        previous = _Exchange.active()
+        _Exchange._local.exchange = self
+        try:
+            yield
+        finally:
+            _Exchange._local.exchange = previous
+
+    def watch(self, sock: Any) -> None:
+        try:
+            dup = socket.socket(fileno=os.dup(sock.fileno()))
+        except (OSError, AttributeError, ValueError):
+            return  # a socket already closed: nothing left to bound
+        with self._lock:
+            if self._ended:
+                dup.close()
+                return
+            self._watched.append(dup)
+            expired = self.expired
+        if expired:
+            _shutdown(dup)
+
+    def hand_to(self, r: Any) -> None:
+        """The body of ``r`` is read under this exchange; ``r.close()`` ends it."""
+        r._toolkit_exchange = self
+        close = r.close
+
+        def closing() -> None:
+            try:
+                close()
+            finally:
+                self.end()
+
+        r.close = closing
+
+    def end(self) -> None:
+        self._timer.cancel()
+        with self._lock:
+            self._ended = True
+            watched, self._watched = self._watched, []
+        for dup in watched:
+            dup.close()
+
+    def _expire(self) -> None:
+        with self._lock:
+            if self._ended:
+                return
+            self.expired = True
+            watched = list(self._watched)
+        for dup in watched:
+            _shutdown(dup)
 
 
-def _socket_of(r: Any) -> Any:
-    """The socket under a streamed response: its connection's, or (when http.client handed the
-    socket to the response, as for a closing connection) the response file's own."""
-    connection = getattr(r.raw, "_connection", None)
-    sock = getattr(connection, "sock", None)
-    if sock is None:
-        fp = getattr(getattr(r.raw, "_fp", None), "fp", None)  # http.client's socket file
-        sock = getattr(getattr(fp, "raw", None), "_sock", None)
-    return sock
+def _refuse_if_cut(r: Any, host: str, what: str) -> None:
+    """A deadline that passed while the headers came in: http.client takes the shut socket's
+    end as the end of the headers, so the answer looks whole. It is not."""
+    exchange = getattr(r, "_toolkit_exchange", None)
+    if exchange is not None and exchange.expired:
+        r.close()
+        raise _network_error(host, TimeoutError(), what, r)
+
+
+def _shutdown(sock: socket.socket) -> None:
+    with contextlib.suppress(OSError):
+        sock.shutdown(socket.SHUT_RDWR)
+
+
+_ADAPTER: Any = None
+
+
+def _watch_exchanges(session: Any) -> None:
+    """Mount, on ``session``, connection pools whose connections report their sockets to the
+    thread's current ``_Exchange`` (made once; a session given by the caller gets them too)."""
+    global _ADAPTER
+    if not hasattr(session, "mount"):
+        return
+    if _ADAPTER is None:
+        _ADAPTER = _deadline_adapter_class()
+    session.mount("https://", _ADAPTER())
+    session.mount("http://", _ADAPTER())
+
+
+def _deadline_adapter_class() -> Any:
+    from requests.adapters import HTTPAdapter
+    from urllib3.connection import HTTPConnection, HTTPSConnection
+    from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
+
+    def _new_conn(base: Any, self: Any) -> Any:
+        sock = base._new_conn(self)  # connected, not yet wrapped in TLS
+        exchange = _Exchange.active()
+        if exchange is not None:
+            exchange.watch(sock)
+        return sock
+
+    def _request(base: Any, self: Any, *args: Any, **kwargs: Any) -> Any:
+        exchange = _Exchange.active()
+        if exchange is not None and self.sock is not None:  # a kept-alive connection, reused
+            exchange.watch(self.sock)
+        return base.request(self, *args, **kwargs)
+
+    class _HTTPConnection(HTTPConnection):
+        def _new_conn(self) -> Any:
+            return _new_conn(HTTPConnection, self)
+
+        def request(self, *args: Any, **kwargs: Any) -> Any:
+            return _request(HTTPConnection, self, *args, **kwargs)
+
+    class _HTTPSConnection(HTTPSConnection):
+        def _new_conn(self) -> Any:
+            return _new_conn(HTTPSConnection, self)
+
+        def request(self, *args: Any, **kwargs: Any) -> Any:
+            return _request(HTTPSConnection, self, *args, **kwargs)
+
+    class _HTTPPool(HTTPConnectionPool):
+        ConnectionCls = _HTTPConnection
+
+    class _HTTPSPool(HTTPSConnectionPool):
+        ConnectionCls = _HTTPSConnection
+
+    pools = {"http": _HTTPPool, "https": _HTTPSPool}
+
+    class DeadlineAdapter(HTTPAdapter):
+        def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
+            super().init_poolmanager(*args, **kwargs)
+            self.poolmanager.pool_classes_by_scheme = pools
+
+        def proxy_manager_for(self, proxy: str, **kwargs: Any) -> Any:
+            manager = super().proxy_manager_for(proxy, **kwargs)
+            if hasattr(manager, "pool_classes_by_scheme"):
+                manager.pool_classes_by_scheme = pools
+            return manager
+
+    return DeadlineAdapter
 
 
 def _read_capped(r: Any, limit: int, host: str, what: str) -> bytes:
@@ -523,6 +674,9 @@ def _network_read(chunks: Iterator[bytes], host: str, what: str, r: Any = None) 
         except _network_errors() as e:
             raise _network_error(host, e, what, r) from e
         if chunk is None:
+            exchange = getattr(r, "_toolkit_exchange", None)
+            if exchange is not None and exchange.expired:  # an answer without a length, cut short
+                raise _network_error(host, TimeoutError(), what, r)
             return
         yield chunk
 
@@ -549,9 +703,11 @@ def _parse_challenge(header: str) -> tuple[str, dict[str, str]]:
 def _network_error(host: str, e: BaseException, what: str, r: Any = None) -> RemoteError:
     import requests
 
-    expired = getattr(r, "_toolkit_expired", None)
-    if expired is not None:
-        return RemoteError(f"{host}: no complete answer for {what} within {expired:.0f} s (the overall deadline)")
+    exchange = r if isinstance(r, _Exchange) else getattr(r, "_toolkit_exchange", None)
+    if exchange is not None and exchange.expired:
+        return RemoteError(
+            f"{host}: no complete answer for {what} within {exchange.seconds:.0f} s (the overall deadline)"
+        )
 
     if isinstance(e, requests.exceptions.SSLError):
         return RemoteError(f"{host}: TLS failed for {what} (use --insecure only for a registry without TLS)")

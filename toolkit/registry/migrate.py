@@ -84,6 +84,8 @@ def migrate(source: Rules, target: Rules) -> Migration:
                 f"{name} is already in {target.index.location} with a different history; migrate does not merge "
                 "two histories (nothing migrated)"
             )
+    if plan:
+        target.index.require_writable()  # before the first push: the store keeps what it was sent
     versions = events = 0
     for name, rows, history in plan:
         refs = {row.version: _push(source, target, row) for row in rows}

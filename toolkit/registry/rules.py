@@ -78,6 +78,7 @@ class Rules:
         for p in (src.model, src.card_json, src.card_md):
             if not p.is_file():
                 raise IntegrityError(f"artifact file missing: {p}")
+        self.index.require_writable()  # before the store: a team store's push cannot be taken back
         with self.store.staging() as tmp:
             # The card is read from our own copy, so what we check is what stays registered.
             card_json = tmp / src.card_json.name

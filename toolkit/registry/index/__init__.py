@@ -184,6 +184,11 @@ class Index(Protocol):
         """A transaction holding NAME's write lock; rolled back on any exception."""
         ...
 
+    def require_writable(self) -> None:
+        """Refuse (``ReadOnlyRegistry``) a user who may read this index but not write it, before
+        anything is stored: a team store's push is not undone by the index refusing the row."""
+        ...
+
     def claim(self, name: str, version: str) -> AbstractContextManager[None]:
         """While held, no other process stores NAME VERSION (outside any transaction: uploads are slow).
 

@@ -32,7 +32,7 @@ from psycopg import errors as pgerrors
 from psycopg.conninfo import conninfo_to_dict
 from psycopg.rows import dict_row
 
-from toolkit.errors import RegistryError, RemoteError, UsageError
+from toolkit.errors import ReadOnlyRegistry, RegistryError, RemoteError, UsageError
 from toolkit.registry.index import (
     EVENTS,
     DuplicateVersion,
@@ -58,6 +58,11 @@ SCHEMA = "toolkit"
 SCHEMA_VERSION = 1
 CONNECT_TIMEOUT_S = 5
 STATEMENT_TIMEOUT_S = 120
+# The client's own bound on every round trip after connecting (a statement, a fetch, a commit):
+# statement_timeout is the server's to enforce, and a server that stalls or drips its answer
+# (or a half-open connection) would otherwise be waited on forever. Longer than the server's
+# own timeouts, so a legitimate slow statement ends with the server's message first.
+ROUND_TRIP_DEADLINE_S = STATEMENT_TIMEOUT_S + 30
 # Writers hold a name's lock for milliseconds (files are stored before it is taken),
 # so a long wait means something is wrong rather than busy.
 LOCK_TIMEOUT_S = 60
@@ -177,6 +182,13 @@ def describe(url: str) -> str:
     return f"postgresql://{user + '@' if user else ''}{host}:{port}/{db}"
 
 
+class _BoundedConnection(psycopg.Connection[dict[str, Any]]):
+    """A connection whose every wait for the server has a deadline (psycopg's has none)."""
+
+    def wait(self, gen: Any, interval: float = 0.1, timeout: float | None = None) -> Any:
+        return super().wait(gen, interval, ROUND_TRIP_DEADLINE_S if timeout is None else timeout)
+
+
 class PgIndex:
     """The team index on one PostgreSQL database; connects on first use, one connection."""
 
@@ -185,6 +197,7 @@ class PgIndex:
         self._where = describe(url)  # also validates the URL before anything connects
         self._conn: psycopg.Connection[dict[str, Any]] | None = None
         self._ready = False  # the schema is known to exist
+        self._writable = False  # this connection's user was found able to write the index
 
     @property
     def location(self) -> str:
@@ -205,9 +218,30 @@ class PgIndex:
                 cur.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
                 yield _PgReader(cur)
 
+    def require_writable(self) -> None:
+        """Refuse a user who can read the index but not write it, before anything is pushed.
+
+        Asked of the server, with no write: the privileges every write needs (the version,
+        name-count and history tables; the database's CREATE when there is no schema yet), and
+        whether this session's transactions are read-only (``default_transaction_read_only`` for
+        the role, or a hot standby). Checked once per connection.
+        """
+        if self._writable:
+            return
+        conn = self._connect(create=False)
+        assert self._conn is not None
+        with self._translate():
+            missing = _missing_write_rights(self._conn, schema=conn is not None)
+        if missing:
+            raise ReadOnlyRegistry(
+                f"the registry {self._where} is read-only here ({missing}); reading works, writing does not"
+            )
+        self._writable = True
+
     @contextmanager
     def write(self, name: str) -> Iterator[_PgWriter]:
         """One transaction holding NAME's advisory lock; rolled back on any exception."""
+        self.require_writable()
         conn = self._connect(create=True)
         assert conn is not None
         with self._translate(), conn.transaction(), conn.cursor() as cur:
@@ -219,6 +253,7 @@ class PgIndex:
         """A session-level advisory lock on NAME VERSION: it dies with the connection if the process does."""
         conn = self._connect(create=True)
         assert conn is not None
+        self.require_writable()
         key = f"toolkit.registry.store/{name}/{version}"
         with self._translate():
             conn.execute("SELECT pg_advisory_lock(hashtextextended(%s, 0))", (key,))
@@ -234,6 +269,7 @@ class PgIndex:
             self._conn.close()
             self._conn = None
             self._ready = False
+            self._writable = False
 
     # -- internals ----------------------------------------------------------------------------
 
@@ -243,7 +279,9 @@ class PgIndex:
             if "connect_timeout" not in _parse(self._url):
                 params["connect_timeout"] = CONNECT_TIMEOUT_S
             try:
-                self._conn = psycopg.connect(self._url, autocommit=True, row_factory=dict_row, **params)
+                # connect_timeout bounds the whole connection (psycopg waits on it as one deadline,
+                # however the server drips its answers); after that, _BoundedConnection's deadline.
+                self._conn = _BoundedConnection.connect(self._url, autocommit=True, row_factory=dict_row, **params)
             except psycopg.OperationalError as e:
                 raise RemoteError(f"PostgreSQL at {self._where} {_why_unreachable(e)}") from e
             except psycopg.Error as e:
@@ -299,10 +337,21 @@ class PgIndex:
                 f"the registry index at {self._where} has a '{SCHEMA}' schema this toolkit did not create "
                 f"({_first_line(e)}); refused"
             ) from e
+        except pgerrors._WaitTimeout as e:
+            self._drop()  # mid-answer: the connection's state is unknown
+            raise RemoteError(
+                f"PostgreSQL at {self._where}: no complete answer within {ROUND_TRIP_DEADLINE_S}s"
+                " (the overall deadline)"
+            ) from e
         except pgerrors.QueryCanceled as e:
             raise RemoteError(f"PostgreSQL at {self._where}: a statement ran over {STATEMENT_TIMEOUT_S}s") from e
         except pgerrors.RestrictViolation as e:
             raise RegistryError(f"the registry index at {self._where} refused: {_first_line(e)}") from e
+        except pgerrors.ReadOnlySqlTransaction as e:
+            # Checked before any write; this is a server turned read-only since (a promoted standby back).
+            raise ReadOnlyRegistry(
+                f"the registry {self._where} is read-only here ({_first_line(e)}); reading works, writing does not"
+            ) from e
         except pgerrors.InsufficientPrivilege as e:
             raise RemoteError(f"PostgreSQL at {self._where} refused: {_first_line(e)}") from e
         except psycopg.OperationalError as e:
@@ -315,7 +364,7 @@ class PgIndex:
             raise RemoteError(f"PostgreSQL at {self._where}: connection lost ({_first_line(e)})") from e
 
     def _drop(self) -> None:
-        conn, self._conn, self._ready = self._conn, None, False
+        conn, self._conn, self._ready, self._writable = self._conn, None, False, False
         if conn is not None:
             with suppress(psycopg.Error):
                 conn.close()
@@ -484,6 +533,50 @@ class _PgWriter(_PgReader):
             f"ALTER TABLE {SCHEMA}.history DROP CONSTRAINT IF EXISTS history_event_check,"
             f" ADD CONSTRAINT history_event_check CHECK (event IN ({events}))"
         )
+
+
+# What a write of any kind needs: add (versions, the names counter its trigger keeps, history),
+# promote and rollback (versions' status, history). Each is asked on its own: has_table_privilege
+# with a list answers "any of them".
+_WRITE_RIGHTS = (
+    ("versions", "SELECT"),
+    ("versions", "INSERT"),
+    ("versions", "UPDATE"),
+    ("names", "SELECT"),
+    ("names", "INSERT"),
+    ("names", "UPDATE"),
+    ("history", "SELECT"),
+    ("history", "INSERT"),
+)
+
+
+def _missing_write_rights(conn: psycopg.Connection[dict[str, Any]], *, schema: bool) -> str:
+    """Why this session's user cannot write the index ("" when it can), in one query."""
+    if schema:
+        rights = ", ".join(
+            f"has_table_privilege(current_user, '{SCHEMA}.{table}', '{right}') AS {table}_{right.lower()}"
+            for table, right in _WRITE_RIGHTS
+        )
+        usage = f"has_schema_privilege(current_user, '{SCHEMA}', 'USAGE') AS usage"
+    else:
+        rights = "has_database_privilege(current_user, current_database(), 'CREATE') AS create_schema"
+        usage = "true AS usage"
+    row = conn.execute(
+        "SELECT current_user AS who, current_database() AS db, pg_is_in_recovery() AS standby,"
+        f" current_setting('transaction_read_only') AS read_only, {usage}, {rights}"
+    ).fetchone()
+    assert row is not None
+    who = row["who"]
+    if row["standby"]:
+        return "the server is a read-only standby"
+    if row["read_only"] == "on":
+        return f"user {who}'s transactions are read-only (default_transaction_read_only)"
+    if not row["usage"]:
+        return f"user {who} has no USAGE on the schema {SCHEMA}"
+    if not schema:
+        return "" if row["create_schema"] else f"user {who} may not create the schema {SCHEMA} in {row['db']}"
+    lacking = [f"{right} on {SCHEMA}.{table}" for table, right in _WRITE_RIGHTS if not row[f"{table}_{right.lower()}"]]
+    return f"user {who} lacks {', '.join(lacking)}" if lacking else ""
 
 
 def _version_row(r: dict[str, Any]) -> VersionRow:

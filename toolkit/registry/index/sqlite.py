@@ -60,6 +60,12 @@ class SqliteIndex:
         with db.write_transaction(conn, path=self.root / db.DB_FILE):
             yield _SqliteWriter(conn)
 
+    def require_writable(self) -> None:
+        # The directory store stages in the registry directory itself before anything else, and
+        # publishes by a rename under the write lock: a read-only directory or index refuses
+        # there (ReadOnlyRegistry) and leaves nothing behind, so there is nothing to ask first.
+        return None
+
     @contextmanager
     def claim(self, name: str, version: str) -> Iterator[None]:
         # The directory store publishes under the write lock itself (a rename): nothing to hold.
