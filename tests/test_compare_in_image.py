@@ -149,3 +149,19 @@ def test_no_image_known_is_the_hosts_own_error(
     assert result.exit_code == 1, result.output  # loading under compatible: the environment mismatch
     assert "scikit-learn" in result.stderr and "compared in image" not in result.stderr
     assert container.calls == []
+
+
+def test_a_team_registry_is_refused_in_one_line_with_the_remedy() -> None:
+    from types import SimpleNamespace
+
+    from toolkit.errors import UsageError
+    from toolkit.workflows import compare
+
+    def never(*_: Any) -> dict[str, Any]:
+        raise AssertionError("a team registry cannot be mounted: the container must not be asked")
+
+    team: Any = SimpleNamespace(root=None, trusted_keys=None)
+    with pytest.raises(UsageError) as caught:
+        compare._compare_in("proj:1", never, team, "iris", ("1.0.0", "1.1.0"), None, None, "compatible", 0, 0, None)
+    (line,) = str(caught.value).splitlines()
+    assert "team registry" in line and "proj:1" in line and "requirements.lock is installed" in line

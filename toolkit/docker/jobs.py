@@ -283,7 +283,8 @@ def compare_in_container(
     The registry is mounted read-only at /registry, the working directory read-only at /work
     (a card's relative data source means there what it means here), each path in ``inputs``
     (a ``--dataset`` file, trusted keys) read-only and rewritten in the arguments; nothing in the
-    container can write anywhere but /tmp, and it has no network. Its messages reach
+    container can write anywhere but /tmp, it has no network and no capabilities, and it runs as
+    a non-root user (the image's, or the caller's own uid). Its messages reach
     ``on_output`` with host paths. A toolkit error in the container is raised here as the same
     class with its one line. Raises: ToolkitError (the container's), DockerError (killed, engine
     error, no JSON object on its stdout).
@@ -294,7 +295,12 @@ def compare_in_container(
     root = registry_root.resolve()
     args, mounts = map_inputs(list(compare_args), inputs, workdir)
     uid = os.getuid()
-    prefixes = {"/registry/": f"{registry_root}/", **_host_paths(mounts, workdir).prefixes}
+    # The registry by itself too: "no model named 'x' in the registry /registry" names the host's.
+    prefixes = {
+        "/registry/": f"{registry_root}/",
+        "/registry": str(registry_root),
+        **_host_paths(mounts, workdir).prefixes,
+    }
     rewriter = Rewriter(PathMap(prefixes=prefixes), on_output)
     printed = bytearray()  # stdout is the JSON answer, read here, never shown as it is
 
@@ -314,6 +320,7 @@ def compare_in_container(
             environment={env.HOME: "/tmp"} if uid != 0 else {},
             working_dir="/work",
             on_output=route,
+            drop_capabilities=True,  # it reads the registry and computes: nothing more
         )
     finally:
         rewriter.flush()
