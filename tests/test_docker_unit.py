@@ -695,3 +695,56 @@ def test_system_packages_manifest_and_apt_candidate() -> None:
     text = (REPO / "toolkit" / "docker" / "Dockerfile").read_text()
     assert "/opt/toolkit/system-packages.json" in text and "dpkg -i" in text
     assert text.index("dpkg -i") < text.index("USER toolkit")
+
+
+# --- registry compare in the models' image (the job; the decision is tests/test_compare_in_image.py)
+
+
+def test_compare_in_container_reads_the_registry_read_only_with_nothing_else(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "models").mkdir()
+    answer = {"name": "iris", "versions": ["1.0.0", "1.1.0"]}
+    fake = FakeClient(output=[(json.dumps(answer).encode(), b"a warning\n")])
+    said: list[bytes] = []
+    got = djobs.compare_in_container(
+        "toolkit:fake", Path("models"), ["iris", "1.0.0", "1.1.0"], on_output=lambda _, c: said.append(c), client=fake
+    )
+    assert got == answer and said == [b"a warning\n"]  # stdout is the answer, never passed on
+    (_, image, kwargs) = next(c for c in fake.calls if c[0] == "create")
+    assert image == "toolkit:fake"
+    assert kwargs["command"] == ["registry", "compare", "iris", "1.0.0", "1.1.0", "--registry", "/registry", "--json"]
+    assert kwargs["volumes"] == {
+        str(tmp_path / "models"): {"bind": "/registry", "mode": "ro"},
+        str(tmp_path): {"bind": "/work", "mode": "ro"},
+    }
+    assert (kwargs["network_mode"], kwargs["read_only"], kwargs["cap_drop"]) == ("none", True, ["ALL"])
+    assert kwargs["security_opt"] == ["no-new-privileges"] and kwargs["working_dir"] == "/work"
+
+
+@pytest.mark.parametrize(
+    ("status", "stdout", "raised", "message"),
+    [
+        (
+            4,
+            {"ok": False, "exit_code": 4, "error": "no model named 'x' in the registry /registry"},
+            RegistryError,
+            "no model named 'x' in the registry models",
+        ),
+        (1, {"ok": False, "exit_code": 1, "error": "environment mismatch"}, ToolkitError, "environment mismatch"),
+        (137, None, DockerError, "compare in toolkit:fake ended with exit code 137 and no JSON answer"),
+        (137, {"error": "x"}, DockerError, "compare in toolkit:fake ended with exit code 137 (killed or crashed)"),
+        (0, ["not", "an", "object"], DockerError, "compare in toolkit:fake ended with exit code 0 and no JSON answer"),
+    ],
+)
+def test_compare_in_container_raises_the_containers_error_as_its_own(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, status: int, stdout: Any, raised: type[Exception], message: str
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "models").mkdir()
+    printed = b"" if stdout is None else json.dumps(stdout).encode()
+    fake = FakeClient(status={"StatusCode": status}, output=[(printed, None)])
+    with pytest.raises(raised) as caught:
+        djobs.compare_in_container("toolkit:fake", Path("models"), ["x", "1", "2"], client=fake)
+    assert type(caught.value) is raised and str(caught.value) == message

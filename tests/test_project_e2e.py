@@ -177,6 +177,18 @@ def _walk(steps: Steps, tmp: Path) -> None:
     steps.times.append(("toolkit image serve MODEL (+ image predict)", time.monotonic() - started, 0))
     # --- end s3-serve
 
+    # --- s3-script: a second version trained in the project image (train.py VERSION TREES), then
+    # compared from the host venv, which lacks LightGBM: the re-scoring runs in the cards' image.
+    second = walk.shell.run("toolkit image run -- python train.py 1.1.0 80")
+    assert second.returncode == 0, _outcome(second)
+    added = walk.shell.run("toolkit registry add out/imbalanced-1.1.0.joblib")
+    assert added.returncode == 0, _outcome(added)
+    compared = walk.shell.run("toolkit registry compare imbalanced 1.0.0 1.1.0 --resamples 200")
+    assert compared.returncode == 0, _outcome(compared)
+    assert f"compared in image {IMAGE}" in compared.stderr, _outcome(compared)
+    assert "recorded held-out rows" in compared.stdout and "roc_auc" in compared.stdout, _outcome(compared)
+    # --- end s3-script
+
 
 # --- what each README step must show -----------------------------------------------------
 

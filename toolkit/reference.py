@@ -126,8 +126,11 @@ def outputs_of(
     classifier = hasattr(pipeline, "classes_")
     # A pipeline's steps transform each batch once, then the final estimator gives every output:
     # what Pipeline.predict does, without transforming the same rows three times.
+    # An imbalanced-learn pipeline whose steps end in a sampler has no head transform (samplers act
+    # in fit only): the pipeline's own methods are called then, which skip the sampler as it must.
     steps = getattr(pipeline, "steps", None)
-    transform, final = (pipeline[:-1].transform, pipeline[-1]) if steps and len(steps) > 1 else (None, pipeline)
+    transform = getattr(pipeline[:-1], "transform", None) if steps and len(steps) > 1 else None
+    final = pipeline if transform is None else pipeline[-1]
     calls = {"labels" if classifier else "values": final.predict}
     if classifier and hasattr(final, "predict_proba"):
         calls["probabilities"] = final.predict_proba

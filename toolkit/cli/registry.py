@@ -6,7 +6,7 @@ Every string that came from a card, the index or the user is printed through ``s
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
@@ -280,12 +280,25 @@ def compare(
     trusted_key: TrustedKeyOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Re-score two versions on the same held-out data; each difference with a paired bootstrap 95% interval."""
+    """Re-score two versions on the same held-out data; each difference with a paired bootstrap 95% interval.
+
+    When this host cannot load them, they are re-scored in the image they were trained in."""
     with _opened(registry, as_json, trusted_key, store=store) as reg:
         from toolkit.workflows.compare import compare_versions
 
         result = compare_versions(
-            reg, name, v1, v2, dataset=dataset, target=target, policy=policy.value, resamples=resamples, seed=seed
+            reg,
+            name,
+            v1,
+            v2,
+            dataset=dataset,
+            target=target,
+            policy=policy.value,
+            resamples=resamples,
+            seed=seed,
+            in_image=_compare_in_image,
+            # stderr, so that stdout is what the host's own compare prints, in text and JSON alike
+            on_image=lambda image: echo_err(plain(f"compared in image {image} (this host cannot load the versions)")),
         )
         if as_json:
             print_json(result.to_dict())
@@ -321,6 +334,16 @@ def compare(
                 f"versions (seed {b['seed']}){skipped}; an interval that excludes 0 is a difference these rows support"
             )
         )
+
+
+def _compare_in_image(image: str, root: Path, args: Sequence[str], inputs: Sequence[Path]) -> dict[str, Any]:
+    from toolkit.docker.jobs import compare_in_container
+
+    def to_stderr(stream: str, chunk: bytes) -> None:
+        del stream  # the answer (stdout) never reaches here
+        echo_err(plain(chunk.decode("utf-8", errors="replace").rstrip("\n")))
+
+    return compare_in_container(image, root, args, inputs=inputs, on_output=to_stderr)
 
 
 @registry_app.command("check")

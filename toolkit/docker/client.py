@@ -192,9 +192,11 @@ def run(
     on_output: OutputCallback | None = None,
     tty: bool = False,
     entrypoint: Sequence[str] | None = None,
+    drop_capabilities: bool = False,
 ) -> RunResult:
     """Run ``image`` with ``command`` (its entry point is ``toolkit`` unless ``entrypoint`` says
-    otherwise: the user's own command), network off, root fs read-only.
+    otherwise: the user's own command), network off, root fs read-only; ``drop_capabilities``:
+    every Linux capability dropped and no privilege gained (a job that only reads and computes).
 
     With ``tty`` the container gets a terminal (progress and colours; stdout and stderr then
     arrive together, as ``"stdout"``): only when the caller's own stdout is one.
@@ -228,6 +230,7 @@ def run(
             tmpfs={"/tmp": "rw,nosuid,nodev,size=1g"},
             hostname="toolkit",  # a random hostname must never reach a card or a pickle
             labels={"org.toolkit.role": (entrypoint or command or [""])[0]},
+            **({"cap_drop": ["ALL"], "security_opt": ["no-new-privileges"]} if drop_capabilities else {}),
         )
         try:
             stream = container.attach(stdout=True, stderr=True, stream=True, logs=True, demux=True)

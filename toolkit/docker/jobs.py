@@ -31,8 +31,10 @@ __all__ = [
     "build_image",
     "check_command",
     "check_in_container",
+    "compare_in_container",
     "default_cache",
     "gate_in_model_image",
+    "model_image",
     "predict_in_container",
     "train_command",
     "train_in_container",
@@ -246,10 +248,7 @@ def gate_in_model_image(model: Path, policy: str) -> str | None:
     """Run the gate on ``model`` in the image it was trained in (its card's, else toolkit.toml's);
     return that image's name when the gate passes there, else None (no image known, no engine,
     a mismatch there too). For promote and rollback from a host that lacks the model's packages."""
-    from toolkit.docker.images import recorded_image
-    from toolkit.project import current
-
-    image = recorded_image(model) or current().image
+    image = model_image(model)
     if not image:
         return None
     try:
@@ -257,6 +256,91 @@ def gate_in_model_image(model: Path, policy: str) -> str | None:
     except (DockerError, UsageError):
         return None
     return image if code == 0 else None
+
+
+def model_image(model: Path) -> str | None:
+    """The image ``model`` was trained in: its card's (``environment.image``), else toolkit.toml's;
+    None when neither names one. The one rule for every registry operation that must load a model
+    this host cannot (promote's and rollback's gate, compare's re-scoring)."""
+    from toolkit.docker.images import recorded_image
+    from toolkit.project import current
+
+    return recorded_image(model) or current().image or None
+
+
+def compare_in_container(
+    image: str,
+    registry_root: Path,
+    compare_args: Sequence[str],
+    *,
+    inputs: Sequence[Path] = (),
+    on_output: OutputCallback | None = None,
+    client: Any | None = None,
+) -> dict[str, Any]:
+    """Run ``toolkit registry compare COMPARE_ARGS --json`` in ``image`` against the directory
+    registry at ``registry_root``; return the comparison it printed (its JSON object).
+
+    The registry is mounted read-only at /registry, the working directory read-only at /work
+    (a card's relative data source means there what it means here), each path in ``inputs``
+    (a ``--dataset`` file, trusted keys) read-only and rewritten in the arguments; nothing in the
+    container can write anywhere but /tmp, it has no network and no capabilities, and it runs as
+    a non-root user (the image's, or the caller's own uid). Its messages reach
+    ``on_output`` with host paths. A toolkit error in the container is raised here as the same
+    class with its one line. Raises: ToolkitError (the container's), DockerError (killed, engine
+    error, no JSON object on its stdout).
+    """
+    from toolkit import _json
+
+    workdir = Path.cwd().resolve()
+    root = registry_root.resolve()
+    args, mounts = map_inputs(list(compare_args), inputs, workdir)
+    uid = os.getuid()
+    # The registry by itself too: "no model named 'x' in the registry /registry" names the host's.
+    prefixes = {
+        "/registry/": f"{registry_root}/",
+        "/registry": str(registry_root),
+        **_host_paths(mounts, workdir).prefixes,
+    }
+    rewriter = Rewriter(PathMap(prefixes=prefixes), on_output)
+    printed = bytearray()  # stdout is the JSON answer, read here, never shown as it is
+
+    def route(stream: str, chunk: bytes) -> None:
+        if stream == "stdout":
+            printed.extend(chunk[: _ANSWER_LIMIT - len(printed)])
+        else:
+            rewriter(stream, chunk)
+
+    try:
+        result = run(
+            client or connect(),
+            image,
+            ["registry", "compare", *args, "--registry", "/registry", "--json"],
+            mounts=[Mount(source=root, target="/registry"), Mount(source=workdir, target="/work"), *mounts],
+            user=None if uid == 0 else f"{uid}:{os.getgid()}",
+            environment={env.HOME: "/tmp"} if uid != 0 else {},
+            working_dir="/work",
+            on_output=route,
+            drop_capabilities=True,  # it reads the registry and computes: nothing more
+        )
+    finally:
+        rewriter.flush()
+    try:
+        answer = _json.loads(printed.decode("utf-8", errors="replace"))
+    except ValueError:
+        answer = None
+    if not isinstance(answer, dict):
+        raise DockerError(f"compare in {image} ended with exit code {result.exit_code} and no JSON answer")
+    if result.exit_code != 0:
+        error = _INNER_ERRORS.get(result.exit_code)
+        message = answer.get("error")
+        if error is None or not isinstance(message, str):
+            raise DockerError(f"compare in {image} ended with exit code {result.exit_code} (killed or crashed)")
+        # The exit code keeps its meaning (an environment mismatch there is exit 1 here too).
+        raise error(PathMap(prefixes=prefixes).rewrite_text(message))
+    return answer
+
+
+_ANSWER_LIMIT = 4 * 1024 * 1024  # a comparison is a few KB; a container cannot make the host hold more
 
 
 def train_command(

@@ -48,6 +48,73 @@ class Comparison:
             "better": self.better,
         }
 
+    @classmethod
+    def from_dict(cls, data: object) -> Comparison:
+        """A comparison from its ``to_dict`` (another process's answer: every field's type is
+        checked, so printing it cannot fail). Raises: ValueError, naming the first bad field."""
+        if not isinstance(data, dict):
+            raise ValueError("not an object")
+        versions = data.get("versions")
+        if not (isinstance(versions, list) and len(versions) == 2 and all(isinstance(v, str) for v in versions)):
+            raise ValueError("versions: not two strings")
+        rows = data.get("data")
+        if not (
+            isinstance(rows, dict)
+            and all(isinstance(rows.get(k), str) for k in ("source", "sha256", "how"))
+            and _is_int(rows.get("rows"))
+        ):
+            raise ValueError("data: not source, sha256, rows, how")
+        scores = data.get("scores")
+        if not (isinstance(scores, dict) and set(scores) == set(versions)):
+            raise ValueError("scores: not one table per version")
+        for table in scores.values():
+            _numbers(table, "scores")
+        bootstrap = data.get("bootstrap")
+        if not (
+            isinstance(bootstrap, dict)
+            and all(_is_int(bootstrap.get(k)) for k in ("resamples", "skipped", "seed"))
+            and _is_number(bootstrap.get("level"))
+        ):
+            raise ValueError("bootstrap: not resamples, skipped, seed, level")
+        interval = data.get("interval")
+        if not isinstance(interval, dict):
+            raise ValueError("interval: not an object")
+        intervals: dict[str, tuple[float, float] | None] = {}
+        for key, value in interval.items():
+            if value is not None and not (isinstance(value, list) and len(value) == 2 and all(map(_is_number, value))):
+                raise ValueError(f"interval {key}: not null or two numbers")
+            intervals[str(key)] = None if value is None else (float(value[0]), float(value[1]))
+        better = data.get("better")
+        if not (isinstance(better, dict) and all(v in ("higher", "lower") for v in better.values())):
+            raise ValueError("better: not higher or lower")
+        name = data.get("name")
+        if not isinstance(name, str):
+            raise ValueError("name: not a string")
+        return cls(
+            name=name,
+            versions=(versions[0], versions[1]),
+            data=rows,
+            scores=scores,
+            difference=_numbers(data.get("difference"), "difference"),
+            interval=intervals,
+            bootstrap=bootstrap,
+            better=better,
+        )
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _numbers(table: object, what: str) -> dict[str, float]:
+    if not (isinstance(table, dict) and all(isinstance(k, str) and _is_number(v) for k, v in table.items())):
+        raise ValueError(f"{what}: not metric -> number")
+    return table
+
 
 @dataclass(frozen=True, kw_only=True, slots=True, eq=False)
 class Rows:
