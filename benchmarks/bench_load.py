@@ -56,8 +56,12 @@ def main() -> None:
         def no_check(self: Any, func: Any, args: Any, kwargs: Any) -> None:
             return None
 
+        nested = unpickler.nested
+        new_nested_dispatch = dict(nested.dispatch)
         plain_unpickler: Any = __import__("pickle")._Unpickler
-        old_dispatch = {**new_dispatch, **{op[0]: plain_unpickler.dispatch[op[0]] for op in (b"R", b"\x81", b"\x92")}}
+        plain_ops = {op[0]: plain_unpickler.dispatch[op[0]] for op in (b"R", b"\x81", b"\x92")}
+        old_dispatch = {**new_dispatch, **plain_ops}
+        old_nested_dispatch = {**new_nested_dispatch, **plain_ops}
 
         def old_find(self: Any, module: str, name: str) -> Any:
             # The previous rule: the card's pairs, minus the deny-list, nothing else checked.
@@ -83,12 +87,14 @@ def main() -> None:
             def old(path: Path = path) -> None:
                 unpickler.find_class = old_find
                 unpickler.dispatch = old_dispatch
-                unpickler.check_call = no_check  # an object array's nested stream asks the outer one
+                nested.dispatch = old_nested_dispatch  # an object array's nested stream: the same opcodes
+                unpickler.check_call = no_check
                 try:
                     toolkit.load(path)
                 finally:
                     unpickler.find_class = new_find
                     unpickler.dispatch = new_dispatch
+                    nested.dispatch = new_nested_dispatch
                     unpickler.check_call = new_check
 
             def allow(path: Path = path) -> None:

@@ -21,10 +21,10 @@ import inspect
 import os
 import pickle
 import sys
-from collections.abc import Collection, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from importlib.machinery import PathFinder
 from pathlib import Path
-from types import BuiltinFunctionType, FunctionType, ModuleType
+from types import BuiltinFunctionType, FunctionType, MappingProxyType, ModuleType
 from typing import IO, TYPE_CHECKING, Any
 
 from toolkit.card.records import LocalModule
@@ -378,17 +378,34 @@ def _guard_build(stack: list[Any]) -> None:
 
 def _load_reduce(self: Any) -> None:
     stack = self.stack
-    self.check_call(stack[-2], stack[-1], None)
-    args = stack.pop()
-    func = stack[-1]
+    args = stack[-1]
+    func = stack[-2]
+    # The fast path (the sizer find_class chose for this very global, see _sizer_for) needs
+    # plain arguments; anything else (a partial, a callable built while loading, a list of
+    # arguments) takes the whole check.
+    sizer = self.sizers.get(id(func))
+    if sizer is None or type(args) is not tuple:
+        self.check_call(func, args, None)
+    else:
+        claimed = sizer(args, _NO_KWARGS)
+        if claimed:
+            self.budget.claim(claimed, _describe_call(func, args))
+    stack.pop()
     stack[-1] = func(*args)
 
 
 def _load_newobj(self: Any) -> None:
     stack = self.stack
-    self.check_call(stack[-2], stack[-1], None)
-    args = stack.pop()
-    cls = stack.pop()
+    args = stack[-1]
+    cls = stack[-2]
+    sizer = self.sizers.get(id(cls))
+    if sizer is None or type(args) is not tuple:
+        self.check_call(cls, args, None)
+    else:
+        claimed = sizer(args, _NO_KWARGS)
+        if claimed:
+            self.budget.claim(claimed, _describe_call(cls, args))
+    del stack[-2:]
     self.append(cls.__new__(cls, *args))
 
 
@@ -401,7 +418,48 @@ def _load_newobj_ex(self: Any) -> None:
     self.append(cls.__new__(cls, *args, **kwargs))
 
 
+_NO_KWARGS: Mapping[str, Any] = MappingProxyType({})
+
+
+def _sizer_for(np: Any, obj: Any) -> Callable[[tuple[Any, ...], Mapping[str, Any]], int]:
+    """What a call of ``obj`` (a global find_class resolved and the pickle may call) claims, as
+    ``_call_bytes`` computes it, with the decisions that depend only on ``obj`` taken once here:
+    most calls are of a class that allocates nothing up front (only lazy arguments can claim
+    memory) or numpy's ``_reconstruct`` of an empty array."""
+    if isinstance(obj, type):
+        if not _construct_kind(np, obj):
+
+            def plain_class(args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> int:
+                if not args and not kwargs:
+                    return 0
+                return _lazy_bytes(args) + (_lazy_bytes(kwargs.values()) if kwargs else 0)
+
+            return plain_class
+    elif np is not None and getattr(obj, "__name__", "") == "_reconstruct":
+
+        def reconstruct(args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> int:
+            # _reconstruct(subtype, shape, dtype) as numpy pickles it: a class, a tuple of
+            # ints and a bytes dtype code carry nothing lazy, so the claim is the shape's.
+            if len(args) == 3 and not kwargs:
+                subtype, shape, dtype = args
+                if type(shape) is tuple and type(dtype) is bytes and type(subtype) is type:
+                    count = 1
+                    for d in shape:
+                        if type(d) is not int:
+                            break
+                        count *= d if d > 0 else 0
+                    else:
+                        return count * _itemsize(np, dtype) if count else 0
+            return _call_bytes(np, obj, args, kwargs)
+
+        return reconstruct
+    return functools.partial(_call_bytes, np, obj)
+
+
 _UNPICKLER: Any = None
+# (policy, module, name) -> the object Policy.resolve trusted for them (see _resolve).
+_VERDICTS: dict[tuple[Policy, str, str], Any] = {}
+_VERDICTS_MAX = 4096
 
 
 def _restricted_unpickler() -> Any:
@@ -423,12 +481,23 @@ def _restricted_unpickler() -> Any:
             return cache[key]
         if self.policy.recorded(module, name) and denied(module, name):  # never, even if trusted
             raise Refused(module, name, "a callable only an attack needs")
-        obj = self.policy.resolve(module, name, self.import_global)
+        policy = self.policy
+        # The policy's verdict is a function of the policy, the names and the object they
+        # reach: a later load under an equal policy only checks that the names still reach
+        # the very object the full check trusted.
+        verdict = (policy, module, name)
+        known = _VERDICTS.get(verdict)
+        if known is not None and self.import_global(module, name) is known:
+            obj = known
+        else:
+            obj = policy.resolve(module, name, self.import_global)
+            if len(_VERDICTS) >= _VERDICTS_MAX:
+                _VERDICTS.clear()
+            _VERDICTS[verdict] = obj
         if obj is type:
             obj = _type_of
         elif getattr(obj, "__name__", None) == "_ufunc_reconstruct" and _is_numpy(obj):
             obj = self.ufunc_by_name  # numpy 1's ufunc pickles: its own would import anything
-        policy = self.policy
         if (
             key in RECONSTRUCTORS
             or module in STDLIB
@@ -440,6 +509,10 @@ def _restricted_unpickler() -> Any:
             # reconstructors and what the loading side trusts. A ufunc, np.mean or a metric is
             # trusted as a value a pipeline holds, never called by the pickle.
             self.may_call[id(obj)] = obj
+        if isinstance(obj, type) or id(obj) in self.may_call:
+            # The call rule for this global, decided once (the object stays alive in the cache,
+            # so its id names it alone).
+            self.sizers[id(obj)] = _sizer_for(self.np, obj)
         cache[key] = obj
         return obj
 
@@ -486,10 +559,11 @@ def _restricted_unpickler() -> Any:
         def __init__(self, file: Any, outer: Any) -> None:
             super().__init__(file, fix_imports=False)
             self.outer = outer
-            self.check_call = outer.check_call  # one budget and one call rule for both streams
-
-        def find_class(self, module: str, name: str) -> Any:
-            return self.outer.find_class(module, name)
+            # One budget and one call rule for both streams, bound here once.
+            self.check_call = outer.check_call
+            self.sizers = outer.sizers
+            self.budget = outer.budget
+            self.find_class = outer.find_class
 
         def load_build(self) -> None:
             _guard_build(self.stack)
@@ -517,7 +591,9 @@ def _restricted_unpickler() -> Any:
             self.budget = budget
             self.resolved: dict[tuple[str, str], Any] = {}
             self.may_call: dict[int, Any] = {}  # id -> the object (kept alive, so ids stay unique)
+            self.sizers: dict[int, Any] = {}  # id of a callable global -> its sizer (_sizer_for)
 
+        nested = _Nested  # the class of an object array's stream (benchmarks swap its opcodes)
         find_class = _resolve
         import_global = _import_global
         ufunc_by_name = _ufunc_by_name
