@@ -1,6 +1,6 @@
 """What the reference set costs, against the 16-row probe it replaces as the evidence.
 
-Run: .venv/bin/python benchmarks/bench_reference.py [--repeat 3] [--trees 40]
+Run: .venv/bin/python benchmarks/bench_reference.py [--repeat 3] [--trees 48]
      .venv/bin/python benchmarks/bench_reference.py --against REV [--rounds 3]
 For each builtin dataset and model kind (and a large forest: ``--trees 40`` pickles to ~85 MB, 48 to ~100 MB):
 ``toolkit.save`` with ``reference=X_test`` (up to 2,000 held-out rows, every output, in
@@ -43,7 +43,7 @@ KINDS = [
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--repeat", type=int, default=3)
-    parser.add_argument("--trees", type=int, default=40, help="the big forest (40: ~85 MB; 0: skip it)")
+    parser.add_argument("--trees", type=int, default=48, help="the big forest (48: ~100 MB; 0: skip it)")
     parser.add_argument("--no-builtin", action="store_true", help="only the big forest")
     parser.add_argument("--against", metavar="REV", help="save only: this tree against the toolkit at REV")
     parser.add_argument("--rounds", type=int, default=3, help="with --against: alternating runs of each")

@@ -397,3 +397,73 @@ def test_a_failed_save_leaves_no_reference_temp_behind(forest: Any, blobs: tuple
     with pytest.raises(UsageError, match="cannot pickle the pipeline: RuntimeError: no pickling this"):
         _save(broken, tmp_path / "f-1.0.0.joblib", blobs[0])
     assert sorted(p.name for p in tmp_path.iterdir()) == []
+
+
+def test_a_reference_the_pipeline_cannot_predict_fails_while_pickling_and_leaves_nothing(
+    blobs: tuple[Any, Any], tmp_path: Path
+) -> None:
+    # The reference set's outputs are computed on a worker thread while the model is pickled:
+    # its error is still the one line a bad reference gives, and the model's temp file goes too.
+    from sklearn.linear_model import LogisticRegression
+
+    X, y = blobs
+    model = LogisticRegression(max_iter=500).fit(X, y)
+    rows = X.copy()
+    rows.iloc[1000:, 2] = float("nan")  # past the probe's rows, in the reference set's sample
+    with pytest.raises(UsageError, match=r"^reference: the pipeline cannot take these rows; .* in f2 ") as raised:
+        _save(model, tmp_path / "m-1.0.0.joblib", rows, probe=X.head(16))
+    assert "\n" not in str(raised.value)
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("dataset", ["builtin:credit", "builtin:wine"])
+def test_labels_taken_from_probabilities_at_save_are_what_predict_returns(dataset: str) -> None:
+    # At save a forest's labels come from the probabilities already computed (its predict is
+    # classes_.take(argmax(predict_proba))); a re-check calls predict. The builtin forests, binary
+    # and three classes: the same values, compared as JSON (type included), keys in the same order.
+    from toolkit.training.datasets import load_dataset, split
+    from toolkit.training.train import build_model, build_pipeline
+
+    data = load_dataset(dataset)
+    X_train, X_test, y_train, _ = split(data, test_size=0.2, seed=42)
+    model = build_model("random_forest", {}, seed=42, task=data.task)
+    pipeline = build_pipeline(X_train, model).fit(X_train, y_train)
+    assert reference._labels_from_probabilities(pipeline[-1])
+    derived = reference.outputs_of(pipeline, X_test, batch_size=64, derive_labels=True)
+    called = reference.outputs_of(pipeline, X_test, batch_size=64)
+    assert json.dumps(derived) == json.dumps(called)
+    assert list(derived) == list(called)
+
+
+def test_no_other_builtin_model_has_its_labels_derived() -> None:
+    # Every other builtin kind's labels come from its own predict at save (a gradient boosting's
+    # or a logistic regression's threshold on decision values is not an argmax of probabilities).
+    from toolkit.training.config import CLASSIFIER_KINDS, REGRESSOR_KINDS
+    from toolkit.training.train import build_model
+
+    kinds = [(k, "classification") for k in CLASSIFIER_KINDS] + [(k, "regression") for k in REGRESSOR_KINDS]
+    for kind, task in kinds:
+        model = build_model(kind, {}, seed=0, task=task)
+        model.n_outputs_ = 1  # as fitted: only the class's predict decides
+        assert reference._labels_from_probabilities(model) == ((kind, task) == ("random_forest", "classification"))
+
+
+def test_labels_are_derived_only_from_the_forests_own_predict(blobs: tuple[Any, Any]) -> None:
+    from sklearn.ensemble import ExtraTreesClassifier, RandomForestClassifier
+
+    X, y = blobs
+
+    class Shifted(RandomForestClassifier):  # type: ignore[misc]
+        def predict(self, X: Any) -> Any:
+            return (super().predict(X) + 1) % 3
+
+    extra = ExtraTreesClassifier(n_estimators=5, random_state=0).fit(X, y)
+    shifted = Shifted(n_estimators=5, random_state=0).fit(X, y)
+    two_outputs = RandomForestClassifier(n_estimators=5, random_state=0).fit(X, y.to_frame().assign(z=y % 2))
+    assert reference._labels_from_probabilities(extra)
+    assert not reference._labels_from_probabilities(shifted)
+    assert not reference._labels_from_probabilities(two_outputs)
+    for model in (extra, shifted):
+        derived = reference.outputs_of(model, X.head(700), derive_labels=True)
+        assert derived == reference.outputs_of(model, X.head(700))
+        assert derived["labels"] == model.predict(X.head(700)).tolist()

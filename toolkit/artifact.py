@@ -28,6 +28,7 @@ from toolkit.card import (
     Lineage,
     ModelCard,
     References,
+    ReferenceSet,
     Training,
     jsonable,
     lineage_from,
@@ -227,7 +228,6 @@ def save(
 
     from toolkit import inputs, pickle_audit
     from toolkit import probe as probe_mod
-    from toolkit import reference as reference_mod
 
     validate_name(name)
     validate_version(version)
@@ -267,24 +267,6 @@ def save(
         recorded_probe = probe_mod.record(pipeline, probe)
     except Exception as e:  # an unfitted or broken pipeline, or probe rows it cannot take
         raise inputs.cannot_predict("probe", probe, e) from e
-    reference_file: bytes | None = None
-    reference_info = None
-    if reference is not None:
-        try:
-            recorded, seed = reference_mod.record(pipeline, reference, target=target_values)
-        except Exception as e:  # rows the pipeline cannot take
-            raise inputs.cannot_predict(reference_what, reference, e) from e
-        reference_file = reference_mod.encode(recorded)
-        import hashlib
-
-        reference_info = reference_mod.describe(
-            recorded,
-            file=paths.reference.name,
-            sha256=hashlib.sha256(reference_file).hexdigest(),
-            size=len(reference_file),
-            source_rows=len(reference),
-            seed=seed,
-        )
     card_fields: dict[str, Any] = {
         "name": name,
         "version": version,
@@ -302,16 +284,20 @@ def save(
         "probe": recorded_probe,
         "training": recipe,
         "lineage": parent,
-        "reference": reference_info,
     }
 
     temps: list[Path] = []
     published: list[Path] = []
     target = paths.model
-    # Hashing, then fsync, beside the main thread's work; and the reference file's write and
-    # fsync, which need nothing of the pickle, while the model is being pickled.
-    pool = ThreadPoolExecutor(max_workers=2)
-    reference_temp = None if reference_file is None else pool.submit(_files.write_temp, paths.reference, reference_file)
+    # Hashing, then fsync, beside the main thread's work; and the reference set (its outputs,
+    # the file's bytes, their write and fsync), which needs nothing of the pickle, while the
+    # model is being pickled and written: a model's predict and the disk release the GIL.
+    pool = ThreadPoolExecutor(max_workers=3)
+    reference_temp = None
+    if reference is not None:
+        reference_temp = pool.submit(
+            _reference_temp, pipeline, reference, target_values, paths.reference, what=reference_what
+        )
     try:
         tmp, f = _files.create_temp(paths.model)
         temps.append(tmp)
@@ -324,20 +310,28 @@ def save(
             # anything is published (and before the file is closed).
             synced = pool.submit(os.fsync, f.fileno())
             try:
-                card, card_json = _make_card(pipeline, paths, pairs, digest, writer.size, **card_fields)
+                # Before the card: the card records the runtime's thread settings, which the
+                # reference set's thread limit changes while it runs.
+                reference_info = None
+                if reference_temp is not None:
+                    target = paths.reference
+                    reference_tmp, reference_info = reference_temp.result()
+                    temps.append(reference_tmp)
+                    reference_temp = None
+                    target = paths.model
+                card, card_json = _make_card(
+                    pipeline, paths, pairs, digest, writer.size, reference=reference_info, **card_fields
+                )
             finally:
                 synced.result()
         order = [paths.model]
-        if reference_temp is not None:
-            target = paths.reference
-            temps.append(reference_temp.result())
-            reference_temp = None
+        if reference_info is not None:
             order.append(paths.reference)
         contents = [(paths.card_md, card.to_markdown().encode()), (paths.card_json, card_json)]
         for target, content in contents:
             temps.append(_files.write_temp(target, content))
             order.append(target)
-        if reference_file is None and overwrite:  # an older save's reference set is not this card's
+        if reference is None and overwrite:  # an older save's reference set is not this card's
             target = paths.reference
             paths.reference.unlink(missing_ok=True)
         # Model first, card JSON last: the card is what makes the artifact loadable.
@@ -347,7 +341,7 @@ def save(
     except BaseException as e:
         if reference_temp is not None:  # written, or failing, on the pool's thread: never left behind
             with contextlib.suppress(BaseException):
-                temps.append(reference_temp.result())
+                temps.append(reference_temp.result()[0])
         for leftover in temps:
             leftover.unlink(missing_ok=True)
         if not overwrite:  # what this call created; with overwrite the old files are gone anyway
@@ -361,6 +355,30 @@ def save(
     finally:
         pool.shutdown(wait=True)
     return card
+
+
+def _reference_temp(pipeline: Any, rows: Any, target: Any, path: Path, *, what: str) -> tuple[Path, ReferenceSet]:
+    """The reference set of ``rows`` written to a temp file beside ``path`` (fsynced), and the
+    card's record of it. Raises: UsageError (rows the pipeline cannot predict), OSError."""
+    import hashlib
+
+    from toolkit import inputs
+    from toolkit import reference as reference_mod
+
+    try:
+        recorded, seed = reference_mod.record(pipeline, rows, target=target)
+    except Exception as e:  # rows the pipeline cannot take
+        raise inputs.cannot_predict(what, rows, e) from e
+    data = reference_mod.encode(recorded)
+    info = reference_mod.describe(
+        recorded,
+        file=path.name,
+        sha256=hashlib.sha256(data).hexdigest(),
+        size=len(data),
+        source_rows=len(rows),
+        seed=seed,
+    )
+    return _files.write_temp(path, data), info
 
 
 def _make_card(

@@ -118,11 +118,23 @@ def limited_threads(limit: int) -> Iterator[None]:
 
 
 def outputs_of(
-    pipeline: Any, X: Any, *, batch_size: int = BATCH_SIZE, thread_limit: int = THREAD_LIMIT
+    pipeline: Any,
+    X: Any,
+    *,
+    batch_size: int = BATCH_SIZE,
+    thread_limit: int = THREAD_LIMIT,
+    derive_labels: bool = False,
 ) -> dict[str, list[Any]]:
     """Every output the pipeline has on ``X``, predicted ``batch_size`` rows at a time under
     ``thread_limit`` threads. A classifier (it has ``classes_``) gives labels, probabilities
-    and decision values where it has them; a regressor gives values."""
+    and decision values where it has them; a regressor gives values.
+
+    ``derive_labels`` (save only): when the final estimator's ``predict`` is, by its library's
+    own code, ``classes_.take(argmax(predict_proba(X)), axis=0)`` (``_labels_from_probabilities``),
+    the labels are taken from the probabilities just computed instead of a second pass over
+    every tree. They are the same values by construction; a re-check never derives: it calls
+    ``predict`` itself, so what is compared is what ``predict`` returns.
+    """
     classifier = hasattr(pipeline, "classes_")
     # A pipeline's steps transform each batch once, then the final estimator gives every output:
     # what Pipeline.predict does, without transforming the same rows three times.
@@ -136,6 +148,7 @@ def outputs_of(
         calls["probabilities"] = final.predict_proba
     if classifier and hasattr(final, "decision_function"):
         calls["decision_values"] = final.decision_function
+    derived = derive_labels and classifier and "probabilities" in calls and _labels_from_probabilities(final)
     from toolkit.inputs import model_input
 
     out: dict[str, list[Any]] = {name: [] for name in calls}
@@ -144,8 +157,30 @@ def outputs_of(
             batch = model_input(pipeline, X.iloc[start : start + batch_size])
             inputs = batch if transform is None else transform(batch)
             for name, call in calls.items():
-                out[name].extend(_json_values(call(inputs)))
+                if name == "labels" and derived:
+                    continue
+                values = call(inputs)
+                if name == "probabilities" and derived:
+                    out["labels"].extend(_json_values(final.classes_.take(values.argmax(axis=1), axis=0)))
+                out[name].extend(_json_values(values))
     return out
+
+
+def _labels_from_probabilities(final: Any) -> bool:
+    """Whether ``final.predict`` is scikit-learn's ``ForestClassifier.predict`` on one output:
+    ``self.classes_.take(np.argmax(self.predict_proba(X), axis=1), axis=0)`` (random forests and
+    extra trees; the same code for many releases). The method itself must be that one, not an
+    override; anything else computes its labels with ``predict``."""
+    try:
+        from sklearn.ensemble import _forest
+    except ImportError:  # no scikit-learn: nothing is derived
+        return False
+    forest = getattr(_forest, "ForestClassifier", None)
+    return (
+        forest is not None
+        and getattr(type(final), "predict", None) is forest.predict
+        and getattr(final, "n_outputs_", None) == 1
+    )
 
 
 def record(pipeline: Any, frame: Any, *, target: Any = None, cap: int = CAP) -> tuple[Recorded, int | None]:
@@ -163,7 +198,7 @@ def record(pipeline: Any, frame: Any, *, target: Any = None, cap: int = CAP) -> 
         # Column by column, then rows: itertuples is far slower on a wide frame, and a numeric
         # column converts in one call.
         rows=_json_rows(rows),
-        outputs=outputs_of(pipeline, rows),
+        outputs=outputs_of(pipeline, rows, derive_labels=True),
         target=kept,
     )
     return recorded, seed
@@ -184,7 +219,7 @@ def encode(recorded: Recorded) -> bytes:
 
     text = json.dumps(doc, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
     buffer = io.BytesIO()
-    with gzip.GzipFile(fileobj=buffer, mode="wb", compresslevel=6, mtime=0) as f:
+    with gzip.GzipFile(fileobj=buffer, mode="wb", compresslevel=4, mtime=0) as f:
         f.write(text.encode("utf-8"))
     return buffer.getvalue()
 
