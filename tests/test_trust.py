@@ -185,7 +185,14 @@ def test_every_pipeline_train_builds_loads_under_the_default_trust(task: str, ki
     from toolkit.training.train import train
 
     dataset = "builtin:credit" if task == "classification" else "builtin:diabetes"
-    result = train(TrainConfig(dataset=dataset, model=kind, cv_folds=2, out=tmp_path, register=False, version="1.0.0"))
+    # Five trees or iterations pickle to the same types as the defaults' hundred.
+    smaller = {"hist_gradient_boosting": "max_iter", "gradient_boosting": "n_estimators"}
+    smaller["random_forest"] = "n_estimators"
+    params = {smaller[kind]: 5} if kind in smaller else {}
+    config = TrainConfig(
+        dataset=dataset, model=kind, params=params, cv_folds=2, out=tmp_path, register=False, version="1.0.0"
+    )
+    result = train(config)
     loaded = toolkit.load(result.path)
     assert callable(loaded.predict)
     assert toolkit.check_env(result.path, verify_predictions=True).ok
