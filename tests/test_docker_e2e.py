@@ -65,11 +65,13 @@ class _TimingsReport:
 
 
 @pytest.fixture(scope="session")
-def client() -> Any:
+def client() -> Iterator[Any]:
     try:
-        return tdocker.connect()
+        client = tdocker.connect()
     except DockerError as e:
         pytest.fail(f"the Docker end-to-end tests need a Docker engine: {e}", pytrace=False)
+    yield client
+    client.close()
 
 
 @pytest.fixture(scope="session")
@@ -101,7 +103,8 @@ def variant_image(client: Any, base_ref: str, image: str, tmp_path_factory: pyte
     lock.write_text(swap_pin((REPO / "requirements.lock").read_text(), "scikit-learn", VARIANT_SKLEARN, wheel))
     wheelhouse = work / "wheelhouse"
     wheelhouse.mkdir()
-    for source in [*sorted((REPO / "wheelhouse").glob("*.whl")), wheel]:
+    # The variant wheel replaces any copy of it the shared wheelhouse may hold (an upgrade-check's download).
+    for source in [*sorted(p for p in (REPO / "wheelhouse").glob("*.whl") if p.name != wheel.name), wheel]:
         (wheelhouse / source.name).symlink_to(source)
     with _timed("variant image build"):
         tdocker.build_image(

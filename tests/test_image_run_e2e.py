@@ -52,7 +52,11 @@ sys.exit(7)
 
 @pytest.fixture(scope="module")
 def image(base_ref: str) -> str:
-    tdocker.build_image(base_image=base_ref, tag=IMAGE, context=REPO, client=tdocker.connect())
+    client = tdocker.connect()
+    try:
+        tdocker.build_image(base_image=base_ref, tag=IMAGE, context=REPO, client=client)
+    finally:
+        client.close()  # not left to the garbage collector's ResourceWarning in a later test
     return IMAGE
 
 

@@ -111,7 +111,9 @@ def _outcome(done: subprocess.CompletedProcess[str]) -> str:
 
 def test_a_project_of_ones_own_from_pip_install_to_a_gated_model(tmp_path: Path) -> None:
     try:
-        tdocker.connect().ping()
+        client = tdocker.connect()
+        client.ping()
+        client.close()
     except DockerError as e:
         pytest.fail(f"the project end-to-end test needs a Docker engine: {e}", pytrace=False)
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PIP_", "TOOLKIT_", "VIRTUAL_ENV", "BASE_IMAGE"))}

@@ -38,7 +38,10 @@ def image() -> str:
     done = subprocess.run(["scripts/base.sh"], cwd=REPO, capture_output=True, text=True, timeout=900, check=False)
     assert done.returncode == 0, done.stderr
     base = tdocker.validate_base_image(done.stdout.strip().splitlines()[-1])
-    tdocker.build_image(base_image=base, tag=IMAGE, context=REPO, client=client)
+    try:
+        tdocker.build_image(base_image=base, tag=IMAGE, context=REPO, client=client)
+    finally:
+        client.close()
     return IMAGE
 
 

@@ -17,6 +17,7 @@ import re
 import shutil
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 from xml.etree import ElementTree
@@ -44,11 +45,13 @@ EPOCH = "1700000000"
 
 
 @pytest.fixture(scope="session")
-def client() -> Any:
+def client() -> Iterator[Any]:
     try:
-        return tdocker.connect()
+        client = tdocker.connect()
     except DockerError as e:
         pytest.fail(f"the upgrade end-to-end tests need a Docker engine: {e}", pytrace=False)
+    yield client
+    client.close()
 
 
 @pytest.fixture(scope="session")

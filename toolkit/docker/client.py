@@ -232,6 +232,7 @@ def run(
             labels={"org.toolkit.role": (entrypoint or command or [""])[0]},
             **({"cap_drop": ["ALL"], "security_opt": ["no-new-privileges"]} if drop_capabilities else {}),
         )
+        stream: Any = None
         try:
             stream = container.attach(stdout=True, stderr=True, stream=True, logs=True, demux=True)
             container.start()
@@ -243,6 +244,8 @@ def run(
                         on_output("stderr", err_chunk)
             status = container.wait()
         finally:
+            if stream is not None:
+                _close_attached(stream)
             # Already gone is fine: the run's own outcome is what matters.
             with suppress(docker.errors.DockerException):
                 container.remove(force=True)
@@ -250,6 +253,20 @@ def run(
     if status.get("Error"):
         raise DockerError(f"container of {image} failed: {_one_line(status['Error'])}")
     return RunResult(exit_code=int(code), seconds=time.monotonic() - started, image_id=image_id)
+
+
+def _close_attached(stream: Any) -> None:
+    """Close an attach stream's socket ourselves. docker-py's ``close()`` skips a stream it read
+    to the end, and its socket is then closed by whichever garbage collection runs next, with a
+    ResourceWarning in whatever code runs then (a test, under ``filterwarnings = error``)."""
+    docker = _sdk()
+    with suppress(AttributeError, OSError, docker.errors.DockerException):
+        stream.close()
+    response: Any = getattr(stream, "_response", None)
+    with suppress(AttributeError, OSError):
+        response.raw._fp.fp.raw._sock.close()  # the path docker-py's own close() takes
+    with suppress(AttributeError, OSError):
+        response.close()
 
 
 def inspect_image_id(client: Any, image: str) -> str:
