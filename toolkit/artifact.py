@@ -314,11 +314,16 @@ def save(
                 # reference set's thread limit changes while it runs.
                 reference_info = None
                 if reference_temp is not None:
-                    target = paths.reference
-                    reference_tmp, reference_info = reference_temp.result()
+                    pending, reference_temp = reference_temp, None
+                    try:
+                        reference_tmp, reference_info = pending.result()
+                    except OSError:
+                        # Both files fail on a full disk, in whichever order the threads meet it:
+                        # the model's own failure, when there is one, is the one named.
+                        synced.result()
+                        target = paths.reference
+                        raise
                     temps.append(reference_tmp)
-                    reference_temp = None
-                    target = paths.model
                 card, card_json = _make_card(
                     pipeline, paths, pairs, digest, writer.size, reference=reference_info, **card_fields
                 )
