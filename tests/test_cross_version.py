@@ -6,14 +6,13 @@ under .cache/ and reused while that lock is unchanged.
 
 from __future__ import annotations
 
-import hashlib
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from _stack_support import stack_python
 
 import toolkit
 from toolkit.artifact import read_card
@@ -28,31 +27,7 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture(scope="session")
 def old_stack_python() -> Path:
-    lock = FIXTURES / "old-stack.lock"
-    digest = hashlib.sha256(lock.read_bytes()).hexdigest()[:16]
-    venv = ROOT / ".cache" / f"venv-old-stack-{digest}"
-    python = venv / "bin" / "python"
-    if not (venv / ".complete").exists():
-        shutil.rmtree(venv, ignore_errors=True)
-        subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
-        subprocess.run(
-            [
-                str(python),
-                "-m",
-                "pip",
-                "install",
-                "--quiet",
-                "--disable-pip-version-check",
-                "--only-binary=:all:",
-                "--require-hashes",
-                "-r",
-                str(lock),
-            ],
-            check=True,
-            env={**os.environ, "PIP_CONFIG_FILE": os.devnull},
-        )
-        (venv / ".complete").touch()
-    return python
+    return stack_python("old-stack.lock")
 
 
 @pytest.fixture(scope="session")
