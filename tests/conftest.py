@@ -19,12 +19,23 @@ from typing import Any
 for _variable in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
     os.environ.setdefault(_variable, "1")
 
+import functools  # noqa: E402
+
 import pytest  # noqa: E402
+import typer.main  # noqa: E402
+import typer.testing  # noqa: E402
 from typer.testing import CliRunner  # noqa: E402
 
 import toolkit  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
+
+# typer's CliRunner.invoke builds the whole click command tree from the app's function
+# signatures on every call (get_type_hints over some 40 commands): about 80 ms each, a third of
+# make test-unit's CPU over its ~600 invocations. The tree depends only on the app, which no
+# test changes, so it is built once per app; click still makes a fresh context per invocation,
+# as the real entry point does once per process.
+typer.testing._get_command = functools.cache(typer.main.get_command)  # type: ignore[attr-defined]
 
 
 @pytest.fixture(scope="session")
@@ -100,10 +111,19 @@ def pg_server() -> Iterator[Any]:
         pytest.fail(f"cannot start PostgreSQL for the team-registry tests: {e}")
 
 
+def _require_marker(request: pytest.FixtureRequest, marker: str) -> None:
+    # A test that reaches a service through request.getfixturevalue escapes the marking in
+    # pytest_collection_modifyitems, and would start the service inside `make test-unit`.
+    if request.node.get_closest_marker(marker) is None:
+        pytest.fail(f"{request.node.nodeid} uses a {marker} service: mark it (or its parameter) {marker}")
+
+
 @pytest.fixture
-def pg_url(pg_server: Any) -> Iterator[str]:
+def pg_url(pg_server: Any, request: pytest.FixtureRequest) -> Iterator[str]:
     """A fresh, empty database on the session's PostgreSQL server, as a libpq URL."""
     from _postgres import scratch_database
+
+    _require_marker(request, "team")
 
     with scratch_database(pg_server) as url:
         yield url
@@ -120,20 +140,24 @@ def team_oci(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
 
 
 @pytest.fixture
-def team(pg_url: str, team_oci: Any) -> Any:
+def team(pg_url: str, team_oci: Any, request: pytest.FixtureRequest) -> Any:
     """A team registry: a fresh PostgreSQL database and a fresh repository in the session's OCI registry."""
     import uuid
 
     from _postgres import Team
 
+    _require_marker(request, "oci")
+
     return Team(url=pg_url, store=f"oci://{team_oci.host}/teamreg/t{uuid.uuid4().hex[:12]}", oci=team_oci)
 
 
 @pytest.fixture
-def own_team(pg_url: str, tmp_path: Path) -> Iterator[Any]:
+def own_team(pg_url: str, tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Any]:
     """A team registry on its own OCI registry process, for tests that tamper with its blobs on disk."""
     from _oci_support import LoopbackRegistry
     from _postgres import Team
+
+    _require_marker(request, "oci")
 
     registry = LoopbackRegistry(tmp_path / "own-oci")
     yield Team(url=pg_url, store=f"oci://{registry.host}/teamreg/own", oci=registry)

@@ -273,6 +273,28 @@ def _as_schema1(d: dict[str, Any]) -> None:
     del d["training"], d["lineage"]
 
 
+def test_what_a_distributions_metadata_says_is_read_again_once_its_folder_changes(tmp_path: Path) -> None:
+    # Import names and requirements are remembered per state of the metadata folder (pip
+    # replaces the folder on every install, upgrade or removal); a new state is read afresh.
+    from toolkit import trust
+
+    folder = tmp_path / "demo-1.0.dist-info"
+
+    def install(record: str, requires: str, mtime_ns: int) -> metadata.Distribution:
+        folder.mkdir(exist_ok=True)
+        (folder / "METADATA").write_text(f"Name: demo\nVersion: 1.0\nRequires-Dist: {requires}\n\nlong text\n")
+        (folder / "RECORD").write_text(record)
+        os.utime(folder, ns=(mtime_ns, mtime_ns))
+        return metadata.PathDistribution(folder)
+
+    first = install("demo/__init__.py,,\ndemo_ext.cpython-311-x86_64-linux-gnu.so,,\n", "numpy", 10**18)
+    assert trust.provided_names(first, {"demo", "demo_ext", "other"}) == {"demo", "demo_ext"}
+    assert trust.from_metadata(first, "requirements", pickle_audit._unconditional_requirements) == {"numpy"}
+    second = install("other.py,,\n", "scipy; extra == 'fast'", 10**18 + 1)
+    assert trust.provided_names(second, {"demo", "other"}) == {"other"}
+    assert trust.from_metadata(second, "requirements", pickle_audit._unconditional_requirements) == set()
+
+
 def test_distributions_agree_with_importlib_and_are_closed(tiny_pipeline: Any) -> None:
     pairs = pickle_audit.dump(tiny_pipeline, io.BytesIO())  # type: ignore[arg-type]
     modules = {m for m, _ in pairs}

@@ -64,7 +64,9 @@ INVALID_VERSIONS = [
 ]
 
 
-@pytest.fixture(params=["directory", "team"])
+# The team half needs PostgreSQL and a loopback registry, fetched by name below: marked here,
+# since conftest's marking sees only the fixtures a test names.
+@pytest.fixture(params=["directory", pytest.param("team", marks=[pytest.mark.team, pytest.mark.oci])])
 def reg(request: pytest.FixtureRequest, tmp_path: Path) -> Registry:
     """The same tests on both backends: a directory, and a team registry (real PostgreSQL + OCI registry)."""
     if request.param == "directory":

@@ -50,7 +50,7 @@ def _event(version: str, event: str = "register", to: str = "staging") -> Histor
     )
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.team)])
 def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Any:
     """(index, raw SQL runner): the same rules checked on both databases."""
     if request.param == "sqlite":

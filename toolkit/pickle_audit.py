@@ -36,6 +36,7 @@ from toolkit.trust import (
     STDLIB,
     Policy,
     Refused,
+    from_metadata,
     never_imported,
     plain_pair,
     provided_names,
@@ -706,8 +707,6 @@ def distributions_for(modules: Iterable[str], installed: dict[str, str]) -> tupl
     # Imported here: the gate imports this module for local_module_sha256 only.
     from importlib import metadata
 
-    from packaging.requirements import InvalidRequirement, Requirement
-
     tops = {m.split(".", 1)[0] for m in modules} - set(sys.stdlib_module_names)
     dists: dict[str, metadata.Distribution] = {}
     for entry in sys.path:
@@ -740,26 +739,29 @@ def distributions_for(modules: Iterable[str], installed: dict[str, str]) -> tupl
         if name in closure or name not in dists:
             continue
         closure.add(name)
-        for line in _requires(dists[name]):
-            try:
-                req = Requirement(line)
-            except InvalidRequirement:
-                continue
-            # Only what is installed unconditionally: extras are not part of the import closure.
-            # (evaluate() fills in this interpreter's environment around "extra".)
-            if req.marker is None or req.marker.evaluate({"extra": ""}):
-                todo.append(canonical_name(req.name))
+        todo.extend(from_metadata(dists[name], "requirements", _unconditional_requirements))
     return tuple(sorted(closure)), frozenset(provided)
 
 
-def _requires(dist: metadata.Distribution) -> list[str]:
+def _unconditional_requirements(dist: metadata.Distribution) -> frozenset[str]:
+    """The canonical names ``dist`` requires whatever extras are asked for: the import closure."""
+    from packaging.requirements import InvalidRequirement, Requirement
+
     # Requires-Dist lines of the metadata header; dist.requires would run the whole file
     # (long description included) through the email parser.
     text = dist.read_text("METADATA") or dist.read_text("PKG-INFO") or ""
-    found = []
+    found = set()
     for line in text.splitlines():
         if not line:
             break
-        if line.startswith("Requires-Dist:"):
-            found.append(line[len("Requires-Dist:") :].strip())
-    return found
+        if not line.startswith("Requires-Dist:"):
+            continue
+        try:
+            req = Requirement(line[len("Requires-Dist:") :].strip())
+        except InvalidRequirement:
+            continue
+        # Only what is installed unconditionally: extras are not part of the import closure.
+        # (evaluate() fills in this interpreter's environment around "extra".)
+        if req.marker is None or req.marker.evaluate({"extra": ""}):
+            found.add(canonical_name(req.name))
+    return frozenset(found)

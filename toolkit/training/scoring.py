@@ -277,7 +277,6 @@ class _FastClassification:
 
     def score(self, rows: Any) -> dict[str, float]:
         import numpy as np
-        from scipy.stats import rankdata
 
         truth, predicted, proba = self.truth[rows], self.predicted[rows], self.proba[rows]
         present = np.bincount(truth, minlength=self.n_classes)
@@ -289,7 +288,7 @@ class _FastClassification:
             positive = truth == c
             n_pos = int(positive.sum())
             n_neg = len(truth) - n_pos
-            ranks = rankdata(proba[:, c])
+            ranks = _average_ranks(proba[:, c])
             aucs.append((float(ranks[positive].sum()) - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
         f1s = []
         for c in [1] if binary else range(self.n_classes):
@@ -302,6 +301,21 @@ class _FastClassification:
             "accuracy": float((truth == predicted).mean()),
             "f1": float(np.mean(f1s)),
         }
+
+
+def _average_ranks(values: Any) -> Any:
+    """1-based ranks, ties sharing the mean of their positions: scipy's ``rankdata`` (method
+    "average"), without its per-call dispatch that cost ~0.1 ms of each 36-row draw."""
+    import numpy as np
+
+    order = np.argsort(values, kind="stable")
+    ordered = values[order]
+    boundaries = np.flatnonzero(ordered[1:] != ordered[:-1]) + 1  # where a run of equal values starts
+    starts = np.concatenate(([0], boundaries))
+    ends = np.concatenate((boundaries, [len(ordered)]))
+    ranks = np.empty(len(ordered), dtype="float64")
+    ranks[order] = np.repeat((starts + 1 + ends) / 2.0, ends - starts)
+    return ranks
 
 
 def task_of(card: ModelCard) -> str | None:
