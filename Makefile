@@ -110,10 +110,13 @@ lint: $(VENV)/.stamp
 	$(BIN)/mypy --strict toolkit
 
 # The whole suite, Docker end-to-end included: starts an engine when none answers. Two runs:
-# what shares nothing runs on both cores (pytest-xdist); what shares the one Docker engine,
-# PostgreSQL, loopback ports or kills processes runs alone, as before. The union is every test,
-# and no test runs twice (tests/test_make_parts.py holds both, from this file).
-SERIAL := docker or slow or team or oci or process
+# what shares nothing runs on both cores (pytest-xdist); what shares the one Docker engine or
+# kills processes runs alone. The union is every test, and no test runs twice
+# (tests/test_make_parts.py holds both, from this file).
+SERIAL := docker or slow or process
+# PostgreSQL and the loopback OCI registry: each xdist worker starts its own, on free ports
+# and in fresh folders, so these run in parallel; left out of test-unit.
+SERVICES := team or oci
 # Parallel-safe but seconds each (a real uvicorn per test, a follow under load): in make test's
 # xdist run, left out of test-unit.
 HEAVY := serve or install
@@ -124,7 +127,7 @@ test: $(VENV)/.stamp lint engine
 # The loop while developing: no engine, no PostgreSQL, no registry, no kill loops, no servers
 # (target < 60 s on 2 cores).
 test-unit: $(VENV)/.stamp
-	$(BIN)/python -m pytest -p xdist -n 2 -m "not ($(SERIAL) or $(HEAVY))"
+	$(BIN)/python -m pytest -p xdist -n 2 -m "not ($(SERIAL) or $(SERVICES) or $(HEAVY))"
 
 # Everything but the Docker and cross-version end-to-end tests (the loop before test-unit).
 test-fast: $(VENV)/.stamp

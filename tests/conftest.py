@@ -188,13 +188,13 @@ def pytest_collection(session: pytest.Session) -> Generator[None, object, object
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     # What needs a real PostgreSQL (every fixture that does starts from pg_server) is `team`;
-    # what starts a loopback registry through team_oci is `oci` too: marked by what they use,
+    # what starts a loopback registry (team_oci, own_team) is `oci` too: marked by what they use,
     # so a new test cannot forget its marker and slip into `make test-unit`.
     for item in items:
         fixtures = getattr(item, "fixturenames", ())
         if "pg_server" in fixtures:
             item.add_marker(pytest.mark.team)
-        if "team_oci" in fixtures:
+        if "team_oci" in fixtures or "own_team" in fixtures:
             item.add_marker(pytest.mark.oci)
 
 

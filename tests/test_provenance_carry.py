@@ -56,7 +56,18 @@ def test_train_with_a_sign_key_writes_the_provenance_of_its_recipe(
 ) -> None:
     monkeypatch.chdir(tmp_path)
     out = tmp_path / "out"
-    args = ("--dataset", "builtin:wine", "--no-register", "--out", out, "--sign-key", keys["key"], "--quiet")
+    args = (
+        "--dataset",
+        "builtin:wine",
+        "--model",
+        "logistic_regression",
+        "--no-register",
+        "--out",
+        out,
+        "--sign-key",
+        keys["key"],
+        "--quiet",
+    )
     result = _run(runner, "train", *args)
     assert result.exit_code == 0, result.output
     model = Path(result.stdout.strip().splitlines()[-1])
