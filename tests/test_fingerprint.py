@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 import platform
+import shutil
 from importlib import metadata
 from pathlib import Path
 
@@ -15,6 +17,24 @@ from toolkit.fingerprint import Fingerprint, capture, installed_distributions
 from toolkit.policy import differences
 
 DIGEST = "127.0.0.1:5000/python-base@sha256:" + "a" * 64
+
+
+def test_installed_distributions_read_a_replaced_metadata_folder_afresh(tmp_path: Path) -> None:
+    # Headers are remembered per state of their folder; pip replaces the folder on every install.
+    def install(folder_version: str, declared: str, mtime_ns: int) -> None:
+        for old in tmp_path.glob("demo-*.dist-info"):
+            shutil.rmtree(old)
+        folder = tmp_path / f"demo-{folder_version}.dist-info"
+        folder.mkdir()
+        (folder / "METADATA").write_text(f"Metadata-Version: 2.1\nName: Demo\nVersion: {declared}\n\n")
+        os.utime(folder, ns=(mtime_ns, mtime_ns))
+
+    install("1.0", "1.0", 10**18)
+    assert installed_distributions([str(tmp_path)]) == {"demo": "1.0"}
+    install("2.0", "2.0", 10**18)  # an upgrade: another folder
+    assert installed_distributions([str(tmp_path)]) == {"demo": "2.0"}
+    install("2.0", "2.0.post1", 10**18 + 1)  # a reinstall under the same folder name
+    assert installed_distributions([str(tmp_path)]) == {"demo": "2.0.post1"}
 
 
 def test_installed_distributions_match_importlib_metadata() -> None:

@@ -32,6 +32,7 @@ __all__ = [
     "capture",
     "capture_threads",
     "installed_distributions",
+    "metadata_state",
     "read_system_packages",
 ]
 
@@ -177,6 +178,7 @@ def capture(*, blas: bool = True, lock: bool = False, thread_limit: int | None =
     lock_text = None
     if lock:
         lock_sha256, lock_text = _lock(lock_sha256)
+    pools = _thread_pools() if blas else None  # one scan of the loaded libraries for both records
     return Fingerprint(
         python_implementation=platform.python_implementation(),
         python_version=platform.python_version(),
@@ -185,14 +187,14 @@ def capture(*, blas: bool = True, lock: bool = False, thread_limit: int | None =
         machine=platform.machine(),
         libc=_libc(),
         packages=installed_distributions(),
-        blas=_blas_info() if blas else None,
+        blas=_blas_info(pools) if pools is not None else None,
         in_container=_in_container(),
         base_image=os.environ.get(ENV_BASE_IMAGE) or None,
         lock_sha256=lock_sha256,
         lock=lock_text,
         image=_image() if lock else None,
         system_packages=read_system_packages(),
-        threads=capture_threads(thread_limit) if blas and thread_limit is not None else None,
+        threads=capture_threads(thread_limit, pools) if pools is not None and thread_limit is not None else None,
     )
 
 
@@ -252,18 +254,25 @@ def _refuse_constant(name: str) -> Any:
     raise ValueError(name)
 
 
-def capture_threads(limit: int) -> Threads:
-    """The thread settings of this runtime (numpy and threadpoolctl loaded), and ``limit``."""
+def _thread_pools() -> list[dict[str, Any]]:
+    """threadpoolctl's report of the BLAS and OpenMP libraries loaded (numpy imported first,
+    which loads its BLAS); none without numpy or threadpoolctl."""
     try:
         import numpy  # noqa: F401  (loads the BLAS that threadpoolctl then reports)
         import threadpoolctl
-
-        pools = threadpoolctl.threadpool_info()
     except ImportError:
-        pools = []
+        return []
+    pools: list[dict[str, Any]] = threadpoolctl.threadpool_info()
+    return pools
+
+
+def capture_threads(limit: int, pools: list[dict[str, Any]] | None = None) -> Threads:
+    """The thread settings of this runtime (numpy and threadpoolctl loaded), and ``limit``;
+    ``pools`` is ``_thread_pools()`` when the caller has it already."""
+    found = _thread_pools() if pools is None else pools
 
     def widest(api: str) -> int | None:
-        sizes = [int(p["num_threads"]) for p in pools if p.get("user_api") == api and p.get("num_threads")]
+        sizes = [int(p["num_threads"]) for p in found if p.get("user_api") == api and p.get("num_threads")]
         return max(sizes) if sizes else None
 
     try:
@@ -320,14 +329,9 @@ def installed_distributions(path: list[str] | None = None) -> dict[str, str]:
         except OSError:
             continue  # a missing directory or a zip file: no installed distributions there
         for item in names:
-            if item.endswith(".dist-info"):
-                text = _read_text(os.path.join(entry, item, "METADATA"))
-            elif item.endswith(".egg-info"):
-                egg = os.path.join(entry, item)
-                text = _read_text(os.path.join(egg, "PKG-INFO") if os.path.isdir(egg) else egg)
-            else:
+            if not item.endswith((".dist-info", ".egg-info")):
                 continue
-            name, version = _header(text)
+            name, version = _installed_header(os.path.join(entry, item))
             if not name or not version:
                 continue  # a broken .dist-info: pip freeze skips it too
             key = canonical_name(name)
@@ -361,6 +365,36 @@ def _header(text: str) -> tuple[str | None, str | None]:
     return name, version
 
 
+# What a metadata folder said, by its state: installed_distributions runs on every save and
+# every gate, and reading some 90 METADATA headers was most of a fingerprint's time.
+_HEADERS: dict[tuple[str, int], tuple[str | None, str | None]] = {}
+
+
+def metadata_state(path: str) -> tuple[str, int] | None:
+    """A key for what an installed distribution's metadata folder (or egg-info file) holds: its
+    path and mtime. pip replaces the folder on every install, upgrade and removal, so a changed
+    distribution never has an old key; None when it cannot be read."""
+    try:
+        return path, os.stat(path).st_mtime_ns
+    except OSError:
+        return None
+
+
+def _installed_header(path: str) -> tuple[str | None, str | None]:
+    """Name and Version of the ``*.dist-info`` / ``*.egg-info`` at ``path``."""
+    key = metadata_state(path)
+    if key is not None and key in _HEADERS:
+        return _HEADERS[key]
+    if path.endswith(".dist-info"):
+        file = os.path.join(path, "METADATA")
+    else:
+        file = os.path.join(path, "PKG-INFO") if os.path.isdir(path) else path
+    found = _header(_read_text(file))
+    if key is not None:
+        _HEADERS[key] = found
+    return found
+
+
 def _read_text(path: str) -> str:
     try:
         with open(path, encoding="utf-8", errors="replace") as f:
@@ -387,14 +421,9 @@ def _in_container() -> bool:
     return os.path.exists("/.dockerenv") or os.path.exists("/run/.containerenv")
 
 
-def _blas_info() -> tuple[dict[str, Any], ...]:
-    try:
-        import numpy  # noqa: F401  (loads the BLAS that threadpoolctl then reports)
-        import threadpoolctl
-    except ImportError:
-        return ()
+def _blas_info(pools: list[dict[str, Any]]) -> tuple[dict[str, Any], ...]:
     keep = ("user_api", "internal_api", "prefix", "version", "threading_layer", "architecture", "num_threads")
-    info = [{k: lib.get(k) for k in keep if k in lib} for lib in threadpoolctl.threadpool_info()]
+    info = [{k: lib.get(k) for k in keep if k in lib} for lib in pools]
     # Sort on every field: two copies of one BLAS (numpy's and scipy's) tie on the API names,
     # and their load order can change between processes, which would change the card's bytes.
     return tuple(sorted(info, key=lambda d: tuple(str(d.get(k)) for k in keep)))

@@ -24,7 +24,6 @@ those globals (``references.globals``) is only the first check: it can refuse, n
 
 from __future__ import annotations
 
-import os
 import re
 import sys
 from collections.abc import Callable, Iterable
@@ -503,23 +502,22 @@ def provided_names(dist: metadata.Distribution, tops: set[str]) -> set[str]:
     return tops & _import_names(dist)
 
 
-# (what, metadata folder, its mtime) -> what was read from that folder. Every save asks each
+# (what, fingerprint.metadata_state) -> what was read from that folder. Every save asks each
 # installed distribution for its import names and requirements; reading each RECORD and
-# parsing each Requires-Dist again was most of a save's time (28 of its 60 ms here). An
-# install, upgrade or removal replaces the folder (and so its mtime): never stale.
+# parsing each Requires-Dist again was most of a save's time (28 of its 60 ms here).
 _FROM_METADATA: dict[tuple[str, str, int], Any] = {}
 
 
 def from_metadata(dist: metadata.Distribution, what: str, read: Callable[[metadata.Distribution], Any]) -> Any:
     """``read(dist)``, computed once per state of ``dist``'s metadata folder (every call when
     it has none on disk)."""
+    from toolkit.fingerprint import metadata_state
+
     folder = getattr(dist, "_path", None)  # PathDistribution's folder
-    try:
-        key = (what, str(folder), os.stat(folder).st_mtime_ns) if folder is not None else None
-    except OSError:
-        key = None
-    if key is None:
+    state = metadata_state(str(folder)) if folder is not None else None
+    if state is None:
         return read(dist)
+    key = (what, *state)
     if key not in _FROM_METADATA:
         _FROM_METADATA[key] = read(dist)
     return _FROM_METADATA[key]
