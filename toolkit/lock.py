@@ -232,7 +232,8 @@ def _check_upgrade_package(item: str) -> None:
 
 def _pip_compile() -> list[str]:
     if importlib.util.find_spec("piptools") is not None:
-        return [sys.executable, "-m", "piptools", "compile"]
+        # pip-compile with the index's sha256 for each file, not a download of each (toolkit/_pip_compile.py)
+        return [sys.executable, "-m", "toolkit._pip_compile", "compile"]
     found = shutil.which("pip-compile")
     if found is not None:
         return [found]
