@@ -8,9 +8,7 @@ import re
 from pathlib import Path
 
 import pytest
-
-ROOT = Path(__file__).resolve().parents[1]
-PACKAGE = ROOT / "toolkit"
+from _sources import PACKAGE, ROOT, nodes, parse, sources
 
 # (importer, imported): a module in the first package never imports one in the second, at any
 # depth (lazy imports inside functions count; `if TYPE_CHECKING:` blocks do not: they never run).
@@ -32,9 +30,7 @@ FORBIDDEN.append(("toolkit.signing", "toolkit.artifact"))
 def modules(root: Path = PACKAGE) -> dict[str, Path]:
     """Every module under ``root``, by dotted name (a package by its ``__init__``)."""
     found = {}
-    for path in sorted(root.rglob("*.py")):
-        if "__pycache__" in path.parts:
-            continue
+    for path, _ in sources(root):
         parts = list(path.relative_to(root.parent).with_suffix("").parts)
         if parts[-1] == "__init__":
             parts.pop()
@@ -44,7 +40,7 @@ def modules(root: Path = PACKAGE) -> dict[str, Path]:
 
 def imports_of(name: str, path: Path, known: set[str]) -> set[str]:
     """The toolkit modules ``name`` imports when it runs (top level and inside functions)."""
-    tree = ast.parse(path.read_text(encoding="utf-8"), str(path))
+    tree = parse(path)
     package = name.split(".") if path.name == "__init__.py" else name.split(".")[:-1]
     found: set[str] = set()
 
@@ -170,8 +166,7 @@ def test_only_the_cli_imports_typer_and_rich() -> None:
     for name, path in modules().items():
         if _within(name, "toolkit.cli"):
             continue
-        tree = ast.parse(path.read_text(encoding="utf-8"))
-        for node in ast.walk(tree):
+        for node in nodes(parse(path)):
             names = (
                 [a.name for a in node.names]
                 if isinstance(node, ast.Import)

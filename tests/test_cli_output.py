@@ -8,6 +8,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
+from _sources import nodes, parse
 
 from toolkit.cli import _output
 from toolkit.cli.train import print_result
@@ -42,8 +43,8 @@ def test_a_json_error_is_one_shape(capsys: pytest.CaptureFixture[str]) -> None:
     assert json.loads(capsys.readouterr().out) == {"ok": False, "exit_code": 3, "artifact": "a.joblib", "error": "bad"}
 
 
-def _calls(tree: ast.AST) -> list[ast.Call]:
-    return [n for n in ast.walk(tree) if isinstance(n, ast.Call)]
+def _calls(tree: ast.Module) -> list[ast.Call]:
+    return [n for n in nodes(tree) if isinstance(n, ast.Call)]
 
 
 def test_only_the_output_module_spells_markup_false_or_the_error_object() -> None:
@@ -51,12 +52,12 @@ def test_only_the_output_module_spells_markup_false_or_the_error_object() -> Non
     for path in sorted(CLI.glob("*.py")):
         if path.name == "_output.py":
             continue
-        tree = ast.parse(path.read_text(encoding="utf-8"))
+        tree = parse(path)
         for call in _calls(tree):
             for kw in call.keywords:
                 if kw.arg == "markup" and isinstance(kw.value, ast.Constant) and kw.value.value is False:
                     found.append(f"{path.name}:{call.lineno}: markup=False")
-        for node in ast.walk(tree):
+        for node in nodes(tree):
             if isinstance(node, ast.Dict):
                 keys = {k.value for k in node.keys if isinstance(k, ast.Constant)}
                 if {"ok", "exit_code", "error"} <= keys:

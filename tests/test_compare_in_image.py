@@ -8,6 +8,7 @@ here (``compare_in_container``), the real one runs in tests/test_project_e2e.py.
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -31,26 +32,33 @@ def iris() -> tuple[Any, Any, Any, Any]:
     return tuple(train_test_split(X, y, test_size=0.3, random_state=0, stratify=y))  # type: ignore[return-value]
 
 
-def _versions(iris: tuple[Any, Any, Any, Any], where: Path, images: tuple[str | None, str | None] | None) -> Path:
-    """iris 1.0.0 and 1.1.0 registered in ``where/models``; with ``images``, their cards say they
-    need a scikit-learn this host lacks and were trained in those images (None: no image)."""
+@pytest.fixture(scope="module")
+def saved(iris: tuple[Any, Any, Any, Any], tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """iris 1.0.0 and 1.1.0 fitted and saved (with their held-out rows) once for the module; each
+    test registers copies, so the fits and saves are not repeated for every registry."""
     from sklearn.linear_model import LogisticRegression
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
     X_train, X_test, y_train, y_test = iris
-    root = where / "models"
-    for version, C, image in (
-        (("1.0.0", 0.01, None), ("1.1.0", 1.0, None))
-        if images is None
-        else (
-            ("1.0.0", 0.01, images[0]),
-            ("1.1.0", 1.0, images[1]),
-        )
-    ):
-        path = where / "src" / f"iris-{version}.joblib"
+    where = tmp_path_factory.mktemp("saved")
+    for version, C in (("1.0.0", 0.01), ("1.1.0", 1.0)):
         pipeline = make_pipeline(StandardScaler(), LogisticRegression(C=C, max_iter=500)).fit(X_train, y_train)
-        toolkit.save(pipeline, path, name="iris", version=version, held_out=(X_test, y_test))
+        toolkit.save(
+            pipeline, where / f"iris-{version}.joblib", name="iris", version=version, held_out=(X_test, y_test)
+        )
+    return where
+
+
+def _versions(saved: Path, where: Path, images: tuple[str | None, str | None] | None) -> Path:
+    """iris 1.0.0 and 1.1.0 registered in ``where/models``; with ``images``, their cards say they
+    need a scikit-learn this host lacks and were trained in those images (None: no image)."""
+    root = where / "models"
+    (where / "src").mkdir(parents=True)
+    for version, image in zip(("1.0.0", "1.1.0"), images or (None, None), strict=True):
+        path = where / "src" / f"iris-{version}.joblib"
+        for file in saved.glob(f"iris-{version}.*"):  # the model, its card (.json, .md), its reference set
+            shutil.copy2(file, where / "src" / file.name)
         if images is not None:
             paths = artifact_paths(path)
             raw = json.loads(paths.card_json.read_text())
@@ -65,8 +73,8 @@ def _versions(iris: tuple[Any, Any, Any, Any], where: Path, images: tuple[str | 
 
 
 @pytest.fixture(scope="module")
-def here(iris: tuple[Any, Any, Any, Any], tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return _versions(iris, tmp_path_factory.mktemp("here"), None)
+def here(saved: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return _versions(saved, tmp_path_factory.mktemp("here"), None)
 
 
 class Seam:
@@ -102,9 +110,9 @@ def test_a_host_that_loads_both_compares_on_the_host(here: Path, container: Seam
 
 
 def test_a_host_that_cannot_load_them_compares_in_the_cards_image_and_prints_as_the_host(
-    here: Path, iris: tuple[Any, Any, Any, Any], container: Seam, tmp_path: Path
+    here: Path, saved: Path, container: Seam, tmp_path: Path
 ) -> None:
-    elsewhere = _versions(iris, tmp_path / "project", ("proj:1", "proj:1"))
+    elsewhere = _versions(saved, tmp_path / "project", ("proj:1", "proj:1"))
     host_json, host_text = _compare(here, "--json"), _compare(here)
     container.answer = json.loads(host_json.stdout)  # the image answers what the host would
     in_image = _compare(elsewhere, "--json")
@@ -119,10 +127,8 @@ def test_a_host_that_cannot_load_them_compares_in_the_cards_image_and_prints_as_
     assert args == ["iris", "1.0.0", "1.1.0", "--policy", "compatible", "--resamples", "50", "--seed", "0"]
 
 
-def test_an_answer_that_is_not_a_comparison_is_one_line(
-    iris: tuple[Any, Any, Any, Any], container: Seam, tmp_path: Path
-) -> None:
-    elsewhere = _versions(iris, tmp_path / "project", ("proj:1", "proj:1"))
+def test_an_answer_that_is_not_a_comparison_is_one_line(saved: Path, container: Seam, tmp_path: Path) -> None:
+    elsewhere = _versions(saved, tmp_path / "project", ("proj:1", "proj:1"))
     container.answer = {"name": "iris", "versions": ["1.0.0", "1.1.0"], "data": "rows"}
     result = _compare(elsewhere)
     assert result.exit_code == 5, result.output
@@ -132,8 +138,8 @@ def test_an_answer_that_is_not_a_comparison_is_one_line(
     )
 
 
-def test_two_images_are_refused_naming_both(iris: tuple[Any, Any, Any, Any], container: Seam, tmp_path: Path) -> None:
-    elsewhere = _versions(iris, tmp_path / "project", ("proj:1", "proj:2"))
+def test_two_images_are_refused_naming_both(saved: Path, container: Seam, tmp_path: Path) -> None:
+    elsewhere = _versions(saved, tmp_path / "project", ("proj:1", "proj:2"))
     result = _compare(elsewhere)
     assert result.exit_code == 2, result.output
     (line,) = result.stderr.strip().splitlines()
@@ -141,10 +147,8 @@ def test_two_images_are_refused_naming_both(iris: tuple[Any, Any, Any, Any], con
     assert container.calls == []
 
 
-def test_no_image_known_is_the_hosts_own_error(
-    iris: tuple[Any, Any, Any, Any], container: Seam, tmp_path: Path
-) -> None:
-    elsewhere = _versions(iris, tmp_path / "project", (None, None))
+def test_no_image_known_is_the_hosts_own_error(saved: Path, container: Seam, tmp_path: Path) -> None:
+    elsewhere = _versions(saved, tmp_path / "project", (None, None))
     result = _compare(elsewhere)
     assert result.exit_code == 1, result.output  # loading under compatible: the environment mismatch
     assert "scikit-learn" in result.stderr and "compared in image" not in result.stderr

@@ -4,20 +4,20 @@ from __future__ import annotations
 
 import ast
 import re
-from pathlib import Path
+
+from _sources import ROOT, nodes, sources
 
 from toolkit import env
 
-ROOT = Path(__file__).resolve().parents[1]
 NAMES = {v.name for v in env.VARIABLES}
 # The same spelling, another namespace: the Dockerfile's build argument, not the environment.
 NOT_VARIABLES = {("toolkit/docker/jobs.py", "BASE_IMAGE")}
 
 
-def _string_constants(tree: ast.AST) -> list[tuple[int, str]]:
+def _string_constants(tree: ast.Module) -> list[tuple[int, str]]:
     """Every string literal but docstrings (prose may name a variable; code may not spell one)."""
     docstrings = set()
-    for node in ast.walk(tree):
+    for node in nodes(tree):
         body = getattr(node, "body", None)
         if isinstance(body, list) and body and isinstance(body[0], ast.Expr):
             value = body[0].value
@@ -25,17 +25,16 @@ def _string_constants(tree: ast.AST) -> list[tuple[int, str]]:
                 docstrings.add(id(value))
     return [
         (node.lineno, node.value)
-        for node in ast.walk(tree)
+        for node in nodes(tree)
         if isinstance(node, ast.Constant) and isinstance(node.value, str) and id(node) not in docstrings
     ]
 
 
 def test_no_module_spells_an_environment_variable_but_env_py() -> None:
     spelled = []
-    for path in sorted((ROOT / "toolkit").rglob("*.py")):
+    for path, tree in sources():
         if path.name == "env.py" and path.parent.name == "toolkit":
             continue
-        tree = ast.parse(path.read_text(encoding="utf-8"))
         for line, value in _string_constants(tree):
             if (path.relative_to(ROOT).as_posix(), value) in NOT_VARIABLES:
                 continue

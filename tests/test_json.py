@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 import ast
-from pathlib import Path
 
 import pytest
+from _sources import ROOT, nodes, sources
 
 from toolkit import _json
 from toolkit.errors import IntegrityError
 from toolkit.oci.manifest import parse_manifest
-
-ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.mark.parametrize(
@@ -53,10 +51,10 @@ def test_a_manifest_with_nan_is_refused() -> None:
 
 def test_no_module_parses_json_but_the_strict_loader() -> None:
     lenient = []
-    for path in sorted((ROOT / "toolkit").rglob("*.py")):
+    for path, tree in sources():
         if path == ROOT / "toolkit" / "_json.py":
             continue
-        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        for node in nodes(tree):
             if (
                 isinstance(node, ast.Call)
                 and isinstance(node.func, ast.Attribute)

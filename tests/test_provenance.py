@@ -179,10 +179,15 @@ def test_out_file_and_a_tampered_artifact_is_never_attested(
     assert result.exit_code == 3 and not artifact_paths(artifact).provenance.exists()
 
 
-def test_script_model_names_the_script_and_its_local_modules(tmp_path: Path, keys: dict[str, Path]) -> None:
-    """A model a user's script saved with toolkit.save, run as `toolkit train --script` runs it."""
-    from toolkit.training.script import run_script
+def test_script_model_names_the_script_and_its_local_modules(
+    tmp_path: Path, keys: dict[str, Path], iris_frame: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A model a user's script saved with toolkit.save, with a step from the script's own module.
 
+    Saved here as the script does it (its folder first on sys.path, the step imported from
+    there) rather than in a child Python, whose start and scikit-learn import were nearly all
+    of this test's 3 s: `toolkit train --script` running a real script, local module included,
+    is test_provenance_carry.py's."""
     work = tmp_path / "project"
     work.mkdir()
     (work / "tk_prov_steps.py").write_text(
@@ -216,9 +221,19 @@ def test_script_model_names_the_script_and_its_local_modules(tmp_path: Path, key
             """
         )
     )
-    out = tmp_path / "out"
-    out.mkdir()
-    [model] = run_script("train.py", ("--fast",), out=out, workdir=work)
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+
+    monkeypatch.syspath_prepend(str(work))
+    try:  # what train.py does, with $TOOLKIT_OUT = tmp_path / "out"
+        from tk_prov_steps import Double  # type: ignore[import-not-found]
+
+        X, y = iris_frame
+        pipe = make_pipeline(Double(), LogisticRegression(max_iter=500)).fit(X, y)
+        model = tmp_path / "out" / "scripted-1.0.0.joblib"
+        toolkit.save(pipe, model, name="scripted", version="1.0.0", probe=X.head(4))
+    finally:
+        sys.modules.pop("tk_prov_steps", None)
     script = script_of(work / "train.py", "train.py", ("--fast",))
     written = attest(model, keys["key"], script=script)
     statement = _statement(model)

@@ -61,6 +61,8 @@ def test_train_with_a_sign_key_writes_the_provenance_of_its_recipe(
         "builtin:wine",
         "--model",
         "logistic_regression",
+        "--cv-folds",  # the recipe is what is attested, not its cross-validation: 2 folds, not 5
+        "2",
         "--no-register",
         "--out",
         out,
@@ -73,7 +75,7 @@ def test_train_with_a_sign_key_writes_the_provenance_of_its_recipe(
     model = Path(result.stdout.strip().splitlines()[-1])
     assert artifact_paths(model).provenance.is_file()
     recipe = _statement(model)["predicate"]["buildDefinition"]["externalParameters"]["recipe"]
-    assert recipe["dataset"]["source"] == "builtin:wine"
+    assert recipe["dataset"]["source"] == "builtin:wine" and recipe["cv_folds"] == 2
     assert _run(runner, "verify-provenance", model, "--trusted-key", keys["pub"]).exit_code == 0
 
 
@@ -81,6 +83,23 @@ def test_train_with_a_script_and_a_sign_key_names_the_script(
     runner: CliRunner, keys: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.chdir(tmp_path)
+    # A step from the script's own folder: the one real script run of the provenance tests
+    # (test_provenance.py saves its script model in-process) shows the local module named too.
+    steps = tmp_path / "tk_carry_steps.py"
+    steps.write_text(
+        textwrap.dedent(
+            """
+            from sklearn.base import BaseEstimator, TransformerMixin
+
+            class Double(BaseEstimator, TransformerMixin):
+                def fit(self, X, y=None):
+                    return self
+
+                def transform(self, X):
+                    return X * 2
+            """
+        )
+    )
     script = tmp_path / "train.py"
     script.write_text(
         textwrap.dedent(
@@ -89,11 +108,11 @@ def test_train_with_a_script_and_a_sign_key_names_the_script(
             from sklearn.datasets import load_iris
             from sklearn.linear_model import LogisticRegression
             from sklearn.pipeline import make_pipeline
-            from sklearn.preprocessing import StandardScaler
             import toolkit
+            from tk_carry_steps import Double
 
             X, y = load_iris(return_X_y=True, as_frame=True)
-            pipe = make_pipeline(StandardScaler(), LogisticRegression(max_iter=500)).fit(X, y)
+            pipe = make_pipeline(Double(), LogisticRegression(max_iter=500)).fit(X, y)
             toolkit.save(pipe, os.environ["TOOLKIT_OUT"] + "/scripted-2.0.0.joblib",
                          name="scripted", version="2.0.0", probe=X.head(4))
             """
@@ -108,10 +127,13 @@ def test_train_with_a_script_and_a_sign_key_names_the_script(
     )
     import hashlib
 
-    external = _statement(model)["predicate"]["buildDefinition"]["externalParameters"]
+    statement = _statement(model)
+    external = statement["predicate"]["buildDefinition"]["externalParameters"]
     assert external == {
         "script": {"path": "train.py", "sha256": hashlib.sha256(script.read_bytes()).hexdigest(), "args": []}
     }
+    deps = {d["name"]: d for d in statement["predicate"]["buildDefinition"]["resolvedDependencies"]}
+    assert deps["local-module:tk_carry_steps"]["digest"] == {"sha256": hashlib.sha256(steps.read_bytes()).hexdigest()}
     assert _run(runner, "verify-provenance", model, "--trusted-key", keys["pub"]).exit_code == 0
 
 

@@ -218,13 +218,15 @@ def test_compare_rescores_both_on_the_rebuilt_test_split(
     assert as_json(runner, root, "compare", "wine", "1.0.0", "1.1.0", *few, "--seed", "0")[1]["interval"] == seeded
     other = as_json(runner, root, "compare", "wine", "1.0.0", "1.1.0", *few, "--seed", "7")[1]["interval"]
     assert other != seeded
-    table = run(runner, root, "compare", "wine", "1.0.0", "1.1.0")
+    # The table prints the same result as --json (one option, one default: the 1000 above), on
+    # the 100 seeded resamples already drawn rather than another 1000 (~1 s).
+    table = run(runner, root, "compare", "wine", "1.0.0", "1.1.0", *few)
     assert table.exit_code == 0 and "roc_auc" in table.stdout and "1.1.0 - 1.0.0" in table.stdout
     assert "95% interval" in table.stdout
-    low, high = result["interval"]["accuracy"]
+    low, high = seeded["accuracy"]
     assert f"[{low:+.4f}, {high:+.4f}]" in table.stdout
     assert (
-        f"intervals: paired bootstrap, 1000 resamples of the same {card.data.n_test} rows for both versions (seed 0); "
+        f"intervals: paired bootstrap, 100 resamples of the same {card.data.n_test} rows for both versions (seed 0); "
         in table.stdout
     )
     none = as_json(runner, root, "compare", "wine", "1.0.0", "1.1.0", "--resamples", "0")[1]
@@ -303,8 +305,12 @@ def test_compare_refuses_different_data_unless_a_dataset_is_named(
         assert run(runner, root, "add", str(p)).exit_code == 0
     refused = run(runner, root, "compare", "wine", "1.0.0", "1.2.0")
     assert refused.exit_code == 4 and "no common held-out set" in refused.stderr
-    code, result = as_json(runner, root, "compare", "wine", "1.0.0", "1.2.0", "--dataset", "builtin:wine")
+    # What is checked is the data the versions are scored on; 20 resamples, not 1000, draw its intervals.
+    code, result = as_json(
+        runner, root, "compare", "wine", "1.0.0", "1.2.0", "--dataset", "builtin:wine", "--resamples", "20"
+    )
     assert code == 0 and result["data"]["how"] == "whole dataset" and result["data"]["rows"] == 178
+    assert result["bootstrap"]["resamples"] == 20 and None not in result["interval"].values()
 
 
 HOSTILE = "\x1b[2J\x1b]8;;http://evil.example/\x07click\x1b]8;;\x07 [bold red]boom[/] \u202etxt"

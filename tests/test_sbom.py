@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -13,25 +14,35 @@ import pytest
 from _provenance_support import pinned_artifact
 from typer.testing import CliRunner
 
+import toolkit
 from toolkit.cli import app
 from toolkit.provenance.sbom import lock_entries
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture
-def pinned_model(make_artifact: Any, iris_frame: Any, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
-    """A recipe model with a base image and the project's real lock in its card."""
-    return pinned_artifact(
-        make_artifact,
-        iris_frame[0],
-        monkeypatch,
-        tmp_path / "m",
-        metrics={"test": {"accuracy": 0.9, "roc_auc": 0.95}, "cv": {"accuracy": 0.88}},
-        preprocessing=("StandardScaler on 4 numeric columns",),
-        intended_use="Sorting iris flowers in the demo.",
-        limitations="Three species only.",
-    )
+@pytest.fixture(scope="module")
+def pinned_model(tiny_pipeline: Any, iris_frame: Any, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A recipe model with a base image and the project's real lock in its card; saved once for
+    the module (no test changes it: each reads it or writes its BOM elsewhere)."""
+    directory = tmp_path_factory.mktemp("pinned")
+
+    def make(directory: Path, **kwargs: Any) -> Path:
+        path = directory / "iris-1.0.0.joblib"
+        toolkit.save(tiny_pipeline, path, name="iris", version="1.0.0", probe=iris_frame[0].head(8), **kwargs)
+        return path
+
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        return pinned_artifact(
+            make,
+            iris_frame[0],
+            monkeypatch,
+            directory,
+            metrics={"test": {"accuracy": 0.9, "roc_auc": 0.95}, "cv": {"accuracy": 0.88}},
+            preprocessing=("StandardScaler on 4 numeric columns",),
+            intended_use="Sorting iris flowers in the demo.",
+            limitations="Three species only.",
+        )
 
 
 def _sbom(runner: CliRunner, artifact: Path) -> tuple[str, dict[str, Any]]:
@@ -40,11 +51,19 @@ def _sbom(runner: CliRunner, artifact: Path) -> tuple[str, dict[str, Any]]:
     return result.stdout, json.loads(result.stdout)
 
 
-def _validate(text: str) -> None:
+@functools.cache
+def _validator() -> Any:
+    """cyclonedx-python-lib's strict 1.6 validator, built once: it compiles the bundled schema
+    (and its SPDX and JSF parts) on first use. Its import, jsonschema's format checkers, costs
+    about 3 s of CPU once per process (rfc3987-syntax builds 39 Earley parsers when imported)."""
     from cyclonedx.schema import SchemaVersion
     from cyclonedx.validation.json import JsonStrictValidator
 
-    errors = JsonStrictValidator(SchemaVersion.V1_6).validate_str(text)
+    return JsonStrictValidator(SchemaVersion.V1_6)
+
+
+def _validate(text: str) -> None:
+    errors = _validator().validate_str(text)
     assert errors is None, str(errors)[:2000]
 
 
@@ -95,6 +114,15 @@ def test_sbom_is_valid_cyclonedx_1_6_with_model_dataset_libraries_base_and_recip
     assert {d["ref"] for d in bom["dependencies"]} == refs
 
 
+# Next to the other validation: xdist hands out neighbouring tests together, and the
+# validator's import (above) is then paid by one worker, not both.
+def test_sbom_of_an_api_model_without_lock_or_dataset_is_valid_too(artifact: Path, runner: CliRunner) -> None:
+    text, bom = _sbom(runner, artifact)
+    _validate(text)
+    assert not [c for c in bom["components"] if c["type"] in ("data", "container")]
+    assert all("purl" in c for c in bom["components"])
+
+
 def test_sbom_round_trips_through_the_reference_reader(pinned_model: Path, runner: CliRunner) -> None:
     from cyclonedx.model.bom import Bom
     from cyclonedx.model.component import ComponentType
@@ -133,13 +161,6 @@ def _get(obj: dict[str, Any], dotted: str) -> Any:
             return None
         obj = obj.get(part)  # type: ignore[assignment]
     return obj
-
-
-def test_sbom_of_an_api_model_without_lock_or_dataset_is_valid_too(artifact: Path, runner: CliRunner) -> None:
-    text, bom = _sbom(runner, artifact)
-    _validate(text)
-    assert not [c for c in bom["components"] if c["type"] in ("data", "container")]
-    assert all("purl" in c for c in bom["components"])
 
 
 def test_sbom_out_file_is_written_atomically_and_is_reproducible(
