@@ -219,19 +219,18 @@ def test_verify_json(runner: CliRunner, artifact: Path) -> None:
     assert json.loads(bad.stdout)["ok"] is False
 
 
-def test_cli_basics_version_short_help_and_one_suggestion() -> None:
+def test_cli_basics_version_short_help_and_one_suggestion(runner: CliRunner) -> None:
     import toolkit
 
-    def run(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([sys.executable, "-m", "toolkit", *args], capture_output=True, text=True)
-
-    version = run("--version")
-    assert (version.returncode, version.stdout) == (0, f"toolkit {toolkit.__version__}\n")
-    short = run("-h")
-    assert short.returncode == 0 and "check-env" in short.stdout
-    assert run("registry", "-h").returncode == 0
-    typo = run("registri")
-    assert typo.returncode == 2
+    # In-process: these are the app's own behaviour (the entry point's own process is
+    # test_python_dash_m_toolkit_help's, and the installed script's is the completion below).
+    version = _run(runner, "--version")
+    assert (version.exit_code, version.stdout) == (0, f"toolkit {toolkit.__version__}\n")
+    short = _run(runner, "-h")
+    assert short.exit_code == 0 and "check-env" in short.stdout
+    assert _run(runner, "registry", "-h").exit_code == 0
+    typo = _run(runner, "registri")
+    assert typo.exit_code == 2
     assert typo.stderr.count("Did you mean") == 1 and "'registry'" in typo.stderr
     assert "--install-completion" in short.stdout
     # Completion itself, as the installed script asks for it (no shell detection involved).
