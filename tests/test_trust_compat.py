@@ -68,6 +68,10 @@ def _arguments(name: str) -> dict[str, Any]:
         "Nystroem": {"n_components": 5},
         "HistGradientBoostingClassifier": {"max_iter": 5},
         "HistGradientBoostingRegressor": {"max_iter": 5},
+        "FastICA": {"max_iter": 5},
+        "CalibratedClassifierCV": {"cv": 2},
+        "RANSACRegressor": {"max_trials": 5},
+        "MiniBatchNMF": {"max_iter": 5},
     }
     if name in table:
         return table[name]
