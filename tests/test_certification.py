@@ -25,17 +25,25 @@ LOCK = "c" * 64  # the candidate lock's sha256, as its image declares it ($TOOLK
 BASE = "debian@sha256:" + "b" * 64
 
 
-@pytest.fixture
-def registered(make_artifact: Any, iris_frame: Any, tmp_path: Path) -> tuple[Path, Path]:
-    """A model registered with a reference set, and a second one: (registry root, .joblib)."""
+@pytest.fixture(scope="module")
+def other_model(iris_frame: Any) -> Any:
+    """Another model than the tiny pipeline, fitted once (lbfgs on unscaled iris: a quarter of a
+    second, which every test's registry paid): each test saves it afresh."""
     from sklearn.linear_model import LogisticRegression
 
+    X, y = iris_frame
+    return LogisticRegression(C=0.5, max_iter=500).fit(X, y)
+
+
+@pytest.fixture
+def registered(make_artifact: Any, iris_frame: Any, other_model: Any, tmp_path: Path) -> tuple[Path, Path]:
+    """A model registered with a reference set, and a second one: (registry root, .joblib)."""
     import toolkit
 
-    X, y = iris_frame
+    X, _ = iris_frame
     root = tmp_path / "reg"
     other = tmp_path / "other" / "other-1.0.0.joblib"  # another model: other bytes, other sha256
-    toolkit.save(LogisticRegression(C=0.5, max_iter=500).fit(X, y), other, name="other", version="1.0.0", reference=X)
+    toolkit.save(other_model, other, name="other", version="1.0.0", reference=X)
     with Registry(root) as reg:
         reg.add(make_artifact(name="iris", directory=tmp_path / "iris", reference=X))
         reg.add(other)

@@ -25,7 +25,8 @@ def _config(tmp_path: Path, text: str) -> Path:
 def test_an_estimator_path_with_its_parameters_trains(tmp_path: Path) -> None:
     cfg_file = _config(
         tmp_path,
-        f'dataset = "builtin:wine"\nmodel = "{HGB}"\nname = "wine-hgb"\n[params]\nmax_iter = 12\nlearning_rate = 0.2\n',
+        f'dataset = "builtin:wine"\nmodel = "{HGB}"\nname = "wine-hgb"\ncv_folds = 2\n'
+        "[params]\nmax_iter = 12\nlearning_rate = 0.2\n",
     )
     result = train(resolve_config(cfg_file, out=tmp_path / "out", register=False))
     assert result.card.algorithm == "HistGradientBoostingClassifier"
@@ -37,7 +38,12 @@ def test_an_estimator_path_with_its_parameters_trains(tmp_path: Path) -> None:
 def test_a_regressor_path_decides_the_task(tmp_path: Path) -> None:
     # Wine's target would be classes by the data rule; a regressor class makes it a regression.
     cfg = resolve_config(
-        dataset="builtin:wine", model="sklearn.linear_model.Lasso", params={"alpha": 0.1}, out=tmp_path, register=False
+        dataset="builtin:wine",
+        model="sklearn.linear_model.Lasso",
+        params={"alpha": 0.1},
+        out=tmp_path,
+        register=False,
+        cv_folds=2,
     )
     result = train(cfg)
     assert result.dataset.task == "regression"
@@ -111,6 +117,7 @@ def test_bad_model_config_exits_2_with_one_line_before_reading_data(
 
 def test_task_flag(tmp_path: Path, runner: CliRunner) -> None:
     args = ["train", "--dataset", "builtin:wine", "--model", "ridge", "--out", str(tmp_path), "--no-register", "-q"]
+    args += ["--cv-folds", "2"]
     assert runner.invoke(app, [*args, "--task", "classification"]).exit_code == 2
     done = runner.invoke(app, [*args, "--task", "regression"])
     assert done.exit_code == 0, done.output

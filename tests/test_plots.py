@@ -24,10 +24,8 @@ def _png(path: Path) -> Any:
 @pytest.fixture(scope="module")
 def wine_artifact(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("wine")
-    result = CliRunner().invoke(
-        app,
-        ["train", "--dataset", "builtin:wine", "--model", "logistic_regression", "--no-register", "--out", str(out)],
-    )
+    args = ["train", "--dataset", "builtin:wine", "--model", "logistic_regression", "--cv-folds", "2"]
+    result = CliRunner().invoke(app, [*args, "--no-register", "--out", str(out)])
     assert result.exit_code == 0, result.output
     (path,) = out.glob("*.joblib")
     return path

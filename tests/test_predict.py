@@ -23,7 +23,7 @@ from toolkit.training.train import train
 def credit_artifact(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A small credit model (text column included), trained once for this module."""
     out = tmp_path_factory.mktemp("predict")
-    cfg = resolve_config(model="logistic_regression", out=out, register=False)
+    cfg = resolve_config(model="logistic_regression", out=out, register=False, cv_folds=2)
     return train(cfg).path
 
 

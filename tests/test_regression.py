@@ -98,8 +98,9 @@ def test_explicit_task_overrides_the_rule(tmp_path: Path) -> None:
 @pytest.mark.parametrize("source", ["builtin:diabetes", "csv"])
 def test_each_regressor_trains_and_its_metrics_match_the_card(kind: str, source: str, tmp_path: Path) -> None:
     dataset, target = (str(_numeric_csv(tmp_path)), "price") if source == "csv" else (source, None)
+    # 2 folds: the CV metrics' keys are the point here, not the folds (their count has its own test).
     cfg = resolve_config(
-        dataset=dataset, target=target, model=kind, params=SMALL[kind], out=tmp_path / "out", register=False
+        dataset=dataset, target=target, model=kind, params=SMALL[kind], out=tmp_path / "out", register=False, cv_folds=2
     )
     result = train(cfg)
     card = json.loads(result.path.with_suffix(".card.json").read_text())
@@ -148,7 +149,12 @@ def test_a_recipe_task_must_be_one_of_the_two() -> None:
 
 def test_hist_gradient_boosting_classifies_too(tmp_path: Path) -> None:
     cfg = resolve_config(
-        dataset="builtin:wine", model="hist_gradient_boosting", params={"max_iter": 15}, out=tmp_path, register=False
+        dataset="builtin:wine",
+        model="hist_gradient_boosting",
+        params={"max_iter": 15},
+        out=tmp_path,
+        register=False,
+        cv_folds=2,
     )
     result = train(cfg)
     assert result.card.algorithm == "HistGradientBoostingClassifier"
@@ -196,7 +202,9 @@ def test_classifier_kinds_are_refused_for_regression_before_any_data(tmp_path: P
 
 def test_predict_writes_numeric_predictions(tmp_path: Path, runner: CliRunner) -> None:
     data = _numeric_csv(tmp_path)
-    cfg = resolve_config(dataset=str(data), target="price", model="ridge", out=tmp_path / "out", register=False)
+    cfg = resolve_config(
+        dataset=str(data), target="price", model="ridge", out=tmp_path / "out", register=False, cv_folds=2
+    )
     result = train(cfg)
     out = tmp_path / "pred.csv"
     done = runner.invoke(app, ["predict", str(result.path), str(data), "--out", str(out), "--policy", "compatible"])
@@ -228,8 +236,15 @@ def regression_registry(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path,
     metrics = {}
     for version, kind in (("1.0.0", "ridge"), ("1.1.0", "random_forest"), ("1.2.0", "hist_gradient_boosting")):
         out = tmp_path_factory.mktemp("out")
+        # 2 folds: promote and compare read the test metrics, which the folds do not change.
         cfg = resolve_config(
-            dataset="builtin:diabetes", model=kind, params=SMALL[kind], name="sugar", version=version, out=out
+            dataset="builtin:diabetes",
+            model=kind,
+            params=SMALL[kind],
+            name="sugar",
+            version=version,
+            out=out,
+            cv_folds=2,
         )
         result = train(cfg)
         with Registry(root) as reg:

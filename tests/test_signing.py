@@ -650,7 +650,16 @@ def test_host_train_signs_before_registering(
 ) -> None:
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("TOOLKIT_TRUSTED_KEYS", str(keys["pub"]))
-    args = ("--dataset", "builtin:wine", "--model", "logistic_regression", "--registry", tmp_path / "reg")
+    args = (
+        "--dataset",
+        "builtin:wine",
+        "--model",
+        "logistic_regression",
+        "--cv-folds",
+        2,
+        "--registry",
+        tmp_path / "reg",
+    )
     unsigned = _run(runner, "train", *args, "--quiet")
     _one_error_line(unsigned, "no signature")  # trust on: the registry refuses what is not signed
     signed_run = _run(runner, "train", *args, "--version", "1.0.1", "--sign-key", keys["key"], "--quiet")

@@ -47,7 +47,10 @@ def _to_schema1(d: dict[str, Any]) -> None:
 def wine(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A model trained here by the toolkit's recipe (card schema 2, with its recipe)."""
     out = tmp_path_factory.mktemp("wine")
-    config = TrainConfig(dataset="builtin:wine", model="logistic_regression", name="wine", version="1.0.0", out=out)
+    # 2 folds (the recipe carries them, so every retrain of it is as cheap): no test here is about the folds.
+    config = TrainConfig(
+        dataset="builtin:wine", model="logistic_regression", name="wine", version="1.0.0", cv_folds=2, out=out
+    )
     return train(config).path
 
 
@@ -270,7 +273,9 @@ def test_retrain_refuses_other_data_naming_both_hashes(tmp_path: Path) -> None:
     frame = load_wine(as_frame=True).frame
     data = tmp_path / "wine.csv"
     frame.to_csv(data, index=False)
-    config = TrainConfig(dataset=str(data), target="target", model="logistic_regression", name="w", out=tmp_path / "o")
+    config = TrainConfig(
+        dataset=str(data), target="target", model="logistic_regression", name="w", cv_folds=2, out=tmp_path / "o"
+    )
     model = train(config).path
     recorded = hashlib.sha256(data.read_bytes()).hexdigest()
     frame.iloc[:-1].to_csv(data, index=False)  # one row fewer: another dataset version
@@ -453,7 +458,11 @@ def test_retrain_in_upgrade_check_is_once_per_name_from_production_as_the_next_f
     registry = tmp_path / "reg"
     second = tmp_path / "second"
     second.mkdir()
-    train(TrainConfig(dataset="builtin:wine", model="logistic_regression", name="wine", version="1.0.1", out=second))
+    train(
+        TrainConfig(
+            dataset="builtin:wine", model="logistic_regression", name="wine", version="1.0.1", cv_folds=2, out=second
+        )
+    )
     with Registry(registry) as reg:
         reg.add(wine)
         reg.add(second / "wine-1.0.1.joblib")
