@@ -53,6 +53,16 @@ def test_builtin_version_is_the_canonical_csv_hash() -> None:
     assert hashlib.sha256(canonical_csv(frame)).hexdigest() == d.sha256
 
 
+def test_each_load_of_a_builtin_is_the_callers_own_copy() -> None:
+    # A builtin is made once per process: what one caller changes must not reach the next.
+    first = load_dataset("builtin:credit")
+    first.X.iloc[0, 0] = -1.0
+    first.y.iloc[0] = 99
+    again = load_dataset("builtin:credit")
+    assert again.X.iloc[0, 0] != -1.0 and again.y.iloc[0] != 99
+    assert hashlib.sha256(canonical_csv(pd.concat([again.X, again.y], axis=1))).hexdigest() == again.sha256
+
+
 def test_wine_is_three_classes() -> None:
     d = load_dataset("builtin:wine")
     assert d.X.shape == (178, 13)

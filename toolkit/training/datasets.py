@@ -77,11 +77,10 @@ def load_dataset(spec: str, target: str | None = None, *, task: str | None = Non
     if task is not None and task not in TASKS:
         raise ConfigError(f"task: unknown task {task!r} (choose {', '.join(TASKS)})")
     if spec.startswith("builtin:"):
-        frame, builtin_target = _load_builtin(spec)
+        frame, builtin_target, digest = _builtin(spec)
         if target is not None and target != builtin_target:
             raise ConfigError(f"target: {spec} has target {builtin_target!r}, not {target!r}")
         target = builtin_target
-        digest = hashlib.sha256(canonical_csv(frame)).hexdigest()
     else:
         if not target:
             raise ConfigError(f"target: a dataset file needs a target column (--target COL) for {spec}")
@@ -231,6 +230,20 @@ def canonical_csv(frame: pd.DataFrame) -> bytes:
 
 
 # --- helpers -------------------------------------------------------------------------------
+
+
+# A builtin is made from a fixed seed and hashed through its CSV form: the same every time, so
+# made and hashed once per process (compare, retrain and upgrade-check load it again and again).
+_BUILTIN_CACHE: dict[str, tuple[pd.DataFrame, str, str]] = {}
+
+
+def _builtin(spec: str) -> tuple[pd.DataFrame, str, str]:
+    """A builtin's frame (the caller's own copy), its target column and its sha256."""
+    if spec not in _BUILTIN_CACHE:
+        frame, target = _load_builtin(spec)
+        _BUILTIN_CACHE[spec] = (frame, target, hashlib.sha256(canonical_csv(frame)).hexdigest())
+    frame, target, digest = _BUILTIN_CACHE[spec]
+    return frame.copy(deep=True), target, digest
 
 
 def _load_builtin(spec: str) -> tuple[pd.DataFrame, str]:
