@@ -464,6 +464,7 @@ def score(pipeline: Any, X: pd.DataFrame, y: pd.Series) -> dict[str, float]:
         DataError: ``y`` has classes the model never saw, or a single class (no ROC AUC);
             a metric is undefined on these rows.
     """
+    import numpy as np
     from sklearn.base import is_regressor
     from sklearn.metrics import accuracy_score, f1_score, roc_auc_score
 
@@ -475,16 +476,19 @@ def score(pipeline: Any, X: pd.DataFrame, y: pd.Series) -> dict[str, float]:
         raise DataError(f"cannot score: classes {', '.join(unseen)} are not among the model's classes")
     proba = pipeline.predict_proba(X)
     predicted = pipeline.predict(X)
+    # The same values as the Series, without scikit-learn's dataframe detection on each of the
+    # three metrics (a fifth of a score's time).
+    truth = np.asarray(y)
     try:
         if len(classes) == 2:
-            auc = roc_auc_score(y, proba[:, 1], labels=classes)
-            f1 = f1_score(y, predicted, pos_label=classes[1], average="binary", zero_division=0)
+            auc = roc_auc_score(truth, proba[:, 1], labels=classes)
+            f1 = f1_score(truth, predicted, pos_label=classes[1], average="binary", zero_division=0)
         else:
-            auc = roc_auc_score(y, proba, multi_class="ovr", labels=classes)
-            f1 = f1_score(y, predicted, labels=classes, average="macro", zero_division=0)
+            auc = roc_auc_score(truth, proba, multi_class="ovr", labels=classes)
+            f1 = f1_score(truth, predicted, labels=classes, average="macro", zero_division=0)
     except ValueError as e:
         raise DataError(f"cannot score on {len(y)} rows: {e}") from e
-    result = {"roc_auc": float(auc), "accuracy": float(accuracy_score(y, predicted)), "f1": float(f1)}
+    result = {"roc_auc": float(auc), "accuracy": float(accuracy_score(truth, predicted)), "f1": float(f1)}
     if any(math.isnan(v) for v in result.values()):
         raise DataError(f"cannot score on {len(y)} rows: a metric is undefined")
     return result
