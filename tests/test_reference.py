@@ -273,6 +273,9 @@ def _verdict_at(path: Path, threads: str) -> dict[str, Any]:
     return predictions
 
 
+# Two fresh interpreters under two OpenMP settings (a process-level concurrency test, ~6 s of
+# scikit-learn imports): in make test's serial part, out of the unit loop.
+@pytest.mark.process
 def test_the_same_check_at_1_and_2_threads_gives_the_same_verdict_and_counts(tmp_path: Path) -> None:
     """k-NN under OpenMP answers by batch and thread count; the reference set is computed and
     re-checked in fixed batches under a fixed limit, so the machine does not decide."""
