@@ -748,3 +748,19 @@ def test_compare_in_container_raises_the_containers_error_as_its_own(
     with pytest.raises(raised) as caught:
         djobs.compare_in_container("toolkit:fake", Path("models"), ["x", "1", "2"], client=fake)
     assert type(caught.value) is raised and str(caught.value) == message
+
+
+def test_stdout_into_keeps_the_answer_bounded_and_passes_the_rest_on() -> None:
+    from toolkit.docker import stdout_into
+
+    answer, others = bytearray(), []
+    route = stdout_into(answer, lambda stream, chunk: others.append((stream, chunk)), limit=5)
+    for stream, chunk in (("stdout", b"abc"), ("stderr", b"warn"), ("stdout", b"defgh"), ("stdout", b"ij")):
+        route(stream, chunk)
+    assert bytes(answer) == b"abcde"  # at most the limit, the rest dropped
+    assert others == [("stderr", b"warn")]
+    unbounded = bytearray()
+    quiet = stdout_into(unbounded)
+    quiet("stdout", b"x" * 10)
+    quiet("stderr", b"dropped")  # no one to pass it to
+    assert bytes(unbounded) == b"x" * 10

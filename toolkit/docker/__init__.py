@@ -12,7 +12,15 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from toolkit.docker.client import Mount, OutputCallback, RunResult, connect, inspect_image_id, pin_reference
+from toolkit.docker.client import (
+    Mount,
+    OutputCallback,
+    RunResult,
+    connect,
+    inspect_image_id,
+    pin_reference,
+    stdout_into,
+)
 from toolkit.docker.client import run as _run
 from toolkit.docker.context import lock_sha256
 from toolkit.docker.images import (
@@ -61,6 +69,7 @@ __all__ = [
     "resolve_base_image",
     "resolve_image",
     "run_in_container",
+    "stdout_into",
     "train_command",
     "train_in_container",
     "validate_base_image",

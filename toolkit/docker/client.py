@@ -32,6 +32,7 @@ __all__ = [
     "inspect_image_id",
     "pin_reference",
     "run",
+    "stdout_into",
 ]
 
 OutputCallback = Callable[[str, bytes], None]  # ("stdout" | "stderr", chunk)
@@ -178,6 +179,20 @@ def build(
         with _translated(f"inspect {tag}"):
             image_id = client.images.get(tag).id
     return str(image_id)
+
+
+def stdout_into(buffer: bytearray, others: OutputCallback | None = None, *, limit: int | None = None) -> OutputCallback:
+    """An ``on_output`` for a job whose stdout is its answer: stdout is kept in ``buffer`` (at most
+    ``limit`` bytes, the rest dropped: a container cannot make the host hold more), every other
+    stream goes to ``others`` (dropped without one)."""
+
+    def route(stream: str, chunk: bytes) -> None:
+        if stream == "stdout":
+            buffer.extend(chunk if limit is None else chunk[: limit - len(buffer)])
+        elif others is not None:
+            others(stream, chunk)
+
+    return route
 
 
 def run(

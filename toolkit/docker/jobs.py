@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from toolkit import _files, env
-from toolkit.docker.client import Mount, OutputCallback, build, connect, run
+from toolkit.docker.client import Mount, OutputCallback, build, connect, run, stdout_into
 from toolkit.docker.context import ContextStream, git_revision, lock_sha256, locked_wheels, write_context
 from toolkit.docker.images import DEFAULT_IMAGE, IMAGE_UID, validate_base_image
 from toolkit.docker.paths import PathMap, Rewriter
@@ -224,13 +224,8 @@ def base_state(client: Any, base_image: str, *, cache: Path | None = None) -> Ba
                 release = data.get("release")
                 return BaseState(release=release if isinstance(release, str) else None, status=data["status"])
     printed = bytearray()
-
-    def keep(stream: str, chunk: bytes) -> None:
-        if stream == "stdout":
-            printed.extend(chunk[: _STATUS_LIMIT - len(printed)])
-
     files = ["/etc/os-release", "/var/lib/dpkg/status"]
-    result = run(client, base_image, files, entrypoint=["cat"], on_output=keep)
+    result = run(client, base_image, files, entrypoint=["cat"], on_output=stdout_into(printed, limit=_STATUS_LIMIT))
     if result.exit_code != 0:
         raise DockerError(f"cannot read {' and '.join(files)} in {base_image} (exit {result.exit_code})")
     text = printed.decode("utf-8", errors="replace")
@@ -304,12 +299,6 @@ def compare_in_container(
     rewriter = Rewriter(PathMap(prefixes=prefixes), on_output)
     printed = bytearray()  # stdout is the JSON answer, read here, never shown as it is
 
-    def route(stream: str, chunk: bytes) -> None:
-        if stream == "stdout":
-            printed.extend(chunk[: _ANSWER_LIMIT - len(printed)])
-        else:
-            rewriter(stream, chunk)
-
     try:
         result = run(
             client or connect(),
@@ -319,7 +308,7 @@ def compare_in_container(
             user=None if uid == 0 else f"{uid}:{os.getgid()}",
             environment={env.HOME: "/tmp"} if uid != 0 else {},
             working_dir="/work",
-            on_output=route,
+            on_output=stdout_into(printed, rewriter, limit=_ANSWER_LIMIT),
             drop_capabilities=True,  # it reads the registry and computes: nothing more
         )
     finally:
@@ -542,12 +531,6 @@ def predict_in_container(
     csv = bytearray()  # stdout is the CSV, never shown: the host writes it
     rewriter = Rewriter(PathMap(prefixes=prefixes), on_output)
 
-    def route(stream: str, chunk: bytes) -> None:
-        if stream == "stdout":
-            csv.extend(chunk)
-        else:
-            rewriter(stream, chunk)
-
     try:
         result = run(
             client or connect(),
@@ -559,7 +542,7 @@ def predict_in_container(
             ],
             user=None if uid == 0 else f"{uid}:{os.getgid()}",
             environment={env.HOME: "/tmp"} if uid != 0 else {},
-            on_output=route,
+            on_output=stdout_into(csv, rewriter),
         )
     finally:
         rewriter.flush()

@@ -67,17 +67,10 @@ def check_in_image(
 
     Raises: as ``verify`` (with trust) and ``check_in_container``.
     """
-    from toolkit.docker import check_in_container
+    from toolkit.docker import check_in_container, stdout_into
 
-    captured = bytearray()
+    captured = bytearray()  # the gate's one JSON object gets the image added before it is printed
     image_ids: list[str] = []
-
-    def keep_json(stream: str, chunk: bytes) -> None:
-        # The gate's one JSON object gets the image added before it is printed.
-        if stream == "stdout":
-            captured.extend(chunk)
-        else:
-            on_output(stream, chunk)
 
     _verify_on_host(model, trusted_keys)
     code = check_in_container(
@@ -86,7 +79,7 @@ def check_in_image(
         policy=policy,
         as_json=as_json,
         verify_predictions=verify_predictions,
-        on_output=keep_json if as_json else on_output,
+        on_output=stdout_into(captured, on_output) if as_json else on_output,
         on_image=image_ids.append,
     )
     image_id = image_ids[0] if image_ids and image_ids[0] else None
